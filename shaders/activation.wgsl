@@ -1,0 +1,38 @@
+// Activation functions shared by matmul.wgsl (fused epilogue) and elementwise.wgsl.
+// This file is prepended to both sources by src/kernels.rs; it has no bindings.
+//
+// ACT selects the function (pipeline-overridable constant):
+//   0 = identity, 1 = ReLU, 2 = GeLU (tanh approximation), 3 = GeLU (exact, via erf).
+override ACT: u32 = 0u;
+
+// tanh(x) = 1 - 2 / (exp(2x) + 1): exp overflowing to +inf gives exactly 1, never NaN
+// (a builtin tanh computed as sinh/cosh can give inf/inf for |x| > 44 on some drivers).
+fn tanh_safe(x: f32) -> f32 {
+    return 1.0 - 2.0 / (exp(2.0 * x) + 1.0);
+}
+
+// erf by Abramowitz & Stegun 7.1.26: absolute error <= 1.5e-7 for every x.
+fn erf_approx(x: f32) -> f32 {
+    let s = sign(x);
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    return s * (1.0 - poly * exp(-a * a));
+}
+
+fn activate(v: f32) -> f32 {
+    switch ACT {
+        case 1u: { return max(v, 0.0); }
+        case 2u: {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            let inner = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+            return 0.5 * v * (1.0 + tanh_safe(inner));
+        }
+        case 3u: {
+            // 0.5 x (1 + erf(x / sqrt(2)))
+            return 0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476));
+        }
+        default: { return v; }
+    }
+}

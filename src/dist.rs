@@ -1,0 +1,370 @@
+//! `DistTensor` and `Placement`: one matrix spread over the ranks of a group.
+
+use std::fmt;
+
+use crate::collective;
+use crate::error::{fmt_shape, Error, Result};
+use crate::group::Group;
+use crate::ops;
+use crate::shard::{concat_host, offsets, split_host, split_sizes};
+use crate::tensor::{read_back, Tensor};
+
+/// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// Every rank holds the whole matrix.
+    Replicate,
+    /// Rank `r` holds the `r`-th slice along the dimension (0: rows, 1: columns). Built
+    /// by this crate, the slices follow [`split_sizes`]; from [`DistTensor::from_locals`]
+    /// they may be any non-empty sizes.
+    Shard(usize),
+    /// Every rank holds a full-size addend; the value is their sum (pending all-reduce).
+    Partial,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Replicate => write!(f, "Replicate"),
+            Placement::Shard(d) => write!(f, "Shard({d})"),
+            Placement::Partial => write!(f, "Partial"),
+        }
+    }
+}
+
+/// A 2-D f32 matrix of global shape `[rows, cols]`, one local [`Tensor`] per rank.
+#[derive(Debug, Clone)]
+pub struct DistTensor {
+    group: Group,
+    shape: [usize; 2],
+    placement: Placement,
+    locals: Vec<Tensor>,
+}
+
+impl DistTensor {
+    /// Uploads the whole row-major `host` matrix to every rank.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `host.len()` is not `rows * cols` or a dimension is 0;
+    /// allocation errors.
+    pub fn replicate(group: &Group, host: &[f32], shape: [usize; 2]) -> Result<Self> {
+        let locals = group
+            .ranks()
+            .iter()
+            .map(|r| Tensor::from_host(r, host, shape))
+            .collect::<Result<_>>()?;
+        Ok(DistTensor {
+            group: group.clone(),
+            shape,
+            placement: Placement::Replicate,
+            locals,
+        })
+    }
+
+    /// Splits the row-major `host` matrix along `dim` by [`split_sizes`] and uploads slice
+    /// `r` to rank `r`.
+    ///
+    /// # Errors
+    /// As [`DistTensor::replicate`], plus [`Error::InvalidArgument`] when `dim > 1` or the
+    /// tp size is larger than `shape[dim]`.
+    pub fn shard(group: &Group, host: &[f32], shape: [usize; 2], dim: usize) -> Result<Self> {
+        let op = "dist_tensor.shard";
+        if dim > 1 {
+            return Err(Error::invalid(op, format!("dim must be 0 or 1, got {dim}")));
+        }
+        if host.len() != shape[0] * shape[1] {
+            return Err(Error::shape(
+                op,
+                format!("{} values for {}", shape[0] * shape[1], fmt_shape(shape)),
+                format!("{} values", host.len()),
+            ));
+        }
+        let sizes = split_sizes(shape[dim], group.world_size())?;
+        let parts = split_host(host, shape, dim, &sizes);
+        let locals = group
+            .ranks()
+            .iter()
+            .zip(parts)
+            .zip(&sizes)
+            .map(|((r, p), &len)| {
+                let mut s = shape;
+                s[dim] = len;
+                Tensor::from_host(r, &p, s)
+            })
+            .collect::<Result<_>>()?;
+        Ok(DistTensor {
+            group: group.clone(),
+            shape,
+            placement: Placement::Shard(dim),
+            locals,
+        })
+    }
+
+    /// Wraps tensors a caller already has, `locals[r]` on rank `r`, as one placed value.
+    ///
+    /// # Errors
+    /// [`Error::GroupMismatch`] or [`Error::InvalidArgument`] when a tensor is on another
+    /// group or out of rank order; [`Error::Shape`] when the shapes cannot form the
+    /// placement.
+    pub fn from_locals(group: &Group, locals: Vec<Tensor>, placement: Placement) -> Result<Self> {
+        let op = "dist_tensor.from_locals";
+        if locals.len() != group.world_size() {
+            return Err(Error::shape(
+                op,
+                format!("{} tensors (one per rank)", group.world_size()),
+                format!("{}", locals.len()),
+            ));
+        }
+        for (r, t) in locals.iter().enumerate() {
+            if t.rank().group_id() != group.id() {
+                return Err(Error::GroupMismatch { op });
+            }
+            if t.rank().index() != r {
+                return Err(Error::invalid(op, format!("tensor {r} lives on rank {}", t.rank().index())));
+            }
+        }
+        let first = locals[0].shape();
+        let shape = match placement {
+            Placement::Replicate | Placement::Partial => {
+                if let Some(t) = locals.iter().find(|t| t.shape() != first) {
+                    return Err(Error::shape(op, fmt_shape(first), fmt_shape(t.shape())));
+                }
+                first
+            }
+            Placement::Shard(d) if d <= 1 => {
+                let other = 1 - d;
+                if let Some(t) = locals.iter().find(|t| t.shape()[other] != first[other]) {
+                    return Err(Error::shape(
+                        op,
+                        format!("dimension {other} of {} on every rank", first[other]),
+                        fmt_shape(t.shape()),
+                    ));
+                }
+                let mut s = first;
+                s[d] = locals.iter().map(|t| t.shape()[d]).sum();
+                s
+            }
+            Placement::Shard(d) => {
+                return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
+            }
+        };
+        Ok(DistTensor {
+            group: group.clone(),
+            shape,
+            placement,
+            locals,
+        })
+    }
+
+    /// The global shape.
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+
+    /// The placement.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// The group.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// The local tensors, in rank order.
+    pub fn locals(&self) -> &[Tensor] {
+        &self.locals
+    }
+
+    /// The whole value on the host: rank 0's copy of a replicated tensor, the
+    /// concatenation of shards, or the rank-order sum of partials.
+    ///
+    /// # Errors
+    /// Read-back errors ([`Error::Map`], [`Error::Timeout`], [`Error::DeviceLost`]).
+    pub async fn to_host_async(&self) -> Result<Vec<f32>> {
+        let op = "dist_tensor.to_host";
+        match self.placement {
+            Placement::Replicate => Ok(read_back(op, &[&self.locals[0]]).await?.concat()),
+            Placement::Shard(d) => {
+                let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
+                let shapes: Vec<_> = self.locals.iter().map(Tensor::shape).collect();
+                Ok(concat_host(&parts, &shapes, d))
+            }
+            Placement::Partial => {
+                let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
+                let mut acc = vec![0.0f32; self.shape[0] * self.shape[1]];
+                // Same order as the host all-reduce: ((x0 + x1) + x2) + ...
+                for (i, p) in parts.into_iter().enumerate() {
+                    if i == 0 {
+                        acc = p;
+                    } else {
+                        acc.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
+                    }
+                }
+                Ok(acc)
+            }
+        }
+    }
+
+    /// Blocking [`DistTensor::to_host_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::to_host_async`].
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_host_async())
+    }
+
+    /// Every rank's local tensor on the host, in rank order.
+    ///
+    /// # Errors
+    /// As [`DistTensor::to_host_async`].
+    pub fn to_host_per_rank(&self) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(read_back(
+            "dist_tensor.to_host_per_rank",
+            &self.locals.iter().collect::<Vec<_>>(),
+        ))
+    }
+
+    fn with(&self, locals: Vec<Tensor>, placement: Placement) -> Self {
+        DistTensor {
+            group: self.group.clone(),
+            shape: self.shape,
+            placement,
+            locals,
+        }
+    }
+
+    /// The same value with another placement, by the one collective that does it:
+    ///
+    /// | from -> to | how |
+    /// | --- | --- |
+    /// | `Partial -> Replicate` | all-reduce |
+    /// | `Shard(d) -> Replicate` | all-gather |
+    /// | `Partial -> Shard(d)` | reduce-scatter |
+    /// | `Replicate -> Shard(d)` | local slice, no communication |
+    /// | `Replicate -> Partial` | rank 0 keeps the value, the others hold zeros |
+    /// | `Shard(a) -> Shard(b)`, `Shard(d) -> Partial` | all-gather, then as from `Replicate` |
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `Shard(d)` with `d > 1` or a tp size larger than
+    /// `shape[d]`; collective and allocation errors.
+    pub async fn redistribute_async(&self, target: Placement) -> Result<DistTensor> {
+        let op = "dist_tensor.redistribute";
+        if let Placement::Shard(d) = target {
+            if d > 1 {
+                return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
+            }
+        }
+        let g = &self.group;
+        match (self.placement, target) {
+            (Placement::Replicate, Placement::Replicate) | (Placement::Partial, Placement::Partial) => {
+                Ok(self.clone())
+            }
+            (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
+            (Placement::Partial, Placement::Replicate) => {
+                let out = collective::all_reduce(g, &self.locals).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Shard(d), Placement::Replicate) => {
+                let out = collective::all_gather(g, &self.locals, d).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Partial, Placement::Shard(d)) => {
+                let sizes = split_sizes(self.shape[d], g.world_size())?;
+                let out = collective::reduce_scatter(g, &self.locals, d, &sizes).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Replicate, Placement::Shard(d)) => {
+                let sizes = split_sizes(self.shape[d], g.world_size())?;
+                let out = self
+                    .locals
+                    .iter()
+                    .zip(offsets(&sizes).into_iter().zip(&sizes))
+                    .map(|(t, (start, &len))| {
+                        let mut s = self.shape;
+                        s[d] = len;
+                        let (r0, c0) = if d == 0 { (start, 0) } else { (0, start) };
+                        ops::slice(t, r0, c0, s)
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Replicate, Placement::Partial) => {
+                let out = self
+                    .locals
+                    .iter()
+                    .map(|t| match t.rank().index() {
+                        0 => Ok(t.clone()),
+                        _ => Tensor::zeros(t.rank(), self.shape),
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Shard(_), _) => {
+                let full = Box::pin(self.redistribute_async(Placement::Replicate)).await?;
+                Box::pin(full.redistribute_async(target)).await
+            }
+        }
+    }
+
+    /// Blocking [`DistTensor::redistribute_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::redistribute_async`].
+    pub fn redistribute(&self, target: Placement) -> Result<DistTensor> {
+        pollster::block_on(self.redistribute_async(target))
+    }
+
+    /// `Partial -> Replicate`: the sum on every rank (one all-reduce).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Partial`; collective errors.
+    pub fn all_reduce(&self) -> Result<DistTensor> {
+        self.expect("all_reduce", |p| p == Placement::Partial, "Partial")?;
+        self.redistribute(Placement::Replicate)
+    }
+
+    /// `Shard(d) -> Replicate`: the concatenation on every rank (one all-gather).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Shard`; collective errors.
+    pub fn all_gather(&self) -> Result<DistTensor> {
+        self.expect("all_gather", |p| matches!(p, Placement::Shard(_)), "Shard(_)")?;
+        self.redistribute(Placement::Replicate)
+    }
+
+    /// `Partial -> Shard(dim)`: each rank its slice of the sum (one reduce-scatter).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Partial`; as [`DistTensor::redistribute`].
+    pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
+        self.expect("reduce_scatter", |p| p == Placement::Partial, "Partial")?;
+        self.redistribute(Placement::Shard(dim))
+    }
+
+    /// Every rank gets rank `root`'s local tensor; the result is `Replicate`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
+    pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
+        let out = pollster::block_on(collective::broadcast(&self.group, &self.locals, root))?;
+        DistTensor::from_locals(&self.group, out, Placement::Replicate)
+    }
+
+    pub(crate) fn expect(
+        &self,
+        op: &'static str,
+        ok: impl Fn(Placement) -> bool,
+        expected: &str,
+    ) -> Result<()> {
+        if ok(self.placement) {
+            Ok(())
+        } else {
+            Err(Error::Placement {
+                op,
+                expected: expected.into(),
+                got: self.placement.to_string(),
+            })
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `Group` and `GroupBuilder`: how ranks are made.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::collective::{Collective, CollectiveStats, HostCollective};
+use crate::error::{Error, Result};
+use crate::rank::Rank;
+
+/// How long a wait on a device may take by default before it is an [`Error::Timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A set of ranks that compute together, and the collective that joins them.
+///
+/// Cheap to clone; `Send + Sync`, so one group may serve several threads.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+}
+
+struct GroupInner {
+    id: u64,
+    ranks: Vec<Rank>,
+    collective: Box<dyn Collective>,
+    stats: CollectiveStats,
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("id", &self.inner.id)
+            .field("ranks", &self.inner.ranks)
+            .finish()
+    }
+}
+
+impl Group {
+    /// A builder; see [`GroupBuilder`].
+    pub fn builder() -> GroupBuilder {
+        GroupBuilder::default()
+    }
+
+    /// The ranks, in rank order.
+    pub fn ranks(&self) -> &[Rank] {
+        &self.inner.ranks
+    }
+
+    /// The number of ranks (the tp size).
+    pub fn world_size(&self) -> usize {
+        self.inner.ranks.len()
+    }
+
+    /// The collective joining the ranks.
+    pub fn collective(&self) -> &dyn Collective {
+        self.inner.collective.as_ref()
+    }
+
+    /// How many collectives of each kind this group has run.
+    pub fn stats(&self) -> &CollectiveStats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// True when both handles are the same group.
+    pub fn same_as(&self, other: &Group) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+/// Where the ranks of a group come from.
+enum Source {
+    OneAdapter(usize),
+    PerAdapter,
+    Spread(usize),
+    Adapters(Vec<wgpu::Adapter>),
+    Devices(Vec<(wgpu::Device, wgpu::Queue)>),
+}
+
+/// Builds a [`Group`].
+///
+/// Adapters are chosen from `backends` (else `WGPU_BACKEND`, else all) whose name contains
+/// `adapter_name` (else `WGPU_ADAPTER_NAME`, case-insensitive), real GPUs before software
+/// ones, Vulkan/Metal/DX12 before GL.
+///
+/// ```no_run
+/// # fn main() -> wgpu_tp::Result<()> {
+/// let group = wgpu_tp::Group::builder().ranks_on_one_adapter(4).build()?;
+/// assert_eq!(group.world_size(), 4);
+/// # Ok(()) }
+/// ```
+pub struct GroupBuilder {
+    source: Source,
+    backends: Option<wgpu::Backends>,
+    adapter_name: Option<String>,
+    limits: Option<wgpu::Limits>,
+    timeout: Duration,
+    collective: Option<Box<dyn Collective>>,
+}
+
+impl Default for GroupBuilder {
+    fn default() -> Self {
+        GroupBuilder {
+            source: Source::OneAdapter(1),
+            backends: None,
+            adapter_name: None,
+            limits: None,
+            timeout: DEFAULT_TIMEOUT,
+            collective: None,
+        }
+    }
+}
+
+impl GroupBuilder {
+    /// `n` ranks, each its own device requested from the same adapter (a laptop's one GPU,
+    /// or lavapipe in CI, standing in for `n` GPUs).
+    pub fn ranks_on_one_adapter(mut self, n: usize) -> Self {
+        self.source = Source::OneAdapter(n);
+        self
+    }
+
+    /// One rank per adapter found (a multi-GPU machine; here, a Vulkan and a GL rank).
+    pub fn one_rank_per_adapter(mut self) -> Self {
+        self.source = Source::PerAdapter;
+        self
+    }
+
+    /// `n` ranks spread round-robin over every adapter found: rank `r` on adapter
+    /// `r % adapters`.
+    pub fn spread_over_adapters(mut self, n: usize) -> Self {
+        self.source = Source::Spread(n);
+        self
+    }
+
+    /// One rank per given adapter, in order (a group may mix backends).
+    pub fn adapters(mut self, adapters: Vec<wgpu::Adapter>) -> Self {
+        self.source = Source::Adapters(adapters);
+        self
+    }
+
+    /// Ranks from devices an application already owns, in order.
+    pub fn from_devices(mut self, devices: Vec<(wgpu::Device, wgpu::Queue)>) -> Self {
+        self.source = Source::Devices(devices);
+        self
+    }
+
+    /// Only these backends (overrides `WGPU_BACKEND`).
+    pub fn backends(mut self, backends: wgpu::Backends) -> Self {
+        self.backends = Some(backends);
+        self
+    }
+
+    /// Only adapters whose name contains `name`, case-insensitive (overrides
+    /// `WGPU_ADAPTER_NAME`).
+    pub fn adapter_name(mut self, name: impl Into<String>) -> Self {
+        self.adapter_name = Some(name.into());
+        self
+    }
+
+    /// Request devices with these limits instead of the adapter's own.
+    pub fn required_limits(mut self, limits: wgpu::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// How long any wait on a device may take (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Use this collective instead of the host one.
+    pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
+        self.collective = Some(collective);
+        self
+    }
+
+    /// Blocking [`GroupBuilder::build_async`].
+    ///
+    /// # Errors
+    /// As [`GroupBuilder::build_async`].
+    pub fn build(self) -> Result<Group> {
+        pollster::block_on(self.build_async())
+    }
+
+    /// Makes the devices and the group.
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when no adapter matches; [`Error::RequestDevice`] when an
+    /// adapter refuses a device (e.g. limits it cannot meet); [`Error::InvalidArgument`]
+    /// for zero ranks.
+    pub async fn build_async(self) -> Result<Group> {
+        let GroupBuilder {
+            source,
+            backends,
+            adapter_name,
+            limits,
+            timeout,
+            collective,
+        } = self;
+        let backends = backends
+            .or_else(wgpu::Backends::from_env)
+            .unwrap_or(wgpu::Backends::all());
+        let name = adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let finder = Finder {
+            instance: wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+            }),
+            backends,
+            name,
+        };
+        let devices = match source {
+            Source::Devices(d) => d,
+            Source::Adapters(a) => request_all(a, limits.as_ref()).await?,
+            Source::OneAdapter(n) => {
+                check_count(n)?;
+                let best = finder.adapters().await?.swap_remove(0).get_info();
+                let mut adapters = Vec::with_capacity(n);
+                for _ in 0..n {
+                    // A fresh adapter object per device: WebGPU allows one device per adapter.
+                    adapters.push(finder.same_as(&best).await?);
+                }
+                request_all(adapters, limits.as_ref()).await?
+            }
+            Source::PerAdapter => request_all(finder.adapters().await?, limits.as_ref()).await?,
+            Source::Spread(n) => {
+                check_count(n)?;
+                let infos: Vec<_> = finder.adapters().await?.iter().map(|a| a.get_info()).collect();
+                let mut adapters = Vec::with_capacity(n);
+                for r in 0..n {
+                    adapters.push(finder.same_as(&infos[r % infos.len()]).await?);
+                }
+                request_all(adapters, limits.as_ref()).await?
+            }
+        };
+        check_count(devices.len())?;
+        let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
+        let world = devices.len();
+        let ranks = devices
+            .into_iter()
+            .enumerate()
+            .map(|(i, (d, q))| Rank::new(d, q, i, world, id, timeout))
+            .collect();
+        Ok(Group {
+            inner: Arc::new(GroupInner {
+                id,
+                ranks,
+                collective: collective.unwrap_or_else(|| Box::new(HostCollective)),
+                stats: CollectiveStats::default(),
+            }),
+        })
+    }
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid("group.build", "a group needs at least one rank"));
+    }
+    Ok(())
+}
+
+struct Finder {
+    instance: wgpu::Instance,
+    backends: wgpu::Backends,
+    name: Option<String>,
+}
+
+/// Lower is preferred: real GPUs, then virtual, then software; native APIs before GL.
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = u8::from(info.backend == wgpu::Backend::Gl);
+    (device, backend)
+}
+
+impl Finder {
+    /// Matching adapters, best first.
+    async fn adapters(&self) -> Result<Vec<wgpu::Adapter>> {
+        let mut found: Vec<wgpu::Adapter> = self
+            .instance
+            .enumerate_adapters(self.backends)
+            .await
+            .into_iter()
+            .filter(|a| {
+                let n = a.get_info().name.to_lowercase();
+                self.name.as_ref().is_none_or(|want| n.contains(&want.to_lowercase()))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(Error::NoAdapter {
+                wanted: format!(
+                    "backends {:?}{}",
+                    self.backends,
+                    self.name.as_ref().map_or(String::new(), |n| format!(" named like {n:?}"))
+                ),
+            });
+        }
+        found.sort_by_key(|a| preference(&a.get_info()));
+        Ok(found)
+    }
+
+    /// A fresh adapter object for the same physical adapter as `info`.
+    async fn same_as(&self, info: &wgpu::AdapterInfo) -> Result<wgpu::Adapter> {
+        self.adapters()
+            .await?
+            .into_iter()
+            .find(|a| {
+                let i = a.get_info();
+                i.name == info.name && i.backend == info.backend && i.device == info.device && i.vendor == info.vendor
+            })
+            .ok_or_else(|| Error::NoAdapter {
+                wanted: format!("{} ({:?}) again", info.name, info.backend),
+            })
+    }
+}
+
+async fn request_all(
+    adapters: Vec<wgpu::Adapter>,
+    limits: Option<&wgpu::Limits>,
+) -> Result<Vec<(wgpu::Device, wgpu::Queue)>> {
+    let mut out = Vec::with_capacity(adapters.len());
+    for a in adapters {
+        let info = a.get_info();
+        let required_limits = limits.cloned().unwrap_or_else(|| a.limits());
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgpu-tp rank"),
+            required_limits,
+            ..Default::default()
+        };
+        let pair = a.request_device(&desc).await.map_err(|e| Error::RequestDevice {
+            adapter: format!("{} ({:?})", info.name, info.backend),
+            message: e.to_string(),
+        })?;
+        out.push(pair);
+    }
+    Ok(out)
+}

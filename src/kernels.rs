@@ -1,0 +1,224 @@
+//! WGSL sources, the per-rank pipeline cache, and dispatch helpers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+
+const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
+const MATMUL_WGSL: &str = include_str!("../shaders/matmul.wgsl");
+const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
+
+/// Workgroup tile of `matmul.wgsl` (rows and columns of Y per workgroup).
+pub(crate) const MATMUL_TILE: u32 = 64;
+/// Invocations per workgroup of `elementwise.wgsl`.
+pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
+
+/// A shader file; each has its own bind-group layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Shader {
+    /// `matmul.wgsl`: x, w, bias (read), y (read-write), params (uniform).
+    Matmul,
+    /// `elementwise.wgsl`: a, b (read), out (read-write), params (uniform).
+    Elementwise,
+}
+
+impl Shader {
+    fn source(self) -> String {
+        let body = match self {
+            Shader::Matmul => MATMUL_WGSL,
+            Shader::Elementwise => ELEMENTWISE_WGSL,
+        };
+        format!("{ACTIVATION_WGSL}\n{body}")
+    }
+
+    /// (binding, read_only) of the storage bindings; the uniform comes last.
+    fn storage_bindings(self) -> &'static [bool] {
+        match self {
+            Shader::Matmul => &[true, true, true, false],
+            Shader::Elementwise => &[true, true, false],
+        }
+    }
+}
+
+/// A compiled pipeline's identity: shader, entry point and override constants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+/// One rank's shader modules, layouts and compiled pipelines, each made once.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    layouts: HashMap<Shader, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Kernels {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let layouts = [Shader::Matmul, Shader::Elementwise]
+            .into_iter()
+            .map(|shader| {
+                let storage = shader.storage_bindings();
+                let mut entries: Vec<_> = storage
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &ro)| storage_entry(i as u32, ro))
+                    .collect();
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: storage.len() as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("wgpu-tp bind group layout"),
+                    entries: &entries,
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("wgpu-tp pipeline layout"),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (shader, (bgl, pl))
+            })
+            .collect();
+        Kernels {
+            layouts,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn layout(&self, shader: Shader) -> Result<&(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+        self.layouts
+            .get(&shader)
+            .ok_or_else(|| Error::invalid("kernels", format!("no layout for {shader:?}")))
+    }
+
+    /// The pipeline for `key`, compiled on first use.
+    pub(crate) fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        key: &PipelineKey,
+    ) -> Result<wgpu::ComputePipeline> {
+        let mut pipelines = self.pipelines.lock().map_err(|_| poisoned())?;
+        if let Some(p) = pipelines.get(key) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut modules = self.modules.lock().map_err(|_| poisoned())?;
+            modules
+                .entry(key.shader)
+                .or_insert_with(|| {
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some("wgpu-tp shader"),
+                        source: wgpu::ShaderSource::Wgsl(Cow::Owned(key.shader.source())),
+                    })
+                })
+                .clone()
+        };
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key.entry),
+            layout: Some(&self.layout(key.shader)?.1),
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        pipelines.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Encodes one dispatch of `key` over `buffers` (in binding order) and `params`
+    /// (the uniform, last binding) into `encoder`.
+    pub(crate) fn dispatch(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        key: &PipelineKey,
+        buffers: &[&wgpu::Buffer],
+        params: &[u32; 8],
+        workgroups: [u32; 2],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(device, key)?;
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("wgpu-tp params"),
+            contents: bytemuck::cast_slice(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: buffers.len() as u32,
+            resource: uniform.as_entire_binding(),
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("wgpu-tp bind group"),
+            layout: &self.layout(key.shader)?.0,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(key.entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], 1);
+        Ok(())
+    }
+}
+
+fn poisoned() -> Error {
+    Error::invalid("kernels", "pipeline cache lock poisoned by a panicking thread")
+}
+
+/// A 2-D grid of `ELEMENTWISE_WORKGROUP`-wide workgroups covering `len` elements, and the
+/// row stride (in invocations) the shader uses to linearize it.
+pub(crate) fn elementwise_grid(op: &'static str, len: usize, max_dim: u32) -> Result<([u32; 2], u32)> {
+    let groups = len.div_ceil(ELEMENTWISE_WORKGROUP as usize) as u64;
+    let gx = groups.min(u64::from(max_dim)).max(1);
+    let gy = groups.div_ceil(gx);
+    if gy > u64::from(max_dim) {
+        return Err(Error::DispatchTooLarge {
+            op,
+            workgroups: gy,
+            limit: max_dim,
+        });
+    }
+    Ok(([gx as u32, gy as u32], gx as u32 * ELEMENTWISE_WORKGROUP))
+}

@@ -1,0 +1,70 @@
+//! # wgpu-tp
+//!
+//! Megatron-style tensor parallelism on any GPU wgpu reaches (Vulkan, Metal, DX12, GL),
+//! with WGSL compute shaders. A [`Group`] of ranks (wgpu devices) holds [`DistTensor`]s
+//! placed as [`Placement::Replicate`], [`Placement::Shard`] or [`Placement::Partial`];
+//! layers ([`ColumnParallelLinear`], [`RowParallelLinear`], [`ParallelMlp`]) map
+//! distributed tensors to distributed tensors, and collectives (all-reduce, all-gather,
+//! reduce-scatter, broadcast) are the only way a placement changes across ranks.
+//!
+//! ```no_run
+//! use wgpu_tp::{Activation, DistTensor, Group, HostLinear, ParallelMlp, WeightLayout};
+//!
+//! # fn main() -> wgpu_tp::Result<()> {
+//! let (batch, hidden, ffn) = (4, 8, 32);
+//! let w1 = vec![0.1f32; hidden * ffn]; // [hidden, ffn]
+//! let w2 = vec![0.1f32; ffn * hidden]; // [ffn, hidden]
+//! let x = vec![1.0f32; batch * hidden];
+//!
+//! let group = Group::builder().ranks_on_one_adapter(4).build()?;
+//! let layer = |weight, in_features, out_features| HostLinear {
+//!     weight,
+//!     bias: None,
+//!     in_features,
+//!     out_features,
+//!     layout: WeightLayout::InOut,
+//! };
+//! let mlp = ParallelMlp::from_full(
+//!     &group,
+//!     layer(&w1, hidden, ffn),
+//!     layer(&w2, ffn, hidden),
+//!     Activation::Relu,
+//! )?;
+//! let x = DistTensor::replicate(&group, &x, [batch, hidden])?;
+//! let y = mlp.forward(&x)?; // Replicate: exactly one all-reduce inside
+//! let y_host: Vec<f32> = y.to_host()?;
+//! assert_eq!(y_host.len(), batch * hidden);
+//! assert_eq!(group.stats().all_reduces(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Shards follow one rule everywhere: the first `n % tp` ranks get one more row or
+//! column ([`split_sizes`], as `torch.tensor_split`).
+
+#![warn(missing_docs)]
+
+pub mod collective;
+mod dist;
+mod error;
+mod group;
+mod kernels;
+pub mod nn;
+pub mod ops;
+mod rank;
+pub mod reference;
+pub mod shard;
+mod tensor;
+
+pub use collective::{Collective, CollectiveStats, HostCollective};
+pub use dist::{DistTensor, Placement};
+pub use error::{Error, Result};
+pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
+pub use nn::{
+    ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
+    RowParallelLinear,
+};
+pub use ops::{Activation, WeightLayout};
+pub use rank::Rank;
+pub use shard::split_sizes;
+pub use tensor::Tensor;
+pub use wgpu;

@@ -1,0 +1,173 @@
+//! `ColumnParallelLinear`: `W = [W0 | W1 | ...]`, rank r computes `X · Wr`.
+
+use super::{check_input, shard_features, weight_from_shards, HostLinear};
+use crate::dist::{DistTensor, Placement};
+use crate::error::{fmt_shape, Error, Result};
+use crate::group::Group;
+use crate::ops::{self, Activation, WeightLayout};
+use crate::tensor::Tensor;
+
+/// Options of a [`ColumnParallelLinear`] (Megatron-LM's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnParallelConfig {
+    /// All-gather the output so every rank holds all of `Y` (`Replicate`); otherwise the
+    /// output stays `Shard(1)` (what a following row-parallel layer wants). Default: true.
+    pub gather_output: bool,
+    /// Applied to each output element in the GEMM's epilogue, before any gather.
+    /// Default: identity.
+    pub activation: Activation,
+}
+
+impl Default for ColumnParallelConfig {
+    fn default() -> Self {
+        ColumnParallelConfig {
+            gather_output: true,
+            activation: Activation::Identity,
+        }
+    }
+}
+
+/// A linear layer whose output features are split over the ranks. Forward needs no
+/// communication unless `gather_output` is set (then one all-gather).
+///
+/// Input: `Replicate [batch, in]`. Output: `Shard(1) [batch, out]`, or `Replicate` with
+/// `gather_output`. The bias is sharded with its output columns.
+#[derive(Debug, Clone)]
+pub struct ColumnParallelLinear {
+    group: Group,
+    weight: DistTensor,
+    bias: Option<DistTensor>,
+    in_features: usize,
+    out_features: usize,
+    layout: WeightLayout,
+    config: ColumnParallelConfig,
+}
+
+impl ColumnParallelLinear {
+    /// Shards a full layer's weight (and bias) by output features with [`split_sizes`](crate::split_sizes).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the weight or bias length disagrees with the features;
+    /// [`Error::InvalidArgument`] when the tp size exceeds `out_features`; allocation errors.
+    pub fn from_full(group: &Group, full: HostLinear<'_>, config: ColumnParallelConfig) -> Result<Self> {
+        full.check("column_parallel.from_full")?;
+        let weight = full.shard_weight(group, true)?;
+        let bias = full
+            .bias
+            .map(|b| DistTensor::shard(group, b, [1, full.out_features], 1))
+            .transpose()?;
+        Self::new(group, weight, bias, full.layout, config)
+    }
+
+    /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
+    /// output features) and `biases[r]` (`[1, out_r]`) on rank `r`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when shards disagree on `in_features` or a bias does not match its
+    /// weight; [`Error::GroupMismatch`] for tensors of another group.
+    pub fn from_shards(
+        group: &Group,
+        weights: Vec<Tensor>,
+        biases: Option<Vec<Tensor>>,
+        layout: WeightLayout,
+        config: ColumnParallelConfig,
+    ) -> Result<Self> {
+        let op = "column_parallel.from_shards";
+        let weight = weight_from_shards(op, group, weights, layout, true)?;
+        let bias = biases
+            .map(|b| DistTensor::from_locals(group, b, Placement::Shard(1)))
+            .transpose()?;
+        Self::new(group, weight, bias, layout, config)
+    }
+
+    fn new(
+        group: &Group,
+        weight: DistTensor,
+        bias: Option<DistTensor>,
+        layout: WeightLayout,
+        config: ColumnParallelConfig,
+    ) -> Result<Self> {
+        let (in_features, out_features) = layout.in_out(weight.shape());
+        if let Some(b) = &bias {
+            let outs = shard_features(&weight, layout, false);
+            let bias_cols: Vec<[usize; 2]> = b.locals().iter().map(Tensor::shape).collect();
+            if bias_cols.iter().zip(&outs).any(|(s, &o)| *s != [1, o]) {
+                return Err(Error::shape(
+                    "column_parallel.new",
+                    format!("bias shards [1, n] with n = {outs:?}"),
+                    bias_cols.iter().map(|&s| fmt_shape(s)).collect::<Vec<_>>().join(", "),
+                ));
+            }
+        }
+        Ok(ColumnParallelLinear {
+            group: group.clone(),
+            weight,
+            bias,
+            in_features,
+            out_features,
+            layout,
+            config,
+        })
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Output features (all ranks together).
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The output features each rank computes.
+    pub fn out_features_per_rank(&self) -> Vec<usize> {
+        shard_features(&self.weight, self.layout, false)
+    }
+
+    /// The weight, `Shard` along its output-feature dimension.
+    pub fn weight(&self) -> &DistTensor {
+        &self.weight
+    }
+
+    /// The options.
+    pub fn config(&self) -> ColumnParallelConfig {
+        self.config
+    }
+
+    /// `act(X · W + b)`: every rank's GEMM is submitted before anything waits.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] unless it has
+    /// `in_features` columns; [`Error::GroupMismatch`]; GPU and collective errors.
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let op = "column_parallel.forward";
+        check_input(op, &self.group, x, self.in_features)?;
+        x.expect(op, |p| p == Placement::Replicate, "Replicate")?;
+        let locals = (0..self.group.world_size())
+            .map(|r| {
+                ops::matmul(
+                    &x.locals()[r],
+                    &self.weight.locals()[r],
+                    self.bias.as_ref().map(|b| &b.locals()[r]),
+                    self.layout,
+                    self.config.activation,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let y = DistTensor::from_locals(&self.group, locals, Placement::Shard(1))?;
+        if self.config.gather_output {
+            y.redistribute_async(Placement::Replicate).await
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Blocking [`ColumnParallelLinear::forward_async`].
+    ///
+    /// # Errors
+    /// As [`ColumnParallelLinear::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        pollster::block_on(self.forward_async(x))
+    }
+}

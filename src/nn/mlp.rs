@@ -1,0 +1,108 @@
+//! `ParallelMlp`: column-parallel -> activation -> row-parallel, one all-reduce.
+
+use super::{ColumnParallelConfig, ColumnParallelLinear, HostLinear, RowParallelConfig, RowParallelLinear};
+use crate::dist::DistTensor;
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::ops::Activation;
+
+/// The Megatron-LM MLP block: `fc2(act(fc1(x)))` with `fc1` column-parallel (output kept
+/// sharded, activation fused into its GEMM) and `fc2` row-parallel on those shards, so a
+/// forward performs exactly one all-reduce.
+///
+/// Input: `Replicate [batch, hidden]`. Output: `Replicate [batch, hidden_out]`.
+#[derive(Debug, Clone)]
+pub struct ParallelMlp {
+    fc1: ColumnParallelLinear,
+    fc2: RowParallelLinear,
+}
+
+impl ParallelMlp {
+    /// Shards two full layers: `fc1` by its output features, `fc2` by its input features,
+    /// with the same split.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `fc1.out_features != fc2.in_features` or a weight or bias has
+    /// the wrong length; [`Error::InvalidArgument`] when the tp size exceeds the
+    /// intermediate size; allocation errors.
+    pub fn from_full(
+        group: &Group,
+        fc1: HostLinear<'_>,
+        fc2: HostLinear<'_>,
+        activation: Activation,
+    ) -> Result<Self> {
+        if fc1.out_features != fc2.in_features {
+            return Err(Error::shape(
+                "parallel_mlp.from_full",
+                format!("fc2 with {} input features (fc1's outputs)", fc1.out_features),
+                format!("{}", fc2.in_features),
+            ));
+        }
+        let fc1 = ColumnParallelLinear::from_full(
+            group,
+            fc1,
+            ColumnParallelConfig {
+                gather_output: false,
+                activation,
+            },
+        )?;
+        let fc2 = RowParallelLinear::from_full(
+            group,
+            fc2,
+            RowParallelConfig {
+                input_is_parallel: true,
+                skip_bias_add: false,
+            },
+        )?;
+        Self::from_layers(fc1, fc2)
+    }
+
+    /// Joins two layers built elsewhere (e.g. from shards). `fc1` must not gather its
+    /// output and must split its outputs as `fc2` splits its inputs; `fc2` must take
+    /// parallel input.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the configs do not chain; [`Error::Shape`] when
+    /// the splits differ.
+    pub fn from_layers(fc1: ColumnParallelLinear, fc2: RowParallelLinear) -> Result<Self> {
+        let op = "parallel_mlp.from_layers";
+        if fc1.config().gather_output || !fc2.config().input_is_parallel {
+            return Err(Error::invalid(
+                op,
+                "fc1 needs gather_output = false and fc2 input_is_parallel = true",
+            ));
+        }
+        let (outs, ins) = (fc1.out_features_per_rank(), fc2.in_features_per_rank());
+        if outs != ins {
+            return Err(Error::shape(op, format!("fc2 input split {outs:?}"), format!("{ins:?}")));
+        }
+        Ok(ParallelMlp { fc1, fc2 })
+    }
+
+    /// The column-parallel first layer (with the activation).
+    pub fn fc1(&self) -> &ColumnParallelLinear {
+        &self.fc1
+    }
+
+    /// The row-parallel second layer.
+    pub fn fc2(&self) -> &RowParallelLinear {
+        &self.fc2
+    }
+
+    /// `fc2(act(fc1(x)))`, exactly one all-reduce.
+    ///
+    /// # Errors
+    /// As the two layers' forwards.
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let h = self.fc1.forward_async(x).await?;
+        self.fc2.forward_async(&h).await
+    }
+
+    /// Blocking [`ParallelMlp::forward_async`].
+    ///
+    /// # Errors
+    /// As [`ParallelMlp::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        pollster::block_on(self.forward_async(x))
+    }
+}

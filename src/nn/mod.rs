@@ -1,0 +1,108 @@
+//! Tensor-parallel layers with the Megatron-LM names.
+
+mod column;
+mod mlp;
+mod row;
+
+pub use column::{ColumnParallelConfig, ColumnParallelLinear};
+pub use mlp::ParallelMlp;
+pub use row::{RowParallelConfig, RowParallelLinear};
+
+use crate::dist::{DistTensor, Placement};
+use crate::error::{fmt_shape, Error, Result};
+use crate::group::Group;
+use crate::ops::WeightLayout;
+
+/// A full (unsharded) linear layer on the host: `Y = X · W + bias`.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLinear<'a> {
+    /// Row-major weight, `layout.stored_shape(in_features, out_features)`.
+    pub weight: &'a [f32],
+    /// `[out_features]`, or none.
+    pub bias: Option<&'a [f32]>,
+    /// Inputs.
+    pub in_features: usize,
+    /// Outputs.
+    pub out_features: usize,
+    /// How `weight` is stored.
+    pub layout: WeightLayout,
+}
+
+impl HostLinear<'_> {
+    fn check(&self, op: &'static str) -> Result<()> {
+        let shape = self.layout.stored_shape(self.in_features, self.out_features);
+        if self.in_features == 0 || self.out_features == 0 || self.weight.len() != shape[0] * shape[1] {
+            return Err(Error::shape(
+                op,
+                format!("weight {} ({:?}, non-empty)", fmt_shape(shape), self.layout),
+                format!("{} values", self.weight.len()),
+            ));
+        }
+        if let Some(b) = self.bias {
+            if b.len() != self.out_features {
+                return Err(Error::shape(
+                    op,
+                    format!("bias of {} values", self.out_features),
+                    format!("{} values", b.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The weight sharded over `group` along its output (`by_output`) or input features.
+    fn shard_weight(&self, group: &Group, by_output: bool) -> Result<DistTensor> {
+        let shape = self.layout.stored_shape(self.in_features, self.out_features);
+        let out_dim = self.layout.out_dim();
+        let dim = if by_output { out_dim } else { 1 - out_dim };
+        DistTensor::shard(group, self.weight, shape, dim)
+    }
+}
+
+/// The input or output feature counts of each weight shard.
+fn shard_features(weight: &DistTensor, layout: WeightLayout, inputs: bool) -> Vec<usize> {
+    weight
+        .locals()
+        .iter()
+        .map(|t| {
+            let (i, o) = layout.in_out(t.shape());
+            if inputs {
+                i
+            } else {
+                o
+            }
+        })
+        .collect()
+}
+
+/// Checks that `x` belongs to `group` and has `features` columns.
+fn check_input(op: &'static str, group: &Group, x: &DistTensor, features: usize) -> Result<()> {
+    if !x.group().same_as(group) {
+        return Err(Error::GroupMismatch { op });
+    }
+    if x.shape()[1] != features {
+        return Err(Error::shape(
+            op,
+            format!("[*, {features}]"),
+            fmt_shape(x.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Wraps per-rank weight shards; checks the group and that every shard has the same
+/// size along the dimension that is not split.
+fn weight_from_shards(
+    op: &'static str,
+    group: &Group,
+    shards: Vec<crate::Tensor>,
+    layout: WeightLayout,
+    by_output: bool,
+) -> Result<DistTensor> {
+    let out_dim = layout.out_dim();
+    let dim = if by_output { out_dim } else { 1 - out_dim };
+    DistTensor::from_locals(group, shards, Placement::Shard(dim)).map_err(|e| match e {
+        Error::Shape { expected, got, .. } => Error::Shape { op, expected, got },
+        other => other,
+    })
+}

@@ -1,0 +1,195 @@
+//! `RowParallelLinear`: `W` split by rows, rank r computes `Xr · Wr`, one all-reduce sums.
+
+use super::{check_input, shard_features, weight_from_shards, HostLinear};
+use crate::dist::{DistTensor, Placement};
+use crate::error::{fmt_shape, Error, Result};
+use crate::group::Group;
+use crate::ops::{self, Activation, WeightLayout};
+use crate::shard::offsets;
+use crate::tensor::Tensor;
+
+/// Options of a [`RowParallelLinear`] (Megatron-LM's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowParallelConfig {
+    /// The input is already `Shard(1)`, split like the weight's rows (the output of a
+    /// column-parallel layer without `gather_output`). Otherwise it is `Replicate` and each
+    /// rank reads its own column window of it, without a copy. Default: false.
+    pub input_is_parallel: bool,
+    /// Do not add the bias; the caller takes it from [`RowParallelLinear::bias`] to fuse it
+    /// with what follows. Default: false.
+    pub skip_bias_add: bool,
+}
+
+/// A linear layer whose input features are split over the ranks: each rank's product is
+/// an addend (`Partial`), joined by exactly one all-reduce; the bias is added once, after
+/// the reduction, identically on every rank.
+///
+/// Input: `Shard(1) [batch, in]` with `input_is_parallel`, else `Replicate`.
+/// Output: `Replicate [batch, out]`.
+#[derive(Debug, Clone)]
+pub struct RowParallelLinear {
+    group: Group,
+    weight: DistTensor,
+    bias: Option<DistTensor>,
+    in_features: usize,
+    out_features: usize,
+    layout: WeightLayout,
+    config: RowParallelConfig,
+}
+
+impl RowParallelLinear {
+    /// Shards a full layer's weight by input features with [`split_sizes`](crate::split_sizes);
+    /// the bias is replicated.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the weight or bias length disagrees with the features;
+    /// [`Error::InvalidArgument`] when the tp size exceeds `in_features`; allocation errors.
+    pub fn from_full(group: &Group, full: HostLinear<'_>, config: RowParallelConfig) -> Result<Self> {
+        full.check("row_parallel.from_full")?;
+        let weight = full.shard_weight(group, false)?;
+        let bias = full
+            .bias
+            .map(|b| DistTensor::replicate(group, b, [1, full.out_features]))
+            .transpose()?;
+        Self::new(group, weight, bias, full.layout, config)
+    }
+
+    /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
+    /// input features) and `biases[r]` (the whole `[1, out]` bias) on rank `r`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when shards disagree on `out_features` or a bias is not
+    /// `[1, out]`; [`Error::GroupMismatch`] for tensors of another group.
+    pub fn from_shards(
+        group: &Group,
+        weights: Vec<Tensor>,
+        biases: Option<Vec<Tensor>>,
+        layout: WeightLayout,
+        config: RowParallelConfig,
+    ) -> Result<Self> {
+        let op = "row_parallel.from_shards";
+        let weight = weight_from_shards(op, group, weights, layout, false)?;
+        let bias = biases
+            .map(|b| DistTensor::from_locals(group, b, Placement::Replicate))
+            .transpose()?;
+        Self::new(group, weight, bias, layout, config)
+    }
+
+    fn new(
+        group: &Group,
+        weight: DistTensor,
+        bias: Option<DistTensor>,
+        layout: WeightLayout,
+        config: RowParallelConfig,
+    ) -> Result<Self> {
+        let (in_features, out_features) = layout.in_out(weight.shape());
+        if let Some(b) = &bias {
+            if b.shape() != [1, out_features] {
+                return Err(Error::shape(
+                    "row_parallel.new",
+                    format!("bias [1, {out_features}]"),
+                    fmt_shape(b.shape()),
+                ));
+            }
+        }
+        Ok(RowParallelLinear {
+            group: group.clone(),
+            weight,
+            bias,
+            in_features,
+            out_features,
+            layout,
+            config,
+        })
+    }
+
+    /// Input features (all ranks together).
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The input features each rank reads.
+    pub fn in_features_per_rank(&self) -> Vec<usize> {
+        shard_features(&self.weight, self.layout, true)
+    }
+
+    /// The weight, `Shard` along its input-feature dimension.
+    pub fn weight(&self) -> &DistTensor {
+        &self.weight
+    }
+
+    /// The bias (`Replicate [1, out]`); with `skip_bias_add`, the caller adds it.
+    pub fn bias(&self) -> Option<&DistTensor> {
+        self.bias.as_ref()
+    }
+
+    /// The options.
+    pub fn config(&self) -> RowParallelConfig {
+        self.config
+    }
+
+    /// `all_reduce(Xr · Wr) + b`, with exactly one all-reduce; every rank's GEMM is
+    /// submitted before it.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] when `x` is not `Shard(1)` (with `input_is_parallel`) or
+    /// `Replicate` (without); [`Error::Shape`] when its columns or its shards do not match
+    /// the weight's rows; [`Error::GroupMismatch`]; GPU and collective errors.
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let op = "row_parallel.forward";
+        check_input(op, &self.group, x, self.in_features)?;
+        let ins = self.in_features_per_rank();
+        let w = self.weight.locals();
+        let partials = if self.config.input_is_parallel {
+            x.expect(op, |p| p == Placement::Shard(1), "Shard(1)")?;
+            let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
+            if got != ins {
+                return Err(Error::shape(
+                    op,
+                    format!("input shards of {ins:?} columns"),
+                    format!("{got:?}"),
+                ));
+            }
+            (0..ins.len())
+                .map(|r| ops::matmul(&x.locals()[r], &w[r], None, self.layout, Activation::Identity))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            x.expect(op, |p| p == Placement::Replicate, "Replicate")?;
+            offsets(&ins)
+                .into_iter()
+                .zip(&ins)
+                .enumerate()
+                .map(|(r, (start, &k))| {
+                    ops::matmul_window(&x.locals()[r], start, k, &w[r], None, self.layout, Activation::Identity)
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let partial = DistTensor::from_locals(&self.group, partials, Placement::Partial)?;
+        let y = partial.redistribute_async(Placement::Replicate).await?;
+        match (&self.bias, self.config.skip_bias_add) {
+            (Some(b), false) => {
+                let locals = y
+                    .locals()
+                    .iter()
+                    .zip(b.locals())
+                    .map(|(t, bias)| ops::add_row(t, bias))
+                    .collect::<Result<Vec<_>>>()?;
+                DistTensor::from_locals(&self.group, locals, Placement::Replicate)
+            }
+            _ => Ok(y),
+        }
+    }
+
+    /// Blocking [`RowParallelLinear::forward_async`].
+    ///
+    /// # Errors
+    /// As [`RowParallelLinear::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        pollster::block_on(self.forward_async(x))
+    }
+}

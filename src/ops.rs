@@ -1,0 +1,264 @@
+//! Single-rank operations on [`Tensor`]s: the GEMM and the elementwise kernels.
+//!
+//! Each call checks shapes, encodes one dispatch and submits it; nothing waits for the
+//! GPU (a later read-back or collective does).
+
+use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::{elementwise_grid, PipelineKey, Shader, MATMUL_TILE};
+use crate::rank::Rank;
+use crate::tensor::{check_shape, Tensor};
+
+/// How a weight matrix of a linear layer with `in` inputs and `out` outputs is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WeightLayout {
+    /// `[in, out]`, so `Y = X · W` (the seed's layout).
+    #[default]
+    InOut,
+    /// `[out, in]`, so `Y = X · Wᵀ` (PyTorch `nn.Linear.weight`).
+    OutIn,
+}
+
+impl WeightLayout {
+    /// `[in, out]` stored in this layout.
+    pub fn stored_shape(self, in_features: usize, out_features: usize) -> [usize; 2] {
+        match self {
+            WeightLayout::InOut => [in_features, out_features],
+            WeightLayout::OutIn => [out_features, in_features],
+        }
+    }
+
+    /// `(in, out)` of a weight stored with `shape` in this layout.
+    pub fn in_out(self, shape: [usize; 2]) -> (usize, usize) {
+        match self {
+            WeightLayout::InOut => (shape[0], shape[1]),
+            WeightLayout::OutIn => (shape[1], shape[0]),
+        }
+    }
+
+    /// The dimension of the stored weight that holds the output features.
+    pub fn out_dim(self) -> usize {
+        match self {
+            WeightLayout::InOut => 1,
+            WeightLayout::OutIn => 0,
+        }
+    }
+}
+
+/// An elementwise activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// `x`.
+    #[default]
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// GeLU, tanh approximation: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+    GeluTanh,
+    /// GeLU, exact form: `0.5 x (1 + erf(x / √2))` (erf to 1.5e-7 absolute in WGSL).
+    GeluErf,
+}
+
+impl Activation {
+    /// The value of the shader's `ACT` constant.
+    fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::GeluTanh => 2,
+            Activation::GeluErf => 3,
+        }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "identity" | "none" => Ok(Activation::Identity),
+            "relu" => Ok(Activation::Relu),
+            "gelu" | "gelu-tanh" | "gelu_tanh" => Ok(Activation::GeluTanh),
+            "gelu-erf" | "gelu_erf" => Ok(Activation::GeluErf),
+            other => Err(Error::invalid(
+                "activation",
+                format!("unknown activation {other:?} (relu, gelu-tanh, gelu-erf, identity)"),
+            )),
+        }
+    }
+}
+
+fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
+    if a.group_id() != b.group_id() || a.index() != b.index() {
+        return Err(Error::invalid(op, "tensors live on different ranks"));
+    }
+    Ok(())
+}
+
+/// `act(x · W + bias)` on one rank, `x: [m, k]`, `W` stored per `layout` for `k` inputs
+/// and `n` outputs, `bias: [1, n]`.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes disagree; [`Error::DispatchTooLarge`] when `m` or `n`
+/// needs more than `max_compute_workgroups_per_dimension` tiles of 64; wgpu errors.
+pub fn matmul(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    act: Activation,
+) -> Result<Tensor> {
+    let op = "matmul";
+    let k = x.shape()[1];
+    let (wk, n) = layout.in_out(w.shape());
+    if wk != k {
+        return Err(Error::shape(
+            op,
+            format!("weight with {k} inputs ({layout:?})"),
+            format!("{} ({layout:?}, {wk} inputs) for x {}", fmt_shape(w.shape()), fmt_shape(x.shape())),
+        ));
+    }
+    same_rank(op, x.rank(), w.rank())?;
+    if let Some(b) = bias {
+        same_rank(op, x.rank(), b.rank())?;
+        if b.shape() != [1, n] {
+            return Err(Error::shape(op, format!("bias [1, {n}]"), fmt_shape(b.shape())));
+        }
+    }
+    matmul_window(x, 0, k, w, bias, layout, act)
+}
+
+/// The GEMM over the column window `[col0, col0 + k)` of `x` (used to slice a replicated
+/// input for row-parallel layers without a copy). Shapes are checked by the caller.
+pub(crate) fn matmul_window(
+    x: &Tensor,
+    col0: usize,
+    k: usize,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    act: Activation,
+) -> Result<Tensor> {
+    let op = "matmul";
+    let rank = x.rank();
+    let m = x.shape()[0];
+    let n = layout.in_out(w.shape()).1;
+    let max = rank.limits().max_compute_workgroups_per_dimension;
+    let tiles = [n.div_ceil(MATMUL_TILE as usize), m.div_ceil(MATMUL_TILE as usize)];
+    if let Some(&t) = tiles.iter().find(|&&t| t > max as usize) {
+        return Err(Error::DispatchTooLarge { op, workgroups: t as u64, limit: max });
+    }
+    let y = Tensor::zeros_for(rank, [m, n], op)?;
+    let key = PipelineKey {
+        shader: Shader::Matmul,
+        entry: "main",
+        constants: vec![
+            ("W_OUT_IN", u32::from(layout == WeightLayout::OutIn)),
+            ("HAS_BIAS", u32::from(bias.is_some())),
+            ("ACT", act.code()),
+        ],
+    };
+    let params = [m as u32, n as u32, k as u32, x.shape()[1] as u32, col0 as u32, 0, 0, 0];
+    let bias_buf = bias.map_or(w.as_buffer(), Tensor::as_buffer);
+    let buffers = [x.as_buffer(), w.as_buffer(), bias_buf, y.as_buffer()];
+    submit(rank, op, &key, &buffers, &params, [tiles[0] as u32, tiles[1] as u32])?;
+    Ok(y)
+}
+
+fn submit(
+    rank: &Rank,
+    op: &'static str,
+    key: &PipelineKey,
+    buffers: &[&wgpu::Buffer],
+    params: &[u32; 8],
+    grid: [u32; 2],
+) -> Result<()> {
+    rank.scoped(op, || {
+        let device = rank.device();
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        rank.kernels().dispatch(device, &mut enc, key, buffers, params, grid)?;
+        rank.queue().submit([enc.finish()]);
+        Ok(())
+    })
+}
+
+/// Runs an `elementwise.wgsl` entry point writing a fresh `[rows, cols]` tensor.
+fn elementwise(
+    op: &'static str,
+    entry: &'static str,
+    act: Activation,
+    a: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: [usize; 2],
+    window: [usize; 2],
+) -> Result<Tensor> {
+    let rank = a.rank();
+    if let Some(b) = b {
+        same_rank(op, rank, b.rank())?;
+    }
+    let len = check_shape(op, out_shape)?;
+    let (grid, stride) = elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
+    let out = Tensor::zeros_for(rank, out_shape, op)?;
+    let key = PipelineKey {
+        shader: Shader::Elementwise,
+        entry,
+        constants: vec![("ACT", act.code())],
+    };
+    let params = [
+        len as u32,
+        out_shape[1] as u32,
+        a.shape()[1] as u32,
+        window[0] as u32,
+        window[1] as u32,
+        stride,
+        0,
+        0,
+    ];
+    let b_buf = b.map_or(a.as_buffer(), Tensor::as_buffer);
+    submit(rank, op, &key, &[a.as_buffer(), b_buf, out.as_buffer()], &params, grid)?;
+    Ok(out)
+}
+
+/// `act(x)` elementwise.
+///
+/// # Errors
+/// wgpu errors (validation, out of memory, device lost).
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    elementwise("activation", "activation", act, x, None, x.shape(), [0, 0])
+}
+
+/// `a + b` elementwise; the shapes must be equal.
+///
+/// # Errors
+/// [`Error::Shape`] when they differ; wgpu errors.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return Err(Error::shape("add", fmt_shape(a.shape()), fmt_shape(b.shape())));
+    }
+    elementwise("add", "add", Activation::Identity, a, Some(b), a.shape(), [0, 0])
+}
+
+/// `a + row` with `row: [1, cols]` added to every row of `a: [rows, cols]` (a bias).
+///
+/// # Errors
+/// [`Error::Shape`] when `row` is not `[1, cols]`; wgpu errors.
+pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
+    if row.shape() != [1, a.shape()[1]] {
+        return Err(Error::shape("add_row", format!("[1, {}]", a.shape()[1]), fmt_shape(row.shape())));
+    }
+    elementwise("add_row", "add_row", Activation::Identity, a, Some(row), a.shape(), [0, 0])
+}
+
+/// The `[rows, cols]` window of `a` whose top-left element is `(row0, col0)`.
+///
+/// # Errors
+/// [`Error::Shape`] when the window leaves `a` or is empty; wgpu errors.
+pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<Tensor> {
+    let [r, c] = a.shape();
+    if shape[0] == 0 || shape[1] == 0 || row0 + shape[0] > r || col0 + shape[1] > c {
+        return Err(Error::shape(
+            "slice",
+            format!("a non-empty window inside {}", fmt_shape(a.shape())),
+            format!("{} at ({row0}, {col0})", fmt_shape(shape)),
+        ));
+    }
+    elementwise("slice", "slice", Activation::Identity, a, None, shape, [row0, col0])
+}

@@ -1,0 +1,236 @@
+//! A rank: one wgpu device and queue, its adapter's info and limits, its kernels.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+
+/// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue`.
+///
+/// Cheap to clone (a reference count). `Send + Sync`: a rank may be used from several
+/// threads; wgpu serializes submissions to its queue.
+#[derive(Clone)]
+pub struct Rank {
+    inner: Arc<RankInner>,
+}
+
+struct RankInner {
+    index: usize,
+    world: usize,
+    group_id: u64,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    timeout: Duration,
+    kernels: Kernels,
+    /// Validation errors raised outside any error scope (e.g. on another thread),
+    /// kept here instead of wgpu's default handler, which panics.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Set by the device-lost callback.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl fmt::Debug for Rank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rank")
+            .field("index", &self.inner.index)
+            .field("world", &self.inner.world)
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .finish()
+    }
+}
+
+impl Rank {
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        index: usize,
+        world: usize,
+        group_id: u64,
+        timeout: Duration,
+    ) -> Self {
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let kernels = Kernels::new(&device);
+        let info = device.adapter_info();
+        let limits = device.limits();
+        Rank {
+            inner: Arc::new(RankInner {
+                index,
+                world,
+                group_id,
+                device,
+                queue,
+                info,
+                limits,
+                timeout,
+                kernels,
+                uncaptured,
+                lost,
+            }),
+        }
+    }
+
+    /// This rank's index in its group, `0..world_size()`.
+    pub fn index(&self) -> usize {
+        self.inner.index
+    }
+
+    /// The number of ranks in this rank's group.
+    pub fn world_size(&self) -> usize {
+        self.inner.world
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's name, backend, device type, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The device's limits (what was requested, which is the adapter's unless the group
+    /// builder lowered them).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// How long a wait on this device may take before it is an [`Error::Timeout`].
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    pub(crate) fn group_id(&self) -> u64 {
+        self.inner.group_id
+    }
+
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.inner.kernels
+    }
+
+    /// `Err(DeviceLost)` once the device is gone, or the first uncaptured wgpu error.
+    pub(crate) fn check_health(&self, op: &'static str) -> Result<()> {
+        if let Some(message) = self.inner.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost {
+                rank: self.inner.index,
+                message,
+            });
+        }
+        let first = self
+            .inner
+            .uncaptured
+            .lock()
+            .ok()
+            .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
+        match first {
+            Some(message) => Err(Error::Validation {
+                op,
+                rank: self.inner.index,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes on this device and turns
+    /// anything wgpu raised into an [`Error`].
+    pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_health(op)?;
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation_err = pollster::block_on(validation.pop());
+        let oom_err = pollster::block_on(oom.pop());
+        let rank = self.inner.index;
+        if let Some(e) = oom_err {
+            return Err(Error::OutOfMemory {
+                op,
+                rank,
+                message: e.to_string(),
+            });
+        }
+        if let Some(e) = validation_err {
+            return Err(Error::Validation {
+                op,
+                rank,
+                message: e.to_string(),
+            });
+        }
+        let out = out?;
+        self.check_health(op)?;
+        Ok(out)
+    }
+
+    /// Blocks until `submission` has finished, at most [`Rank::timeout`].
+    pub(crate) fn wait(&self, op: &'static str, submission: wgpu::SubmissionIndex) -> Result<()> {
+        let poll = self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: Some(self.inner.timeout),
+        });
+        match poll {
+            Ok(_) => self.check_health(op),
+            Err(wgpu::PollError::Timeout) => {
+                self.check_health(op)?;
+                Err(Error::Timeout {
+                    op,
+                    rank: self.inner.index,
+                    after: self.inner.timeout,
+                })
+            }
+            Err(e) => {
+                self.check_health(op)?;
+                Err(Error::Validation {
+                    op,
+                    rank: self.inner.index,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Refuses a buffer of `bytes` over this device's limits.
+    pub(crate) fn check_buffer_size(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let l = &self.inner.limits;
+        if bytes > l.max_buffer_size {
+            return Err(Error::BufferTooLarge {
+                op,
+                bytes,
+                limit: l.max_buffer_size,
+                limit_name: "max_buffer_size",
+            });
+        }
+        if bytes > l.max_storage_buffer_binding_size {
+            return Err(Error::BufferTooLarge {
+                op,
+                bytes,
+                limit: l.max_storage_buffer_binding_size,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! `Tensor`: a row-major f32 matrix in one rank's device memory; upload and read-back.
+
+use crate::error::{fmt_shape, Error, Result};
+use crate::rank::Rank;
+
+/// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
+///
+/// Tensors are immutable once made: every operation writes a new one. Cloning is cheap
+/// (the buffer is reference-counted) and shares the device memory.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    rank: Rank,
+    buffer: wgpu::Buffer,
+    shape: [usize; 2],
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Refuses shapes with a zero dimension or whose element count overflows.
+pub(crate) fn check_shape(op: &'static str, shape: [usize; 2]) -> Result<usize> {
+    if shape[0] == 0 || shape[1] == 0 {
+        return Err(Error::shape(op, "both dimensions at least 1", fmt_shape(shape)));
+    }
+    shape[0]
+        .checked_mul(shape[1])
+        .filter(|&n| n <= (u32::MAX / 4) as usize)
+        .ok_or_else(|| Error::shape(op, "fewer than 2^30 elements", fmt_shape(shape)))
+}
+
+impl Tensor {
+    /// Uploads `data`, a row-major `[rows, cols]` matrix, to `rank`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `data.len() != rows * cols` or a dimension is 0;
+    /// [`Error::BufferTooLarge`] over the device's limits; [`Error::OutOfMemory`].
+    pub fn from_host(rank: &Rank, data: &[f32], shape: [usize; 2]) -> Result<Self> {
+        let op = "tensor.from_host";
+        let len = check_shape(op, shape)?;
+        if data.len() != len {
+            return Err(Error::shape(
+                op,
+                format!("{len} values for {}", fmt_shape(shape)),
+                format!("{} values", data.len()),
+            ));
+        }
+        let t = Self::zeros_for(rank, shape, op)?;
+        rank.queue()
+            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// A zero-filled tensor on `rank`.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_host`].
+    pub fn zeros(rank: &Rank, shape: [usize; 2]) -> Result<Self> {
+        Self::zeros_for(rank, shape, "tensor.zeros")
+    }
+
+    pub(crate) fn zeros_for(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {
+        let len = check_shape(op, shape)?;
+        let bytes = (len * 4) as u64;
+        rank.check_buffer_size(op, bytes)?;
+        let buffer = rank.scoped(op, || {
+            Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-tp tensor"),
+                size: bytes,
+                usage: USAGE,
+                mapped_at_creation: false,
+            }))
+        })?;
+        Ok(Tensor {
+            rank: rank.clone(),
+            buffer,
+            shape,
+        })
+    }
+
+    /// `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+
+    /// `rows * cols`.
+    pub fn len(&self) -> usize {
+        self.shape[0] * self.shape[1]
+    }
+
+    /// Always false: tensors have at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The rank holding it.
+    pub fn rank(&self) -> &Rank {
+        &self.rank
+    }
+
+    /// The device buffer (`STORAGE | COPY_SRC | COPY_DST`, `4 * len()` bytes).
+    pub fn as_buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.len() * 4) as u64
+    }
+
+    /// Reads the tensor back to the host (waits for the GPU).
+    ///
+    /// # Errors
+    /// [`Error::Map`], [`Error::Timeout`], [`Error::DeviceLost`], [`Error::Validation`].
+    pub async fn to_host_async(&self) -> Result<Vec<f32>> {
+        let mut all = read_back("tensor.to_host", &[self]).await?;
+        all.pop()
+            .ok_or_else(|| Error::invalid("tensor.to_host", "read-back returned nothing"))
+    }
+
+    /// Blocking [`Tensor::to_host_async`].
+    ///
+    /// # Errors
+    /// As [`Tensor::to_host_async`].
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_host_async())
+    }
+}
+
+type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<
+    std::result::Result<(), wgpu::BufferAsyncError>,
+>;
+
+/// Reads several tensors (on any ranks) back to the host. Every copy is submitted and
+/// every map requested before the first wait, so all ranks' transfers run at once.
+pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+    let mut pending: Vec<(&Tensor, wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)> =
+        Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let rank = &t.rank;
+        let bytes = t.bytes();
+        pending.push(rank.scoped(op, || {
+            let staging = rank.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-tp staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+                mapped_at_creation: false,
+            });
+            let mut enc = rank
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, 0, bytes);
+            let submission = rank.queue().submit([enc.finish()]);
+            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                // The receiver is gone only if the caller gave up; nothing to report then.
+                let _ = tx.send(r);
+            });
+            Ok((*t, staging, rx, submission))
+        })?);
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for (t, staging, rx, submission) in pending {
+        let rank = t.rank.index();
+        t.rank.wait(op, submission)?;
+        let map_err = |message: String| Error::Map { op, rank, message };
+        match rx.receive().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(map_err(e.to_string())),
+            None => return Err(map_err("map callback was dropped".into())),
+        }
+        let values = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| map_err(e.to_string()))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        out.push(values);
+    }
+    Ok(out)
+}
