@@ -57,7 +57,7 @@ impl Rank {
         let sink = Arc::clone(&uncaptured);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
+                v.push(describe(&e));
             }
         }));
         let lost = Arc::new(Mutex::new(None));
@@ -166,23 +166,23 @@ impl Rank {
         let validation_err = pollster::block_on(validation.pop());
         let oom_err = pollster::block_on(oom.pop());
         let rank = self.inner.index;
+        // A lost device explains any error it raised: report the loss first.
+        self.check_health(op)?;
         if let Some(e) = oom_err {
             return Err(Error::OutOfMemory {
                 op,
                 rank,
-                message: e.to_string(),
+                message: describe(&e),
             });
         }
         if let Some(e) = validation_err {
             return Err(Error::Validation {
                 op,
                 rank,
-                message: e.to_string(),
+                message: describe(&e),
             });
         }
-        let out = out?;
-        self.check_health(op)?;
-        Ok(out)
+        out
     }
 
     /// Blocks until `submission` has finished, at most [`Rank::timeout`].
@@ -232,5 +232,20 @@ impl Rank {
             });
         }
         Ok(())
+    }
+}
+
+/// wgpu's full message (its `Display` says only "Validation Error").
+fn describe(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            description
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != "Validation Error" && *l != "Caused by:")
+                .collect::<Vec<_>>()
+                .join(": ")
+        }
+        other => other.to_string(),
     }
 }
