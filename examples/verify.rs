@@ -117,7 +117,13 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     println!("wgpu-tp verify: tp {tp}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, activation {activation:?}, layout {layout:?}, bias {}", args.seed, args.bias);
     for r in group.ranks() {
         let i = r.adapter_info();
-        println!("  rank {}: {} ({:?}, {:?})", r.index(), i.name, i.backend, i.device_type);
+        println!(
+            "  rank {}: {} ({:?}, {:?})",
+            r.index(),
+            i.name,
+            i.backend,
+            i.device_type
+        );
     }
 
     let mut rng = Rng::new(args.seed);
@@ -138,49 +144,119 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         out_features: usize,
         layout: WeightLayout,
     ) -> HostLinear<'a> {
-        HostLinear { weight, bias: bias.as_deref(), in_features, out_features, layout }
+        HostLinear {
+            weight,
+            bias: bias.as_deref(),
+            in_features,
+            out_features,
+            layout,
+        }
     }
     let x_ref = Approx::exact(&x_host);
     let mut all_pass = true;
 
     header("COLUMN-PARALLEL LINEAR");
-    let col = ColumnParallelLinear::from_full(&group, host(&w_col, &b_col, hidden, hidden, layout), ColumnParallelConfig::default())?;
+    let col = ColumnParallelLinear::from_full(
+        &group,
+        host(&w_col, &b_col, hidden, hidden, layout),
+        ColumnParallelConfig::default(),
+    )?;
     let x = DistTensor::replicate(&group, &x_host, [batch, hidden])?;
     let y = col.forward(&x)?;
-    let want = reference::linear(&x_ref, [batch, hidden], &w_col, hidden, layout, b_col.as_deref());
-    let checks: Vec<Check> = y.to_host_per_rank()?.iter().map(|v| want.check(v)).collect();
+    let want = reference::linear(
+        &x_ref,
+        [batch, hidden],
+        &w_col,
+        hidden,
+        layout,
+        b_col.as_deref(),
+    );
+    let checks: Vec<Check> = y
+        .to_host_per_rank()?
+        .iter()
+        .map(|v| want.check(v))
+        .collect();
     println!("  weight {:?} split by output features over {tp} ranks: {:?}; all-gather -> {:?} on every rank", layout.stored_shape(hidden, hidden), col.out_features_per_rank(), y.shape());
-    all_pass &= report("column-parallel (all-gather of distinct shards == X.W)", &checks, "");
+    all_pass &= report(
+        "column-parallel (all-gather of distinct shards == X.W)",
+        &checks,
+        "",
+    );
 
     header("ROW-PARALLEL LINEAR");
     let row = RowParallelLinear::from_full(
         &group,
         host(&w_row, &b_row, hidden, hidden, layout),
-        RowParallelConfig { input_is_parallel: true, skip_bias_add: false },
+        RowParallelConfig {
+            input_is_parallel: true,
+            skip_bias_add: false,
+        },
     )?;
     let x_chunks = DistTensor::shard(&group, &x_host, [batch, hidden], 1)?;
     let before = group.stats().all_reduces();
     let y = row.forward(&x_chunks)?;
     let reduces = group.stats().all_reduces() - before;
-    let want = reference::linear(&x_ref, [batch, hidden], &w_row, hidden, layout, b_row.as_deref());
-    let checks: Vec<Check> = y.to_host_per_rank()?.iter().map(|v| want.check(v)).collect();
-    println!("  input chunked by columns over {tp} ranks: {:?}; all-reduces: {reduces}", row.in_features_per_rank());
+    let want = reference::linear(
+        &x_ref,
+        [batch, hidden],
+        &w_row,
+        hidden,
+        layout,
+        b_row.as_deref(),
+    );
+    let checks: Vec<Check> = y
+        .to_host_per_rank()?
+        .iter()
+        .map(|v| want.check(v))
+        .collect();
+    println!(
+        "  input chunked by columns over {tp} ranks: {:?}; all-reduces: {reduces}",
+        row.in_features_per_rank()
+    );
     all_pass &= report("row-parallel (all-reduce of X_r.W_r == X.W)", &checks, "") && reduces == 1;
 
     header("MEGATRON MLP: column -> activation -> row");
-    let mlp = ParallelMlp::from_full(&group, host(&w1, &b1, hidden, ffn, layout), host(&w2, &b2, ffn, hidden, layout), activation)?;
+    let mlp = ParallelMlp::from_full(
+        &group,
+        host(&w1, &b1, hidden, ffn, layout),
+        host(&w2, &b2, ffn, hidden, layout),
+        activation,
+    )?;
     let before = group.stats().all_reduces();
     let y = mlp.forward(&x)?;
     let reduces = group.stats().all_reduces() - before;
-    let h = reference::activation(&reference::linear(&x_ref, [batch, hidden], &w1, ffn, layout, b1.as_deref()), activation);
+    let h = reference::activation(
+        &reference::linear(&x_ref, [batch, hidden], &w1, ffn, layout, b1.as_deref()),
+        activation,
+    );
     let want = reference::linear(&h, [batch, ffn], &w2, hidden, layout, b2.as_deref());
     let per_rank = y.to_host_per_rank()?;
-    let identical = per_rank.iter().all(|v| v.iter().map(|f| f.to_bits()).eq(per_rank[0].iter().map(|f| f.to_bits())));
+    let identical = per_rank.iter().all(|v| {
+        v.iter()
+            .map(|f| f.to_bits())
+            .eq(per_rank[0].iter().map(|f| f.to_bits()))
+    });
     let checks: Vec<Check> = per_rank.iter().map(|v| want.check(v)).collect();
-    println!("  [{batch}, {hidden}] -> fc1 shards {:?} -> {activation:?} -> fc2 -> [{batch}, {hidden}]", mlp.fc1().out_features_per_rank());
+    println!(
+        "  [{batch}, {hidden}] -> fc1 shards {:?} -> {activation:?} -> fc2 -> [{batch}, {hidden}]",
+        mlp.fc1().out_features_per_rank()
+    );
     let extra = format!("\n  all-reduces in forward: {reduces} (expected 1)\n  identical bits on every rank: {identical}");
-    all_pass &= report("megatron mlp (value == reference, same on every rank, one all-reduce)", &checks, &extra) && reduces == 1 && identical;
+    all_pass &= report(
+        "megatron mlp (value == reference, same on every rank, one all-reduce)",
+        &checks,
+        &extra,
+    ) && reduces == 1
+        && identical;
 
-    println!("\n{} in {:.2} s", if all_pass { "ALL PASS" } else { "SOME CHECKS FAILED" }, start.elapsed().as_secs_f64());
+    println!(
+        "\n{} in {:.2} s",
+        if all_pass {
+            "ALL PASS"
+        } else {
+            "SOME CHECKS FAILED"
+        },
+        start.elapsed().as_secs_f64()
+    );
     Ok(all_pass)
 }

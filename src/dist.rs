@@ -120,7 +120,10 @@ impl DistTensor {
                 return Err(Error::GroupMismatch { op });
             }
             if t.rank().index() != r {
-                return Err(Error::invalid(op, format!("tensor {r} lives on rank {}", t.rank().index())));
+                return Err(Error::invalid(
+                    op,
+                    format!("tensor {r} lives on rank {}", t.rank().index()),
+                ));
             }
         }
         let first = locals[0].shape();
@@ -257,9 +260,8 @@ impl DistTensor {
         }
         let g = &self.group;
         match (self.placement, target) {
-            (Placement::Replicate, Placement::Replicate) | (Placement::Partial, Placement::Partial) => {
-                Ok(self.clone())
-            }
+            (Placement::Replicate, Placement::Replicate)
+            | (Placement::Partial, Placement::Partial) => Ok(self.clone()),
             (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
             (Placement::Partial, Placement::Replicate) => {
                 let out = collective::all_reduce(g, &self.locals).await?;
@@ -329,7 +331,11 @@ impl DistTensor {
     /// # Errors
     /// [`Error::Placement`] unless `Shard`; collective errors.
     pub fn all_gather(&self) -> Result<DistTensor> {
-        self.expect("all_gather", |p| matches!(p, Placement::Shard(_)), "Shard(_)")?;
+        self.expect(
+            "all_gather",
+            |p| matches!(p, Placement::Shard(_)),
+            "Shard(_)",
+        )?;
         self.redistribute(Placement::Replicate)
     }
 

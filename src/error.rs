@@ -123,7 +123,11 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for [`Error::Shape`].
-    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: impl Into<String>) -> Self {
+    pub(crate) fn shape(
+        op: &'static str,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Self {
         Error::Shape {
             op,
             expected: expected.into(),

@@ -232,7 +232,12 @@ impl GroupBuilder {
             Source::PerAdapter => request_all(finder.adapters().await?, limits.as_ref()).await?,
             Source::Spread(n) => {
                 check_count(n)?;
-                let infos: Vec<_> = finder.adapters().await?.iter().map(|a| a.get_info()).collect();
+                let infos: Vec<_> = finder
+                    .adapters()
+                    .await?
+                    .iter()
+                    .map(|a| a.get_info())
+                    .collect();
                 let mut adapters = Vec::with_capacity(n);
                 for r in 0..n {
                     adapters.push(finder.same_as(&infos[r % infos.len()]).await?);
@@ -261,7 +266,10 @@ impl GroupBuilder {
 
 fn check_count(n: usize) -> Result<()> {
     if n == 0 {
-        return Err(Error::invalid("group.build", "a group needs at least one rank"));
+        return Err(Error::invalid(
+            "group.build",
+            "a group needs at least one rank",
+        ));
     }
     Ok(())
 }
@@ -295,7 +303,9 @@ impl Finder {
             .into_iter()
             .filter(|a| {
                 let n = a.get_info().name.to_lowercase();
-                self.name.as_ref().is_none_or(|want| n.contains(&want.to_lowercase()))
+                self.name
+                    .as_ref()
+                    .is_none_or(|want| n.contains(&want.to_lowercase()))
             })
             .collect();
         if found.is_empty() {
@@ -303,7 +313,9 @@ impl Finder {
                 wanted: format!(
                     "backends {:?}{}",
                     self.backends,
-                    self.name.as_ref().map_or(String::new(), |n| format!(" named like {n:?}"))
+                    self.name
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" named like {n:?}"))
                 ),
             });
         }
@@ -318,7 +330,10 @@ impl Finder {
             .into_iter()
             .find(|a| {
                 let i = a.get_info();
-                i.name == info.name && i.backend == info.backend && i.device == info.device && i.vendor == info.vendor
+                i.name == info.name
+                    && i.backend == info.backend
+                    && i.device == info.device
+                    && i.vendor == info.vendor
             })
             .ok_or_else(|| Error::NoAdapter {
                 wanted: format!("{} ({:?}) again", info.name, info.backend),
@@ -339,10 +354,13 @@ async fn request_all(
             required_limits,
             ..Default::default()
         };
-        let pair = a.request_device(&desc).await.map_err(|e| Error::RequestDevice {
-            adapter: format!("{} ({:?})", info.name, info.backend),
-            message: e.to_string(),
-        })?;
+        let pair = a
+            .request_device(&desc)
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: format!("{} ({:?})", info.name, info.backend),
+                message: e.to_string(),
+            })?;
         out.push(pair);
     }
     Ok(out)

@@ -141,8 +141,11 @@ impl Kernels {
                 })
                 .clone()
         };
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from(v)))
+            .collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key.entry),
             layout: Some(&self.layout(key.shader)?.1),
@@ -204,12 +207,19 @@ impl Kernels {
 }
 
 fn poisoned() -> Error {
-    Error::invalid("kernels", "pipeline cache lock poisoned by a panicking thread")
+    Error::invalid(
+        "kernels",
+        "pipeline cache lock poisoned by a panicking thread",
+    )
 }
 
 /// A 2-D grid of `ELEMENTWISE_WORKGROUP`-wide workgroups covering `len` elements, and the
 /// row stride (in invocations) the shader uses to linearize it.
-pub(crate) fn elementwise_grid(op: &'static str, len: usize, max_dim: u32) -> Result<([u32; 2], u32)> {
+pub(crate) fn elementwise_grid(
+    op: &'static str,
+    len: usize,
+    max_dim: u32,
+) -> Result<([u32; 2], u32)> {
     let groups = len.div_ceil(ELEMENTWISE_WORKGROUP as usize) as u64;
     let gx = groups.min(u64::from(max_dim)).max(1);
     let gy = groups.div_ceil(gx);

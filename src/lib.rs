@@ -68,3 +68,8 @@ pub use rank::Rank;
 pub use shard::split_sizes;
 pub use tensor::Tensor;
 pub use wgpu;
+
+/// README.md's example, compiled as a doctest so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

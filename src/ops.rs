@@ -113,14 +113,22 @@ pub fn matmul(
         return Err(Error::shape(
             op,
             format!("weight with {k} inputs ({layout:?})"),
-            format!("{} ({layout:?}, {wk} inputs) for x {}", fmt_shape(w.shape()), fmt_shape(x.shape())),
+            format!(
+                "{} ({layout:?}, {wk} inputs) for x {}",
+                fmt_shape(w.shape()),
+                fmt_shape(x.shape())
+            ),
         ));
     }
     same_rank(op, x.rank(), w.rank())?;
     if let Some(b) = bias {
         same_rank(op, x.rank(), b.rank())?;
         if b.shape() != [1, n] {
-            return Err(Error::shape(op, format!("bias [1, {n}]"), fmt_shape(b.shape())));
+            return Err(Error::shape(
+                op,
+                format!("bias [1, {n}]"),
+                fmt_shape(b.shape()),
+            ));
         }
     }
     matmul_window(x, 0, k, w, bias, layout, act)
@@ -142,9 +150,16 @@ pub(crate) fn matmul_window(
     let m = x.shape()[0];
     let n = layout.in_out(w.shape()).1;
     let max = rank.limits().max_compute_workgroups_per_dimension;
-    let tiles = [n.div_ceil(MATMUL_TILE as usize), m.div_ceil(MATMUL_TILE as usize)];
+    let tiles = [
+        n.div_ceil(MATMUL_TILE as usize),
+        m.div_ceil(MATMUL_TILE as usize),
+    ];
     if let Some(&t) = tiles.iter().find(|&&t| t > max as usize) {
-        return Err(Error::DispatchTooLarge { op, workgroups: t as u64, limit: max });
+        return Err(Error::DispatchTooLarge {
+            op,
+            workgroups: t as u64,
+            limit: max,
+        });
     }
     let y = Tensor::zeros_for(rank, [m, n], op)?;
     let key = PipelineKey {
@@ -156,10 +171,26 @@ pub(crate) fn matmul_window(
             ("ACT", act.code()),
         ],
     };
-    let params = [m as u32, n as u32, k as u32, x.shape()[1] as u32, col0 as u32, 0, 0, 0];
+    let params = [
+        m as u32,
+        n as u32,
+        k as u32,
+        x.shape()[1] as u32,
+        col0 as u32,
+        0,
+        0,
+        0,
+    ];
     let bias_buf = bias.map_or(w.as_buffer(), Tensor::as_buffer);
     let buffers = [x.as_buffer(), w.as_buffer(), bias_buf, y.as_buffer()];
-    submit(rank, op, &key, &buffers, &params, [tiles[0] as u32, tiles[1] as u32])?;
+    submit(
+        rank,
+        op,
+        &key,
+        &buffers,
+        &params,
+        [tiles[0] as u32, tiles[1] as u32],
+    )?;
     Ok(y)
 }
 
@@ -173,8 +204,10 @@ fn submit(
 ) -> Result<()> {
     rank.scoped(op, || {
         let device = rank.device();
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-        rank.kernels().dispatch(device, &mut enc, key, buffers, params, grid)?;
+        let mut enc =
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        rank.kernels()
+            .dispatch(device, &mut enc, key, buffers, params, grid)?;
         rank.queue().submit([enc.finish()]);
         Ok(())
     })
@@ -195,7 +228,8 @@ fn elementwise(
         same_rank(op, rank, b.rank())?;
     }
     let len = check_shape(op, out_shape)?;
-    let (grid, stride) = elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
+    let (grid, stride) =
+        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
     let out = Tensor::zeros_for(rank, out_shape, op)?;
     let key = PipelineKey {
         shader: Shader::Elementwise,
@@ -213,7 +247,14 @@ fn elementwise(
         0,
     ];
     let b_buf = b.map_or(a.as_buffer(), Tensor::as_buffer);
-    submit(rank, op, &key, &[a.as_buffer(), b_buf, out.as_buffer()], &params, grid)?;
+    submit(
+        rank,
+        op,
+        &key,
+        &[a.as_buffer(), b_buf, out.as_buffer()],
+        &params,
+        grid,
+    )?;
     Ok(out)
 }
 
@@ -231,9 +272,21 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 /// [`Error::Shape`] when they differ; wgpu errors.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
-        return Err(Error::shape("add", fmt_shape(a.shape()), fmt_shape(b.shape())));
+        return Err(Error::shape(
+            "add",
+            fmt_shape(a.shape()),
+            fmt_shape(b.shape()),
+        ));
     }
-    elementwise("add", "add", Activation::Identity, a, Some(b), a.shape(), [0, 0])
+    elementwise(
+        "add",
+        "add",
+        Activation::Identity,
+        a,
+        Some(b),
+        a.shape(),
+        [0, 0],
+    )
 }
 
 /// `a + row` with `row: [1, cols]` added to every row of `a: [rows, cols]` (a bias).
@@ -242,9 +295,21 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// [`Error::Shape`] when `row` is not `[1, cols]`; wgpu errors.
 pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
     if row.shape() != [1, a.shape()[1]] {
-        return Err(Error::shape("add_row", format!("[1, {}]", a.shape()[1]), fmt_shape(row.shape())));
+        return Err(Error::shape(
+            "add_row",
+            format!("[1, {}]", a.shape()[1]),
+            fmt_shape(row.shape()),
+        ));
     }
-    elementwise("add_row", "add_row", Activation::Identity, a, Some(row), a.shape(), [0, 0])
+    elementwise(
+        "add_row",
+        "add_row",
+        Activation::Identity,
+        a,
+        Some(row),
+        a.shape(),
+        [0, 0],
+    )
 }
 
 /// The `[rows, cols]` window of `a` whose top-left element is `(row0, col0)`.
@@ -260,5 +325,13 @@ pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<
             format!("{} at ({row0}, {col0})", fmt_shape(shape)),
         ));
     }
-    elementwise("slice", "slice", Activation::Identity, a, None, shape, [row0, col0])
+    elementwise(
+        "slice",
+        "slice",
+        Activation::Identity,
+        a,
+        None,
+        shape,
+        [row0, col0],
+    )
 }

@@ -55,7 +55,7 @@ impl Approx {
         let mut pass = got.len() == self.value.len();
         for ((&g, &v), &b) in got.iter().zip(&self.value).zip(&self.bound) {
             let d = (f64::from(g) - v).abs();
-            if !(d <= b) {
+            if d.is_nan() || d > b {
                 pass = false;
             }
             max_abs_diff = max_abs_diff.max(if d.is_nan() { f64::INFINITY } else { d });
@@ -192,6 +192,8 @@ impl Rng {
     /// `nn.init.xavier_uniform_`.
     pub fn xavier(&mut self, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
         let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
-        (0..n).map(|_| ((2.0 * self.uniform() - 1.0) * a) as f32).collect()
+        (0..n)
+            .map(|_| ((2.0 * self.uniform() - 1.0) * a) as f32)
+            .collect()
     }
 }

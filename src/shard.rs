@@ -16,10 +16,16 @@ use crate::error::{Error, Result};
 /// get an empty shard).
 pub fn split_sizes(n: usize, world: usize) -> Result<Vec<usize>> {
     if world == 0 {
-        return Err(Error::invalid("split_sizes", "world size must be at least 1"));
+        return Err(Error::invalid(
+            "split_sizes",
+            "world size must be at least 1",
+        ));
     }
     if n == 0 {
-        return Err(Error::invalid("split_sizes", "cannot split a dimension of length 0"));
+        return Err(Error::invalid(
+            "split_sizes",
+            "cannot split a dimension of length 0",
+        ));
     }
     if world > n {
         return Err(Error::invalid(

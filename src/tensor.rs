@@ -21,7 +21,11 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Refuses shapes with a zero dimension or whose element count overflows.
 pub(crate) fn check_shape(op: &'static str, shape: [usize; 2]) -> Result<usize> {
     if shape[0] == 0 || shape[1] == 0 {
-        return Err(Error::shape(op, "both dimensions at least 1", fmt_shape(shape)));
+        return Err(Error::shape(
+            op,
+            "both dimensions at least 1",
+            fmt_shape(shape),
+        ));
     }
     shape[0]
         .checked_mul(shape[1])

@@ -1,5 +1,6 @@
 //! Every collective and redistribution against the host reference at tp 1, 2, 3, 4, 8,
 //! with uneven shards; determinism of the all-reduce.
+#![allow(clippy::needless_range_loop)] // dims and ranks index several arrays at once
 
 mod common;
 
@@ -31,8 +32,12 @@ fn partial(group: &wgpu_tp::Group, parts: &[Vec<f32>]) -> DistTensor {
 fn sum_reference(parts: &[Vec<f32>]) -> wgpu_tp::reference::Approx {
     let n = parts[0].len();
     let g = wgpu_tp::reference::gamma(parts.len().saturating_sub(1));
-    let value: Vec<f64> = (0..n).map(|i| parts.iter().map(|p| f64::from(p[i])).sum()).collect();
-    let bound = (0..n).map(|i| g * parts.iter().map(|p| f64::from(p[i]).abs()).sum::<f64>()).collect();
+    let value: Vec<f64> = (0..n)
+        .map(|i| parts.iter().map(|p| f64::from(p[i])).sum())
+        .collect();
+    let bound = (0..n)
+        .map(|i| g * parts.iter().map(|p| f64::from(p[i]).abs()).sum::<f64>())
+        .collect();
     wgpu_tp::reference::Approx { value, bound }
 }
 
@@ -52,7 +57,11 @@ fn all_reduce_sums_on_every_rank_in_rank_order() {
         }
         for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
             common::assert_within(&want, v, &format!("all_reduce tp {tp} rank {r}"));
-            assert_same_bits(v, &exact, &format!("all_reduce tp {tp} rank {r} rank-order sum"));
+            assert_same_bits(
+                v,
+                &exact,
+                &format!("all_reduce tp {tp} rank {r} rank-order sum"),
+            );
         }
         // Same inputs, same bits, run after run.
         let again = x.all_reduce().unwrap().to_host().unwrap();
@@ -95,9 +104,17 @@ fn reduce_scatter_gives_each_rank_its_slice_of_the_sum() {
             let sizes = split_sizes(SHAPE[dim], tp).unwrap();
             let expect = split_host(&exact, SHAPE, dim, &sizes);
             for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                assert_same_bits(v, &expect[r], &format!("reduce_scatter tp {tp} dim {dim} rank {r}"));
+                assert_same_bits(
+                    v,
+                    &expect[r],
+                    &format!("reduce_scatter tp {tp} dim {dim} rank {r}"),
+                );
             }
-            common::assert_within(&want, &y.to_host().unwrap(), &format!("reduce_scatter tp {tp} dim {dim}"));
+            common::assert_within(
+                &want,
+                &y.to_host().unwrap(),
+                &format!("reduce_scatter tp {tp} dim {dim}"),
+            );
         }
     }
 }
@@ -111,10 +128,17 @@ fn broadcast_copies_the_root_to_every_rank() {
             let y = partial(&group, &parts).broadcast(root).unwrap();
             assert_eq!(y.placement(), Placement::Replicate);
             for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                assert_same_bits(v, &parts[root], &format!("broadcast tp {tp} root {root} rank {r}"));
+                assert_same_bits(
+                    v,
+                    &parts[root],
+                    &format!("broadcast tp {tp} root {root} rank {r}"),
+                );
             }
         }
-        assert!(partial(&group, &parts).broadcast(tp).is_err(), "root past the world size");
+        assert!(
+            partial(&group, &parts).broadcast(tp).is_err(),
+            "root past the world size"
+        );
     }
 }
 
@@ -124,7 +148,12 @@ fn redistribute_covers_every_placement_pair() {
         let group = group_or_skip!(tp);
         let full = Rng::new(9).normal(SHAPE[0] * SHAPE[1]);
         let rep = DistTensor::replicate(&group, &full, SHAPE).unwrap();
-        let targets = [Placement::Replicate, Placement::Shard(0), Placement::Shard(1), Placement::Partial];
+        let targets = [
+            Placement::Replicate,
+            Placement::Shard(0),
+            Placement::Shard(1),
+            Placement::Partial,
+        ];
         for from in targets {
             let x = rep.redistribute(from).unwrap();
             assert_eq!(x.placement(), from);

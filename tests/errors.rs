@@ -9,7 +9,13 @@ use wgpu_tp::{
 };
 
 fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
-    HostLinear { weight, bias: None, in_features, out_features, layout: WeightLayout::InOut }
+    HostLinear {
+        weight,
+        bias: None,
+        in_features,
+        out_features,
+        layout: WeightLayout::InOut,
+    }
 }
 
 #[test]
@@ -18,7 +24,12 @@ fn error_is_send_sync_and_says_the_op_and_shapes() {
     assert_traits::<Error>();
     let group = group_or_skip!(2);
     let x = DistTensor::replicate(&group, &[0.0; 12], [2, 6]).unwrap();
-    let col = ColumnParallelLinear::from_full(&group, lin(&[0.0; 32], 8, 4), ColumnParallelConfig::default()).unwrap();
+    let col = ColumnParallelLinear::from_full(
+        &group,
+        lin(&[0.0; 32], 8, 4),
+        ColumnParallelConfig::default(),
+    )
+    .unwrap();
     let e = col.forward(&x).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
     let msg = e.to_string();
@@ -36,23 +47,54 @@ fn mismatched_shapes() {
     assert!(matches!(e, Error::Shape { op: "matmul", .. }), "{e:?}");
     let bias = Tensor::from_host(r, &[1.0; 3], [1, 3]).unwrap();
     let w_ok = Tensor::from_host(r, &[1.0; 6], [3, 2]).unwrap();
-    let e = ops::matmul(&a, &w_ok, Some(&bias), WeightLayout::InOut, Activation::Identity).unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }), "bias of the wrong width: {e:?}");
+    let e = ops::matmul(
+        &a,
+        &w_ok,
+        Some(&bias),
+        WeightLayout::InOut,
+        Activation::Identity,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Shape { .. }),
+        "bias of the wrong width: {e:?}"
+    );
     assert!(matches!(ops::add(&a, &w).unwrap_err(), Error::Shape { .. }));
-    assert!(matches!(ops::slice(&a, 1, 1, [2, 2]).unwrap_err(), Error::Shape { .. }));
+    assert!(matches!(
+        ops::slice(&a, 1, 1, [2, 2]).unwrap_err(),
+        Error::Shape { .. }
+    ));
     // Weights of the wrong length, bias of the wrong length, MLP layers that do not chain.
-    let e = ColumnParallelLinear::from_full(&group, lin(&[0.0; 31], 8, 4), ColumnParallelConfig::default()).unwrap_err();
+    let e = ColumnParallelLinear::from_full(
+        &group,
+        lin(&[0.0; 31], 8, 4),
+        ColumnParallelConfig::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
-    let bad_bias = HostLinear { bias: Some(&[0.0; 3]), ..lin(&[0.0; 32], 8, 4) };
-    let e = RowParallelLinear::from_full(&group, bad_bias, RowParallelConfig::default()).unwrap_err();
+    let bad_bias = HostLinear {
+        bias: Some(&[0.0; 3]),
+        ..lin(&[0.0; 32], 8, 4)
+    };
+    let e =
+        RowParallelLinear::from_full(&group, bad_bias, RowParallelConfig::default()).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
-    let e = ParallelMlp::from_full(&group, lin(&[0.0; 32], 8, 4), lin(&[0.0; 40], 5, 8), Activation::Relu).unwrap_err();
+    let e = ParallelMlp::from_full(
+        &group,
+        lin(&[0.0; 32], 8, 4),
+        lin(&[0.0; 40], 5, 8),
+        Activation::Relu,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
     // Row-parallel input shards that do not match the weight's split.
     let row = RowParallelLinear::from_full(
         &group,
         lin(&[0.0; 40], 10, 4),
-        RowParallelConfig { input_is_parallel: true, skip_bias_add: false },
+        RowParallelConfig {
+            input_is_parallel: true,
+            skip_bias_add: false,
+        },
     )
     .unwrap();
     let ranks = group.ranks();
@@ -68,21 +110,46 @@ fn mismatched_shapes() {
 fn wrong_length_host_slices_and_zero_sized_dimensions() {
     let group = group_or_skip!(2);
     let r = &group.ranks()[0];
-    assert!(matches!(Tensor::from_host(r, &[1.0; 5], [2, 3]).unwrap_err(), Error::Shape { .. }));
-    assert!(matches!(Tensor::from_host(r, &[], [0, 3]).unwrap_err(), Error::Shape { .. }));
-    assert!(matches!(DistTensor::replicate(&group, &[], [4, 0]).unwrap_err(), Error::Shape { .. }));
-    assert!(matches!(DistTensor::shard(&group, &[1.0; 7], [2, 4], 1).unwrap_err(), Error::Shape { .. }));
-    let e = ColumnParallelLinear::from_full(&group, lin(&[], 0, 4), ColumnParallelConfig::default()).unwrap_err();
+    assert!(matches!(
+        Tensor::from_host(r, &[1.0; 5], [2, 3]).unwrap_err(),
+        Error::Shape { .. }
+    ));
+    assert!(matches!(
+        Tensor::from_host(r, &[], [0, 3]).unwrap_err(),
+        Error::Shape { .. }
+    ));
+    assert!(matches!(
+        DistTensor::replicate(&group, &[], [4, 0]).unwrap_err(),
+        Error::Shape { .. }
+    ));
+    assert!(matches!(
+        DistTensor::shard(&group, &[1.0; 7], [2, 4], 1).unwrap_err(),
+        Error::Shape { .. }
+    ));
+    let e =
+        ColumnParallelLinear::from_full(&group, lin(&[], 0, 4), ColumnParallelConfig::default())
+            .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
 }
 
 #[test]
 fn tp_larger_than_the_split_dimension() {
     let group = group_or_skip!(4);
-    let e = ColumnParallelLinear::from_full(&group, lin(&[0.0; 24], 8, 3), ColumnParallelConfig::default()).unwrap_err();
+    let e = ColumnParallelLinear::from_full(
+        &group,
+        lin(&[0.0; 24], 8, 3),
+        ColumnParallelConfig::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
-    assert!(e.to_string().contains("tp size 4 is larger than the dimension it splits (3)"), "{e}");
-    let e = RowParallelLinear::from_full(&group, lin(&[0.0; 24], 3, 8), RowParallelConfig::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tp size 4 is larger than the dimension it splits (3)"),
+        "{e}"
+    );
+    let e =
+        RowParallelLinear::from_full(&group, lin(&[0.0; 24], 3, 8), RowParallelConfig::default())
+            .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
     let e = DistTensor::shard(&group, &[0.0; 6], [2, 3], 1).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
@@ -92,33 +159,74 @@ fn tp_larger_than_the_split_dimension() {
 fn wrong_placement_and_wrong_group() {
     let group = group_or_skip!(2);
     let other = common::fresh_group(2).unwrap();
-    let col = ColumnParallelLinear::from_full(&group, lin(&[0.0; 32], 8, 4), ColumnParallelConfig::default()).unwrap();
+    let col = ColumnParallelLinear::from_full(
+        &group,
+        lin(&[0.0; 32], 8, 4),
+        ColumnParallelConfig::default(),
+    )
+    .unwrap();
     let sharded = DistTensor::shard(&group, &[0.0; 16], [2, 8], 1).unwrap();
-    assert!(matches!(col.forward(&sharded).unwrap_err(), Error::Placement { .. }));
+    assert!(matches!(
+        col.forward(&sharded).unwrap_err(),
+        Error::Placement { .. }
+    ));
     let foreign = DistTensor::replicate(&other, &[0.0; 16], [2, 8]).unwrap();
-    assert!(matches!(col.forward(&foreign).unwrap_err(), Error::GroupMismatch { .. }));
+    assert!(matches!(
+        col.forward(&foreign).unwrap_err(),
+        Error::GroupMismatch { .. }
+    ));
     let replicated = DistTensor::replicate(&group, &[0.0; 16], [2, 8]).unwrap();
-    assert!(matches!(replicated.all_reduce().unwrap_err(), Error::Placement { .. }));
-    let foreign_locals = other.ranks().iter().map(|r| Tensor::zeros(r, [1, 1]).unwrap()).collect();
+    assert!(matches!(
+        replicated.all_reduce().unwrap_err(),
+        Error::Placement { .. }
+    ));
+    let foreign_locals = other
+        .ranks()
+        .iter()
+        .map(|r| Tensor::zeros(r, [1, 1]).unwrap())
+        .collect();
     let e = DistTensor::from_locals(&group, foreign_locals, Placement::Partial).unwrap_err();
     assert!(matches!(e, Error::GroupMismatch { .. }), "{e:?}");
     let one = vec![Tensor::zeros(&group.ranks()[0], [1, 1]).unwrap()];
-    assert!(matches!(DistTensor::from_locals(&group, one, Placement::Partial).unwrap_err(), Error::Shape { .. }));
-    let swapped = group.ranks().iter().rev().map(|r| Tensor::zeros(r, [1, 1]).unwrap()).collect();
+    assert!(matches!(
+        DistTensor::from_locals(&group, one, Placement::Partial).unwrap_err(),
+        Error::Shape { .. }
+    ));
+    let swapped = group
+        .ranks()
+        .iter()
+        .rev()
+        .map(|r| Tensor::zeros(r, [1, 1]).unwrap())
+        .collect();
     let e = DistTensor::from_locals(&group, swapped, Placement::Partial).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
-    assert!(matches!(replicated.redistribute(Placement::Shard(2)).unwrap_err(), Error::InvalidArgument { .. }));
+    assert!(matches!(
+        replicated.redistribute(Placement::Shard(2)).unwrap_err(),
+        Error::InvalidArgument { .. }
+    ));
     assert!("swish".parse::<Activation>().is_err());
 }
 
 #[test]
 fn no_adapter_and_no_ranks() {
-    let e = Group::builder().adapter_name("no-such-adapter-anywhere").build().unwrap_err();
+    let e = Group::builder()
+        .adapter_name("no-such-adapter-anywhere")
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::NoAdapter { .. }), "{e:?}");
-    let e = Group::builder().backends(wgpu::Backends::empty()).build().unwrap_err();
+    let e = Group::builder()
+        .backends(wgpu::Backends::empty())
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::NoAdapter { .. }), "{e:?}");
-    let e = Group::builder().ranks_on_one_adapter(0).build().unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { .. } | Error::NoAdapter { .. }), "{e:?}");
+    let e = Group::builder()
+        .ranks_on_one_adapter(0)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { .. } | Error::NoAdapter { .. }),
+        "{e:?}"
+    );
     let e = Group::builder().from_devices(vec![]).build().unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
 }
@@ -127,7 +235,12 @@ fn no_adapter_and_no_ranks() {
 fn lowered(f: impl Fn(&mut wgpu::Limits)) -> Option<Group> {
     let mut limits = wgpu::Limits::downlevel_defaults();
     f(&mut limits);
-    build(Group::builder().ranks_on_one_adapter(1).required_limits(limits), "lowered limits")
+    build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .required_limits(limits),
+        "lowered limits",
+    )
 }
 
 #[test]
@@ -139,9 +252,22 @@ fn buffers_over_the_device_limits() {
         return;
     };
     let r = &group.ranks()[0];
-    assert!(Tensor::from_host(r, &[1.0; 256], [16, 16]).is_ok(), "exactly at the limit");
+    assert!(
+        Tensor::from_host(r, &[1.0; 256], [16, 16]).is_ok(),
+        "exactly at the limit"
+    );
     let e = Tensor::from_host(r, &[1.0; 257], [1, 257]).unwrap_err();
-    assert!(matches!(e, Error::BufferTooLarge { bytes: 1028, limit: 1024, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::BufferTooLarge {
+                bytes: 1028,
+                limit: 1024,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -158,20 +284,40 @@ fn wgpu_validation_errors_are_returned() {
     let r = &group.ranks()[0];
     let a = Tensor::from_host(r, &[1.0; 4], [2, 2]).unwrap();
     let e = ops::matmul(&a, &a, None, WeightLayout::InOut, Activation::Identity).unwrap_err();
-    assert!(matches!(e, Error::Validation { op: "matmul", rank: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Validation {
+                op: "matmul",
+                rank: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // The device stays usable for what it can do.
     assert_eq!(a.to_host().unwrap(), vec![1.0; 4]);
 }
 
 #[test]
 fn a_destroyed_device_is_an_error_not_a_panic_or_a_hang() {
-    let Some(group) = common::fresh_group(2) else { return };
+    let Some(group) = common::fresh_group(2) else {
+        return;
+    };
     let x = DistTensor::replicate(&group, &[1.0; 4], [2, 2]).unwrap();
     group.ranks()[1].device().destroy();
-    let e = x.redistribute(Placement::Partial).and_then(|p| p.all_reduce()).unwrap_err();
+    let e = x
+        .redistribute(Placement::Partial)
+        .and_then(|p| p.all_reduce())
+        .unwrap_err();
     eprintln!("destroyed device: {e}");
     assert!(
-        matches!(e, Error::DeviceLost { rank: 1, .. } | Error::Map { rank: 1, .. } | Error::Validation { rank: 1, .. }),
+        matches!(
+            e,
+            Error::DeviceLost { rank: 1, .. }
+                | Error::Map { rank: 1, .. }
+                | Error::Validation { rank: 1, .. }
+        ),
         "{e:?}"
     );
 }

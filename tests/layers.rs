@@ -17,8 +17,20 @@ const BATCH: usize = 5;
 const IN: usize = 37;
 const OUT: usize = 19;
 
-fn host<'a>(w: &'a [f32], b: &'a Option<Vec<f32>>, i: usize, o: usize, l: WeightLayout) -> HostLinear<'a> {
-    HostLinear { weight: w, bias: b.as_deref(), in_features: i, out_features: o, layout: l }
+fn host<'a>(
+    w: &'a [f32],
+    b: &'a Option<Vec<f32>>,
+    i: usize,
+    o: usize,
+    l: WeightLayout,
+) -> HostLinear<'a> {
+    HostLinear {
+        weight: w,
+        bias: b.as_deref(),
+        in_features: i,
+        out_features: o,
+        layout: l,
+    }
 }
 
 #[test]
@@ -34,7 +46,14 @@ fn column_parallel_matches_reference() {
                     let x = rng.normal(BATCH * IN);
                     let stored = in_layout(&w, IN, OUT, layout);
                     let want = reference::activation(
-                        &reference::linear(&Approx::exact(&x), [BATCH, IN], &w, OUT, WeightLayout::InOut, b.as_deref()),
+                        &reference::linear(
+                            &Approx::exact(&x),
+                            [BATCH, IN],
+                            &w,
+                            OUT,
+                            WeightLayout::InOut,
+                            b.as_deref(),
+                        ),
                         act,
                     );
                     let xd = DistTensor::replicate(&group, &x, [BATCH, IN]).unwrap();
@@ -42,12 +61,22 @@ fn column_parallel_matches_reference() {
                         let layer = ColumnParallelLinear::from_full(
                             &group,
                             host(&stored, &b, IN, OUT, layout),
-                            ColumnParallelConfig { gather_output, activation: act },
+                            ColumnParallelConfig {
+                                gather_output,
+                                activation: act,
+                            },
                         )
                         .unwrap();
-                        assert_eq!(layer.out_features_per_rank(), wgpu_tp::split_sizes(OUT, tp).unwrap());
+                        assert_eq!(
+                            layer.out_features_per_rank(),
+                            wgpu_tp::split_sizes(OUT, tp).unwrap()
+                        );
                         let y = layer.forward(&xd).unwrap();
-                        let expect = if gather_output { Placement::Replicate } else { Placement::Shard(1) };
+                        let expect = if gather_output {
+                            Placement::Replicate
+                        } else {
+                            Placement::Shard(1)
+                        };
                         assert_eq!(y.placement(), expect, "{ctx}");
                         assert_eq!(y.shape(), [BATCH, OUT], "{ctx}");
                         assert_within(&want, &y.to_host().unwrap(), &ctx);
@@ -73,15 +102,32 @@ fn row_parallel_matches_reference() {
                 let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
                 let x = rng.normal(BATCH * IN);
                 let stored = in_layout(&w, IN, OUT, layout);
-                let with_b = reference::linear(&Approx::exact(&x), [BATCH, IN], &w, OUT, WeightLayout::InOut, b.as_deref());
-                let without_b = reference::linear(&Approx::exact(&x), [BATCH, IN], &w, OUT, WeightLayout::InOut, None);
+                let with_b = reference::linear(
+                    &Approx::exact(&x),
+                    [BATCH, IN],
+                    &w,
+                    OUT,
+                    WeightLayout::InOut,
+                    b.as_deref(),
+                );
+                let without_b = reference::linear(
+                    &Approx::exact(&x),
+                    [BATCH, IN],
+                    &w,
+                    OUT,
+                    WeightLayout::InOut,
+                    None,
+                );
                 for input_is_parallel in [false, true] {
                     for skip_bias_add in [false, true] {
                         let ctx = format!("row tp {tp} {layout:?} bias {with_bias} parallel-in {input_is_parallel} skip {skip_bias_add}");
                         let layer = RowParallelLinear::from_full(
                             &group,
                             host(&stored, &b, IN, OUT, layout),
-                            RowParallelConfig { input_is_parallel, skip_bias_add },
+                            RowParallelConfig {
+                                input_is_parallel,
+                                skip_bias_add,
+                            },
                         )
                         .unwrap();
                         let xd = if input_is_parallel {
@@ -97,7 +143,11 @@ fn row_parallel_matches_reference() {
                         }
                         if skip_bias_add && with_bias {
                             let bias = layer.bias().unwrap().to_host().unwrap();
-                            assert_eq!(&bias, b.as_ref().unwrap(), "{ctx}: skipped bias is handed back");
+                            assert_eq!(
+                                &bias,
+                                b.as_ref().unwrap(),
+                                "{ctx}: skipped bias is handed back"
+                            );
                         }
                     }
                 }
@@ -119,7 +169,10 @@ fn mlp_matches_reference() {
                     let (w1, b1) = linear_data(&mut rng, OUT, FFN, with_bias);
                     let (w2, b2) = linear_data(&mut rng, FFN, OUT, with_bias);
                     let x = rng.normal(BATCH * OUT);
-                    let (s1, s2) = (in_layout(&w1, OUT, FFN, layout), in_layout(&w2, FFN, OUT, layout));
+                    let (s1, s2) = (
+                        in_layout(&w1, OUT, FFN, layout),
+                        in_layout(&w2, FFN, OUT, layout),
+                    );
                     let mlp = ParallelMlp::from_full(
                         &group,
                         host(&s1, &b1, OUT, FFN, layout),
@@ -127,9 +180,25 @@ fn mlp_matches_reference() {
                         act,
                     )
                     .unwrap();
-                    let h = reference::linear(&Approx::exact(&x), [BATCH, OUT], &w1, FFN, WeightLayout::InOut, b1.as_deref());
-                    let want = reference::linear(&reference::activation(&h, act), [BATCH, FFN], &w2, OUT, WeightLayout::InOut, b2.as_deref());
-                    let y = mlp.forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap()).unwrap();
+                    let h = reference::linear(
+                        &Approx::exact(&x),
+                        [BATCH, OUT],
+                        &w1,
+                        FFN,
+                        WeightLayout::InOut,
+                        b1.as_deref(),
+                    );
+                    let want = reference::linear(
+                        &reference::activation(&h, act),
+                        [BATCH, FFN],
+                        &w2,
+                        OUT,
+                        WeightLayout::InOut,
+                        b2.as_deref(),
+                    );
+                    let y = mlp
+                        .forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap())
+                        .unwrap();
                     for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
                         assert_within(&want, v, &format!("{ctx} rank {r}"));
                     }
@@ -149,12 +218,37 @@ fn multi_tile_shapes_match_reference() {
         let (w, b) = linear_data(&mut rng, inf, outf, true);
         let x = rng.normal(batch * inf);
         let stored = in_layout(&w, inf, outf, layout);
-        let want = reference::linear(&Approx::exact(&x), [batch, inf], &w, outf, WeightLayout::InOut, b.as_deref());
+        let want = reference::linear(
+            &Approx::exact(&x),
+            [batch, inf],
+            &w,
+            outf,
+            WeightLayout::InOut,
+            b.as_deref(),
+        );
         let xd = DistTensor::replicate(&group, &x, [batch, inf]).unwrap();
-        let col = ColumnParallelLinear::from_full(&group, host(&stored, &b, inf, outf, layout), ColumnParallelConfig::default()).unwrap();
-        assert_within(&want, &col.forward(&xd).unwrap().to_host().unwrap(), &format!("column {layout:?}"));
-        let row = RowParallelLinear::from_full(&group, host(&stored, &b, inf, outf, layout), RowParallelConfig::default()).unwrap();
-        assert_within(&want, &row.forward(&xd).unwrap().to_host().unwrap(), &format!("row {layout:?}"));
+        let col = ColumnParallelLinear::from_full(
+            &group,
+            host(&stored, &b, inf, outf, layout),
+            ColumnParallelConfig::default(),
+        )
+        .unwrap();
+        assert_within(
+            &want,
+            &col.forward(&xd).unwrap().to_host().unwrap(),
+            &format!("column {layout:?}"),
+        );
+        let row = RowParallelLinear::from_full(
+            &group,
+            host(&stored, &b, inf, outf, layout),
+            RowParallelConfig::default(),
+        )
+        .unwrap();
+        assert_within(
+            &want,
+            &row.forward(&xd).unwrap().to_host().unwrap(),
+            &format!("row {layout:?}"),
+        );
     }
 }
 
@@ -171,21 +265,36 @@ fn layers_from_shards_match_from_full() {
     let b1_parts = wgpu_tp::shard::split_host(b1.as_ref().unwrap(), [1, IN], 1, &sizes);
     let w2_parts = wgpu_tp::shard::split_host(&w2, [IN, OUT], 0, &sizes);
     let ranks = group.ranks();
-    let t = |r: usize, d: &[f32], s: [usize; 2]| wgpu_tp::Tensor::from_host(&ranks[r], d, s).unwrap();
+    let t =
+        |r: usize, d: &[f32], s: [usize; 2]| wgpu_tp::Tensor::from_host(&ranks[r], d, s).unwrap();
     let fc1 = ColumnParallelLinear::from_shards(
         &group,
-        (0..3).map(|r| t(r, &w1_parts[r], [OUT, sizes[r]])).collect(),
+        (0..3)
+            .map(|r| t(r, &w1_parts[r], [OUT, sizes[r]]))
+            .collect(),
         Some((0..3).map(|r| t(r, &b1_parts[r], [1, sizes[r]])).collect()),
         WeightLayout::InOut,
-        ColumnParallelConfig { gather_output: false, activation: Activation::Relu },
+        ColumnParallelConfig {
+            gather_output: false,
+            activation: Activation::Relu,
+        },
     )
     .unwrap();
     let fc2 = RowParallelLinear::from_shards(
         &group,
-        (0..3).map(|r| t(r, &w2_parts[r], [sizes[r], OUT])).collect(),
-        Some((0..3).map(|r| t(r, b2.as_ref().unwrap(), [1, OUT])).collect()),
+        (0..3)
+            .map(|r| t(r, &w2_parts[r], [sizes[r], OUT]))
+            .collect(),
+        Some(
+            (0..3)
+                .map(|r| t(r, b2.as_ref().unwrap(), [1, OUT]))
+                .collect(),
+        ),
         WeightLayout::InOut,
-        RowParallelConfig { input_is_parallel: true, skip_bias_add: false },
+        RowParallelConfig {
+            input_is_parallel: true,
+            skip_bias_add: false,
+        },
     )
     .unwrap();
     let from_shards = ParallelMlp::from_layers(fc1, fc2).unwrap();

@@ -25,11 +25,16 @@ fn adapter(backend: wgpu::Backends) -> Option<wgpu::Adapter> {
 
 #[test]
 fn vulkan_and_gl_ranks_give_the_reference_answer() {
-    let (Some(vk), Some(gl)) = (adapter(wgpu::Backends::VULKAN), adapter(wgpu::Backends::GL)) else {
+    let (Some(vk), Some(gl)) = (adapter(wgpu::Backends::VULKAN), adapter(wgpu::Backends::GL))
+    else {
         return;
     };
     let group = Group::builder().adapters(vec![vk, gl]).build().unwrap();
-    let backends: Vec<_> = group.ranks().iter().map(|r| r.adapter_info().backend).collect();
+    let backends: Vec<_> = group
+        .ranks()
+        .iter()
+        .map(|r| r.adapter_info().backend)
+        .collect();
     assert_eq!(backends, [wgpu::Backend::Vulkan, wgpu::Backend::Gl]);
     let (batch, hidden, ffn) = (6, 21, 45);
     for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
@@ -37,21 +42,60 @@ fn vulkan_and_gl_ranks_give_the_reference_answer() {
         let (w1, b1) = linear_data(&mut rng, hidden, ffn, true);
         let (w2, b2) = linear_data(&mut rng, ffn, hidden, true);
         let x = rng.normal(batch * hidden);
-        let (s1, s2) = (common::in_layout(&w1, hidden, ffn, layout), common::in_layout(&w2, ffn, hidden, layout));
+        let (s1, s2) = (
+            common::in_layout(&w1, hidden, ffn, layout),
+            common::in_layout(&w2, ffn, hidden, layout),
+        );
         let mlp = ParallelMlp::from_full(
             &group,
-            HostLinear { weight: &s1, bias: b1.as_deref(), in_features: hidden, out_features: ffn, layout },
-            HostLinear { weight: &s2, bias: b2.as_deref(), in_features: ffn, out_features: hidden, layout },
+            HostLinear {
+                weight: &s1,
+                bias: b1.as_deref(),
+                in_features: hidden,
+                out_features: ffn,
+                layout,
+            },
+            HostLinear {
+                weight: &s2,
+                bias: b2.as_deref(),
+                in_features: ffn,
+                out_features: hidden,
+                layout,
+            },
             Activation::GeluErf,
         )
         .unwrap();
-        let h = reference::linear(&Approx::exact(&x), [batch, hidden], &w1, ffn, WeightLayout::InOut, b1.as_deref());
-        let want = reference::linear(&reference::activation(&h, Activation::GeluErf), [batch, ffn], &w2, hidden, WeightLayout::InOut, b2.as_deref());
-        let y = mlp.forward(&DistTensor::replicate(&group, &x, [batch, hidden]).unwrap()).unwrap();
+        let h = reference::linear(
+            &Approx::exact(&x),
+            [batch, hidden],
+            &w1,
+            ffn,
+            WeightLayout::InOut,
+            b1.as_deref(),
+        );
+        let want = reference::linear(
+            &reference::activation(&h, Activation::GeluErf),
+            [batch, ffn],
+            &w2,
+            hidden,
+            WeightLayout::InOut,
+            b2.as_deref(),
+        );
+        let y = mlp
+            .forward(&DistTensor::replicate(&group, &x, [batch, hidden]).unwrap())
+            .unwrap();
         let per_rank = y.to_host_per_rank().unwrap();
         for (r, v) in per_rank.iter().enumerate() {
-            assert_within(&want, v, &format!("{layout:?} rank {r} ({:?})", backends[r]));
+            assert_within(
+                &want,
+                v,
+                &format!("{layout:?} rank {r} ({:?})", backends[r]),
+            );
         }
-        common::assert_same_bits(&per_rank[0], &per_rank[1], "the all-reduced value is the same on both backends");
+        common::assert_same_bits(
+            &per_rank[0],
+            &per_rank[1],
+            "the all-reduced value is the same on both backends",
+        );
     }
 }

@@ -35,7 +35,13 @@ fn mlp(group: &wgpu_tp::Group, s: &Seeded) -> ParallelMlp {
         out_features,
         layout: WeightLayout::InOut,
     };
-    ParallelMlp::from_full(group, l(&s.w1, HIDDEN, FFN), l(&s.w2, FFN, HIDDEN), Activation::Relu).unwrap()
+    ParallelMlp::from_full(
+        group,
+        l(&s.w1, HIDDEN, FFN),
+        l(&s.w2, FFN, HIDDEN),
+        Activation::Relu,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -48,8 +54,16 @@ fn one_all_reduce_per_forward_and_nothing_else() {
         for n in 1..=3 {
             mlp.forward(&x).unwrap();
             let st = group.stats();
-            assert_eq!(st.all_reduces(), n, "tp {tp}: all-reduces after {n} forwards");
-            assert_eq!(st.all_gathers() + st.reduce_scatters() + st.broadcasts(), 0, "tp {tp}");
+            assert_eq!(
+                st.all_reduces(),
+                n,
+                "tp {tp}: all-reduces after {n} forwards"
+            );
+            assert_eq!(
+                st.all_gathers() + st.reduce_scatters() + st.broadcasts(),
+                0,
+                "tp {tp}"
+            );
         }
     }
 }
@@ -58,7 +72,14 @@ fn one_all_reduce_per_forward_and_nothing_else() {
 fn identical_bits_on_every_rank_and_every_run_within_the_seed_tolerance() {
     let s = seeded();
     let h = reference::activation(
-        &reference::linear(&Approx::exact(&s.x), [BATCH, HIDDEN], &s.w1, FFN, WeightLayout::InOut, None),
+        &reference::linear(
+            &Approx::exact(&s.x),
+            [BATCH, HIDDEN],
+            &s.w1,
+            FFN,
+            WeightLayout::InOut,
+            None,
+        ),
         Activation::Relu,
     );
     let want = reference::linear(&h, [BATCH, FFN], &s.w2, HIDDEN, WeightLayout::InOut, None);
@@ -72,7 +93,11 @@ fn identical_bits_on_every_rank_and_every_run_within_the_seed_tolerance() {
             assert_within(&want, v, &format!("tp {tp} rank {r}"));
             // The seed's own criterion, at the seed's shapes.
             let c = want.check(v);
-            assert!(c.max_abs_diff < 1e-5, "tp {tp}: {:.3e} >= 1e-5", c.max_abs_diff);
+            assert!(
+                c.max_abs_diff < 1e-5,
+                "tp {tp}: {:.3e} >= 1e-5",
+                c.max_abs_diff
+            );
         }
         for run in 0..3 {
             let again = mlp.forward(&x).unwrap().to_host_per_rank().unwrap();
@@ -95,6 +120,11 @@ fn async_api_gives_the_same_bits_as_the_blocking_one() {
         y.to_host_async().await.unwrap()
     });
     assert_same_bits(&asynchronous, &blocking, "async vs blocking");
-    let built = pollster::block_on(wgpu_tp::Group::builder().ranks_on_one_adapter(2).build_async()).unwrap();
+    let built = pollster::block_on(
+        wgpu_tp::Group::builder()
+            .ranks_on_one_adapter(2)
+            .build_async(),
+    )
+    .unwrap();
     assert_eq!(built.world_size(), 2);
 }

@@ -28,8 +28,11 @@ pub trait Collective: Send + Sync {
     /// Every rank gets the elementwise sum of all inputs (same shapes).
     fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>>;
     /// Every rank gets the concatenation of all inputs along `dim`.
-    fn all_gather<'a>(&'a self, inputs: &'a [Tensor], dim: usize)
-        -> BoxFuture<'a, Result<Vec<Tensor>>>;
+    fn all_gather<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        dim: usize,
+    ) -> BoxFuture<'a, Result<Vec<Tensor>>>;
     /// Rank `r` gets the `r`-th slice (of length `sizes[r]` along `dim`) of the sum.
     fn reduce_scatter<'a>(
         &'a self,
@@ -38,8 +41,11 @@ pub trait Collective: Send + Sync {
         sizes: &'a [usize],
     ) -> BoxFuture<'a, Result<Vec<Tensor>>>;
     /// Every rank gets a copy of `inputs[root]` (other inputs are ignored).
-    fn broadcast<'a>(&'a self, inputs: &'a [Tensor], root: usize)
-        -> BoxFuture<'a, Result<Vec<Tensor>>>;
+    fn broadcast<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        root: usize,
+    ) -> BoxFuture<'a, Result<Vec<Tensor>>>;
 }
 
 /// How many collectives of each kind a group has run (for tests and profiling).
@@ -116,7 +122,11 @@ pub(crate) async fn all_reduce(group: &Group, inputs: &[Tensor]) -> Result<Vec<T
     group.collective().all_reduce(inputs).await
 }
 
-pub(crate) async fn all_gather(group: &Group, inputs: &[Tensor], dim: usize) -> Result<Vec<Tensor>> {
+pub(crate) async fn all_gather(
+    group: &Group,
+    inputs: &[Tensor],
+    dim: usize,
+) -> Result<Vec<Tensor>> {
     let op = "all_gather";
     check_inputs(op, group, inputs)?;
     check_dim(op, dim)?;
@@ -155,7 +165,11 @@ pub(crate) async fn reduce_scatter(
     group.collective().reduce_scatter(inputs, dim, sizes).await
 }
 
-pub(crate) async fn broadcast(group: &Group, inputs: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
+pub(crate) async fn broadcast(
+    group: &Group,
+    inputs: &[Tensor],
+    root: usize,
+) -> Result<Vec<Tensor>> {
     let op = "broadcast";
     check_inputs(op, group, inputs)?;
     if root >= inputs.len() {

@@ -49,7 +49,11 @@ impl ColumnParallelLinear {
     /// # Errors
     /// [`Error::Shape`] when the weight or bias length disagrees with the features;
     /// [`Error::InvalidArgument`] when the tp size exceeds `out_features`; allocation errors.
-    pub fn from_full(group: &Group, full: HostLinear<'_>, config: ColumnParallelConfig) -> Result<Self> {
+    pub fn from_full(
+        group: &Group,
+        full: HostLinear<'_>,
+        config: ColumnParallelConfig,
+    ) -> Result<Self> {
         full.check("column_parallel.from_full")?;
         let weight = full.shard_weight(group, true)?;
         let bias = full
@@ -95,7 +99,11 @@ impl ColumnParallelLinear {
                 return Err(Error::shape(
                     "column_parallel.new",
                     format!("bias shards [1, n] with n = {outs:?}"),
-                    bias_cols.iter().map(|&s| fmt_shape(s)).collect::<Vec<_>>().join(", "),
+                    bias_cols
+                        .iter()
+                        .map(|&s| fmt_shape(s))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ));
             }
         }

@@ -1,6 +1,8 @@
 //! `ParallelMlp`: column-parallel -> activation -> row-parallel, one all-reduce.
 
-use super::{ColumnParallelConfig, ColumnParallelLinear, HostLinear, RowParallelConfig, RowParallelLinear};
+use super::{
+    ColumnParallelConfig, ColumnParallelLinear, HostLinear, RowParallelConfig, RowParallelLinear,
+};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -34,7 +36,10 @@ impl ParallelMlp {
         if fc1.out_features != fc2.in_features {
             return Err(Error::shape(
                 "parallel_mlp.from_full",
-                format!("fc2 with {} input features (fc1's outputs)", fc1.out_features),
+                format!(
+                    "fc2 with {} input features (fc1's outputs)",
+                    fc1.out_features
+                ),
                 format!("{}", fc2.in_features),
             ));
         }
@@ -74,7 +79,11 @@ impl ParallelMlp {
         }
         let (outs, ins) = (fc1.out_features_per_rank(), fc2.in_features_per_rank());
         if outs != ins {
-            return Err(Error::shape(op, format!("fc2 input split {outs:?}"), format!("{ins:?}")));
+            return Err(Error::shape(
+                op,
+                format!("fc2 input split {outs:?}"),
+                format!("{ins:?}"),
+            ));
         }
         Ok(ParallelMlp { fc1, fc2 })
     }

@@ -30,8 +30,13 @@ pub struct HostLinear<'a> {
 
 impl HostLinear<'_> {
     fn check(&self, op: &'static str) -> Result<()> {
-        let shape = self.layout.stored_shape(self.in_features, self.out_features);
-        if self.in_features == 0 || self.out_features == 0 || self.weight.len() != shape[0] * shape[1] {
+        let shape = self
+            .layout
+            .stored_shape(self.in_features, self.out_features);
+        if self.in_features == 0
+            || self.out_features == 0
+            || self.weight.len() != shape[0] * shape[1]
+        {
             return Err(Error::shape(
                 op,
                 format!("weight {} ({:?}, non-empty)", fmt_shape(shape), self.layout),
@@ -52,7 +57,9 @@ impl HostLinear<'_> {
 
     /// The weight sharded over `group` along its output (`by_output`) or input features.
     fn shard_weight(&self, group: &Group, by_output: bool) -> Result<DistTensor> {
-        let shape = self.layout.stored_shape(self.in_features, self.out_features);
+        let shape = self
+            .layout
+            .stored_shape(self.in_features, self.out_features);
         let out_dim = self.layout.out_dim();
         let dim = if by_output { out_dim } else { 1 - out_dim };
         DistTensor::shard(group, self.weight, shape, dim)

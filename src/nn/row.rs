@@ -44,7 +44,11 @@ impl RowParallelLinear {
     /// # Errors
     /// [`Error::Shape`] when the weight or bias length disagrees with the features;
     /// [`Error::InvalidArgument`] when the tp size exceeds `in_features`; allocation errors.
-    pub fn from_full(group: &Group, full: HostLinear<'_>, config: RowParallelConfig) -> Result<Self> {
+    pub fn from_full(
+        group: &Group,
+        full: HostLinear<'_>,
+        config: RowParallelConfig,
+    ) -> Result<Self> {
         full.check("row_parallel.from_full")?;
         let weight = full.shard_weight(group, false)?;
         let bias = full
@@ -156,7 +160,15 @@ impl RowParallelLinear {
                 ));
             }
             (0..ins.len())
-                .map(|r| ops::matmul(&x.locals()[r], &w[r], None, self.layout, Activation::Identity))
+                .map(|r| {
+                    ops::matmul(
+                        &x.locals()[r],
+                        &w[r],
+                        None,
+                        self.layout,
+                        Activation::Identity,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             x.expect(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -165,7 +177,15 @@ impl RowParallelLinear {
                 .zip(&ins)
                 .enumerate()
                 .map(|(r, (start, &k))| {
-                    ops::matmul_window(&x.locals()[r], start, k, &w[r], None, self.layout, Activation::Identity)
+                    ops::matmul_window(
+                        &x.locals()[r],
+                        start,
+                        k,
+                        &w[r],
+                        None,
+                        self.layout,
+                        Activation::Identity,
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?
         };

@@ -38,13 +38,21 @@ pub fn group(tp: usize) -> Option<Group> {
     let mut groups = GROUPS.get_or_init(Default::default).lock().unwrap();
     groups
         .entry(tp)
-        .or_insert_with(|| build(Group::builder().ranks_on_one_adapter(tp), &format!("tp {tp}")))
+        .or_insert_with(|| {
+            build(
+                Group::builder().ranks_on_one_adapter(tp),
+                &format!("tp {tp}"),
+            )
+        })
         .clone()
 }
 
 /// A fresh group of `tp` devices on one adapter (for tests that count collectives).
 pub fn fresh_group(tp: usize) -> Option<Group> {
-    build(Group::builder().ranks_on_one_adapter(tp), &format!("fresh tp {tp}"))
+    build(
+        Group::builder().ranks_on_one_adapter(tp),
+        &format!("fresh tp {tp}"),
+    )
 }
 
 /// Returns early from a test when no group could be made (locally only).
@@ -102,6 +110,9 @@ pub fn assert_within(want: &Approx, got: &[f32], ctx: &str) {
 /// Asserts two f32 slices are identical bit for bit.
 pub fn assert_same_bits(a: &[f32], b: &[f32], ctx: &str) {
     assert_eq!(a.len(), b.len(), "{ctx}: lengths differ");
-    let first = a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits());
+    let first = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits());
     assert!(first.is_none(), "{ctx}: bits differ at element {first:?}");
 }
