@@ -108,24 +108,7 @@ impl DistTensor {
     /// placement.
     pub fn from_locals(group: &Group, locals: Vec<Tensor>, placement: Placement) -> Result<Self> {
         let op = "dist_tensor.from_locals";
-        if locals.len() != group.world_size() {
-            return Err(Error::shape(
-                op,
-                format!("{} tensors (one per rank)", group.world_size()),
-                format!("{}", locals.len()),
-            ));
-        }
-        for (r, t) in locals.iter().enumerate() {
-            if t.rank().group_id() != group.id() {
-                return Err(Error::GroupMismatch { op });
-            }
-            if t.rank().index() != r {
-                return Err(Error::invalid(
-                    op,
-                    format!("tensor {r} lives on rank {}", t.rank().index()),
-                ));
-            }
-        }
+        group.check_locals(op, &locals)?;
         let first = locals[0].shape();
         let shape = match placement {
             Placement::Replicate | Placement::Partial => {

@@ -68,6 +68,29 @@ impl Group {
         self.inner.id
     }
 
+    /// Checks that `tensors` holds one tensor per rank of this group, in rank order.
+    pub(crate) fn check_locals(&self, op: &'static str, tensors: &[crate::Tensor]) -> Result<()> {
+        if tensors.len() != self.world_size() {
+            return Err(Error::shape(
+                op,
+                format!("{} tensors (one per rank)", self.world_size()),
+                format!("{}", tensors.len()),
+            ));
+        }
+        for (r, t) in tensors.iter().enumerate() {
+            if t.rank().group_id() != self.id() {
+                return Err(Error::GroupMismatch { op });
+            }
+            if t.rank().index() != r {
+                return Err(Error::invalid(
+                    op,
+                    format!("tensor {r} lives on rank {}", t.rank().index()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// True when both handles are the same group.
     pub fn same_as(&self, other: &Group) -> bool {
         self.inner.id == other.inner.id

@@ -96,3 +96,15 @@ fn spread_over_every_adapter() {
         assert_eq!(rank.adapter_info().backend, want.backend, "rank {r}");
     }
 }
+
+#[test]
+fn groups_ranks_tensors_and_layers_may_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Group>();
+    send_sync::<wgpu_tp::Rank>();
+    send_sync::<wgpu_tp::Tensor>();
+    send_sync::<DistTensor>();
+    send_sync::<ColumnParallelLinear>();
+    send_sync::<wgpu_tp::ParallelMlp>();
+    send_sync::<wgpu_tp::Error>();
+}

@@ -76,29 +76,6 @@ impl CollectiveStats {
     }
 }
 
-/// Checks that `inputs` has one tensor per rank of `group`, in rank order.
-fn check_inputs(op: &'static str, group: &Group, inputs: &[Tensor]) -> Result<()> {
-    if inputs.len() != group.world_size() {
-        return Err(Error::shape(
-            op,
-            format!("{} tensors (one per rank)", group.world_size()),
-            format!("{}", inputs.len()),
-        ));
-    }
-    for (r, t) in inputs.iter().enumerate() {
-        if t.rank().group_id() != group.id() {
-            return Err(Error::GroupMismatch { op });
-        }
-        if t.rank().index() != r {
-            return Err(Error::invalid(
-                op,
-                format!("input {r} lives on rank {}", t.rank().index()),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn check_same_shapes(op: &'static str, inputs: &[Tensor]) -> Result<()> {
     let first = inputs[0].shape();
     match inputs.iter().find(|t| t.shape() != first) {
@@ -116,7 +93,7 @@ fn check_dim(op: &'static str, dim: usize) -> Result<()> {
 
 pub(crate) async fn all_reduce(group: &Group, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let op = "all_reduce";
-    check_inputs(op, group, inputs)?;
+    group.check_locals(op, inputs)?;
     check_same_shapes(op, inputs)?;
     group.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
     group.collective().all_reduce(inputs).await
@@ -128,7 +105,7 @@ pub(crate) async fn all_gather(
     dim: usize,
 ) -> Result<Vec<Tensor>> {
     let op = "all_gather";
-    check_inputs(op, group, inputs)?;
+    group.check_locals(op, inputs)?;
     check_dim(op, dim)?;
     let other = 1 - dim;
     let want = inputs[0].shape()[other];
@@ -150,7 +127,7 @@ pub(crate) async fn reduce_scatter(
     sizes: &[usize],
 ) -> Result<Vec<Tensor>> {
     let op = "reduce_scatter";
-    check_inputs(op, group, inputs)?;
+    group.check_locals(op, inputs)?;
     check_dim(op, dim)?;
     check_same_shapes(op, inputs)?;
     let n = inputs[0].shape()[dim];
@@ -171,7 +148,7 @@ pub(crate) async fn broadcast(
     root: usize,
 ) -> Result<Vec<Tensor>> {
     let op = "broadcast";
-    check_inputs(op, group, inputs)?;
+    group.check_locals(op, inputs)?;
     if root >= inputs.len() {
         return Err(Error::invalid(
             op,
