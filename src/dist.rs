@@ -305,7 +305,7 @@ impl DistTensor {
     /// # Errors
     /// [`Error::Placement`] unless `Partial`; collective errors.
     pub fn all_reduce(&self) -> Result<DistTensor> {
-        self.expect("all_reduce", |p| p == Placement::Partial, "Partial")?;
+        self.require_placement("all_reduce", |p| p == Placement::Partial, "Partial")?;
         self.redistribute(Placement::Replicate)
     }
 
@@ -314,7 +314,7 @@ impl DistTensor {
     /// # Errors
     /// [`Error::Placement`] unless `Shard`; collective errors.
     pub fn all_gather(&self) -> Result<DistTensor> {
-        self.expect(
+        self.require_placement(
             "all_gather",
             |p| matches!(p, Placement::Shard(_)),
             "Shard(_)",
@@ -327,7 +327,7 @@ impl DistTensor {
     /// # Errors
     /// [`Error::Placement`] unless `Partial`; as [`DistTensor::redistribute`].
     pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
-        self.expect("reduce_scatter", |p| p == Placement::Partial, "Partial")?;
+        self.require_placement("reduce_scatter", |p| p == Placement::Partial, "Partial")?;
         self.redistribute(Placement::Shard(dim))
     }
 
@@ -340,7 +340,7 @@ impl DistTensor {
         DistTensor::from_locals(&self.group, out, Placement::Replicate)
     }
 
-    pub(crate) fn expect(
+    pub(crate) fn require_placement(
         &self,
         op: &'static str,
         ok: impl Fn(Placement) -> bool,

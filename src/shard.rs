@@ -108,22 +108,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_follows_tensor_split() {
-        assert_eq!(split_sizes(10, 4).unwrap(), vec![3, 3, 2, 2]);
-        assert_eq!(split_sizes(8, 4).unwrap(), vec![2, 2, 2, 2]);
-        assert_eq!(split_sizes(3, 3).unwrap(), vec![1, 1, 1]);
+    fn split_follows_tensor_split() -> Result<()> {
+        assert_eq!(split_sizes(10, 4)?, vec![3, 3, 2, 2]);
+        assert_eq!(split_sizes(8, 4)?, vec![2, 2, 2, 2]);
+        assert_eq!(split_sizes(3, 3)?, vec![1, 1, 1]);
         assert!(split_sizes(3, 4).is_err());
         assert!(split_sizes(0, 1).is_err());
         assert!(split_sizes(5, 0).is_err());
         assert_eq!(offsets(&[3, 3, 2, 2]), vec![0, 3, 6, 8]);
+        Ok(())
     }
 
     #[test]
-    fn split_then_concat_is_identity() {
+    fn split_then_concat_is_identity() -> Result<()> {
         let shape = [3, 7];
         let m: Vec<f32> = (0..21).map(|i| i as f32).collect();
         for dim in 0..2 {
-            let sizes = split_sizes(shape[dim], 3).unwrap();
+            let sizes = split_sizes(shape[dim], 3)?;
             let parts = split_host(&m, shape, dim, &sizes);
             let shapes: Vec<[usize; 2]> = sizes
                 .iter()
@@ -131,5 +132,6 @@ mod tests {
                 .collect();
             assert_eq!(concat_host(&parts, &shapes, dim), m);
         }
+        Ok(())
     }
 }

@@ -151,7 +151,7 @@ impl ColumnParallelLinear {
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
         let op = "column_parallel.forward";
         check_input(op, &self.group, x, self.in_features)?;
-        x.expect(op, |p| p == Placement::Replicate, "Replicate")?;
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         let locals = (0..self.group.world_size())
             .map(|r| {
                 ops::matmul(

@@ -150,7 +150,7 @@ impl RowParallelLinear {
         let ins = self.in_features_per_rank();
         let w = self.weight.locals();
         let partials = if self.config.input_is_parallel {
-            x.expect(op, |p| p == Placement::Shard(1), "Shard(1)")?;
+            x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
             let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
             if got != ins {
                 return Err(Error::shape(
@@ -171,7 +171,7 @@ impl RowParallelLinear {
                 })
                 .collect::<Result<Vec<_>>>()?
         } else {
-            x.expect(op, |p| p == Placement::Replicate, "Replicate")?;
+            x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
             offsets(&ins)
                 .into_iter()
                 .zip(&ins)
