@@ -14,7 +14,7 @@ use crate::tensor::{read_back, Tensor};
 pub struct HostCollective;
 
 /// `((inputs[0] + inputs[1]) + inputs[2]) + ...`, elementwise, in f32.
-fn sum_in_rank_order(parts: Vec<Vec<f32>>) -> Vec<f32> {
+pub(crate) fn sum_in_rank_order(parts: Vec<Vec<f32>>) -> Vec<f32> {
     let mut parts = parts.into_iter();
     let mut acc = parts.next().unwrap_or_default();
     for p in parts {

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub(crate) use host::sum_in_rank_order;
 pub use host::HostCollective;
 
 use crate::error::{fmt_shape, Error, Result};
