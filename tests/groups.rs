@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{assert_within, in_ci};
-use wgpu_tp::reference::{self, Approx, Rng};
+use common::in_ci;
+use wgpu_tp::reference::Rng;
 use wgpu_tp::{
     wgpu, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear, WeightLayout,
 };
@@ -30,17 +30,8 @@ fn check_group(group: &Group, ctx: &str) {
     let y = layer
         .forward(&DistTensor::replicate(group, &x, [batch, inf]).unwrap())
         .unwrap();
-    let want = reference::linear(
-        &Approx::exact(&x),
-        [batch, inf],
-        &w,
-        outf,
-        WeightLayout::InOut,
-        None,
-    );
-    for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-        assert_within(&want, v, &format!("{ctx} rank {r}"));
-    }
+    let want = common::reference_linear(&x, [batch, inf], &w, outf, None);
+    common::assert_every_rank_within(&want, &y, ctx);
 }
 
 #[test]

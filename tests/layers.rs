@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_within, in_layout, linear_data, TP_SIZES};
-use wgpu_tp::reference::{self, Approx, Rng};
+use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, HostLinear, ParallelMlp,
     Placement, RowParallelConfig, RowParallelLinear, WeightLayout,
@@ -46,14 +46,7 @@ fn column_parallel_matches_reference() {
                     let x = rng.normal(BATCH * IN);
                     let stored = in_layout(&w, IN, OUT, layout);
                     let want = reference::activation(
-                        &reference::linear(
-                            &Approx::exact(&x),
-                            [BATCH, IN],
-                            &w,
-                            OUT,
-                            WeightLayout::InOut,
-                            b.as_deref(),
-                        ),
+                        &common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref()),
                         act,
                     );
                     let xd = DistTensor::replicate(&group, &x, [BATCH, IN]).unwrap();
@@ -81,9 +74,7 @@ fn column_parallel_matches_reference() {
                         assert_eq!(y.shape(), [BATCH, OUT], "{ctx}");
                         assert_within(&want, &y.to_host().unwrap(), &ctx);
                         if gather_output {
-                            for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                                assert_within(&want, v, &format!("{ctx} rank {r}"));
-                            }
+                            common::assert_every_rank_within(&want, &y, &ctx);
                         }
                     }
                 }
@@ -102,22 +93,8 @@ fn row_parallel_matches_reference() {
                 let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
                 let x = rng.normal(BATCH * IN);
                 let stored = in_layout(&w, IN, OUT, layout);
-                let with_b = reference::linear(
-                    &Approx::exact(&x),
-                    [BATCH, IN],
-                    &w,
-                    OUT,
-                    WeightLayout::InOut,
-                    b.as_deref(),
-                );
-                let without_b = reference::linear(
-                    &Approx::exact(&x),
-                    [BATCH, IN],
-                    &w,
-                    OUT,
-                    WeightLayout::InOut,
-                    None,
-                );
+                let with_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref());
+                let without_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, None);
                 for input_is_parallel in [false, true] {
                     for skip_bias_add in [false, true] {
                         let ctx = format!("row tp {tp} {layout:?} bias {with_bias} parallel-in {input_is_parallel} skip {skip_bias_add}");
@@ -138,9 +115,7 @@ fn row_parallel_matches_reference() {
                         let y = layer.forward(&xd).unwrap();
                         assert_eq!(y.placement(), Placement::Replicate, "{ctx}");
                         let want = if skip_bias_add { &without_b } else { &with_b };
-                        for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                            assert_within(want, v, &format!("{ctx} rank {r}"));
-                        }
+                        common::assert_every_rank_within(want, &y, &ctx);
                         if skip_bias_add && with_bias {
                             let bias = layer.bias().unwrap().to_host().unwrap();
                             assert_eq!(
@@ -180,14 +155,7 @@ fn mlp_matches_reference() {
                         act,
                     )
                     .unwrap();
-                    let h = reference::linear(
-                        &Approx::exact(&x),
-                        [BATCH, OUT],
-                        &w1,
-                        FFN,
-                        WeightLayout::InOut,
-                        b1.as_deref(),
-                    );
+                    let h = common::reference_linear(&x, [BATCH, OUT], &w1, FFN, b1.as_deref());
                     let want = reference::linear(
                         &reference::activation(&h, act),
                         [BATCH, FFN],
@@ -199,9 +167,7 @@ fn mlp_matches_reference() {
                     let y = mlp
                         .forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap())
                         .unwrap();
-                    for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                        assert_within(&want, v, &format!("{ctx} rank {r}"));
-                    }
+                    common::assert_every_rank_within(&want, &y, &ctx);
                 }
             }
         }
@@ -218,14 +184,7 @@ fn multi_tile_shapes_match_reference() {
         let (w, b) = linear_data(&mut rng, inf, outf, true);
         let x = rng.normal(batch * inf);
         let stored = in_layout(&w, inf, outf, layout);
-        let want = reference::linear(
-            &Approx::exact(&x),
-            [batch, inf],
-            &w,
-            outf,
-            WeightLayout::InOut,
-            b.as_deref(),
-        );
+        let want = common::reference_linear(&x, [batch, inf], &w, outf, b.as_deref());
         let xd = DistTensor::replicate(&group, &x, [batch, inf]).unwrap();
         let col = ColumnParallelLinear::from_full(
             &group,

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_within, in_ci, linear_data};
-use wgpu_tp::reference::{self, Approx, Rng};
+use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::wgpu;
 use wgpu_tp::{Activation, DistTensor, Group, HostLinear, ParallelMlp, WeightLayout};
 
@@ -65,14 +65,7 @@ fn vulkan_and_gl_ranks_give_the_reference_answer() {
             Activation::GeluErf,
         )
         .unwrap();
-        let h = reference::linear(
-            &Approx::exact(&x),
-            [batch, hidden],
-            &w1,
-            ffn,
-            WeightLayout::InOut,
-            b1.as_deref(),
-        );
+        let h = common::reference_linear(&x, [batch, hidden], &w1, ffn, b1.as_deref());
         let want = reference::linear(
             &reference::activation(&h, Activation::GeluErf),
             [batch, ffn],

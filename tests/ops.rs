@@ -33,14 +33,7 @@ fn matmul_fuses_bias_and_activation_in_both_layouts() {
         for act in ACTS {
             for bias in [None, Some(&bt)] {
                 let want = reference::activation(
-                    &reference::linear(
-                        &Approx::exact(&x),
-                        [m, k],
-                        &w,
-                        n,
-                        WeightLayout::InOut,
-                        bias.map(|_| &b[..]),
-                    ),
+                    &common::reference_linear(&x, [m, k], &w, n, bias.map(|_| &b[..])),
                     act,
                 );
                 let y = ops::matmul(&xt, &wt, bias, layout, act).unwrap();

@@ -116,3 +116,21 @@ pub fn assert_same_bits(a: &[f32], b: &[f32], ctx: &str) {
         .position(|(x, y)| x.to_bits() != y.to_bits());
     assert!(first.is_none(), "{ctx}: bits differ at element {first:?}");
 }
+
+/// The f64 reference of `x · w + bias` for exact f32 inputs, `w` stored `[in, out]`.
+pub fn reference_linear(
+    x: &[f32],
+    shape: [usize; 2],
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Approx {
+    wgpu_tp::reference::linear(&Approx::exact(x), shape, w, n, WeightLayout::InOut, bias)
+}
+
+/// Asserts every rank's local copy of `y` lies within the reference's bound.
+pub fn assert_every_rank_within(want: &Approx, y: &wgpu_tp::DistTensor, ctx: &str) {
+    for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+        assert_within(want, v, &format!("{ctx} rank {r}"));
+    }
+}
