@@ -67,3 +67,16 @@ fn slice(@builtin(global_invocation_id) gid: vec3<u32>) {
         out[i] = a[(p.row0 + r) * p.a_cols + p.col0 + c];
     }
 }
+
+// out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[r * p.cols + c]   (a into a window of out;
+// p.len = a's elements, p.cols = a's columns, p.a_cols = out's columns; the rest of out is
+// left as it is, so several dispatches can assemble one matrix from blocks)
+@compute @workgroup_size(256, 1, 1)
+fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    if (i < p.len) {
+        let r = i / p.cols;
+        let c = i % p.cols;
+        out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[i];
+    }
+}

@@ -48,11 +48,15 @@ impl DistTensor {
     /// [`Error::Shape`] when `host.len()` is not `rows * cols` or a dimension is 0;
     /// allocation errors.
     pub fn replicate(group: &Group, host: &[f32], shape: [usize; 2]) -> Result<Self> {
-        let locals = group
-            .ranks()
-            .iter()
-            .map(|r| Tensor::from_host(r, host, shape))
-            .collect::<Result<_>>()?;
+        let mut locals: Vec<Tensor> = Vec::with_capacity(group.world_size());
+        for r in group.ranks() {
+            // Logical ranks sharing a device share one upload.
+            let t = match locals.iter().find(|t| t.rank().shares_device_with(r)) {
+                Some(t) => t.shared_with(r),
+                None => Tensor::from_host(r, host, shape)?,
+            };
+            locals.push(t);
+        }
         Ok(DistTensor {
             group: group.clone(),
             shape,

@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::collective::{Collective, CollectiveStats, HostCollective};
+use crate::adapters::{request_all, Finder};
+use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
-use crate::rank::Rank;
+use crate::gemm::GemmKernel;
+use crate::rank::{DeviceCtx, Rank};
 
 /// How long a wait on a device may take by default before it is an [`Error::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,6 +102,7 @@ impl Group {
 /// Where the ranks of a group come from.
 enum Source {
     OneAdapter(usize),
+    SharedDevice(usize),
     PerAdapter,
     Spread(usize),
     Adapters(Vec<wgpu::Adapter>),
@@ -125,6 +128,7 @@ pub struct GroupBuilder {
     limits: Option<wgpu::Limits>,
     timeout: Duration,
     collective: Option<Box<dyn Collective>>,
+    gemm: GemmKernel,
 }
 
 impl Default for GroupBuilder {
@@ -136,6 +140,7 @@ impl Default for GroupBuilder {
             limits: None,
             timeout: DEFAULT_TIMEOUT,
             collective: None,
+            gemm: GemmKernel::Auto,
         }
     }
 }
@@ -145,6 +150,15 @@ impl GroupBuilder {
     /// or lavapipe in CI, standing in for `n` GPUs).
     pub fn ranks_on_one_adapter(mut self, n: usize) -> Self {
         self.source = Source::OneAdapter(n);
+        self
+    }
+
+    /// `n` logical ranks sharing ONE device and queue on the best adapter. Their
+    /// collectives run on the device ([`DeviceCollective`]: a WGSL reduction, copies for
+    /// gathers) with no host round trip, and a replicated result is one buffer that every
+    /// rank reads. Same layers, same results as `n` separate devices.
+    pub fn ranks_sharing_one_device(mut self, n: usize) -> Self {
+        self.source = Source::SharedDevice(n);
         self
     }
 
@@ -198,7 +212,14 @@ impl GroupBuilder {
         self
     }
 
-    /// Use this collective instead of the host one.
+    /// Force a GEMM kernel family on every rank (default [`GemmKernel::Auto`]).
+    pub fn gemm_kernel(mut self, kernel: GemmKernel) -> Self {
+        self.gemm = kernel;
+        self
+    }
+
+    /// Use this collective instead of the default: [`DeviceCollective`] for ranks sharing
+    /// one device, [`HostCollective`] otherwise.
     pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
         self.collective = Some(collective);
         self
@@ -226,6 +247,7 @@ impl GroupBuilder {
             limits,
             timeout,
             collective,
+            gemm,
         } = self;
         let backends = backends
             .or_else(wgpu::Backends::from_env)
@@ -239,8 +261,15 @@ impl GroupBuilder {
             backends,
             name,
         };
+        let mut logical = 1;
         let devices = match source {
             Source::Devices(d) => d,
+            Source::SharedDevice(n) => {
+                check_count(n)?;
+                logical = n;
+                let best = finder.adapters().await?.swap_remove(0);
+                request_all(vec![best], limits.as_ref()).await?
+            }
             Source::Adapters(a) => request_all(a, limits.as_ref()).await?,
             Source::OneAdapter(n) => {
                 check_count(n)?;
@@ -270,17 +299,27 @@ impl GroupBuilder {
         };
         check_count(devices.len())?;
         let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
-        let world = devices.len();
-        let ranks = devices
+        let contexts: Vec<_> = devices
             .into_iter()
-            .enumerate()
-            .map(|(i, (d, q))| Rank::new(d, q, i, world, id, timeout))
+            .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm))
             .collect();
+        let world = contexts.len() * logical;
+        let ranks: Vec<Rank> = (0..world)
+            .map(|i| Rank::new(contexts[i / logical].clone(), i, world, id))
+            .collect();
+        let shared = ranks.iter().all(|r| r.shares_device_with(&ranks[0]));
+        let collective = collective.unwrap_or_else(|| {
+            if shared && world > 1 {
+                Box::new(DeviceCollective)
+            } else {
+                Box::new(HostCollective)
+            }
+        });
         Ok(Group {
             inner: Arc::new(GroupInner {
                 id,
                 ranks,
-                collective: collective.unwrap_or_else(|| Box::new(HostCollective)),
+                collective,
                 stats: CollectiveStats::default(),
             }),
         })
@@ -295,96 +334,4 @@ fn check_count(n: usize) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-struct Finder {
-    instance: wgpu::Instance,
-    backends: wgpu::Backends,
-    name: Option<String>,
-}
-
-/// Lower is preferred: real GPUs, then virtual, then software; native APIs before GL.
-fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
-    let device = match info.device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    };
-    let backend = u8::from(info.backend == wgpu::Backend::Gl);
-    (device, backend)
-}
-
-impl Finder {
-    /// Matching adapters, best first.
-    async fn adapters(&self) -> Result<Vec<wgpu::Adapter>> {
-        let mut found: Vec<wgpu::Adapter> = self
-            .instance
-            .enumerate_adapters(self.backends)
-            .await
-            .into_iter()
-            .filter(|a| {
-                let n = a.get_info().name.to_lowercase();
-                self.name
-                    .as_ref()
-                    .is_none_or(|want| n.contains(&want.to_lowercase()))
-            })
-            .collect();
-        if found.is_empty() {
-            return Err(Error::NoAdapter {
-                wanted: format!(
-                    "backends {:?}{}",
-                    self.backends,
-                    self.name
-                        .as_ref()
-                        .map_or(String::new(), |n| format!(" named like {n:?}"))
-                ),
-            });
-        }
-        found.sort_by_key(|a| preference(&a.get_info()));
-        Ok(found)
-    }
-
-    /// A fresh adapter object for the same physical adapter as `info`.
-    async fn same_as(&self, info: &wgpu::AdapterInfo) -> Result<wgpu::Adapter> {
-        self.adapters()
-            .await?
-            .into_iter()
-            .find(|a| {
-                let i = a.get_info();
-                i.name == info.name
-                    && i.backend == info.backend
-                    && i.device == info.device
-                    && i.vendor == info.vendor
-            })
-            .ok_or_else(|| Error::NoAdapter {
-                wanted: format!("{} ({:?}) again", info.name, info.backend),
-            })
-    }
-}
-
-async fn request_all(
-    adapters: Vec<wgpu::Adapter>,
-    limits: Option<&wgpu::Limits>,
-) -> Result<Vec<(wgpu::Device, wgpu::Queue)>> {
-    let mut out = Vec::with_capacity(adapters.len());
-    for a in adapters {
-        let info = a.get_info();
-        let required_limits = limits.cloned().unwrap_or_else(|| a.limits());
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("wgpu-tp rank"),
-            required_limits,
-            ..Default::default()
-        };
-        let pair = a
-            .request_device(&desc)
-            .await
-            .map_err(|e| Error::RequestDevice {
-                adapter: format!("{} ({:?})", info.name, info.backend),
-                message: e.to_string(),
-            })?;
-        out.push(pair);
-    }
-    Ok(out)
 }

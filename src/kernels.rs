@@ -9,37 +9,66 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
-const MATMUL_WGSL: &str = include_str!("../shaders/matmul.wgsl");
+const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
+const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
+const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
+const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
 
-/// Workgroup tile of `matmul.wgsl` (rows and columns of Y per workgroup).
-pub(crate) const MATMUL_TILE: u32 = 64;
-/// Invocations per workgroup of `elementwise.wgsl`.
+/// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
 
-/// A shader file; each has its own bind-group layout.
+/// A shader file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
-    /// `matmul.wgsl`: x, w, bias (read), y (read-write), params (uniform).
-    Matmul,
+    /// `gemm_tiled.wgsl`: x, w, bias (read), y (read-write), params (uniform).
+    GemmTiled,
+    /// `gemm_cpu.wgsl`: same bindings.
+    GemmCpu,
+    /// `gemm_simple.wgsl`: same bindings.
+    GemmSimple,
     /// `elementwise.wgsl`: a, b (read), out (read-write), params (uniform).
     Elementwise,
+    /// `reduce.wgsl`: a, b, c, d (read), out (read-write), params (uniform).
+    Reduce,
+}
+
+/// The bind-group layouts: one per distinct list of storage bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Layout {
+    Gemm,
+    Elementwise,
+    Reduce,
+}
+
+impl Layout {
+    /// `read_only` of each storage binding, in binding order; the uniform comes last.
+    fn storage_bindings(self) -> &'static [bool] {
+        match self {
+            Layout::Gemm => &[true, true, true, false],
+            Layout::Elementwise => &[true, true, false],
+            Layout::Reduce => &[true, true, true, true, false],
+        }
+    }
 }
 
 impl Shader {
     fn source(self) -> String {
         let body = match self {
-            Shader::Matmul => MATMUL_WGSL,
+            Shader::GemmTiled => GEMM_TILED_WGSL,
+            Shader::GemmCpu => GEMM_CPU_WGSL,
+            Shader::GemmSimple => GEMM_SIMPLE_WGSL,
             Shader::Elementwise => ELEMENTWISE_WGSL,
+            Shader::Reduce => return REDUCE_WGSL.to_string(),
         };
         format!("{ACTIVATION_WGSL}\n{body}")
     }
 
-    /// (binding, read_only) of the storage bindings; the uniform comes last.
-    fn storage_bindings(self) -> &'static [bool] {
+    fn layout(self) -> Layout {
         match self {
-            Shader::Matmul => &[true, true, true, false],
-            Shader::Elementwise => &[true, true, false],
+            Shader::GemmTiled | Shader::GemmCpu | Shader::GemmSimple => Layout::Gemm,
+            Shader::Elementwise => Layout::Elementwise,
+            Shader::Reduce => Layout::Reduce,
         }
     }
 }
@@ -55,7 +84,7 @@ pub(crate) struct PipelineKey {
 /// One rank's shader modules, layouts and compiled pipelines, each made once.
 #[derive(Debug)]
 pub(crate) struct Kernels {
-    layouts: HashMap<Shader, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    layouts: Mutex<HashMap<Layout, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
 }
@@ -74,49 +103,53 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Kernels {
-    pub(crate) fn new(device: &wgpu::Device) -> Self {
-        let layouts = [Shader::Matmul, Shader::Elementwise]
-            .into_iter()
-            .map(|shader| {
-                let storage = shader.storage_bindings();
-                let mut entries: Vec<_> = storage
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &ro)| storage_entry(i as u32, ro))
-                    .collect();
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: storage.len() as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                });
-                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("wgpu-tp bind group layout"),
-                    entries: &entries,
-                });
-                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("wgpu-tp pipeline layout"),
-                    bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
-                });
-                (shader, (bgl, pl))
-            })
-            .collect();
+    pub(crate) fn new() -> Self {
         Kernels {
-            layouts,
+            layouts: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
         }
     }
 
-    fn layout(&self, shader: Shader) -> Result<&(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
-        self.layouts
-            .get(&shader)
-            .ok_or_else(|| Error::invalid("kernels", format!("no layout for {shader:?}")))
+    /// The bind-group and pipeline layouts of `shader`, made on first use (so a device
+    /// whose limits cannot hold one shader's bindings still runs the others).
+    fn layout(
+        &self,
+        device: &wgpu::Device,
+        shader: Shader,
+    ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+        let mut layouts = self.layouts.lock().map_err(|_| poisoned())?;
+        let layout = shader.layout();
+        if let Some(l) = layouts.get(&layout) {
+            return Ok(l.clone());
+        }
+        let storage = layout.storage_bindings();
+        let mut entries: Vec<_> = storage
+            .iter()
+            .enumerate()
+            .map(|(i, &ro)| storage_entry(i as u32, ro))
+            .collect();
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: storage.len() as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+        let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("wgpu-tp bind group layout"),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("wgpu-tp pipeline layout"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        layouts.insert(layout, (bgl.clone(), pl.clone()));
+        Ok((bgl, pl))
     }
 
     /// The pipeline for `key`, compiled on first use.
@@ -148,7 +181,7 @@ impl Kernels {
             .collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key.entry),
-            layout: Some(&self.layout(key.shader)?.1),
+            layout: Some(&self.layout(device, key.shader)?.1),
             module: &module,
             entry_point: Some(key.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
@@ -192,7 +225,7 @@ impl Kernels {
         });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("wgpu-tp bind group"),
-            layout: &self.layout(key.shader)?.0,
+            layout: &self.layout(device, key.shader)?.0,
             entries: &entries,
         });
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

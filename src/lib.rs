@@ -43,9 +43,11 @@
 
 #![warn(missing_docs)]
 
+mod adapters;
 pub mod collective;
 mod dist;
 mod error;
+mod gemm;
 mod group;
 mod kernels;
 pub mod nn;
@@ -55,9 +57,10 @@ pub mod reference;
 pub mod shard;
 mod tensor;
 
-pub use collective::{Collective, CollectiveStats, HostCollective};
+pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};
 pub use error::{Error, Result};
+pub use gemm::{gemm_kernel_for, GemmKernel};
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
 pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,

@@ -4,7 +4,7 @@
 //! GPU (a later read-back or collective does).
 
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::{elementwise_grid, PipelineKey, Shader, MATMUL_TILE};
+use crate::kernels::{elementwise_grid, PipelineKey, Shader};
 use crate::rank::Rank;
 use crate::tensor::{check_shape, Tensor};
 
@@ -59,8 +59,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// The value of the shader's `ACT` constant.
-    fn code(self) -> u32 {
+    /// The value of the shaders' `ACT` constant.
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::Identity => 0,
             Activation::Relu => 1,
@@ -98,7 +98,9 @@ fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Shape`] when the shapes disagree; [`Error::DispatchTooLarge`] when `m` or `n`
-/// needs more than `max_compute_workgroups_per_dimension` tiles of 64; wgpu errors.
+/// needs more workgroups than `max_compute_workgroups_per_dimension`; wgpu errors.
+///
+/// The kernel family is the rank's choice ([`gemm_kernel_for`](crate::gemm_kernel_for)).
 pub fn matmul(
     x: &Tensor,
     w: &Tensor,
@@ -131,70 +133,10 @@ pub fn matmul(
             ));
         }
     }
-    matmul_window(x, 0, k, w, bias, layout, act)
+    crate::gemm::matmul_window(x, 0, k, w, bias, layout, act)
 }
 
-/// The GEMM over the column window `[col0, col0 + k)` of `x` (used to slice a replicated
-/// input for row-parallel layers without a copy). Shapes are checked by the caller.
-pub(crate) fn matmul_window(
-    x: &Tensor,
-    col0: usize,
-    k: usize,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    layout: WeightLayout,
-    act: Activation,
-) -> Result<Tensor> {
-    let op = "matmul";
-    let rank = x.rank();
-    let m = x.shape()[0];
-    let n = layout.in_out(w.shape()).1;
-    let max = rank.limits().max_compute_workgroups_per_dimension;
-    let tiles = [
-        n.div_ceil(MATMUL_TILE as usize),
-        m.div_ceil(MATMUL_TILE as usize),
-    ];
-    if let Some(&t) = tiles.iter().find(|&&t| t > max as usize) {
-        return Err(Error::DispatchTooLarge {
-            op,
-            workgroups: t as u64,
-            limit: max,
-        });
-    }
-    let y = Tensor::zeros_for(rank, [m, n], op)?;
-    let key = PipelineKey {
-        shader: Shader::Matmul,
-        entry: "main",
-        constants: vec![
-            ("W_OUT_IN", u32::from(layout == WeightLayout::OutIn)),
-            ("HAS_BIAS", u32::from(bias.is_some())),
-            ("ACT", act.code()),
-        ],
-    };
-    let params = [
-        m as u32,
-        n as u32,
-        k as u32,
-        x.shape()[1] as u32,
-        col0 as u32,
-        0,
-        0,
-        0,
-    ];
-    let bias_buf = bias.map_or(w.as_buffer(), Tensor::as_buffer);
-    let buffers = [x.as_buffer(), w.as_buffer(), bias_buf, y.as_buffer()];
-    submit(
-        rank,
-        op,
-        &key,
-        &buffers,
-        &params,
-        [tiles[0] as u32, tiles[1] as u32],
-    )?;
-    Ok(y)
-}
-
-fn submit(
+pub(crate) fn submit(
     rank: &Rank,
     op: &'static str,
     key: &PipelineKey,
@@ -334,4 +276,39 @@ pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<
         shape,
         [row0, col0],
     )
+}
+
+/// Writes `a` into the window of `out` whose top-left element is `at` (assembling a
+/// freshly made tensor from blocks; `out` must not yet be visible to anyone else).
+pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
+    let op = "place";
+    let rank = a.rank();
+    let [r, c] = a.shape();
+    if at[0] + r > out.shape()[0] || at[1] + c > out.shape()[1] {
+        return Err(Error::shape(
+            op,
+            format!("a window inside {}", fmt_shape(out.shape())),
+            format!("{} at {at:?}", fmt_shape(a.shape())),
+        ));
+    }
+    let len = a.len();
+    let (grid, stride) =
+        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
+    let key = PipelineKey {
+        shader: Shader::Elementwise,
+        entry: "place",
+        constants: vec![("ACT", 0)],
+    };
+    let params = [
+        len as u32,
+        c as u32,
+        out.shape()[1] as u32,
+        at[0] as u32,
+        at[1] as u32,
+        stride,
+        0,
+        0,
+    ];
+    let bufs = [a.as_buffer(), a.as_buffer(), out.as_buffer()];
+    submit(rank, op, &key, &bufs, &params, grid)
 }

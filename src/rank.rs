@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::gemm::GemmKernel;
 use crate::kernels::Kernels;
 
-/// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue`.
+/// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
+/// logical rank sharing one device with the other ranks of its group.
 ///
 /// Cheap to clone (a reference count). `Send + Sync`: a rank may be used from several
 /// threads; wgpu serializes submissions to its queue.
@@ -20,6 +22,11 @@ struct RankInner {
     index: usize,
     world: usize,
     group_id: u64,
+    dev: Arc<DeviceCtx>,
+}
+
+/// A device and everything kept per device: shared by the logical ranks on it.
+pub(crate) struct DeviceCtx {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -31,28 +38,21 @@ struct RankInner {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
+    gemm: GemmKernel,
+    /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
+    staging: Mutex<Vec<wgpu::Buffer>>,
 }
 
-impl fmt::Debug for Rank {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rank")
-            .field("index", &self.inner.index)
-            .field("world", &self.inner.world)
-            .field("adapter", &self.inner.info.name)
-            .field("backend", &self.inner.info.backend)
-            .finish()
-    }
-}
+/// Staging buffers kept per device; more are dropped when returned.
+const STAGING_KEPT: usize = 16;
 
-impl Rank {
+impl DeviceCtx {
     pub(crate) fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
-        index: usize,
-        world: usize,
-        group_id: u64,
         timeout: Duration,
-    ) -> Self {
+        gemm: GemmKernel,
+    ) -> Arc<Self> {
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&uncaptured);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -67,22 +67,43 @@ impl Rank {
                 *l = Some(format!("{reason:?}: {message}"));
             }
         });
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new();
         let info = device.adapter_info();
         let limits = device.limits();
+        Arc::new(DeviceCtx {
+            device,
+            queue,
+            info,
+            limits,
+            timeout,
+            kernels,
+            uncaptured,
+            lost,
+            gemm,
+            staging: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl fmt::Debug for Rank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rank")
+            .field("index", &self.inner.index)
+            .field("world", &self.inner.world)
+            .field("adapter", &self.inner.dev.info.name)
+            .field("backend", &self.inner.dev.info.backend)
+            .finish()
+    }
+}
+
+impl Rank {
+    pub(crate) fn new(dev: Arc<DeviceCtx>, index: usize, world: usize, group_id: u64) -> Self {
         Rank {
             inner: Arc::new(RankInner {
                 index,
                 world,
                 group_id,
-                device,
-                queue,
-                info,
-                limits,
-                timeout,
-                kernels,
-                uncaptured,
-                lost,
+                dev,
             }),
         }
     }
@@ -99,41 +120,84 @@ impl Rank {
 
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
-        &self.inner.device
+        &self.inner.dev.device
     }
 
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.inner.queue
+        &self.inner.dev.queue
     }
 
     /// The adapter's name, backend, device type, driver.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.inner.info
+        &self.inner.dev.info
     }
 
     /// The device's limits (what was requested, which is the adapter's unless the group
     /// builder lowered them).
     pub fn limits(&self) -> &wgpu::Limits {
-        &self.inner.limits
+        &self.inner.dev.limits
     }
 
     /// How long a wait on this device may take before it is an [`Error::Timeout`].
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        self.inner.dev.timeout
     }
 
     pub(crate) fn group_id(&self) -> u64 {
         self.inner.group_id
     }
 
+    /// True when `self` and `other` are the same device (logical ranks sharing it, or a
+    /// rank and itself).
+    pub fn shares_device_with(&self, other: &Rank) -> bool {
+        Arc::ptr_eq(&self.inner.dev, &other.inner.dev)
+    }
+
+    /// The GEMM family this rank was asked for (see [`crate::gemm_kernel_for`] for what a
+    /// given shape runs).
+    pub fn gemm_kernel(&self) -> GemmKernel {
+        self.inner.dev.gemm
+    }
+
+    /// A `COPY_DST | MAP_READ` buffer of at least `bytes` (and at most twice that), reused
+    /// when one is free. Give it back with [`Rank::give_staging`] once unmapped.
+    pub(crate) fn take_staging(&self, bytes: u64) -> wgpu::Buffer {
+        let reused = self.inner.dev.staging.lock().ok().and_then(|mut free| {
+            let i = free
+                .iter()
+                .position(|b| b.size() >= bytes && b.size() <= bytes.saturating_mul(2))?;
+            Some(free.swap_remove(i))
+        });
+        reused.unwrap_or_else(|| {
+            self.inner
+                .dev
+                .device
+                .create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-tp staging"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+                    mapped_at_creation: false,
+                })
+        })
+    }
+
+    /// Returns an unmapped staging buffer for reuse.
+    pub(crate) fn give_staging(&self, buffer: wgpu::Buffer) {
+        if let Ok(mut free) = self.inner.dev.staging.lock() {
+            if free.len() < STAGING_KEPT {
+                free.push(buffer);
+            }
+        }
+    }
+
     pub(crate) fn kernels(&self) -> &Kernels {
-        &self.inner.kernels
+        &self.inner.dev.kernels
     }
 
     /// `Err(DeviceLost)` once the device is gone, or the first uncaptured wgpu error.
     pub(crate) fn check_health(&self, op: &'static str) -> Result<()> {
-        if let Some(message) = self.inner.lost.lock().ok().and_then(|l| l.clone()) {
+        if let Some(message) = self.inner.dev.lost.lock().ok().and_then(|l| l.clone()) {
             return Err(Error::DeviceLost {
                 rank: self.inner.index,
                 message,
@@ -141,6 +205,7 @@ impl Rank {
         }
         let first = self
             .inner
+            .dev
             .uncaptured
             .lock()
             .ok()
@@ -159,7 +224,7 @@ impl Rank {
     /// anything wgpu raised into an [`Error`].
     pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_health(op)?;
-        let device = &self.inner.device;
+        let device = &self.inner.dev.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
@@ -187,9 +252,9 @@ impl Rank {
 
     /// Blocks until `submission` has finished, at most [`Rank::timeout`].
     pub(crate) fn wait(&self, op: &'static str, submission: wgpu::SubmissionIndex) -> Result<()> {
-        let poll = self.inner.device.poll(wgpu::PollType::Wait {
+        let poll = self.inner.dev.device.poll(wgpu::PollType::Wait {
             submission_index: Some(submission),
-            timeout: Some(self.inner.timeout),
+            timeout: Some(self.inner.dev.timeout),
         });
         match poll {
             Ok(_) => self.check_health(op),
@@ -198,7 +263,7 @@ impl Rank {
                 Err(Error::Timeout {
                     op,
                     rank: self.inner.index,
-                    after: self.inner.timeout,
+                    after: self.inner.dev.timeout,
                 })
             }
             Err(e) => {
@@ -214,7 +279,7 @@ impl Rank {
 
     /// Refuses a buffer of `bytes` over this device's limits.
     pub(crate) fn check_buffer_size(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let l = &self.inner.limits;
+        let l = &self.inner.dev.limits;
         if bytes > l.max_buffer_size {
             return Err(Error::BufferTooLarge {
                 op,

@@ -82,6 +82,17 @@ impl Tensor {
         })
     }
 
+    /// The same buffer seen as a tensor of `rank`, a logical rank sharing this tensor's
+    /// device (a replicated value held once for all of them).
+    pub(crate) fn shared_with(&self, rank: &Rank) -> Tensor {
+        debug_assert!(rank.shares_device_with(&self.rank));
+        Tensor {
+            rank: rank.clone(),
+            buffer: self.buffer.clone(),
+            shape: self.shape,
+        }
+    }
+
     /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
         self.shape
@@ -130,12 +141,35 @@ impl Tensor {
     }
 }
 
-type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<
+pub(crate) type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<
     std::result::Result<(), wgpu::BufferAsyncError>,
 >;
 
+/// Requests the mapping of the first `bytes` of `staging` for reading.
+pub(crate) fn map_read(staging: &wgpu::Buffer, bytes: u64) -> MapReceiver {
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    staging
+        .slice(..bytes)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            // The receiver is gone only if the caller gave up; nothing to report then.
+            let _ = tx.send(r);
+        });
+    rx
+}
+
+/// Waits for a mapping requested by [`map_read`] (after the device has been polled).
+pub(crate) async fn mapped(op: &'static str, rank: usize, rx: MapReceiver) -> Result<()> {
+    let map_err = |message: String| Error::Map { op, rank, message };
+    match rx.receive().await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(map_err(e.to_string())),
+        None => Err(map_err("map callback was dropped".into())),
+    }
+}
+
 /// Reads several tensors (on any ranks) back to the host. Every copy is submitted and
 /// every map requested before the first wait, so all ranks' transfers run at once.
+/// Staging buffers come from, and go back to, each rank's pool.
 pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
     let mut pending: Vec<(&Tensor, wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)> =
         Vec::with_capacity(tensors.len());
@@ -143,43 +177,35 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
         let rank = &t.rank;
         let bytes = t.bytes();
         pending.push(rank.scoped(op, || {
-            let staging = rank.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-tp staging"),
-                size: bytes,
-                usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-                mapped_at_creation: false,
-            });
+            let staging = rank.take_staging(bytes);
             let mut enc = rank
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
             enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, 0, bytes);
             let submission = rank.queue().submit([enc.finish()]);
-            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                // The receiver is gone only if the caller gave up; nothing to report then.
-                let _ = tx.send(r);
-            });
+            let rx = map_read(&staging, bytes);
             Ok((*t, staging, rx, submission))
         })?);
     }
     let mut out = Vec::with_capacity(pending.len());
     for (t, staging, rx, submission) in pending {
         let rank = t.rank.index();
+        let bytes = t.bytes();
         t.rank.wait(op, submission)?;
-        let map_err = |message: String| Error::Map { op, rank, message };
-        match rx.receive().await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(map_err(e.to_string())),
-            None => return Err(map_err("map callback was dropped".into())),
-        }
+        mapped(op, rank, rx).await?;
         let values = {
             let view = staging
-                .slice(..)
+                .slice(..bytes)
                 .get_mapped_range()
-                .map_err(|e| map_err(e.to_string()))?;
+                .map_err(|e| Error::Map {
+                    op,
+                    rank,
+                    message: e.to_string(),
+                })?;
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();
+        t.rank.give_staging(staging);
         out.push(values);
     }
     Ok(out)

@@ -44,45 +44,47 @@ fn sum_reference(parts: &[Vec<f32>]) -> wgpu_tp::reference::Approx {
 #[test]
 fn all_reduce_sums_on_every_rank_in_rank_order() {
     for tp in TP_SIZES {
-        let group = group_or_skip!(tp);
-        let parts = addends(tp, tp as u64);
-        let x = partial(&group, &parts);
-        let y = x.all_reduce().unwrap();
-        assert_eq!(y.placement(), Placement::Replicate);
-        let want = sum_reference(&parts);
-        // The host sums in rank order in f32: ((x0 + x1) + x2) + ...; bit-exact.
-        let mut exact = parts[0].clone();
-        for p in &parts[1..] {
-            exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+        for group in common::groups(tp) {
+            let parts = addends(tp, tp as u64);
+            let x = partial(&group, &parts);
+            let y = x.all_reduce().unwrap();
+            assert_eq!(y.placement(), Placement::Replicate);
+            let want = sum_reference(&parts);
+            // The host sums in rank order in f32: ((x0 + x1) + x2) + ...; bit-exact.
+            let mut exact = parts[0].clone();
+            for p in &parts[1..] {
+                exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+            }
+            for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                common::assert_within(&want, v, &format!("all_reduce tp {tp} rank {r}"));
+                assert_same_bits(
+                    v,
+                    &exact,
+                    &format!("all_reduce tp {tp} rank {r} rank-order sum"),
+                );
+            }
+            // Same inputs, same bits, run after run.
+            let again = x.all_reduce().unwrap().to_host().unwrap();
+            assert_same_bits(&again, &exact, &format!("all_reduce tp {tp} second run"));
         }
-        for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-            common::assert_within(&want, v, &format!("all_reduce tp {tp} rank {r}"));
-            assert_same_bits(
-                v,
-                &exact,
-                &format!("all_reduce tp {tp} rank {r} rank-order sum"),
-            );
-        }
-        // Same inputs, same bits, run after run.
-        let again = x.all_reduce().unwrap().to_host().unwrap();
-        assert_same_bits(&again, &exact, &format!("all_reduce tp {tp} second run"));
     }
 }
 
 #[test]
 fn all_gather_concatenates_uneven_shards() {
     for tp in TP_SIZES {
-        let group = group_or_skip!(tp);
-        let full = Rng::new(5).normal(SHAPE[0] * SHAPE[1]);
-        for dim in 0..2 {
-            let x = DistTensor::shard(&group, &full, SHAPE, dim).unwrap();
-            let sizes = split_sizes(SHAPE[dim], tp).unwrap();
-            let shapes: Vec<_> = x.locals().iter().map(Tensor::shape).collect();
-            assert_eq!(shapes.iter().map(|s| s[dim]).collect::<Vec<_>>(), sizes);
-            let y = x.all_gather().unwrap();
-            assert_eq!(y.placement(), Placement::Replicate);
-            for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                assert_same_bits(v, &full, &format!("all_gather tp {tp} dim {dim} rank {r}"));
+        for group in common::groups(tp) {
+            let full = Rng::new(5).normal(SHAPE[0] * SHAPE[1]);
+            for dim in 0..2 {
+                let x = DistTensor::shard(&group, &full, SHAPE, dim).unwrap();
+                let sizes = split_sizes(SHAPE[dim], tp).unwrap();
+                let shapes: Vec<_> = x.locals().iter().map(Tensor::shape).collect();
+                assert_eq!(shapes.iter().map(|s| s[dim]).collect::<Vec<_>>(), sizes);
+                let y = x.all_gather().unwrap();
+                assert_eq!(y.placement(), Placement::Replicate);
+                for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                    assert_same_bits(v, &full, &format!("all_gather tp {tp} dim {dim} rank {r}"));
+                }
             }
         }
     }
@@ -91,30 +93,31 @@ fn all_gather_concatenates_uneven_shards() {
 #[test]
 fn reduce_scatter_gives_each_rank_its_slice_of_the_sum() {
     for tp in TP_SIZES {
-        let group = group_or_skip!(tp);
-        let parts = addends(tp, 50 + tp as u64);
-        let want = sum_reference(&parts);
-        let mut exact = parts[0].clone();
-        for p in &parts[1..] {
-            exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
-        }
-        for dim in 0..2 {
-            let y = partial(&group, &parts).reduce_scatter(dim).unwrap();
-            assert_eq!(y.placement(), Placement::Shard(dim));
-            let sizes = split_sizes(SHAPE[dim], tp).unwrap();
-            let expect = split_host(&exact, SHAPE, dim, &sizes);
-            for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                assert_same_bits(
-                    v,
-                    &expect[r],
-                    &format!("reduce_scatter tp {tp} dim {dim} rank {r}"),
+        for group in common::groups(tp) {
+            let parts = addends(tp, 50 + tp as u64);
+            let want = sum_reference(&parts);
+            let mut exact = parts[0].clone();
+            for p in &parts[1..] {
+                exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+            }
+            for dim in 0..2 {
+                let y = partial(&group, &parts).reduce_scatter(dim).unwrap();
+                assert_eq!(y.placement(), Placement::Shard(dim));
+                let sizes = split_sizes(SHAPE[dim], tp).unwrap();
+                let expect = split_host(&exact, SHAPE, dim, &sizes);
+                for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                    assert_same_bits(
+                        v,
+                        &expect[r],
+                        &format!("reduce_scatter tp {tp} dim {dim} rank {r}"),
+                    );
+                }
+                common::assert_within(
+                    &want,
+                    &y.to_host().unwrap(),
+                    &format!("reduce_scatter tp {tp} dim {dim}"),
                 );
             }
-            common::assert_within(
-                &want,
-                &y.to_host().unwrap(),
-                &format!("reduce_scatter tp {tp} dim {dim}"),
-            );
         }
     }
 }
@@ -122,56 +125,58 @@ fn reduce_scatter_gives_each_rank_its_slice_of_the_sum() {
 #[test]
 fn broadcast_copies_the_root_to_every_rank() {
     for tp in TP_SIZES {
-        let group = group_or_skip!(tp);
-        let parts = addends(tp, 70);
-        for root in [0, tp - 1] {
-            let y = partial(&group, &parts).broadcast(root).unwrap();
-            assert_eq!(y.placement(), Placement::Replicate);
-            for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
-                assert_same_bits(
-                    v,
-                    &parts[root],
-                    &format!("broadcast tp {tp} root {root} rank {r}"),
-                );
+        for group in common::groups(tp) {
+            let parts = addends(tp, 70);
+            for root in [0, tp - 1] {
+                let y = partial(&group, &parts).broadcast(root).unwrap();
+                assert_eq!(y.placement(), Placement::Replicate);
+                for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                    assert_same_bits(
+                        v,
+                        &parts[root],
+                        &format!("broadcast tp {tp} root {root} rank {r}"),
+                    );
+                }
             }
+            assert!(
+                partial(&group, &parts).broadcast(tp).is_err(),
+                "root past the world size"
+            );
         }
-        assert!(
-            partial(&group, &parts).broadcast(tp).is_err(),
-            "root past the world size"
-        );
     }
 }
 
 #[test]
 fn redistribute_covers_every_placement_pair() {
     for tp in TP_SIZES {
-        let group = group_or_skip!(tp);
-        let full = Rng::new(9).normal(SHAPE[0] * SHAPE[1]);
-        let rep = DistTensor::replicate(&group, &full, SHAPE).unwrap();
-        let targets = [
-            Placement::Replicate,
-            Placement::Shard(0),
-            Placement::Shard(1),
-            Placement::Partial,
-        ];
-        for from in targets {
-            let x = rep.redistribute(from).unwrap();
-            assert_eq!(x.placement(), from);
-            for to in targets {
-                let y = x.redistribute(to).unwrap();
-                assert_eq!(y.placement(), to);
-                assert_eq!(y.shape(), SHAPE);
-                let ctx = format!("tp {tp} {from} -> {to}");
-                // Every path adds only exact zeros or moves bits, so the value is bit-exact.
-                assert_same_bits(&y.to_host().unwrap(), &full, &ctx);
-                if let Placement::Shard(d) = to {
-                    let sizes = split_sizes(SHAPE[d], tp).unwrap();
-                    let parts = split_host(&full, SHAPE, d, &sizes);
-                    let got = y.to_host_per_rank().unwrap();
-                    let shapes: Vec<_> = y.locals().iter().map(Tensor::shape).collect();
-                    assert_same_bits(&concat_host(&got, &shapes, d), &full, &ctx);
-                    for r in 0..tp {
-                        assert_same_bits(&got[r], &parts[r], &format!("{ctx} rank {r}"));
+        for group in common::groups(tp) {
+            let full = Rng::new(9).normal(SHAPE[0] * SHAPE[1]);
+            let rep = DistTensor::replicate(&group, &full, SHAPE).unwrap();
+            let targets = [
+                Placement::Replicate,
+                Placement::Shard(0),
+                Placement::Shard(1),
+                Placement::Partial,
+            ];
+            for from in targets {
+                let x = rep.redistribute(from).unwrap();
+                assert_eq!(x.placement(), from);
+                for to in targets {
+                    let y = x.redistribute(to).unwrap();
+                    assert_eq!(y.placement(), to);
+                    assert_eq!(y.shape(), SHAPE);
+                    let ctx = format!("tp {tp} {from} -> {to}");
+                    // Every path adds only exact zeros or moves bits, so the value is bit-exact.
+                    assert_same_bits(&y.to_host().unwrap(), &full, &ctx);
+                    if let Placement::Shard(d) = to {
+                        let sizes = split_sizes(SHAPE[d], tp).unwrap();
+                        let parts = split_host(&full, SHAPE, d, &sizes);
+                        let got = y.to_host_per_rank().unwrap();
+                        let shapes: Vec<_> = y.locals().iter().map(Tensor::shape).collect();
+                        assert_same_bits(&concat_host(&got, &shapes, d), &full, &ctx);
+                        for r in 0..tp {
+                            assert_same_bits(&got[r], &parts[r], &format!("{ctx} rank {r}"));
+                        }
                     }
                 }
             }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_same_bits, assert_within, fresh_group};
+use common::{assert_same_bits, assert_within};
 use wgpu_tp::reference::{self, Approx, Rng};
 use wgpu_tp::{Activation, DistTensor, HostLinear, ParallelMlp, WeightLayout};
 
@@ -47,23 +47,24 @@ fn mlp(group: &wgpu_tp::Group, s: &Seeded) -> ParallelMlp {
 #[test]
 fn one_all_reduce_per_forward_and_nothing_else() {
     for tp in [1, 2, 4, 8] {
-        let Some(group) = fresh_group(tp) else { return };
-        let s = seeded();
-        let mlp = mlp(&group, &s);
-        let x = DistTensor::replicate(&group, &s.x, [BATCH, HIDDEN]).unwrap();
-        for n in 1..=3 {
-            mlp.forward(&x).unwrap();
-            let st = group.stats();
-            assert_eq!(
-                st.all_reduces(),
-                n,
-                "tp {tp}: all-reduces after {n} forwards"
-            );
-            assert_eq!(
-                st.all_gathers() + st.reduce_scatters() + st.broadcasts(),
-                0,
-                "tp {tp}"
-            );
+        for group in common::fresh_groups(tp) {
+            let s = seeded();
+            let mlp = mlp(&group, &s);
+            let x = DistTensor::replicate(&group, &s.x, [BATCH, HIDDEN]).unwrap();
+            for n in 1..=3 {
+                mlp.forward(&x).unwrap();
+                let st = group.stats();
+                assert_eq!(
+                    st.all_reduces(),
+                    n,
+                    "tp {tp}: all-reduces after {n} forwards"
+                );
+                assert_eq!(
+                    st.all_gathers() + st.reduce_scatters() + st.broadcasts(),
+                    0,
+                    "tp {tp}"
+                );
+            }
         }
     }
 }
@@ -84,25 +85,26 @@ fn identical_bits_on_every_rank_and_every_run_within_the_seed_tolerance() {
     );
     let want = reference::linear(&h, [BATCH, FFN], &s.w2, HIDDEN, WeightLayout::InOut, None);
     for tp in [1, 2, 3, 4, 8] {
-        let group = group_or_skip!(tp);
-        let mlp = mlp(&group, &s);
-        let x = DistTensor::replicate(&group, &s.x, [BATCH, HIDDEN]).unwrap();
-        let first = mlp.forward(&x).unwrap().to_host_per_rank().unwrap();
-        for (r, v) in first.iter().enumerate() {
-            assert_same_bits(v, &first[0], &format!("tp {tp} rank {r} vs rank 0"));
-            assert_within(&want, v, &format!("tp {tp} rank {r}"));
-            // The seed's own criterion, at the seed's shapes.
-            let c = want.check(v);
-            assert!(
-                c.max_abs_diff < 1e-5,
-                "tp {tp}: {:.3e} >= 1e-5",
-                c.max_abs_diff
-            );
-        }
-        for run in 0..3 {
-            let again = mlp.forward(&x).unwrap().to_host_per_rank().unwrap();
-            for (r, v) in again.iter().enumerate() {
-                assert_same_bits(v, &first[r], &format!("tp {tp} rank {r} run {run}"));
+        for group in common::groups(tp) {
+            let mlp = mlp(&group, &s);
+            let x = DistTensor::replicate(&group, &s.x, [BATCH, HIDDEN]).unwrap();
+            let first = mlp.forward(&x).unwrap().to_host_per_rank().unwrap();
+            for (r, v) in first.iter().enumerate() {
+                assert_same_bits(v, &first[0], &format!("tp {tp} rank {r} vs rank 0"));
+                assert_within(&want, v, &format!("tp {tp} rank {r}"));
+                // The seed's own criterion, at the seed's shapes.
+                let c = want.check(v);
+                assert!(
+                    c.max_abs_diff < 1e-5,
+                    "tp {tp}: {:.3e} >= 1e-5",
+                    c.max_abs_diff
+                );
+            }
+            for run in 0..3 {
+                let again = mlp.forward(&x).unwrap().to_host_per_rank().unwrap();
+                for (r, v) in again.iter().enumerate() {
+                    assert_same_bits(v, &first[r], &format!("tp {tp} rank {r} run {run}"));
+                }
             }
         }
     }

@@ -2,9 +2,9 @@
 //! order, upload the result. Works between any ranks, whatever adapter or backend.
 
 use super::{BoxFuture, Collective};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shard::{concat_host, split_host};
-use crate::tensor::{read_back, Tensor};
+use crate::tensor::{read_back, MapReceiver, Tensor};
 
 /// Joins ranks through host memory (`COPY_DST | MAP_READ` staging, `write_buffer` back).
 ///
@@ -36,12 +36,159 @@ fn all(inputs: &[Tensor]) -> Vec<&Tensor> {
     inputs.iter().collect()
 }
 
+/// Bytes of a tensor an all-reduce moves at once: read-back of chunk `i + 1`, the host sum
+/// of chunk `i` and the upload of chunk `i - 1` overlap.
+const CHUNK_BYTES: u64 = 4 << 20;
+/// Elements from which a chunk's sum is split over threads.
+const PARALLEL_ELEMENTS: usize = 1 << 18;
+
+/// One chunk of every rank's input on its way to the host.
+struct Chunk {
+    offset: u64,
+    bytes: u64,
+    staging: Vec<(wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)>,
+}
+
+/// Submits the copy of bytes `[offset, offset + bytes)` of every input into a staging
+/// buffer and requests its mapping; waits for nothing.
+fn start_chunk(op: &'static str, inputs: &[Tensor], offset: u64, bytes: u64) -> Result<Chunk> {
+    let staging = inputs
+        .iter()
+        .map(|t| {
+            let rank = t.rank();
+            rank.scoped(op, || {
+                let staging = rank.take_staging(bytes);
+                let mut enc = rank
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+                enc.copy_buffer_to_buffer(t.as_buffer(), offset, &staging, 0, bytes);
+                let submission = rank.queue().submit([enc.finish()]);
+                let rx = crate::tensor::map_read(&staging, bytes);
+                Ok((staging, rx, submission))
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Chunk {
+        offset,
+        bytes,
+        staging,
+    })
+}
+
+/// `out[i] = ((parts[0][i] + parts[1][i]) + ...)`, in blocks that stay in L1 so each
+/// addend streams through once and the adds vectorize.
+fn sum_into(out: &mut [f32], parts: &[&[f32]]) {
+    const BLOCK: usize = 2048;
+    for (b, block) in out.chunks_mut(BLOCK).enumerate() {
+        let start = b * BLOCK;
+        let end = start + block.len();
+        block.copy_from_slice(&parts[0][start..end]);
+        for p in &parts[1..] {
+            for (a, x) in block.iter_mut().zip(&p[start..end]) {
+                *a += *x;
+            }
+        }
+    }
+}
+
+/// [`sum_into`], split over the machine's threads when `out` is large.
+fn sum_parallel(out: &mut [f32], parts: &[&[f32]]) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || out.len() < PARALLEL_ELEMENTS {
+        return sum_into(out, parts);
+    }
+    let per = out.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for (i, piece) in out.chunks_mut(per).enumerate() {
+            let range = i * per..i * per + piece.len();
+            let sub: Vec<&[f32]> = parts.iter().map(|p| &p[range.clone()]).collect();
+            s.spawn(move || sum_into(piece, &sub));
+        }
+    });
+}
+
+/// Waits for `chunk`, sums it into `host` and queues its upload to every output.
+async fn finish_chunk(
+    op: &'static str,
+    inputs: &[Tensor],
+    chunk: Chunk,
+    host: &mut [f32],
+    outputs: &[Tensor],
+) -> Result<()> {
+    let mut mapped = Vec::with_capacity(chunk.staging.len());
+    for (t, (staging, rx, submission)) in inputs.iter().zip(chunk.staging) {
+        t.rank().wait(op, submission)?;
+        crate::tensor::mapped(op, t.rank().index(), rx).await?;
+        mapped.push((t.rank(), staging));
+    }
+    let len = (chunk.bytes / 4) as usize;
+    {
+        let views = mapped
+            .iter()
+            .map(|(r, b)| {
+                b.slice(..chunk.bytes)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Map {
+                        op,
+                        rank: r.index(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let parts: Vec<&[f32]> = views.iter().map(|v| bytemuck::cast_slice(v)).collect();
+        sum_parallel(&mut host[..len], &parts);
+    }
+    for (rank, staging) in mapped {
+        staging.unmap();
+        rank.give_staging(staging);
+    }
+    for out in outputs {
+        out.rank().queue().write_buffer(
+            out.as_buffer(),
+            chunk.offset,
+            bytemuck::cast_slice(&host[..len]),
+        );
+    }
+    Ok(())
+}
+
+/// The chunked all-reduce: two chunks in flight, each rank's copies submitted before any
+/// wait, sums in rank order.
+async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let op = "all_reduce";
+    let shape = inputs[0].shape();
+    let total = inputs[0].bytes();
+    let outputs = inputs
+        .iter()
+        .map(|t| Tensor::zeros_for(t.rank(), shape, op))
+        .collect::<Result<Vec<_>>>()?;
+    let chunk = total.min(CHUNK_BYTES);
+    let mut host = vec![0f32; (chunk / 4) as usize];
+    let starts: Vec<u64> = (0..total).step_by(chunk as usize).collect();
+    let span = |o: u64| (o, chunk.min(total - o));
+    let mut pending = std::collections::VecDeque::new();
+    for (i, &o) in starts.iter().enumerate() {
+        let (offset, bytes) = span(o);
+        pending.push_back(start_chunk(op, inputs, offset, bytes)?);
+        if i >= 1 {
+            if let Some(c) = pending.pop_front() {
+                finish_chunk(op, inputs, c, &mut host, &outputs).await?;
+            }
+        }
+    }
+    while let Some(c) = pending.pop_front() {
+        finish_chunk(op, inputs, c, &mut host, &outputs).await?;
+    }
+    // Flush the queued uploads now rather than at the ranks' next submission.
+    for out in &outputs {
+        out.rank().queue().submit([]);
+    }
+    Ok(outputs)
+}
+
 impl Collective for HostCollective {
     fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
-        Box::pin(async move {
-            let sum = sum_in_rank_order(read_back("all_reduce", &all(inputs)).await?);
-            upload_all(inputs, &sum, inputs[0].shape())
-        })
+        Box::pin(chunked_all_reduce(inputs))
     }
 
     fn all_gather<'a>(

@@ -4,12 +4,14 @@
 //! crate checks every call's inputs before handing them to it, and counts the calls in
 //! [`CollectiveStats`].
 
+mod device;
 mod host;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use device::DeviceCollective;
 pub(crate) use host::sum_in_rank_order;
 pub use host::HostCollective;
 

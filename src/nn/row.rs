@@ -177,7 +177,7 @@ impl RowParallelLinear {
                 .zip(&ins)
                 .enumerate()
                 .map(|(r, (start, &k))| {
-                    ops::matmul_window(
+                    crate::gemm::matmul_window(
                         &x.locals()[r],
                         start,
                         k,

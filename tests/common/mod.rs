@@ -47,6 +47,35 @@ pub fn group(tp: usize) -> Option<Group> {
         .clone()
 }
 
+/// The two kinds of group every layer and collective test runs on: `tp` devices on one
+/// adapter (host collectives) and `tp` logical ranks sharing one device (on-device
+/// collectives). Shared by every test of this binary; empty (locally) without an adapter.
+pub fn groups(tp: usize) -> Vec<Group> {
+    static SHARED: OnceLock<Mutex<HashMap<usize, Option<Group>>>> = OnceLock::new();
+    let shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(tp)
+        .or_insert_with(|| {
+            build(
+                Group::builder().ranks_sharing_one_device(tp),
+                &format!("tp {tp} sharing one device"),
+            )
+        })
+        .clone();
+    group(tp).into_iter().chain(shared).collect()
+}
+
+/// Fresh groups of both kinds (for tests that count collectives).
+pub fn fresh_groups(tp: usize) -> Vec<Group> {
+    let shared = build(
+        Group::builder().ranks_sharing_one_device(tp),
+        &format!("fresh tp {tp} sharing one device"),
+    );
+    fresh_group(tp).into_iter().chain(shared).collect()
+}
+
 /// A fresh group of `tp` devices on one adapter (for tests that count collectives).
 pub fn fresh_group(tp: usize) -> Option<Group> {
     build(

@@ -1,4 +1,4 @@
-// Tiled GEMM with a fused epilogue: Y = act(X . W + bias).
+// GEMM for GPUs: workgroup-memory tiles with register blocking, fused epilogue: Y = act(X . W + bias).
 // Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
 //
 // Bindings (all f32, row-major):

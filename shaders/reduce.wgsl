@@ -1,0 +1,46 @@
+// Sum of up to four same-shape f32 buffers, in a fixed order: the on-device all-reduce of
+// ranks that share one device (src/collective/device.rs).
+//
+// Bindings (f32, p.len elements each):
+//   0..3: a, b, c, d  storage, read        the addends; only the first p.count are read
+//   4:    out         storage, read_write  ((a + b) + c) + d, cut to p.count terms
+//   5:    p           uniform Params
+//
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; element i = gid.x + gid.y * p.row_stride
+// where p.row_stride = gx * 256. Invocations with i >= p.len do nothing.
+//
+// The association is left to right, as in the host collective, so both give the same bits.
+
+struct Params {
+    len: u32,
+    count: u32,
+    row_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(3) var<storage, read> d: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+@compute @workgroup_size(256, 1, 1)
+fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.len) {
+        return;
+    }
+    var s = a[i] + b[i];
+    if (p.count > 2u) {
+        s = s + c[i];
+    }
+    if (p.count > 3u) {
+        s = s + d[i];
+    }
+    out[i] = s;
+}

@@ -1,0 +1,95 @@
+//! Finding adapters and requesting devices from them.
+
+use crate::error::{Error, Result};
+
+pub(crate) struct Finder {
+    pub(crate) instance: wgpu::Instance,
+    pub(crate) backends: wgpu::Backends,
+    pub(crate) name: Option<String>,
+}
+
+/// Lower is preferred: real GPUs, then virtual, then software; native APIs before GL.
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = u8::from(info.backend == wgpu::Backend::Gl);
+    (device, backend)
+}
+
+impl Finder {
+    /// Matching adapters, best first.
+    pub(crate) async fn adapters(&self) -> Result<Vec<wgpu::Adapter>> {
+        let mut found: Vec<wgpu::Adapter> = self
+            .instance
+            .enumerate_adapters(self.backends)
+            .await
+            .into_iter()
+            .filter(|a| {
+                let n = a.get_info().name.to_lowercase();
+                self.name
+                    .as_ref()
+                    .is_none_or(|want| n.contains(&want.to_lowercase()))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(Error::NoAdapter {
+                wanted: format!(
+                    "backends {:?}{}",
+                    self.backends,
+                    self.name
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" named like {n:?}"))
+                ),
+            });
+        }
+        found.sort_by_key(|a| preference(&a.get_info()));
+        Ok(found)
+    }
+
+    /// A fresh adapter object for the same physical adapter as `info`.
+    pub(crate) async fn same_as(&self, info: &wgpu::AdapterInfo) -> Result<wgpu::Adapter> {
+        self.adapters()
+            .await?
+            .into_iter()
+            .find(|a| {
+                let i = a.get_info();
+                i.name == info.name
+                    && i.backend == info.backend
+                    && i.device == info.device
+                    && i.vendor == info.vendor
+            })
+            .ok_or_else(|| Error::NoAdapter {
+                wanted: format!("{} ({:?}) again", info.name, info.backend),
+            })
+    }
+}
+
+pub(crate) async fn request_all(
+    adapters: Vec<wgpu::Adapter>,
+    limits: Option<&wgpu::Limits>,
+) -> Result<Vec<(wgpu::Device, wgpu::Queue)>> {
+    let mut out = Vec::with_capacity(adapters.len());
+    for a in adapters {
+        let info = a.get_info();
+        let required_limits = limits.cloned().unwrap_or_else(|| a.limits());
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgpu-tp rank"),
+            required_limits,
+            ..Default::default()
+        };
+        let pair = a
+            .request_device(&desc)
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: format!("{} ({:?})", info.name, info.backend),
+                message: e.to_string(),
+            })?;
+        out.push(pair);
+    }
+    Ok(out)
+}

@@ -1,0 +1,161 @@
+//! The on-device collective for logical ranks that share one device: a WGSL reduction
+//! over the ranks' buffers and buffer-to-buffer copies, with no host round trip.
+
+use super::{BoxFuture, Collective};
+use crate::error::{Error, Result};
+use crate::kernels::{elementwise_grid, PipelineKey, Shader};
+use crate::ops;
+use crate::rank::Rank;
+use crate::shard::offsets;
+use crate::tensor::Tensor;
+
+/// Joins logical ranks sharing one device ([`GroupBuilder::ranks_sharing_one_device`]
+/// chooses it). Every result is computed once on the device and shared: a replicated
+/// output is one buffer that every rank reads.
+///
+/// Sums are taken in rank order (`((x0 + x1) + x2) + ...`) in f32, like
+/// [`HostCollective`](super::HostCollective), so both give the same bits.
+///
+/// [`GroupBuilder::ranks_sharing_one_device`]: crate::GroupBuilder::ranks_sharing_one_device
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeviceCollective;
+
+/// Inputs bound by one dispatch of `reduce.wgsl`.
+const REDUCE_FAN_IN: usize = 4;
+
+fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Rank> {
+    let first = inputs[0].rank();
+    if inputs.iter().any(|t| !t.rank().shares_device_with(first)) {
+        return Err(Error::invalid(
+            op,
+            "the device collective needs every rank on one device; use HostCollective",
+        ));
+    }
+    Ok(first)
+}
+
+/// The elementwise sum of `inputs` in rank order, as one new tensor.
+fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
+    let rank = one_device(op, inputs)?;
+    if inputs.len() == 1 {
+        return Ok(inputs[0].clone());
+    }
+    let shape = inputs[0].shape();
+    let len = inputs[0].len();
+    let (grid, stride) =
+        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
+    // Devices limited to 4 storage buffers per stage (WebGPU's downlevel minimum) cannot
+    // bind reduce.wgsl's five; they add two at a time with elementwise.wgsl's `add`.
+    let fan_in = if rank.limits().max_storage_buffers_per_shader_stage > REDUCE_FAN_IN as u32 {
+        REDUCE_FAN_IN
+    } else {
+        2
+    };
+    let key = if fan_in == REDUCE_FAN_IN {
+        PipelineKey {
+            shader: Shader::Reduce,
+            entry: "sum",
+            constants: Vec::new(),
+        }
+    } else {
+        PipelineKey {
+            shader: Shader::Elementwise,
+            entry: "add",
+            constants: vec![("ACT", 0)],
+        }
+    };
+    let mut acc = inputs[0].clone();
+    let mut rest = &inputs[1..];
+    while !rest.is_empty() {
+        let take = rest.len().min(fan_in - 1);
+        let out = Tensor::zeros_for(rank, shape, op)?;
+        let mut bufs = vec![acc.as_buffer()];
+        bufs.extend(rest[..take].iter().map(Tensor::as_buffer));
+        let count = bufs.len() as u32;
+        while bufs.len() < fan_in {
+            bufs.push(acc.as_buffer());
+        }
+        bufs.push(out.as_buffer());
+        // reduce.wgsl: (len, count, row_stride); elementwise.wgsl: (len, ..., row_stride at 5).
+        let params = if fan_in == REDUCE_FAN_IN {
+            [len as u32, count, stride, 0, 0, 0, 0, 0]
+        } else {
+            [len as u32, 1, 1, 0, 0, stride, 0, 0]
+        };
+        ops::submit(rank, op, &key, &bufs, &params, grid)?;
+        acc = out;
+        rest = &rest[take..];
+    }
+    Ok(acc)
+}
+
+/// `t` seen by every rank of `inputs`.
+fn shared(t: &Tensor, inputs: &[Tensor]) -> Vec<Tensor> {
+    inputs.iter().map(|i| t.shared_with(i.rank())).collect()
+}
+
+/// The `len` rows or columns of `t` from `start` along `dim`.
+fn window(t: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+    let mut shape = t.shape();
+    shape[dim] = len;
+    if dim == 0 {
+        ops::slice(t, start, 0, shape)
+    } else {
+        ops::slice(t, 0, start, shape)
+    }
+}
+
+impl Collective for DeviceCollective {
+    fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+        Box::pin(async move { Ok(shared(&sum("all_reduce", inputs)?, inputs)) })
+    }
+
+    fn all_gather<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        dim: usize,
+    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+        Box::pin(async move {
+            let op = "all_gather";
+            let rank = one_device(op, inputs)?;
+            let sizes: Vec<usize> = inputs.iter().map(|t| t.shape()[dim]).collect();
+            let mut shape = inputs[0].shape();
+            shape[dim] = sizes.iter().sum();
+            let out = Tensor::zeros_for(rank, shape, op)?;
+            for (t, start) in inputs.iter().zip(offsets(&sizes)) {
+                let at = if dim == 0 { [start, 0] } else { [0, start] };
+                ops::place(t, &out, at)?;
+            }
+            Ok(shared(&out, inputs))
+        })
+    }
+
+    fn reduce_scatter<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        dim: usize,
+        sizes: &'a [usize],
+    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+        Box::pin(async move {
+            let total = sum("reduce_scatter", inputs)?;
+            inputs
+                .iter()
+                .zip(offsets(sizes).into_iter().zip(sizes))
+                .map(
+                    |(t, (start, &len))| Ok(window(&total, dim, start, len)?.shared_with(t.rank())),
+                )
+                .collect()
+        })
+    }
+
+    fn broadcast<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        root: usize,
+    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+        Box::pin(async move {
+            one_device("broadcast", inputs)?;
+            Ok(shared(&inputs[root], inputs))
+        })
+    }
+}
