@@ -1,13 +1,15 @@
 // Sum of up to four same-shape f32 buffers, in a fixed order: the on-device all-reduce of
 // ranks that share one device (src/collective/device.rs).
 //
-// Bindings (f32, p.len elements each):
+// Bindings (vec4<f32>, p.len vec4s each: the f32 length is a multiple of 4, which
+// src/collective/device.rs checks; other lengths use elementwise.wgsl's `add`):
 //   0..3: a, b, c, d  storage, read        the addends; only the first p.count are read
 //   4:    out         storage, read_write  ((a + b) + c) + d, cut to p.count terms
 //   5:    p           uniform Params
 //
-// Dispatch: workgroups (gx, gy, 1) of 256 invocations; element i = gid.x + gid.y * p.row_stride
-// where p.row_stride = gx * 256. Invocations with i >= p.len do nothing.
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; vec4 i = gid.x + gid.y * p.row_stride
+// where p.row_stride = gx * 256. Invocations with i >= p.len do nothing. (vec4 loads: on
+// llvmpipe every storage load costs one load per lane, so wider loads are fewer loads.)
 //
 // The association is left to right, as in the host collective, so both give the same bits.
 
@@ -22,11 +24,11 @@ struct Params {
     _pad4: u32,
 }
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read> c: array<f32>;
-@group(0) @binding(3) var<storage, read> d: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> c: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> d: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> p: Params;
 
 @compute @workgroup_size(256, 1, 1)

@@ -24,8 +24,9 @@ pub enum GemmKernel {
     /// 64 x 64 tile, [`Simple`](GemmKernel::Simple) otherwise.
     #[default]
     Auto,
-    /// The CPU-adapter family. Needs `out % 4 == 0` (and `in % 4 == 0` for
-    /// [`WeightLayout::OutIn`]); other shapes run [`Simple`](GemmKernel::Simple).
+    /// The CPU-adapter family. Needs `in` and `out` multiples of 4 (and, inside layers,
+    /// the input's row stride and column offset); other shapes run
+    /// [`Simple`](GemmKernel::Simple).
     Cpu,
     /// The GPU family (workgroup-memory tiles), for any shape.
     Tiled,
@@ -35,9 +36,9 @@ pub enum GemmKernel {
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
 const TILED_TILE: usize = 64;
-/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are 8 lanes x 4.
+/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are 8 lanes x 16.
 const CPU_ROWS: usize = 16;
-const CPU_COLS: usize = 32;
+const CPU_COLS: usize = 128;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
 
@@ -50,7 +51,13 @@ pub fn gemm_kernel_for(
     k: usize,
     layout: WeightLayout,
 ) -> GemmKernel {
-    let cpu_fits = n.is_multiple_of(4) && (layout == WeightLayout::InOut || k.is_multiple_of(4));
+    let _ = layout; // every family takes both layouts; kept for kernels that may not
+    choose(rank, m, n, [k, k, 0])
+}
+
+/// [`gemm_kernel_for`] for X read with row stride `x[1]` from column `x[2]`, `x[0] = k`.
+fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3]) -> GemmKernel {
+    let cpu_fits = n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
     match rank.gemm_kernel() {
         GemmKernel::Cpu | GemmKernel::Auto
             if cpu_fits
@@ -87,7 +94,7 @@ pub(crate) fn matmul_window(
     let m = x.shape()[0];
     let n = layout.in_out(w.shape()).1;
     let out_in = layout == WeightLayout::OutIn;
-    let kernel = gemm_kernel_for(rank, m, n, k, layout);
+    let kernel = choose(rank, m, n, [k, x.shape()[1], col0]);
     let mut constants = vec![("HAS_BIAS", u32::from(bias.is_some())), ("ACT", act.code())];
     let (shader, entry, grid) = match kernel {
         GemmKernel::Cpu => {

@@ -93,6 +93,14 @@ impl Group {
         Ok(())
     }
 
+    /// Blocks until every rank's submitted work has finished ([`Rank::wait_idle`]).
+    ///
+    /// # Errors
+    /// As [`Rank::wait_idle`].
+    pub fn wait_idle(&self) -> Result<()> {
+        self.ranks().iter().try_for_each(Rank::wait_idle)
+    }
+
     /// True when both handles are the same group.
     pub fn same_as(&self, other: &Group) -> bool {
         self.inner.id == other.inner.id

@@ -256,6 +256,14 @@ impl Rank {
             submission_index: Some(submission),
             timeout: Some(self.inner.dev.timeout),
         });
+        self.poll_result(op, poll)
+    }
+
+    fn poll_result(
+        &self,
+        op: &'static str,
+        poll: std::result::Result<wgpu::PollStatus, wgpu::PollError>,
+    ) -> Result<()> {
         match poll {
             Ok(_) => self.check_health(op),
             Err(wgpu::PollError::Timeout) => {
@@ -275,6 +283,20 @@ impl Rank {
                 })
             }
         }
+    }
+
+    /// Blocks until everything submitted to this rank's device so far has finished, at most
+    /// [`Rank::timeout`] (for timing; reads and collectives wait by themselves).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::DeviceLost`], [`Error::Validation`].
+    pub fn wait_idle(&self) -> Result<()> {
+        let op = "wait_idle";
+        let poll = self.inner.dev.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.inner.dev.timeout),
+        });
+        self.poll_result(op, poll)
     }
 
     /// Refuses a buffer of `bytes` over this device's limits.

@@ -183,3 +183,34 @@ fn redistribute_covers_every_placement_pair() {
         }
     }
 }
+
+#[test]
+fn all_reduce_of_large_and_vec4_tensors_is_the_rank_order_sum() {
+    // [8, 12]: a length the on-device vec4 reduction takes; [1100, 1031] (4.5 MB): more
+    // than one 4 MiB chunk of the host all-reduce, with a short last chunk, and summed on
+    // two threads; [1031, 1101]: odd length, so the on-device path adds pairwise.
+    for shape in [[8, 12], [1100, 1031], [1031, 1101]] {
+        for tp in [2, 3, 5] {
+            for group in common::groups(tp) {
+                let mut rng = Rng::new(tp as u64);
+                let parts: Vec<Vec<f32>> =
+                    (0..tp).map(|_| rng.normal(shape[0] * shape[1])).collect();
+                let locals = group
+                    .ranks()
+                    .iter()
+                    .zip(&parts)
+                    .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
+                    .collect();
+                let x = DistTensor::from_locals(&group, locals, Placement::Partial).unwrap();
+                let mut exact = parts[0].clone();
+                for p in &parts[1..] {
+                    exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+                }
+                let y = x.all_reduce().unwrap();
+                for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                    assert_same_bits(v, &exact, &format!("{shape:?} tp {tp} rank {r} {group:?}"));
+                }
+            }
+        }
+    }
+}

@@ -42,15 +42,17 @@ fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     }
     let shape = inputs[0].shape();
     let len = inputs[0].len();
-    let (grid, stride) =
-        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
     // Devices limited to 4 storage buffers per stage (WebGPU's downlevel minimum) cannot
-    // bind reduce.wgsl's five; they add two at a time with elementwise.wgsl's `add`.
-    let fan_in = if rank.limits().max_storage_buffers_per_shader_stage > REDUCE_FAN_IN as u32 {
-        REDUCE_FAN_IN
-    } else {
-        2
-    };
+    // bind reduce.wgsl's five, and it reads whole vec4s; otherwise add two at a time with
+    // elementwise.wgsl's `add`.
+    let wide = rank.limits().max_storage_buffers_per_shader_stage > REDUCE_FAN_IN as u32
+        && len.is_multiple_of(4);
+    let (grid, stride) = elementwise_grid(
+        op,
+        if wide { len / 4 } else { len },
+        rank.limits().max_compute_workgroups_per_dimension,
+    )?;
+    let fan_in = if wide { REDUCE_FAN_IN } else { 2 };
     let key = if fan_in == REDUCE_FAN_IN {
         PipelineKey {
             shader: Shader::Reduce,
@@ -78,7 +80,7 @@ fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
         bufs.push(out.as_buffer());
         // reduce.wgsl: (len, count, row_stride); elementwise.wgsl: (len, ..., row_stride at 5).
         let params = if fan_in == REDUCE_FAN_IN {
-            [len as u32, count, stride, 0, 0, 0, 0, 0]
+            [(len / 4) as u32, count, stride, 0, 0, 0, 0, 0]
         } else {
             [len as u32, 1, 1, 0, 0, stride, 0, 0]
         };

@@ -1,0 +1,120 @@
+//! GEMM GFLOP/s: the WGSL kernel on the first rank against the `gemm` crate on all cores.
+
+use std::time::Duration;
+
+use wgpu_tp::reference::Rng;
+use wgpu_tp::{gemm_kernel_for, ops, Activation, Group, Tensor, WeightLayout};
+
+use crate::median;
+
+/// One size's figures.
+pub struct Row {
+    pub n: usize,
+    pub wgsl_gflops: f64,
+    pub cpu_gflops: f64,
+}
+
+fn gflops(n: usize, t: Duration) -> f64 {
+    2.0 * (n as f64).powi(3) / t.as_secs_f64() / 1e9
+}
+
+/// `reps` back-to-back products per timing, so the figure is kernel time, not
+/// submission or read-back latency (the transfer section measures those).
+pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let group = Group::builder().ranks_on_one_adapter(1).build()?;
+    let rank = &group.ranks()[0];
+    let info = rank.adapter_info();
+    println!(
+        "GEMM, f32, [N, N] x [N, N]: {} ({:?}, {:?}) vs the gemm crate on {} threads",
+        info.name,
+        info.backend,
+        info.device_type,
+        threads()
+    );
+    println!(
+        "{:>6} {:>8} {:>12} {:>12} {:>7}",
+        "N", "kernel", "WGSL GF/s", "CPU GF/s", "ratio"
+    );
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let mut rng = Rng::new(n as u64);
+        let (a, b) = (rng.normal(n * n), rng.normal(n * n));
+        let x = Tensor::from_host(rank, &a, [n, n])?;
+        let w = Tensor::from_host(rank, &b, [n, n])?;
+        let batch = if n <= 512 { 8 } else { 2 };
+        let t = median(reps, || {
+            for _ in 0..batch {
+                ops::matmul(&x, &w, None, WeightLayout::InOut, Activation::Identity)?;
+            }
+            rank.wait_idle()
+        })?;
+        let wgsl = gflops(n, t / batch as u32);
+        let mut c = vec![0f32; n * n];
+        let t = median(reps, || {
+            cpu_gemm(n, &a, &b, &mut c);
+            Ok::<(), wgpu_tp::Error>(())
+        })?;
+        let cpu = gflops(n, t);
+        // A fast wrong answer is no figure: both results must agree.
+        let y = ops::matmul(&x, &w, None, WeightLayout::InOut, Activation::Identity)?.to_host()?;
+        let diff = y
+            .iter()
+            .zip(&c)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        // Entries are sums of n products of N(0, 1) values: |entry| ~ sqrt(n), and two
+        // f32 summation orders differ by at most about n * 2^-24 * n in the worst case.
+        let bound = (n * n) as f32 * f32::EPSILON;
+        if diff > bound {
+            return Err(format!("N = {n}: WGSL and CPU differ by {diff} (> {bound})").into());
+        }
+        let kernel = gemm_kernel_for(rank, n, n, n, WeightLayout::InOut);
+        println!(
+            "{n:>6} {:>8} {wgsl:>12.1} {cpu:>12.1} {:>7.3}",
+            format!("{kernel:?}"),
+            wgsl / cpu
+        );
+        rows.push(Row {
+            n,
+            wgsl_gflops: wgsl,
+            cpu_gflops: cpu,
+        });
+    }
+    Ok(rows)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `c = a · b`, row-major `[n, n]`, with the `gemm` crate on every core.
+fn cpu_gemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() == n * n && b.len() == n * n && c.len() == n * n);
+    let n_i = n as isize;
+    // SAFETY: the three slices hold n * n elements each (checked above); strides describe
+    // row-major matrices (column stride 1, row stride n) inside them, and `c` does not
+    // alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            n,
+            n,
+            n,
+            c.as_mut_ptr(),
+            1,
+            n_i,
+            false,
+            a.as_ptr(),
+            1,
+            n_i,
+            b.as_ptr(),
+            1,
+            n_i,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads()),
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! `cargo run --release --example bench`: the figures of BENCHMARKS.md.
+//!
+//! Every figure is a ratio against a baseline measured in the same run, because the
+//! machine is shared and noisy. Prints a table per section, then one `NAME: VALUE` line per
+//! figure, and writes `benchmarks-gemm.svg` (GFLOP/s against N) next to BENCHMARKS.md.
+
+mod gemm;
+mod layers;
+mod plot;
+mod transfer;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+/// Flags; the defaults are BENCHMARKS.md's run.
+#[derive(Parser, Debug)]
+struct Args {
+    /// GEMM sizes N (square N x N x N).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![256, 512, 1024, 2048])]
+    sizes: Vec<usize>,
+    /// All-reduce size in MiB.
+    #[arg(long, default_value_t = 64)]
+    allreduce_mib: usize,
+    /// Timed repetitions per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Where the plot goes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benchmarks-gemm.svg"))]
+    plot: std::path::PathBuf,
+    /// Skip the verify timing (it builds the verify example first).
+    #[arg(long)]
+    no_verify: bool,
+    /// Run only these sections (gemm, transfer, mlp, verify); default all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+}
+
+/// The median wall time of `reps` runs of `f` (after one untimed warm-up run).
+pub fn median<E: std::fmt::Debug>(
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<Duration, E> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let start = Instant::now();
+    let mut summary: Vec<(&str, f64)> = Vec::new();
+
+    if args.wants("gemm") {
+        let g = gemm::run(&args.sizes, args.reps)?;
+        let at_1024 = g.iter().find(|r| r.n == 1024).or(g.last());
+        if let Some(r) = at_1024 {
+            summary.push(("gemm_vs_cpu_blas", r.wgsl_gflops / r.cpu_gflops));
+        }
+        plot::gemm(&args.plot, &g)?;
+        println!("plot: {}", args.plot.display());
+    }
+    if args.wants("transfer") {
+        let t = transfer::run(args.allreduce_mib, args.reps)?;
+        summary.push(("allreduce_vs_copy_limit", t.host_allreduce / t.copy_limit));
+        summary.push((
+            "allreduce_shared_vs_host",
+            t.shared_allreduce / t.host_allreduce,
+        ));
+    }
+    if args.wants("mlp") {
+        summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));
+    }
+    if args.wants("verify") && !args.no_verify {
+        summary.push(("verify_seconds", layers::verify_seconds()?));
+    }
+
+    println!("\nbench took {:.1} s", start.elapsed().as_secs_f64());
+    for (name, value) in summary {
+        println!("{name}: {value:.3}");
+    }
+    Ok(())
+}
