@@ -72,6 +72,7 @@ impl Finder {
 pub(crate) async fn request_all(
     adapters: Vec<wgpu::Adapter>,
     limits: Option<&wgpu::Limits>,
+    features: wgpu::Features,
 ) -> Result<Vec<(wgpu::Device, wgpu::Queue)>> {
     let mut out = Vec::with_capacity(adapters.len());
     for a in adapters {
@@ -80,6 +81,7 @@ pub(crate) async fn request_all(
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgpu-tp rank"),
             required_limits,
+            required_features: features,
             ..Default::default()
         };
         let pair = a

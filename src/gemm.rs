@@ -124,7 +124,7 @@ pub(crate) fn matmul_window(
             limit: max,
         });
     }
-    let y = Tensor::zeros_for(rank, [m, n], op)?;
+    let y = Tensor::output(rank, [m, n], op)?;
     let key = PipelineKey {
         shader,
         entry,

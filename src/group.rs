@@ -134,6 +134,7 @@ pub struct GroupBuilder {
     backends: Option<wgpu::Backends>,
     adapter_name: Option<String>,
     limits: Option<wgpu::Limits>,
+    features: wgpu::Features,
     timeout: Duration,
     collective: Option<Box<dyn Collective>>,
     gemm: GemmKernel,
@@ -146,6 +147,7 @@ impl Default for GroupBuilder {
             backends: None,
             adapter_name: None,
             limits: None,
+            features: wgpu::Features::empty(),
             timeout: DEFAULT_TIMEOUT,
             collective: None,
             gemm: GemmKernel::Auto,
@@ -214,6 +216,13 @@ impl GroupBuilder {
         self
     }
 
+    /// Request these wgpu features on every device (e.g. `TIMESTAMP_QUERY` to time
+    /// kernels); building fails with [`Error::RequestDevice`] where an adapter lacks one.
+    pub fn required_features(mut self, features: wgpu::Features) -> Self {
+        self.features = features;
+        self
+    }
+
     /// How long any wait on a device may take (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -253,6 +262,7 @@ impl GroupBuilder {
             backends,
             adapter_name,
             limits,
+            features,
             timeout,
             collective,
             gemm,
@@ -276,9 +286,9 @@ impl GroupBuilder {
                 check_count(n)?;
                 logical = n;
                 let best = finder.adapters().await?.swap_remove(0);
-                request_all(vec![best], limits.as_ref()).await?
+                request_all(vec![best], limits.as_ref(), features).await?
             }
-            Source::Adapters(a) => request_all(a, limits.as_ref()).await?,
+            Source::Adapters(a) => request_all(a, limits.as_ref(), features).await?,
             Source::OneAdapter(n) => {
                 check_count(n)?;
                 let best = finder.adapters().await?.swap_remove(0).get_info();
@@ -287,9 +297,11 @@ impl GroupBuilder {
                     // A fresh adapter object per device: WebGPU allows one device per adapter.
                     adapters.push(finder.same_as(&best).await?);
                 }
-                request_all(adapters, limits.as_ref()).await?
+                request_all(adapters, limits.as_ref(), features).await?
             }
-            Source::PerAdapter => request_all(finder.adapters().await?, limits.as_ref()).await?,
+            Source::PerAdapter => {
+                request_all(finder.adapters().await?, limits.as_ref(), features).await?
+            }
             Source::Spread(n) => {
                 check_count(n)?;
                 let infos: Vec<_> = finder
@@ -302,7 +314,7 @@ impl GroupBuilder {
                 for r in 0..n {
                     adapters.push(finder.same_as(&infos[r % infos.len()]).await?);
                 }
-                request_all(adapters, limits.as_ref()).await?
+                request_all(adapters, limits.as_ref(), features).await?
             }
         };
         check_count(devices.len())?;

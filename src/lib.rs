@@ -52,6 +52,7 @@ mod group;
 mod kernels;
 pub mod nn;
 pub mod ops;
+mod pool;
 mod rank;
 pub mod reference;
 pub mod shard;

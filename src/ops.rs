@@ -172,7 +172,7 @@ fn elementwise(
     let len = check_shape(op, out_shape)?;
     let (grid, stride) =
         elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
-    let out = Tensor::zeros_for(rank, out_shape, op)?;
+    let out = Tensor::output(rank, out_shape, op)?;
     let key = PipelineKey {
         shader: Shader::Elementwise,
         entry,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::gemm::GemmKernel;
 use crate::kernels::Kernels;
+use crate::pool::BufferPool;
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
@@ -39,6 +40,8 @@ pub(crate) struct DeviceCtx {
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     gemm: GemmKernel,
+    /// Tensor buffers kept for reuse.
+    pool: Arc<BufferPool>,
     /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
     staging: Mutex<Vec<wgpu::Buffer>>,
 }
@@ -80,6 +83,7 @@ impl DeviceCtx {
             uncaptured,
             lost,
             gemm,
+            pool: Arc::default(),
             staging: Mutex::new(Vec::new()),
         })
     }
@@ -189,6 +193,10 @@ impl Rank {
                 free.push(buffer);
             }
         }
+    }
+
+    pub(crate) fn buffer_pool(&self) -> &Arc<BufferPool> {
+        &self.inner.dev.pool
     }
 
     pub(crate) fn kernels(&self) -> &Kernels {

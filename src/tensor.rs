@@ -1,16 +1,21 @@
 //! `Tensor`: a row-major f32 matrix in one rank's device memory; upload and read-back.
 
+use std::sync::Arc;
+
 use crate::error::{fmt_shape, Error, Result};
+use crate::pool::Pooled;
 use crate::rank::Rank;
 
 /// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
 ///
 /// Tensors are immutable once made: every operation writes a new one. Cloning is cheap
-/// (the buffer is reference-counted) and shares the device memory.
+/// (the buffer is reference-counted) and shares the device memory. When the last clone
+/// is dropped the buffer goes back to the rank's cache for the next tensor of its size,
+/// so a `wgpu::Buffer` taken from [`Tensor::as_buffer`] must not outlive the tensor.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     rank: Rank,
-    buffer: wgpu::Buffer,
+    buffer: Arc<Pooled>,
     shape: [usize; 2],
 }
 
@@ -49,9 +54,9 @@ impl Tensor {
                 format!("{} values", data.len()),
             ));
         }
-        let t = Self::zeros_for(rank, shape, op)?;
+        let t = Self::output(rank, shape, op)?;
         rank.queue()
-            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+            .write_buffer(t.as_buffer(), 0, bytemuck::cast_slice(data));
         Ok(t)
     }
 
@@ -60,24 +65,39 @@ impl Tensor {
     /// # Errors
     /// As [`Tensor::from_host`].
     pub fn zeros(rank: &Rank, shape: [usize; 2]) -> Result<Self> {
-        Self::zeros_for(rank, shape, "tensor.zeros")
+        let op = "tensor.zeros";
+        let t = Self::output(rank, shape, op)?;
+        rank.scoped(op, || {
+            let mut enc = rank
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            enc.clear_buffer(t.as_buffer(), 0, None);
+            rank.queue().submit([enc.finish()]);
+            Ok(())
+        })?;
+        Ok(t)
     }
 
-    pub(crate) fn zeros_for(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {
+    /// A tensor whose contents are unspecified (a recycled buffer, or a fresh one): for
+    /// outputs that the caller writes in full before anyone reads them.
+    pub(crate) fn output(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {
         let len = check_shape(op, shape)?;
         let bytes = (len * 4) as u64;
         rank.check_buffer_size(op, bytes)?;
-        let buffer = rank.scoped(op, || {
-            Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-tp tensor"),
-                size: bytes,
-                usage: USAGE,
-                mapped_at_creation: false,
-            }))
-        })?;
+        let buffer = match rank.buffer_pool().take(bytes) {
+            Some(b) => b,
+            None => rank.scoped(op, || {
+                Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-tp tensor"),
+                    size: bytes,
+                    usage: USAGE,
+                    mapped_at_creation: false,
+                }))
+            })?,
+        };
         Ok(Tensor {
             rank: rank.clone(),
-            buffer,
+            buffer: Pooled::new(buffer, rank.buffer_pool()),
             shape,
         })
     }
@@ -115,7 +135,7 @@ impl Tensor {
 
     /// The device buffer (`STORAGE | COPY_SRC | COPY_DST`, `4 * len()` bytes).
     pub fn as_buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+        self.buffer.buffer()
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -181,7 +201,7 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
             let mut enc = rank
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-            enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, 0, bytes);
+            enc.copy_buffer_to_buffer(t.as_buffer(), 0, &staging, 0, bytes);
             let submission = rank.queue().submit([enc.finish()]);
             let rx = map_read(&staging, bytes);
             Ok((*t, staging, rx, submission))

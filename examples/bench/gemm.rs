@@ -5,23 +5,80 @@ use std::time::Duration;
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{gemm_kernel_for, ops, Activation, Group, Tensor, WeightLayout};
 
-use crate::median;
+use crate::best;
 
 /// One size's figures.
 pub struct Row {
     pub n: usize,
     pub wgsl_gflops: f64,
     pub cpu_gflops: f64,
+    /// GFLOP/s from GPU timestamps around the kernels alone, where the adapter has them.
+    pub kernel_gflops: Option<f64>,
+}
+
+const TIMESTAMPS: wgpu::Features =
+    wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+
+/// GPU time of `batch` products, from timestamps written before and after them on the
+/// queue: kernel time only, no submission, allocation or read-back.
+fn gpu_time(
+    rank: &wgpu_tp::Rank,
+    batch: usize,
+    mut run: impl FnMut() -> Result<(), wgpu_tp::Error>,
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let device = rank.device();
+    let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2,
+    });
+    let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let read = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.write_timestamp(&set, 0);
+    rank.queue().submit([enc.finish()]);
+    for _ in 0..batch {
+        run()?;
+    }
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.write_timestamp(&set, 1);
+    enc.resolve_query_set(&set, 0..2, &resolve, 0);
+    enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
+    rank.queue().submit([enc.finish()]);
+    read.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    device.poll(wgpu::PollType::wait_indefinitely())?;
+    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&read.slice(..).get_mapped_range()?);
+    let ns =
+        (ticks[1].saturating_sub(ticks[0])) as f64 * f64::from(rank.queue().get_timestamp_period());
+    Ok(Duration::from_nanos(ns as u64) / batch as u32)
 }
 
 fn gflops(n: usize, t: Duration) -> f64 {
     2.0 * (n as f64).powi(3) / t.as_secs_f64() / 1e9
 }
 
-/// `reps` back-to-back products per timing, so the figure is kernel time, not
+/// Best of `reps`; a batch of back-to-back products per timing, so the figure is kernel time, not
 /// submission or read-back latency (the transfer section measures those).
 pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
-    let group = Group::builder().ranks_on_one_adapter(1).build()?;
+    let group = match Group::builder()
+        .ranks_on_one_adapter(1)
+        .required_features(TIMESTAMPS)
+        .build()
+    {
+        Ok(g) => g,
+        Err(_) => Group::builder().ranks_on_one_adapter(1).build()?,
+    };
+    let timed = group.ranks()[0].device().features().contains(TIMESTAMPS);
     let rank = &group.ranks()[0];
     let info = rank.adapter_info();
     println!(
@@ -32,8 +89,8 @@ pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error:
         threads()
     );
     println!(
-        "{:>6} {:>8} {:>12} {:>12} {:>7}",
-        "N", "kernel", "WGSL GF/s", "CPU GF/s", "ratio"
+        "{:>6} {:>8} {:>12} {:>14} {:>12} {:>7}",
+        "N", "kernel", "WGSL GF/s", "(timestamps)", "CPU GF/s", "ratio"
     );
     let mut rows = Vec::new();
     for &n in sizes {
@@ -42,15 +99,21 @@ pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error:
         let x = Tensor::from_host(rank, &a, [n, n])?;
         let w = Tensor::from_host(rank, &b, [n, n])?;
         let batch = if n <= 512 { 8 } else { 2 };
-        let t = median(reps, || {
+        let t = best(reps, || {
             for _ in 0..batch {
                 ops::matmul(&x, &w, None, WeightLayout::InOut, Activation::Identity)?;
             }
             rank.wait_idle()
         })?;
         let wgsl = gflops(n, t / batch as u32);
+        let mm = || ops::matmul(&x, &w, None, WeightLayout::InOut, Activation::Identity).map(drop);
+        let kernel_gflops = if timed {
+            Some(gflops(n, gpu_time(rank, batch, mm)?))
+        } else {
+            None
+        };
         let mut c = vec![0f32; n * n];
-        let t = median(reps, || {
+        let t = best(2 * reps * batch, || {
             cpu_gemm(n, &a, &b, &mut c);
             Ok::<(), wgpu_tp::Error>(())
         })?;
@@ -70,14 +133,16 @@ pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error:
         }
         let kernel = gemm_kernel_for(rank, n, n, n, WeightLayout::InOut);
         println!(
-            "{n:>6} {:>8} {wgsl:>12.1} {cpu:>12.1} {:>7.3}",
+            "{n:>6} {:>8} {wgsl:>12.1} {:>14} {cpu:>12.1} {:>7.3}",
             format!("{kernel:?}"),
+            kernel_gflops.map_or("n/a".into(), |g| format!("{g:.1}")),
             wgsl / cpu
         );
         rows.push(Row {
             n,
             wgsl_gflops: wgsl,
             cpu_gflops: cpu,
+            kernel_gflops,
         });
     }
     Ok(rows)

@@ -36,8 +36,11 @@ pub fn gemm(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         .y_desc("GFLOP/s")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    let series: [Series; 2] = [
-        ("WGSL on the first rank", BLUE, |r| r.wgsl_gflops),
+    let series: [Series; 3] = [
+        ("WGSL on the first rank, wall time", BLUE, |r| r.wgsl_gflops),
+        ("WGSL, GPU timestamps (0 if none)", GREEN, |r| {
+            r.kernel_gflops.unwrap_or(0.0)
+        }),
         ("gemm crate, all cores", RED, |r| r.cpu_gflops),
     ];
     for (name, color, value) in series {

@@ -70,7 +70,7 @@ fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let mut rest = &inputs[1..];
     while !rest.is_empty() {
         let take = rest.len().min(fan_in - 1);
-        let out = Tensor::zeros_for(rank, shape, op)?;
+        let out = Tensor::output(rank, shape, op)?;
         let mut bufs = vec![acc.as_buffer()];
         bufs.extend(rest[..take].iter().map(Tensor::as_buffer));
         let count = bufs.len() as u32;
@@ -123,7 +123,7 @@ impl Collective for DeviceCollective {
             let sizes: Vec<usize> = inputs.iter().map(|t| t.shape()[dim]).collect();
             let mut shape = inputs[0].shape();
             shape[dim] = sizes.iter().sum();
-            let out = Tensor::zeros_for(rank, shape, op)?;
+            let out = Tensor::output(rank, shape, op)?;
             for (t, start) in inputs.iter().zip(offsets(&sizes)) {
                 let at = if dim == 0 { [start, 0] } else { [0, start] };
                 ops::place(t, &out, at)?;

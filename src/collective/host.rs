@@ -160,7 +160,7 @@ async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let total = inputs[0].bytes();
     let outputs = inputs
         .iter()
-        .map(|t| Tensor::zeros_for(t.rank(), shape, op))
+        .map(|t| Tensor::output(t.rank(), shape, op))
         .collect::<Result<Vec<_>>>()?;
     let chunk = total.min(CHUNK_BYTES);
     let mut host = vec![0f32; (chunk / 4) as usize];
