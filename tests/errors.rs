@@ -321,3 +321,34 @@ fn a_destroyed_device_is_an_error_not_a_panic_or_a_hang() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_device_collective_refuses_ranks_on_different_devices() {
+    // Chosen by hand for ranks that do not share a device, it must say so, not read a
+    // buffer of another device.
+    let Some(group) = build(
+        Group::builder()
+            .ranks_on_one_adapter(2)
+            .collective(Box::new(wgpu_tp::DeviceCollective)),
+        "device collective on two devices",
+    ) else {
+        return;
+    };
+    let locals = group
+        .ranks()
+        .iter()
+        .map(|r| Tensor::from_host(r, &[1.0; 4], [1, 4]).unwrap())
+        .collect();
+    let x = DistTensor::from_locals(&group, locals, Placement::Partial).unwrap();
+    let e = x.all_reduce().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "all_reduce",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
