@@ -4,8 +4,11 @@
 //! into the epilogue and both weight layouts:
 //! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe:
 //!   lane-uniform loads of X, register blocks of 16 x 4, no workgroup memory;
-//! - [`GemmKernel::Tiled`] (`shaders/gemm_tiled.wgsl`) for GPUs: 64 x 64 tiles staged in
-//!   workgroup memory, 4 x 4 register blocks per invocation;
+//! - [`GemmKernel::Tiled`] for GPUs: tiles staged in workgroup memory with register
+//!   blocking, 128 x 128 with 8 x 8 blocks read as vec4 (`shaders/gemm_tiled_large.wgsl`)
+//!   when the output spans at least one such tile each way, else 64 x 64 with 4 x 4
+//!   blocks (`shaders/gemm_tiled.wgsl`). Both fit WebGPU's minimum limits (8 KiB of
+//!   workgroup memory, 256 invocations), so every adapter can run either;
 //! - [`GemmKernel::Simple`] (`shaders/gemm_simple.wgsl`): one output per invocation, for
 //!   small or odd shapes.
 
@@ -36,6 +39,8 @@ pub enum GemmKernel {
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
 const TILED_TILE: usize = 64;
+/// The same for `gemm_tiled_large.wgsl`.
+const TILED_LARGE_TILE: usize = 128;
 /// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are 8 lanes x 16.
 const CPU_ROWS: usize = 16;
 const CPU_COLS: usize = 128;
@@ -107,8 +112,12 @@ pub(crate) fn matmul_window(
         }
         GemmKernel::Tiled => {
             constants.push(("W_OUT_IN", u32::from(out_in)));
-            let grid = [n.div_ceil(TILED_TILE), m.div_ceil(TILED_TILE)];
-            (Shader::GemmTiled, "main", grid)
+            let (shader, tile) = if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE {
+                (Shader::GemmTiledLarge, TILED_LARGE_TILE)
+            } else {
+                (Shader::GemmTiled, TILED_TILE)
+            };
+            (shader, "main", [n.div_ceil(tile), m.div_ceil(tile)])
         }
         _ => {
             constants.push(("W_OUT_IN", u32::from(out_in)));

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
 const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
+const GEMM_TILED_LARGE_WGSL: &str = include_str!("../shaders/gemm_tiled_large.wgsl");
 const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
 const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
@@ -23,6 +24,8 @@ pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
 pub(crate) enum Shader {
     /// `gemm_tiled.wgsl`: x, w, bias (read), y (read-write), params (uniform).
     GemmTiled,
+    /// `gemm_tiled_large.wgsl`: same bindings.
+    GemmTiledLarge,
     /// `gemm_cpu.wgsl`: same bindings.
     GemmCpu,
     /// `gemm_simple.wgsl`: same bindings.
@@ -56,6 +59,7 @@ impl Shader {
     fn source(self) -> String {
         let body = match self {
             Shader::GemmTiled => GEMM_TILED_WGSL,
+            Shader::GemmTiledLarge => GEMM_TILED_LARGE_WGSL,
             Shader::GemmCpu => GEMM_CPU_WGSL,
             Shader::GemmSimple => GEMM_SIMPLE_WGSL,
             Shader::Elementwise => ELEMENTWISE_WGSL,
@@ -66,7 +70,9 @@ impl Shader {
 
     fn layout(self) -> Layout {
         match self {
-            Shader::GemmTiled | Shader::GemmCpu | Shader::GemmSimple => Layout::Gemm,
+            Shader::GemmTiled | Shader::GemmTiledLarge | Shader::GemmCpu | Shader::GemmSimple => {
+                Layout::Gemm
+            }
             Shader::Elementwise => Layout::Elementwise,
             Shader::Reduce => Layout::Reduce,
         }

@@ -20,8 +20,15 @@ const FAMILIES: [GemmKernel; 4] = [
 
 /// (m, k, n): odd everywhere; aligned for the CPU family (k, n multiples of 4) over
 /// several of its 16-row blocks and 32-column workgroups; a single row; more rows than
-/// one 64-tile and more columns than one 32-column CPU workgroup.
-const SHAPES: [(usize, usize, usize); 4] = [(67, 33, 65), (37, 36, 68), (1, 4, 4), (130, 64, 96)];
+/// one 64-tile and more columns than one 128-column CPU workgroup; two large (128 x 128)
+/// tiles each way, the last ones partial, with K not a multiple of the tiles' 8 or 16.
+const SHAPES: [(usize, usize, usize); 5] = [
+    (67, 33, 65),
+    (37, 36, 68),
+    (1, 4, 4),
+    (130, 64, 196),
+    (200, 45, 260),
+];
 
 fn forced(kernel: GemmKernel, tp: usize) -> Option<Group> {
     common::build(

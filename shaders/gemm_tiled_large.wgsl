@@ -1,0 +1,134 @@
+// GEMM for GPUs with large outputs: 128 x 128 tiles in workgroup memory, 8 x 8 register
+// blocks, vec4 workgroup reads; fused epilogue: Y = act(X . W + bias).
+// Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
+//
+// Bindings (all f32, row-major; any M, N, K, no alignment needed):
+//   0: x     storage, read       element (m, k) at x[p.x_offset + m * p.ldx + k], m < M, k < K
+//   1: w     storage, read       [K, N] when W_OUT_IN == false (weights stored [in, out]),
+//                                [N, K] when W_OUT_IN == true  (PyTorch nn.Linear.weight)
+//   2: bias  storage, read       [N]; read only when HAS_BIAS (otherwise any buffer)
+//   3: y     storage, read_write [M, N]
+//   4: p     uniform Params
+//
+// Dispatch: workgroups (ceil(N / 128), ceil(M / 128), 1) of 16 x 16 invocations. K is
+// walked in steps of 8: each invocation loads 4 values of X and 4 of W into workgroup
+// memory (X transposed, so both tiles are read as vec4 along the output's rows and
+// columns), then accumulates an 8 x 8 block of Y from two vec4 of each per k: 16 FMAs per
+// 4 workgroup-memory reads, where the 64 x 64 kernel (gemm_tiled.wgsl) does 16 per 8.
+// Loads outside X or W read 0; stores outside Y are skipped.
+//
+// Each output element accumulates k in increasing order, whatever its tile position.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    ldx: u32,
+    x_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override W_OUT_IN: bool = false;
+override HAS_BIAS: bool = false;
+
+const BM: u32 = 128u;
+const BN: u32 = 128u;
+const BK: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// a_tile[kk * 32 + r / 4][r % 4] = X[row0 + r, k0 + kk]; b_tile[kk * 32 + c / 4][c % 4] =
+// W[k0 + kk, col0 + c]: 8 x 128 each, 4 KiB each.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+fn load_x(row: u32, kk: u32) -> f32 {
+    if (row < p.m && kk < p.k) {
+        return x[p.x_offset + row * p.ldx + kk];
+    }
+    return 0.0;
+}
+
+fn load_w(kk: u32, col: u32) -> f32 {
+    if (kk < p.k && col < p.n) {
+        if (W_OUT_IN) {
+            return w[col * p.k + kk];
+        }
+        return w[kk * p.n + col];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let tid = lid.y * 16u + lid.x;
+
+    // acc[i * 2 + h]: row lid.y * 8 + i, columns lid.x * 8 + 4 h .. + 3.
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // X: invocation t loads row t / 2, k (t % 2) * 4 .. + 3 (contiguous in X).
+        let ar = tid / 2u;
+        let ak = (tid % 2u) * 4u;
+        for (var j = 0u; j < 4u; j++) {
+            a_tile[(ak + j) * 32u + ar / 4u][ar % 4u] = load_x(row0 + ar, k0 + ak + j);
+        }
+        // W: walk its contiguous axis.
+        if (W_OUT_IN) {
+            let bc = tid / 2u;
+            let bk = (tid % 2u) * 4u;
+            for (var j = 0u; j < 4u; j++) {
+                b_tile[(bk + j) * 32u + bc / 4u][bc % 4u] = load_w(k0 + bk + j, col0 + bc);
+            }
+        } else {
+            let bk = tid / 32u;
+            let bc = (tid % 32u) * 4u;
+            b_tile[bk * 32u + bc / 4u] = vec4<f32>(
+                load_w(k0 + bk, col0 + bc),
+                load_w(k0 + bk, col0 + bc + 1u),
+                load_w(k0 + bk, col0 + bc + 2u),
+                load_w(k0 + bk, col0 + bc + 3u),
+            );
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a = array<vec4<f32>, 2>(a_tile[kk * 32u + lid.y * 2u], a_tile[kk * 32u + lid.y * 2u + 1u]);
+            let b0 = b_tile[kk * 32u + lid.x * 2u];
+            let b1 = b_tile[kk * 32u + lid.x * 2u + 1u];
+            for (var i = 0u; i < 8u; i++) {
+                let ai = a[i / 4u][i % 4u];
+                acc[i * 2u] = acc[i * 2u] + ai * b0;
+                acc[i * 2u + 1u] = acc[i * 2u + 1u] + ai * b1;
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + lid.y * 8u + i;
+        for (var j = 0u; j < 8u; j++) {
+            let col = col0 + lid.x * 8u + j;
+            if (row < p.m && col < p.n) {
+                var v = acc[i * 2u + j / 4u][j % 4u];
+                if (HAS_BIAS) {
+                    v = v + bias[col];
+                }
+                y[row * p.n + col] = activate(v);
+            }
+        }
+    }
+}
