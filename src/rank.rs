@@ -240,6 +240,9 @@ impl Rank {
         let oom_err = pollster::block_on(oom.pop());
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
+        if validation_err.is_some() || oom_err.is_some() {
+            self.poll_for_loss();
+        }
         self.check_health(op)?;
         if let Some(e) = oom_err {
             return Err(Error::OutOfMemory {
@@ -282,14 +285,14 @@ impl Rank {
                     after: self.inner.dev.timeout,
                 })
             }
-            Err(e) => {
-                self.check_health(op)?;
-                Err(Error::Validation {
+            Err(e) => Err(self.loss_or(
+                op,
+                Error::Validation {
                     op,
                     rank: self.inner.index,
                     message: e.to_string(),
-                })
-            }
+                },
+            )),
         }
     }
 
@@ -305,6 +308,22 @@ impl Rank {
             timeout: Some(self.inner.dev.timeout),
         });
         self.poll_result(op, poll)
+    }
+
+    /// Lets wgpu run a pending device-lost callback: a destroyed device is only reported
+    /// lost once wgpu is polled.
+    pub(crate) fn poll_for_loss(&self) {
+        // Whatever the poll says, the lost flag is what is read next.
+        let _ = self.inner.dev.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// `error`, unless the device was lost, which explains it better.
+    pub(crate) fn loss_or(&self, op: &'static str, error: Error) -> Error {
+        self.poll_for_loss();
+        match self.check_health(op) {
+            Err(lost @ Error::DeviceLost { .. }) => lost,
+            _ => error,
+        }
     }
 
     /// Refuses a buffer of `bytes` over this device's limits.
@@ -342,5 +361,38 @@ fn describe(e: &wgpu::Error) -> String {
                 .join(": ")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Error, Group};
+
+    #[test]
+    fn a_timed_out_poll_is_a_timeout_error_naming_the_rank_and_the_limit() {
+        // CI's adapters finish work inside `submit`, so a real wait never runs late there;
+        // this checks what a late one (a hung GPU, a lost driver) is reported as.
+        let limit = Duration::from_millis(5);
+        let group = match Group::builder()
+            .ranks_on_one_adapter(2)
+            .timeout(limit)
+            .build()
+        {
+            Ok(g) => g,
+            Err(Error::NoAdapter { .. }) if std::env::var("CI").is_err() => return,
+            Err(e) => panic!("{e}"),
+        };
+        let r = &group.ranks()[1];
+        assert_eq!(r.timeout(), limit);
+        let e = r.poll_result("wait", Err(wgpu::PollError::Timeout));
+        assert!(
+            matches!(e, Err(Error::Timeout { op: "wait", rank: 1, after }) if after == limit),
+            "{e:?}"
+        );
+        assert!(r
+            .poll_result("wait", Ok(wgpu::PollStatus::QueueEmpty))
+            .is_ok());
     }
 }

@@ -55,8 +55,11 @@ impl Tensor {
             ));
         }
         let t = Self::output(rank, shape, op)?;
-        rank.queue()
-            .write_buffer(t.as_buffer(), 0, bytemuck::cast_slice(data));
+        rank.scoped(op, || {
+            rank.queue()
+                .write_buffer(t.as_buffer(), 0, bytemuck::cast_slice(data));
+            Ok(())
+        })?;
         Ok(t)
     }
 
@@ -84,6 +87,7 @@ impl Tensor {
         let len = check_shape(op, shape)?;
         let bytes = (len * 4) as u64;
         rank.check_buffer_size(op, bytes)?;
+        rank.check_health(op)?;
         let buffer = match rank.buffer_pool().take(bytes) {
             Some(b) => b,
             None => rank.scoped(op, || {
@@ -212,16 +216,14 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
         let rank = t.rank.index();
         let bytes = t.bytes();
         t.rank.wait(op, submission)?;
-        mapped(op, rank, rx).await?;
+        mapped(op, rank, rx)
+            .await
+            .map_err(|e| t.rank.loss_or(op, e))?;
         let values = {
-            let view = staging
-                .slice(..bytes)
-                .get_mapped_range()
-                .map_err(|e| Error::Map {
-                    op,
-                    rank,
-                    message: e.to_string(),
-                })?;
+            let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {
+                let message = e.to_string();
+                t.rank.loss_or(op, Error::Map { op, rank, message })
+            })?;
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();

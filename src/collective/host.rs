@@ -118,7 +118,9 @@ async fn finish_chunk(
     let mut mapped = Vec::with_capacity(chunk.staging.len());
     for (t, (staging, rx, submission)) in inputs.iter().zip(chunk.staging) {
         t.rank().wait(op, submission)?;
-        crate::tensor::mapped(op, t.rank().index(), rx).await?;
+        crate::tensor::mapped(op, t.rank().index(), rx)
+            .await
+            .map_err(|e| t.rank().loss_or(op, e))?;
         mapped.push((t.rank(), staging));
     }
     let len = (chunk.bytes / 4) as usize;
