@@ -1,0 +1,94 @@
+//! Several threads on one group at once: groups, ranks, tensors and layers are
+//! `Send + Sync`, and concurrent forwards give the same bits as one thread alone.
+//!
+//! The groups here use native backends explicitly (Vulkan/Metal/DX12): wgpu-hal's GL
+//! backend cannot drive GL devices from two threads at once (README, known limits).
+
+mod common;
+
+use wgpu_tp::reference::Rng;
+use wgpu_tp::{
+    wgpu, Activation, DistTensor, Group, HostLinear, ParallelMlp, Rank, Tensor, WeightLayout,
+};
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn the_shareable_types_are_send_and_sync() {
+    assert_send_sync::<Group>();
+    assert_send_sync::<Rank>();
+    assert_send_sync::<Tensor>();
+    assert_send_sync::<DistTensor>();
+    assert_send_sync::<ParallelMlp>();
+    assert_send_sync::<wgpu_tp::ColumnParallelLinear>();
+    assert_send_sync::<wgpu_tp::RowParallelLinear>();
+}
+
+const THREADS: usize = 3;
+const ROUNDS: usize = 12;
+
+#[test]
+fn concurrent_forwards_on_one_group_match_a_single_thread() {
+    let native = wgpu::Backends::PRIMARY;
+    for shared in [false, true] {
+        let b = Group::builder().backends(native);
+        let b = if shared {
+            b.ranks_sharing_one_device(4)
+        } else {
+            b.ranks_on_one_adapter(4)
+        };
+        let Some(group) = common::build(b, "native backends") else {
+            return;
+        };
+        let (batch, hidden, ffn) = (9, 24, 52);
+        let mut rng = Rng::new(5);
+        let w1 = rng.xavier(hidden * ffn, hidden, ffn);
+        let w2 = rng.xavier(ffn * hidden, ffn, hidden);
+        let lin = |weight, in_features, out_features| HostLinear {
+            weight,
+            bias: None,
+            in_features,
+            out_features,
+            layout: WeightLayout::InOut,
+        };
+        let mlp = ParallelMlp::from_full(
+            &group,
+            lin(&w1, hidden, ffn),
+            lin(&w2, ffn, hidden),
+            Activation::Relu,
+        )
+        .unwrap();
+        let inputs: Vec<Vec<f32>> = (0..THREADS).map(|_| rng.normal(batch * hidden)).collect();
+        let forward = |x: &[f32]| {
+            mlp.forward(&DistTensor::replicate(&group, x, [batch, hidden]).unwrap())
+                .unwrap()
+                .to_host_per_rank()
+                .unwrap()
+        };
+        // One thread alone first: the bits every concurrent run must reproduce.
+        let alone: Vec<_> = inputs.iter().map(|x| forward(x)).collect();
+        let before = group.stats().all_reduces();
+        std::thread::scope(|s| {
+            for (x, want) in inputs.iter().zip(&alone) {
+                let forward = &forward;
+                s.spawn(move || {
+                    for round in 0..ROUNDS {
+                        let got = forward(x);
+                        for (r, (g, w)) in got.iter().zip(want).enumerate() {
+                            common::assert_same_bits(
+                                g,
+                                w,
+                                &format!("shared {shared} round {round} rank {r}"),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        // Every forward's one all-reduce was counted, none lost to a race.
+        assert_eq!(
+            group.stats().all_reduces() - before,
+            (THREADS * ROUNDS) as u64
+        );
+    }
+}
