@@ -23,7 +23,8 @@ fn erf_approx(x: f32) -> f32 {
 
 fn activate(v: f32) -> f32 {
     switch ACT {
-        case 1u: { return max(v, 0.0); }
+        // Not max(v, 0.0): WGSL's max may return 0 for a NaN input, hiding it.
+        case 1u: { return select(v, 0.0, v <= 0.0); }
         case 2u: {
             // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             let inner = 0.7978845608028654 * (v + 0.044715 * v * v * v);

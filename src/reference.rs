@@ -110,7 +110,14 @@ pub fn linear(
 pub fn activate(v: f64, act: Activation) -> f64 {
     match act {
         Activation::Identity => v,
-        Activation::Relu => v.max(0.0),
+        Activation::Relu => {
+            // NaN stays NaN, as in the shader (f64::max would return 0).
+            if v <= 0.0 {
+                0.0
+            } else {
+                v
+            }
+        }
         Activation::GeluTanh => {
             let inner = (2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
             0.5 * v * (1.0 + inner.tanh())

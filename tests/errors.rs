@@ -329,3 +329,63 @@ fn the_device_collective_refuses_ranks_on_different_devices() {
         "{e:?}"
     );
 }
+
+#[test]
+fn nan_and_inf_inputs_propagate_never_hidden() {
+    // Not an error: IEEE values pass through every layer and collective to the output
+    // rows they touch, on every rank, and no other row changes.
+    for group in common::groups(2) {
+        let (batch, hidden, ffn) = (3, 4, 8);
+        let w1: Vec<f32> = (0..hidden * ffn).map(|i| 0.1 + i as f32 / 64.0).collect();
+        let w2: Vec<f32> = (0..ffn * hidden).map(|i| 0.2 + i as f32 / 64.0).collect();
+        let mut x = vec![0.5f32; batch * hidden];
+        x[0] = f32::NAN; // row 0
+        x[hidden] = f32::INFINITY; // row 1; row 2 stays finite
+        let xd = DistTensor::replicate(&group, &x, [batch, hidden]).unwrap();
+        for act in [Activation::Identity, Activation::Relu, Activation::GeluErf] {
+            let mlp =
+                ParallelMlp::from_full(&group, lin(&w1, hidden, ffn), lin(&w2, ffn, hidden), act)
+                    .unwrap();
+            for (r, y) in mlp
+                .forward(&xd)
+                .unwrap()
+                .to_host_per_rank()
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                let ctx = format!("{act:?} rank {r}");
+                assert!(
+                    y[..hidden].iter().all(|v| v.is_nan()),
+                    "{ctx}: NaN row {y:?}"
+                );
+                // All weights are positive, so +inf stays +inf through every activation.
+                assert!(
+                    y[hidden..2 * hidden].iter().all(|&v| v == f32::INFINITY),
+                    "{ctx}: {y:?}"
+                );
+                assert!(
+                    y[2 * hidden..].iter().all(|v| v.is_finite()),
+                    "{ctx}: {y:?}"
+                );
+            }
+        }
+        // A collective alone: a NaN addend makes that element NaN, nothing else.
+        let parts = [vec![1.0, f32::NAN, 2.0], vec![f32::NEG_INFINITY, 1.0, 3.0]];
+        let locals = group
+            .ranks()
+            .iter()
+            .zip(&parts)
+            .map(|(r, p)| Tensor::from_host(r, p, [1, 3]).unwrap())
+            .collect();
+        let y = DistTensor::from_locals(&group, locals, Placement::Partial)
+            .unwrap()
+            .all_reduce()
+            .unwrap()
+            .to_host()
+            .unwrap();
+        assert_eq!(y[0], f32::NEG_INFINITY);
+        assert!(y[1].is_nan());
+        assert_eq!(y[2], 5.0);
+    }
+}
