@@ -21,10 +21,17 @@ fn erf_approx(x: f32) -> f32 {
     return s * (1.0 - poly * exp(-a * a));
 }
 
+// max(v, 0) that keeps NaN: WGSL's max may return 0 for a NaN input, and GL drivers may
+// fold float comparisons as if NaN did not exist (Mesa's llvmpipe GL does), so NaN is
+// recognised from its bits.
+fn relu(v: f32) -> f32 {
+    let nan = (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+    return select(v, 0.0, v < 0.0 && !nan);
+}
+
 fn activate(v: f32) -> f32 {
     switch ACT {
-        // Not max(v, 0.0): WGSL's max may return 0 for a NaN input, hiding it.
-        case 1u: { return select(v, 0.0, v <= 0.0); }
+        case 1u: { return relu(v); }
         case 2u: {
             // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             let inner = 0.7978845608028654 * (v + 0.044715 * v * v * v);
