@@ -165,7 +165,7 @@ async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         .map(|t| Tensor::output(t.rank(), shape, op))
         .collect::<Result<Vec<_>>>()?;
     let chunk = total.min(CHUNK_BYTES);
-    let mut host = vec![0f32; (chunk / 4) as usize];
+    let mut host = take_host_chunk((chunk / 4) as usize);
     let starts: Vec<u64> = (0..total).step_by(chunk as usize).collect();
     let span = |o: u64| (o, chunk.min(total - o));
     let mut pending = std::collections::VecDeque::new();
@@ -185,7 +185,29 @@ async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     for out in &outputs {
         out.rank().queue().submit([]);
     }
+    give_host_chunk(host);
     Ok(outputs)
+}
+
+/// Host chunk buffers kept between all-reduces (a fresh 4 MiB vector is page-faulted in
+/// on every call otherwise); one per all-reduce running at once.
+static HOST_CHUNKS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+/// Chunk buffers kept at most.
+const HOST_CHUNKS_KEPT: usize = 4;
+
+fn take_host_chunk(len: usize) -> Vec<f32> {
+    let reused = HOST_CHUNKS.lock().ok().and_then(|mut free| free.pop());
+    let mut v = reused.unwrap_or_default();
+    v.resize(len, 0.0);
+    v
+}
+
+fn give_host_chunk(v: Vec<f32>) {
+    if let Ok(mut free) = HOST_CHUNKS.lock() {
+        if free.len() < HOST_CHUNKS_KEPT {
+            free.push(v);
+        }
+    }
 }
 
 impl Collective for HostCollective {
