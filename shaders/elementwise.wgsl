@@ -1,24 +1,27 @@
 // Elementwise kernels over row-major f32 matrices.
 // Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
 //
-// Bindings:
+// Every binding is one band of rows of a tensor (src/tensor.rs), row-major f32:
 //   0: a    storage, read       input; [rows, cols] (slice: [*, p.a_cols])
 //   1: b    storage, read       add: same shape as out; add_row: [cols]; otherwise unused
-//   2: out  storage, read_write [rows, cols], p.len = rows * cols elements
+//   2: out  storage, read_write [rows, cols] (place: [*, p.a_cols])
 //   3: p    uniform Params
 //
-// Dispatch: workgroups (gx, gy, 1) of 256 invocations; element i = gid.x + gid.y * p.row_stride
-// where p.row_stride = gx * 256. Invocations with i >= p.len do nothing.
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
+// p.row_stride (p.row_stride = gx * 256) handles element g = p.base + i of the band, for
+// i < p.count. A band larger than one dispatch allows is covered by several, each with
+// its own base. Row offsets (p.row0) may wrap below 0 in u32: they are only ever added
+// to a row index that brings them back in range.
 
 struct Params {
-    len: u32,
+    count: u32,
     cols: u32,
     a_cols: u32,
     row0: u32,
     col0: u32,
     row_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
+    base: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -34,8 +37,9 @@ fn index(gid: vec3<u32>) -> u32 {
 @compute @workgroup_size(256, 1, 1)
 fn activation(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    if (i < p.len) {
-        out[i] = activate(a[i]);
+    if (i < p.count) {
+        let g = p.base + i;
+        out[g] = activate(a[g]);
     }
 }
 
@@ -43,8 +47,9 @@ fn activation(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256, 1, 1)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    if (i < p.len) {
-        out[i] = a[i] + b[i];
+    if (i < p.count) {
+        let g = p.base + i;
+        out[g] = a[g] + b[g];
     }
 }
 
@@ -52,8 +57,9 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256, 1, 1)
 fn add_row(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    if (i < p.len) {
-        out[i] = a[i] + b[i % p.cols];
+    if (i < p.count) {
+        let g = p.base + i;
+        out[g] = a[g] + b[g % p.cols];
     }
 }
 
@@ -61,22 +67,24 @@ fn add_row(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256, 1, 1)
 fn slice(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    if (i < p.len) {
-        let r = i / p.cols;
-        let c = i % p.cols;
-        out[i] = a[(p.row0 + r) * p.a_cols + p.col0 + c];
+    if (i < p.count) {
+        let g = p.base + i;
+        let r = g / p.cols;
+        let c = g % p.cols;
+        out[g] = a[(p.row0 + r) * p.a_cols + p.col0 + c];
     }
 }
 
 // out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[r * p.cols + c]   (a into a window of out;
-// p.len = a's elements, p.cols = a's columns, p.a_cols = out's columns; the rest of out is
-// left as it is, so several dispatches can assemble one matrix from blocks)
+// p.cols = a's columns, p.a_cols = out's columns; the rest of out is left as it is, so
+// several dispatches can assemble one matrix from blocks)
 @compute @workgroup_size(256, 1, 1)
 fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    if (i < p.len) {
-        let r = i / p.cols;
-        let c = i % p.cols;
-        out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[i];
+    if (i < p.count) {
+        let g = p.base + i;
+        let r = g / p.cols;
+        let c = g % p.cols;
+        out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[g];
     }
 }

@@ -14,14 +14,18 @@
 // named variable): a{i}_{j} holds row row0 + i, vec4 column first + j. Edit the script
 // and run `python3 shaders/gemm_cpu_gen.py` rather than the generated code.
 //
-// Bindings (f32, row-major; n4 = N / 4, k4 = K / 4):
-//   0: x     storage, read       [*] vec4; row m of X starts at vec4 (p.x_offset + m * p.ldx) / 4
-//   1: w     storage, read       main_in_out: [K, n4] vec4 (weights stored [in, out]);
-//                                main_out_in: [N, k4] vec4 (weights stored [out, in])
-//   2: bias  storage, read       [n4] vec4; read only when HAS_BIAS (otherwise any buffer)
-//   3: y     storage, read_write [M, n4] vec4
+// Bindings (vec4<f32>, row-major; each a band of rows of a tensor, src/tensor.rs; offsets
+// and leading dimensions in f32 elements, all multiples of 4, as are N and K, which
+// src/gemm.rs checks):
+//   0: x     storage, read       row m of X starts at vec4 (p.x_offset + m * p.ldx) / 4
+//   1: w     storage, read       main_in_out (weights stored [in, out]): row k of W starts at
+//                                vec4 (p.w_offset + k * p.ldw) / 4; main_out_in ([out, in]):
+//                                row n (output column n) starts at (p.w_offset + n * p.ldw) / 4
+//   2: bias  storage, read       vec4 j at (p.bias_offset / 4) + j; read only when HAS_BIAS
+//   3: y     storage, read_write row m starts at vec4 (p.y_offset + m * p.ldy) / 4
 //   4: p     uniform Params
-// Requirements (checked by src/gemm.rs): N, K, p.ldx and p.x_offset multiples of 4.
+// p.accumulate != 0: Y starts from its current value (K split in blocks, epilogue on the
+// last one), which keeps the fma order, and the bits, of an unsplit sum.
 //
 // Dispatch: workgroups (ceil(n4 / 32), ceil(M / 16), 1) of 8 invocations.
 //
@@ -35,9 +39,13 @@ struct Params {
     k: u32,
     ldx: u32,
     x_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    ldy: u32,
+    y_offset: u32,
+    ldw: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 override HAS_BIAS: bool = false;
@@ -55,13 +63,23 @@ fn activate4(v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));
 }
 
+// Where row `row` (clamped to the last one), vec4 column `c4` of Y lives.
+fn y_at(row: u32, c4: u32) -> u32 {
+    return (p.y_offset + min(row, p.m - 1u) * p.ldy) / 4u + c4;
+}
+
+// The starting value of an accumulator: 0, or Y's partial sum from earlier K blocks.
+fn start(row: u32, c4: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), y[y_at(row, c4)], p.accumulate != 0u);
+}
+
 fn store_row(row: u32, c4: u32, v: vec4<f32>) {
     if (row < p.m && c4 < p.n / 4u) {
         var b = vec4<f32>(0.0);
         if (HAS_BIAS) {
-            b = bias[c4];
+            b = bias[p.bias_offset / 4u + c4];
         }
-        y[row * (p.n / 4u) + c4] = activate4(v + b);
+        y[y_at(row, c4)] = activate4(v + b);
     }
 }
 
@@ -86,27 +104,29 @@ fn main_in_out(
     let x10 = (p.x_offset + min(row0 + 10u, p.m - 1u) * p.ldx) / 4u; let x11 = (p.x_offset + min(row0 + 11u, p.m - 1u) * p.ldx) / 4u;
     let x12 = (p.x_offset + min(row0 + 12u, p.m - 1u) * p.ldx) / 4u; let x13 = (p.x_offset + min(row0 + 13u, p.m - 1u) * p.ldx) / 4u;
     let x14 = (p.x_offset + min(row0 + 14u, p.m - 1u) * p.ldx) / 4u; let x15 = (p.x_offset + min(row0 + 15u, p.m - 1u) * p.ldx) / 4u;
-    var a0_0 = vec4<f32>(0.0); var a0_1 = vec4<f32>(0.0); var a0_2 = vec4<f32>(0.0); var a0_3 = vec4<f32>(0.0);
-    var a1_0 = vec4<f32>(0.0); var a1_1 = vec4<f32>(0.0); var a1_2 = vec4<f32>(0.0); var a1_3 = vec4<f32>(0.0);
-    var a2_0 = vec4<f32>(0.0); var a2_1 = vec4<f32>(0.0); var a2_2 = vec4<f32>(0.0); var a2_3 = vec4<f32>(0.0);
-    var a3_0 = vec4<f32>(0.0); var a3_1 = vec4<f32>(0.0); var a3_2 = vec4<f32>(0.0); var a3_3 = vec4<f32>(0.0);
-    var a4_0 = vec4<f32>(0.0); var a4_1 = vec4<f32>(0.0); var a4_2 = vec4<f32>(0.0); var a4_3 = vec4<f32>(0.0);
-    var a5_0 = vec4<f32>(0.0); var a5_1 = vec4<f32>(0.0); var a5_2 = vec4<f32>(0.0); var a5_3 = vec4<f32>(0.0);
-    var a6_0 = vec4<f32>(0.0); var a6_1 = vec4<f32>(0.0); var a6_2 = vec4<f32>(0.0); var a6_3 = vec4<f32>(0.0);
-    var a7_0 = vec4<f32>(0.0); var a7_1 = vec4<f32>(0.0); var a7_2 = vec4<f32>(0.0); var a7_3 = vec4<f32>(0.0);
-    var a8_0 = vec4<f32>(0.0); var a8_1 = vec4<f32>(0.0); var a8_2 = vec4<f32>(0.0); var a8_3 = vec4<f32>(0.0);
-    var a9_0 = vec4<f32>(0.0); var a9_1 = vec4<f32>(0.0); var a9_2 = vec4<f32>(0.0); var a9_3 = vec4<f32>(0.0);
-    var a10_0 = vec4<f32>(0.0); var a10_1 = vec4<f32>(0.0); var a10_2 = vec4<f32>(0.0); var a10_3 = vec4<f32>(0.0);
-    var a11_0 = vec4<f32>(0.0); var a11_1 = vec4<f32>(0.0); var a11_2 = vec4<f32>(0.0); var a11_3 = vec4<f32>(0.0);
-    var a12_0 = vec4<f32>(0.0); var a12_1 = vec4<f32>(0.0); var a12_2 = vec4<f32>(0.0); var a12_3 = vec4<f32>(0.0);
-    var a13_0 = vec4<f32>(0.0); var a13_1 = vec4<f32>(0.0); var a13_2 = vec4<f32>(0.0); var a13_3 = vec4<f32>(0.0);
-    var a14_0 = vec4<f32>(0.0); var a14_1 = vec4<f32>(0.0); var a14_2 = vec4<f32>(0.0); var a14_3 = vec4<f32>(0.0);
-    var a15_0 = vec4<f32>(0.0); var a15_1 = vec4<f32>(0.0); var a15_2 = vec4<f32>(0.0); var a15_3 = vec4<f32>(0.0);
+    let wo = p.w_offset / 4u;
+    let lw = p.ldw / 4u;
+    var a0_0 = start(row0 + 0u, c0); var a0_1 = start(row0 + 0u, c1); var a0_2 = start(row0 + 0u, c2); var a0_3 = start(row0 + 0u, c3);
+    var a1_0 = start(row0 + 1u, c0); var a1_1 = start(row0 + 1u, c1); var a1_2 = start(row0 + 1u, c2); var a1_3 = start(row0 + 1u, c3);
+    var a2_0 = start(row0 + 2u, c0); var a2_1 = start(row0 + 2u, c1); var a2_2 = start(row0 + 2u, c2); var a2_3 = start(row0 + 2u, c3);
+    var a3_0 = start(row0 + 3u, c0); var a3_1 = start(row0 + 3u, c1); var a3_2 = start(row0 + 3u, c2); var a3_3 = start(row0 + 3u, c3);
+    var a4_0 = start(row0 + 4u, c0); var a4_1 = start(row0 + 4u, c1); var a4_2 = start(row0 + 4u, c2); var a4_3 = start(row0 + 4u, c3);
+    var a5_0 = start(row0 + 5u, c0); var a5_1 = start(row0 + 5u, c1); var a5_2 = start(row0 + 5u, c2); var a5_3 = start(row0 + 5u, c3);
+    var a6_0 = start(row0 + 6u, c0); var a6_1 = start(row0 + 6u, c1); var a6_2 = start(row0 + 6u, c2); var a6_3 = start(row0 + 6u, c3);
+    var a7_0 = start(row0 + 7u, c0); var a7_1 = start(row0 + 7u, c1); var a7_2 = start(row0 + 7u, c2); var a7_3 = start(row0 + 7u, c3);
+    var a8_0 = start(row0 + 8u, c0); var a8_1 = start(row0 + 8u, c1); var a8_2 = start(row0 + 8u, c2); var a8_3 = start(row0 + 8u, c3);
+    var a9_0 = start(row0 + 9u, c0); var a9_1 = start(row0 + 9u, c1); var a9_2 = start(row0 + 9u, c2); var a9_3 = start(row0 + 9u, c3);
+    var a10_0 = start(row0 + 10u, c0); var a10_1 = start(row0 + 10u, c1); var a10_2 = start(row0 + 10u, c2); var a10_3 = start(row0 + 10u, c3);
+    var a11_0 = start(row0 + 11u, c0); var a11_1 = start(row0 + 11u, c1); var a11_2 = start(row0 + 11u, c2); var a11_3 = start(row0 + 11u, c3);
+    var a12_0 = start(row0 + 12u, c0); var a12_1 = start(row0 + 12u, c1); var a12_2 = start(row0 + 12u, c2); var a12_3 = start(row0 + 12u, c3);
+    var a13_0 = start(row0 + 13u, c0); var a13_1 = start(row0 + 13u, c1); var a13_2 = start(row0 + 13u, c2); var a13_3 = start(row0 + 13u, c3);
+    var a14_0 = start(row0 + 14u, c0); var a14_1 = start(row0 + 14u, c1); var a14_2 = start(row0 + 14u, c2); var a14_3 = start(row0 + 14u, c3);
+    var a15_0 = start(row0 + 15u, c0); var a15_1 = start(row0 + 15u, c1); var a15_2 = start(row0 + 15u, c2); var a15_3 = start(row0 + 15u, c3);
     for (var kq = 0u; kq < k4; kq++) {
-        let b0_0 = w[(kq * 4u + 0u) * n4 + c0]; let b0_1 = w[(kq * 4u + 1u) * n4 + c0]; let b0_2 = w[(kq * 4u + 2u) * n4 + c0]; let b0_3 = w[(kq * 4u + 3u) * n4 + c0];
-        let b1_0 = w[(kq * 4u + 0u) * n4 + c1]; let b1_1 = w[(kq * 4u + 1u) * n4 + c1]; let b1_2 = w[(kq * 4u + 2u) * n4 + c1]; let b1_3 = w[(kq * 4u + 3u) * n4 + c1];
-        let b2_0 = w[(kq * 4u + 0u) * n4 + c2]; let b2_1 = w[(kq * 4u + 1u) * n4 + c2]; let b2_2 = w[(kq * 4u + 2u) * n4 + c2]; let b2_3 = w[(kq * 4u + 3u) * n4 + c2];
-        let b3_0 = w[(kq * 4u + 0u) * n4 + c3]; let b3_1 = w[(kq * 4u + 1u) * n4 + c3]; let b3_2 = w[(kq * 4u + 2u) * n4 + c3]; let b3_3 = w[(kq * 4u + 3u) * n4 + c3];
+        let b0_0 = w[wo + (kq * 4u + 0u) * lw + c0]; let b0_1 = w[wo + (kq * 4u + 1u) * lw + c0]; let b0_2 = w[wo + (kq * 4u + 2u) * lw + c0]; let b0_3 = w[wo + (kq * 4u + 3u) * lw + c0];
+        let b1_0 = w[wo + (kq * 4u + 0u) * lw + c1]; let b1_1 = w[wo + (kq * 4u + 1u) * lw + c1]; let b1_2 = w[wo + (kq * 4u + 2u) * lw + c1]; let b1_3 = w[wo + (kq * 4u + 3u) * lw + c1];
+        let b2_0 = w[wo + (kq * 4u + 0u) * lw + c2]; let b2_1 = w[wo + (kq * 4u + 1u) * lw + c2]; let b2_2 = w[wo + (kq * 4u + 2u) * lw + c2]; let b2_3 = w[wo + (kq * 4u + 3u) * lw + c2];
+        let b3_0 = w[wo + (kq * 4u + 0u) * lw + c3]; let b3_1 = w[wo + (kq * 4u + 1u) * lw + c3]; let b3_2 = w[wo + (kq * 4u + 2u) * lw + c3]; let b3_3 = w[wo + (kq * 4u + 3u) * lw + c3];
         let v0 = x[x0 + kq];
         a0_0 = fma(vec4<f32>(v0.w), b0_3, fma(vec4<f32>(v0.z), b0_2, fma(vec4<f32>(v0.y), b0_1, fma(vec4<f32>(v0.x), b0_0, a0_0))));
         a0_1 = fma(vec4<f32>(v0.w), b1_3, fma(vec4<f32>(v0.z), b1_2, fma(vec4<f32>(v0.y), b1_1, fma(vec4<f32>(v0.x), b1_0, a0_1))));
@@ -225,27 +245,29 @@ fn main_out_in(
     let x10 = (p.x_offset + min(row0 + 10u, p.m - 1u) * p.ldx) / 4u; let x11 = (p.x_offset + min(row0 + 11u, p.m - 1u) * p.ldx) / 4u;
     let x12 = (p.x_offset + min(row0 + 12u, p.m - 1u) * p.ldx) / 4u; let x13 = (p.x_offset + min(row0 + 13u, p.m - 1u) * p.ldx) / 4u;
     let x14 = (p.x_offset + min(row0 + 14u, p.m - 1u) * p.ldx) / 4u; let x15 = (p.x_offset + min(row0 + 15u, p.m - 1u) * p.ldx) / 4u;
-    var a0_0 = vec4<f32>(0.0); var a0_1 = vec4<f32>(0.0); var a0_2 = vec4<f32>(0.0); var a0_3 = vec4<f32>(0.0);
-    var a1_0 = vec4<f32>(0.0); var a1_1 = vec4<f32>(0.0); var a1_2 = vec4<f32>(0.0); var a1_3 = vec4<f32>(0.0);
-    var a2_0 = vec4<f32>(0.0); var a2_1 = vec4<f32>(0.0); var a2_2 = vec4<f32>(0.0); var a2_3 = vec4<f32>(0.0);
-    var a3_0 = vec4<f32>(0.0); var a3_1 = vec4<f32>(0.0); var a3_2 = vec4<f32>(0.0); var a3_3 = vec4<f32>(0.0);
-    var a4_0 = vec4<f32>(0.0); var a4_1 = vec4<f32>(0.0); var a4_2 = vec4<f32>(0.0); var a4_3 = vec4<f32>(0.0);
-    var a5_0 = vec4<f32>(0.0); var a5_1 = vec4<f32>(0.0); var a5_2 = vec4<f32>(0.0); var a5_3 = vec4<f32>(0.0);
-    var a6_0 = vec4<f32>(0.0); var a6_1 = vec4<f32>(0.0); var a6_2 = vec4<f32>(0.0); var a6_3 = vec4<f32>(0.0);
-    var a7_0 = vec4<f32>(0.0); var a7_1 = vec4<f32>(0.0); var a7_2 = vec4<f32>(0.0); var a7_3 = vec4<f32>(0.0);
-    var a8_0 = vec4<f32>(0.0); var a8_1 = vec4<f32>(0.0); var a8_2 = vec4<f32>(0.0); var a8_3 = vec4<f32>(0.0);
-    var a9_0 = vec4<f32>(0.0); var a9_1 = vec4<f32>(0.0); var a9_2 = vec4<f32>(0.0); var a9_3 = vec4<f32>(0.0);
-    var a10_0 = vec4<f32>(0.0); var a10_1 = vec4<f32>(0.0); var a10_2 = vec4<f32>(0.0); var a10_3 = vec4<f32>(0.0);
-    var a11_0 = vec4<f32>(0.0); var a11_1 = vec4<f32>(0.0); var a11_2 = vec4<f32>(0.0); var a11_3 = vec4<f32>(0.0);
-    var a12_0 = vec4<f32>(0.0); var a12_1 = vec4<f32>(0.0); var a12_2 = vec4<f32>(0.0); var a12_3 = vec4<f32>(0.0);
-    var a13_0 = vec4<f32>(0.0); var a13_1 = vec4<f32>(0.0); var a13_2 = vec4<f32>(0.0); var a13_3 = vec4<f32>(0.0);
-    var a14_0 = vec4<f32>(0.0); var a14_1 = vec4<f32>(0.0); var a14_2 = vec4<f32>(0.0); var a14_3 = vec4<f32>(0.0);
-    var a15_0 = vec4<f32>(0.0); var a15_1 = vec4<f32>(0.0); var a15_2 = vec4<f32>(0.0); var a15_3 = vec4<f32>(0.0);
+    let wo = p.w_offset / 4u;
+    let lw = p.ldw / 4u;
+    var a0_0 = start(row0 + 0u, c0); var a0_1 = start(row0 + 0u, c1); var a0_2 = start(row0 + 0u, c2); var a0_3 = start(row0 + 0u, c3);
+    var a1_0 = start(row0 + 1u, c0); var a1_1 = start(row0 + 1u, c1); var a1_2 = start(row0 + 1u, c2); var a1_3 = start(row0 + 1u, c3);
+    var a2_0 = start(row0 + 2u, c0); var a2_1 = start(row0 + 2u, c1); var a2_2 = start(row0 + 2u, c2); var a2_3 = start(row0 + 2u, c3);
+    var a3_0 = start(row0 + 3u, c0); var a3_1 = start(row0 + 3u, c1); var a3_2 = start(row0 + 3u, c2); var a3_3 = start(row0 + 3u, c3);
+    var a4_0 = start(row0 + 4u, c0); var a4_1 = start(row0 + 4u, c1); var a4_2 = start(row0 + 4u, c2); var a4_3 = start(row0 + 4u, c3);
+    var a5_0 = start(row0 + 5u, c0); var a5_1 = start(row0 + 5u, c1); var a5_2 = start(row0 + 5u, c2); var a5_3 = start(row0 + 5u, c3);
+    var a6_0 = start(row0 + 6u, c0); var a6_1 = start(row0 + 6u, c1); var a6_2 = start(row0 + 6u, c2); var a6_3 = start(row0 + 6u, c3);
+    var a7_0 = start(row0 + 7u, c0); var a7_1 = start(row0 + 7u, c1); var a7_2 = start(row0 + 7u, c2); var a7_3 = start(row0 + 7u, c3);
+    var a8_0 = start(row0 + 8u, c0); var a8_1 = start(row0 + 8u, c1); var a8_2 = start(row0 + 8u, c2); var a8_3 = start(row0 + 8u, c3);
+    var a9_0 = start(row0 + 9u, c0); var a9_1 = start(row0 + 9u, c1); var a9_2 = start(row0 + 9u, c2); var a9_3 = start(row0 + 9u, c3);
+    var a10_0 = start(row0 + 10u, c0); var a10_1 = start(row0 + 10u, c1); var a10_2 = start(row0 + 10u, c2); var a10_3 = start(row0 + 10u, c3);
+    var a11_0 = start(row0 + 11u, c0); var a11_1 = start(row0 + 11u, c1); var a11_2 = start(row0 + 11u, c2); var a11_3 = start(row0 + 11u, c3);
+    var a12_0 = start(row0 + 12u, c0); var a12_1 = start(row0 + 12u, c1); var a12_2 = start(row0 + 12u, c2); var a12_3 = start(row0 + 12u, c3);
+    var a13_0 = start(row0 + 13u, c0); var a13_1 = start(row0 + 13u, c1); var a13_2 = start(row0 + 13u, c2); var a13_3 = start(row0 + 13u, c3);
+    var a14_0 = start(row0 + 14u, c0); var a14_1 = start(row0 + 14u, c1); var a14_2 = start(row0 + 14u, c2); var a14_3 = start(row0 + 14u, c3);
+    var a15_0 = start(row0 + 15u, c0); var a15_1 = start(row0 + 15u, c1); var a15_2 = start(row0 + 15u, c2); var a15_3 = start(row0 + 15u, c3);
     for (var kq = 0u; kq < k4; kq++) {
-        let b0_0 = w[(c0 * 4u + 0u) * k4 + kq]; let b0_1 = w[(c0 * 4u + 1u) * k4 + kq]; let b0_2 = w[(c0 * 4u + 2u) * k4 + kq]; let b0_3 = w[(c0 * 4u + 3u) * k4 + kq];
-        let b1_0 = w[(c1 * 4u + 0u) * k4 + kq]; let b1_1 = w[(c1 * 4u + 1u) * k4 + kq]; let b1_2 = w[(c1 * 4u + 2u) * k4 + kq]; let b1_3 = w[(c1 * 4u + 3u) * k4 + kq];
-        let b2_0 = w[(c2 * 4u + 0u) * k4 + kq]; let b2_1 = w[(c2 * 4u + 1u) * k4 + kq]; let b2_2 = w[(c2 * 4u + 2u) * k4 + kq]; let b2_3 = w[(c2 * 4u + 3u) * k4 + kq];
-        let b3_0 = w[(c3 * 4u + 0u) * k4 + kq]; let b3_1 = w[(c3 * 4u + 1u) * k4 + kq]; let b3_2 = w[(c3 * 4u + 2u) * k4 + kq]; let b3_3 = w[(c3 * 4u + 3u) * k4 + kq];
+        let b0_0 = w[wo + (c0 * 4u + 0u) * lw + kq]; let b0_1 = w[wo + (c0 * 4u + 1u) * lw + kq]; let b0_2 = w[wo + (c0 * 4u + 2u) * lw + kq]; let b0_3 = w[wo + (c0 * 4u + 3u) * lw + kq];
+        let b1_0 = w[wo + (c1 * 4u + 0u) * lw + kq]; let b1_1 = w[wo + (c1 * 4u + 1u) * lw + kq]; let b1_2 = w[wo + (c1 * 4u + 2u) * lw + kq]; let b1_3 = w[wo + (c1 * 4u + 3u) * lw + kq];
+        let b2_0 = w[wo + (c2 * 4u + 0u) * lw + kq]; let b2_1 = w[wo + (c2 * 4u + 1u) * lw + kq]; let b2_2 = w[wo + (c2 * 4u + 2u) * lw + kq]; let b2_3 = w[wo + (c2 * 4u + 3u) * lw + kq];
+        let b3_0 = w[wo + (c3 * 4u + 0u) * lw + kq]; let b3_1 = w[wo + (c3 * 4u + 1u) * lw + kq]; let b3_2 = w[wo + (c3 * 4u + 2u) * lw + kq]; let b3_3 = w[wo + (c3 * 4u + 3u) * lw + kq];
         let v0 = x[x0 + kq];
         a0_0 = a0_0 + vec4<f32>(dot(v0, b0_0), dot(v0, b0_1), dot(v0, b0_2), dot(v0, b0_3));
         a0_1 = a0_1 + vec4<f32>(dot(v0, b1_0), dot(v0, b1_1), dot(v0, b1_2), dot(v0, b1_3));

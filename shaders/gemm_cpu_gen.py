@@ -18,12 +18,13 @@ def entry(name, outin):
     s+='    // Rows past M repeat row M - 1 (never stored), so every load stays in bounds.\n'
     for i in range(0, R, 2):
         s+='    ' + ' '.join(f'let x{q} = (p.x_offset + min(row0 + {q}u, p.m - 1u) * p.ldx) / 4u;' for q in (i, i+1)) + '\n'
+    s+='    let wo = p.w_offset / 4u;\n    let lw = p.ldw / 4u;\n'
     for i in range(R):
-        s+='    ' + ' '.join(f'var a{i}_{j} = vec4<f32>(0.0);' for j in range(C)) + '\n'
+        s+='    ' + ' '.join(f'var a{i}_{j} = start(row0 + {i}u, c{j});' for j in range(C)) + '\n'
     s+='    for (var kq = 0u; kq < k4; kq++) {\n'
     if not outin:
         for j in range(C):
-            s+='        ' + ' '.join(f'let b{j}_{u} = w[(kq * 4u + {u}u) * n4 + c{j}];' for u in range(4)) + '\n'
+            s+='        ' + ' '.join(f'let b{j}_{u} = w[wo + (kq * 4u + {u}u) * lw + c{j}];' for u in range(4)) + '\n'
         for i in range(R):
             s+=f'        let v{i} = x[x{i} + kq];\n'
             for j in range(C):
@@ -33,7 +34,7 @@ def entry(name, outin):
                 s+=f'        a{i}_{j} = {expr};\n'
     else:
         for j in range(C):
-            s+='        ' + ' '.join(f'let b{j}_{u} = w[(c{j} * 4u + {u}u) * k4 + kq];' for u in range(4)) + '\n'
+            s+='        ' + ' '.join(f'let b{j}_{u} = w[wo + (c{j} * 4u + {u}u) * lw + kq];' for u in range(4)) + '\n'
         for i in range(R):
             s+=f'        let v{i} = x[x{i} + kq];\n'
             for j in range(C):

@@ -1,13 +1,17 @@
 // GEMM for GPUs: workgroup-memory tiles with register blocking, fused epilogue: Y = act(X . W + bias).
 // Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
 //
-// Bindings (all f32, row-major):
+// Bindings (all f32, row-major; each a band of rows of a tensor, src/tensor.rs):
 //   0: x     storage, read       element (m, k) at x[p.x_offset + m * p.ldx + k], m < M, k < K
-//   1: w     storage, read       [K, N] when W_OUT_IN == false (weights stored [in, out]),
-//                                [N, K] when W_OUT_IN == true  (PyTorch nn.Linear.weight)
-//   2: bias  storage, read       [N]; read only when HAS_BIAS (otherwise any buffer)
-//   3: y     storage, read_write [M, N]
+//   1: w     storage, read       W_OUT_IN == false (weights stored [in, out]): element (k, n)
+//                                at w[p.w_offset + k * p.ldw + n]; W_OUT_IN == true (PyTorch
+//                                nn.Linear.weight, [out, in]): at w[p.w_offset + n * p.ldw + k]
+//   2: bias  storage, read       element n at bias[p.bias_offset + n]; read only when HAS_BIAS
+//   3: y     storage, read_write element (m, n) at y[p.y_offset + m * p.ldy + n]
 //   4: p     uniform Params
+// p.accumulate != 0: Y starts from its current value instead of 0 (K split in blocks; the
+// epilogue constants are then set for the last block only). Starting each element's sum
+// from the stored partial keeps the order, and the bits, of an unsplit sum.
 //
 // Dispatch: workgroups (ceil(N / 64), ceil(M / 64), 1). Each workgroup computes a 64 x 64
 // tile of Y; each of its 16 x 16 invocations a 4 x 4 block in registers. K is walked in
@@ -23,9 +27,13 @@ struct Params {
     k: u32,
     ldx: u32,
     x_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    ldy: u32,
+    y_offset: u32,
+    ldw: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 override W_OUT_IN: bool = false;
@@ -55,9 +63,9 @@ fn load_x(row: u32, kk: u32) -> f32 {
 fn load_w(kk: u32, col: u32) -> f32 {
     if (kk < p.k && col < p.n) {
         if (W_OUT_IN) {
-            return w[col * p.k + kk];
+            return w[p.w_offset + col * p.ldw + kk];
         }
-        return w[kk * p.n + col];
+        return w[p.w_offset + kk * p.ldw + col];
     }
     return 0.0;
 }
@@ -71,9 +79,15 @@ fn main(
     let col0 = wid.x * TILE_N;
     let tid = lid.y * 16u + lid.x;
 
+    // acc[i * 4 + j]: row row0 + lid.y * 4 + i, column col0 + lid.x * 4 + j.
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
+        let row = row0 + lid.y * 4u + i / 4u;
+        let col = col0 + lid.x * 4u + i % 4u;
+        if (p.accumulate != 0u && row < p.m && col < p.n) {
+            acc[i] = y[p.y_offset + row * p.ldy + col];
+        }
     }
 
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
@@ -118,9 +132,9 @@ fn main(
             if (row < p.m && col < p.n) {
                 var v = acc[i * 4u + j];
                 if (HAS_BIAS) {
-                    v = v + bias[col];
+                    v = v + bias[p.bias_offset + col];
                 }
-                y[row * p.n + col] = activate(v);
+                y[p.y_offset + row * p.ldy + col] = activate(v);
             }
         }
     }

@@ -2,13 +2,18 @@
 // blocks, vec4 workgroup reads; fused epilogue: Y = act(X . W + bias).
 // Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
 //
-// Bindings (all f32, row-major; any M, N, K, no alignment needed):
+// Bindings (all f32, row-major; any M, N, K, no alignment; each a band of rows of a
+// tensor, src/tensor.rs):
 //   0: x     storage, read       element (m, k) at x[p.x_offset + m * p.ldx + k], m < M, k < K
-//   1: w     storage, read       [K, N] when W_OUT_IN == false (weights stored [in, out]),
-//                                [N, K] when W_OUT_IN == true  (PyTorch nn.Linear.weight)
-//   2: bias  storage, read       [N]; read only when HAS_BIAS (otherwise any buffer)
-//   3: y     storage, read_write [M, N]
+//   1: w     storage, read       W_OUT_IN == false (weights stored [in, out]): element (k, n)
+//                                at w[p.w_offset + k * p.ldw + n]; W_OUT_IN == true (PyTorch
+//                                nn.Linear.weight, [out, in]): at w[p.w_offset + n * p.ldw + k]
+//   2: bias  storage, read       element n at bias[p.bias_offset + n]; read only when HAS_BIAS
+//   3: y     storage, read_write element (m, n) at y[p.y_offset + m * p.ldy + n]
 //   4: p     uniform Params
+// p.accumulate != 0: Y starts from its current value instead of 0 (K split in blocks; the
+// epilogue constants are then set for the last block only). Starting each element's sum
+// from the stored partial keeps the order, and the bits, of an unsplit sum.
 //
 // Dispatch: workgroups (ceil(N / 128), ceil(M / 128), 1) of 16 x 16 invocations. K is
 // walked in steps of 8: each invocation loads 4 values of X and 4 of W into workgroup
@@ -25,9 +30,13 @@ struct Params {
     k: u32,
     ldx: u32,
     x_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    ldy: u32,
+    y_offset: u32,
+    ldw: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 override W_OUT_IN: bool = false;
@@ -58,9 +67,9 @@ fn load_x(row: u32, kk: u32) -> f32 {
 fn load_w(kk: u32, col: u32) -> f32 {
     if (kk < p.k && col < p.n) {
         if (W_OUT_IN) {
-            return w[col * p.k + kk];
+            return w[p.w_offset + col * p.ldw + kk];
         }
-        return w[kk * p.n + col];
+        return w[p.w_offset + kk * p.ldw + col];
     }
     return 0.0;
 }
@@ -78,6 +87,15 @@ fn main(
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = vec4<f32>(0.0);
+        if (p.accumulate != 0u) {
+            let row = row0 + lid.y * 8u + i / 2u;
+            for (var j = 0u; j < 4u; j++) {
+                let col = col0 + lid.x * 8u + (i % 2u) * 4u + j;
+                if (row < p.m && col < p.n) {
+                    acc[i][j] = y[p.y_offset + row * p.ldy + col];
+                }
+            }
+        }
     }
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
@@ -125,9 +143,9 @@ fn main(
             if (row < p.m && col < p.n) {
                 var v = acc[i * 2u + j / 4u][j % 4u];
                 if (HAS_BIAS) {
-                    v = v + bias[col];
+                    v = v + bias[p.bias_offset + col];
                 }
-                y[row * p.n + col] = activate(v);
+                y[p.y_offset + row * p.ldy + col] = activate(v);
             }
         }
     }

@@ -1,15 +1,16 @@
 // Sum of up to four same-shape f32 buffers, in a fixed order: the on-device all-reduce of
 // ranks that share one device (src/collective/device.rs).
 //
-// Bindings (vec4<f32>, p.len vec4s each: the f32 length is a multiple of 4, which
-// src/collective/device.rs checks; other lengths use elementwise.wgsl's `add`):
+// Bindings (vec4<f32>; one band of rows of each tensor, whose f32 length is a multiple of 4,
+// which src/collective/device.rs checks; other lengths use elementwise.wgsl's `add`):
 //   0..3: a, b, c, d  storage, read        the addends; only the first p.count are read
 //   4:    out         storage, read_write  ((a + b) + c) + d, cut to p.count terms
 //   5:    p           uniform Params
 //
-// Dispatch: workgroups (gx, gy, 1) of 256 invocations; vec4 i = gid.x + gid.y * p.row_stride
-// where p.row_stride = gx * 256. Invocations with i >= p.len do nothing. (vec4 loads: on
-// llvmpipe every storage load costs one load per lane, so wider loads are fewer loads.)
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
+// p.row_stride (p.row_stride = gx * 256) handles vec4 p.base + i, for i < p.len. (vec4
+// loads: on llvmpipe every storage load costs one load per lane, so wider loads are
+// fewer loads.)
 //
 // The association is left to right, as in the host collective, so both give the same bits.
 
@@ -17,7 +18,7 @@ struct Params {
     len: u32,
     count: u32,
     row_stride: u32,
-    _pad0: u32,
+    base: u32,
     _pad1: u32,
     _pad2: u32,
     _pad3: u32,
@@ -33,10 +34,11 @@ struct Params {
 
 @compute @workgroup_size(256, 1, 1)
 fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row_stride;
-    if (i >= p.len) {
+    let l = gid.x + gid.y * p.row_stride;
+    if (l >= p.len) {
         return;
     }
+    let i = p.base + l;
     var s = a[i] + b[i];
     if (p.count > 2u) {
         s = s + c[i];

@@ -12,11 +12,14 @@
 //! - [`GemmKernel::Simple`] (`shaders/gemm_simple.wgsl`): one output per invocation, for
 //!   small or odd shapes.
 
-use crate::error::{Error, Result};
+use std::ops::Range;
+
+use crate::error::Result;
 use crate::kernels::{PipelineKey, Shader};
+use crate::ops::overlap;
 use crate::ops::{Activation, WeightLayout};
 use crate::rank::Rank;
-use crate::tensor::Tensor;
+use crate::tensor::{Band, Tensor};
 
 /// Which GEMM kernel family a rank runs ([`GroupBuilder::gemm_kernel`](crate::GroupBuilder::gemm_kernel)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,12 +60,13 @@ pub fn gemm_kernel_for(
     layout: WeightLayout,
 ) -> GemmKernel {
     let _ = layout; // every family takes both layouts; kept for kernels that may not
-    choose(rank, m, n, [k, k, 0])
+    choose(rank, m, n, [k, k, 0], true)
 }
 
-/// [`gemm_kernel_for`] for X read with row stride `x[1]` from column `x[2]`, `x[0] = k`.
-fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3]) -> GemmKernel {
-    let cpu_fits = n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
+/// [`gemm_kernel_for`] for X read with row stride `x[1]` from column `x[2]`, `x[0] = k`,
+/// with `aligned` false when the weight's bands start at rows that are not multiples of 4.
+fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> GemmKernel {
+    let cpu_fits = aligned && n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
     match rank.gemm_kernel() {
         GemmKernel::Cpu | GemmKernel::Auto
             if cpu_fits
@@ -85,6 +89,15 @@ fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3]) -> GemmKernel {
 /// `act(x[:, col0..col0 + k] · W + bias)`: the GEMM over a column window of `x` (a
 /// replicated input sliced for a row-parallel layer without a copy). Shapes are checked
 /// by the caller.
+///
+/// Tensors over the device's buffer limits come in bands of rows (src/tensor.rs), and
+/// one dispatch covers at most `max_compute_workgroups_per_dimension` workgroups a side,
+/// so the product runs in blocks: rows of Y where a band of X meets a band of Y, cut to
+/// one dispatch; output columns cut to one dispatch and, for `OutIn` weights (whose rows
+/// are output columns), to one band of W; and for `InOut` weights (whose rows are k), one
+/// K block per band of W, each after the first adding onto Y's partial sums, with the
+/// bias and activation applied by the last. Each output element still sums its K
+/// products in increasing order from 0, so its bits are those of an unsplit product.
 pub(crate) fn matmul_window(
     x: &Tensor,
     col0: usize,
@@ -96,68 +109,115 @@ pub(crate) fn matmul_window(
 ) -> Result<Tensor> {
     let op = "matmul";
     let rank = x.rank();
-    let m = x.shape()[0];
+    let (m, ldx) = (x.shape()[0], x.shape()[1]);
     let n = layout.in_out(w.shape()).1;
     let out_in = layout == WeightLayout::OutIn;
-    let kernel = choose(rank, m, n, [k, x.shape()[1], col0]);
-    let mut constants = vec![("HAS_BIAS", u32::from(bias.is_some())), ("ACT", act.code())];
-    let (shader, entry, grid) = match kernel {
+    let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    // K blocks: one per band of an InOut W; all of K for OutIn.
+    let k_blocks: Vec<(Option<&Band>, Range<usize>)> = if out_in {
+        vec![(None, 0..k)]
+    } else {
+        w.bands()
+            .iter()
+            .map(|b| (Some(b), b.rows.clone()))
+            .collect()
+    };
+    let w_cuts: Vec<usize> = if out_in {
+        w.bands().iter().map(|b| b.rows.start).collect()
+    } else {
+        k_blocks.iter().map(|(_, r)| r.start).collect()
+    };
+    let aligned = w_cuts.iter().all(|c| c.is_multiple_of(4));
+    let kernel = choose(rank, m, n, [k, ldx, col0], aligned);
+    let (shader, entry, tile) = match kernel {
         GemmKernel::Cpu => {
             let entry = if out_in { "main_out_in" } else { "main_in_out" };
-            (
-                Shader::GemmCpu,
-                entry,
-                [n.div_ceil(CPU_COLS), m.div_ceil(CPU_ROWS)],
-            )
+            (Shader::GemmCpu, entry, [CPU_COLS, CPU_ROWS])
         }
-        GemmKernel::Tiled => {
-            constants.push(("W_OUT_IN", u32::from(out_in)));
-            let (shader, tile) = if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE {
-                (Shader::GemmTiledLarge, TILED_LARGE_TILE)
-            } else {
-                (Shader::GemmTiled, TILED_TILE)
-            };
-            (shader, "main", [n.div_ceil(tile), m.div_ceil(tile)])
+        GemmKernel::Tiled if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE => {
+            (Shader::GemmTiledLarge, "main", [TILED_LARGE_TILE; 2])
         }
-        _ => {
+        GemmKernel::Tiled => (Shader::GemmTiled, "main", [TILED_TILE; 2]),
+        _ => (Shader::GemmSimple, "main", [SIMPLE_TILE; 2]),
+    };
+    let key = |last: bool| {
+        let mut constants = vec![
+            ("HAS_BIAS", u32::from(bias.is_some() && last)),
+            ("ACT", if last { act.code() } else { 0 }),
+        ];
+        if shader != Shader::GemmCpu {
             constants.push(("W_OUT_IN", u32::from(out_in)));
-            let grid = [n.div_ceil(SIMPLE_TILE), m.div_ceil(SIMPLE_TILE)];
-            (Shader::GemmSimple, "main", grid)
+        }
+        PipelineKey {
+            shader,
+            entry,
+            constants,
         }
     };
-    let max = rank.limits().max_compute_workgroups_per_dimension;
-    if let Some(&t) = grid.iter().find(|&&t| t > max as usize) {
-        return Err(Error::DispatchTooLarge {
-            op,
-            workgroups: t as u64,
-            limit: max,
-        });
+    let keys = [key(false), key(true)];
+    // Output column blocks: within one dispatch, and inside one band of an OutIn W.
+    let mut cuts: Vec<usize> = (0..n).step_by(tile[0] * max).chain([n]).collect();
+    if out_in {
+        cuts.extend(&w_cuts);
     }
+    cuts.sort_unstable();
+    cuts.dedup();
     let y = Tensor::output(rank, [m, n], op)?;
-    let key = PipelineKey {
-        shader,
-        entry,
-        constants,
-    };
-    let params = [
-        m as u32,
-        n as u32,
-        k as u32,
-        x.shape()[1] as u32,
-        col0 as u32,
-        0,
-        0,
-        0,
-    ];
-    let bias_buf = bias.map_or(w.as_buffer(), Tensor::as_buffer);
-    let buffers = [x.as_buffer(), w.as_buffer(), bias_buf, y.as_buffer()];
-    crate::ops::submit(
-        rank,
-        op,
-        &key,
-        &buffers,
-        &params,
-        [grid[0] as u32, grid[1] as u32],
-    )?;
+    for yb in y.bands() {
+        for xb in x.bands() {
+            let Some(rows) = overlap(&yb.rows, &xb.rows) else {
+                continue;
+            };
+            for r0 in rows.clone().step_by(tile[1] * max) {
+                let rr = r0..(r0 + tile[1] * max).min(rows.end);
+                for cut in cuts.windows(2) {
+                    let (n0, n1) = (cut[0], cut[1]);
+                    for (i, (w_band, kr)) in k_blocks.iter().enumerate() {
+                        let last = i + 1 == k_blocks.len();
+                        let (w_buf, ldw, w_offset) = match w_band {
+                            Some(b) => (b.buffer(), n, n0),
+                            None => {
+                                let b = band_holding(w, n0);
+                                (b.buffer(), k, (n0 - b.rows.start) * k)
+                            }
+                        };
+                        let bias_buf = bias.map_or(w_buf, |b| b.bands()[0].buffer());
+                        let params = [
+                            rr.len(),
+                            n1 - n0,
+                            kr.len(),
+                            ldx,
+                            (rr.start - xb.rows.start) * ldx + col0 + kr.start,
+                            n,
+                            (rr.start - yb.rows.start) * n + n0,
+                            ldw,
+                            w_offset,
+                            n0,
+                            usize::from(i > 0),
+                            0,
+                        ]
+                        .map(|v| v as u32);
+                        let grid = [(n1 - n0).div_ceil(tile[0]), rr.len().div_ceil(tile[1])];
+                        crate::ops::submit(
+                            rank,
+                            op,
+                            &keys[usize::from(last)],
+                            &[xb.buffer(), w_buf, bias_buf, yb.buffer()],
+                            &params,
+                            grid.map(|g| g as u32),
+                        )?;
+                    }
+                }
+            }
+        }
+    }
     Ok(y)
+}
+
+/// The band of `t` holding row `row`.
+fn band_holding(t: &Tensor, row: usize) -> &Band {
+    t.bands()
+        .iter()
+        .find(|b| b.rows.contains(&row))
+        .unwrap_or(&t.bands()[0])
 }

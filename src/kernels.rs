@@ -208,7 +208,7 @@ impl Kernels {
         encoder: &mut wgpu::CommandEncoder,
         key: &PipelineKey,
         buffers: &[&wgpu::Buffer],
-        params: &[u32; 8],
+        params: &[u32],
         workgroups: [u32; 2],
     ) -> Result<()> {
         let pipeline = self.pipeline(device, key)?;
@@ -252,22 +252,35 @@ fn poisoned() -> Error {
     )
 }
 
-/// A 2-D grid of `ELEMENTWISE_WORKGROUP`-wide workgroups covering `len` elements, and the
-/// row stride (in invocations) the shader uses to linearize it.
-pub(crate) fn elementwise_grid(
-    op: &'static str,
-    len: usize,
-    max_dim: u32,
-) -> Result<([u32; 2], u32)> {
-    let groups = len.div_ceil(ELEMENTWISE_WORKGROUP as usize) as u64;
-    let gx = groups.min(u64::from(max_dim)).max(1);
-    let gy = groups.div_ceil(gx);
-    if gy > u64::from(max_dim) {
-        return Err(Error::DispatchTooLarge {
-            op,
-            workgroups: gy,
-            limit: max_dim,
+/// One dispatch of `elementwise.wgsl` or `reduce.wgsl`: `count` elements from `base`, on a
+/// 2-D grid of `ELEMENTWISE_WORKGROUP`-wide workgroups linearized with `stride`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub base: u32,
+    pub count: u32,
+    pub grid: [u32; 2],
+    pub stride: u32,
+}
+
+/// Dispatches covering elements `[0, len)`, each within `max_dim` workgroups per
+/// dimension (several when one cannot cover them all).
+pub(crate) fn pieces(len: usize, max_dim: u32) -> Vec<Piece> {
+    let max_dim = u64::from(max_dim.max(1));
+    let most = max_dim * max_dim * u64::from(ELEMENTWISE_WORKGROUP);
+    let mut out = Vec::new();
+    let mut base = 0u64;
+    while base < len as u64 {
+        let count = (len as u64 - base).min(most);
+        let groups = count.div_ceil(u64::from(ELEMENTWISE_WORKGROUP));
+        let gx = groups.min(max_dim);
+        let gy = groups.div_ceil(gx);
+        out.push(Piece {
+            base: base as u32,
+            count: count as u32,
+            grid: [gx as u32, gy as u32],
+            stride: gx as u32 * ELEMENTWISE_WORKGROUP,
         });
+        base += count;
     }
-    Ok(([gx as u32, gy as u32], gx as u32 * ELEMENTWISE_WORKGROUP))
+    out
 }

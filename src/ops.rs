@@ -4,9 +4,11 @@
 //! GPU (a later read-back or collective does).
 
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::{elementwise_grid, PipelineKey, Shader};
+use std::ops::Range;
+
+use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::rank::Rank;
-use crate::tensor::{check_shape, Tensor};
+use crate::tensor::Tensor;
 
 /// How a weight matrix of a linear layer with `in` inputs and `out` outputs is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -141,7 +143,7 @@ pub(crate) fn submit(
     op: &'static str,
     key: &PipelineKey,
     buffers: &[&wgpu::Buffer],
-    params: &[u32; 8],
+    params: &[u32],
     grid: [u32; 2],
 ) -> Result<()> {
     rank.scoped(op, || {
@@ -155,48 +157,89 @@ pub(crate) fn submit(
     })
 }
 
-/// Runs an `elementwise.wgsl` entry point writing a fresh `[rows, cols]` tensor.
-fn elementwise(
+/// The rows two ranges share, if any.
+pub(crate) fn overlap(a: &Range<usize>, b: &Range<usize>) -> Option<Range<usize>> {
+    let r = a.start.max(b.start)..a.end.min(b.end);
+    (!r.is_empty()).then_some(r)
+}
+
+/// `a + b - c` as the u32 the shaders add a row index to (it may wrap below 0; the sum
+/// with the row index never does).
+fn row_shift(a: usize, b: usize, c: usize) -> u32 {
+    (a + b).wrapping_sub(c) as u32
+}
+
+/// One `elementwise.wgsl` entry over elements `[base, base + count)` of the band buffers
+/// `bufs` (a, b, out), in as many dispatches as the device's workgroup limit needs.
+/// `shape` is (cols, a_cols, row0, col0), the entry's own parameters.
+fn run_elementwise(
+    rank: &Rank,
+    op: &'static str,
+    key: &PipelineKey,
+    bufs: [&wgpu::Buffer; 3],
+    base: usize,
+    count: usize,
+    shape: [u32; 4],
+) -> Result<()> {
+    for piece in pieces(count, rank.limits().max_compute_workgroups_per_dimension) {
+        let params = [
+            piece.count,
+            shape[0],
+            shape[1],
+            shape[2],
+            shape[3],
+            piece.stride,
+            base as u32 + piece.base,
+            0,
+        ];
+        submit(rank, op, key, &bufs, &params, piece.grid)?;
+    }
+    Ok(())
+}
+
+fn elementwise_key(entry: &'static str, act: Activation) -> PipelineKey {
+    PipelineKey {
+        shader: Shader::Elementwise,
+        entry,
+        constants: vec![("ACT", act.code())],
+    }
+}
+
+/// Runs `activation`, `add` or `add_row` of `elementwise.wgsl`, band by band, into a
+/// fresh tensor of `a`'s shape. `b` has `a`'s shape (so its bands are `a`'s) or, for
+/// `add_row`, is one row.
+fn map_bands(
     op: &'static str,
     entry: &'static str,
     act: Activation,
     a: &Tensor,
     b: Option<&Tensor>,
-    out_shape: [usize; 2],
-    window: [usize; 2],
 ) -> Result<Tensor> {
     let rank = a.rank();
     if let Some(b) = b {
         same_rank(op, rank, b.rank())?;
     }
-    let len = check_shape(op, out_shape)?;
-    let (grid, stride) =
-        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
-    let out = Tensor::output(rank, out_shape, op)?;
-    let key = PipelineKey {
-        shader: Shader::Elementwise,
-        entry,
-        constants: vec![("ACT", act.code())],
-    };
-    let params = [
-        len as u32,
-        out_shape[1] as u32,
-        a.shape()[1] as u32,
-        window[0] as u32,
-        window[1] as u32,
-        stride,
-        0,
-        0,
-    ];
-    let b_buf = b.map_or(a.as_buffer(), Tensor::as_buffer);
-    submit(
-        rank,
-        op,
-        &key,
-        &[a.as_buffer(), b_buf, out.as_buffer()],
-        &params,
-        grid,
-    )?;
+    let out = Tensor::output(rank, a.shape(), op)?;
+    let key = elementwise_key(entry, act);
+    let cols = a.shape()[1];
+    for (i, (ab, ob)) in a.bands().iter().zip(out.bands()).enumerate() {
+        let bb = match b {
+            Some(b) if b.shape()[0] == 1 => b.bands()[0].buffer(),
+            Some(b) => b.bands()[i].buffer(),
+            None => ab.buffer(),
+        };
+        let bufs = [ab.buffer(), bb, ob.buffer()];
+        let len = ab.rows.len() * cols;
+        run_elementwise(
+            rank,
+            op,
+            &key,
+            bufs,
+            0,
+            len,
+            [cols as u32, cols as u32, 0, 0],
+        )?;
+    }
     Ok(out)
 }
 
@@ -205,7 +248,7 @@ fn elementwise(
 /// # Errors
 /// wgpu errors (validation, out of memory, device lost).
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
-    elementwise("activation", "activation", act, x, None, x.shape(), [0, 0])
+    map_bands("activation", "activation", act, x, None)
 }
 
 /// `a + b` elementwise; the shapes must be equal.
@@ -220,15 +263,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             fmt_shape(b.shape()),
         ));
     }
-    elementwise(
-        "add",
-        "add",
-        Activation::Identity,
-        a,
-        Some(b),
-        a.shape(),
-        [0, 0],
-    )
+    map_bands("add", "add", Activation::Identity, a, Some(b))
 }
 
 /// `a + row` with `row: [1, cols]` added to every row of `a: [rows, cols]` (a bias).
@@ -243,15 +278,7 @@ pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
             fmt_shape(row.shape()),
         ));
     }
-    elementwise(
-        "add_row",
-        "add_row",
-        Activation::Identity,
-        a,
-        Some(row),
-        a.shape(),
-        [0, 0],
-    )
+    map_bands("add_row", "add_row", Activation::Identity, a, Some(row))
 }
 
 /// The `[rows, cols]` window of `a` whose top-left element is `(row0, col0)`.
@@ -259,23 +286,34 @@ pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// [`Error::Shape`] when the window leaves `a` or is empty; wgpu errors.
 pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<Tensor> {
+    let op = "slice";
     let [r, c] = a.shape();
     if shape[0] == 0 || shape[1] == 0 || row0 + shape[0] > r || col0 + shape[1] > c {
         return Err(Error::shape(
-            "slice",
+            op,
             format!("a non-empty window inside {}", fmt_shape(a.shape())),
             format!("{} at ({row0}, {col0})", fmt_shape(shape)),
         ));
     }
-    elementwise(
-        "slice",
-        "slice",
-        Activation::Identity,
-        a,
-        None,
-        shape,
-        [row0, col0],
-    )
+    let rank = a.rank();
+    let out = Tensor::output(rank, shape, op)?;
+    let key = elementwise_key("slice", Activation::Identity);
+    let cols = shape[1];
+    // Each output band reads its rows from whichever of a's bands hold them.
+    for ob in out.bands() {
+        let wanted = row0 + ob.rows.start..row0 + ob.rows.end;
+        for ab in a.bands() {
+            let Some(rows) = overlap(&wanted, &ab.rows) else {
+                continue;
+            };
+            let base = (rows.start - row0 - ob.rows.start) * cols;
+            let shift = row_shift(row0, ob.rows.start, ab.rows.start);
+            let bufs = [ab.buffer(), ab.buffer(), ob.buffer()];
+            let dims = [cols as u32, c as u32, shift, col0 as u32];
+            run_elementwise(rank, op, &key, bufs, base, rows.len() * cols, dims)?;
+        }
+    }
+    Ok(out)
 }
 
 /// Writes `a` into the window of `out` whose top-left element is `at` (assembling a
@@ -291,24 +329,20 @@ pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
             format!("{} at {at:?}", fmt_shape(a.shape())),
         ));
     }
-    let len = a.len();
-    let (grid, stride) =
-        elementwise_grid(op, len, rank.limits().max_compute_workgroups_per_dimension)?;
-    let key = PipelineKey {
-        shader: Shader::Elementwise,
-        entry: "place",
-        constants: vec![("ACT", 0)],
-    };
-    let params = [
-        len as u32,
-        c as u32,
-        out.shape()[1] as u32,
-        at[0] as u32,
-        at[1] as u32,
-        stride,
-        0,
-        0,
-    ];
-    let bufs = [a.as_buffer(), a.as_buffer(), out.as_buffer()];
-    submit(rank, op, &key, &bufs, &params, grid)
+    let key = elementwise_key("place", Activation::Identity);
+    // Each band of a lands in whichever of out's bands hold its rows.
+    for ab in a.bands() {
+        let lands = at[0] + ab.rows.start..at[0] + ab.rows.end;
+        for ob in out.bands() {
+            let Some(rows) = overlap(&lands, &ob.rows) else {
+                continue;
+            };
+            let base = (rows.start - at[0] - ab.rows.start) * c;
+            let shift = row_shift(at[0], ab.rows.start, ob.rows.start);
+            let bufs = [ab.buffer(), ab.buffer(), ob.buffer()];
+            let dims = [c as u32, out.shape()[1] as u32, shift, at[1] as u32];
+            run_elementwise(rank, op, &key, bufs, base, rows.len() * c, dims)?;
+        }
+    }
+    Ok(())
 }

@@ -325,28 +325,6 @@ impl Rank {
             _ => error,
         }
     }
-
-    /// Refuses a buffer of `bytes` over this device's limits.
-    pub(crate) fn check_buffer_size(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let l = &self.inner.dev.limits;
-        if bytes > l.max_buffer_size {
-            return Err(Error::BufferTooLarge {
-                op,
-                bytes,
-                limit: l.max_buffer_size,
-                limit_name: "max_buffer_size",
-            });
-        }
-        if bytes > l.max_storage_buffer_binding_size {
-            return Err(Error::BufferTooLarge {
-                op,
-                bytes,
-                limit: l.max_storage_buffer_binding_size,
-                limit_name: "max_storage_buffer_binding_size",
-            });
-        }
-        Ok(())
-    }
 }
 
 /// wgpu's full message (its `Display` says only "Validation Error").

@@ -1,5 +1,11 @@
 //! `Tensor`: a row-major f32 matrix in one rank's device memory; upload and read-back.
+//!
+//! A tensor is stored in bands of whole rows, each its own buffer, so that no buffer
+//! exceeds the device's `max_buffer_size` or `max_storage_buffer_binding_size`: most
+//! tensors are one band; larger ones are split transparently, and every kernel runs per
+//! band.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{fmt_shape, Error, Result};
@@ -9,14 +15,54 @@ use crate::rank::Rank;
 /// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
 ///
 /// Tensors are immutable once made: every operation writes a new one. Cloning is cheap
-/// (the buffer is reference-counted) and shares the device memory. When the last clone
-/// is dropped the buffer goes back to the rank's cache for the next tensor of its size,
-/// so a `wgpu::Buffer` taken from [`Tensor::as_buffer`] must not outlive the tensor.
+/// (the buffers are reference-counted) and shares the device memory. When the last clone
+/// is dropped the buffers go back to the rank's cache for the next tensor of their size,
+/// so a `wgpu::Buffer` taken from [`Tensor::buffers`] must not outlive the tensor.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     rank: Rank,
-    buffer: Arc<Pooled>,
+    bands: Arc<[Band]>,
     shape: [usize; 2],
+}
+
+/// Consecutive whole rows of a tensor, in one buffer (`rows.len() * cols * 4` bytes).
+#[derive(Debug, Clone)]
+pub(crate) struct Band {
+    buffer: Arc<Pooled>,
+    pub(crate) rows: Range<usize>,
+}
+
+impl Band {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+}
+
+/// Rows per band for tensors with `cols` columns on `rank`: as many as fit both limits.
+pub(crate) fn band_rows(rank: &Rank, cols: usize, op: &'static str) -> Result<usize> {
+    let l = rank.limits();
+    let (limit, limit_name) = if l.max_buffer_size <= l.max_storage_buffer_binding_size {
+        (l.max_buffer_size, "max_buffer_size")
+    } else {
+        (
+            l.max_storage_buffer_binding_size,
+            "max_storage_buffer_binding_size",
+        )
+    };
+    let row = cols as u64 * 4;
+    if row > limit {
+        // A band holds whole rows: one row must fit.
+        return Err(Error::BufferTooLarge {
+            op,
+            bytes: row,
+            limit,
+            limit_name,
+        });
+    }
+    // Whole multiples of 4 rows where possible, so that band starts keep the vec4
+    // alignment the CPU GEMM needs.
+    let rows = (limit / row) as usize;
+    Ok(if rows >= 4 { rows - rows % 4 } else { rows })
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -55,9 +101,13 @@ impl Tensor {
             ));
         }
         let t = Self::output(rank, shape, op)?;
+        let cols = shape[1];
         rank.scoped(op, || {
-            rank.queue()
-                .write_buffer(t.as_buffer(), 0, bytemuck::cast_slice(data));
+            for b in t.bands() {
+                let part = &data[b.rows.start * cols..b.rows.end * cols];
+                rank.queue()
+                    .write_buffer(b.buffer(), 0, bytemuck::cast_slice(part));
+            }
             Ok(())
         })?;
         Ok(t)
@@ -74,7 +124,9 @@ impl Tensor {
             let mut enc = rank
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-            enc.clear_buffer(t.as_buffer(), 0, None);
+            for b in t.bands() {
+                enc.clear_buffer(b.buffer(), 0, None);
+            }
             rank.queue().submit([enc.finish()]);
             Ok(())
         })?;
@@ -84,24 +136,34 @@ impl Tensor {
     /// A tensor whose contents are unspecified (a recycled buffer, or a fresh one): for
     /// outputs that the caller writes in full before anyone reads them.
     pub(crate) fn output(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {
-        let len = check_shape(op, shape)?;
-        let bytes = (len * 4) as u64;
-        rank.check_buffer_size(op, bytes)?;
+        check_shape(op, shape)?;
+        let per = band_rows(rank, shape[1], op)?;
         rank.check_health(op)?;
-        let buffer = match rank.buffer_pool().take(bytes) {
-            Some(b) => b,
-            None => rank.scoped(op, || {
-                Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-tp tensor"),
-                    size: bytes,
-                    usage: USAGE,
-                    mapped_at_creation: false,
-                }))
-            })?,
-        };
+        let bands = (0..shape[0])
+            .step_by(per)
+            .map(|r0| {
+                let rows = r0..(r0 + per).min(shape[0]);
+                let bytes = (rows.len() * shape[1] * 4) as u64;
+                let buffer = match rank.buffer_pool().take(bytes) {
+                    Some(b) => b,
+                    None => rank.scoped(op, || {
+                        Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("wgpu-tp tensor"),
+                            size: bytes,
+                            usage: USAGE,
+                            mapped_at_creation: false,
+                        }))
+                    })?,
+                };
+                Ok(Band {
+                    buffer: Pooled::new(buffer, rank.buffer_pool()),
+                    rows,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor {
             rank: rank.clone(),
-            buffer: Pooled::new(buffer, rank.buffer_pool()),
+            bands: bands.into(),
             shape,
         })
     }
@@ -112,7 +174,7 @@ impl Tensor {
         debug_assert!(rank.shares_device_with(&self.rank));
         Tensor {
             rank: rank.clone(),
-            buffer: self.buffer.clone(),
+            bands: self.bands.clone(),
             shape: self.shape,
         }
     }
@@ -137,13 +199,17 @@ impl Tensor {
         &self.rank
     }
 
-    /// The device buffer (`STORAGE | COPY_SRC | COPY_DST`, `4 * len()` bytes).
-    pub fn as_buffer(&self) -> &wgpu::Buffer {
-        self.buffer.buffer()
+    /// The device buffers (`STORAGE | COPY_SRC | COPY_DST`), each holding the rows of its
+    /// range, row-major: one buffer unless the tensor is over the device's buffer limits.
+    pub fn buffers(&self) -> Vec<(&wgpu::Buffer, Range<usize>)> {
+        self.bands
+            .iter()
+            .map(|b| (b.buffer(), b.rows.clone()))
+            .collect()
     }
 
-    pub(crate) fn bytes(&self) -> u64 {
-        (self.len() * 4) as u64
+    pub(crate) fn bands(&self) -> &[Band] {
+        &self.bands
     }
 
     /// Reads the tensor back to the host (waits for the GPU).
@@ -195,39 +261,55 @@ pub(crate) async fn mapped(op: &'static str, rank: usize, rx: MapReceiver) -> Re
 /// every map requested before the first wait, so all ranks' transfers run at once.
 /// Staging buffers come from, and go back to, each rank's pool.
 pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
-    let mut pending: Vec<(&Tensor, wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)> =
-        Vec::with_capacity(tensors.len());
+    type Pending<'a> = (
+        &'a Tensor,
+        wgpu::Buffer,
+        u64,
+        MapReceiver,
+        wgpu::SubmissionIndex,
+    );
+    let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tensors.len());
     for t in tensors {
         let rank = &t.rank;
-        let bytes = t.bytes();
-        pending.push(rank.scoped(op, || {
-            let staging = rank.take_staging(bytes);
-            let mut enc = rank
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-            enc.copy_buffer_to_buffer(t.as_buffer(), 0, &staging, 0, bytes);
-            let submission = rank.queue().submit([enc.finish()]);
-            let rx = map_read(&staging, bytes);
-            Ok((*t, staging, rx, submission))
-        })?);
+        let cols = t.shape[1] as u64;
+        let mut parts = Vec::with_capacity(t.bands.len());
+        for band in t.bands.iter() {
+            let bytes = band.rows.len() as u64 * cols * 4;
+            parts.push(rank.scoped(op, || {
+                let staging = rank.take_staging(bytes);
+                let mut enc = rank
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+                enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
+                let submission = rank.queue().submit([enc.finish()]);
+                let rx = map_read(&staging, bytes);
+                Ok((*t, staging, bytes, rx, submission))
+            })?);
+        }
+        pending.push(parts);
     }
     let mut out = Vec::with_capacity(pending.len());
-    for (t, staging, rx, submission) in pending {
-        let rank = t.rank.index();
-        let bytes = t.bytes();
-        t.rank.wait(op, submission)?;
-        mapped(op, rank, rx)
-            .await
-            .map_err(|e| t.rank.loss_or(op, e))?;
-        let values = {
-            let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {
-                let message = e.to_string();
-                t.rank.loss_or(op, Error::Map { op, rank, message })
-            })?;
-            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
-        };
-        staging.unmap();
-        t.rank.give_staging(staging);
+    for parts in pending {
+        let mut values = Vec::new();
+        for (t, staging, bytes, rx, submission) in parts {
+            let rank = t.rank.index();
+            t.rank.wait(op, submission)?;
+            mapped(op, rank, rx)
+                .await
+                .map_err(|e| t.rank.loss_or(op, e))?;
+            {
+                let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {
+                    let message = e.to_string();
+                    t.rank.loss_or(op, Error::Map { op, rank, message })
+                })?;
+                match bytemuck::try_cast_slice::<u8, f32>(&view) {
+                    Ok(v) => values.extend_from_slice(v),
+                    Err(_) => values.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&view)),
+                }
+            }
+            staging.unmap();
+            t.rank.give_staging(staging);
+        }
         out.push(values);
     }
     Ok(out)

@@ -256,6 +256,10 @@ fn buffers_over_the_device_limits() {
         Tensor::from_host(r, &[1.0; 256], [16, 16]).is_ok(),
         "exactly at the limit"
     );
+    // Over the limit as a whole is fine (bands of rows, tests/chunking.rs); one row
+    // over it cannot be split and is refused.
+    let t = Tensor::from_host(r, &[2.0; 272], [17, 16]).unwrap();
+    assert_eq!(t.to_host().unwrap(), vec![2.0; 272]);
     let e = Tensor::from_host(r, &[1.0; 257], [1, 257]).unwrap_err();
     assert!(
         matches!(

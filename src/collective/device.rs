@@ -3,7 +3,7 @@
 
 use super::{BoxFuture, Collective};
 use crate::error::{Error, Result};
-use crate::kernels::{elementwise_grid, PipelineKey, Shader};
+use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::ops;
 use crate::rank::Rank;
 use crate::shard::offsets;
@@ -34,57 +34,65 @@ fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Rank> {
     Ok(first)
 }
 
-/// The elementwise sum of `inputs` in rank order, as one new tensor.
+/// The elementwise sum of `inputs` in rank order, as one new tensor. The inputs have one
+/// shape on one device, so their bands cover the same rows; each band is summed alone.
 fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let rank = one_device(op, inputs)?;
     if inputs.len() == 1 {
         return Ok(inputs[0].clone());
     }
     let shape = inputs[0].shape();
-    let len = inputs[0].len();
+    let cols = shape[1];
     // Devices limited to 4 storage buffers per stage (WebGPU's downlevel minimum) cannot
     // bind reduce.wgsl's five, and it reads whole vec4s; otherwise add two at a time with
     // elementwise.wgsl's `add`.
     let wide = rank.limits().max_storage_buffers_per_shader_stage > REDUCE_FAN_IN as u32
-        && len.is_multiple_of(4);
-    let (grid, stride) = elementwise_grid(
-        op,
-        if wide { len / 4 } else { len },
-        rank.limits().max_compute_workgroups_per_dimension,
-    )?;
-    let fan_in = if wide { REDUCE_FAN_IN } else { 2 };
-    let key = if fan_in == REDUCE_FAN_IN {
-        PipelineKey {
+        && inputs[0]
+            .bands()
+            .iter()
+            .all(|b| (b.rows.len() * cols).is_multiple_of(4));
+    let (fan_in, key) = if wide {
+        let key = PipelineKey {
             shader: Shader::Reduce,
             entry: "sum",
             constants: Vec::new(),
-        }
+        };
+        (REDUCE_FAN_IN, key)
     } else {
-        PipelineKey {
+        let key = PipelineKey {
             shader: Shader::Elementwise,
             entry: "add",
             constants: vec![("ACT", 0)],
-        }
+        };
+        (2, key)
     };
+    let max_dim = rank.limits().max_compute_workgroups_per_dimension;
     let mut acc = inputs[0].clone();
     let mut rest = &inputs[1..];
     while !rest.is_empty() {
         let take = rest.len().min(fan_in - 1);
         let out = Tensor::output(rank, shape, op)?;
-        let mut bufs = vec![acc.as_buffer()];
-        bufs.extend(rest[..take].iter().map(Tensor::as_buffer));
-        let count = bufs.len() as u32;
-        while bufs.len() < fan_in {
-            bufs.push(acc.as_buffer());
+        for (i, ob) in out.bands().iter().enumerate() {
+            let mut bufs = vec![acc.bands()[i].buffer()];
+            bufs.extend(rest[..take].iter().map(|t| t.bands()[i].buffer()));
+            let count = bufs.len() as u32;
+            while bufs.len() < fan_in {
+                bufs.push(acc.bands()[i].buffer());
+            }
+            bufs.push(ob.buffer());
+            let len = ob.rows.len() * cols;
+            let units = if wide { len / 4 } else { len };
+            for p in pieces(units, max_dim) {
+                // reduce.wgsl: (len, count, row_stride, base); elementwise.wgsl: (count,
+                // cols, a_cols, row0, col0, row_stride, base).
+                let params = if wide {
+                    [p.count, count, p.stride, p.base, 0, 0, 0, 0]
+                } else {
+                    [p.count, 1, 1, 0, 0, p.stride, p.base, 0]
+                };
+                ops::submit(rank, op, &key, &bufs, &params, p.grid)?;
+            }
         }
-        bufs.push(out.as_buffer());
-        // reduce.wgsl: (len, count, row_stride); elementwise.wgsl: (len, ..., row_stride at 5).
-        let params = if fan_in == REDUCE_FAN_IN {
-            [(len / 4) as u32, count, stride, 0, 0, 0, 0, 0]
-        } else {
-            [len as u32, 1, 1, 0, 0, stride, 0, 0]
-        };
-        ops::submit(rank, op, &key, &bufs, &params, grid)?;
         acc = out;
         rest = &rest[take..];
     }

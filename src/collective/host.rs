@@ -6,6 +6,8 @@ use crate::error::{Error, Result};
 use crate::shard::{concat_host, split_host};
 use crate::tensor::{read_back, MapReceiver, Tensor};
 
+use std::ops::Range;
+
 /// Joins ranks through host memory (`COPY_DST | MAP_READ` staging, `write_buffer` back).
 ///
 /// Every rank's copy is submitted before the first wait; sums are taken in rank order
@@ -42,26 +44,56 @@ const CHUNK_BYTES: u64 = 4 << 20;
 /// Elements from which a chunk's sum is split over threads.
 const PARALLEL_ELEMENTS: usize = 1 << 18;
 
-/// One chunk of every rank's input on its way to the host.
+/// One chunk (a range of rows) of every rank's input on its way to the host.
 struct Chunk {
-    offset: u64,
+    rows: Range<usize>,
     bytes: u64,
     staging: Vec<(wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)>,
 }
 
-/// Submits the copy of bytes `[offset, offset + bytes)` of every input into a staging
-/// buffer and requests its mapping; waits for nothing.
-fn start_chunk(op: &'static str, inputs: &[Tensor], offset: u64, bytes: u64) -> Result<Chunk> {
+/// The buffer holding `rows` of `t` (inside one of its bands, by construction of the
+/// chunks) and the byte offset of the first of them.
+fn locate<'a>(t: &'a Tensor, rows: &Range<usize>) -> (&'a wgpu::Buffer, u64) {
+    let band = t
+        .bands()
+        .iter()
+        .find(|b| b.rows.contains(&rows.start))
+        .unwrap_or(&t.bands()[0]);
+    let offset = ((rows.start - band.rows.start) * t.shape()[1] * 4) as u64;
+    (band.buffer(), offset)
+}
+
+/// Row ranges that each lie inside one band of every tensor (ranks on different devices
+/// may band differently) and hold at most `CHUNK_BYTES`.
+fn chunk_rows(tensors: &[Tensor]) -> Vec<Range<usize>> {
+    let [rows, cols] = tensors[0].shape();
+    let per = (CHUNK_BYTES as usize / (cols * 4)).max(1);
+    let mut cuts: Vec<usize> = tensors
+        .iter()
+        .flat_map(|t| t.bands().iter().map(|b| b.rows.start))
+        .chain((0..rows).step_by(per))
+        .chain([rows])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Submits the copy of `rows` of every input into a staging buffer and requests its
+/// mapping; waits for nothing.
+fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Result<Chunk> {
+    let bytes = (rows.len() * inputs[0].shape()[1] * 4) as u64;
     let staging = inputs
         .iter()
         .map(|t| {
             let rank = t.rank();
+            let (buffer, offset) = locate(t, &rows);
             rank.scoped(op, || {
                 let staging = rank.take_staging(bytes);
                 let mut enc = rank
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-                enc.copy_buffer_to_buffer(t.as_buffer(), offset, &staging, 0, bytes);
+                enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
                 let submission = rank.queue().submit([enc.finish()]);
                 let rx = crate::tensor::map_read(&staging, bytes);
                 Ok((staging, rx, submission))
@@ -69,7 +101,7 @@ fn start_chunk(op: &'static str, inputs: &[Tensor], offset: u64, bytes: u64) -> 
         })
         .collect::<Result<_>>()?;
     Ok(Chunk {
-        offset,
+        rows,
         bytes,
         staging,
     })
@@ -145,11 +177,10 @@ async fn finish_chunk(
         rank.give_staging(staging);
     }
     for out in outputs {
-        out.rank().queue().write_buffer(
-            out.as_buffer(),
-            chunk.offset,
-            bytemuck::cast_slice(&host[..len]),
-        );
+        let (buffer, offset) = locate(out, &chunk.rows);
+        out.rank()
+            .queue()
+            .write_buffer(buffer, offset, bytemuck::cast_slice(&host[..len]));
     }
     Ok(())
 }
@@ -159,19 +190,16 @@ async fn finish_chunk(
 async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let op = "all_reduce";
     let shape = inputs[0].shape();
-    let total = inputs[0].bytes();
     let outputs = inputs
         .iter()
         .map(|t| Tensor::output(t.rank(), shape, op))
         .collect::<Result<Vec<_>>>()?;
-    let chunk = total.min(CHUNK_BYTES);
-    let mut host = take_host_chunk((chunk / 4) as usize);
-    let starts: Vec<u64> = (0..total).step_by(chunk as usize).collect();
-    let span = |o: u64| (o, chunk.min(total - o));
+    let chunks = chunk_rows(inputs);
+    let most = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * shape[1];
+    let mut host = take_host_chunk(most);
     let mut pending = std::collections::VecDeque::new();
-    for (i, &o) in starts.iter().enumerate() {
-        let (offset, bytes) = span(o);
-        pending.push_back(start_chunk(op, inputs, offset, bytes)?);
+    for (i, rows) in chunks.into_iter().enumerate() {
+        pending.push_back(start_chunk(op, inputs, rows)?);
         if i >= 1 {
             if let Some(c) = pending.pop_front() {
                 finish_chunk(op, inputs, c, &mut host, &outputs).await?;
