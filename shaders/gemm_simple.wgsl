@@ -15,7 +15,9 @@
 // from the stored partial keeps the order, and the bits, of an unsplit sum.
 //
 // Dispatch: workgroups (ceil(N / 16), ceil(M / 16), 1) of 16 x 16 invocations; invocation
-// (col, row) computes y[row, col], accumulating k in increasing order.
+// (col, row) computes y[row, col], accumulating k in increasing order by fma, exactly as
+// gemm_cpu.wgsl's main_in_out and gemm_tiled*.wgsl do: for a given element all three give
+// the same bits (the tp-invariant mode relies on it).
 
 struct Params {
     m: u32,
@@ -54,11 +56,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (W_OUT_IN) {
         let ws = p.w_offset + col * p.ldw;
         for (var k = 0u; k < p.k; k++) {
-            acc = acc + x[xs + k] * w[ws + k];
+            acc = fma(x[xs + k], w[ws + k], acc);
         }
     } else {
         for (var k = 0u; k < p.k; k++) {
-            acc = acc + x[xs + k] * w[p.w_offset + k * p.ldw + col];
+            acc = fma(x[xs + k], w[p.w_offset + k * p.ldw + col], acc);
         }
     }
     if (HAS_BIAS) {

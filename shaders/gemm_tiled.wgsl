@@ -18,7 +18,8 @@
 // steps of 16 through two workgroup-memory tiles. Every shape is correct: loads outside
 // X or W read 0 and stores outside Y are skipped.
 //
-// K is accumulated in increasing order for every output element, whatever the tile
+// K is accumulated by fma in increasing order for every output element (as in every GEMM
+// family but gemm_cpu.wgsl's main_out_in), whatever the tile
 // position, so a result depends only on its row of X and column of W.
 
 struct Params {
@@ -118,7 +119,7 @@ fn main(
             }
             for (var i = 0u; i < 4u; i++) {
                 for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + a[i] * b[j];
+                    acc[i * 4u + j] = fma(a[i], b[j], acc[i * 4u + j]);
                 }
             }
         }

@@ -22,7 +22,8 @@
 // 4 workgroup-memory reads, where the 64 x 64 kernel (gemm_tiled.wgsl) does 16 per 8.
 // Loads outside X or W read 0; stores outside Y are skipped.
 //
-// Each output element accumulates k in increasing order, whatever its tile position.
+// Each output element accumulates k by fma in increasing order, whatever its tile position
+// (the same bits as gemm_simple.wgsl and gemm_cpu.wgsl's main_in_out).
 
 struct Params {
     m: u32,
@@ -129,8 +130,8 @@ fn main(
             let b1 = b_tile[kk * 32u + lid.x * 2u + 1u];
             for (var i = 0u; i < 8u; i++) {
                 let ai = a[i / 4u][i % 4u];
-                acc[i * 2u] = acc[i * 2u] + ai * b0;
-                acc[i * 2u + 1u] = acc[i * 2u + 1u] + ai * b1;
+                acc[i * 2u] = fma(vec4<f32>(ai), b0, acc[i * 2u]);
+                acc[i * 2u + 1u] = fma(vec4<f32>(ai), b1, acc[i * 2u + 1u]);
             }
         }
         workgroupBarrier();

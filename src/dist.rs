@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::collective::{self, sum_in_rank_order};
+use crate::collective::{self, sum_parts};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::ops;
@@ -182,8 +182,8 @@ impl DistTensor {
             }
             Placement::Partial => {
                 let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
-                // The host all-reduce's order, so this equals an all-reduce bit for bit.
-                Ok(sum_in_rank_order(parts))
+                // The all-reduce's order, so this equals an all-reduce bit for bit.
+                Ok(sum_parts(parts, self.group.ranks()[0].numerics()))
             }
         }
     }

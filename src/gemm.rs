@@ -14,8 +14,10 @@
 
 use std::ops::Range;
 
-use crate::error::Result;
+use crate::collective::sum_on_device;
+use crate::error::{Error, Result};
 use crate::kernels::{PipelineKey, Shader};
+use crate::numerics::{Numerics, INVARIANT_BLOCKS};
 use crate::ops::overlap;
 use crate::ops::{Activation, WeightLayout};
 use crate::rank::Rank;
@@ -98,10 +100,10 @@ fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> Gemm
 /// K block per band of W, each after the first adding onto Y's partial sums, with the
 /// bias and activation applied by the last. Each output element still sums its K
 /// products in increasing order from 0, so its bits are those of an unsplit product.
-pub(crate) fn matmul_window(
+fn matmul_window(
     x: &Tensor,
     col0: usize,
-    k: usize,
+    ks: Range<usize>,
     w: &Tensor,
     bias: Option<&Tensor>,
     layout: WeightLayout,
@@ -110,16 +112,17 @@ pub(crate) fn matmul_window(
     let op = "matmul";
     let rank = x.rank();
     let (m, ldx) = (x.shape()[0], x.shape()[1]);
-    let n = layout.in_out(w.shape()).1;
+    let (w_k, n) = layout.in_out(w.shape());
+    let k = ks.len();
     let out_in = layout == WeightLayout::OutIn;
     let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
-    // K blocks: one per band of an InOut W; all of K for OutIn.
+    // K blocks: where the bands of an InOut W meet `ks`; all of `ks` for OutIn.
     let k_blocks: Vec<(Option<&Band>, Range<usize>)> = if out_in {
-        vec![(None, 0..k)]
+        vec![(None, ks.clone())]
     } else {
         w.bands()
             .iter()
-            .map(|b| (Some(b), b.rows.clone()))
+            .filter_map(|b| overlap(&b.rows, &ks).map(|r| (Some(b), r)))
             .collect()
     };
     let w_cuts: Vec<usize> = if out_in {
@@ -127,7 +130,12 @@ pub(crate) fn matmul_window(
     } else {
         k_blocks.iter().map(|(_, r)| r.start).collect()
     };
-    let aligned = w_cuts.iter().all(|c| c.is_multiple_of(4));
+    // Every K block's column offset into X must keep the CPU kernel's vec4 alignment, and
+    // in tp-invariant mode only kernels that sum by fma in increasing k may run (all but
+    // the CPU kernel's out-in entry).
+    let aligned = w_cuts.iter().all(|c| c.is_multiple_of(4))
+        && ks.start.is_multiple_of(4)
+        && !(out_in && rank.numerics() == Numerics::TpInvariant);
     let kernel = choose(rank, m, n, [k, ldx, col0], aligned);
     let (shader, entry, tile) = match kernel {
         GemmKernel::Cpu => {
@@ -175,10 +183,10 @@ pub(crate) fn matmul_window(
                     for (i, (w_band, kr)) in k_blocks.iter().enumerate() {
                         let last = i + 1 == k_blocks.len();
                         let (w_buf, ldw, w_offset) = match w_band {
-                            Some(b) => (b.buffer(), n, n0),
+                            Some(b) => (b.buffer(), n, (kr.start - b.rows.start) * n + n0),
                             None => {
                                 let b = band_holding(w, n0);
-                                (b.buffer(), k, (n0 - b.rows.start) * k)
+                                (b.buffer(), w_k, (n0 - b.rows.start) * w_k + kr.start)
                             }
                         };
                         let bias_buf = bias.map_or(w_buf, |b| b.bands()[0].buffer());
@@ -210,6 +218,61 @@ pub(crate) fn matmul_window(
                 }
             }
         }
+    }
+    Ok(y)
+}
+
+/// The GEMM every op and layer runs: `act(x[:, col0..col0 + k] · W + bias)`.
+///
+/// With [`Numerics::TpInvariant`] the product is taken in `blocks` K blocks of `k /
+/// blocks` (8 for a whole K, `8 / tp` for a row-parallel shard of it), each summed by fma
+/// in increasing k with no epilogue, joined along the fixed tree, then the bias added and
+/// the activation applied as elementwise ops (the same arithmetic as the fused epilogue,
+/// at every tp). Refuses a `k` that is not a multiple of `blocks`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product(
+    x: &Tensor,
+    col0: usize,
+    k: usize,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    act: Activation,
+    blocks: usize,
+) -> Result<Tensor> {
+    if x.rank().numerics() != Numerics::TpInvariant {
+        return matmul_window(x, col0, 0..k, w, bias, layout, act);
+    }
+    if blocks == 0 || !k.is_multiple_of(blocks) {
+        return Err(Error::invalid(
+            "matmul",
+            format!(
+                "tp-invariant numerics split this product's inner dimension into {blocks} \
+                 equal blocks: {k} is not a multiple of {blocks} (make every layer's \
+                 input size a multiple of {INVARIANT_BLOCKS})"
+            ),
+        ));
+    }
+    let len = k / blocks;
+    let partials = (0..blocks)
+        .map(|j| {
+            matmul_window(
+                x,
+                col0,
+                j * len..(j + 1) * len,
+                w,
+                None,
+                layout,
+                Activation::Identity,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut y = sum_on_device("matmul", &partials)?;
+    if let Some(b) = bias {
+        y = crate::ops::add_row(&y, b)?;
+    }
+    if act != Activation::Identity {
+        y = crate::ops::activation(&y, act)?;
     }
     Ok(y)
 }

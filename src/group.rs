@@ -9,6 +9,7 @@ use crate::adapters::{request_all, Finder};
 use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
 use crate::gemm::GemmKernel;
+use crate::numerics::{Numerics, INVARIANT_BLOCKS};
 use crate::rank::{DeviceCtx, Rank};
 
 /// How long a wait on a device may take by default before it is an [`Error::Timeout`].
@@ -138,6 +139,7 @@ pub struct GroupBuilder {
     timeout: Duration,
     collective: Option<Box<dyn Collective>>,
     gemm: GemmKernel,
+    numerics: Numerics,
 }
 
 impl Default for GroupBuilder {
@@ -151,6 +153,7 @@ impl Default for GroupBuilder {
             timeout: DEFAULT_TIMEOUT,
             collective: None,
             gemm: GemmKernel::Auto,
+            numerics: Numerics::Fast,
         }
     }
 }
@@ -235,6 +238,13 @@ impl GroupBuilder {
         self
     }
 
+    /// How sums are associated (default [`Numerics::Fast`]); [`Numerics::TpInvariant`]
+    /// gives the same bits at tp 1, 2, 4 and 8.
+    pub fn numerics(mut self, numerics: Numerics) -> Self {
+        self.numerics = numerics;
+        self
+    }
+
     /// Use this collective instead of the default: [`DeviceCollective`] for ranks sharing
     /// one device, [`HostCollective`] otherwise.
     pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
@@ -266,6 +276,7 @@ impl GroupBuilder {
             timeout,
             collective,
             gemm,
+            numerics,
         } = self;
         let backends = backends
             .or_else(wgpu::Backends::from_env)
@@ -321,9 +332,15 @@ impl GroupBuilder {
         let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
         let contexts: Vec<_> = devices
             .into_iter()
-            .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm))
+            .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm, numerics))
             .collect();
         let world = contexts.len() * logical;
+        if numerics == Numerics::TpInvariant && !INVARIANT_BLOCKS.is_multiple_of(world) {
+            return Err(Error::invalid(
+                "group.build",
+                format!("tp-invariant numerics need tp 1, 2, 4 or 8, not {world}"),
+            ));
+        }
         let ranks: Vec<Rank> = (0..world)
             .map(|i| Rank::new(contexts[i / logical].clone(), i, world, id))
             .collect();

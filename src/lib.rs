@@ -51,6 +51,7 @@ mod gemm;
 mod group;
 mod kernels;
 pub mod nn;
+mod numerics;
 pub mod ops;
 mod pool;
 mod rank;
@@ -67,6 +68,7 @@ pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
+pub use numerics::Numerics;
 pub use ops::{Activation, WeightLayout};
 pub use rank::Rank;
 pub use shard::split_sizes;

@@ -135,7 +135,8 @@ pub fn matmul(
             ));
         }
     }
-    crate::gemm::matmul_window(x, 0, k, w, bias, layout, act)
+    let blocks = crate::numerics::INVARIANT_BLOCKS;
+    crate::gemm::product(x, 0, k, w, bias, layout, act, blocks)
 }
 
 pub(crate) fn submit(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::gemm::GemmKernel;
 use crate::kernels::Kernels;
+use crate::numerics::Numerics;
 use crate::pool::BufferPool;
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
@@ -40,6 +41,7 @@ pub(crate) struct DeviceCtx {
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     gemm: GemmKernel,
+    numerics: Numerics,
     /// Tensor buffers kept for reuse.
     pool: Arc<BufferPool>,
     /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
@@ -55,6 +57,7 @@ impl DeviceCtx {
         queue: wgpu::Queue,
         timeout: Duration,
         gemm: GemmKernel,
+        numerics: Numerics,
     ) -> Arc<Self> {
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&uncaptured);
@@ -83,6 +86,7 @@ impl DeviceCtx {
             uncaptured,
             lost,
             gemm,
+            numerics,
             pool: Arc::default(),
             staging: Mutex::new(Vec::new()),
         })
@@ -193,6 +197,11 @@ impl Rank {
                 free.push(buffer);
             }
         }
+    }
+
+    /// How this rank's group associates its sums.
+    pub fn numerics(&self) -> Numerics {
+        self.inner.dev.numerics
     }
 
     pub(crate) fn buffer_pool(&self) -> &Arc<BufferPool> {

@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use wgpu_tp::reference::Rng;
-use wgpu_tp::{Activation, DistTensor, Group, HostLinear, ParallelMlp, WeightLayout};
+use wgpu_tp::{Activation, DistTensor, Group, HostLinear, Numerics, ParallelMlp, WeightLayout};
 
 use crate::median;
 
@@ -12,8 +12,11 @@ const BATCH: usize = 64;
 const HIDDEN: usize = 1024;
 const FFN: usize = 4096;
 
-fn mlp_seconds(tp: usize, reps: usize) -> Result<f64, wgpu_tp::Error> {
-    let group = Group::builder().ranks_on_one_adapter(tp).build()?;
+fn mlp_seconds(tp: usize, reps: usize, numerics: Numerics) -> Result<f64, wgpu_tp::Error> {
+    let group = Group::builder()
+        .ranks_on_one_adapter(tp)
+        .numerics(numerics)
+        .build()?;
     let mut rng = Rng::new(7);
     let w1 = rng.xavier(HIDDEN * FFN, HIDDEN, FFN);
     let w2 = rng.xavier(FFN * HIDDEN, FFN, HIDDEN);
@@ -42,8 +45,8 @@ fn mlp_seconds(tp: usize, reps: usize) -> Result<f64, wgpu_tp::Error> {
 
 /// Wall time of the MLP (forward and read-back of the output) at tp 4 over tp 1.
 pub fn mlp_tp4_vs_tp1(reps: usize) -> Result<f64, wgpu_tp::Error> {
-    let one = mlp_seconds(1, reps)?;
-    let four = mlp_seconds(4, reps)?;
+    let one = mlp_seconds(1, reps, Numerics::Fast)?;
+    let four = mlp_seconds(4, reps, Numerics::Fast)?;
     println!("\nMegatron MLP, batch {BATCH}, hidden {HIDDEN}, ffn {FFN}, gelu (median of {reps})");
     println!(
         "  tp 1: {:.1} ms   tp 4 (4 devices, one adapter): {:.1} ms",
@@ -51,6 +54,18 @@ pub fn mlp_tp4_vs_tp1(reps: usize) -> Result<f64, wgpu_tp::Error> {
         four * 1e3
     );
     Ok(four / one)
+}
+
+/// Wall time of the tp-4 MLP with `Numerics::TpInvariant` over the default numerics.
+pub fn tp_invariant_cost(reps: usize) -> Result<f64, wgpu_tp::Error> {
+    let fast = mlp_seconds(4, reps, Numerics::Fast)?;
+    let invariant = mlp_seconds(4, reps, Numerics::TpInvariant)?;
+    println!(
+        "\nThe same MLP at tp 4, tp-invariant numerics: {:.1} ms (default {:.1} ms)",
+        invariant * 1e3,
+        fast * 1e3
+    );
+    Ok(invariant / fast)
 }
 
 /// Builds the verify example (release), then times it from process start at tp 4.

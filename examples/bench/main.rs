@@ -91,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.wants("mlp") {
         summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));
+        summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
     }
     if args.wants("verify") && !args.no_verify {
         summary.push(("verify_seconds", layers::verify_seconds()?));

@@ -4,6 +4,7 @@
 use super::{BoxFuture, Collective};
 use crate::error::{Error, Result};
 use crate::kernels::{pieces, PipelineKey, Shader};
+use crate::numerics::{tree_mid, Numerics};
 use crate::ops;
 use crate::rank::Rank;
 use crate::shard::offsets;
@@ -34,9 +35,22 @@ fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Rank> {
     Ok(first)
 }
 
-/// The elementwise sum of `inputs` in rank order, as one new tensor. The inputs have one
-/// shape on one device, so their bands cover the same rows; each band is summed alone.
-fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
+/// The elementwise sum of `inputs` as one new tensor, in rank order or, for
+/// [`Numerics::TpInvariant`], along its fixed tree (each join a sum of two, in f32, as the
+/// host collective takes it).
+pub(crate) fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
+    let rank = one_device(op, inputs)?;
+    if rank.numerics() != Numerics::TpInvariant || inputs.len() < 3 {
+        return sum_in_order(op, inputs);
+    }
+    let mid = tree_mid(inputs.len());
+    let halves = [sum(op, &inputs[..mid])?, sum(op, &inputs[mid..])?];
+    sum_in_order(op, &halves)
+}
+
+/// `((inputs[0] + inputs[1]) + inputs[2]) + ...`. The inputs have one shape on one device,
+/// so their bands cover the same rows; each band is summed alone.
+fn sum_in_order(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let rank = one_device(op, inputs)?;
     if inputs.len() == 1 {
         return Ok(inputs[0].clone());

@@ -3,6 +3,7 @@
 
 use super::{BoxFuture, Collective};
 use crate::error::{Error, Result};
+use crate::numerics::{tree_into, tree_scratch, Numerics};
 use crate::shard::{concat_host, split_host};
 use crate::tensor::{read_back, MapReceiver, Tensor};
 
@@ -11,20 +12,19 @@ use std::ops::Range;
 /// Joins ranks through host memory (`COPY_DST | MAP_READ` staging, `write_buffer` back).
 ///
 /// Every rank's copy is submitted before the first wait; sums are taken in rank order
-/// (`((x0 + x1) + x2) + ...`) in f32, so a result's bits depend only on the inputs.
+/// (`((x0 + x1) + x2) + ...`) in f32, or along the fixed tree of
+/// [`Numerics::TpInvariant`], so a result's bits depend only on the inputs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostCollective;
 
-/// `((inputs[0] + inputs[1]) + inputs[2]) + ...`, elementwise, in f32.
-pub(crate) fn sum_in_rank_order(parts: Vec<Vec<f32>>) -> Vec<f32> {
-    let mut parts = parts.into_iter();
-    let mut acc = parts.next().unwrap_or_default();
-    for p in parts {
-        for (a, b) in acc.iter_mut().zip(&p) {
-            *a += *b;
-        }
+/// The elementwise f32 sum of `parts` in the order `numerics` asks for (see [`sum_into`]).
+pub(crate) fn sum_parts(parts: Vec<Vec<f32>>, numerics: Numerics) -> Vec<f32> {
+    let mut out = vec![0.0; parts.first().map_or(0, Vec::len)];
+    let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
+    if !refs.is_empty() {
+        sum_into(&mut out, &refs, numerics);
     }
-    acc
+    out
 }
 
 fn upload_all(inputs: &[Tensor], data: &[f32], shape: [usize; 2]) -> Result<Vec<Tensor>> {
@@ -107,16 +107,26 @@ fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Resul
     })
 }
 
-/// `out[i] = ((parts[0][i] + parts[1][i]) + ...)`, in blocks that stay in L1 so each
-/// addend streams through once and the adds vectorize.
-fn sum_into(out: &mut [f32], parts: &[&[f32]]) {
+/// `out[i] = ((parts[0][i] + parts[1][i]) + ...)` ([`Numerics::Fast`]) or the fixed tree
+/// of [`Numerics::TpInvariant`], in blocks that stay in L1 so each addend streams through
+/// once and the adds vectorize.
+fn sum_into(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     const BLOCK: usize = 2048;
+    let mut scratch = Vec::new();
+    if numerics == Numerics::TpInvariant {
+        scratch.resize(tree_scratch(parts.len(), BLOCK), 0.0);
+    }
     for (b, block) in out.chunks_mut(BLOCK).enumerate() {
         let start = b * BLOCK;
         let end = start + block.len();
-        block.copy_from_slice(&parts[0][start..end]);
-        for p in &parts[1..] {
-            for (a, x) in block.iter_mut().zip(&p[start..end]) {
+        let sub: Vec<&[f32]> = parts.iter().map(|p| &p[start..end]).collect();
+        if numerics == Numerics::TpInvariant {
+            tree_into(block, &sub, &mut scratch);
+            continue;
+        }
+        block.copy_from_slice(sub[0]);
+        for p in &sub[1..] {
+            for (a, x) in block.iter_mut().zip(p.iter()) {
                 *a += *x;
             }
         }
@@ -124,17 +134,17 @@ fn sum_into(out: &mut [f32], parts: &[&[f32]]) {
 }
 
 /// [`sum_into`], split over the machine's threads when `out` is large.
-fn sum_parallel(out: &mut [f32], parts: &[&[f32]]) {
+fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || out.len() < PARALLEL_ELEMENTS {
-        return sum_into(out, parts);
+        return sum_into(out, parts, numerics);
     }
     let per = out.len().div_ceil(threads);
     std::thread::scope(|s| {
         for (i, piece) in out.chunks_mut(per).enumerate() {
             let range = i * per..i * per + piece.len();
             let sub: Vec<&[f32]> = parts.iter().map(|p| &p[range.clone()]).collect();
-            s.spawn(move || sum_into(piece, &sub));
+            s.spawn(move || sum_into(piece, &sub, numerics));
         }
     });
 }
@@ -170,7 +180,7 @@ async fn finish_chunk(
             })
             .collect::<Result<Vec<_>>>()?;
         let parts: Vec<&[f32]> = views.iter().map(|v| bytemuck::cast_slice(v)).collect();
-        sum_parallel(&mut host[..len], &parts);
+        sum_parallel(&mut host[..len], &parts, inputs[0].rank().numerics());
     }
     for (rank, staging) in mapped {
         staging.unmap();
@@ -265,7 +275,8 @@ impl Collective for HostCollective {
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
             let shape = inputs[0].shape();
-            let sum = sum_in_rank_order(read_back("reduce_scatter", &all(inputs)).await?);
+            let parts = read_back("reduce_scatter", &all(inputs)).await?;
+            let sum = sum_parts(parts, inputs[0].rank().numerics());
             let shards = split_host(&sum, shape, dim, sizes);
             inputs
                 .iter()

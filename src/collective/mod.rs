@@ -11,8 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub(crate) use device::sum as sum_on_device;
 pub use device::DeviceCollective;
-pub(crate) use host::sum_in_rank_order;
+pub(crate) use host::sum_parts;
 pub use host::HostCollective;
 
 use crate::error::{fmt_shape, Error, Result};

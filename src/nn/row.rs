@@ -4,6 +4,7 @@ use super::{check_input, shard_features, weight_from_shards, HostLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
+use crate::numerics::{Numerics, INVARIANT_BLOCKS};
 use crate::ops::{self, Activation, WeightLayout};
 use crate::shard::offsets;
 use crate::tensor::Tensor;
@@ -149,6 +150,17 @@ impl RowParallelLinear {
         check_input(op, &self.group, x, self.in_features)?;
         let ins = self.in_features_per_rank();
         let w = self.weight.locals();
+        // Tp-invariant numerics: each rank sums whole K blocks, 8 / tp of them, so the
+        // shards must be equal (they are when built from a full weight).
+        let blocks = INVARIANT_BLOCKS / ins.len();
+        if self.group.ranks()[0].numerics() == Numerics::TpInvariant
+            && ins.iter().any(|&k| k != ins[0])
+        {
+            return Err(Error::invalid(
+                op,
+                format!("tp-invariant numerics need equal input shards, got {ins:?}"),
+            ));
+        }
         let partials = if self.config.input_is_parallel {
             x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
             let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
@@ -160,15 +172,7 @@ impl RowParallelLinear {
                 ));
             }
             (0..ins.len())
-                .map(|r| {
-                    ops::matmul(
-                        &x.locals()[r],
-                        &w[r],
-                        None,
-                        self.layout,
-                        Activation::Identity,
-                    )
-                })
+                .map(|r| product(&x.locals()[r], 0, ins[r], &w[r], self.layout, blocks))
                 .collect::<Result<Vec<_>>>()?
         } else {
             x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -177,15 +181,7 @@ impl RowParallelLinear {
                 .zip(&ins)
                 .enumerate()
                 .map(|(r, (start, &k))| {
-                    crate::gemm::matmul_window(
-                        &x.locals()[r],
-                        start,
-                        k,
-                        &w[r],
-                        None,
-                        self.layout,
-                        Activation::Identity,
-                    )
+                    product(&x.locals()[r], start, k, &w[r], self.layout, blocks)
                 })
                 .collect::<Result<Vec<_>>>()?
         };
@@ -212,4 +208,17 @@ impl RowParallelLinear {
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         pollster::block_on(self.forward_async(x))
     }
+}
+
+/// One rank's partial product `x[:, col0..col0 + k] · W` (no bias: it is added once, after
+/// the reduction), in `blocks` K blocks under tp-invariant numerics.
+fn product(
+    x: &crate::Tensor,
+    col0: usize,
+    k: usize,
+    w: &crate::Tensor,
+    layout: WeightLayout,
+    blocks: usize,
+) -> Result<crate::Tensor> {
+    crate::gemm::product(x, col0, k, w, None, layout, Activation::Identity, blocks)
 }
