@@ -67,15 +67,6 @@ pub enum Error {
         /// The name of that limit in `wgpu::Limits`.
         limit_name: &'static str,
     },
-    /// A dispatch with more workgroups than the device allows in one dimension.
-    DispatchTooLarge {
-        /// The kernel.
-        op: &'static str,
-        /// Workgroups needed along the largest dimension.
-        workgroups: u64,
-        /// `max_compute_workgroups_per_dimension`.
-        limit: u32,
-    },
     /// wgpu reported a validation error.
     Validation {
         /// The operation during which it was raised.
@@ -150,7 +141,9 @@ impl fmt::Display for Error {
             Error::Shape { op, expected, got } => {
                 write!(f, "{op}: shape mismatch: expected {expected}, got {got}")
             }
-            Error::InvalidArgument { op, message } => write!(f, "{op}: invalid argument: {message}"),
+            Error::InvalidArgument { op, message } => {
+                write!(f, "{op}: invalid argument: {message}")
+            }
             Error::Placement { op, expected, got } => {
                 write!(f, "{op}: wrong placement: expected {expected}, got {got}")
             }
@@ -170,14 +163,6 @@ impl fmt::Display for Error {
                 f,
                 "{op}: buffer of {bytes} bytes exceeds the device's {limit_name} of {limit} bytes"
             ),
-            Error::DispatchTooLarge {
-                op,
-                workgroups,
-                limit,
-            } => write!(
-                f,
-                "{op}: dispatch of {workgroups} workgroups exceeds the device's max_compute_workgroups_per_dimension of {limit}"
-            ),
             Error::Validation { op, rank, message } => {
                 write!(f, "{op}: wgpu validation error on rank {rank}: {message}")
             }
@@ -185,7 +170,10 @@ impl fmt::Display for Error {
                 write!(f, "{op}: out of memory on rank {rank}: {message}")
             }
             Error::Map { op, rank, message } => {
-                write!(f, "{op}: mapping a read-back buffer failed on rank {rank}: {message}")
+                write!(
+                    f,
+                    "{op}: mapping a read-back buffer failed on rank {rank}: {message}"
+                )
             }
             Error::Timeout { op, rank, after } => {
                 write!(f, "{op}: rank {rank} did not finish within {after:?}")

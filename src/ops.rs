@@ -99,8 +99,10 @@ fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
 /// and `n` outputs, `bias: [1, n]`.
 ///
 /// # Errors
-/// [`Error::Shape`] when the shapes disagree; [`Error::DispatchTooLarge`] when `m` or `n`
-/// needs more workgroups than `max_compute_workgroups_per_dimension`; wgpu errors.
+/// [`Error::Shape`] when the shapes disagree; [`Error::InvalidArgument`] under
+/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) when `k` is not a multiple of 8;
+/// wgpu errors. Any size runs: tensors over the buffer limits are banded, products over the
+/// workgroup limit split into several dispatches.
 ///
 /// The kernel family is the rank's choice ([`gemm_kernel_for`](crate::gemm_kernel_for)).
 pub fn matmul(
