@@ -61,8 +61,9 @@ pub fn gemm_kernel_for(
     k: usize,
     layout: WeightLayout,
 ) -> GemmKernel {
-    let _ = layout; // every family takes both layouts; kept for kernels that may not
-    choose(rank, m, n, [k, k, 0], true)
+    // Under tp-invariant numerics the CPU family's out-in entry (dot products) is not used.
+    let cpu_ok = !(layout == WeightLayout::OutIn && rank.numerics() == Numerics::TpInvariant);
+    choose(rank, m, n, [k, k, 0], cpu_ok)
 }
 
 /// [`gemm_kernel_for`] for X read with row stride `x[1]` from column `x[2]`, `x[0] = k`,
