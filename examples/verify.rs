@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use wgpu_tp::reference::{self, Approx, Check, Rng};
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear,
-    ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
+    Numerics, ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -23,6 +23,16 @@ enum Ranks {
     /// ranks spread round-robin over every adapter found (one per adapter when
     /// --tp-size equals the adapter count)
     PerAdapter,
+    /// tp-size logical ranks sharing one device (collectives run on the device)
+    SharedDevice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NumericsArg {
+    /// each kernel's fastest fixed order (the default)
+    Fast,
+    /// the same output bits at tp 1, 2, 4 and 8 (inner sizes multiples of 8)
+    TpInvariant,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -67,6 +77,9 @@ struct Args {
     /// Give every layer a bias (the seed's layers have none).
     #[arg(long)]
     bias: bool,
+    /// How sums are associated.
+    #[arg(long, value_enum, default_value_t = NumericsArg::Fast)]
+    numerics: NumericsArg,
 }
 
 fn report(name: &str, checks: &[Check], extra: &str) -> bool {
@@ -102,19 +115,23 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         Layout::InOut => WeightLayout::InOut,
         Layout::OutIn => WeightLayout::OutIn,
     };
-    let mut builder = Group::builder();
+    let mut builder = Group::builder().numerics(match args.numerics {
+        NumericsArg::Fast => Numerics::Fast,
+        NumericsArg::TpInvariant => Numerics::TpInvariant,
+    });
     if let Some(b) = &args.backend {
         builder = builder.backends(wgpu_tp::wgpu::Backends::from_comma_list(b));
     }
     builder = match (args.ranks, args.tp_size) {
         (Ranks::OneAdapter, tp) => builder.ranks_on_one_adapter(tp.unwrap_or(4)),
+        (Ranks::SharedDevice, tp) => builder.ranks_sharing_one_device(tp.unwrap_or(4)),
         (Ranks::PerAdapter, Some(tp)) => builder.spread_over_adapters(tp),
         (Ranks::PerAdapter, None) => builder.one_rank_per_adapter(),
     };
     let group = builder.build()?;
     let tp = group.world_size();
     let (batch, hidden, ffn) = (args.batch, args.hidden, args.ffn);
-    println!("wgpu-tp verify: tp {tp}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, activation {activation:?}, layout {layout:?}, bias {}", args.seed, args.bias);
+    println!("wgpu-tp verify: tp {tp}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, activation {activation:?}, layout {layout:?}, bias {}, numerics {:?}", args.seed, args.bias, args.numerics);
     for r in group.ranks() {
         let i = r.adapter_info();
         println!(
