@@ -1,5 +1,5 @@
 // GEMM for CPU adapters (lavapipe / llvmpipe), with a fused epilogue: Y = act(X . W + bias).
-// Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
+// Requires activation.wgsl and gemm_params.wgsl prepended (src/kernels.rs does it).
 //
 // llvmpipe runs a workgroup of 8 invocations as one 256-bit SIMD vector, with no workgroup
 // memory worth having, and (Mesa 22.3, measured) every storage load costs one load per
@@ -33,22 +33,6 @@
 // four at a time as a dot product of consecutive k (main_out_in); either way its bits
 // depend only on its row of X and its column of W, never on its position.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    ldx: u32,
-    x_offset: u32,
-    ldy: u32,
-    y_offset: u32,
-    ldw: u32,
-    w_offset: u32,
-    bias_offset: u32,
-    accumulate: u32,
-    _pad: u32,
-}
-
-override HAS_BIAS: bool = false;
 
 const ROWS: u32 = 16u;
 // vec4 columns per invocation

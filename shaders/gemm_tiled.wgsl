@@ -1,17 +1,9 @@
 // GEMM for GPUs: workgroup-memory tiles with register blocking, fused epilogue: Y = act(X . W + bias).
-// Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
+// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
 //
-// Bindings (all f32, row-major; each a band of rows of a tensor, src/tensor.rs):
-//   0: x     storage, read       element (m, k) at x[p.x_offset + m * p.ldx + k], m < M, k < K
-//   1: w     storage, read       W_OUT_IN == false (weights stored [in, out]): element (k, n)
-//                                at w[p.w_offset + k * p.ldw + n]; W_OUT_IN == true (PyTorch
-//                                nn.Linear.weight, [out, in]): at w[p.w_offset + n * p.ldw + k]
-//   2: bias  storage, read       element n at bias[p.bias_offset + n]; read only when HAS_BIAS
-//   3: y     storage, read_write element (m, n) at y[p.y_offset + m * p.ldy + n]
-//   4: p     uniform Params
-// p.accumulate != 0: Y starts from its current value instead of 0 (K split in blocks; the
-// epilogue constants are then set for the last block only). Starting each element's sum
-// from the stored partial keeps the order, and the bits, of an unsplit sum.
+// Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
+// gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when
+// K is split, epilogue on the last block, same bits as unsplit) in gemm_params.wgsl.
 //
 // Dispatch: workgroups (ceil(N / 64), ceil(M / 64), 1). Each workgroup computes a 64 x 64
 // tile of Y; each of its 16 x 16 invocations a 4 x 4 block in registers. K is walked in
@@ -22,54 +14,13 @@
 // family but gemm_cpu.wgsl's main_out_in), whatever the tile
 // position, so a result depends only on its row of X and column of W.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    ldx: u32,
-    x_offset: u32,
-    ldy: u32,
-    y_offset: u32,
-    ldw: u32,
-    w_offset: u32,
-    bias_offset: u32,
-    accumulate: u32,
-    _pad: u32,
-}
-
-override W_OUT_IN: bool = false;
-override HAS_BIAS: bool = false;
-
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-
 // a_tile[kk * TILE_M + row], b_tile[kk * TILE_N + col]
 var<workgroup> a_tile: array<f32, 1024>;
 var<workgroup> b_tile: array<f32, 1024>;
-
-fn load_x(row: u32, kk: u32) -> f32 {
-    if (row < p.m && kk < p.k) {
-        return x[p.x_offset + row * p.ldx + kk];
-    }
-    return 0.0;
-}
-
-fn load_w(kk: u32, col: u32) -> f32 {
-    if (kk < p.k && col < p.n) {
-        if (W_OUT_IN) {
-            return w[p.w_offset + col * p.ldw + kk];
-        }
-        return w[p.w_offset + kk * p.ldw + col];
-    }
-    return 0.0;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(

@@ -1,19 +1,10 @@
 // GEMM for GPUs with large outputs: 128 x 128 tiles in workgroup memory, 8 x 8 register
 // blocks, vec4 workgroup reads; fused epilogue: Y = act(X . W + bias).
-// Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
+// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
 //
-// Bindings (all f32, row-major; any M, N, K, no alignment; each a band of rows of a
-// tensor, src/tensor.rs):
-//   0: x     storage, read       element (m, k) at x[p.x_offset + m * p.ldx + k], m < M, k < K
-//   1: w     storage, read       W_OUT_IN == false (weights stored [in, out]): element (k, n)
-//                                at w[p.w_offset + k * p.ldw + n]; W_OUT_IN == true (PyTorch
-//                                nn.Linear.weight, [out, in]): at w[p.w_offset + n * p.ldw + k]
-//   2: bias  storage, read       element n at bias[p.bias_offset + n]; read only when HAS_BIAS
-//   3: y     storage, read_write element (m, n) at y[p.y_offset + m * p.ldy + n]
-//   4: p     uniform Params
-// p.accumulate != 0: Y starts from its current value instead of 0 (K split in blocks; the
-// epilogue constants are then set for the last block only). Starting each element's sum
-// from the stored partial keeps the order, and the bits, of an unsplit sum.
+// Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
+// gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when
+// K is split, epilogue on the last block, same bits as unsplit) in gemm_params.wgsl.
 //
 // Dispatch: workgroups (ceil(N / 128), ceil(M / 128), 1) of 16 x 16 invocations. K is
 // walked in steps of 8: each invocation loads 4 values of X and 4 of W into workgroup
@@ -25,55 +16,14 @@
 // Each output element accumulates k by fma in increasing order, whatever its tile position
 // (the same bits as gemm_simple.wgsl and gemm_cpu.wgsl's main_in_out).
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    ldx: u32,
-    x_offset: u32,
-    ldy: u32,
-    y_offset: u32,
-    ldw: u32,
-    w_offset: u32,
-    bias_offset: u32,
-    accumulate: u32,
-    _pad: u32,
-}
-
-override W_OUT_IN: bool = false;
-override HAS_BIAS: bool = false;
-
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 8u;
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
 
 // a_tile[kk * 32 + r / 4][r % 4] = X[row0 + r, k0 + kk]; b_tile[kk * 32 + c / 4][c % 4] =
 // W[k0 + kk, col0 + c]: 8 x 128 each, 4 KiB each.
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
-
-fn load_x(row: u32, kk: u32) -> f32 {
-    if (row < p.m && kk < p.k) {
-        return x[p.x_offset + row * p.ldx + kk];
-    }
-    return 0.0;
-}
-
-fn load_w(kk: u32, col: u32) -> f32 {
-    if (kk < p.k && col < p.n) {
-        if (W_OUT_IN) {
-            return w[p.w_offset + col * p.ldw + kk];
-        }
-        return w[p.w_offset + kk * p.ldw + col];
-    }
-    return 0.0;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(

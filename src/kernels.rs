@@ -9,6 +9,8 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
+const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");
+const GEMM_SCALAR_WGSL: &str = include_str!("../shaders/gemm_scalar.wgsl");
 const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
 const GEMM_TILED_LARGE_WGSL: &str = include_str!("../shaders/gemm_tiled_large.wgsl");
 const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
@@ -56,16 +58,20 @@ impl Layout {
 }
 
 impl Shader {
+    /// The WGSL of this shader: its file after the shared pieces it uses.
     fn source(self) -> String {
-        let body = match self {
-            Shader::GemmTiled => GEMM_TILED_WGSL,
-            Shader::GemmTiledLarge => GEMM_TILED_LARGE_WGSL,
-            Shader::GemmCpu => GEMM_CPU_WGSL,
-            Shader::GemmSimple => GEMM_SIMPLE_WGSL,
-            Shader::Elementwise => ELEMENTWISE_WGSL,
+        let parts: &[&str] = match self {
+            Shader::GemmTiled => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_WGSL],
+            Shader::GemmTiledLarge => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_LARGE_WGSL],
+            Shader::GemmSimple => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_SIMPLE_WGSL],
+            Shader::GemmCpu => &[GEMM_PARAMS_WGSL, GEMM_CPU_WGSL],
+            Shader::Elementwise => &[ELEMENTWISE_WGSL],
             Shader::Reduce => return REDUCE_WGSL.to_string(),
         };
-        format!("{ACTIVATION_WGSL}\n{body}")
+        std::iter::once(ACTIVATION_WGSL)
+            .chain(parts.iter().copied())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn layout(self) -> Layout {

@@ -1,0 +1,35 @@
+// Bindings and loads shared by the scalar GEMM shaders (gemm_simple, gemm_tiled,
+// gemm_tiled_large), prepended to each after gemm_params.wgsl by src/kernels.rs.
+// Bindings (f32, row-major, each a band of rows of a tensor; shapes in gemm_params.wgsl):
+//   0: x     storage, read
+//   1: w     storage, read       [in, out] when W_OUT_IN == false, [out, in] when true
+//   2: bias  storage, read       read only when HAS_BIAS (otherwise any buffer)
+//   3: y     storage, read_write
+//   4: p     uniform Params
+
+override W_OUT_IN: bool = false;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// X[row, kk], 0 outside X.
+fn load_x(row: u32, kk: u32) -> f32 {
+    if (row < p.m && kk < p.k) {
+        return x[p.x_offset + row * p.ldx + kk];
+    }
+    return 0.0;
+}
+
+// W[kk, col] in either layout, 0 outside W.
+fn load_w(kk: u32, col: u32) -> f32 {
+    if (kk < p.k && col < p.n) {
+        if (W_OUT_IN) {
+            return w[p.w_offset + col * p.ldw + kk];
+        }
+        return w[p.w_offset + kk * p.ldw + col];
+    }
+    return 0.0;
+}
