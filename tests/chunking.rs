@@ -7,11 +7,13 @@
 
 mod common;
 
+use common::host;
+
 use common::{assert_same_bits, assert_within, in_layout, linear_data};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
     ops, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, GemmKernel, Group,
-    HostLinear, ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
 /// 1,024 f32 per buffer; rows up to 1,024 columns still fit one band.
@@ -129,22 +131,6 @@ fn collectives_over_banded_tensors() {
                 assert_same_bits(&r.to_host().unwrap(), &sum, &format!("{ctx} slice {dim}"));
             }
         }
-    }
-}
-
-fn host<'a>(
-    w: &'a [f32],
-    b: &'a Option<Vec<f32>>,
-    i: usize,
-    o: usize,
-    l: WeightLayout,
-) -> HostLinear<'a> {
-    HostLinear {
-        weight: w,
-        bias: b.as_deref(),
-        in_features: i,
-        out_features: o,
-        layout: l,
     }
 }
 

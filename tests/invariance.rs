@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::host;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -12,8 +14,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
-    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group, HostLinear,
-    Numerics, ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group, Numerics,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
 const TPS: [usize; 4] = [1, 2, 4, 8];
@@ -36,22 +38,6 @@ fn group(tp: usize, shared: bool) -> Option<Group> {
             common::build(b, "tp-invariant")
         })
         .clone()
-}
-
-fn host<'a>(
-    w: &'a [f32],
-    b: &'a Option<Vec<f32>>,
-    i: usize,
-    o: usize,
-    l: WeightLayout,
-) -> HostLinear<'a> {
-    HostLinear {
-        weight: w,
-        bias: b.as_deref(),
-        in_features: i,
-        out_features: o,
-        layout: l,
-    }
 }
 
 struct Case {

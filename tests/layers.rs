@@ -3,11 +3,13 @@
 
 mod common;
 
+use common::host;
+
 use common::{assert_within, in_layout, linear_data, TP_SIZES};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
-    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, HostLinear, ParallelMlp,
-    Placement, RowParallelConfig, RowParallelLinear, WeightLayout,
+    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, ParallelMlp, Placement,
+    RowParallelConfig, RowParallelLinear, WeightLayout,
 };
 
 const LAYOUTS: [WeightLayout; 2] = [WeightLayout::InOut, WeightLayout::OutIn];
@@ -16,22 +18,6 @@ const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::GeluTanh, Ac
 const BATCH: usize = 5;
 const IN: usize = 37;
 const OUT: usize = 19;
-
-fn host<'a>(
-    w: &'a [f32],
-    b: &'a Option<Vec<f32>>,
-    i: usize,
-    o: usize,
-    l: WeightLayout,
-) -> HostLinear<'a> {
-    HostLinear {
-        weight: w,
-        bias: b.as_deref(),
-        in_features: i,
-        out_features: o,
-        layout: l,
-    }
-}
 
 #[test]
 fn column_parallel_matches_reference() {

@@ -116,10 +116,12 @@ fn sum_into(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     if numerics == Numerics::TpInvariant {
         scratch.resize(tree_scratch(parts.len(), BLOCK), 0.0);
     }
+    let mut sub: Vec<&[f32]> = Vec::with_capacity(parts.len());
     for (b, block) in out.chunks_mut(BLOCK).enumerate() {
         let start = b * BLOCK;
         let end = start + block.len();
-        let sub: Vec<&[f32]> = parts.iter().map(|p| &p[start..end]).collect();
+        sub.clear();
+        sub.extend(parts.iter().map(|p| &p[start..end]));
         if numerics == Numerics::TpInvariant {
             tree_into(block, &sub, &mut scratch);
             continue;

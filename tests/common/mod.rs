@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use wgpu_tp::reference::{Approx, Rng};
-use wgpu_tp::{Error, Group, GroupBuilder, WeightLayout};
+use wgpu_tp::{Error, Group, GroupBuilder, HostLinear, WeightLayout};
 
 /// The tp sizes every layer and collective is checked at.
 pub const TP_SIZES: [usize; 5] = [1, 2, 3, 4, 8];
@@ -93,6 +93,23 @@ macro_rules! group_or_skip {
             None => return,
         }
     };
+}
+
+/// A layer's full weight `w` (stored per `l`, `i` inputs, `o` outputs) and bias `b`.
+pub fn host<'a>(
+    w: &'a [f32],
+    b: &'a Option<Vec<f32>>,
+    i: usize,
+    o: usize,
+    l: WeightLayout,
+) -> HostLinear<'a> {
+    HostLinear {
+        weight: w,
+        bias: b.as_deref(),
+        in_features: i,
+        out_features: o,
+        layout: l,
+    }
 }
 
 /// A layer's weight (stored per `layout`) and optional bias, xavier / normal like the seed.
