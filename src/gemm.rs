@@ -17,30 +17,12 @@ use std::ops::Range;
 use crate::collective::sum_on_device;
 use crate::error::{Error, Result};
 use crate::kernels::{PipelineKey, Shader};
-use crate::numerics::{Numerics, INVARIANT_BLOCKS};
+use crate::numerics::INVARIANT_BLOCKS;
 use crate::ops::overlap;
-use crate::ops::{Activation, WeightLayout};
 use crate::rank::Rank;
+use crate::settings::Numerics;
+use crate::settings::{Activation, GemmKernel, WeightLayout};
 use crate::tensor::{Band, Tensor};
-
-/// Which GEMM kernel family a rank runs ([`GroupBuilder::gemm_kernel`](crate::GroupBuilder::gemm_kernel)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum GemmKernel {
-    /// Chosen per adapter and shape: [`Cpu`](GemmKernel::Cpu) on CPU adapters where the
-    /// shape allows it, [`Tiled`](GemmKernel::Tiled) on GPUs for outputs of at least one
-    /// 64 x 64 tile, [`Simple`](GemmKernel::Simple) otherwise.
-    #[default]
-    Auto,
-    /// The CPU-adapter family. Needs `in` and `out` multiples of 4 (and, inside layers,
-    /// the input's row stride and column offset); other shapes run
-    /// [`Simple`](GemmKernel::Simple).
-    Cpu,
-    /// The GPU family (workgroup-memory tiles), for any shape.
-    Tiled,
-    /// One output element per invocation, for any shape.
-    Simple,
-}
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
 const TILED_TILE: usize = 64;

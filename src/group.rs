@@ -8,9 +8,10 @@ use std::time::Duration;
 use crate::adapters::{request_all, Finder};
 use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
-use crate::gemm::GemmKernel;
-use crate::numerics::{Numerics, INVARIANT_BLOCKS};
+use crate::numerics::INVARIANT_BLOCKS;
 use crate::rank::{DeviceCtx, Rank};
+use crate::settings::GemmKernel;
+use crate::settings::Numerics;
 
 /// How long a wait on a device may take by default before it is an [`Error::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

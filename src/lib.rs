@@ -56,21 +56,21 @@ pub mod ops;
 mod pool;
 mod rank;
 pub mod reference;
+mod settings;
 pub mod shard;
 mod tensor;
 
 pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};
 pub use error::{Error, Result};
-pub use gemm::{gemm_kernel_for, GemmKernel};
+pub use gemm::gemm_kernel_for;
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
 pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
-pub use numerics::Numerics;
-pub use ops::{Activation, WeightLayout};
 pub use rank::Rank;
+pub use settings::{Activation, GemmKernel, Numerics, WeightLayout};
 pub use shard::split_sizes;
 pub use tensor::Tensor;
 pub use wgpu;

@@ -1,31 +1,4 @@
-//! How a group associates its floating-point sums: each kernel's fastest fixed order, or
-//! an order that gives the same bits whatever the tp size.
-
-/// How a group associates its sums ([`GroupBuilder::numerics`](crate::GroupBuilder::numerics)).
-///
-/// Both are deterministic: the same inputs on the same group give the same bits on every
-/// run. They differ in what else may change the bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Numerics {
-    /// Each GEMM sums its K products in order; the all-reduce adds ranks in rank order.
-    /// A row-parallel layer's result then depends on tp (each rank's partial sum is
-    /// rounded before the ranks' sums are added).
-    #[default]
-    Fast,
-    /// The same output bits for tp = 1, 2, 4 and 8 on one adapter and backend. Every
-    /// product splits K into 8 blocks of `K / 8` (a size that depends on neither tp nor
-    /// the shard width), sums each block in order by fma, and joins the 8 block sums in
-    /// a fixed binary tree, `((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))`.
-    /// Row-parallel shards are whole blocks (`8 / tp` per rank) and the all-reduce joins
-    /// the ranks' sums along the same tree, so the association is the same at every tp.
-    /// Bias and activation are applied after the tree, the same way at every tp.
-    ///
-    /// Needs tp in {1, 2, 4, 8} (checked when the group is built) and every GEMM's inner
-    /// dimension a multiple of 8 (checked by each layer and op, which refuse other shapes
-    /// with [`Error::InvalidArgument`](crate::Error::InvalidArgument), never falling back).
-    TpInvariant,
-}
+//! The fixed summation tree of [`Numerics::TpInvariant`](crate::Numerics::TpInvariant).
 
 /// K blocks of every tp-invariant product, and so the largest tp the mode supports.
 pub(crate) const INVARIANT_BLOCKS: usize = 8;

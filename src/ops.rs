@@ -8,85 +8,8 @@ use std::ops::Range;
 
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::rank::Rank;
+use crate::settings::{Activation, WeightLayout};
 use crate::tensor::Tensor;
-
-/// How a weight matrix of a linear layer with `in` inputs and `out` outputs is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum WeightLayout {
-    /// `[in, out]`, so `Y = X · W` (the seed's layout).
-    #[default]
-    InOut,
-    /// `[out, in]`, so `Y = X · Wᵀ` (PyTorch `nn.Linear.weight`).
-    OutIn,
-}
-
-impl WeightLayout {
-    /// `[in, out]` stored in this layout.
-    pub fn stored_shape(self, in_features: usize, out_features: usize) -> [usize; 2] {
-        match self {
-            WeightLayout::InOut => [in_features, out_features],
-            WeightLayout::OutIn => [out_features, in_features],
-        }
-    }
-
-    /// `(in, out)` of a weight stored with `shape` in this layout.
-    pub fn in_out(self, shape: [usize; 2]) -> (usize, usize) {
-        match self {
-            WeightLayout::InOut => (shape[0], shape[1]),
-            WeightLayout::OutIn => (shape[1], shape[0]),
-        }
-    }
-
-    /// The dimension of the stored weight that holds the output features.
-    pub fn out_dim(self) -> usize {
-        match self {
-            WeightLayout::InOut => 1,
-            WeightLayout::OutIn => 0,
-        }
-    }
-}
-
-/// An elementwise activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Activation {
-    /// `x`.
-    #[default]
-    Identity,
-    /// `max(x, 0)`.
-    Relu,
-    /// GeLU, tanh approximation: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
-    GeluTanh,
-    /// GeLU, exact form: `0.5 x (1 + erf(x / √2))` (erf to 1.5e-7 absolute in WGSL).
-    GeluErf,
-}
-
-impl Activation {
-    /// The value of the shaders' `ACT` constant.
-    pub(crate) fn code(self) -> u32 {
-        match self {
-            Activation::Identity => 0,
-            Activation::Relu => 1,
-            Activation::GeluTanh => 2,
-            Activation::GeluErf => 3,
-        }
-    }
-}
-
-impl std::str::FromStr for Activation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "identity" | "none" => Ok(Activation::Identity),
-            "relu" => Ok(Activation::Relu),
-            "gelu" | "gelu-tanh" | "gelu_tanh" => Ok(Activation::GeluTanh),
-            "gelu-erf" | "gelu_erf" => Ok(Activation::GeluErf),
-            other => Err(Error::invalid(
-                "activation",
-                format!("unknown activation {other:?} (relu, gelu-tanh, gelu-erf, identity)"),
-            )),
-        }
-    }
-}
 
 fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
     if a.group_id() != b.group_id() || a.index() != b.index() {

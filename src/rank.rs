@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::gemm::GemmKernel;
 use crate::kernels::Kernels;
-use crate::numerics::Numerics;
 use crate::pool::BufferPool;
+use crate::settings::GemmKernel;
+use crate::settings::Numerics;
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.

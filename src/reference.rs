@@ -9,7 +9,7 @@
 //! When the inputs themselves carry an error bound `e_k` (the MLP's second layer reads
 //! the first layer's output), `Σ e_k |w_k|` is added and `|x_k|` widened by `e_k`.
 
-use crate::ops::{Activation, WeightLayout};
+use crate::settings::{Activation, WeightLayout};
 
 /// Unit roundoff of f32.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;

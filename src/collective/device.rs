@@ -4,9 +4,10 @@
 use super::{BoxFuture, Collective};
 use crate::error::{Error, Result};
 use crate::kernels::{pieces, PipelineKey, Shader};
-use crate::numerics::{tree_mid, Numerics};
+use crate::numerics::tree_mid;
 use crate::ops;
 use crate::rank::Rank;
+use crate::settings::Numerics;
 use crate::shard::offsets;
 use crate::tensor::Tensor;
 

@@ -3,7 +3,8 @@
 
 use super::{BoxFuture, Collective};
 use crate::error::{Error, Result};
-use crate::numerics::{tree_into, tree_scratch, Numerics};
+use crate::numerics::{tree_into, tree_scratch};
+use crate::settings::Numerics;
 use crate::shard::{concat_host, split_host};
 use crate::tensor::{read_back, MapReceiver, Tensor};
 

@@ -4,7 +4,8 @@ use super::{check_input, shard_features, weight_from_shards, HostLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::ops::{self, Activation, WeightLayout};
+use crate::ops;
+use crate::settings::{Activation, WeightLayout};
 use crate::tensor::Tensor;
 
 /// Options of a [`ColumnParallelLinear`] (Megatron-LM's names and defaults).

@@ -11,7 +11,7 @@ pub use row::{RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::ops::WeightLayout;
+use crate::settings::WeightLayout;
 
 /// A full (unsharded) linear layer on the host: `Y = X · W + bias`.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,10 @@ use super::{check_input, shard_features, weight_from_shards, HostLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::numerics::{Numerics, INVARIANT_BLOCKS};
-use crate::ops::{self, Activation, WeightLayout};
+use crate::numerics::INVARIANT_BLOCKS;
+use crate::ops;
+use crate::settings::Numerics;
+use crate::settings::{Activation, WeightLayout};
 use crate::shard::offsets;
 use crate::tensor::Tensor;
 
