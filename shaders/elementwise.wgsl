@@ -21,7 +21,7 @@ struct Params {
     col0: u32,
     row_stride: u32,
     base: u32,
-    _pad: u32,
+    value: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -86,5 +86,15 @@ fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
         let r = g / p.cols;
         let c = g % p.cols;
         out[(p.row0 + r) * p.a_cols + p.col0 + c] = a[g];
+    }
+}
+
+// out = bitcast<f32>(p.value)   (a constant fill: -0.0, the additive identity that keeps
+// the sign of every addend, for the zero addends of Replicate -> Partial)
+@compute @workgroup_size(256, 1, 1)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    if (i < p.count) {
+        out[p.base + i] = bitcast<f32>(p.value);
     }
 }

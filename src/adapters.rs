@@ -38,6 +38,7 @@ impl Finder {
             .collect();
         if found.is_empty() {
             return Err(Error::NoAdapter {
+                available: every_adapter().await,
                 wanted: format!(
                     "backends {:?}{}",
                     self.backends,
@@ -65,8 +66,48 @@ impl Finder {
             })
             .ok_or_else(|| Error::NoAdapter {
                 wanted: format!("{} ({:?}) again", info.name, info.backend),
+                available: Vec::new(),
             })
     }
+}
+
+/// Every adapter wgpu finds on any backend, described for an error message.
+async fn every_adapter() -> Vec<String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::all(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    instance
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect()
+}
+
+/// The backends `WGPU_BACKEND` names, if it is set.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when it is set but names no backend (wgpu would read it as
+/// the empty set and report no adapter).
+pub(crate) fn backends_from_env() -> Result<Option<wgpu::Backends>> {
+    let Ok(value) = std::env::var("WGPU_BACKEND") else {
+        return Ok(None);
+    };
+    let backends = wgpu::Backends::from_comma_list(&value);
+    if backends.is_empty() {
+        return Err(Error::invalid(
+            "group.build",
+            format!(
+                "WGPU_BACKEND={value:?} did not parse: name one or more of vulkan, metal, \
+                 dx12, gl, webgpu, primary, secondary (comma-separated)"
+            ),
+        ));
+    }
+    Ok(Some(backends))
 }
 
 pub(crate) async fn request_all(

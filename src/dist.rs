@@ -2,12 +2,12 @@
 
 use std::fmt;
 
-use crate::collective::{self, sum_parts};
+use crate::collective::sum_parts;
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::ops;
 use crate::shard::{concat_host, offsets, split_host, split_sizes};
-use crate::tensor::{read_back, Tensor};
+use crate::tensor::{check_shape, read_back, Tensor};
 
 /// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,15 +76,16 @@ impl DistTensor {
         if dim > 1 {
             return Err(Error::invalid(op, format!("dim must be 0 or 1, got {dim}")));
         }
-        if host.len() != shape[0] * shape[1] {
+        let len = check_shape(op, shape)?;
+        if host.len() != len {
             return Err(Error::shape(
                 op,
-                format!("{} values for {}", shape[0] * shape[1], fmt_shape(shape)),
+                format!("{len} values for {}", fmt_shape(shape)),
                 format!("{} values", host.len()),
             ));
         }
-        let sizes = split_sizes(shape[dim], group.world_size())?;
-        let parts = split_host(host, shape, dim, &sizes);
+        let sizes = split_sizes(shape[dim], group.world_size()).map_err(|e| e.with_op(op))?;
+        let parts = split_host(host, shape, dim, &sizes)?;
         let locals = group
             .ranks()
             .iter()
@@ -178,7 +179,7 @@ impl DistTensor {
             Placement::Shard(d) => {
                 let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
                 let shapes: Vec<_> = self.locals.iter().map(Tensor::shape).collect();
-                Ok(concat_host(&parts, &shapes, d))
+                concat_host(&parts, &shapes, d)
             }
             Placement::Partial => {
                 let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
@@ -224,7 +225,7 @@ impl DistTensor {
     /// | `Shard(d) -> Replicate` | all-gather |
     /// | `Partial -> Shard(d)` | reduce-scatter |
     /// | `Replicate -> Shard(d)` | local slice, no communication |
-    /// | `Replicate -> Partial` | rank 0 keeps the value, the others hold zeros |
+    /// | `Replicate -> Partial` | rank 0 keeps the value, the others hold `-0.0` (the additive identity that keeps `-0.0` a `-0.0`) |
     /// | `Shard(a) -> Shard(b)`, `Shard(d) -> Partial` | all-gather, then as from `Replicate` |
     ///
     /// # Errors
@@ -243,16 +244,16 @@ impl DistTensor {
             | (Placement::Partial, Placement::Partial) => Ok(self.clone()),
             (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
             (Placement::Partial, Placement::Replicate) => {
-                let out = collective::all_reduce(g, &self.locals).await?;
+                let out = g.all_reduce(&self.locals).await?;
                 Ok(self.with(out, target))
             }
             (Placement::Shard(d), Placement::Replicate) => {
-                let out = collective::all_gather(g, &self.locals, d).await?;
+                let out = g.all_gather(&self.locals, d).await?;
                 Ok(self.with(out, target))
             }
             (Placement::Partial, Placement::Shard(d)) => {
                 let sizes = split_sizes(self.shape[d], g.world_size())?;
-                let out = collective::reduce_scatter(g, &self.locals, d, &sizes).await?;
+                let out = g.reduce_scatter(&self.locals, d, &sizes).await?;
                 Ok(self.with(out, target))
             }
             (Placement::Replicate, Placement::Shard(d)) => {
@@ -276,7 +277,7 @@ impl DistTensor {
                     .iter()
                     .map(|t| match t.rank().index() {
                         0 => Ok(t.clone()),
-                        _ => Tensor::zeros(t.rank(), self.shape),
+                        _ => ops::fill(t, -0.0),
                     })
                     .collect::<Result<_>>()?;
                 Ok(self.with(out, target))
@@ -332,7 +333,7 @@ impl DistTensor {
     /// # Errors
     /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
     pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
-        let out = pollster::block_on(collective::broadcast(&self.group, &self.locals, root))?;
+        let out = pollster::block_on(self.group.broadcast(&self.locals, root))?;
         DistTensor::from_locals(&self.group, out, Placement::Replicate)
     }
 

@@ -48,6 +48,8 @@ pub enum Error {
     NoAdapter {
         /// What was asked for (backends, name).
         wanted: String,
+        /// The adapters that do exist, on any backend (name, backend, device type).
+        available: Vec<String>,
     },
     /// The adapter refused to give a device.
     RequestDevice {
@@ -135,6 +137,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The same error reported by `op`, the caller that knows what the user called (a
+    /// layer, rather than the helper it used), for argument errors; others unchanged.
+    pub(crate) fn with_op(self, op: &'static str) -> Self {
+        match self {
+            Error::Shape { expected, got, .. } => Error::Shape { op, expected, got },
+            Error::InvalidArgument { message, .. } => Error::InvalidArgument { op, message },
+            Error::Placement { expected, got, .. } => Error::Placement { op, expected, got },
+            Error::GroupMismatch { .. } => Error::GroupMismatch { op },
+            other => other,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -150,7 +166,17 @@ impl fmt::Display for Error {
             Error::GroupMismatch { op } => {
                 write!(f, "{op}: tensors or layers belong to different groups")
             }
-            Error::NoAdapter { wanted } => write!(f, "no wgpu adapter found for {wanted}"),
+            Error::NoAdapter { wanted, available } => {
+                write!(f, "no wgpu adapter found for {wanted}; ")?;
+                if available.is_empty() {
+                    write!(
+                        f,
+                        "no adapter exists on any backend (is a driver installed?)"
+                    )
+                } else {
+                    write!(f, "adapters present: {}", available.join("; "))
+                }
+            }
             Error::RequestDevice { adapter, message } => {
                 write!(f, "request_device on {adapter} failed: {message}")
             }

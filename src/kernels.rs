@@ -4,8 +4,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
@@ -206,23 +204,31 @@ impl Kernels {
         Ok(pipeline)
     }
 
-    /// Encodes one dispatch of `key` over `buffers` (in binding order) and `params`
-    /// (the uniform, last binding) into `encoder`.
+    /// Encodes one dispatch of `key` over `buffers` (in binding order) and the uniform
+    /// `params` (the last binding, written through `queue` before the encoder's
+    /// submission runs) into `encoder`.
+    ///
+    /// The uniform is a plain buffer filled by `Queue::write_buffer`, never one mapped at
+    /// creation: mapping panics inside wgpu on a lost device, and a write is an error.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
         device: &wgpu::Device,
+        queue: &wgpu::Queue,
         encoder: &mut wgpu::CommandEncoder,
         key: &PipelineKey,
         buffers: &[&wgpu::Buffer],
-        params: &[u32],
+        params: &[u8],
         workgroups: [u32; 2],
     ) -> Result<()> {
         let pipeline = self.pipeline(device, key)?;
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-tp params"),
-            contents: bytemuck::cast_slice(params),
-            usage: wgpu::BufferUsages::UNIFORM,
+            size: params.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
+        queue.write_buffer(&uniform, 0, params);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()

@@ -47,12 +47,12 @@ mod adapters;
 pub mod collective;
 mod dist;
 mod error;
-mod gemm;
 mod group;
 mod kernels;
 pub mod nn;
 mod numerics;
 pub mod ops;
+mod params;
 mod pool;
 mod rank;
 pub mod reference;
@@ -63,12 +63,13 @@ mod tensor;
 pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};
 pub use error::{Error, Result};
-pub use gemm::gemm_kernel_for;
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
 pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
+pub use ops::gemm_kernel_for;
+pub use pool::DEFAULT_BUFFER_CACHE_BYTES;
 pub use rank::Rank;
 pub use settings::{Activation, GemmKernel, Numerics, WeightLayout};
 pub use shard::split_sizes;

@@ -6,44 +6,116 @@
 //! GEMMs and collectives are made on every call, so reusing their buffers pays off, as
 //! PyTorch's caching allocator does. Reuse is safe because a device has one queue: work
 //! submitted before the tensor was dropped runs before anything written into it later.
+//!
+//! The cache holds at most its cap in bytes ([`DEFAULT_BUFFER_CACHE_BYTES`] unless the
+//! group builder sets another). A buffer returned when the cache is full pushes out the
+//! buffers returned longest ago until it fits (least recently freed first); a buffer larger
+//! than the cap is freed at once. [`BufferPool::trim`] frees everything kept.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Buffers kept per device, at most this many bytes (beyond, dropped buffers are freed).
-const KEPT_BYTES: u64 = 1 << 30;
+/// The default cap of each device's buffer cache: 256 MiB.
+pub const DEFAULT_BUFFER_CACHE_BYTES: u64 = 256 << 20;
 
 /// The free buffers of one device, by size in bytes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BufferPool {
-    free: Mutex<(HashMap<u64, Vec<wgpu::Buffer>>, u64)>,
+    cap: u64,
+    free: Mutex<Free>,
+}
+
+#[derive(Debug, Default)]
+struct Free {
+    /// Buffers by size, each with the tick it was returned at (oldest first).
+    by_size: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
+    bytes: u64,
+    tick: u64,
+}
+
+impl Free {
+    /// Frees the least recently returned buffer; false when none is kept.
+    fn evict_oldest(&mut self) -> bool {
+        let oldest = self
+            .by_size
+            .iter()
+            .filter_map(|(&size, v)| v.first().map(|(t, _)| (*t, size)))
+            .min();
+        let Some((_, size)) = oldest else {
+            return false;
+        };
+        if let Some(v) = self.by_size.get_mut(&size) {
+            v.remove(0);
+            self.bytes -= size;
+            if v.is_empty() {
+                self.by_size.remove(&size);
+            }
+        }
+        true
+    }
 }
 
 impl BufferPool {
-    /// A kept buffer of exactly `bytes`, if one is free.
+    /// An empty cache holding at most `cap` bytes.
+    pub(crate) fn new(cap: u64) -> Self {
+        BufferPool {
+            cap,
+            free: Mutex::new(Free::default()),
+        }
+    }
+
+    /// A kept buffer of exactly `bytes`, if one is free (the most recently returned).
     pub(crate) fn take(&self, bytes: u64) -> Option<wgpu::Buffer> {
         let mut free = self.free.lock().ok()?;
-        let b = free.0.get_mut(&bytes)?.pop()?;
-        free.1 -= bytes;
+        let list = free.by_size.get_mut(&bytes)?;
+        let (_, b) = list.pop()?;
+        if list.is_empty() {
+            free.by_size.remove(&bytes);
+        }
+        free.bytes -= bytes;
         Some(b)
     }
 
     fn give(&self, buffer: wgpu::Buffer) {
+        let bytes = buffer.size();
+        if bytes > self.cap {
+            return;
+        }
         if let Ok(mut free) = self.free.lock() {
-            let bytes = buffer.size();
-            if free.1 + bytes <= KEPT_BYTES {
-                free.1 += bytes;
-                free.0.entry(bytes).or_default().push(buffer);
-            }
+            while free.bytes + bytes > self.cap && free.evict_oldest() {}
+            free.tick += 1;
+            let tick = free.tick;
+            free.bytes += bytes;
+            free.by_size.entry(bytes).or_default().push((tick, buffer));
+        }
+    }
+
+    /// Bytes kept now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.free.lock().map_or(0, |f| f.bytes)
+    }
+
+    /// The most bytes kept.
+    pub(crate) fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// Frees every kept buffer.
+    pub(crate) fn trim(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            *free = Free::default();
         }
     }
 }
 
-/// A tensor's buffer; goes back to its pool when the last tensor holding it is dropped.
+/// A tensor's buffer; goes back to its pool when the last tensor holding it is dropped,
+/// unless it was handed out ([`Pooled::export`]).
 #[derive(Debug)]
 pub(crate) struct Pooled {
     buffer: wgpu::Buffer,
     pool: Weak<BufferPool>,
+    exported: AtomicBool,
 }
 
 impl Pooled {
@@ -51,16 +123,27 @@ impl Pooled {
         Arc::new(Pooled {
             buffer,
             pool: Arc::downgrade(pool),
+            exported: AtomicBool::new(false),
         })
     }
 
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
+
+    /// The buffer, for someone outside the crate: it will never be reused for another
+    /// tensor (whatever its new holder does to it, a destroy included).
+    pub(crate) fn export(&self) -> &wgpu::Buffer {
+        self.exported.store(true, Ordering::Relaxed);
+        &self.buffer
+    }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
+        if self.exported.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(pool) = self.pool.upgrade() {
             // A handle to the same buffer: it outlives this one in the pool.
             pool.give(self.buffer.clone());

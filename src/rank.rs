@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, PipelineKey};
 use crate::pool::BufferPool;
 use crate::settings::GemmKernel;
 use crate::settings::Numerics;
@@ -48,6 +48,18 @@ pub(crate) struct DeviceCtx {
     staging: Mutex<Vec<wgpu::Buffer>>,
 }
 
+/// Whether a rank installs its uncaptured-error handler and device-lost callback on its
+/// device (wgpu keeps one of each per device, so installing replaces the owner's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceCallbacks {
+    /// Devices this crate made, or an app's when it asks: errors raised outside this
+    /// crate's calls and the loss of the device become `Error`s on the rank's next call.
+    Install,
+    /// An app's devices by default: its own handlers stay; this crate still captures every
+    /// error of its own calls with error scopes.
+    Leave,
+}
+
 /// Staging buffers kept per device; more are dropped when returned.
 const STAGING_KEPT: usize = 16;
 
@@ -58,21 +70,25 @@ impl DeviceCtx {
         timeout: Duration,
         gemm: GemmKernel,
         numerics: Numerics,
+        cache_bytes: u64,
+        callbacks: DeviceCallbacks,
     ) -> Arc<Self> {
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&uncaptured);
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(describe(&e));
-            }
-        }));
         let lost = Arc::new(Mutex::new(None));
-        let lost_sink = Arc::clone(&lost);
-        device.set_device_lost_callback(move |reason, message| {
-            if let Ok(mut l) = lost_sink.lock() {
-                *l = Some(format!("{reason:?}: {message}"));
-            }
-        });
+        if callbacks == DeviceCallbacks::Install {
+            let sink = Arc::clone(&uncaptured);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(describe(&e));
+                }
+            }));
+            let lost_sink = Arc::clone(&lost);
+            device.set_device_lost_callback(move |reason, message| {
+                if let Ok(mut l) = lost_sink.lock() {
+                    *l = Some(format!("{reason:?}: {message}"));
+                }
+            });
+        }
         let kernels = Kernels::new();
         let info = device.adapter_info();
         let limits = device.limits();
@@ -87,7 +103,7 @@ impl DeviceCtx {
             lost,
             gemm,
             numerics,
-            pool: Arc::default(),
+            pool: Arc::new(BufferPool::new(cache_bytes)),
             staging: Mutex::new(Vec::new()),
         })
     }
@@ -204,6 +220,24 @@ impl Rank {
         self.inner.dev.numerics
     }
 
+    /// Bytes of free tensor buffers this rank's device keeps for reuse (shared by the
+    /// logical ranks of one device); never more than the group's
+    /// [`buffer_cache_bytes`](crate::GroupBuilder::buffer_cache_bytes).
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.dev.pool.bytes()
+    }
+
+    /// The most bytes of free tensor buffers this rank's device keeps.
+    pub fn buffer_cache_cap(&self) -> u64 {
+        self.inner.dev.pool.cap()
+    }
+
+    /// Frees every tensor buffer this rank's device keeps for reuse (tensors still alive
+    /// are untouched).
+    pub fn trim_cache(&self) {
+        self.inner.dev.pool.trim();
+    }
+
     pub(crate) fn buffer_pool(&self) -> &Arc<BufferPool> {
         &self.inner.dev.pool
     }
@@ -250,7 +284,7 @@ impl Rank {
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
         if validation_err.is_some() || oom_err.is_some() {
-            self.poll_for_loss();
+            self.settle();
         }
         self.check_health(op)?;
         if let Some(e) = oom_err {
@@ -268,6 +302,28 @@ impl Rank {
             });
         }
         out
+    }
+
+    /// Encodes one dispatch of `key` over `buffers` with the uniform `params` and submits
+    /// it, inside this rank's error scopes; waits for nothing.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        op: &'static str,
+        key: &PipelineKey,
+        buffers: &[&wgpu::Buffer],
+        params: &P,
+        grid: [u32; 2],
+    ) -> Result<()> {
+        self.scoped(op, || {
+            let (device, queue) = (self.device(), self.queue());
+            let mut enc =
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            let bytes = bytemuck::bytes_of(params);
+            self.kernels()
+                .dispatch(device, queue, &mut enc, key, buffers, bytes, grid)?;
+            queue.submit([enc.finish()]);
+            Ok(())
+        })
     }
 
     /// Blocks until `submission` has finished, at most [`Rank::timeout`].
@@ -319,16 +375,26 @@ impl Rank {
         self.poll_result(op, poll)
     }
 
-    /// Lets wgpu run a pending device-lost callback: a destroyed device is only reported
-    /// lost once wgpu is polled.
-    pub(crate) fn poll_for_loss(&self) {
-        // Whatever the poll says, the lost flag is what is read next.
+    /// Lets wgpu run pending callbacks and free what finished work held, without waiting
+    /// (an upload's staging copy is only freed then).
+    pub(crate) fn poll_now(&self) {
+        // Whatever the poll says, a later check reads the flags it sets.
         let _ = self.inner.dev.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Waits (at most the timeout) for the queue to drain, so that a destroyed device's
+    /// loss is reported: wgpu runs the device-lost callback only once its queue is empty.
+    /// Only on error paths, to tell a loss from another error.
+    fn settle(&self) {
+        let _ = self.inner.dev.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.inner.dev.timeout),
+        });
     }
 
     /// `error`, unless the device was lost, which explains it better.
     pub(crate) fn loss_or(&self, op: &'static str, error: Error) -> Error {
-        self.poll_for_loss();
+        self.settle();
         match self.check_health(op) {
             Err(lost @ Error::DeviceLost { .. }) => lost,
             _ => error,

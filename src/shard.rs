@@ -51,6 +51,9 @@ pub fn offsets(sizes: &[usize]) -> Vec<usize> {
 
 /// Copies the sub-matrix `rows x cols` of the row-major `[_, src_cols]` matrix `src`
 /// starting at `(row0, col0)`.
+///
+/// # Errors
+/// [`Error::Shape`] when the window leaves `src` (or its bounds overflow).
 pub fn slice_host(
     src: &[f32],
     src_cols: usize,
@@ -58,19 +61,50 @@ pub fn slice_host(
     rows: usize,
     col0: usize,
     cols: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
+    let op = "slice_host";
+    let src_rows = src.len().checked_div(src_cols).unwrap_or(0);
+    let fits = row0.checked_add(rows).is_some_and(|e| e <= src_rows)
+        && col0.checked_add(cols).is_some_and(|e| e <= src_cols);
+    if !fits {
+        return Err(Error::shape(
+            op,
+            format!("a window inside [{src_rows}, {src_cols}]"),
+            format!("[{rows}, {cols}] at ({row0}, {col0})"),
+        ));
+    }
     let mut out = Vec::with_capacity(rows * cols);
     for r in row0..row0 + rows {
         let start = r * src_cols + col0;
         out.extend_from_slice(&src[start..start + cols]);
     }
-    out
+    Ok(out)
 }
 
 /// Splits the row-major `[rows, cols]` matrix `src` along `dim` (0: rows, 1: columns) into
 /// the shards given by `sizes`.
-pub fn split_host(src: &[f32], shape: [usize; 2], dim: usize, sizes: &[usize]) -> Vec<Vec<f32>> {
+///
+/// # Errors
+/// [`Error::Shape`] when `src` is not `rows * cols` values or the shards leave it;
+/// [`Error::InvalidArgument`] for `dim > 1`.
+pub fn split_host(
+    src: &[f32],
+    shape: [usize; 2],
+    dim: usize,
+    sizes: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    let op = "split_host";
     let [rows, cols] = shape;
+    if dim > 1 {
+        return Err(Error::invalid(op, format!("dim must be 0 or 1, got {dim}")));
+    }
+    if rows.checked_mul(cols) != Some(src.len()) {
+        return Err(Error::shape(
+            op,
+            format!("[{rows}, {cols}] values"),
+            format!("{} values", src.len()),
+        ));
+    }
     offsets(sizes)
         .into_iter()
         .zip(sizes)
@@ -85,7 +119,32 @@ pub fn split_host(src: &[f32], shape: [usize; 2], dim: usize, sizes: &[usize]) -
 }
 
 /// Concatenates row-major shards along `dim`; `shapes[i]` is the shape of `parts[i]`.
-pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Vec<f32> {
+///
+/// # Errors
+/// [`Error::Shape`] when a part's length is not its shape's, or the shapes do not line up
+/// along the other dimension; [`Error::InvalidArgument`] for `dim > 1`.
+pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Result<Vec<f32>> {
+    let op = "concat_host";
+    if dim > 1 {
+        return Err(Error::invalid(op, format!("dim must be 0 or 1, got {dim}")));
+    }
+    let other = 1 - dim;
+    let lined_up = parts.len() == shapes.len()
+        && parts
+            .iter()
+            .zip(shapes)
+            .all(|(p, s)| s[0].checked_mul(s[1]) == Some(p.len()))
+        && shapes.windows(2).all(|w| w[0][other] == w[1][other]);
+    if !lined_up {
+        return Err(Error::shape(
+            op,
+            format!("parts matching their shapes, equal along dimension {other}"),
+            format!(
+                "shapes {shapes:?} for parts of {:?} values",
+                parts.iter().map(Vec::len).collect::<Vec<_>>()
+            ),
+        ));
+    }
     let total: usize = parts.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(total);
     if dim == 0 {
@@ -100,7 +159,7 @@ pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Vec
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -125,13 +184,29 @@ mod tests {
         let m: Vec<f32> = (0..21).map(|i| i as f32).collect();
         for dim in 0..2 {
             let sizes = split_sizes(shape[dim], 3)?;
-            let parts = split_host(&m, shape, dim, &sizes);
+            let parts = split_host(&m, shape, dim, &sizes)?;
             let shapes: Vec<[usize; 2]> = sizes
                 .iter()
                 .map(|&s| if dim == 0 { [s, 7] } else { [3, s] })
                 .collect();
-            assert_eq!(concat_host(&parts, &shapes, dim), m);
+            assert_eq!(concat_host(&parts, &shapes, dim)?, m);
         }
         Ok(())
+    }
+
+    #[test]
+    fn windows_and_shards_outside_the_matrix_are_errors_not_panics() {
+        let m = vec![1.0f32; 6]; // [2, 3]
+        assert!(slice_host(&m, 3, 1, 2, 0, 3).is_err());
+        assert!(slice_host(&m, 3, 0, 1, 2, 2).is_err());
+        assert!(slice_host(&m, 3, usize::MAX, 2, 0, 1).is_err());
+        assert!(slice_host(&m, 0, 0, 1, 0, 1).is_err());
+        assert_eq!(slice_host(&m, 3, 1, 1, 1, 2).unwrap(), vec![1.0; 2]);
+        assert!(split_host(&m, [2, 4], 0, &[1, 1]).is_err());
+        assert!(split_host(&m, [usize::MAX, 2], 0, &[1]).is_err());
+        assert!(split_host(&m, [2, 3], 1, &[2, 2]).is_err());
+        assert!(concat_host(&[vec![1.0; 2]], &[[1, 3]], 0).is_err());
+        assert!(concat_host(&[vec![1.0; 2], vec![1.0; 3]], &[[1, 2], [3, 1]], 1).is_err());
+        assert!(concat_host(&[vec![1.0; 2]], &[[1, 2]], 2).is_err());
     }
 }

@@ -16,8 +16,8 @@ use crate::rank::Rank;
 ///
 /// Tensors are immutable once made: every operation writes a new one. Cloning is cheap
 /// (the buffers are reference-counted) and shares the device memory. When the last clone
-/// is dropped the buffers go back to the rank's cache for the next tensor of their size,
-/// so a `wgpu::Buffer` taken from [`Tensor::buffers`] must not outlive the tensor.
+/// is dropped the buffers go back to the rank's cache for the next tensor of their size
+/// (except buffers handed out by [`Tensor::buffers`], which are freed).
 #[derive(Debug, Clone)]
 pub struct Tensor {
     rank: Rank,
@@ -108,8 +108,13 @@ impl Tensor {
                 rank.queue()
                     .write_buffer(b.buffer(), 0, bytemuck::cast_slice(part));
             }
+            // Submit the write now and let wgpu reclaim its staging copy once done,
+            // rather than hold it until the rank's next kernel (a model's weights would
+            // otherwise sit in memory twice).
+            rank.queue().submit([]);
             Ok(())
         })?;
+        rank.poll_now();
         Ok(t)
     }
 
@@ -201,10 +206,14 @@ impl Tensor {
 
     /// The device buffers (`STORAGE | COPY_SRC | COPY_DST`), each holding the rows of its
     /// range, row-major: one buffer unless the tensor is over the device's buffer limits.
+    ///
+    /// Buffers handed out here are never reused for another tensor: once this tensor and
+    /// its clones are gone they are freed rather than cached, so whatever the caller does
+    /// with them (keep, write, destroy) cannot reach another tensor.
     pub fn buffers(&self) -> Vec<(&wgpu::Buffer, Range<usize>)> {
         self.bands
             .iter()
-            .map(|b| (b.buffer(), b.rows.clone()))
+            .map(|b| (b.buffer.export(), b.rows.clone()))
             .collect()
     }
 

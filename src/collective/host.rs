@@ -1,7 +1,10 @@
 //! The host collective: read every rank's buffer back, combine on the host in rank
 //! order, upload the result. Works between any ranks, whatever adapter or backend.
 
-use super::{BoxFuture, Collective};
+use super::{
+    check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes, BoxFuture,
+    Collective,
+};
 use crate::error::{Error, Result};
 use crate::numerics::{tree_into, tree_scratch};
 use crate::settings::Numerics;
@@ -253,7 +256,10 @@ fn give_host_chunk(v: Vec<f32>) {
 
 impl Collective for HostCollective {
     fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
-        Box::pin(chunked_all_reduce(inputs))
+        Box::pin(async move {
+            check_same_shapes("all_reduce", inputs)?;
+            chunked_all_reduce(inputs).await
+        })
     }
 
     fn all_gather<'a>(
@@ -262,11 +268,10 @@ impl Collective for HostCollective {
         dim: usize,
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
+            let shape = check_all_gather("all_gather", inputs, dim)?;
             let parts = read_back("all_gather", &all(inputs)).await?;
             let shapes: Vec<[usize; 2]> = inputs.iter().map(Tensor::shape).collect();
-            let mut shape = shapes[0];
-            shape[dim] = shapes.iter().map(|s| s[dim]).sum();
-            upload_all(inputs, &concat_host(&parts, &shapes, dim), shape)
+            upload_all(inputs, &concat_host(&parts, &shapes, dim)?, shape)
         })
     }
 
@@ -277,10 +282,10 @@ impl Collective for HostCollective {
         sizes: &'a [usize],
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
-            let shape = inputs[0].shape();
+            let shape = check_reduce_scatter("reduce_scatter", inputs, dim, sizes)?;
             let parts = read_back("reduce_scatter", &all(inputs)).await?;
             let sum = sum_parts(parts, inputs[0].rank().numerics());
-            let shards = split_host(&sum, shape, dim, sizes);
+            let shards = split_host(&sum, shape, dim, sizes)?;
             inputs
                 .iter()
                 .zip(shards)
@@ -300,6 +305,7 @@ impl Collective for HostCollective {
         root: usize,
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
+            check_broadcast("broadcast", inputs, root)?;
             let src = &inputs[root];
             let data = read_back("broadcast", &[src]).await?.concat();
             inputs

@@ -11,13 +11,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use device::sum as sum_on_device;
 pub use device::DeviceCollective;
 pub(crate) use host::sum_parts;
 pub use host::HostCollective;
 
 use crate::error::{fmt_shape, Error, Result};
-use crate::group::Group;
 use crate::tensor::Tensor;
 
 /// A boxed future that may move between threads.
@@ -55,10 +53,10 @@ pub trait Collective: Send + Sync {
 /// How many collectives of each kind a group has run (for tests and profiling).
 #[derive(Debug, Default)]
 pub struct CollectiveStats {
-    all_reduce: AtomicU64,
-    all_gather: AtomicU64,
-    reduce_scatter: AtomicU64,
-    broadcast: AtomicU64,
+    pub(crate) all_reduce: AtomicU64,
+    pub(crate) all_gather: AtomicU64,
+    pub(crate) reduce_scatter: AtomicU64,
+    pub(crate) broadcast: AtomicU64,
 }
 
 impl CollectiveStats {
@@ -80,12 +78,19 @@ impl CollectiveStats {
     }
 }
 
-fn check_same_shapes(op: &'static str, inputs: &[Tensor]) -> Result<()> {
-    let first = inputs[0].shape();
+/// The shape every input has (the inputs are not empty).
+pub(crate) fn check_same_shapes(op: &'static str, inputs: &[Tensor]) -> Result<[usize; 2]> {
+    let first = check_not_empty(op, inputs)?.shape();
     match inputs.iter().find(|t| t.shape() != first) {
         Some(t) => Err(Error::shape(op, fmt_shape(first), fmt_shape(t.shape()))),
-        None => Ok(()),
+        None => Ok(first),
     }
+}
+
+fn check_not_empty<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Tensor> {
+    inputs
+        .first()
+        .ok_or_else(|| Error::shape(op, "at least one tensor", "none"))
 }
 
 fn check_dim(op: &'static str, dim: usize) -> Result<()> {
@@ -95,46 +100,37 @@ fn check_dim(op: &'static str, dim: usize) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn all_reduce(group: &Group, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let op = "all_reduce";
-    group.check_locals(op, inputs)?;
-    check_same_shapes(op, inputs)?;
-    group.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
-    group.collective().all_reduce(inputs).await
-}
-
-pub(crate) async fn all_gather(
-    group: &Group,
+/// Checks an all-gather's inputs; returns the gathered shape.
+pub(crate) fn check_all_gather(
+    op: &'static str,
     inputs: &[Tensor],
     dim: usize,
-) -> Result<Vec<Tensor>> {
-    let op = "all_gather";
-    group.check_locals(op, inputs)?;
+) -> Result<[usize; 2]> {
     check_dim(op, dim)?;
+    let first = check_not_empty(op, inputs)?.shape();
     let other = 1 - dim;
-    let want = inputs[0].shape()[other];
-    if let Some(t) = inputs.iter().find(|t| t.shape()[other] != want) {
+    if let Some(t) = inputs.iter().find(|t| t.shape()[other] != first[other]) {
         return Err(Error::shape(
             op,
-            format!("dimension {other} of {want} on every rank"),
+            format!("dimension {other} of {} on every rank", first[other]),
             fmt_shape(t.shape()),
         ));
     }
-    group.stats().all_gather.fetch_add(1, Ordering::Relaxed);
-    group.collective().all_gather(inputs, dim).await
+    let mut shape = first;
+    shape[dim] = inputs.iter().map(|t| t.shape()[dim]).sum();
+    Ok(shape)
 }
 
-pub(crate) async fn reduce_scatter(
-    group: &Group,
+/// Checks a reduce-scatter's inputs; returns the shape of the sum.
+pub(crate) fn check_reduce_scatter(
+    op: &'static str,
     inputs: &[Tensor],
     dim: usize,
     sizes: &[usize],
-) -> Result<Vec<Tensor>> {
-    let op = "reduce_scatter";
-    group.check_locals(op, inputs)?;
+) -> Result<[usize; 2]> {
     check_dim(op, dim)?;
-    check_same_shapes(op, inputs)?;
-    let n = inputs[0].shape()[dim];
+    let shape = check_same_shapes(op, inputs)?;
+    let n = shape[dim];
     if sizes.len() != inputs.len() || sizes.iter().sum::<usize>() != n || sizes.contains(&0) {
         return Err(Error::shape(
             op,
@@ -142,23 +138,20 @@ pub(crate) async fn reduce_scatter(
             format!("{sizes:?}"),
         ));
     }
-    group.stats().reduce_scatter.fetch_add(1, Ordering::Relaxed);
-    group.collective().reduce_scatter(inputs, dim, sizes).await
+    Ok(shape)
 }
 
-pub(crate) async fn broadcast(
-    group: &Group,
+/// Checks a broadcast's inputs; returns the root's shape.
+pub(crate) fn check_broadcast(
+    op: &'static str,
     inputs: &[Tensor],
     root: usize,
-) -> Result<Vec<Tensor>> {
-    let op = "broadcast";
-    group.check_locals(op, inputs)?;
-    if root >= inputs.len() {
-        return Err(Error::invalid(
+) -> Result<[usize; 2]> {
+    check_not_empty(op, inputs)?;
+    inputs.get(root).map(Tensor::shape).ok_or_else(|| {
+        Error::invalid(
             op,
             format!("root {root} is not a rank of a group of {}", inputs.len()),
-        ));
-    }
-    group.stats().broadcast.fetch_add(1, Ordering::Relaxed);
-    group.collective().broadcast(inputs, root).await
+        )
+    })
 }

@@ -1,9 +1,10 @@
 //! `ColumnParallelLinear`: `W = [W0 | W1 | ...]`, rank r computes `X · Wr`.
 
-use super::{check_input, shard_features, weight_from_shards, HostLinear};
+use super::{check_forward_fits, check_input, shard_features, weight_from_shards, HostLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
+use crate::numerics::INVARIANT_BLOCKS;
 use crate::ops;
 use crate::settings::{Activation, WeightLayout};
 use crate::tensor::Tensor;
@@ -55,13 +56,15 @@ impl ColumnParallelLinear {
         full: HostLinear<'_>,
         config: ColumnParallelConfig,
     ) -> Result<Self> {
-        full.check("column_parallel.from_full")?;
-        let weight = full.shard_weight(group, true)?;
+        let op = "column_parallel.from_full";
+        full.check(op)?;
+        let weight = full.shard_weight(op, group, true)?;
         let bias = full
             .bias
             .map(|b| DistTensor::shard(group, b, [1, full.out_features], 1))
-            .transpose()?;
-        Self::new(group, weight, bias, full.layout, config)
+            .transpose()
+            .map_err(|e| e.with_op(op))?;
+        Self::new(op, group, weight, bias, full.layout, config)
     }
 
     /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
@@ -82,10 +85,11 @@ impl ColumnParallelLinear {
         let bias = biases
             .map(|b| DistTensor::from_locals(group, b, Placement::Shard(1)))
             .transpose()?;
-        Self::new(group, weight, bias, layout, config)
+        Self::new(op, group, weight, bias, layout, config)
     }
 
     fn new(
+        op: &'static str,
         group: &Group,
         weight: DistTensor,
         bias: Option<DistTensor>,
@@ -98,7 +102,7 @@ impl ColumnParallelLinear {
             let bias_cols: Vec<[usize; 2]> = b.locals().iter().map(Tensor::shape).collect();
             if bias_cols.iter().zip(&outs).any(|(s, &o)| *s != [1, o]) {
                 return Err(Error::shape(
-                    "column_parallel.new",
+                    op,
                     format!("bias shards [1, n] with n = {outs:?}"),
                     bias_cols
                         .iter()
@@ -108,6 +112,16 @@ impl ColumnParallelLinear {
                 ));
             }
         }
+        let ks = vec![in_features; group.world_size()];
+        let widest = if config.gather_output {
+            out_features
+        } else {
+            shard_features(&weight, layout, false)
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+        };
+        check_forward_fits(op, group, &ks, INVARIANT_BLOCKS, widest)?;
         Ok(ColumnParallelLinear {
             group: group.clone(),
             weight,

@@ -50,7 +50,8 @@ impl ParallelMlp {
                 gather_output: false,
                 activation,
             },
-        )?;
+        )
+        .map_err(|e| e.with_op("parallel_mlp.from_full (fc1)"))?;
         let fc2 = RowParallelLinear::from_full(
             group,
             fc2,
@@ -58,7 +59,8 @@ impl ParallelMlp {
                 input_is_parallel: true,
                 skip_bias_add: false,
             },
-        )?;
+        )
+        .map_err(|e| e.with_op("parallel_mlp.from_full (fc2)"))?;
         Self::from_layers(fc1, fc2)
     }
 

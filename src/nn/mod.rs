@@ -11,7 +11,9 @@ pub use row::{RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::settings::WeightLayout;
+use crate::numerics::INVARIANT_BLOCKS;
+use crate::settings::{Numerics, WeightLayout};
+use crate::tensor::band_rows;
 
 /// A full (unsharded) linear layer on the host: `Y = X · W + bias`.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +37,7 @@ impl HostLinear<'_> {
             .stored_shape(self.in_features, self.out_features);
         if self.in_features == 0
             || self.out_features == 0
-            || self.weight.len() != shape[0] * shape[1]
+            || shape[0].checked_mul(shape[1]) != Some(self.weight.len())
         {
             return Err(Error::shape(
                 op,
@@ -55,14 +57,15 @@ impl HostLinear<'_> {
         Ok(())
     }
 
-    /// The weight sharded over `group` along its output (`by_output`) or input features.
-    fn shard_weight(&self, group: &Group, by_output: bool) -> Result<DistTensor> {
+    /// The weight sharded over `group` along its output (`by_output`) or input features;
+    /// argument errors name `op`.
+    fn shard_weight(&self, op: &'static str, group: &Group, by_output: bool) -> Result<DistTensor> {
         let shape = self
             .layout
             .stored_shape(self.in_features, self.out_features);
         let out_dim = self.layout.out_dim();
         let dim = if by_output { out_dim } else { 1 - out_dim };
-        DistTensor::shard(group, self.weight, shape, dim)
+        DistTensor::shard(group, self.weight, shape, dim).map_err(|e| e.with_op(op))
     }
 }
 
@@ -112,4 +115,40 @@ fn weight_from_shards(
         Error::Shape { expected, got, .. } => Error::Shape { op, expected, got },
         other => other,
     })
+}
+
+/// Refuses, when the layer is made, what its forward would refuse later: under
+/// tp-invariant numerics, inner sizes `ks` (one per rank) that are unequal or not a
+/// multiple of `blocks`; and on any rank, output rows of `out_cols` values wider than a
+/// buffer may be (a row is never split), so no forward computes for long and then fails.
+fn check_forward_fits(
+    op: &'static str,
+    group: &Group,
+    ks: &[usize],
+    blocks: usize,
+    out_cols: usize,
+) -> Result<()> {
+    if group.ranks()[0].numerics() == Numerics::TpInvariant {
+        if ks.iter().any(|&k| k != ks[0]) {
+            return Err(Error::invalid(
+                op,
+                format!("tp-invariant numerics need equal input shards, got {ks:?}"),
+            ));
+        }
+        if !ks[0].is_multiple_of(blocks) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "tp-invariant numerics split each product's inner dimension into {blocks} \
+                     equal blocks: {} is not a multiple of {blocks} (make every layer's input \
+                     size a multiple of {INVARIANT_BLOCKS})",
+                    ks[0]
+                ),
+            ));
+        }
+    }
+    for r in group.ranks() {
+        band_rows(r, out_cols, op)?;
+    }
+    Ok(())
 }

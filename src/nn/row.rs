@@ -1,12 +1,11 @@
 //! `RowParallelLinear`: `W` split by rows, rank r computes `Xr · Wr`, one all-reduce sums.
 
-use super::{check_input, shard_features, weight_from_shards, HostLinear};
+use super::{check_forward_fits, check_input, shard_features, weight_from_shards, HostLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::ops;
-use crate::settings::Numerics;
 use crate::settings::{Activation, WeightLayout};
 use crate::shard::offsets;
 use crate::tensor::Tensor;
@@ -52,13 +51,15 @@ impl RowParallelLinear {
         full: HostLinear<'_>,
         config: RowParallelConfig,
     ) -> Result<Self> {
-        full.check("row_parallel.from_full")?;
-        let weight = full.shard_weight(group, false)?;
+        let op = "row_parallel.from_full";
+        full.check(op)?;
+        let weight = full.shard_weight(op, group, false)?;
         let bias = full
             .bias
             .map(|b| DistTensor::replicate(group, b, [1, full.out_features]))
-            .transpose()?;
-        Self::new(group, weight, bias, full.layout, config)
+            .transpose()
+            .map_err(|e| e.with_op(op))?;
+        Self::new(op, group, weight, bias, full.layout, config)
     }
 
     /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
@@ -79,10 +80,11 @@ impl RowParallelLinear {
         let bias = biases
             .map(|b| DistTensor::from_locals(group, b, Placement::Replicate))
             .transpose()?;
-        Self::new(group, weight, bias, layout, config)
+        Self::new(op, group, weight, bias, layout, config)
     }
 
     fn new(
+        op: &'static str,
         group: &Group,
         weight: DistTensor,
         bias: Option<DistTensor>,
@@ -93,12 +95,14 @@ impl RowParallelLinear {
         if let Some(b) = &bias {
             if b.shape() != [1, out_features] {
                 return Err(Error::shape(
-                    "row_parallel.new",
+                    op,
                     format!("bias [1, {out_features}]"),
                     fmt_shape(b.shape()),
                 ));
             }
         }
+        let ks = shard_features(&weight, layout, true);
+        check_forward_fits(op, group, &ks, INVARIANT_BLOCKS / ks.len(), out_features)?;
         Ok(RowParallelLinear {
             group: group.clone(),
             weight,
@@ -152,17 +156,9 @@ impl RowParallelLinear {
         check_input(op, &self.group, x, self.in_features)?;
         let ins = self.in_features_per_rank();
         let w = self.weight.locals();
-        // Tp-invariant numerics: each rank sums whole K blocks, 8 / tp of them, so the
-        // shards must be equal (they are when built from a full weight).
+        // Tp-invariant numerics: each rank sums whole K blocks, 8 / tp of them (equal
+        // shards, checked when the layer was made).
         let blocks = INVARIANT_BLOCKS / ins.len();
-        if self.group.ranks()[0].numerics() == Numerics::TpInvariant
-            && ins.iter().any(|&k| k != ins[0])
-        {
-            return Err(Error::invalid(
-                op,
-                format!("tp-invariant numerics need equal input shards, got {ins:?}"),
-            ));
-        }
         let partials = if self.config.input_is_parallel {
             x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
             let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
@@ -174,7 +170,7 @@ impl RowParallelLinear {
                 ));
             }
             (0..ins.len())
-                .map(|r| product(&x.locals()[r], 0, ins[r], &w[r], self.layout, blocks))
+                .map(|r| self.partial(&x.locals()[r], 0..ins[r], &w[r], blocks))
                 .collect::<Result<Vec<_>>>()?
         } else {
             x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -183,7 +179,7 @@ impl RowParallelLinear {
                 .zip(&ins)
                 .enumerate()
                 .map(|(r, (start, &k))| {
-                    product(&x.locals()[r], start, k, &w[r], self.layout, blocks)
+                    self.partial(&x.locals()[r], start..start + k, &w[r], blocks)
                 })
                 .collect::<Result<Vec<_>>>()?
         };
@@ -203,6 +199,28 @@ impl RowParallelLinear {
         }
     }
 
+    /// One rank's partial product `x[:, cols] · W` (no bias: it is added once, after the
+    /// reduction), in `blocks` K blocks under tp-invariant numerics.
+    fn partial(
+        &self,
+        x: &Tensor,
+        cols: std::ops::Range<usize>,
+        w: &Tensor,
+        blocks: usize,
+    ) -> Result<Tensor> {
+        ops::Product {
+            op: "row_parallel.forward",
+            x,
+            cols,
+            w,
+            bias: None,
+            layout: self.layout,
+            act: Activation::Identity,
+            blocks,
+        }
+        .run()
+    }
+
     /// Blocking [`RowParallelLinear::forward_async`].
     ///
     /// # Errors
@@ -210,17 +228,4 @@ impl RowParallelLinear {
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         pollster::block_on(self.forward_async(x))
     }
-}
-
-/// One rank's partial product `x[:, col0..col0 + k] · W` (no bias: it is added once, after
-/// the reduction), in `blocks` K blocks under tp-invariant numerics.
-fn product(
-    x: &crate::Tensor,
-    col0: usize,
-    k: usize,
-    w: &crate::Tensor,
-    layout: WeightLayout,
-    blocks: usize,
-) -> Result<crate::Tensor> {
-    crate::gemm::product(x, col0, k, w, None, layout, Activation::Identity, blocks)
 }

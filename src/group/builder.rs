@@ -1,113 +1,18 @@
-//! `Group` and `GroupBuilder`: how ranks are made.
+//! `GroupBuilder`: how ranks are made.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::{request_all, Finder};
+use super::{Group, GroupInner, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
+use crate::adapters::{backends_from_env, request_all, Finder};
 use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
 use crate::numerics::INVARIANT_BLOCKS;
-use crate::rank::{DeviceCtx, Rank};
-use crate::settings::GemmKernel;
-use crate::settings::Numerics;
-
-/// How long a wait on a device may take by default before it is an [`Error::Timeout`].
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A set of ranks that compute together, and the collective that joins them.
-///
-/// Cheap to clone; `Send + Sync`, so one group may serve several threads.
-#[derive(Clone)]
-pub struct Group {
-    inner: Arc<GroupInner>,
-}
-
-struct GroupInner {
-    id: u64,
-    ranks: Vec<Rank>,
-    collective: Box<dyn Collective>,
-    stats: CollectiveStats,
-}
-
-impl fmt::Debug for Group {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Group")
-            .field("id", &self.inner.id)
-            .field("ranks", &self.inner.ranks)
-            .finish()
-    }
-}
-
-impl Group {
-    /// A builder; see [`GroupBuilder`].
-    pub fn builder() -> GroupBuilder {
-        GroupBuilder::default()
-    }
-
-    /// The ranks, in rank order.
-    pub fn ranks(&self) -> &[Rank] {
-        &self.inner.ranks
-    }
-
-    /// The number of ranks (the tp size).
-    pub fn world_size(&self) -> usize {
-        self.inner.ranks.len()
-    }
-
-    /// The collective joining the ranks.
-    pub fn collective(&self) -> &dyn Collective {
-        self.inner.collective.as_ref()
-    }
-
-    /// How many collectives of each kind this group has run.
-    pub fn stats(&self) -> &CollectiveStats {
-        &self.inner.stats
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.inner.id
-    }
-
-    /// Checks that `tensors` holds one tensor per rank of this group, in rank order.
-    pub(crate) fn check_locals(&self, op: &'static str, tensors: &[crate::Tensor]) -> Result<()> {
-        if tensors.len() != self.world_size() {
-            return Err(Error::shape(
-                op,
-                format!("{} tensors (one per rank)", self.world_size()),
-                format!("{}", tensors.len()),
-            ));
-        }
-        for (r, t) in tensors.iter().enumerate() {
-            if t.rank().group_id() != self.id() {
-                return Err(Error::GroupMismatch { op });
-            }
-            if t.rank().index() != r {
-                return Err(Error::invalid(
-                    op,
-                    format!("tensor {r} lives on rank {}", t.rank().index()),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Blocks until every rank's submitted work has finished ([`Rank::wait_idle`]).
-    ///
-    /// # Errors
-    /// As [`Rank::wait_idle`].
-    pub fn wait_idle(&self) -> Result<()> {
-        self.ranks().iter().try_for_each(Rank::wait_idle)
-    }
-
-    /// True when both handles are the same group.
-    pub fn same_as(&self, other: &Group) -> bool {
-        self.inner.id == other.inner.id
-    }
-}
+use crate::pool::DEFAULT_BUFFER_CACHE_BYTES;
+use crate::rank::{DeviceCallbacks, DeviceCtx, Rank};
+use crate::settings::{GemmKernel, Numerics};
 
 /// Where the ranks of a group come from.
 enum Source {
@@ -141,6 +46,34 @@ pub struct GroupBuilder {
     collective: Option<Box<dyn Collective>>,
     gemm: GemmKernel,
     numerics: Numerics,
+    cache_bytes: u64,
+    take_over_callbacks: bool,
+}
+
+impl fmt::Debug for GroupBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            Source::OneAdapter(n) => format!("ranks_on_one_adapter({n})"),
+            Source::SharedDevice(n) => format!("ranks_sharing_one_device({n})"),
+            Source::PerAdapter => "one_rank_per_adapter".into(),
+            Source::Spread(n) => format!("spread_over_adapters({n})"),
+            Source::Adapters(a) => format!("adapters({} given)", a.len()),
+            Source::Devices(d) => format!("from_devices({} given)", d.len()),
+        };
+        f.debug_struct("GroupBuilder")
+            .field("source", &source)
+            .field("backends", &self.backends)
+            .field("adapter_name", &self.adapter_name)
+            .field("limits", &self.limits.is_some())
+            .field("features", &self.features)
+            .field("timeout", &self.timeout)
+            .field("custom_collective", &self.collective.is_some())
+            .field("gemm", &self.gemm)
+            .field("numerics", &self.numerics)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("take_over_callbacks", &self.take_over_callbacks)
+            .finish()
+    }
 }
 
 impl Default for GroupBuilder {
@@ -155,6 +88,8 @@ impl Default for GroupBuilder {
             collective: None,
             gemm: GemmKernel::Auto,
             numerics: Numerics::Fast,
+            cache_bytes: DEFAULT_BUFFER_CACHE_BYTES,
+            take_over_callbacks: false,
         }
     }
 }
@@ -195,9 +130,25 @@ impl GroupBuilder {
         self
     }
 
-    /// Ranks from devices an application already owns, in order.
+    /// Ranks from devices an application already owns, in order (the app must be on the
+    /// same wgpu version as this crate, 30). Each device is one rank.
+    ///
+    /// The app's own uncaptured-error handler and device-lost callback are left in place
+    /// (wgpu keeps one of each per device and has no way to chain them): this crate's
+    /// calls still capture their own errors with error scopes, but a device lost outside
+    /// them shows as the wgpu error it causes, not [`Error::DeviceLost`]. Call
+    /// [`GroupBuilder::take_over_device_callbacks`] to install this crate's instead.
     pub fn from_devices(mut self, devices: Vec<(wgpu::Device, wgpu::Queue)>) -> Self {
         self.source = Source::Devices(devices);
+        self
+    }
+
+    /// With [`GroupBuilder::from_devices`]: replace the devices' uncaptured-error handler
+    /// and device-lost callback with this crate's, so errors the app raises outside this
+    /// crate's calls, and the loss of a device, come back as [`Error`]s on the rank's next
+    /// call (what devices this crate makes always do).
+    pub fn take_over_device_callbacks(mut self) -> Self {
+        self.take_over_callbacks = true;
         self
     }
 
@@ -246,6 +197,14 @@ impl GroupBuilder {
         self
     }
 
+    /// The most bytes of free tensor buffers each device keeps for reuse (default
+    /// [`DEFAULT_BUFFER_CACHE_BYTES`], 256 MiB; 0 turns the cache off). When full, the
+    /// buffers freed longest ago go first; [`Group::trim_caches`] empties it.
+    pub fn buffer_cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Use this collective instead of the default: [`DeviceCollective`] for ranks sharing
     /// one device, [`HostCollective`] otherwise.
     pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
@@ -278,10 +237,17 @@ impl GroupBuilder {
             collective,
             gemm,
             numerics,
+            cache_bytes,
+            take_over_callbacks,
         } = self;
-        let backends = backends
-            .or_else(wgpu::Backends::from_env)
-            .unwrap_or(wgpu::Backends::all());
+        let callbacks = match (&source, take_over_callbacks) {
+            (Source::Devices(_), false) => DeviceCallbacks::Leave,
+            _ => DeviceCallbacks::Install,
+        };
+        let backends = match backends {
+            Some(b) => b,
+            None => backends_from_env()?.unwrap_or(wgpu::Backends::all()),
+        };
         let name = adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let finder = Finder {
             instance: wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -293,7 +259,18 @@ impl GroupBuilder {
         };
         let mut logical = 1;
         let devices = match source {
-            Source::Devices(d) => d,
+            Source::Devices(d) => {
+                if let Some(i) = (1..d.len()).find(|&i| d[..i].iter().any(|(p, _)| *p == d[i].0)) {
+                    return Err(Error::invalid(
+                        "group.build",
+                        format!(
+                            "device {i} was given twice to from_devices: one device is one \
+                             rank (use ranks_sharing_one_device for logical ranks on one device)"
+                        ),
+                    ));
+                }
+                d
+            }
             Source::SharedDevice(n) => {
                 check_count(n)?;
                 logical = n;
@@ -333,7 +310,7 @@ impl GroupBuilder {
         let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
         let contexts: Vec<_> = devices
             .into_iter()
-            .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm, numerics))
+            .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm, numerics, cache_bytes, callbacks))
             .collect();
         let world = contexts.len() * logical;
         if numerics == Numerics::TpInvariant && !INVARIANT_BLOCKS.is_multiple_of(world) {

@@ -1,92 +1,17 @@
-//! Single-rank operations on [`Tensor`]s: the GEMM and the elementwise kernels.
-//!
-//! Each call checks shapes, encodes one dispatch and submits it; nothing waits for the
-//! GPU (a later read-back or collective does).
+//! The elementwise kernels of `shaders/elementwise.wgsl`, band by band: activation, add,
+//! add_row, slice, place, fill.
 
+use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
-use std::ops::Range;
-
 use crate::kernels::{pieces, PipelineKey, Shader};
+use crate::params::ElementwiseParams;
 use crate::rank::Rank;
-use crate::settings::{Activation, WeightLayout};
+use crate::settings::Activation;
 use crate::tensor::Tensor;
 
-fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
-    if a.group_id() != b.group_id() || a.index() != b.index() {
-        return Err(Error::invalid(op, "tensors live on different ranks"));
-    }
-    Ok(())
-}
-
-/// `act(x · W + bias)` on one rank, `x: [m, k]`, `W` stored per `layout` for `k` inputs
-/// and `n` outputs, `bias: [1, n]`.
-///
-/// # Errors
-/// [`Error::Shape`] when the shapes disagree; [`Error::InvalidArgument`] under
-/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) when `k` is not a multiple of 8;
-/// wgpu errors. Any size runs: tensors over the buffer limits are banded, products over the
-/// workgroup limit split into several dispatches.
-///
-/// The kernel family is the rank's choice ([`gemm_kernel_for`](crate::gemm_kernel_for)).
-pub fn matmul(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    layout: WeightLayout,
-    act: Activation,
-) -> Result<Tensor> {
-    let op = "matmul";
-    let k = x.shape()[1];
-    let (wk, n) = layout.in_out(w.shape());
-    if wk != k {
-        return Err(Error::shape(
-            op,
-            format!("weight with {k} inputs ({layout:?})"),
-            format!(
-                "{} ({layout:?}, {wk} inputs) for x {}",
-                fmt_shape(w.shape()),
-                fmt_shape(x.shape())
-            ),
-        ));
-    }
-    same_rank(op, x.rank(), w.rank())?;
-    if let Some(b) = bias {
-        same_rank(op, x.rank(), b.rank())?;
-        if b.shape() != [1, n] {
-            return Err(Error::shape(
-                op,
-                format!("bias [1, {n}]"),
-                fmt_shape(b.shape()),
-            ));
-        }
-    }
-    let blocks = crate::numerics::INVARIANT_BLOCKS;
-    crate::gemm::product(x, 0, k, w, bias, layout, act, blocks)
-}
-
-pub(crate) fn submit(
-    rank: &Rank,
-    op: &'static str,
-    key: &PipelineKey,
-    buffers: &[&wgpu::Buffer],
-    params: &[u32],
-    grid: [u32; 2],
-) -> Result<()> {
-    rank.scoped(op, || {
-        let device = rank.device();
-        let mut enc =
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-        rank.kernels()
-            .dispatch(device, &mut enc, key, buffers, params, grid)?;
-        rank.queue().submit([enc.finish()]);
-        Ok(())
-    })
-}
-
-/// The rows two ranges share, if any.
-pub(crate) fn overlap(a: &Range<usize>, b: &Range<usize>) -> Option<Range<usize>> {
-    let r = a.start.max(b.start)..a.end.min(b.end);
-    (!r.is_empty()).then_some(r)
+/// True when `[start, start + len)` lies inside `[0, limit)`, without overflow.
+fn inside(start: usize, len: usize, limit: usize) -> bool {
+    start.checked_add(len).is_some_and(|end| end <= limit)
 }
 
 /// `a + b - c` as the u32 the shaders add a row index to (it may wrap below 0; the sum
@@ -97,7 +22,7 @@ fn row_shift(a: usize, b: usize, c: usize) -> u32 {
 
 /// One `elementwise.wgsl` entry over elements `[base, base + count)` of the band buffers
 /// `bufs` (a, b, out), in as many dispatches as the device's workgroup limit needs.
-/// `shape` is (cols, a_cols, row0, col0), the entry's own parameters.
+/// `entry` holds the entry's own parameters (cols, a_cols, row0, col0, value).
 fn run_elementwise(
     rank: &Rank,
     op: &'static str,
@@ -105,22 +30,29 @@ fn run_elementwise(
     bufs: [&wgpu::Buffer; 3],
     base: usize,
     count: usize,
-    shape: [u32; 4],
+    entry: ElementwiseParams,
 ) -> Result<()> {
     for piece in pieces(count, rank.limits().max_compute_workgroups_per_dimension) {
-        let params = [
-            piece.count,
-            shape[0],
-            shape[1],
-            shape[2],
-            shape[3],
-            piece.stride,
-            base as u32 + piece.base,
-            0,
-        ];
-        submit(rank, op, key, &bufs, &params, piece.grid)?;
+        let params = ElementwiseParams {
+            count: piece.count,
+            row_stride: piece.stride,
+            base: base as u32 + piece.base,
+            ..entry
+        };
+        rank.dispatch(op, key, &bufs, &params, piece.grid)?;
     }
     Ok(())
+}
+
+/// The entry parameters of a kernel over `cols` columns.
+fn dims(cols: usize, a_cols: usize, row0: u32, col0: usize) -> ElementwiseParams {
+    ElementwiseParams {
+        cols: cols as u32,
+        a_cols: a_cols as u32,
+        row0,
+        col0: col0 as u32,
+        ..ElementwiseParams::default()
+    }
 }
 
 fn elementwise_key(entry: &'static str, act: Activation) -> PipelineKey {
@@ -156,15 +88,7 @@ fn map_bands(
         };
         let bufs = [ab.buffer(), bb, ob.buffer()];
         let len = ab.rows.len() * cols;
-        run_elementwise(
-            rank,
-            op,
-            &key,
-            bufs,
-            0,
-            len,
-            [cols as u32, cols as u32, 0, 0],
-        )?;
+        run_elementwise(rank, op, &key, bufs, 0, len, dims(cols, cols, 0, 0))?;
     }
     Ok(out)
 }
@@ -214,7 +138,7 @@ pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
 pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<Tensor> {
     let op = "slice";
     let [r, c] = a.shape();
-    if shape[0] == 0 || shape[1] == 0 || row0 + shape[0] > r || col0 + shape[1] > c {
+    if shape[0] == 0 || shape[1] == 0 || !inside(row0, shape[0], r) || !inside(col0, shape[1], c) {
         return Err(Error::shape(
             op,
             format!("a non-empty window inside {}", fmt_shape(a.shape())),
@@ -235,8 +159,8 @@ pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<
             let base = (rows.start - row0 - ob.rows.start) * cols;
             let shift = row_shift(row0, ob.rows.start, ab.rows.start);
             let bufs = [ab.buffer(), ab.buffer(), ob.buffer()];
-            let dims = [cols as u32, c as u32, shift, col0 as u32];
-            run_elementwise(rank, op, &key, bufs, base, rows.len() * cols, dims)?;
+            let entry = dims(cols, c, shift, col0);
+            run_elementwise(rank, op, &key, bufs, base, rows.len() * cols, entry)?;
         }
     }
     Ok(out)
@@ -248,7 +172,7 @@ pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
     let op = "place";
     let rank = a.rank();
     let [r, c] = a.shape();
-    if at[0] + r > out.shape()[0] || at[1] + c > out.shape()[1] {
+    if !inside(at[0], r, out.shape()[0]) || !inside(at[1], c, out.shape()[1]) {
         return Err(Error::shape(
             op,
             format!("a window inside {}", fmt_shape(out.shape())),
@@ -266,9 +190,29 @@ pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
             let base = (rows.start - at[0] - ab.rows.start) * c;
             let shift = row_shift(at[0], ab.rows.start, ob.rows.start);
             let bufs = [ab.buffer(), ab.buffer(), ob.buffer()];
-            let dims = [c as u32, out.shape()[1] as u32, shift, at[1] as u32];
-            run_elementwise(rank, op, &key, bufs, base, rows.len() * c, dims)?;
+            let entry = dims(c, out.shape()[1], shift, at[1]);
+            run_elementwise(rank, op, &key, bufs, base, rows.len() * c, entry)?;
         }
     }
     Ok(())
+}
+
+/// A fresh tensor of `like`'s shape with every element `value`, bit for bit (`-0.0` too).
+pub(crate) fn fill(like: &Tensor, value: f32) -> Result<Tensor> {
+    let op = "fill";
+    let rank = like.rank();
+    let out = Tensor::output(rank, like.shape(), op)?;
+    let key = elementwise_key("fill", Activation::Identity);
+    let cols = like.shape()[1];
+    for (lb, ob) in like.bands().iter().zip(out.bands()) {
+        // `like`'s band is bound only to fill the read slots (never read).
+        let bufs = [lb.buffer(), lb.buffer(), ob.buffer()];
+        let len = ob.rows.len() * cols;
+        let entry = ElementwiseParams {
+            value: value.to_bits(),
+            ..dims(cols, cols, 0, 0)
+        };
+        run_elementwise(rank, op, &key, bufs, 0, len, entry)?;
+    }
+    Ok(out)
 }

@@ -1,6 +1,7 @@
 //! The GEMM kernel families and the choice between them.
 //!
-//! Three WGSL families sit behind [`matmul_window`], all with the bias and activation fused
+//! [`Product`] is the one front door: [`matmul`] and every layer describe their product
+//! with it. Three WGSL families sit behind it, all with the bias and activation fused
 //! into the epilogue and both weight layouts:
 //! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe:
 //!   lane-uniform loads of X, register blocks of 16 x 4, no workgroup memory;
@@ -14,14 +15,13 @@
 
 use std::ops::Range;
 
-use crate::collective::sum_on_device;
-use crate::error::{Error, Result};
+use super::{overlap, same_rank};
+use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::{PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
-use crate::ops::overlap;
+use crate::params::GemmParams;
 use crate::rank::Rank;
-use crate::settings::Numerics;
-use crate::settings::{Activation, GemmKernel, WeightLayout};
+use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::tensor::{Band, Tensor};
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
@@ -71,9 +71,9 @@ fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> Gemm
     }
 }
 
-/// `act(x[:, col0..col0 + k] · W + bias)`: the GEMM over a column window of `x` (a
-/// replicated input sliced for a row-parallel layer without a copy). Shapes are checked
-/// by the caller.
+/// `act(x[:, col0 + ks] · W[ks] + bias)` for `p`, with `col0 = p.cols.start`: the GEMM
+/// over K rows `ks` of the weight and the matching columns of `x`. Shapes are checked by
+/// [`Product::run`].
 ///
 /// Tensors over the device's buffer limits come in bands of rows (src/tensor.rs), and
 /// one dispatch covers at most `max_compute_workgroups_per_dimension` workgroups a side,
@@ -84,15 +84,12 @@ fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> Gemm
 /// bias and activation applied by the last. Each output element still sums its K
 /// products in increasing order from 0, so its bits are those of an unsplit product.
 fn matmul_window(
-    x: &Tensor,
-    col0: usize,
+    p: &Product<'_>,
     ks: Range<usize>,
-    w: &Tensor,
     bias: Option<&Tensor>,
-    layout: WeightLayout,
     act: Activation,
 ) -> Result<Tensor> {
-    let op = "matmul";
+    let (x, w, layout, op, col0) = (p.x, p.w, p.layout, p.op, p.cols.start);
     let rank = x.rank();
     let (m, ldx) = (x.shape()[0], x.shape()[1]);
     let (w_k, n) = layout.in_out(w.shape());
@@ -173,24 +170,22 @@ fn matmul_window(
                             }
                         };
                         let bias_buf = bias.map_or(w_buf, |b| b.bands()[0].buffer());
-                        let params = [
-                            rr.len(),
-                            n1 - n0,
-                            kr.len(),
-                            ldx,
-                            (rr.start - xb.rows.start) * ldx + col0 + kr.start,
-                            n,
-                            (rr.start - yb.rows.start) * n + n0,
-                            ldw,
-                            w_offset,
-                            n0,
-                            usize::from(i > 0),
-                            0,
-                        ]
-                        .map(|v| v as u32);
+                        let params = GemmParams {
+                            m: rr.len() as u32,
+                            n: (n1 - n0) as u32,
+                            k: kr.len() as u32,
+                            ldx: ldx as u32,
+                            x_offset: ((rr.start - xb.rows.start) * ldx + col0 + kr.start) as u32,
+                            ldy: n as u32,
+                            y_offset: ((rr.start - yb.rows.start) * n + n0) as u32,
+                            ldw: ldw as u32,
+                            w_offset: w_offset as u32,
+                            bias_offset: n0 as u32,
+                            accumulate: u32::from(i > 0),
+                            _pad: 0,
+                        };
                         let grid = [(n1 - n0).div_ceil(tile[0]), rr.len().div_ceil(tile[1])];
-                        crate::ops::submit(
-                            rank,
+                        rank.dispatch(
                             op,
                             &keys[usize::from(last)],
                             &[xb.buffer(), w_buf, bias_buf, yb.buffer()],
@@ -205,59 +200,118 @@ fn matmul_window(
     Ok(y)
 }
 
-/// The GEMM every op and layer runs: `act(x[:, col0..col0 + k] · W + bias)`.
+/// `act(x · W + bias)` on one rank, `x: [m, k]`, `W` stored per `layout` for `k` inputs
+/// and `n` outputs, `bias: [1, n]`.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes disagree; [`Error::InvalidArgument`] under
+/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) when `k` is not a multiple of 8;
+/// wgpu errors. Any size runs: tensors over the buffer limits are banded, products over the
+/// workgroup limit split into several dispatches.
+///
+/// The kernel family is the rank's choice ([`gemm_kernel_for`](crate::gemm_kernel_for)).
+pub fn matmul(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    act: Activation,
+) -> Result<Tensor> {
+    let op = "matmul";
+    let k = x.shape()[1];
+    Product {
+        op,
+        x,
+        cols: 0..k,
+        w,
+        bias,
+        layout,
+        act,
+        blocks: INVARIANT_BLOCKS,
+    }
+    .run()
+}
+
+/// One GEMM, `act(x[:, cols] · W + bias)`: what [`matmul`] and every layer run. `cols`
+/// is a window of X's columns (a row-parallel rank reads its slice of a replicated input
+/// without a copy; all of them for a plain product); `W` is stored per `layout` with
+/// `cols.len()` inputs.
 ///
 /// With [`Numerics::TpInvariant`] the product is taken in `blocks` K blocks of `k /
 /// blocks` (8 for a whole K, `8 / tp` for a row-parallel shard of it), each summed by fma
 /// in increasing k with no epilogue, joined along the fixed tree, then the bias added and
 /// the activation applied as elementwise ops (the same arithmetic as the fused epilogue,
 /// at every tp). Refuses a `k` that is not a multiple of `blocks`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn product(
-    x: &Tensor,
-    col0: usize,
-    k: usize,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    layout: WeightLayout,
-    act: Activation,
-    blocks: usize,
-) -> Result<Tensor> {
-    if x.rank().numerics() != Numerics::TpInvariant {
-        return matmul_window(x, col0, 0..k, w, bias, layout, act);
+#[derive(Debug, Clone)]
+pub(crate) struct Product<'a> {
+    /// The operation named in errors (the layer's, or `matmul`).
+    pub op: &'static str,
+    pub x: &'a Tensor,
+    pub cols: Range<usize>,
+    pub w: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+    pub layout: WeightLayout,
+    pub act: Activation,
+    pub blocks: usize,
+}
+
+impl Product<'_> {
+    /// Checks the shapes and ranks, then encodes and submits the product.
+    pub(crate) fn run(&self) -> Result<Tensor> {
+        let op = self.op;
+        let (x, w, layout) = (self.x, self.w, self.layout);
+        let k = self.cols.len();
+        let (wk, n) = layout.in_out(w.shape());
+        if wk != k || self.cols.end > x.shape()[1] {
+            return Err(Error::shape(
+                op,
+                format!("weight with {k} inputs ({layout})"),
+                format!(
+                    "{} ({layout}, {wk} inputs) for x {} columns {:?}",
+                    fmt_shape(w.shape()),
+                    fmt_shape(x.shape()),
+                    self.cols
+                ),
+            ));
+        }
+        same_rank(op, x.rank(), w.rank())?;
+        if let Some(b) = self.bias {
+            same_rank(op, x.rank(), b.rank())?;
+            if b.shape() != [1, n] {
+                return Err(Error::shape(
+                    op,
+                    format!("bias [1, {n}]"),
+                    fmt_shape(b.shape()),
+                ));
+            }
+        }
+        if x.rank().numerics() != Numerics::TpInvariant {
+            return matmul_window(self, 0..k, self.bias, self.act);
+        }
+        let blocks = self.blocks;
+        if blocks == 0 || !k.is_multiple_of(blocks) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "tp-invariant numerics split this product's inner dimension into {blocks} \
+                     equal blocks: {k} is not a multiple of {blocks} (make every layer's \
+                     input size a multiple of {INVARIANT_BLOCKS})"
+                ),
+            ));
+        }
+        let len = k / blocks;
+        let partials = (0..blocks)
+            .map(|j| matmul_window(self, j * len..(j + 1) * len, None, Activation::Identity))
+            .collect::<Result<Vec<_>>>()?;
+        let mut y = super::sum(op, &partials)?;
+        if let Some(b) = self.bias {
+            y = super::add_row(&y, b)?;
+        }
+        if self.act != Activation::Identity {
+            y = super::activation(&y, self.act)?;
+        }
+        Ok(y)
     }
-    if blocks == 0 || !k.is_multiple_of(blocks) {
-        return Err(Error::invalid(
-            "matmul",
-            format!(
-                "tp-invariant numerics split this product's inner dimension into {blocks} \
-                 equal blocks: {k} is not a multiple of {blocks} (make every layer's \
-                 input size a multiple of {INVARIANT_BLOCKS})"
-            ),
-        ));
-    }
-    let len = k / blocks;
-    let partials = (0..blocks)
-        .map(|j| {
-            matmul_window(
-                x,
-                col0,
-                j * len..(j + 1) * len,
-                w,
-                None,
-                layout,
-                Activation::Identity,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut y = sum_on_device("matmul", &partials)?;
-    if let Some(b) = bias {
-        y = crate::ops::add_row(&y, b)?;
-    }
-    if act != Activation::Identity {
-        y = crate::ops::activation(&y, act)?;
-    }
-    Ok(y)
 }
 
 /// The band of `t` holding row `row`.

@@ -1,0 +1,87 @@
+//! The group's collectives: every call's inputs are checked before the transport sees
+//! them, counted in [`CollectiveStats`](crate::CollectiveStats), and the transport's outputs
+//! are checked before anyone uses them (a custom [`Collective`](crate::Collective) is
+//! not trusted to return one tensor per rank, on that rank, of the right shape).
+
+use std::sync::atomic::Ordering;
+
+use super::Group;
+use crate::collective::{
+    check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes,
+};
+use crate::error::{fmt_shape, Error, Result};
+use crate::tensor::Tensor;
+
+impl Group {
+    /// Every rank gets the elementwise sum of `inputs` (one per rank, in rank order).
+    pub(crate) async fn all_reduce(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let op = "all_reduce";
+        self.check_locals(op, inputs)?;
+        let shape = check_same_shapes(op, inputs)?;
+        self.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
+        let out = self.collective().all_reduce(inputs).await?;
+        self.check_outputs(op, out, |_| shape)
+    }
+
+    /// Every rank gets the concatenation of `inputs` along `dim`.
+    pub(crate) async fn all_gather(&self, inputs: &[Tensor], dim: usize) -> Result<Vec<Tensor>> {
+        let op = "all_gather";
+        self.check_locals(op, inputs)?;
+        let shape = check_all_gather(op, inputs, dim)?;
+        self.stats().all_gather.fetch_add(1, Ordering::Relaxed);
+        let out = self.collective().all_gather(inputs, dim).await?;
+        self.check_outputs(op, out, |_| shape)
+    }
+
+    /// Rank `r` gets its slice (`sizes[r]` along `dim`) of the sum of `inputs`.
+    pub(crate) async fn reduce_scatter(
+        &self,
+        inputs: &[Tensor],
+        dim: usize,
+        sizes: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let op = "reduce_scatter";
+        self.check_locals(op, inputs)?;
+        let shape = check_reduce_scatter(op, inputs, dim, sizes)?;
+        self.stats().reduce_scatter.fetch_add(1, Ordering::Relaxed);
+        let out = self.collective().reduce_scatter(inputs, dim, sizes).await?;
+        self.check_outputs(op, out, |r| {
+            let mut s = shape;
+            s[dim] = sizes[r];
+            s
+        })
+    }
+
+    /// Every rank gets a copy of `inputs[root]`.
+    pub(crate) async fn broadcast(&self, inputs: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
+        let op = "broadcast";
+        self.check_locals(op, inputs)?;
+        let shape = check_broadcast(op, inputs, root)?;
+        self.stats().broadcast.fetch_add(1, Ordering::Relaxed);
+        let out = self.collective().broadcast(inputs, root).await?;
+        self.check_outputs(op, out, |_| shape)
+    }
+
+    /// `out` if it holds one tensor per rank, in rank order, of `shape(r)`.
+    fn check_outputs(
+        &self,
+        op: &'static str,
+        out: Vec<Tensor>,
+        shape: impl Fn(usize) -> [usize; 2],
+    ) -> Result<Vec<Tensor>> {
+        let bad =
+            |what: String| Error::invalid(op, format!("the group's collective returned {what}"));
+        self.check_locals(op, &out)
+            .map_err(|e| bad(e.to_string()))?;
+        for (r, t) in out.iter().enumerate() {
+            if t.shape() != shape(r) {
+                return Err(bad(format!(
+                    "{} on rank {r}, expected {}",
+                    fmt_shape(t.shape()),
+                    fmt_shape(shape(r))
+                )));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,33 @@
+//! Single-rank operations on [`Tensor`]s: the GEMM ([`matmul`], the one front door every
+//! layer goes through) and the elementwise kernels.
+//!
+//! Each call checks shapes, encodes its dispatches and submits them; nothing waits for the
+//! GPU (a later read-back or collective does).
+
+mod elementwise;
+mod matmul;
+mod sum;
+
+use std::ops::Range;
+
+pub use elementwise::{activation, add, add_row, slice};
+pub(crate) use elementwise::{fill, place};
+pub(crate) use matmul::Product;
+pub use matmul::{gemm_kernel_for, matmul};
+pub(crate) use sum::{one_device, sum};
+
+use crate::error::{Error, Result};
+use crate::rank::Rank;
+
+fn same_rank(op: &'static str, a: &Rank, b: &Rank) -> Result<()> {
+    if a.group_id() != b.group_id() || a.index() != b.index() {
+        return Err(Error::invalid(op, "tensors live on different ranks"));
+    }
+    Ok(())
+}
+
+/// The rows two ranges share, if any.
+pub(crate) fn overlap(a: &Range<usize>, b: &Range<usize>) -> Option<Range<usize>> {
+    let r = a.start.max(b.start)..a.end.min(b.end);
+    (!r.is_empty()).then_some(r)
+}

@@ -1,0 +1,466 @@
+//! Regression tests for the defects found by trying the library as a new user: each
+//! failed (a panic, a wrong answer or a misleading message) before its fix.
+
+mod common;
+
+use common::build;
+use wgpu_tp::collective::BoxFuture;
+use wgpu_tp::{
+    ops, wgpu, Activation, Collective, ColumnParallelConfig, ColumnParallelLinear,
+    DeviceCollective, DistTensor, Error, Group, HostCollective, HostLinear, Numerics, ParallelMlp,
+    Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+};
+
+fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
+    HostLinear {
+        weight,
+        bias: None,
+        in_features,
+        out_features,
+        layout: WeightLayout::InOut,
+    }
+}
+
+#[test]
+fn every_kernel_after_device_loss_is_device_lost_not_a_panic() {
+    let Some(group) = common::fresh_group(2) else {
+        return;
+    };
+    let (w1, w2) = (vec![0.5f32; 8 * 16], vec![0.25f32; 16 * 8]);
+    let mlp =
+        ParallelMlp::from_full(&group, lin(&w1, 8, 16), lin(&w2, 16, 8), Activation::Relu).unwrap();
+    let x = DistTensor::replicate(&group, &[1.0; 32], [4, 8]).unwrap();
+    let r1 = &group.ranks()[1];
+    let a = Tensor::from_host(r1, &[1.0; 16], [4, 4]).unwrap();
+    r1.device().destroy();
+    let lost = |what: &str, e: Result<(), Error>| {
+        assert!(
+            matches!(e, Err(Error::DeviceLost { rank: 1, .. })),
+            "{what} after destroy: {e:?}"
+        );
+    };
+    // Each is the first kernel dispatch on the lost device since something polled it.
+    lost("ops::add", ops::add(&a, &a).map(drop));
+    lost(
+        "ops::matmul",
+        ops::matmul(&a, &a, None, WeightLayout::InOut, Activation::Identity).map(drop),
+    );
+    lost(
+        "ops::activation",
+        ops::activation(&a, Activation::GeluErf).map(drop),
+    );
+    lost("ops::slice", ops::slice(&a, 1, 1, [2, 2]).map(drop));
+    lost(
+        "redistribute to a shard",
+        x.redistribute(Placement::Shard(1)).map(drop),
+    );
+    lost("mlp.forward", mlp.forward(&x).map(drop));
+}
+
+#[test]
+fn size_arithmetic_that_would_overflow_is_an_error() {
+    let group = group_or_skip!(2);
+    let huge = (1usize << 63) + 1;
+    let e = DistTensor::shard(&group, &[1., 2.], [huge, 2], 0).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+    let e = ColumnParallelLinear::from_full(
+        &group,
+        lin(&[1.0; 2], huge, 2),
+        ColumnParallelConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+    // The transports, called directly with nothing or a root that is not a rank.
+    let t = Tensor::from_host(&group.ranks()[0], &[1.0; 4], [2, 2]).unwrap();
+    for c in [&HostCollective as &dyn Collective, &DeviceCollective] {
+        let e = pollster::block_on(c.all_reduce(&[])).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+        let e = pollster::block_on(c.all_gather(&[], 0)).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+        let e = pollster::block_on(c.reduce_scatter(&[], 0, &[])).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+        let e = pollster::block_on(c.broadcast(std::slice::from_ref(&t), 3)).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        let e = pollster::block_on(c.all_gather(std::slice::from_ref(&t), 2)).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    }
+}
+
+#[test]
+fn a_slice_window_that_overflows_is_refused_not_read_from_freed_memory() {
+    let group = group_or_skip!(1);
+    let r = &group.ranks()[0];
+    drop(Tensor::from_host(r, &[7.0; 8], [2, 4]).unwrap());
+    let a = Tensor::from_host(r, &[1.0; 8], [2, 4]).unwrap();
+    for (row0, col0) in [(usize::MAX, 0), (0, usize::MAX), (usize::MAX - 1, 0)] {
+        let e = ops::slice(&a, row0, col0, [2, 4]);
+        assert!(matches!(e, Err(Error::Shape { op: "slice", .. })), "{e:?}");
+    }
+}
+
+#[test]
+fn the_buffer_cache_stays_under_its_cap_and_trims() {
+    let cap = 64 << 10;
+    let Some(group) = build(
+        Group::builder()
+            .ranks_on_one_adapter(2)
+            .buffer_cache_bytes(cap),
+        "small buffer cache",
+    ) else {
+        return;
+    };
+    let (w1, w2) = (vec![0.5f32; 64 * 128], vec![0.25f32; 128 * 64]);
+    let mlp = ParallelMlp::from_full(
+        &group,
+        lin(&w1, 64, 128),
+        lin(&w2, 128, 64),
+        Activation::Relu,
+    )
+    .unwrap();
+    let mut most = 0;
+    // A new batch size each time: nothing is ever reused, so only the cap bounds the cache.
+    for batch in 1..40 {
+        let x = DistTensor::replicate(&group, &vec![1.0; batch * 64], [batch, 64]).unwrap();
+        mlp.forward(&x).unwrap().to_host().unwrap();
+        for r in group.ranks() {
+            assert!(
+                r.cached_bytes() <= cap,
+                "batch {batch}: {} kept",
+                r.cached_bytes()
+            );
+            most = most.max(r.cached_bytes());
+        }
+    }
+    assert!(most > cap / 2, "the cache was used ({most} bytes at most)");
+    assert_eq!(group.ranks()[0].buffer_cache_cap(), cap);
+    group.trim_caches();
+    assert!(group.ranks().iter().all(|r| r.cached_bytes() == 0));
+    // The default cap, documented in README.
+    let g = group_or_skip!(1);
+    assert_eq!(
+        g.ranks()[0].buffer_cache_cap(),
+        wgpu_tp::DEFAULT_BUFFER_CACHE_BYTES
+    );
+}
+
+/// Returns one tensor too few, or tensors of the wrong shape.
+struct Faulty {
+    short: bool,
+}
+
+impl Collective for Faulty {
+    fn all_reduce<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+    ) -> BoxFuture<'a, wgpu_tp::Result<Vec<Tensor>>> {
+        Box::pin(async move {
+            if self.short {
+                return Ok(inputs[1..].to_vec());
+            }
+            let r = inputs[0].rank();
+            let wrong = Tensor::from_host(r, &[0.0; 2], [1, 2])?;
+            Ok(inputs.iter().map(|_| wrong.clone()).collect())
+        })
+    }
+    fn all_gather<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        _: usize,
+    ) -> BoxFuture<'a, wgpu_tp::Result<Vec<Tensor>>> {
+        // The inputs themselves: the right count and ranks, the wrong shape.
+        Box::pin(async move { Ok(inputs.to_vec()) })
+    }
+    fn reduce_scatter<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        _: usize,
+        _: &'a [usize],
+    ) -> BoxFuture<'a, wgpu_tp::Result<Vec<Tensor>>> {
+        Box::pin(async move { Ok(inputs.to_vec()) })
+    }
+    fn broadcast<'a>(
+        &'a self,
+        inputs: &'a [Tensor],
+        _: usize,
+    ) -> BoxFuture<'a, wgpu_tp::Result<Vec<Tensor>>> {
+        Box::pin(async move { Ok(inputs.iter().rev().cloned().collect()) })
+    }
+}
+
+#[test]
+fn a_custom_collective_returning_the_wrong_tensors_is_refused() {
+    for short in [true, false] {
+        let Some(group) = build(
+            Group::builder()
+                .ranks_on_one_adapter(2)
+                .collective(Box::new(Faulty { short })),
+            "faulty collective",
+        ) else {
+            return;
+        };
+        let x = DistTensor::replicate(&group, &[1.0; 8], [2, 4]).unwrap();
+        let p = x.redistribute(Placement::Partial).unwrap();
+        let invalid = |what: &str, e: wgpu_tp::Result<DistTensor>| {
+            assert!(
+                matches!(e, Err(Error::InvalidArgument { .. })),
+                "{what}: {e:?}"
+            );
+        };
+        invalid("all_reduce", p.all_reduce());
+        invalid("reduce_scatter", p.reduce_scatter(1));
+        let s = x.redistribute(Placement::Shard(1)).unwrap();
+        invalid("all_gather", s.all_gather());
+        invalid("broadcast (ranks swapped)", x.broadcast(0));
+    }
+}
+
+#[test]
+fn handed_out_buffers_are_never_reused_and_a_device_is_one_rank() {
+    let group = group_or_skip!(2);
+    let r = &group.ranks()[0];
+    let t = Tensor::from_host(r, &[3.0; 16], [4, 4]).unwrap();
+    for (b, _) in t.buffers() {
+        b.destroy();
+    }
+    drop(t);
+    // A tensor of the same size gets a fresh buffer, not the destroyed one.
+    let u = Tensor::from_host(r, &[5.0; 16], [4, 4]).unwrap();
+    assert_eq!(ops::add(&u, &u).unwrap().to_host().unwrap(), vec![10.0; 16]);
+    let pair = (r.device().clone(), r.queue().clone());
+    let e = Group::builder()
+        .from_devices(vec![pair.clone(), pair])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { message, .. } if message.contains("twice")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn replicate_partial_replicate_keeps_negative_zero() {
+    for tp in [2, 3] {
+        for group in common::groups(tp) {
+            let v = [-0.0f32, 1.0, -0.0, -2.5, 0.0, -0.0];
+            let x = DistTensor::replicate(&group, &v, [2, 3]).unwrap();
+            let back = x
+                .redistribute(Placement::Partial)
+                .unwrap()
+                .redistribute(Placement::Replicate)
+                .unwrap();
+            for (r, got) in back.to_host_per_rank().unwrap().iter().enumerate() {
+                common::assert_same_bits(got, &v, &format!("tp {tp} rank {r}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn messages_name_the_layer_and_the_adapters_that_exist() {
+    let group = group_or_skip!(4);
+    // tp larger than the dimension: the layer the user called, not `split_sizes`.
+    let e = ColumnParallelLinear::from_full(&group, lin(&[1.0; 6], 2, 3), Default::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "column_parallel.from_full",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("tp size 4 is larger"), "{e}");
+    let e = ParallelMlp::from_full(
+        &group,
+        lin(&[1.0; 6], 2, 3),
+        lin(&[1.0; 6], 3, 2),
+        Activation::Relu,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("parallel_mlp.from_full (fc1)"),
+        "{e}"
+    );
+    let e =
+        RowParallelLinear::from_full(&group, lin(&[1.0; 6], 3, 2), RowParallelConfig::default())
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "row_parallel.from_full",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // No adapter: the ones that do exist are listed.
+    let e = Group::builder()
+        .adapter_name("no-such-adapter")
+        .build()
+        .unwrap_err();
+    let name = group.ranks()[0].adapter_info().name.clone();
+    assert!(
+        matches!(&e, Error::NoAdapter { available, .. } if available.iter().any(|a| a.contains(&name))),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(&name), "{e}");
+}
+
+#[test]
+fn tp_invariant_and_size_refusals_come_when_the_layer_is_made() {
+    let Some(group) = build(
+        Group::builder()
+            .ranks_on_one_adapter(2)
+            .numerics(Numerics::TpInvariant),
+        "tp-invariant tp 2",
+    ) else {
+        return;
+    };
+    // K = 12 is not a multiple of 8: refused by from_full, naming the layer.
+    let e =
+        RowParallelLinear::from_full(&group, lin(&[1.0; 48], 12, 4), RowParallelConfig::default())
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "row_parallel.from_full",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = ColumnParallelLinear::from_full(&group, lin(&[1.0; 48], 12, 4), Default::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "column_parallel.from_full",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // A gathered output row wider than a buffer may be: refused before any compute.
+    let mut limits = wgpu::Limits::downlevel_defaults();
+    limits.max_storage_buffer_binding_size = 4096;
+    limits.max_buffer_size = 4096;
+    let Some(small) = build(
+        Group::builder()
+            .ranks_on_one_adapter(2)
+            .required_limits(limits),
+        "4 KiB buffers",
+    ) else {
+        return;
+    };
+    let w = vec![1.0f32; 4 * 2048];
+    let gathered = ColumnParallelConfig {
+        gather_output: true,
+        activation: Activation::Identity,
+    };
+    let e = ColumnParallelLinear::from_full(&small, lin(&w, 4, 2048), gathered).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BufferTooLarge {
+                op: "column_parallel.from_full",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Kept sharded, each rank's 1024 columns fit.
+    let sharded = ColumnParallelConfig {
+        gather_output: false,
+        ..gathered
+    };
+    assert!(ColumnParallelLinear::from_full(&small, lin(&w, 4, 2048), sharded).is_ok());
+}
+
+/// A device made the way an app makes its own, with its own uncaptured-error handler
+/// counting what reaches it.
+fn app_device() -> Option<(
+    wgpu::Device,
+    wgpu::Queue,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
+        Ok(a) => a,
+        Err(e) if !common::in_ci() => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        Err(e) => panic!("no adapter: {e}"),
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    device.on_uncaptured_error(std::sync::Arc::new(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    Some((device, queue, seen))
+}
+
+/// An invalid buffer (mapped at creation with a size that is not a multiple of 4),
+/// raised by the app outside any call of this crate.
+fn app_error(device: &wgpu::Device) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app's invalid buffer"),
+        size: 3,
+        usage: wgpu::BufferUsages::MAP_WRITE,
+        mapped_at_creation: true,
+    })
+}
+
+#[test]
+fn an_apps_device_callbacks_stay_unless_it_asks_us_to_take_them_over() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some((device, queue, seen)) = app_device() else {
+        return;
+    };
+    let group = Group::builder()
+        .from_devices(vec![(device.clone(), queue)])
+        .build()
+        .unwrap();
+    let _bad = app_error(&device);
+    assert_eq!(
+        seen.load(SeqCst),
+        1,
+        "the app's handler still gets the app's errors"
+    );
+    // The group's own calls are unaffected (their errors are scoped, not the app's).
+    let r = &group.ranks()[0];
+    assert_eq!(
+        Tensor::from_host(r, &[2.0; 4], [2, 2])
+            .unwrap()
+            .to_host()
+            .unwrap(),
+        vec![2.0; 4]
+    );
+    assert_eq!(seen.load(SeqCst), 1);
+
+    let Some((device, queue, seen)) = app_device() else {
+        return;
+    };
+    let group = Group::builder()
+        .from_devices(vec![(device.clone(), queue)])
+        .take_over_device_callbacks()
+        .build()
+        .unwrap();
+    let _bad = app_error(&device);
+    assert_eq!(
+        seen.load(SeqCst),
+        0,
+        "taken over: the crate's handler has it"
+    );
+    let e = Tensor::from_host(&group.ranks()[0], &[2.0; 4], [2, 2]).unwrap_err();
+    assert!(matches!(e, Error::Validation { rank: 0, .. }), "{e:?}");
+}
