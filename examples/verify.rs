@@ -187,7 +187,7 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         hidden,
         layout,
         b_col.as_deref(),
-    );
+    )?;
     let checks: Vec<Check> = y
         .to_host_per_rank()?
         .iter()
@@ -220,7 +220,7 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         hidden,
         layout,
         b_row.as_deref(),
-    );
+    )?;
     let checks: Vec<Check> = y
         .to_host_per_rank()?
         .iter()
@@ -243,10 +243,10 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let y = mlp.forward(&x)?;
     let reduces = group.stats().all_reduces() - before;
     let h = reference::activation(
-        &reference::linear(&x_ref, [batch, hidden], &w1, ffn, layout, b1.as_deref()),
+        &reference::linear(&x_ref, [batch, hidden], &w1, ffn, layout, b1.as_deref())?,
         activation,
     );
-    let want = reference::linear(&h, [batch, ffn], &w2, hidden, layout, b2.as_deref());
+    let want = reference::linear(&h, [batch, ffn], &w2, hidden, layout, b2.as_deref())?;
     let per_rank = y.to_host_per_rank()?;
     let identical = per_rank.iter().all(|v| {
         v.iter()
