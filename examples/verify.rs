@@ -4,17 +4,30 @@
 //! ```text
 //! cargo run --example verify -- --tp-size 4
 //! cargo run --example verify -- --tp-size 3 --ranks per-adapter --activation gelu-erf
+//! cargo run --example verify -- --list-adapters
 //! ```
+//!
+//! Every phase prints a line with the seconds since start, so a large shape never sits
+//! silent.
 
+use std::ffi::OsStr;
+use std::io::Write;
+use std::marker::PhantomData;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Instant;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use wgpu_tp::reference::{self, Approx, Check, Rng};
+use wgpu_tp::wgpu;
 use wgpu_tp::{
-    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear,
-    Numerics, ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
+    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, GemmKernel, Group,
+    HostLinear, Numerics, ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
 };
+
+/// The backends `--backend` takes (wgpu's names).
+const BACKENDS: &[&str] = &["vulkan", "gl", "metal", "dx12", "webgpu"];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Ranks {
@@ -25,22 +38,6 @@ enum Ranks {
     PerAdapter,
     /// tp-size logical ranks sharing one device (collectives run on the device)
     SharedDevice,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum NumericsArg {
-    /// each kernel's fastest fixed order (the default)
-    Fast,
-    /// the same output bits at tp 1, 2, 4 and 8 (inner sizes multiples of 8)
-    TpInvariant,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Layout {
-    /// weights stored [in, out] (the seed's layout)
-    InOut,
-    /// weights stored [out, in] (PyTorch nn.Linear.weight)
-    OutIn,
 }
 
 #[derive(Debug, Parser)]
@@ -62,24 +59,181 @@ struct Args {
     /// Seed of the weights and inputs.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// MLP activation: relu, gelu-tanh, gelu-erf.
-    #[arg(long, default_value = "relu")]
-    activation: String,
+    /// MLP activation.
+    #[arg(long, default_value = "relu", value_parser = named::<Activation>(Activation::NAMES))]
+    activation: Activation,
     /// How ranks are made.
     #[arg(long, value_enum, default_value_t = Ranks::OneAdapter)]
     ranks: Ranks,
-    /// Backends to use: vulkan, gl, metal, dx12 (comma-separated); default WGPU_BACKEND or all.
+    /// Backends to use, comma-separated; default WGPU_BACKEND, else all.
+    #[arg(long, value_delimiter = ',', ignore_case = true, value_parser = PossibleValuesParser::new(BACKENDS))]
+    backend: Vec<String>,
+    /// Only adapters whose name contains this (case-insensitive); default WGPU_ADAPTER_NAME.
+    #[arg(long, value_name = "NAME")]
+    adapter_name: Option<String>,
+    /// Print every adapter wgpu finds (for --backend) and exit.
     #[arg(long)]
-    backend: Option<String>,
+    list_adapters: bool,
     /// How weights are stored.
-    #[arg(long, value_enum, default_value_t = Layout::InOut)]
-    layout: Layout,
+    #[arg(long, default_value = "in-out", value_parser = named::<WeightLayout>(WeightLayout::NAMES))]
+    layout: WeightLayout,
     /// Give every layer a bias (the seed's layers have none).
     #[arg(long)]
     bias: bool,
     /// How sums are associated.
-    #[arg(long, value_enum, default_value_t = NumericsArg::Fast)]
-    numerics: NumericsArg,
+    #[arg(long, default_value = "fast", value_parser = named::<Numerics>(Numerics::NAMES))]
+    numerics: Numerics,
+    /// Which GEMM kernel family the ranks run.
+    #[arg(long, default_value = "auto", value_parser = named::<GemmKernel>(GemmKernel::NAMES))]
+    gemm_kernel: GemmKernel,
+}
+
+impl Args {
+    /// `--backend` as wgpu flags; `None` when not given.
+    fn backends(&self) -> Option<wgpu::Backends> {
+        (!self.backend.is_empty()).then(|| {
+            self.backend.iter().fold(wgpu::Backends::empty(), |all, b| {
+                all | wgpu::Backends::from_comma_list(b)
+            })
+        })
+    }
+}
+
+/// A clap parser for one of the library's settings enums: `--help` and the error for an
+/// unknown value list `names`; anything the enum's `FromStr` takes (its aliases, any
+/// case) parses.
+#[derive(Clone)]
+struct Named<T> {
+    names: &'static [&'static str],
+    of: PhantomData<fn() -> T>,
+}
+
+fn named<T>(names: &'static [&'static str]) -> Named<T> {
+    Named {
+        names,
+        of: PhantomData,
+    }
+}
+
+impl<T: FromStr + Clone + Send + Sync + 'static> TypedValueParser for Named<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        match value.to_str().map(str::parse::<T>) {
+            Some(Ok(v)) => Ok(v),
+            // clap's own "invalid value ... [possible values: ...]" error.
+            _ => Err(PossibleValuesParser::new(self.names)
+                .parse_ref(cmd, arg, value)
+                .err()
+                .unwrap_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidValue))),
+        }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.names.iter().map(|&n| PossibleValue::new(n))))
+    }
+}
+
+/// Progress lines stamped with the seconds since start, flushed at once.
+struct Clock(Instant);
+
+impl Clock {
+    fn phase(&self, what: &str) {
+        println!("[{:7.2} s] {what}", self.0.elapsed().as_secs_f64());
+        // A failed flush only delays the line.
+        let _ = std::io::stdout().flush();
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = if args.list_adapters {
+        list_adapters(&args).map(|()| true)
+    } else {
+        run(&args)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--list-adapters`: every adapter of the chosen backends, as the group builder sees them.
+fn list_adapters(args: &Args) -> AnyResult<()> {
+    let backends = args
+        .backends()
+        .or_else(wgpu::Backends::from_env)
+        .unwrap_or(wgpu::Backends::all());
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+    });
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    println!("{} adapter(s) for backends {backends:?}:", adapters.len());
+    for (i, a) in adapters.iter().enumerate() {
+        let info = a.get_info();
+        let driver = format!("{} {}", info.driver, info.driver_info);
+        println!(
+            "  {i}: {} ({:?}, {:?}), driver: {}",
+            info.name,
+            info.backend,
+            info.device_type,
+            driver.trim()
+        );
+    }
+    Ok(())
+}
+
+/// A layer's weight and optional bias on the host.
+type Layer = (Vec<f32>, Option<Vec<f32>>);
+
+/// The group, weights and input of the three checks (made on the host from the seed).
+struct Setup<'a> {
+    args: &'a Args,
+    group: Group,
+    w_col: Layer,
+    w_row: Layer,
+    w1: Layer,
+    w2: Layer,
+    x: Vec<f32>,
+}
+
+/// A layer's weight and bias as the library takes them.
+fn host(
+    (weight, bias): &Layer,
+    in_features: usize,
+    out_features: usize,
+    layout: WeightLayout,
+) -> HostLinear<'_> {
+    HostLinear {
+        weight,
+        bias: bias.as_deref(),
+        in_features,
+        out_features,
+        layout,
+    }
+}
+
+/// The f64 reference of one layer on the host.
+fn reference_linear(
+    x: &Approx,
+    [m, k]: [usize; 2],
+    (w, b): &Layer,
+    n: usize,
+    layout: WeightLayout,
+) -> wgpu_tp::Result<Approx> {
+    reference::linear(x, [m, k], w, n, layout, b.as_deref())
 }
 
 fn report(name: &str, checks: &[Check], extra: &str) -> bool {
@@ -97,30 +251,17 @@ fn header(title: &str) {
     println!("\n{}\n {title}\n{}", "=".repeat(60), "=".repeat(60));
 }
 
-fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+fn run(args: &Args) -> AnyResult<bool> {
+    let clock = Clock(Instant::now());
+    clock.phase("finding adapters and making ranks...");
+    let mut builder = Group::builder()
+        .numerics(args.numerics)
+        .gemm_kernel(args.gemm_kernel);
+    if let Some(b) = args.backends() {
+        builder = builder.backends(b);
     }
-}
-
-fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    let activation: Activation = args.activation.parse()?;
-    let layout = match args.layout {
-        Layout::InOut => WeightLayout::InOut,
-        Layout::OutIn => WeightLayout::OutIn,
-    };
-    let mut builder = Group::builder().numerics(match args.numerics {
-        NumericsArg::Fast => Numerics::Fast,
-        NumericsArg::TpInvariant => Numerics::TpInvariant,
-    });
-    if let Some(b) = &args.backend {
-        builder = builder.backends(wgpu_tp::wgpu::Backends::from_comma_list(b));
+    if let Some(name) = &args.adapter_name {
+        builder = builder.adapter_name(name);
     }
     builder = match (args.ranks, args.tp_size) {
         (Ranks::OneAdapter, tp) => builder.ranks_on_one_adapter(tp.unwrap_or(4)),
@@ -129,9 +270,18 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         (Ranks::PerAdapter, None) => builder.one_rank_per_adapter(),
     };
     let group = builder.build()?;
-    let tp = group.world_size();
     let (batch, hidden, ffn) = (args.batch, args.hidden, args.ffn);
-    println!("wgpu-tp verify: tp {tp}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, activation {activation:?}, layout {layout:?}, bias {}, numerics {:?}", args.seed, args.bias, args.numerics);
+    println!(
+        "wgpu-tp verify: tp {}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, \
+         activation {}, layout {}, bias {}, numerics {}, gemm kernel {}",
+        group.world_size(),
+        args.seed,
+        args.activation,
+        args.layout,
+        args.bias,
+        args.numerics,
+        args.gemm_kernel
+    );
     for r in group.ranks() {
         let i = r.adapter_info();
         println!(
@@ -143,129 +293,24 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         );
     }
 
+    clock.phase("generating weights and input...");
     let mut rng = Rng::new(args.seed);
     let mut linear = |fan_in: usize, fan_out: usize| {
         let w = rng.xavier(fan_in * fan_out, fan_in, fan_out);
         let b = args.bias.then(|| rng.normal(fan_out));
         (w, b)
     };
-    let (w_col, b_col) = linear(hidden, hidden);
-    let (w_row, b_row) = linear(hidden, hidden);
-    let (w1, b1) = linear(hidden, ffn);
-    let (w2, b2) = linear(ffn, hidden);
-    let x_host = Rng::new(args.seed.wrapping_add(81)).normal(batch * hidden);
-    fn host<'a>(
-        weight: &'a [f32],
-        bias: &'a Option<Vec<f32>>,
-        in_features: usize,
-        out_features: usize,
-        layout: WeightLayout,
-    ) -> HostLinear<'a> {
-        HostLinear {
-            weight,
-            bias: bias.as_deref(),
-            in_features,
-            out_features,
-            layout,
-        }
-    }
-    let x_ref = Approx::exact(&x_host);
-    let mut all_pass = true;
-
-    header("COLUMN-PARALLEL LINEAR");
-    let col = ColumnParallelLinear::from_full(
-        &group,
-        host(&w_col, &b_col, hidden, hidden, layout),
-        ColumnParallelConfig::default(),
-    )?;
-    let x = DistTensor::replicate(&group, &x_host, [batch, hidden])?;
-    let y = col.forward(&x)?;
-    let want = reference::linear(
-        &x_ref,
-        [batch, hidden],
-        &w_col,
-        hidden,
-        layout,
-        b_col.as_deref(),
-    );
-    let checks: Vec<Check> = y
-        .to_host_per_rank()?
-        .iter()
-        .map(|v| want.check(v))
-        .collect();
-    println!("  weight {:?} split by output features over {tp} ranks: {:?}; all-gather -> {:?} on every rank", layout.stored_shape(hidden, hidden), col.out_features_per_rank(), y.shape());
-    all_pass &= report(
-        "column-parallel (all-gather of distinct shards == X.W)",
-        &checks,
-        "",
-    );
-
-    header("ROW-PARALLEL LINEAR");
-    let row = RowParallelLinear::from_full(
-        &group,
-        host(&w_row, &b_row, hidden, hidden, layout),
-        RowParallelConfig {
-            input_is_parallel: true,
-            skip_bias_add: false,
-        },
-    )?;
-    let x_chunks = DistTensor::shard(&group, &x_host, [batch, hidden], 1)?;
-    let before = group.stats().all_reduces();
-    let y = row.forward(&x_chunks)?;
-    let reduces = group.stats().all_reduces() - before;
-    let want = reference::linear(
-        &x_ref,
-        [batch, hidden],
-        &w_row,
-        hidden,
-        layout,
-        b_row.as_deref(),
-    );
-    let checks: Vec<Check> = y
-        .to_host_per_rank()?
-        .iter()
-        .map(|v| want.check(v))
-        .collect();
-    println!(
-        "  input chunked by columns over {tp} ranks: {:?}; all-reduces: {reduces}",
-        row.in_features_per_rank()
-    );
-    all_pass &= report("row-parallel (all-reduce of X_r.W_r == X.W)", &checks, "") && reduces == 1;
-
-    header("MEGATRON MLP: column -> activation -> row");
-    let mlp = ParallelMlp::from_full(
-        &group,
-        host(&w1, &b1, hidden, ffn, layout),
-        host(&w2, &b2, ffn, hidden, layout),
-        activation,
-    )?;
-    let before = group.stats().all_reduces();
-    let y = mlp.forward(&x)?;
-    let reduces = group.stats().all_reduces() - before;
-    let h = reference::activation(
-        &reference::linear(&x_ref, [batch, hidden], &w1, ffn, layout, b1.as_deref()),
-        activation,
-    );
-    let want = reference::linear(&h, [batch, ffn], &w2, hidden, layout, b2.as_deref());
-    let per_rank = y.to_host_per_rank()?;
-    let identical = per_rank.iter().all(|v| {
-        v.iter()
-            .map(|f| f.to_bits())
-            .eq(per_rank[0].iter().map(|f| f.to_bits()))
-    });
-    let checks: Vec<Check> = per_rank.iter().map(|v| want.check(v)).collect();
-    println!(
-        "  [{batch}, {hidden}] -> fc1 shards {:?} -> {activation:?} -> fc2 -> [{batch}, {hidden}]",
-        mlp.fc1().out_features_per_rank()
-    );
-    let extra = format!("\n  all-reduces in forward: {reduces} (expected 1)\n  identical bits on every rank: {identical}");
-    all_pass &= report(
-        "megatron mlp (value == reference, same on every rank, one all-reduce)",
-        &checks,
-        &extra,
-    ) && reduces == 1
-        && identical;
-
+    let setup = Setup {
+        w_col: linear(hidden, hidden),
+        w_row: linear(hidden, hidden),
+        w1: linear(hidden, ffn),
+        w2: linear(ffn, hidden),
+        x: Rng::new(args.seed.wrapping_add(81)).normal(batch * hidden),
+        args,
+        group,
+    };
+    let all_pass =
+        column_check(&setup, &clock)? & row_check(&setup, &clock)? & mlp_check(&setup, &clock)?;
     println!(
         "\n{} in {:.2} s",
         if all_pass {
@@ -273,7 +318,123 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         } else {
             "SOME CHECKS FAILED"
         },
-        start.elapsed().as_secs_f64()
+        clock.0.elapsed().as_secs_f64()
     );
     Ok(all_pass)
+}
+
+fn column_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
+    let (batch, hidden, layout) = (s.args.batch, s.args.hidden, s.args.layout);
+    let tp = s.group.world_size();
+    header("COLUMN-PARALLEL LINEAR");
+    clock.phase("column check: uploading weights and input...");
+    let col = ColumnParallelLinear::from_full(
+        &s.group,
+        host(&s.w_col, hidden, hidden, layout),
+        ColumnParallelConfig::default(),
+    )?;
+    let x = DistTensor::replicate(&s.group, &s.x, [batch, hidden])?;
+    clock.phase("column check: computing on ranks and reading back...");
+    let y = col.forward(&x)?;
+    let got = y.to_host_per_rank()?;
+    clock.phase("column check: computing the f64 reference...");
+    let want = reference_linear(
+        &Approx::exact(&s.x),
+        [batch, hidden],
+        &s.w_col,
+        hidden,
+        layout,
+    )?;
+    let checks: Vec<Check> = got.iter().map(|v| want.check(v)).collect();
+    println!(
+        "  weight {:?} split by output features over {tp} ranks: {:?}; all-gather -> {:?} on every rank",
+        layout.stored_shape(hidden, hidden),
+        col.out_features_per_rank(),
+        y.shape()
+    );
+    Ok(report(
+        "column-parallel (all-gather of distinct shards == X.W)",
+        &checks,
+        "",
+    ))
+}
+
+fn row_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
+    let (batch, hidden, layout) = (s.args.batch, s.args.hidden, s.args.layout);
+    let tp = s.group.world_size();
+    header("ROW-PARALLEL LINEAR");
+    clock.phase("row check: uploading weights and input shards...");
+    let row = RowParallelLinear::from_full(
+        &s.group,
+        host(&s.w_row, hidden, hidden, layout),
+        RowParallelConfig {
+            input_is_parallel: true,
+            skip_bias_add: false,
+        },
+    )?;
+    let x_chunks = DistTensor::shard(&s.group, &s.x, [batch, hidden], 1)?;
+    clock.phase("row check: computing on ranks and reading back...");
+    let before = s.group.stats().all_reduces();
+    let y = row.forward(&x_chunks)?;
+    let reduces = s.group.stats().all_reduces() - before;
+    let got = y.to_host_per_rank()?;
+    clock.phase("row check: computing the f64 reference...");
+    let want = reference_linear(
+        &Approx::exact(&s.x),
+        [batch, hidden],
+        &s.w_row,
+        hidden,
+        layout,
+    )?;
+    let checks: Vec<Check> = got.iter().map(|v| want.check(v)).collect();
+    println!(
+        "  input chunked by columns over {tp} ranks: {:?}; all-reduces: {reduces}",
+        row.in_features_per_rank()
+    );
+    Ok(report("row-parallel (all-reduce of X_r.W_r == X.W)", &checks, "") && reduces == 1)
+}
+
+fn mlp_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
+    let (batch, hidden, ffn) = (s.args.batch, s.args.hidden, s.args.ffn);
+    let (layout, activation) = (s.args.layout, s.args.activation);
+    header("MEGATRON MLP: column -> activation -> row");
+    clock.phase("mlp check: uploading weights and input...");
+    let mlp = ParallelMlp::from_full(
+        &s.group,
+        host(&s.w1, hidden, ffn, layout),
+        host(&s.w2, ffn, hidden, layout),
+        activation,
+    )?;
+    let x = DistTensor::replicate(&s.group, &s.x, [batch, hidden])?;
+    clock.phase("mlp check: computing on ranks and reading back...");
+    let before = s.group.stats().all_reduces();
+    let y = mlp.forward(&x)?;
+    let reduces = s.group.stats().all_reduces() - before;
+    let per_rank = y.to_host_per_rank()?;
+    clock.phase("mlp check: computing the f64 reference...");
+    let x_ref = Approx::exact(&s.x);
+    let h = reference::activation(
+        &reference_linear(&x_ref, [batch, hidden], &s.w1, ffn, layout)?,
+        activation,
+    );
+    let want = reference_linear(&h, [batch, ffn], &s.w2, hidden, layout)?;
+    let identical = per_rank.iter().all(|v| {
+        v.iter()
+            .map(|f| f.to_bits())
+            .eq(per_rank[0].iter().map(|f| f.to_bits()))
+    });
+    let checks: Vec<Check> = per_rank.iter().map(|v| want.check(v)).collect();
+    println!(
+        "  [{batch}, {hidden}] -> fc1 shards {:?} -> {activation} -> fc2 -> [{batch}, {hidden}]",
+        mlp.fc1().out_features_per_rank()
+    );
+    let extra = format!(
+        "\n  all-reduces in forward: {reduces} (expected 1)\n  identical bits on every rank: {identical}"
+    );
+    Ok(report(
+        "megatron mlp (value == reference, same on every rank, one all-reduce)",
+        &checks,
+        &extra,
+    ) && reduces == 1
+        && identical)
 }

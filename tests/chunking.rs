@@ -200,7 +200,8 @@ fn layers_over_banded_weights_match_the_reference_and_the_unsplit_bits() {
                         hidden,
                         WeightLayout::InOut,
                         b2.as_deref(),
-                    );
+                    )
+                    .unwrap();
                     for (name, want, out) in [
                         ("column", &h, &got[0]),
                         ("row", &y, &got[1]),

@@ -197,7 +197,8 @@ fn invariant_results_are_within_the_reference_bound() {
         hidden,
         WeightLayout::InOut,
         c.b2.as_deref(),
-    );
+    )
+    .unwrap();
     for v in &out[0] {
         common::assert_within(&y, v, "mlp tp 8");
     }
@@ -302,7 +303,8 @@ fn ranks_on_vulkan_and_gl_stay_correct_and_deterministic() {
         hidden,
         WeightLayout::InOut,
         c.b2.as_deref(),
-    );
+    )
+    .unwrap();
     for v in &first[0] {
         common::assert_within(&y, v, "mixed mlp");
     }

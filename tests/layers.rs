@@ -151,7 +151,8 @@ fn mlp_matches_reference() {
                             OUT,
                             WeightLayout::InOut,
                             b2.as_deref(),
-                        );
+                        )
+                        .unwrap();
                         let y = mlp
                             .forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap())
                             .unwrap();

@@ -73,7 +73,8 @@ fn vulkan_and_gl_ranks_give_the_reference_answer() {
             hidden,
             WeightLayout::InOut,
             b2.as_deref(),
-        );
+        )
+        .unwrap();
         let y = mlp
             .forward(&DistTensor::replicate(&group, &x, [batch, hidden]).unwrap())
             .unwrap();

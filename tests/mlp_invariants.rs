@@ -80,10 +80,12 @@ fn identical_bits_on_every_rank_and_every_run_within_the_seed_tolerance() {
             FFN,
             WeightLayout::InOut,
             None,
-        ),
+        )
+        .unwrap(),
         Activation::Relu,
     );
-    let want = reference::linear(&h, [BATCH, FFN], &s.w2, HIDDEN, WeightLayout::InOut, None);
+    let want =
+        reference::linear(&h, [BATCH, FFN], &s.w2, HIDDEN, WeightLayout::InOut, None).unwrap();
     for tp in [1, 2, 3, 4, 8] {
         for group in common::groups(tp) {
             let mlp = mlp(&group, &s);

@@ -205,7 +205,7 @@ proptest! {
         let h = common::reference_linear(&c1.x, [m, hidden], &c1.w, ffn, c1.b.as_deref());
         let want = reference::linear(
             &reference::activation(&h, act), [m, ffn], &c2.w, hidden,
-            WeightLayout::InOut, c2.b.as_deref());
+            WeightLayout::InOut, c2.b.as_deref()).unwrap();
         every_copy(&want, &y, &format!("mlp tp {tp} shared {shared} {dims:?} {layout:?}"))?;
     }
 }

@@ -7,6 +7,13 @@ use wgpu_tp::{gemm_kernel_for, ops, Activation, Group, Tensor, WeightLayout};
 
 use crate::best;
 
+/// The figures of one run: the adapter that ran the WGSL kernel, one row per size.
+pub struct Gemm {
+    /// Name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits), Vulkan`.
+    pub adapter: String,
+    pub rows: Vec<Row>,
+}
+
 /// One size's figures.
 pub struct Row {
     pub n: usize,
@@ -69,7 +76,7 @@ fn gflops(n: usize, t: Duration) -> f64 {
 
 /// Best of `reps`; a batch of back-to-back products per timing, so the figure is kernel time, not
 /// submission or read-back latency (the transfer section measures those).
-pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+pub fn run(sizes: &[usize], reps: usize) -> Result<Gemm, Box<dyn std::error::Error>> {
     let group = match Group::builder()
         .ranks_on_one_adapter(1)
         .required_features(TIMESTAMPS)
@@ -145,7 +152,10 @@ pub fn run(sizes: &[usize], reps: usize) -> Result<Vec<Row>, Box<dyn std::error:
             kernel_gflops,
         });
     }
-    Ok(rows)
+    Ok(Gemm {
+        adapter: format!("{}, {:?}", info.name, info.backend),
+        rows,
+    })
 }
 
 fn threads() -> usize {

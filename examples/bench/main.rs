@@ -2,7 +2,8 @@
 //!
 //! Every figure is a ratio against a baseline measured in the same run, because the
 //! machine is shared and noisy. Prints a table per section, then one `NAME: VALUE` line per
-//! figure, and writes `benchmarks-gemm.svg` (GFLOP/s against N) next to BENCHMARKS.md.
+//! figure, and writes the GEMM plot (GFLOP/s against N) to
+//! `target/bench/benchmarks-gemm.svg` (or `--plot PATH`).
 
 mod gemm;
 mod layers;
@@ -25,8 +26,8 @@ struct Args {
     /// Timed repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Where the plot goes.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benchmarks-gemm.svg"))]
+    /// Where the GEMM plot (SVG) goes; its folder is created.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/benchmarks-gemm.svg"))]
     plot: std::path::PathBuf,
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
@@ -74,11 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if args.wants("gemm") {
         let g = gemm::run(&args.sizes, args.reps)?;
-        let at_1024 = g.iter().find(|r| r.n == 1024).or(g.last());
+        let at_1024 = g.rows.iter().find(|r| r.n == 1024).or(g.rows.last());
         if let Some(r) = at_1024 {
             summary.push(("gemm_vs_cpu_blas", r.wgsl_gflops / r.cpu_gflops));
         }
-        plot::gemm(&args.plot, &g)?;
+        plot::gemm(&args.plot, &g.adapter, &g.rows)?;
         println!("plot: {}", args.plot.display());
     }
     if args.wants("transfer") {

@@ -163,7 +163,8 @@ pub fn assert_same_bits(a: &[f32], b: &[f32], ctx: &str) {
     assert!(first.is_none(), "{ctx}: bits differ at element {first:?}");
 }
 
-/// The f64 reference of `x · w + bias` for exact f32 inputs, `w` stored `[in, out]`.
+/// The f64 reference of `x · w + bias` for exact f32 inputs, `w` stored `[in, out]`;
+/// panics when the operands are shorter than the shape says.
 pub fn reference_linear(
     x: &[f32],
     shape: [usize; 2],
@@ -172,6 +173,7 @@ pub fn reference_linear(
     bias: Option<&[f32]>,
 ) -> Approx {
     wgpu_tp::reference::linear(&Approx::exact(x), shape, w, n, WeightLayout::InOut, bias)
+        .expect("reference shapes")
 }
 
 /// Asserts every rank's local copy of `y` lies within the reference's bound.
