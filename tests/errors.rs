@@ -2,21 +2,13 @@
 
 mod common;
 
+use common::lin;
+
 use common::build;
 use wgpu_tp::{
     ops, wgpu, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
     HostLinear, ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
-
-fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
-    HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    }
-}
 
 #[test]
 fn error_is_send_sync_and_says_the_op_and_shapes() {

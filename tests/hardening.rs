@@ -3,23 +3,15 @@
 
 mod common;
 
+use common::lin;
+
 use common::build;
 use wgpu_tp::collective::BoxFuture;
 use wgpu_tp::{
     ops, wgpu, Activation, Collective, ColumnParallelConfig, ColumnParallelLinear,
-    DeviceCollective, DistTensor, Error, Group, HostCollective, HostLinear, Numerics, ParallelMlp,
-    Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    DeviceCollective, DistTensor, Error, Group, HostCollective, Numerics, ParallelMlp, Placement,
+    RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
-
-fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
-    HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    }
-}
 
 #[test]
 fn every_kernel_after_device_loss_is_device_lost_not_a_panic() {

@@ -95,6 +95,17 @@ macro_rules! group_or_skip {
     };
 }
 
+/// A full `[in, out]` layer without bias.
+pub fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
+    HostLinear {
+        weight,
+        bias: None,
+        in_features,
+        out_features,
+        layout: WeightLayout::InOut,
+    }
+}
+
 /// A layer's full weight `w` (stored per `l`, `i` inputs, `o` outputs) and bias `b`.
 pub fn host<'a>(
     w: &'a [f32],
