@@ -1,14 +1,19 @@
 //! A rank: one wgpu device and queue, its adapter's info and limits, its kernels.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+mod device;
+
+pub(crate) use device::{DeviceCallbacks, DeviceCtx};
+
+use device::{describe, STAGING_KEPT};
 
 use crate::error::{Error, Result};
 use crate::kernels::{Kernels, PipelineKey};
 use crate::pool::BufferPool;
-use crate::settings::GemmKernel;
-use crate::settings::Numerics;
+use crate::settings::{GemmKernel, Numerics};
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
@@ -25,88 +30,6 @@ struct RankInner {
     world: usize,
     group_id: u64,
     dev: Arc<DeviceCtx>,
-}
-
-/// A device and everything kept per device: shared by the logical ranks on it.
-pub(crate) struct DeviceCtx {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
-    timeout: Duration,
-    kernels: Kernels,
-    /// Validation errors raised outside any error scope (e.g. on another thread),
-    /// kept here instead of wgpu's default handler, which panics.
-    uncaptured: Arc<Mutex<Vec<String>>>,
-    /// Set by the device-lost callback.
-    lost: Arc<Mutex<Option<String>>>,
-    gemm: GemmKernel,
-    numerics: Numerics,
-    /// Tensor buffers kept for reuse.
-    pool: Arc<BufferPool>,
-    /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
-    staging: Mutex<Vec<wgpu::Buffer>>,
-}
-
-/// Whether a rank installs its uncaptured-error handler and device-lost callback on its
-/// device (wgpu keeps one of each per device, so installing replaces the owner's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceCallbacks {
-    /// Devices this crate made, or an app's when it asks: errors raised outside this
-    /// crate's calls and the loss of the device become `Error`s on the rank's next call.
-    Install,
-    /// An app's devices by default: its own handlers stay; this crate still captures every
-    /// error of its own calls with error scopes.
-    Leave,
-}
-
-/// Staging buffers kept per device; more are dropped when returned.
-const STAGING_KEPT: usize = 16;
-
-impl DeviceCtx {
-    pub(crate) fn new(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        timeout: Duration,
-        gemm: GemmKernel,
-        numerics: Numerics,
-        cache_bytes: u64,
-        callbacks: DeviceCallbacks,
-    ) -> Arc<Self> {
-        let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let lost = Arc::new(Mutex::new(None));
-        if callbacks == DeviceCallbacks::Install {
-            let sink = Arc::clone(&uncaptured);
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                if let Ok(mut v) = sink.lock() {
-                    v.push(describe(&e));
-                }
-            }));
-            let lost_sink = Arc::clone(&lost);
-            device.set_device_lost_callback(move |reason, message| {
-                if let Ok(mut l) = lost_sink.lock() {
-                    *l = Some(format!("{reason:?}: {message}"));
-                }
-            });
-        }
-        let kernels = Kernels::new();
-        let info = device.adapter_info();
-        let limits = device.limits();
-        Arc::new(DeviceCtx {
-            device,
-            queue,
-            info,
-            limits,
-            timeout,
-            kernels,
-            uncaptured,
-            lost,
-            gemm,
-            numerics,
-            pool: Arc::new(BufferPool::new(cache_bytes)),
-            staging: Mutex::new(Vec::new()),
-        })
-    }
 }
 
 impl fmt::Debug for Rank {
@@ -399,21 +322,6 @@ impl Rank {
             Err(lost @ Error::DeviceLost { .. }) => lost,
             _ => error,
         }
-    }
-}
-
-/// wgpu's full message (its `Display` says only "Validation Error").
-fn describe(e: &wgpu::Error) -> String {
-    match e {
-        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
-            description
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && *l != "Validation Error" && *l != "Caused by:")
-                .collect::<Vec<_>>()
-                .join(": ")
-        }
-        other => other.to_string(),
     }
 }
 

@@ -1,0 +1,106 @@
+//! `DeviceCtx`: a device and everything kept per device (kernels, caches, the flags its
+//! callbacks set), shared by the logical ranks on it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::kernels::Kernels;
+use crate::pool::BufferPool;
+use crate::settings::{GemmKernel, Numerics};
+
+/// A device and everything kept per device: shared by the logical ranks on it.
+pub(crate) struct DeviceCtx {
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    pub(super) info: wgpu::AdapterInfo,
+    pub(super) limits: wgpu::Limits,
+    pub(super) timeout: Duration,
+    pub(super) kernels: Kernels,
+    /// Validation errors raised outside any error scope (e.g. on another thread),
+    /// kept here instead of wgpu's default handler, which panics.
+    pub(super) uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Set by the device-lost callback.
+    pub(super) lost: Arc<Mutex<Option<String>>>,
+    pub(super) gemm: GemmKernel,
+    pub(super) numerics: Numerics,
+    /// Tensor buffers kept for reuse.
+    pub(super) pool: Arc<BufferPool>,
+    /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
+    pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
+}
+
+/// Whether a rank installs its uncaptured-error handler and device-lost callback on its
+/// device (wgpu keeps one of each per device, so installing replaces the owner's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceCallbacks {
+    /// Devices this crate made, or an app's when it asks: errors raised outside this
+    /// crate's calls and the loss of the device become `Error`s on the rank's next call.
+    Install,
+    /// An app's devices by default: its own handlers stay; this crate still captures every
+    /// error of its own calls with error scopes.
+    Leave,
+}
+
+/// Staging buffers kept per device; more are dropped when returned.
+pub(super) const STAGING_KEPT: usize = 16;
+
+impl DeviceCtx {
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        timeout: Duration,
+        gemm: GemmKernel,
+        numerics: Numerics,
+        cache_bytes: u64,
+        callbacks: DeviceCallbacks,
+    ) -> Arc<Self> {
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let lost = Arc::new(Mutex::new(None));
+        if callbacks == DeviceCallbacks::Install {
+            let sink = Arc::clone(&uncaptured);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(describe(&e));
+                }
+            }));
+            let lost_sink = Arc::clone(&lost);
+            device.set_device_lost_callback(move |reason, message| {
+                if let Ok(mut l) = lost_sink.lock() {
+                    *l = Some(format!("{reason:?}: {message}"));
+                }
+            });
+        }
+        let kernels = Kernels::new();
+        let info = device.adapter_info();
+        let limits = device.limits();
+        Arc::new(DeviceCtx {
+            device,
+            queue,
+            info,
+            limits,
+            timeout,
+            kernels,
+            uncaptured,
+            lost,
+            gemm,
+            numerics,
+            pool: Arc::new(BufferPool::new(cache_bytes)),
+            staging: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// wgpu's full message (its `Display` says only "Validation Error").
+pub(super) fn describe(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            description
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != "Validation Error" && *l != "Caused by:")
+                .collect::<Vec<_>>()
+                .join(": ")
+        }
+        other => other.to_string(),
+    }
+}
