@@ -47,6 +47,7 @@ mod adapters;
 pub mod collective;
 mod dist;
 mod error;
+mod gl;
 mod group;
 mod kernels;
 pub mod nn;
@@ -59,6 +60,7 @@ pub mod reference;
 mod settings;
 pub mod shard;
 mod tensor;
+mod wait;
 
 pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};

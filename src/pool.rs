@@ -23,6 +23,8 @@ pub const DEFAULT_BUFFER_CACHE_BYTES: u64 = 256 << 20;
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     cap: u64,
+    /// A GL device's buffers are freed under the GL lock (src/gl.rs).
+    gl: bool,
     free: Mutex<Free>,
 }
 
@@ -32,6 +34,9 @@ struct Free {
     by_size: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
     bytes: u64,
     tick: u64,
+    /// Handles of buffers handed out and since dropped, freed at the next `give` or
+    /// `trim` (under the GL lock, for a GL device).
+    retired: Vec<wgpu::Buffer>,
 }
 
 impl Free {
@@ -57,10 +62,11 @@ impl Free {
 }
 
 impl BufferPool {
-    /// An empty cache holding at most `cap` bytes.
-    pub(crate) fn new(cap: u64) -> Self {
+    /// An empty cache holding at most `cap` bytes, of a GL device when `gl`.
+    pub(crate) fn new(cap: u64, gl: bool) -> Self {
         BufferPool {
             cap,
+            gl,
             free: Mutex::new(Free::default()),
         }
     }
@@ -78,11 +84,14 @@ impl BufferPool {
     }
 
     fn give(&self, buffer: wgpu::Buffer) {
+        let _gl = crate::gl::lock(self.gl);
         let bytes = buffer.size();
-        if bytes > self.cap {
-            return;
-        }
         if let Ok(mut free) = self.free.lock() {
+            free.retired.clear();
+            if bytes > self.cap {
+                drop(buffer); // freed here, under the GL lock
+                return;
+            }
             while free.bytes + bytes > self.cap && free.evict_oldest() {}
             free.tick += 1;
             let tick = free.tick;
@@ -103,6 +112,7 @@ impl BufferPool {
 
     /// Frees every kept buffer.
     pub(crate) fn trim(&self) {
+        let _gl = crate::gl::lock(self.gl);
         if let Ok(mut free) = self.free.lock() {
             *free = Free::default();
         }
@@ -141,11 +151,16 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if self.exported.load(Ordering::Relaxed) {
+        let Some(pool) = self.pool.upgrade() else {
             return;
-        }
-        if let Some(pool) = self.pool.upgrade() {
-            // A handle to the same buffer: it outlives this one in the pool.
+        };
+        // A handle to the same buffer outlives this one in the pool, so dropping this
+        // one frees nothing: a buffer is only ever freed by the pool, under its lock.
+        if self.exported.load(Ordering::Relaxed) {
+            if let Ok(mut free) = pool.free.lock() {
+                free.retired.push(self.buffer.clone());
+            }
+        } else {
             pool.give(self.buffer.clone());
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::error::{fmt_shape, Error, Result};
 use crate::pool::Pooled;
 use crate::rank::Rank;
+use crate::wait::{block_on, signal, Signal};
 
 /// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
 ///
@@ -236,33 +237,34 @@ impl Tensor {
     /// # Errors
     /// As [`Tensor::to_host_async`].
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        pollster::block_on(self.to_host_async())
+        block_on(std::slice::from_ref(&self.rank), self.to_host_async())
     }
 }
 
-pub(crate) type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<
-    std::result::Result<(), wgpu::BufferAsyncError>,
->;
+/// Where a mapping's outcome arrives.
+pub(crate) type MapReceiver = Signal<std::result::Result<(), wgpu::BufferAsyncError>>;
 
 /// Requests the mapping of the first `bytes` of `staging` for reading.
 pub(crate) fn map_read(staging: &wgpu::Buffer, bytes: u64) -> MapReceiver {
-    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    let (tx, rx) = signal();
     staging
         .slice(..bytes)
-        .map_async(wgpu::MapMode::Read, move |r| {
-            // The receiver is gone only if the caller gave up; nothing to report then.
-            let _ = tx.send(r);
-        });
+        .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
     rx
 }
 
-/// Waits for a mapping requested by [`map_read`] (after the device has been polled).
-pub(crate) async fn mapped(op: &'static str, rank: usize, rx: MapReceiver) -> Result<()> {
-    let map_err = |message: String| Error::Map { op, rank, message };
-    match rx.receive().await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(map_err(e.to_string())),
-        None => Err(map_err("map callback was dropped".into())),
+/// Waits, without blocking, for a mapping requested by [`map_read`] on `rank`.
+pub(crate) async fn mapped(op: &'static str, rank: &Rank, rx: MapReceiver) -> Result<()> {
+    match rx.wait(op, rank).await? {
+        Ok(()) => Ok(()),
+        Err(e) => Err(rank.loss_or(
+            op,
+            Error::Map {
+                op,
+                rank: rank.index(),
+                message: e.to_string(),
+            },
+        )),
     }
 }
 
@@ -270,13 +272,7 @@ pub(crate) async fn mapped(op: &'static str, rank: usize, rx: MapReceiver) -> Re
 /// every map requested before the first wait, so all ranks' transfers run at once.
 /// Staging buffers come from, and go back to, each rank's pool.
 pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
-    type Pending<'a> = (
-        &'a Tensor,
-        wgpu::Buffer,
-        u64,
-        MapReceiver,
-        wgpu::SubmissionIndex,
-    );
+    type Pending<'a> = (&'a Tensor, wgpu::Buffer, u64, MapReceiver);
     let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tensors.len());
     for t in tensors {
         let rank = &t.rank;
@@ -290,9 +286,9 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                let submission = rank.queue().submit([enc.finish()]);
+                rank.queue().submit([enc.finish()]);
                 let rx = map_read(&staging, bytes);
-                Ok((*t, staging, bytes, rx, submission))
+                Ok((*t, staging, bytes, rx))
             })?);
         }
         pending.push(parts);
@@ -300,12 +296,10 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
     let mut out = Vec::with_capacity(pending.len());
     for parts in pending {
         let mut values = Vec::new();
-        for (t, staging, bytes, rx, submission) in parts {
+        for (t, staging, bytes, rx) in parts {
             let rank = t.rank.index();
-            t.rank.wait(op, submission)?;
-            mapped(op, rank, rx)
-                .await
-                .map_err(|e| t.rank.loss_or(op, e))?;
+            mapped(op, &t.rank, rx).await?;
+            let _gl = t.rank.gl();
             {
                 let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {
                     let message = e.to_string();

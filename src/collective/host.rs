@@ -52,7 +52,7 @@ const PARALLEL_ELEMENTS: usize = 1 << 18;
 struct Chunk {
     rows: Range<usize>,
     bytes: u64,
-    staging: Vec<(wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)>,
+    staging: Vec<(wgpu::Buffer, MapReceiver)>,
 }
 
 /// The buffer holding `rows` of `t` (inside one of its bands, by construction of the
@@ -98,9 +98,9 @@ fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Resul
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-                let submission = rank.queue().submit([enc.finish()]);
+                rank.queue().submit([enc.finish()]);
                 let rx = crate::tensor::map_read(&staging, bytes);
-                Ok((staging, rx, submission))
+                Ok((staging, rx))
             })
         })
         .collect::<Result<_>>()?;
@@ -164,14 +164,13 @@ async fn finish_chunk(
     outputs: &[Tensor],
 ) -> Result<()> {
     let mut mapped = Vec::with_capacity(chunk.staging.len());
-    for (t, (staging, rx, submission)) in inputs.iter().zip(chunk.staging) {
-        t.rank().wait(op, submission)?;
-        crate::tensor::mapped(op, t.rank().index(), rx)
-            .await
-            .map_err(|e| t.rank().loss_or(op, e))?;
+    for (t, (staging, rx)) in inputs.iter().zip(chunk.staging) {
+        crate::tensor::mapped(op, t.rank(), rx).await?;
         mapped.push((t.rank(), staging));
     }
     let len = (chunk.bytes / 4) as usize;
+    // GL ranks: one thread at a time in GL (src/gl.rs); a no-op otherwise.
+    let _gl: Vec<_> = inputs.iter().map(|t| t.rank().gl()).collect();
     {
         let views = mapped
             .iter()
@@ -227,6 +226,7 @@ async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     }
     // Flush the queued uploads now rather than at the ranks' next submission.
     for out in &outputs {
+        let _gl = out.rank().gl();
         out.rank().queue().submit([]);
     }
     give_host_chunk(host);

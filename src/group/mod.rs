@@ -97,12 +97,24 @@ impl Group {
         Ok(())
     }
 
-    /// Blocks until every rank's submitted work has finished ([`Rank::wait_idle`]).
+    /// Resolves when every rank's submitted work has finished
+    /// ([`Rank::wait_idle_async`]); never blocks the thread that polls it.
     ///
     /// # Errors
-    /// As [`Rank::wait_idle`].
+    /// As [`Rank::wait_idle_async`].
+    pub async fn wait_idle_async(&self) -> Result<()> {
+        for r in self.ranks() {
+            r.wait_idle_async().await?;
+        }
+        Ok(())
+    }
+
+    /// Blocking [`Group::wait_idle_async`].
+    ///
+    /// # Errors
+    /// As [`Rank::wait_idle_async`].
     pub fn wait_idle(&self) -> Result<()> {
-        self.ranks().iter().try_for_each(Rank::wait_idle)
+        crate::wait::block_on(self.ranks(), self.wait_idle_async())
     }
 
     /// Frees every tensor buffer the ranks' devices keep for reuse ([`Rank::trim_cache`]).

@@ -191,6 +191,6 @@ impl ColumnParallelLinear {
     /// # Errors
     /// As [`ColumnParallelLinear::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        pollster::block_on(self.forward_async(x))
+        x.block_on(self.forward_async(x))
     }
 }

@@ -114,6 +114,6 @@ impl ParallelMlp {
     /// # Errors
     /// As [`ParallelMlp::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        pollster::block_on(self.forward_async(x))
+        x.block_on(self.forward_async(x))
     }
 }

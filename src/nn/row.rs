@@ -226,6 +226,6 @@ impl RowParallelLinear {
     /// # Errors
     /// As [`RowParallelLinear::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        pollster::block_on(self.forward_async(x))
+        x.block_on(self.forward_async(x))
     }
 }

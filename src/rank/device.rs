@@ -72,6 +72,7 @@ impl DeviceCtx {
         }
         let kernels = Kernels::new();
         let info = device.adapter_info();
+        let gl = info.backend == wgpu::Backend::Gl;
         let limits = device.limits();
         Arc::new(DeviceCtx {
             device,
@@ -84,7 +85,7 @@ impl DeviceCtx {
             lost,
             gemm,
             numerics,
-            pool: Arc::new(BufferPool::new(cache_bytes)),
+            pool: Arc::new(BufferPool::new(cache_bytes, gl)),
             staging: Mutex::new(Vec::new()),
         })
     }

@@ -11,9 +11,11 @@ pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 use device::{describe, STAGING_KEPT};
 
 use crate::error::{Error, Result};
+use crate::gl::{self, GlGuard};
 use crate::kernels::{Kernels, PipelineKey};
 use crate::pool::BufferPool;
 use crate::settings::{GemmKernel, Numerics};
+use crate::wait::{block_on, resolve, signal};
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
@@ -131,11 +133,18 @@ impl Rank {
 
     /// Returns an unmapped staging buffer for reuse.
     pub(crate) fn give_staging(&self, buffer: wgpu::Buffer) {
+        let _gl = self.gl();
         if let Ok(mut free) = self.inner.dev.staging.lock() {
             if free.len() < STAGING_KEPT {
                 free.push(buffer);
             }
         }
+    }
+
+    /// Held around every call on this rank's device outside [`Rank::scoped`]: the
+    /// process-wide GL lock for a GL device (see src/gl.rs), nothing otherwise.
+    pub(crate) fn gl(&self) -> GlGuard {
+        gl::lock(self.inner.dev.info.backend == wgpu::Backend::Gl)
     }
 
     /// How this rank's group associates its sums.
@@ -197,13 +206,14 @@ impl Rank {
     /// Runs `f` inside validation and out-of-memory error scopes on this device and turns
     /// anything wgpu raised into an [`Error`].
     pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _gl = self.gl();
         self.check_health(op)?;
         let device = &self.inner.dev.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        let validation_err = pollster::block_on(validation.pop());
-        let oom_err = pollster::block_on(oom.pop());
+        let validation_err = resolve(validation.pop());
+        let oom_err = resolve(oom.pop());
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
         if validation_err.is_some() || oom_err.is_some() {
@@ -249,58 +259,48 @@ impl Rank {
         })
     }
 
-    /// Blocks until `submission` has finished, at most [`Rank::timeout`].
-    pub(crate) fn wait(&self, op: &'static str, submission: wgpu::SubmissionIndex) -> Result<()> {
-        let poll = self.inner.dev.device.poll(wgpu::PollType::Wait {
-            submission_index: Some(submission),
-            timeout: Some(self.inner.dev.timeout),
-        });
-        self.poll_result(op, poll)
-    }
-
-    fn poll_result(
-        &self,
-        op: &'static str,
-        poll: std::result::Result<wgpu::PollStatus, wgpu::PollError>,
-    ) -> Result<()> {
-        match poll {
-            Ok(_) => self.check_health(op),
-            Err(wgpu::PollError::Timeout) => {
-                self.check_health(op)?;
-                Err(Error::Timeout {
-                    op,
-                    rank: self.inner.index,
-                    after: self.inner.dev.timeout,
-                })
-            }
-            Err(e) => Err(self.loss_or(
-                op,
-                Error::Validation {
-                    op,
-                    rank: self.inner.index,
-                    message: e.to_string(),
-                },
-            )),
-        }
-    }
-
-    /// Blocks until everything submitted to this rank's device so far has finished, at most
-    /// [`Rank::timeout`] (for timing; reads and collectives wait by themselves).
-    ///
-    /// # Errors
-    /// [`Error::Timeout`], [`Error::DeviceLost`], [`Error::Validation`].
-    pub fn wait_idle(&self) -> Result<()> {
-        let op = "wait_idle";
-        let poll = self.inner.dev.device.poll(wgpu::PollType::Wait {
+    /// Waits (at most the timeout) for the work submitted to this rank's device so far,
+    /// running the callbacks it completes; whatever the wait says, the futures that wait
+    /// on those callbacks report timeouts and losses themselves.
+    pub(crate) fn wait_submitted(&self) {
+        let _gl = self.gl();
+        let _ = self.inner.dev.device.poll(wgpu::PollType::Wait {
             submission_index: None,
             timeout: Some(self.inner.dev.timeout),
         });
-        self.poll_result(op, poll)
+    }
+
+    /// Resolves when everything submitted to this rank's device so far has finished, at
+    /// most [`Rank::timeout`] later (for timing; reads and collectives wait by themselves).
+    /// Never blocks the thread that polls it.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::DeviceLost`], [`Error::Validation`].
+    pub async fn wait_idle_async(&self) -> Result<()> {
+        let op = "wait_idle";
+        self.check_health(op)?;
+        let (tx, rx) = signal();
+        {
+            let _gl = self.gl();
+            let queue = &self.inner.dev.queue;
+            queue.on_submitted_work_done(move || tx.send(()));
+        }
+        rx.wait(op, self).await?;
+        self.check_health(op)
+    }
+
+    /// Blocking [`Rank::wait_idle_async`].
+    ///
+    /// # Errors
+    /// As [`Rank::wait_idle_async`].
+    pub fn wait_idle(&self) -> Result<()> {
+        block_on(std::slice::from_ref(self), self.wait_idle_async())
     }
 
     /// Lets wgpu run pending callbacks and free what finished work held, without waiting
     /// (an upload's staging copy is only freed then).
     pub(crate) fn poll_now(&self) {
+        let _gl = self.gl();
         // Whatever the poll says, a later check reads the flags it sets.
         let _ = self.inner.dev.device.poll(wgpu::PollType::Poll);
     }
@@ -309,6 +309,7 @@ impl Rank {
     /// loss is reported: wgpu runs the device-lost callback only once its queue is empty.
     /// Only on error paths, to tell a loss from another error.
     fn settle(&self) {
+        let _gl = self.gl();
         let _ = self.inner.dev.device.poll(wgpu::PollType::Wait {
             submission_index: None,
             timeout: Some(self.inner.dev.timeout),
@@ -327,15 +328,16 @@ impl Rank {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
+    use crate::wait::{block_on, signal};
     use crate::{Error, Group};
 
     #[test]
-    fn a_timed_out_poll_is_a_timeout_error_naming_the_rank_and_the_limit() {
-        // CI's adapters finish work inside `submit`, so a real wait never runs late there;
-        // this checks what a late one (a hung GPU, a lost driver) is reported as.
-        let limit = Duration::from_millis(5);
+    fn a_wait_past_the_timeout_is_a_timeout_error_naming_the_rank_and_the_limit() {
+        // CI's adapters finish work inside submit, so no real GPU wait runs late there; a
+        // callback that never comes (a hung GPU, a lost driver) stands in for one.
+        let limit = Duration::from_millis(50);
         let group = match Group::builder()
             .ranks_on_one_adapter(2)
             .timeout(limit)
@@ -347,13 +349,18 @@ mod tests {
         };
         let r = &group.ranks()[1];
         assert_eq!(r.timeout(), limit);
-        let e = r.poll_result("wait", Err(wgpu::PollError::Timeout));
+        let (_never, rx) = signal::<()>();
+        let start = Instant::now();
+        let e = block_on(group.ranks(), rx.wait("wait", r));
         assert!(
             matches!(e, Err(Error::Timeout { op: "wait", rank: 1, after }) if after == limit),
             "{e:?}"
         );
-        assert!(r
-            .poll_result("wait", Ok(wgpu::PollStatus::QueueEmpty))
-            .is_ok());
+        assert!(start.elapsed() >= limit);
+        // A callback that does come resolves the same wait.
+        let (tx, rx) = signal::<u32>();
+        tx.send(7);
+        assert_eq!(block_on(group.ranks(), rx.wait("wait", r)).unwrap(), 7);
+        r.wait_idle().unwrap();
     }
 }

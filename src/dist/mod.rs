@@ -1,13 +1,16 @@
 //! `DistTensor` and `Placement`: one matrix spread over the ranks of a group.
+//! collectives.rs holds the verbs that change a placement.
+
+mod collectives;
 
 use std::fmt;
 
 use crate::collective::sum_parts;
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::ops;
-use crate::shard::{concat_host, offsets, split_host, split_sizes};
+use crate::shard::{concat_host, split_host, split_sizes};
 use crate::tensor::{check_shape, read_back, Tensor};
+use crate::wait::block_on;
 
 /// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,147 +197,29 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::to_host_async`].
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        pollster::block_on(self.to_host_async())
+        self.block_on(self.to_host_async())
     }
 
     /// Every rank's local tensor on the host, in rank order.
     ///
     /// # Errors
     /// As [`DistTensor::to_host_async`].
+    pub async fn to_host_per_rank_async(&self) -> Result<Vec<Vec<f32>>> {
+        let locals: Vec<&Tensor> = self.locals.iter().collect();
+        read_back("dist_tensor.to_host_per_rank", &locals).await
+    }
+
+    /// Blocking [`DistTensor::to_host_per_rank_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::to_host_async`].
     pub fn to_host_per_rank(&self) -> Result<Vec<Vec<f32>>> {
-        pollster::block_on(read_back(
-            "dist_tensor.to_host_per_rank",
-            &self.locals.iter().collect::<Vec<_>>(),
-        ))
+        self.block_on(self.to_host_per_rank_async())
     }
 
-    fn with(&self, locals: Vec<Tensor>, placement: Placement) -> Self {
-        DistTensor {
-            group: self.group.clone(),
-            shape: self.shape,
-            placement,
-            locals,
-        }
-    }
-
-    /// The same value with another placement, by the one collective that does it:
-    ///
-    /// | from -> to | how |
-    /// | --- | --- |
-    /// | `Partial -> Replicate` | all-reduce |
-    /// | `Shard(d) -> Replicate` | all-gather |
-    /// | `Partial -> Shard(d)` | reduce-scatter |
-    /// | `Replicate -> Shard(d)` | local slice, no communication |
-    /// | `Replicate -> Partial` | rank 0 keeps the value, the others hold `-0.0` (the additive identity that keeps `-0.0` a `-0.0`) |
-    /// | `Shard(a) -> Shard(b)`, `Shard(d) -> Partial` | all-gather, then as from `Replicate` |
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for `Shard(d)` with `d > 1` or a tp size larger than
-    /// `shape[d]`; collective and allocation errors.
-    pub async fn redistribute_async(&self, target: Placement) -> Result<DistTensor> {
-        let op = "dist_tensor.redistribute";
-        if let Placement::Shard(d) = target {
-            if d > 1 {
-                return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
-            }
-        }
-        let g = &self.group;
-        match (self.placement, target) {
-            (Placement::Replicate, Placement::Replicate)
-            | (Placement::Partial, Placement::Partial) => Ok(self.clone()),
-            (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
-            (Placement::Partial, Placement::Replicate) => {
-                let out = g.all_reduce(&self.locals).await?;
-                Ok(self.with(out, target))
-            }
-            (Placement::Shard(d), Placement::Replicate) => {
-                let out = g.all_gather(&self.locals, d).await?;
-                Ok(self.with(out, target))
-            }
-            (Placement::Partial, Placement::Shard(d)) => {
-                let sizes = split_sizes(self.shape[d], g.world_size())?;
-                let out = g.reduce_scatter(&self.locals, d, &sizes).await?;
-                Ok(self.with(out, target))
-            }
-            (Placement::Replicate, Placement::Shard(d)) => {
-                let sizes = split_sizes(self.shape[d], g.world_size())?;
-                let out = self
-                    .locals
-                    .iter()
-                    .zip(offsets(&sizes).into_iter().zip(&sizes))
-                    .map(|(t, (start, &len))| {
-                        let mut s = self.shape;
-                        s[d] = len;
-                        let (r0, c0) = if d == 0 { (start, 0) } else { (0, start) };
-                        ops::slice(t, r0, c0, s)
-                    })
-                    .collect::<Result<_>>()?;
-                Ok(self.with(out, target))
-            }
-            (Placement::Replicate, Placement::Partial) => {
-                let out = self
-                    .locals
-                    .iter()
-                    .map(|t| match t.rank().index() {
-                        0 => Ok(t.clone()),
-                        _ => ops::fill(t, -0.0),
-                    })
-                    .collect::<Result<_>>()?;
-                Ok(self.with(out, target))
-            }
-            (Placement::Shard(_), _) => {
-                let full = Box::pin(self.redistribute_async(Placement::Replicate)).await?;
-                Box::pin(full.redistribute_async(target)).await
-            }
-        }
-    }
-
-    /// Blocking [`DistTensor::redistribute_async`].
-    ///
-    /// # Errors
-    /// As [`DistTensor::redistribute_async`].
-    pub fn redistribute(&self, target: Placement) -> Result<DistTensor> {
-        pollster::block_on(self.redistribute_async(target))
-    }
-
-    /// `Partial -> Replicate`: the sum on every rank (one all-reduce).
-    ///
-    /// # Errors
-    /// [`Error::Placement`] unless `Partial`; collective errors.
-    pub fn all_reduce(&self) -> Result<DistTensor> {
-        self.require_placement("all_reduce", |p| p == Placement::Partial, "Partial")?;
-        self.redistribute(Placement::Replicate)
-    }
-
-    /// `Shard(d) -> Replicate`: the concatenation on every rank (one all-gather).
-    ///
-    /// # Errors
-    /// [`Error::Placement`] unless `Shard`; collective errors.
-    pub fn all_gather(&self) -> Result<DistTensor> {
-        self.require_placement(
-            "all_gather",
-            |p| matches!(p, Placement::Shard(_)),
-            "Shard(_)",
-        )?;
-        self.redistribute(Placement::Replicate)
-    }
-
-    /// `Partial -> Shard(dim)`: each rank its slice of the sum (one reduce-scatter).
-    ///
-    /// # Errors
-    /// [`Error::Placement`] unless `Partial`; as [`DistTensor::redistribute`].
-    pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
-        self.require_placement("reduce_scatter", |p| p == Placement::Partial, "Partial")?;
-        self.redistribute(Placement::Shard(dim))
-    }
-
-    /// Every rank gets rank `root`'s local tensor; the result is `Replicate`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
-    pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
-        let out = pollster::block_on(self.group.broadcast(&self.locals, root))?;
-        DistTensor::from_locals(&self.group, out, Placement::Replicate)
+    /// Runs `fut` on this thread, waiting on this tensor's devices when it is pending.
+    pub(crate) fn block_on<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+        block_on(self.group.ranks(), fut)
     }
 
     pub(crate) fn require_placement(

@@ -1,0 +1,168 @@
+//! The verbs that change a [`DistTensor`]'s placement: `redistribute` and the four
+//! collectives by name, each with its `_async` twin.
+
+use super::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::shard::{offsets, split_sizes};
+use crate::tensor::Tensor;
+
+impl DistTensor {
+    fn with(&self, locals: Vec<Tensor>, placement: Placement) -> Self {
+        DistTensor {
+            group: self.group.clone(),
+            shape: self.shape,
+            placement,
+            locals,
+        }
+    }
+
+    /// The same value with another placement, by the one collective that does it:
+    ///
+    /// | from -> to | how |
+    /// | --- | --- |
+    /// | `Partial -> Replicate` | all-reduce |
+    /// | `Shard(d) -> Replicate` | all-gather |
+    /// | `Partial -> Shard(d)` | reduce-scatter |
+    /// | `Replicate -> Shard(d)` | local slice, no communication |
+    /// | `Replicate -> Partial` | rank 0 keeps the value, the others hold `-0.0` (the additive identity that keeps `-0.0` a `-0.0`) |
+    /// | `Shard(a) -> Shard(b)`, `Shard(d) -> Partial` | all-gather, then as from `Replicate` |
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `Shard(d)` with `d > 1` or a tp size larger than
+    /// `shape[d]`; collective and allocation errors.
+    pub async fn redistribute_async(&self, target: Placement) -> Result<DistTensor> {
+        let op = "dist_tensor.redistribute";
+        if let Placement::Shard(d) = target {
+            if d > 1 {
+                return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
+            }
+        }
+        let g = &self.group;
+        match (self.placement, target) {
+            (Placement::Replicate, Placement::Replicate)
+            | (Placement::Partial, Placement::Partial) => Ok(self.clone()),
+            (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
+            (Placement::Partial, Placement::Replicate) => {
+                let out = g.all_reduce(&self.locals).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Shard(d), Placement::Replicate) => {
+                let out = g.all_gather(&self.locals, d).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Partial, Placement::Shard(d)) => {
+                let sizes = split_sizes(self.shape[d], g.world_size())?;
+                let out = g.reduce_scatter(&self.locals, d, &sizes).await?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Replicate, Placement::Shard(d)) => {
+                let sizes = split_sizes(self.shape[d], g.world_size())?;
+                let out = self
+                    .locals
+                    .iter()
+                    .zip(offsets(&sizes).into_iter().zip(&sizes))
+                    .map(|(t, (start, &len))| {
+                        let mut s = self.shape;
+                        s[d] = len;
+                        let (r0, c0) = if d == 0 { (start, 0) } else { (0, start) };
+                        ops::slice(t, r0, c0, s)
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Replicate, Placement::Partial) => {
+                let out = self
+                    .locals
+                    .iter()
+                    .map(|t| match t.rank().index() {
+                        0 => Ok(t.clone()),
+                        _ => ops::fill(t, -0.0),
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(self.with(out, target))
+            }
+            (Placement::Shard(_), _) => {
+                let full = Box::pin(self.redistribute_async(Placement::Replicate)).await?;
+                Box::pin(full.redistribute_async(target)).await
+            }
+        }
+    }
+
+    /// Blocking [`DistTensor::redistribute_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::redistribute_async`].
+    pub fn redistribute(&self, target: Placement) -> Result<DistTensor> {
+        self.block_on(self.redistribute_async(target))
+    }
+
+    /// `Partial -> Replicate`: the sum on every rank (one all-reduce).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Partial`; collective errors.
+    pub async fn all_reduce_async(&self) -> Result<DistTensor> {
+        self.require_placement("all_reduce", |p| p == Placement::Partial, "Partial")?;
+        self.redistribute_async(Placement::Replicate).await
+    }
+
+    /// Blocking [`DistTensor::all_reduce_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::all_reduce_async`].
+    pub fn all_reduce(&self) -> Result<DistTensor> {
+        self.block_on(self.all_reduce_async())
+    }
+
+    /// `Shard(d) -> Replicate`: the concatenation on every rank (one all-gather).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Shard`; collective errors.
+    pub async fn all_gather_async(&self) -> Result<DistTensor> {
+        let shard = |p| matches!(p, Placement::Shard(_));
+        self.require_placement("all_gather", shard, "Shard(_)")?;
+        self.redistribute_async(Placement::Replicate).await
+    }
+
+    /// Blocking [`DistTensor::all_gather_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::all_gather_async`].
+    pub fn all_gather(&self) -> Result<DistTensor> {
+        self.block_on(self.all_gather_async())
+    }
+
+    /// `Partial -> Shard(dim)`: each rank its slice of the sum (one reduce-scatter).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `Partial`; as [`DistTensor::redistribute_async`].
+    pub async fn reduce_scatter_async(&self, dim: usize) -> Result<DistTensor> {
+        self.require_placement("reduce_scatter", |p| p == Placement::Partial, "Partial")?;
+        self.redistribute_async(Placement::Shard(dim)).await
+    }
+
+    /// Blocking [`DistTensor::reduce_scatter_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::reduce_scatter_async`].
+    pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
+        self.block_on(self.reduce_scatter_async(dim))
+    }
+
+    /// Every rank gets rank `root`'s local tensor; the result is `Replicate`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
+    pub async fn broadcast_async(&self, root: usize) -> Result<DistTensor> {
+        let out = self.group.broadcast(&self.locals, root).await?;
+        DistTensor::from_locals(&self.group, out, Placement::Replicate)
+    }
+
+    /// Blocking [`DistTensor::broadcast_async`].
+    ///
+    /// # Errors
+    /// As [`DistTensor::broadcast_async`].
+    pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
+        self.block_on(self.broadcast_async(root))
+    }
+}
