@@ -161,10 +161,9 @@ fn layers_over_banded_weights_match_the_reference_and_the_unsplit_bits() {
                         let col = ColumnParallelLinear::from_full(
                             g,
                             host(&s1, &b1, hidden, ffn, layout),
-                            ColumnParallelConfig {
-                                gather_output: true,
-                                activation: Activation::GeluErf,
-                            },
+                            ColumnParallelConfig::default()
+                                .gather_output(true)
+                                .activation(Activation::GeluErf),
                         )
                         .unwrap()
                         .forward(&xd)

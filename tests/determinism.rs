@@ -32,29 +32,21 @@ fn outputs(g: &Group) -> Vec<Vec<f32>> {
     let w1 = rng.xavier(k * f, k, f);
     let w2 = rng.xavier(f * k, f, k);
     let (b1, b2) = (rng.normal(f), rng.normal(k));
-    let lin = |weight, bias, in_features, out_features| HostLinear {
-        weight,
-        bias: Some(bias),
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
+    let lin = |weight, bias, in_features, out_features| {
+        HostLinear::new(weight, in_features, out_features, WeightLayout::InOut).with_bias(bias)
     };
     let column = ColumnParallelLinear::from_full(
         g,
         lin(&w1, &b1, k, f),
-        ColumnParallelConfig {
-            gather_output: true,
-            activation: Activation::GeluErf,
-        },
+        ColumnParallelConfig::default()
+            .gather_output(true)
+            .activation(Activation::GeluErf),
     )
     .unwrap();
     let row = RowParallelLinear::from_full(
         g,
         lin(&w2, &b2, f, k),
-        RowParallelConfig {
-            input_is_parallel: true,
-            ..Default::default()
-        },
+        RowParallelConfig::default().input_is_parallel(true),
     )
     .unwrap();
     let mlp = ParallelMlp::from_full(

@@ -98,10 +98,9 @@ impl Case {
         let col = ColumnParallelLinear::from_full(
             g,
             host(&self.w1, &self.b1, h, f, l),
-            ColumnParallelConfig {
-                gather_output: true,
-                activation: self.act,
-            },
+            ColumnParallelConfig::default()
+                .gather_output(true)
+                .activation(self.act),
         )
         .unwrap()
         .forward(&xd)
@@ -110,10 +109,7 @@ impl Case {
             let layer = RowParallelLinear::from_full(
                 g,
                 host(&self.w2, &self.b2, f, h, l),
-                RowParallelConfig {
-                    input_is_parallel,
-                    ..Default::default()
-                },
+                RowParallelConfig::default().input_is_parallel(input_is_parallel),
             )
             .unwrap();
             let x = if input_is_parallel {

@@ -40,10 +40,9 @@ fn column_parallel_matches_reference() {
                             let layer = ColumnParallelLinear::from_full(
                                 &group,
                                 host(&stored, &b, IN, OUT, layout),
-                                ColumnParallelConfig {
-                                    gather_output,
-                                    activation: act,
-                                },
+                                ColumnParallelConfig::default()
+                                    .gather_output(gather_output)
+                                    .activation(act),
                             )
                             .unwrap();
                             assert_eq!(
@@ -88,10 +87,9 @@ fn row_parallel_matches_reference() {
                             let layer = RowParallelLinear::from_full(
                                 &group,
                                 host(&stored, &b, IN, OUT, layout),
-                                RowParallelConfig {
-                                    input_is_parallel,
-                                    skip_bias_add,
-                                },
+                                RowParallelConfig::default()
+                                    .input_is_parallel(input_is_parallel)
+                                    .skip_bias_add(skip_bias_add),
                             )
                             .unwrap();
                             let xd = if input_is_parallel {
@@ -226,10 +224,9 @@ fn layers_from_shards_match_from_full() {
                 .collect(),
             Some((0..3).map(|r| t(r, &b1_parts[r], [1, sizes[r]])).collect()),
             WeightLayout::InOut,
-            ColumnParallelConfig {
-                gather_output: false,
-                activation: Activation::Relu,
-            },
+            ColumnParallelConfig::default()
+                .gather_output(false)
+                .activation(Activation::Relu),
         )
         .unwrap();
         let fc2 = RowParallelLinear::from_shards(
@@ -243,10 +240,7 @@ fn layers_from_shards_match_from_full() {
                     .collect(),
             ),
             WeightLayout::InOut,
-            RowParallelConfig {
-                input_is_parallel: true,
-                skip_bias_add: false,
-            },
+            RowParallelConfig::default().input_is_parallel(true),
         )
         .unwrap();
         let from_shards = ParallelMlp::from_layers(fc1, fc2).unwrap();

@@ -28,17 +28,10 @@ fn seeded() -> Seeded {
 }
 
 fn mlp(group: &wgpu_tp::Group, s: &Seeded) -> ParallelMlp {
-    let l = |weight, in_features, out_features| HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    };
     ParallelMlp::from_full(
         group,
-        l(&s.w1, HIDDEN, FFN),
-        l(&s.w2, FFN, HIDDEN),
+        HostLinear::new(&s.w1, HIDDEN, FFN, WeightLayout::InOut),
+        HostLinear::new(&s.w2, FFN, HIDDEN, WeightLayout::InOut),
         Activation::Relu,
     )
     .unwrap()

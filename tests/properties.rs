@@ -134,13 +134,7 @@ fn case(seed: u64, (m, k, n): (usize, usize, usize), layout: WeightLayout, bias:
 }
 
 fn host<'a>(c: &'a Case, k: usize, n: usize, layout: WeightLayout) -> HostLinear<'a> {
-    HostLinear {
-        weight: &c.stored,
-        bias: c.b.as_deref(),
-        in_features: k,
-        out_features: n,
-        layout,
-    }
+    common::host(&c.stored, &c.b, k, n, layout)
 }
 
 proptest! {
@@ -155,7 +149,7 @@ proptest! {
         let (m, k, n) = dims;
         let c = case(seed, dims, layout, bias);
         let layer = ColumnParallelLinear::from_full(
-            &g, host(&c, k, n, layout), ColumnParallelConfig { gather_output, activation: act });
+            &g, host(&c, k, n, layout), ColumnParallelConfig::default().gather_output(gather_output).activation(act));
         if !fits(&layer, n, tp)? { return Ok(()) }
         let y = layer.unwrap().forward(&DistTensor::replicate(&g, &c.x, [m, k]).unwrap()).unwrap();
         let want = reference::activation(
@@ -171,7 +165,7 @@ proptest! {
         let Some(g) = group(tp, shared) else { return Ok(()) };
         let (m, k, n) = dims;
         let c = case(seed, dims, layout, bias);
-        let cfg = RowParallelConfig { input_is_parallel, ..Default::default() };
+        let cfg = RowParallelConfig::default().input_is_parallel(input_is_parallel);
         let layer = RowParallelLinear::from_full(&g, host(&c, k, n, layout), cfg);
         if !fits(&layer, k, tp)? { return Ok(()) }
         let x = if input_is_parallel {

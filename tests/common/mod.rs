@@ -97,13 +97,7 @@ macro_rules! group_or_skip {
 
 /// A full `[in, out]` layer without bias.
 pub fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
-    HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    }
+    HostLinear::new(weight, in_features, out_features, WeightLayout::InOut)
 }
 
 /// A layer's full weight `w` (stored per `l`, `i` inputs, `o` outputs) and bias `b`.
@@ -114,12 +108,10 @@ pub fn host<'a>(
     o: usize,
     l: WeightLayout,
 ) -> HostLinear<'a> {
-    HostLinear {
-        weight: w,
-        bias: b.as_deref(),
-        in_features: i,
-        out_features: o,
-        layout: l,
+    let layer = HostLinear::new(w, i, o, l);
+    match b {
+        Some(b) => layer.with_bias(b),
+        None => layer,
     }
 }
 
