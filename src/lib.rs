@@ -48,6 +48,7 @@ pub mod ops;
 mod params;
 mod pool;
 mod rank;
+#[cfg(feature = "reference")]
 pub mod reference;
 mod settings;
 pub mod shard;
