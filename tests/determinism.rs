@@ -7,7 +7,7 @@ mod common;
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear,
-    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, WeightLayout,
 };
 
 const SHAPE: [usize; 2] = [23, 37];
@@ -17,14 +17,8 @@ const TP: usize = 3;
 fn outputs(g: &Group) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(11);
     let n = SHAPE[0] * SHAPE[1];
-    let parts: Vec<Vec<f32>> = (0..TP).map(|_| rng.normal(n)).collect();
-    let locals = g
-        .ranks()
-        .iter()
-        .zip(&parts)
-        .map(|(r, p)| Tensor::from_host(r, p, SHAPE).unwrap())
-        .collect();
-    let partial = DistTensor::from_locals(g, locals, Placement::Partial).unwrap();
+    let parts = common::normal_parts(&mut rng, TP, n);
+    let partial = common::partial(g, &parts, SHAPE);
     let full = rng.normal(n);
     let sharded = DistTensor::shard(g, &full, SHAPE, 1).unwrap();
     let replicated = DistTensor::replicate(g, &full, SHAPE).unwrap();

@@ -362,14 +362,7 @@ fn nan_and_inf_inputs_propagate_never_hidden() {
         }
         // A collective alone: a NaN addend makes that element NaN, nothing else.
         let parts = [vec![1.0, f32::NAN, 2.0], vec![f32::NEG_INFINITY, 1.0, 3.0]];
-        let locals = group
-            .ranks()
-            .iter()
-            .zip(&parts)
-            .map(|(r, p)| Tensor::from_host(r, p, [1, 3]).unwrap())
-            .collect();
-        let y = DistTensor::from_locals(&group, locals, Placement::Partial)
-            .unwrap()
+        let y = common::partial(&group, &parts, [1, 3])
             .all_reduce()
             .unwrap()
             .to_host()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_same_bits, assert_within, host, in_layout, linear_data, TP_SIZES};
+use common::{assert_same_bits, assert_within, host, linear_data, LinearCase, TP_SIZES};
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, ParallelMlp,
@@ -30,10 +30,8 @@ fn column_with_skip_bias_add_leaves_the_sharded_bias_to_the_caller() {
     for tp in TP_SIZES {
         for group in common::groups(tp) {
             for layout in LAYOUTS {
-                let mut rng = Rng::new(300 + tp as u64);
-                let (w, b) = linear_data(&mut rng, IN, OUT, true);
-                let x = rng.normal(BATCH * IN);
-                let stored = in_layout(&w, IN, OUT, layout);
+                let LinearCase { x, w, stored, b } =
+                    LinearCase::new(300 + tp as u64, (BATCH, IN, OUT), layout, true);
                 // The reference of `x · w + b`: its bound, γ(K + 2), has the one rounding of
                 // a bias added after the product, which is what the caller's addition is.
                 let want = common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref());
@@ -68,10 +66,12 @@ fn row_without_reduce_results_returns_the_partial_output_and_no_all_reduce() {
         for group in common::fresh_groups(tp) {
             for layout in LAYOUTS {
                 for with_bias in [false, true] {
-                    let mut rng = Rng::new(400 + tp as u64 * 3 + with_bias as u64);
-                    let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                    let x = rng.normal(BATCH * IN);
-                    let stored = in_layout(&w, IN, OUT, layout);
+                    let LinearCase { x, w, stored, b } = LinearCase::new(
+                        400 + tp as u64 * 3 + with_bias as u64,
+                        (BATCH, IN, OUT),
+                        layout,
+                        with_bias,
+                    );
                     let want = common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref());
                     for input_is_parallel in [false, true] {
                         let ctx = format!(
@@ -130,18 +130,16 @@ fn layout_and_bias_accessors_say_what_the_layer_holds() {
         for layout in LAYOUTS {
             for with_bias in [false, true] {
                 let ctx = format!("{layout:?} bias {with_bias}");
-                let mut rng = Rng::new(5);
-                let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                let stored = in_layout(&w, IN, OUT, layout);
+                let c = LinearCase::new(5, (BATCH, IN, OUT), layout, with_bias);
                 let col = ColumnParallelLinear::from_full(
                     &group,
-                    host(&stored, &b, IN, OUT, layout),
+                    c.host(IN, OUT, layout),
                     ColumnParallelConfig::default(),
                 )
                 .unwrap();
                 let row = RowParallelLinear::from_full(
                     &group,
-                    host(&stored, &b, IN, OUT, layout),
+                    c.host(IN, OUT, layout),
                     RowParallelConfig::default(),
                 )
                 .unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use common::host;
 
-use common::{assert_within, in_layout, linear_data, TP_SIZES};
+use common::{assert_within, in_layout, linear_data, LinearCase, TP_SIZES};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, ParallelMlp, Placement,
@@ -27,10 +27,12 @@ fn column_parallel_matches_reference() {
                 for with_bias in [false, true] {
                     for act in [Activation::Identity, Activation::GeluErf] {
                         let ctx = format!("column tp {tp} {layout:?} bias {with_bias} {act:?}");
-                        let mut rng = Rng::new(tp as u64 * 7 + with_bias as u64);
-                        let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                        let x = rng.normal(BATCH * IN);
-                        let stored = in_layout(&w, IN, OUT, layout);
+                        let LinearCase { x, w, stored, b } = LinearCase::new(
+                            tp as u64 * 7 + with_bias as u64,
+                            (BATCH, IN, OUT),
+                            layout,
+                            with_bias,
+                        );
                         let want = reference::activation(
                             &common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref()),
                             act,
@@ -75,10 +77,12 @@ fn row_parallel_matches_reference() {
         for group in common::groups(tp) {
             for layout in LAYOUTS {
                 for with_bias in [false, true] {
-                    let mut rng = Rng::new(100 + tp as u64 * 3 + with_bias as u64);
-                    let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                    let x = rng.normal(BATCH * IN);
-                    let stored = in_layout(&w, IN, OUT, layout);
+                    let LinearCase { x, w, stored, b } = LinearCase::new(
+                        100 + tp as u64 * 3 + with_bias as u64,
+                        (BATCH, IN, OUT),
+                        layout,
+                        with_bias,
+                    );
                     let with_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref());
                     let without_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, None);
                     for input_is_parallel in [false, true] {
@@ -142,15 +146,13 @@ fn mlp_matches_reference() {
                         )
                         .unwrap();
                         let h = common::reference_linear(&x, [BATCH, OUT], &w1, FFN, b1.as_deref());
-                        let want = reference::linear(
+                        let want = common::reference_linear_of(
                             &reference::activation(&h, act),
                             [BATCH, FFN],
                             &w2,
                             OUT,
-                            WeightLayout::InOut,
                             b2.as_deref(),
-                        )
-                        .unwrap();
+                        );
                         let y = mlp
                             .forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap())
                             .unwrap();
@@ -168,10 +170,8 @@ fn multi_tile_shapes_match_reference() {
     for group in common::groups(3) {
         let (batch, inf, outf) = (70, 131, 197);
         for layout in LAYOUTS {
-            let mut rng = Rng::new(7);
-            let (w, b) = linear_data(&mut rng, inf, outf, true);
-            let x = rng.normal(batch * inf);
-            let stored = in_layout(&w, inf, outf, layout);
+            let LinearCase { x, w, stored, b } =
+                LinearCase::new(7, (batch, inf, outf), layout, true);
             let want = common::reference_linear(&x, [batch, inf], &w, outf, b.as_deref());
             let xd = DistTensor::replicate(&group, &x, [batch, inf]).unwrap();
             let col = ColumnParallelLinear::from_full(
