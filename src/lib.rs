@@ -17,17 +17,10 @@
 //! let x = vec![1.0f32; batch * hidden];
 //!
 //! let group = Group::builder().ranks_on_one_adapter(4).build()?;
-//! let layer = |weight, in_features, out_features| HostLinear {
-//!     weight,
-//!     bias: None,
-//!     in_features,
-//!     out_features,
-//!     layout: WeightLayout::InOut,
-//! };
 //! let mlp = ParallelMlp::from_full(
 //!     &group,
-//!     layer(&w1, hidden, ffn),
-//!     layer(&w2, ffn, hidden),
+//!     HostLinear::new(&w1, hidden, ffn, WeightLayout::InOut), // .with_bias(&b1) for a bias
+//!     HostLinear::new(&w2, ffn, hidden, WeightLayout::InOut),
 //!     Activation::Relu,
 //! )?;
 //! let x = DistTensor::replicate(&group, &x, [batch, hidden])?;
@@ -56,6 +49,7 @@ pub mod ops;
 mod params;
 mod pool;
 mod rank;
+#[cfg(feature = "reference")]
 pub mod reference;
 mod settings;
 pub mod shard;

@@ -98,18 +98,9 @@ fn collectives_over_banded_tensors() {
             };
             let ctx = format!("tp {tp} shared {shared}");
             let mut rng = Rng::new(tp as u64);
-            let parts: Vec<Vec<f32>> = (0..tp).map(|_| rng.normal(shape[0] * shape[1])).collect();
-            let locals = small
-                .ranks()
-                .iter()
-                .zip(&parts)
-                .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
-                .collect();
-            let x = DistTensor::from_locals(&small, locals, Placement::Partial).unwrap();
-            let mut sum = parts[0].clone();
-            for p in &parts[1..] {
-                sum.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
-            }
+            let parts = common::normal_parts(&mut rng, tp, shape[0] * shape[1]);
+            let x = common::partial(&small, &parts, shape);
+            let sum = common::rank_order_sum(&parts);
             for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
                 assert_same_bits(&v, &sum, &format!("{ctx} all_reduce"));
             }
@@ -161,10 +152,9 @@ fn layers_over_banded_weights_match_the_reference_and_the_unsplit_bits() {
                         let col = ColumnParallelLinear::from_full(
                             g,
                             host(&s1, &b1, hidden, ffn, layout),
-                            ColumnParallelConfig {
-                                gather_output: true,
-                                activation: Activation::GeluErf,
-                            },
+                            ColumnParallelConfig::default()
+                                .gather_output(true)
+                                .activation(Activation::GeluErf),
                         )
                         .unwrap()
                         .forward(&xd)
@@ -193,15 +183,8 @@ fn layers_over_banded_weights_match_the_reference_and_the_unsplit_bits() {
                         &common::reference_linear(&x, [batch, hidden], &w1, ffn, b1.as_deref()),
                         Activation::GeluErf,
                     );
-                    let y = reference::linear(
-                        &h,
-                        [batch, ffn],
-                        &w2,
-                        hidden,
-                        WeightLayout::InOut,
-                        b2.as_deref(),
-                    )
-                    .unwrap();
+                    let y =
+                        common::reference_linear_of(&h, [batch, ffn], &w2, hidden, b2.as_deref());
                     for (name, want, out) in [
                         ("column", &h, &got[0]),
                         ("row", &y, &got[1]),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_same_bits, TP_SIZES};
+use common::{assert_same_bits, rank_order_sum, TP_SIZES};
 use wgpu_tp::reference::Rng;
 use wgpu_tp::shard::{concat_host, split_host};
 use wgpu_tp::{split_sizes, DistTensor, Placement, Tensor};
@@ -13,18 +13,11 @@ const SHAPE: [usize; 2] = [11, 13];
 
 /// Rank r's addend of a `Partial` tensor.
 fn addends(tp: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = Rng::new(seed);
-    (0..tp).map(|_| rng.normal(SHAPE[0] * SHAPE[1])).collect()
+    common::normal_parts(&mut Rng::new(seed), tp, SHAPE[0] * SHAPE[1])
 }
 
 fn partial(group: &wgpu_tp::Group, parts: &[Vec<f32>]) -> DistTensor {
-    let locals = group
-        .ranks()
-        .iter()
-        .zip(parts)
-        .map(|(r, p)| Tensor::from_host(r, p, SHAPE).unwrap())
-        .collect();
-    DistTensor::from_locals(group, locals, Placement::Partial).unwrap()
+    common::partial(group, parts, SHAPE)
 }
 
 /// The f64 sum and its f32 bound: summing tp terms in any order errs by at most
@@ -193,19 +186,9 @@ fn all_reduce_of_large_and_vec4_tensors_is_the_rank_order_sum() {
         for tp in [2, 3, 5] {
             for group in common::groups(tp) {
                 let mut rng = Rng::new(tp as u64);
-                let parts: Vec<Vec<f32>> =
-                    (0..tp).map(|_| rng.normal(shape[0] * shape[1])).collect();
-                let locals = group
-                    .ranks()
-                    .iter()
-                    .zip(&parts)
-                    .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
-                    .collect();
-                let x = DistTensor::from_locals(&group, locals, Placement::Partial).unwrap();
-                let mut exact = parts[0].clone();
-                for p in &parts[1..] {
-                    exact.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
-                }
+                let parts = common::normal_parts(&mut rng, tp, shape[0] * shape[1]);
+                let x = common::partial(&group, &parts, shape);
+                let exact = rank_order_sum(&parts);
                 let y = x.all_reduce().unwrap();
                 for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
                     assert_same_bits(v, &exact, &format!("{shape:?} tp {tp} rank {r} {group:?}"));

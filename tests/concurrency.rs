@@ -45,17 +45,10 @@ fn concurrent_forwards_on_one_group_match_a_single_thread() {
         let mut rng = Rng::new(5);
         let w1 = rng.xavier(hidden * ffn, hidden, ffn);
         let w2 = rng.xavier(ffn * hidden, ffn, hidden);
-        let lin = |weight, in_features, out_features| HostLinear {
-            weight,
-            bias: None,
-            in_features,
-            out_features,
-            layout: WeightLayout::InOut,
-        };
         let mlp = ParallelMlp::from_full(
             &group,
-            lin(&w1, hidden, ffn),
-            lin(&w2, ffn, hidden),
+            HostLinear::new(&w1, hidden, ffn, WeightLayout::InOut),
+            HostLinear::new(&w2, ffn, hidden, WeightLayout::InOut),
             Activation::Relu,
         )
         .unwrap();

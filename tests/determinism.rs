@@ -7,7 +7,7 @@ mod common;
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear,
-    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, WeightLayout,
 };
 
 const SHAPE: [usize; 2] = [23, 37];
@@ -17,14 +17,8 @@ const TP: usize = 3;
 fn outputs(g: &Group) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(11);
     let n = SHAPE[0] * SHAPE[1];
-    let parts: Vec<Vec<f32>> = (0..TP).map(|_| rng.normal(n)).collect();
-    let locals = g
-        .ranks()
-        .iter()
-        .zip(&parts)
-        .map(|(r, p)| Tensor::from_host(r, p, SHAPE).unwrap())
-        .collect();
-    let partial = DistTensor::from_locals(g, locals, Placement::Partial).unwrap();
+    let parts = common::normal_parts(&mut rng, TP, n);
+    let partial = common::partial(g, &parts, SHAPE);
     let full = rng.normal(n);
     let sharded = DistTensor::shard(g, &full, SHAPE, 1).unwrap();
     let replicated = DistTensor::replicate(g, &full, SHAPE).unwrap();
@@ -32,29 +26,21 @@ fn outputs(g: &Group) -> Vec<Vec<f32>> {
     let w1 = rng.xavier(k * f, k, f);
     let w2 = rng.xavier(f * k, f, k);
     let (b1, b2) = (rng.normal(f), rng.normal(k));
-    let lin = |weight, bias, in_features, out_features| HostLinear {
-        weight,
-        bias: Some(bias),
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
+    let lin = |weight, bias, in_features, out_features| {
+        HostLinear::new(weight, in_features, out_features, WeightLayout::InOut).with_bias(bias)
     };
     let column = ColumnParallelLinear::from_full(
         g,
         lin(&w1, &b1, k, f),
-        ColumnParallelConfig {
-            gather_output: true,
-            activation: Activation::GeluErf,
-        },
+        ColumnParallelConfig::default()
+            .gather_output(true)
+            .activation(Activation::GeluErf),
     )
     .unwrap();
     let row = RowParallelLinear::from_full(
         g,
         lin(&w2, &b2, f, k),
-        RowParallelConfig {
-            input_is_parallel: true,
-            ..Default::default()
-        },
+        RowParallelConfig::default().input_is_parallel(true),
     )
     .unwrap();
     let mlp = ParallelMlp::from_full(

@@ -7,7 +7,7 @@ use common::lin;
 use common::build;
 use wgpu_tp::{
     ops, wgpu, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
-    HostLinear, ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
 #[test]
@@ -64,10 +64,7 @@ fn mismatched_shapes() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
-    let bad_bias = HostLinear {
-        bias: Some(&[0.0; 3]),
-        ..lin(&[0.0; 32], 8, 4)
-    };
+    let bad_bias = lin(&[0.0; 32], 8, 4).with_bias(&[0.0; 3]);
     let e =
         RowParallelLinear::from_full(&group, bad_bias, RowParallelConfig::default()).unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e:?}");
@@ -83,10 +80,7 @@ fn mismatched_shapes() {
     let row = RowParallelLinear::from_full(
         &group,
         lin(&[0.0; 40], 10, 4),
-        RowParallelConfig {
-            input_is_parallel: true,
-            skip_bias_add: false,
-        },
+        RowParallelConfig::default().input_is_parallel(true),
     )
     .unwrap();
     let ranks = group.ranks();
@@ -368,14 +362,7 @@ fn nan_and_inf_inputs_propagate_never_hidden() {
         }
         // A collective alone: a NaN addend makes that element NaN, nothing else.
         let parts = [vec![1.0, f32::NAN, 2.0], vec![f32::NEG_INFINITY, 1.0, 3.0]];
-        let locals = group
-            .ranks()
-            .iter()
-            .zip(&parts)
-            .map(|(r, p)| Tensor::from_host(r, p, [1, 3]).unwrap())
-            .collect();
-        let y = DistTensor::from_locals(&group, locals, Placement::Partial)
-            .unwrap()
+        let y = common::partial(&group, &parts, [1, 3])
             .all_reduce()
             .unwrap()
             .to_host()

@@ -117,17 +117,8 @@ fn every_family_reads_a_column_window_of_a_replicated_input() {
             };
             let layer = RowParallelLinear::from_full(
                 &group,
-                HostLinear {
-                    weight: &stored,
-                    bias: Some(&b),
-                    in_features: k,
-                    out_features: n,
-                    layout,
-                },
-                RowParallelConfig {
-                    input_is_parallel: false,
-                    ..Default::default()
-                },
+                HostLinear::new(&stored, k, n, layout).with_bias(&b),
+                RowParallelConfig::default().input_is_parallel(false),
             )
             .unwrap();
             let xd = DistTensor::replicate(&group, &x, [batch, k]).unwrap();

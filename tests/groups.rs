@@ -18,13 +18,7 @@ fn check_group(group: &Group, ctx: &str) {
     let mut rng = Rng::new(4);
     let w = rng.xavier(inf * outf, inf, outf);
     let x = rng.normal(batch * inf);
-    let full = HostLinear {
-        weight: &w,
-        bias: None,
-        in_features: inf,
-        out_features: outf,
-        layout: WeightLayout::InOut,
-    };
+    let full = HostLinear::new(&w, inf, outf, WeightLayout::InOut);
     let layer =
         ColumnParallelLinear::from_full(group, full, ColumnParallelConfig::default()).unwrap();
     let y = layer

@@ -350,10 +350,9 @@ fn tp_invariant_and_size_refusals_come_when_the_layer_is_made() {
         return;
     };
     let w = vec![1.0f32; 4 * 2048];
-    let gathered = ColumnParallelConfig {
-        gather_output: true,
-        activation: Activation::Identity,
-    };
+    let gathered = ColumnParallelConfig::default()
+        .gather_output(true)
+        .activation(Activation::Identity);
     let e = ColumnParallelLinear::from_full(&small, lin(&w, 4, 2048), gathered).unwrap_err();
     assert!(
         matches!(
@@ -366,9 +365,6 @@ fn tp_invariant_and_size_refusals_come_when_the_layer_is_made() {
         "{e:?}"
     );
     // Kept sharded, each rank's 1024 columns fit.
-    let sharded = ColumnParallelConfig {
-        gather_output: false,
-        ..gathered
-    };
+    let sharded = gathered.gather_output(false);
     assert!(ColumnParallelLinear::from_full(&small, lin(&w, 4, 2048), sharded).is_ok());
 }

@@ -6,9 +6,6 @@ mod common;
 
 use common::host;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 use common::{assert_same_bits, in_layout, linear_data};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -21,23 +18,8 @@ use wgpu_tp::{
 const TPS: [usize; 4] = [1, 2, 4, 8];
 
 /// Invariant groups by (tp, shared device), made once.
-type Groups = Mutex<HashMap<(usize, bool), Option<Group>>>;
-
 fn group(tp: usize, shared: bool) -> Option<Group> {
-    static GROUPS: OnceLock<Groups> = OnceLock::new();
-    let mut groups = GROUPS.get_or_init(Default::default).lock().unwrap();
-    groups
-        .entry((tp, shared))
-        .or_insert_with(|| {
-            let b = Group::builder().numerics(Numerics::TpInvariant);
-            let b = if shared {
-                b.ranks_sharing_one_device(tp)
-            } else {
-                b.ranks_on_one_adapter(tp)
-            };
-            common::build(b, "tp-invariant")
-        })
-        .clone()
+    common::cached_group(tp, shared, Numerics::TpInvariant)
 }
 
 struct Case {
@@ -98,10 +80,9 @@ impl Case {
         let col = ColumnParallelLinear::from_full(
             g,
             host(&self.w1, &self.b1, h, f, l),
-            ColumnParallelConfig {
-                gather_output: true,
-                activation: self.act,
-            },
+            ColumnParallelConfig::default()
+                .gather_output(true)
+                .activation(self.act),
         )
         .unwrap()
         .forward(&xd)
@@ -110,10 +91,7 @@ impl Case {
             let layer = RowParallelLinear::from_full(
                 g,
                 host(&self.w2, &self.b2, f, h, l),
-                RowParallelConfig {
-                    input_is_parallel,
-                    ..Default::default()
-                },
+                RowParallelConfig::default().input_is_parallel(input_is_parallel),
             )
             .unwrap();
             let x = if input_is_parallel {
@@ -190,15 +168,7 @@ fn invariant_results_are_within_the_reference_bound() {
         &common::reference_linear(&c.x, [batch, hidden], &c.w1, ffn, c.b1.as_deref()),
         Activation::GeluErf,
     );
-    let y = reference::linear(
-        &h,
-        [batch, ffn],
-        &c.w2,
-        hidden,
-        WeightLayout::InOut,
-        c.b2.as_deref(),
-    )
-    .unwrap();
+    let y = common::reference_linear_of(&h, [batch, ffn], &c.w2, hidden, c.b2.as_deref());
     for v in &out[0] {
         common::assert_within(&y, v, "mlp tp 8");
     }
@@ -296,15 +266,13 @@ fn ranks_on_vulkan_and_gl_stay_correct_and_deterministic() {
         ),
         Activation::GeluTanh,
     );
-    let y = reference::linear(
+    let y = common::reference_linear_of(
         &h,
         [batch, ffn],
         &common::transpose(&c.w2, hidden, ffn),
         hidden,
-        WeightLayout::InOut,
         c.b2.as_deref(),
-    )
-    .unwrap();
+    );
     for v in &first[0] {
         common::assert_within(&y, v, "mixed mlp");
     }

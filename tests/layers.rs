@@ -5,7 +5,7 @@ mod common;
 
 use common::host;
 
-use common::{assert_within, in_layout, linear_data, TP_SIZES};
+use common::{assert_within, in_layout, linear_data, LinearCase, TP_SIZES};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, ParallelMlp, Placement,
@@ -27,10 +27,12 @@ fn column_parallel_matches_reference() {
                 for with_bias in [false, true] {
                     for act in [Activation::Identity, Activation::GeluErf] {
                         let ctx = format!("column tp {tp} {layout:?} bias {with_bias} {act:?}");
-                        let mut rng = Rng::new(tp as u64 * 7 + with_bias as u64);
-                        let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                        let x = rng.normal(BATCH * IN);
-                        let stored = in_layout(&w, IN, OUT, layout);
+                        let LinearCase { x, w, stored, b } = LinearCase::new(
+                            tp as u64 * 7 + with_bias as u64,
+                            (BATCH, IN, OUT),
+                            layout,
+                            with_bias,
+                        );
                         let want = reference::activation(
                             &common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref()),
                             act,
@@ -40,10 +42,9 @@ fn column_parallel_matches_reference() {
                             let layer = ColumnParallelLinear::from_full(
                                 &group,
                                 host(&stored, &b, IN, OUT, layout),
-                                ColumnParallelConfig {
-                                    gather_output,
-                                    activation: act,
-                                },
+                                ColumnParallelConfig::default()
+                                    .gather_output(gather_output)
+                                    .activation(act),
                             )
                             .unwrap();
                             assert_eq!(
@@ -76,10 +77,12 @@ fn row_parallel_matches_reference() {
         for group in common::groups(tp) {
             for layout in LAYOUTS {
                 for with_bias in [false, true] {
-                    let mut rng = Rng::new(100 + tp as u64 * 3 + with_bias as u64);
-                    let (w, b) = linear_data(&mut rng, IN, OUT, with_bias);
-                    let x = rng.normal(BATCH * IN);
-                    let stored = in_layout(&w, IN, OUT, layout);
+                    let LinearCase { x, w, stored, b } = LinearCase::new(
+                        100 + tp as u64 * 3 + with_bias as u64,
+                        (BATCH, IN, OUT),
+                        layout,
+                        with_bias,
+                    );
                     let with_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, b.as_deref());
                     let without_b = common::reference_linear(&x, [BATCH, IN], &w, OUT, None);
                     for input_is_parallel in [false, true] {
@@ -88,10 +91,9 @@ fn row_parallel_matches_reference() {
                             let layer = RowParallelLinear::from_full(
                                 &group,
                                 host(&stored, &b, IN, OUT, layout),
-                                RowParallelConfig {
-                                    input_is_parallel,
-                                    skip_bias_add,
-                                },
+                                RowParallelConfig::default()
+                                    .input_is_parallel(input_is_parallel)
+                                    .skip_bias_add(skip_bias_add),
                             )
                             .unwrap();
                             let xd = if input_is_parallel {
@@ -144,15 +146,13 @@ fn mlp_matches_reference() {
                         )
                         .unwrap();
                         let h = common::reference_linear(&x, [BATCH, OUT], &w1, FFN, b1.as_deref());
-                        let want = reference::linear(
+                        let want = common::reference_linear_of(
                             &reference::activation(&h, act),
                             [BATCH, FFN],
                             &w2,
                             OUT,
-                            WeightLayout::InOut,
                             b2.as_deref(),
-                        )
-                        .unwrap();
+                        );
                         let y = mlp
                             .forward(&DistTensor::replicate(&group, &x, [BATCH, OUT]).unwrap())
                             .unwrap();
@@ -170,10 +170,8 @@ fn multi_tile_shapes_match_reference() {
     for group in common::groups(3) {
         let (batch, inf, outf) = (70, 131, 197);
         for layout in LAYOUTS {
-            let mut rng = Rng::new(7);
-            let (w, b) = linear_data(&mut rng, inf, outf, true);
-            let x = rng.normal(batch * inf);
-            let stored = in_layout(&w, inf, outf, layout);
+            let LinearCase { x, w, stored, b } =
+                LinearCase::new(7, (batch, inf, outf), layout, true);
             let want = common::reference_linear(&x, [batch, inf], &w, outf, b.as_deref());
             let xd = DistTensor::replicate(&group, &x, [batch, inf]).unwrap();
             let col = ColumnParallelLinear::from_full(
@@ -226,10 +224,9 @@ fn layers_from_shards_match_from_full() {
                 .collect(),
             Some((0..3).map(|r| t(r, &b1_parts[r], [1, sizes[r]])).collect()),
             WeightLayout::InOut,
-            ColumnParallelConfig {
-                gather_output: false,
-                activation: Activation::Relu,
-            },
+            ColumnParallelConfig::default()
+                .gather_output(false)
+                .activation(Activation::Relu),
         )
         .unwrap();
         let fc2 = RowParallelLinear::from_shards(
@@ -243,10 +240,7 @@ fn layers_from_shards_match_from_full() {
                     .collect(),
             ),
             WeightLayout::InOut,
-            RowParallelConfig {
-                input_is_parallel: true,
-                skip_bias_add: false,
-            },
+            RowParallelConfig::default().input_is_parallel(true),
         )
         .unwrap();
         let from_shards = ParallelMlp::from_layers(fc1, fc2).unwrap();

@@ -8,7 +8,7 @@ mod common;
 use common::{assert_within, in_ci, linear_data};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::wgpu;
-use wgpu_tp::{Activation, DistTensor, Group, HostLinear, ParallelMlp, WeightLayout};
+use wgpu_tp::{Activation, DistTensor, Group, ParallelMlp, WeightLayout};
 
 fn adapter(backend: wgpu::Backends) -> Option<wgpu::Adapter> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -48,33 +48,19 @@ fn vulkan_and_gl_ranks_give_the_reference_answer() {
         );
         let mlp = ParallelMlp::from_full(
             &group,
-            HostLinear {
-                weight: &s1,
-                bias: b1.as_deref(),
-                in_features: hidden,
-                out_features: ffn,
-                layout,
-            },
-            HostLinear {
-                weight: &s2,
-                bias: b2.as_deref(),
-                in_features: ffn,
-                out_features: hidden,
-                layout,
-            },
+            common::host(&s1, &b1, hidden, ffn, layout),
+            common::host(&s2, &b2, ffn, hidden, layout),
             Activation::GeluErf,
         )
         .unwrap();
         let h = common::reference_linear(&x, [batch, hidden], &w1, ffn, b1.as_deref());
-        let want = reference::linear(
+        let want = common::reference_linear_of(
             &reference::activation(&h, Activation::GeluErf),
             [batch, ffn],
             &w2,
             hidden,
-            WeightLayout::InOut,
             b2.as_deref(),
-        )
-        .unwrap();
+        );
         let y = mlp
             .forward(&DistTensor::replicate(&group, &x, [batch, hidden]).unwrap())
             .unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_same_bits, assert_within};
-use wgpu_tp::reference::{self, Approx, Rng};
+use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{Activation, DistTensor, HostLinear, ParallelMlp, WeightLayout};
 
 // The seed's MLP: batch 4, hidden 8, intermediate 32, ReLU, no bias.
@@ -28,17 +28,10 @@ fn seeded() -> Seeded {
 }
 
 fn mlp(group: &wgpu_tp::Group, s: &Seeded) -> ParallelMlp {
-    let l = |weight, in_features, out_features| HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    };
     ParallelMlp::from_full(
         group,
-        l(&s.w1, HIDDEN, FFN),
-        l(&s.w2, FFN, HIDDEN),
+        HostLinear::new(&s.w1, HIDDEN, FFN, WeightLayout::InOut),
+        HostLinear::new(&s.w2, FFN, HIDDEN, WeightLayout::InOut),
         Activation::Relu,
     )
     .unwrap()
@@ -73,19 +66,10 @@ fn one_all_reduce_per_forward_and_nothing_else() {
 fn identical_bits_on_every_rank_and_every_run_within_the_seed_tolerance() {
     let s = seeded();
     let h = reference::activation(
-        &reference::linear(
-            &Approx::exact(&s.x),
-            [BATCH, HIDDEN],
-            &s.w1,
-            FFN,
-            WeightLayout::InOut,
-            None,
-        )
-        .unwrap(),
+        &common::reference_linear(&s.x, [BATCH, HIDDEN], &s.w1, FFN, None),
         Activation::Relu,
     );
-    let want =
-        reference::linear(&h, [BATCH, FFN], &s.w2, HIDDEN, WeightLayout::InOut, None).unwrap();
+    let want = common::reference_linear_of(&h, [BATCH, FFN], &s.w2, HIDDEN, None);
     for tp in [1, 2, 3, 4, 8] {
         for group in common::groups(tp) {
             let mlp = mlp(&group, &s);

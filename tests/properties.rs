@@ -8,11 +8,12 @@
 
 mod common;
 
+use common::LinearCase;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use wgpu_tp::reference::{self, Approx, Rng};
 use wgpu_tp::{
-    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group, HostLinear,
+    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group, Numerics,
     ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
@@ -70,7 +71,7 @@ fn activation() -> impl Strategy<Value = Activation> {
 /// The group of `tp` ranks of the given kind (devices on one adapter, or logical ranks
 /// sharing a device); `None` locally without an adapter.
 fn group(tp: usize, shared: bool) -> Option<Group> {
-    common::groups(tp).into_iter().nth(usize::from(shared))
+    common::cached_group(tp, shared, Numerics::Fast)
 }
 
 /// Checks `got` against the reference bound, as a proptest failure (so it shrinks).
@@ -118,31 +119,6 @@ fn fits(result: &Result<impl Sized, Error>, n: usize, tp: usize) -> Result<bool,
     Ok(false)
 }
 
-struct Case {
-    x: Vec<f32>,
-    w: Vec<f32>,
-    stored: Vec<f32>,
-    b: Option<Vec<f32>>,
-}
-
-fn case(seed: u64, (m, k, n): (usize, usize, usize), layout: WeightLayout, bias: bool) -> Case {
-    let mut rng = Rng::new(seed);
-    let (w, b) = common::linear_data(&mut rng, k, n, bias);
-    let x = rng.normal(m * k);
-    let stored = common::in_layout(&w, k, n, layout);
-    Case { x, w, stored, b }
-}
-
-fn host<'a>(c: &'a Case, k: usize, n: usize, layout: WeightLayout) -> HostLinear<'a> {
-    HostLinear {
-        weight: &c.stored,
-        bias: c.b.as_deref(),
-        in_features: k,
-        out_features: n,
-        layout,
-    }
-}
-
 proptest! {
     #![proptest_config(config(LAYER_CASES))]
 
@@ -153,9 +129,9 @@ proptest! {
     ) {
         let Some(g) = group(tp, shared) else { return Ok(()) };
         let (m, k, n) = dims;
-        let c = case(seed, dims, layout, bias);
+        let c = LinearCase::new(seed, dims, layout, bias);
         let layer = ColumnParallelLinear::from_full(
-            &g, host(&c, k, n, layout), ColumnParallelConfig { gather_output, activation: act });
+            &g, c.host(k, n, layout), ColumnParallelConfig::default().gather_output(gather_output).activation(act));
         if !fits(&layer, n, tp)? { return Ok(()) }
         let y = layer.unwrap().forward(&DistTensor::replicate(&g, &c.x, [m, k]).unwrap()).unwrap();
         let want = reference::activation(
@@ -170,9 +146,9 @@ proptest! {
     ) {
         let Some(g) = group(tp, shared) else { return Ok(()) };
         let (m, k, n) = dims;
-        let c = case(seed, dims, layout, bias);
-        let cfg = RowParallelConfig { input_is_parallel, ..Default::default() };
-        let layer = RowParallelLinear::from_full(&g, host(&c, k, n, layout), cfg);
+        let c = LinearCase::new(seed, dims, layout, bias);
+        let cfg = RowParallelConfig::default().input_is_parallel(input_is_parallel);
+        let layer = RowParallelLinear::from_full(&g, c.host(k, n, layout), cfg);
         if !fits(&layer, k, tp)? { return Ok(()) }
         let x = if input_is_parallel {
             DistTensor::shard(&g, &c.x, [m, k], 1).unwrap()
@@ -196,16 +172,14 @@ proptest! {
         let Some(g) = group(tp, shared) else { return Ok(()) };
         // [batch, hidden] -> ffn -> hidden
         let (m, hidden, ffn) = dims;
-        let c1 = case(seed, (m, hidden, ffn), layout, bias);
-        let c2 = case(seed ^ 1, (m, ffn, hidden), layout, bias);
+        let c1 = LinearCase::new(seed, (m, hidden, ffn), layout, bias);
+        let c2 = LinearCase::new(seed ^ 1, (m, ffn, hidden), layout, bias);
         let mlp = ParallelMlp::from_full(
-            &g, host(&c1, hidden, ffn, layout), host(&c2, ffn, hidden, layout), act);
+            &g, c1.host(hidden, ffn, layout), c2.host(ffn, hidden, layout), act);
         if !fits(&mlp, ffn, tp)? { return Ok(()) }
         let y = mlp.unwrap().forward(&DistTensor::replicate(&g, &c1.x, [m, hidden]).unwrap()).unwrap();
         let h = common::reference_linear(&c1.x, [m, hidden], &c1.w, ffn, c1.b.as_deref());
-        let want = reference::linear(
-            &reference::activation(&h, act), [m, ffn], &c2.w, hidden,
-            WeightLayout::InOut, c2.b.as_deref()).unwrap();
+        let want = common::reference_linear_of(&reference::activation(&h, act), [m, ffn], &c2.w, hidden, c2.b.as_deref());
         every_copy(&want, &y, &format!("mlp tp {tp} shared {shared} {dims:?} {layout:?}"))?;
     }
 }
@@ -216,31 +190,8 @@ fn shape() -> impl Strategy<Value = [usize; 2]> {
 }
 
 fn partial(g: &Group, shape: [usize; 2], seed: u64) -> (DistTensor, Vec<Vec<f32>>) {
-    let mut rng = Rng::new(seed);
-    let parts: Vec<Vec<f32>> = g
-        .ranks()
-        .iter()
-        .map(|_| rng.normal(shape[0] * shape[1]))
-        .collect();
-    let locals = g
-        .ranks()
-        .iter()
-        .zip(&parts)
-        .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
-        .collect();
-    (
-        DistTensor::from_locals(g, locals, Placement::Partial).unwrap(),
-        parts,
-    )
-}
-
-/// The f32 sum in rank order, which both collectives must reproduce bit for bit.
-fn rank_order_sum(parts: &[Vec<f32>]) -> Vec<f32> {
-    let mut acc = parts[0].clone();
-    for p in &parts[1..] {
-        acc.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
-    }
-    acc
+    let parts = common::normal_parts(&mut Rng::new(seed), g.world_size(), shape[0] * shape[1]);
+    (common::partial(g, &parts, shape), parts)
 }
 
 fn same_bits(a: &[f32], b: &[f32], ctx: &str) -> Result<(), TestCaseError> {
@@ -266,7 +217,7 @@ proptest! {
         match which {
             0 => {
                 let (x, parts) = partial(&g, shape, seed);
-                let want = rank_order_sum(&parts);
+                let want = common::rank_order_sum(&parts);
                 for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
                     same_bits(&v, &want, &ctx)?;
                 }
@@ -285,7 +236,7 @@ proptest! {
                 if !fits(&y, shape[dim], tp)? { return Ok(()) }
                 let y = y.unwrap();
                 prop_assert_eq!(y.placement(), Placement::Shard(dim));
-                same_bits(&y.to_host().unwrap(), &rank_order_sum(&parts), &ctx)?;
+                same_bits(&y.to_host().unwrap(), &common::rank_order_sum(&parts), &ctx)?;
             }
             _ => {
                 let root = root % tp;

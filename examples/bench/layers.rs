@@ -21,13 +21,8 @@ fn mlp_seconds(tp: usize, reps: usize, numerics: Numerics) -> Result<f64, wgpu_t
     let w1 = rng.xavier(HIDDEN * FFN, HIDDEN, FFN);
     let w2 = rng.xavier(FFN * HIDDEN, FFN, HIDDEN);
     let (b1, b2) = (rng.normal(FFN), rng.normal(HIDDEN));
-    let layer = |w: &'static [f32], b, i, o| HostLinear {
-        weight: w,
-        bias: Some(b),
-        in_features: i,
-        out_features: o,
-        layout: WeightLayout::InOut,
-    };
+    let layer =
+        |w: &'static [f32], b, i, o| HostLinear::new(w, i, o, WeightLayout::InOut).with_bias(b);
     let (w1, w2): (&'static [f32], &'static [f32]) = (w1.leak(), w2.leak());
     let mlp = ParallelMlp::from_full(
         &group,

@@ -103,12 +103,10 @@ fn host(
     out_features: usize,
     layout: WeightLayout,
 ) -> HostLinear<'_> {
-    HostLinear {
-        weight,
-        bias: bias.as_deref(),
-        in_features,
-        out_features,
-        layout,
+    let layer = HostLinear::new(weight, in_features, out_features, layout);
+    match bias {
+        Some(b) => layer.with_bias(b),
+        None => layer,
     }
 }
 
@@ -254,10 +252,7 @@ fn row_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
     let row = RowParallelLinear::from_full(
         &s.group,
         host(&s.w_row, hidden, hidden, layout),
-        RowParallelConfig {
-            input_is_parallel: true,
-            skip_bias_add: false,
-        },
+        RowParallelConfig::default().input_is_parallel(true),
     )?;
     let x_chunks = DistTensor::shard(&s.group, &s.x, [batch, hidden], 1)?;
     clock.phase("row check: computing on ranks and reading back...");

@@ -10,7 +10,20 @@ use crate::settings::{Activation, WeightLayout};
 use crate::tensor::Tensor;
 
 /// Options of a [`ColumnParallelLinear`] (Megatron-LM's names and defaults).
+///
+/// Made from [`Default`] with chainable setters named as the fields (more options may
+/// come, so it cannot be written as a struct literal outside this crate):
+///
+/// ```
+/// use wgpu_tp::{Activation, ColumnParallelConfig};
+///
+/// let config = ColumnParallelConfig::default()
+///     .gather_output(false)
+///     .activation(Activation::Relu);
+/// assert!(!config.gather_output && !config.skip_bias_add);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ColumnParallelConfig {
     /// All-gather the output so every rank holds all of `Y` (`Replicate`); otherwise the
     /// output stays `Shard(1)` (what a following row-parallel layer wants). Default: true.
@@ -18,6 +31,11 @@ pub struct ColumnParallelConfig {
     /// Applied to each output element in the GEMM's epilogue, before any gather.
     /// Default: identity.
     pub activation: Activation,
+    /// Run the GEMM without the bias; the caller takes it from
+    /// [`ColumnParallelLinear::bias`] (`Shard(1)`, split like the output) to fuse it with
+    /// what follows. A layer with a bias refuses it together with an activation (which
+    /// would then run before the bias). Default: false.
+    pub skip_bias_add: bool,
 }
 
 impl Default for ColumnParallelConfig {
@@ -25,6 +43,33 @@ impl Default for ColumnParallelConfig {
         ColumnParallelConfig {
             gather_output: true,
             activation: Activation::Identity,
+            skip_bias_add: false,
+        }
+    }
+}
+
+impl ColumnParallelConfig {
+    /// Sets the field `gather_output`.
+    #[must_use]
+    pub fn gather_output(self, gather_output: bool) -> Self {
+        ColumnParallelConfig {
+            gather_output,
+            ..self
+        }
+    }
+
+    /// Sets the field `activation`.
+    #[must_use]
+    pub fn activation(self, activation: Activation) -> Self {
+        ColumnParallelConfig { activation, ..self }
+    }
+
+    /// Sets the field `skip_bias_add`.
+    #[must_use]
+    pub fn skip_bias_add(self, skip_bias_add: bool) -> Self {
+        ColumnParallelConfig {
+            skip_bias_add,
+            ..self
         }
     }
 }
@@ -33,7 +78,8 @@ impl Default for ColumnParallelConfig {
 /// communication unless `gather_output` is set (then one all-gather).
 ///
 /// Input: `Replicate [batch, in]`. Output: `Shard(1) [batch, out]`, or `Replicate` with
-/// `gather_output`. The bias is sharded with its output columns.
+/// `gather_output`. The bias is sharded with its output columns (and left to the caller
+/// with `skip_bias_add`).
 #[derive(Debug, Clone)]
 pub struct ColumnParallelLinear {
     group: Group,
@@ -50,7 +96,8 @@ impl ColumnParallelLinear {
     ///
     /// # Errors
     /// [`Error::Shape`] when the weight or bias length disagrees with the features;
-    /// [`Error::InvalidArgument`] when the tp size exceeds `out_features`; allocation errors.
+    /// [`Error::InvalidArgument`] when the tp size exceeds `out_features`, or for
+    /// `skip_bias_add` with a bias and an activation; allocation errors.
     pub fn from_full(
         group: &Group,
         full: HostLinear<'_>,
@@ -72,7 +119,8 @@ impl ColumnParallelLinear {
     ///
     /// # Errors
     /// [`Error::Shape`] when shards disagree on `in_features` or a bias does not match its
-    /// weight; [`Error::GroupMismatch`] for tensors of another group.
+    /// weight; [`Error::GroupMismatch`] for tensors of another group;
+    /// [`Error::InvalidArgument`] for `skip_bias_add` with a bias and an activation.
     pub fn from_shards(
         group: &Group,
         weights: Vec<Tensor>,
@@ -111,6 +159,16 @@ impl ColumnParallelLinear {
                         .join(", "),
                 ));
             }
+        }
+        if config.skip_bias_add && bias.is_some() && config.activation != Activation::Identity {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "skip_bias_add with activation {:?}: the activation would run before the \
+                     bias the caller adds; use Activation::Identity and apply it after the bias",
+                    config.activation
+                ),
+            ));
         }
         let ks = vec![in_features; group.world_size()];
         let widest = if config.gather_output {
@@ -153,12 +211,24 @@ impl ColumnParallelLinear {
         &self.weight
     }
 
+    /// How the weight is stored.
+    pub fn layout(&self) -> WeightLayout {
+        self.layout
+    }
+
+    /// The bias (`Shard(1) [1, out]`, split like the output); with `skip_bias_add`, the
+    /// caller adds it.
+    pub fn bias(&self) -> Option<&DistTensor> {
+        self.bias.as_ref()
+    }
+
     /// The options.
     pub fn config(&self) -> ColumnParallelConfig {
         self.config
     }
 
-    /// `act(X · W + b)`: every rank's GEMM is submitted before anything waits.
+    /// `act(X · W + b)` (`X · W` with `skip_bias_add`): every rank's GEMM is submitted
+    /// before anything waits.
     ///
     /// # Errors
     /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] unless it has
@@ -172,7 +242,10 @@ impl ColumnParallelLinear {
                 ops::matmul(
                     &x.locals()[r],
                     &self.weight.locals()[r],
-                    self.bias.as_ref().map(|b| &b.locals()[r]),
+                    self.bias
+                        .as_ref()
+                        .filter(|_| !self.config.skip_bias_add)
+                        .map(|b| &b.locals()[r]),
                     self.layout,
                     self.config.activation,
                 )

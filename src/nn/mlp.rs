@@ -46,27 +46,25 @@ impl ParallelMlp {
         let fc1 = ColumnParallelLinear::from_full(
             group,
             fc1,
-            ColumnParallelConfig {
-                gather_output: false,
-                activation,
-            },
+            ColumnParallelConfig::default()
+                .gather_output(false)
+                .activation(activation),
         )
         .map_err(|e| e.with_op("parallel_mlp.from_full (fc1)"))?;
         let fc2 = RowParallelLinear::from_full(
             group,
             fc2,
-            RowParallelConfig {
-                input_is_parallel: true,
-                skip_bias_add: false,
-            },
+            RowParallelConfig::default().input_is_parallel(true),
         )
         .map_err(|e| e.with_op("parallel_mlp.from_full (fc2)"))?;
         Self::from_layers(fc1, fc2)
     }
 
     /// Joins two layers built elsewhere (e.g. from shards). `fc1` must not gather its
-    /// output and must split its outputs as `fc2` splits its inputs; `fc2` must take
-    /// parallel input.
+    /// output, must not skip its bias (the activation needs it) and must split its outputs
+    /// as `fc2` splits its inputs; `fc2` must take parallel input. `fc2`'s other options
+    /// carry over: with `skip_bias_add` the forward leaves its bias to the caller, without
+    /// `reduce_results` it returns `Partial` and performs no all-reduce.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the configs do not chain; [`Error::Shape`] when
@@ -77,6 +75,12 @@ impl ParallelMlp {
             return Err(Error::invalid(
                 op,
                 "fc1 needs gather_output = false and fc2 input_is_parallel = true",
+            ));
+        }
+        if fc1.config().skip_bias_add && fc1.bias().is_some() {
+            return Err(Error::invalid(
+                op,
+                "fc1 with a bias needs skip_bias_add = false (its activation follows the bias)",
             ));
         }
         let (outs, ins) = (fc1.out_features_per_rank(), fc2.in_features_per_rank());
@@ -100,7 +104,8 @@ impl ParallelMlp {
         &self.fc2
     }
 
-    /// `fc2(act(fc1(x)))`, exactly one all-reduce.
+    /// `fc2(act(fc1(x)))`, exactly one all-reduce (none when `fc2` does not reduce its
+    /// results).
     ///
     /// # Errors
     /// As the two layers' forwards.

@@ -16,7 +16,19 @@ use crate::settings::{Numerics, WeightLayout};
 use crate::tensor::band_rows;
 
 /// A full (unsharded) linear layer on the host: `Y = X · W + bias`.
+///
+/// Made with [`HostLinear::new`] and, for a bias, [`HostLinear::with_bias`]; the fields
+/// stay readable. Its lengths are checked by the layer that shards it.
+///
+/// ```
+/// use wgpu_tp::{HostLinear, WeightLayout};
+///
+/// let (w, b) = (vec![0.5f32; 8 * 32], vec![0.0f32; 32]);
+/// let fc1 = HostLinear::new(&w, 8, 32, WeightLayout::InOut).with_bias(&b);
+/// assert_eq!((fc1.in_features, fc1.out_features), (8, 32));
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct HostLinear<'a> {
     /// Row-major weight, `layout.stored_shape(in_features, out_features)`.
     pub weight: &'a [f32],
@@ -30,7 +42,33 @@ pub struct HostLinear<'a> {
     pub layout: WeightLayout,
 }
 
-impl HostLinear<'_> {
+impl<'a> HostLinear<'a> {
+    /// A layer without bias: `weight` is row-major,
+    /// `layout.stored_shape(in_features, out_features)`.
+    pub fn new(
+        weight: &'a [f32],
+        in_features: usize,
+        out_features: usize,
+        layout: WeightLayout,
+    ) -> Self {
+        HostLinear {
+            weight,
+            bias: None,
+            in_features,
+            out_features,
+            layout,
+        }
+    }
+
+    /// The same layer with a bias of `out_features` values.
+    #[must_use]
+    pub fn with_bias(self, bias: &'a [f32]) -> Self {
+        HostLinear {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
     fn check(&self, op: &'static str) -> Result<()> {
         let shape = self
             .layout

@@ -10,8 +10,20 @@ use crate::settings::{Activation, WeightLayout};
 use crate::shard::offsets;
 use crate::tensor::Tensor;
 
-/// Options of a [`RowParallelLinear`] (Megatron-LM's names and defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Options of a [`RowParallelLinear`] (Megatron-LM's names and defaults, and vLLM's
+/// `reduce_results`).
+///
+/// Made from [`Default`] with chainable setters named as the fields (more options may
+/// come, so it cannot be written as a struct literal outside this crate):
+///
+/// ```
+/// use wgpu_tp::RowParallelConfig;
+///
+/// let config = RowParallelConfig::default().input_is_parallel(true);
+/// assert!(config.reduce_results && !config.skip_bias_add);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RowParallelConfig {
     /// The input is already `Shard(1)`, split like the weight's rows (the output of a
     /// column-parallel layer without `gather_output`). Otherwise it is `Replicate` and each
@@ -20,6 +32,52 @@ pub struct RowParallelConfig {
     /// Do not add the bias; the caller takes it from [`RowParallelLinear::bias`] to fuse it
     /// with what follows. Default: false.
     pub skip_bias_add: bool,
+    /// All-reduce the ranks' partial products into a `Replicate` output. Otherwise the
+    /// forward returns them as they are, `Partial` (no communication), for the caller to
+    /// reduce or reduce-scatter later, or to fuse into its own collective. A layer with a
+    /// bias then needs `skip_bias_add` (as in vLLM and Megatron-LM, which refuse or
+    /// assert the same): the bias is added once, after the reduction, so it is the
+    /// caller's. Default: true.
+    pub reduce_results: bool,
+}
+
+impl Default for RowParallelConfig {
+    fn default() -> Self {
+        RowParallelConfig {
+            input_is_parallel: false,
+            skip_bias_add: false,
+            reduce_results: true,
+        }
+    }
+}
+
+impl RowParallelConfig {
+    /// Sets the field `input_is_parallel`.
+    #[must_use]
+    pub fn input_is_parallel(self, input_is_parallel: bool) -> Self {
+        RowParallelConfig {
+            input_is_parallel,
+            ..self
+        }
+    }
+
+    /// Sets the field `skip_bias_add`.
+    #[must_use]
+    pub fn skip_bias_add(self, skip_bias_add: bool) -> Self {
+        RowParallelConfig {
+            skip_bias_add,
+            ..self
+        }
+    }
+
+    /// Sets the field `reduce_results`.
+    #[must_use]
+    pub fn reduce_results(self, reduce_results: bool) -> Self {
+        RowParallelConfig {
+            reduce_results,
+            ..self
+        }
+    }
 }
 
 /// A linear layer whose input features are split over the ranks: each rank's product is
@@ -27,7 +85,7 @@ pub struct RowParallelConfig {
 /// the reduction, identically on every rank.
 ///
 /// Input: `Shard(1) [batch, in]` with `input_is_parallel`, else `Replicate`.
-/// Output: `Replicate [batch, out]`.
+/// Output: `Replicate [batch, out]`, or `Partial` without `reduce_results`.
 #[derive(Debug, Clone)]
 pub struct RowParallelLinear {
     group: Group,
@@ -45,7 +103,8 @@ impl RowParallelLinear {
     ///
     /// # Errors
     /// [`Error::Shape`] when the weight or bias length disagrees with the features;
-    /// [`Error::InvalidArgument`] when the tp size exceeds `in_features`; allocation errors.
+    /// [`Error::InvalidArgument`] when the tp size exceeds `in_features`, or for a bias
+    /// with `reduce_results = false` but not `skip_bias_add`; allocation errors.
     pub fn from_full(
         group: &Group,
         full: HostLinear<'_>,
@@ -67,7 +126,9 @@ impl RowParallelLinear {
     ///
     /// # Errors
     /// [`Error::Shape`] when shards disagree on `out_features` or a bias is not
-    /// `[1, out]`; [`Error::GroupMismatch`] for tensors of another group.
+    /// `[1, out]`; [`Error::GroupMismatch`] for tensors of another group;
+    /// [`Error::InvalidArgument`] for a bias with `reduce_results = false` but not
+    /// `skip_bias_add`.
     pub fn from_shards(
         group: &Group,
         weights: Vec<Tensor>,
@@ -100,6 +161,13 @@ impl RowParallelLinear {
                     fmt_shape(b.shape()),
                 ));
             }
+        }
+        if bias.is_some() && !config.reduce_results && !config.skip_bias_add {
+            return Err(Error::invalid(
+                op,
+                "reduce_results = false with a bias needs skip_bias_add = true: the bias is \
+                 added once, after the reduction, so the caller adds it (from bias())",
+            ));
         }
         let ks = shard_features(&weight, layout, true);
         check_forward_fits(op, group, &ks, INVARIANT_BLOCKS / ks.len(), out_features)?;
@@ -139,13 +207,19 @@ impl RowParallelLinear {
         self.bias.as_ref()
     }
 
+    /// How the weight is stored.
+    pub fn layout(&self) -> WeightLayout {
+        self.layout
+    }
+
     /// The options.
     pub fn config(&self) -> RowParallelConfig {
         self.config
     }
 
     /// `all_reduce(Xr · Wr) + b`, with exactly one all-reduce; every rank's GEMM is
-    /// submitted before it.
+    /// submitted before it. Without `reduce_results`, the `Partial` tensor of the `Xr · Wr`
+    /// and no communication.
     ///
     /// # Errors
     /// [`Error::Placement`] when `x` is not `Shard(1)` (with `input_is_parallel`) or
@@ -184,6 +258,10 @@ impl RowParallelLinear {
                 .collect::<Result<Vec<_>>>()?
         };
         let partial = DistTensor::from_locals(&self.group, partials, Placement::Partial)?;
+        if !self.config.reduce_results {
+            // No bias here: refused when the layer was made unless skip_bias_add.
+            return Ok(partial);
+        }
         let y = partial.redistribute_async(Placement::Replicate).await?;
         match (&self.bias, self.config.skip_bias_add) {
             (Some(b), false) => {

@@ -1,5 +1,6 @@
 //! CPU reference in f64 with a rigorous bound on the f32 GPU result's error, and a
-//! seeded generator for test data. Used by `verify`, the tests and the benchmarks.
+//! seeded generator for test data. Used by `verify`, the tests and the benchmarks; behind
+//! the `reference` feature (`features = ["reference"]`), off by default.
 //!
 //! # The bound
 //! For `y = Σ_{k<K} x_k w_k + b` computed in f32 in any order (any tiling, any split

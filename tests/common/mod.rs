@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use wgpu_tp::reference::{Approx, Rng};
-use wgpu_tp::{Error, Group, GroupBuilder, HostLinear, WeightLayout};
+use wgpu_tp::{
+    DistTensor, Error, Group, GroupBuilder, HostLinear, Numerics, Placement, Tensor, WeightLayout,
+};
 
 /// The tp sizes every layer and collective is checked at.
 pub const TP_SIZES: [usize; 5] = [1, 2, 3, 4, 8];
@@ -32,39 +34,40 @@ pub fn build(builder: GroupBuilder, what: &str) -> Option<Group> {
     }
 }
 
-/// A group of `tp` devices on one adapter, shared by every test of this binary.
-pub fn group(tp: usize) -> Option<Group> {
-    static GROUPS: OnceLock<Mutex<HashMap<usize, Option<Group>>>> = OnceLock::new();
+/// The group of `tp` ranks of one kind (devices on one adapter, or logical ranks sharing
+/// one device) with `numerics`, made once and shared by every test of this binary; `None`
+/// (locally) without an adapter.
+pub fn cached_group(tp: usize, shared: bool, numerics: Numerics) -> Option<Group> {
+    type Groups = Mutex<HashMap<(usize, bool, Numerics), Option<Group>>>;
+    static GROUPS: OnceLock<Groups> = OnceLock::new();
     let mut groups = GROUPS.get_or_init(Default::default).lock().unwrap();
     groups
-        .entry(tp)
+        .entry((tp, shared, numerics))
         .or_insert_with(|| {
-            build(
-                Group::builder().ranks_on_one_adapter(tp),
-                &format!("tp {tp}"),
-            )
+            let b = Group::builder().numerics(numerics);
+            let (b, what) = if shared {
+                (b.ranks_sharing_one_device(tp), "sharing one device")
+            } else {
+                (b.ranks_on_one_adapter(tp), "on one adapter")
+            };
+            build(b, &format!("tp {tp} {what}, {numerics:?}"))
         })
         .clone()
+}
+
+/// A group of `tp` devices on one adapter, shared by every test of this binary.
+pub fn group(tp: usize) -> Option<Group> {
+    cached_group(tp, false, Numerics::Fast)
 }
 
 /// The two kinds of group every layer and collective test runs on: `tp` devices on one
 /// adapter (host collectives) and `tp` logical ranks sharing one device (on-device
 /// collectives). Shared by every test of this binary; empty (locally) without an adapter.
 pub fn groups(tp: usize) -> Vec<Group> {
-    static SHARED: OnceLock<Mutex<HashMap<usize, Option<Group>>>> = OnceLock::new();
-    let shared = SHARED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(tp)
-        .or_insert_with(|| {
-            build(
-                Group::builder().ranks_sharing_one_device(tp),
-                &format!("tp {tp} sharing one device"),
-            )
-        })
-        .clone();
-    group(tp).into_iter().chain(shared).collect()
+    [false, true]
+        .into_iter()
+        .filter_map(|shared| cached_group(tp, shared, Numerics::Fast))
+        .collect()
 }
 
 /// Fresh groups of both kinds (for tests that count collectives).
@@ -97,13 +100,7 @@ macro_rules! group_or_skip {
 
 /// A full `[in, out]` layer without bias.
 pub fn lin(weight: &[f32], in_features: usize, out_features: usize) -> HostLinear<'_> {
-    HostLinear {
-        weight,
-        bias: None,
-        in_features,
-        out_features,
-        layout: WeightLayout::InOut,
-    }
+    HostLinear::new(weight, in_features, out_features, WeightLayout::InOut)
 }
 
 /// A layer's full weight `w` (stored per `l`, `i` inputs, `o` outputs) and bias `b`.
@@ -114,13 +111,63 @@ pub fn host<'a>(
     o: usize,
     l: WeightLayout,
 ) -> HostLinear<'a> {
-    HostLinear {
-        weight: w,
-        bias: b.as_deref(),
-        in_features: i,
-        out_features: o,
-        layout: l,
+    let layer = HostLinear::new(w, i, o, l);
+    b.as_deref().map_or(layer, |b| layer.with_bias(b))
+}
+
+/// One linear layer's seeded test data: input `x` `[m, k]`, weight `w` `[k, n]` (as the
+/// reference takes it), the same weight `stored` per a layout, and a bias or none.
+pub struct LinearCase {
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub stored: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+}
+
+impl LinearCase {
+    /// Weight and bias from a generator seeded with `seed`, then the input.
+    pub fn new(
+        seed: u64,
+        (m, k, n): (usize, usize, usize),
+        layout: WeightLayout,
+        with_bias: bool,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let (w, b) = linear_data(&mut rng, k, n, with_bias);
+        let x = rng.normal(m * k);
+        let stored = in_layout(&w, k, n, layout);
+        LinearCase { x, w, stored, b }
     }
+
+    /// The full layer as the library takes it (`k` inputs, `n` outputs, stored per `layout`).
+    pub fn host(&self, k: usize, n: usize, layout: WeightLayout) -> HostLinear<'_> {
+        host(&self.stored, &self.b, k, n, layout)
+    }
+}
+
+/// `tp` addends of `len` normal values each, drawn from `rng` in rank order.
+pub fn normal_parts(rng: &mut Rng, tp: usize, len: usize) -> Vec<Vec<f32>> {
+    (0..tp).map(|_| rng.normal(len)).collect()
+}
+
+/// A `Partial` tensor of `shape` whose rank `r` holds the addend `parts[r]`.
+pub fn partial(group: &Group, parts: &[Vec<f32>], shape: [usize; 2]) -> DistTensor {
+    let locals = group
+        .ranks()
+        .iter()
+        .zip(parts)
+        .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
+        .collect();
+    DistTensor::from_locals(group, locals, Placement::Partial).unwrap()
+}
+
+/// The f32 sum of `parts` in rank order, which both collectives must reproduce bit for bit.
+pub fn rank_order_sum(parts: &[Vec<f32>]) -> Vec<f32> {
+    let mut acc = parts[0].clone();
+    for p in &parts[1..] {
+        acc.iter_mut().zip(p).for_each(|(a, b)| *a += *b);
+    }
+    acc
 }
 
 /// A layer's weight (stored per `layout`) and optional bias, xavier / normal like the seed.
@@ -183,8 +230,19 @@ pub fn reference_linear(
     n: usize,
     bias: Option<&[f32]>,
 ) -> Approx {
-    wgpu_tp::reference::linear(&Approx::exact(x), shape, w, n, WeightLayout::InOut, bias)
-        .expect("reference shapes")
+    reference_linear_of(&Approx::exact(x), shape, w, n, bias)
+}
+
+/// The f64 reference of `h · w + bias` for an input that is itself a reference (the MLP's
+/// second layer reads the first's), its bound carried through; `w` stored `[in, out]`.
+pub fn reference_linear_of(
+    h: &Approx,
+    shape: [usize; 2],
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Approx {
+    wgpu_tp::reference::linear(h, shape, w, n, WeightLayout::InOut, bias).expect("reference shapes")
 }
 
 /// Asserts every rank's local copy of `y` lies within the reference's bound.
