@@ -4,7 +4,8 @@
 //! with it. Three WGSL families sit behind it, all with the bias and activation fused
 //! into the epilogue and both weight layouts:
 //! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe:
-//!   lane-uniform loads of X, register blocks of 16 x 4, no workgroup memory;
+//!   lane-uniform loads of X, register blocks of 16 x 4 vec4 (`src/kernels/gemm_cpu.rs`),
+//!   no workgroup memory;
 //! - [`GemmKernel::Tiled`] for GPUs: tiles staged in workgroup memory with register
 //!   blocking, 128 x 128 with 8 x 8 blocks read as vec4 (`shaders/gemm_tiled_large.wgsl`)
 //!   when the output spans at least one such tile each way, else 64 x 64 with 4 x 4
@@ -17,7 +18,7 @@ use std::ops::Range;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::{PipelineKey, Shader};
+use crate::kernels::{gemm_cpu, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
 use crate::rank::Rank;
@@ -28,9 +29,9 @@ use crate::tensor::{Band, Tensor};
 const TILED_TILE: usize = 64;
 /// The same for `gemm_tiled_large.wgsl`.
 const TILED_LARGE_TILE: usize = 128;
-/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are 8 lanes x 16.
-const CPU_ROWS: usize = 16;
-const CPU_COLS: usize = 128;
+/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are lanes x vec4 columns x 4.
+const CPU_ROWS: usize = gemm_cpu::ROWS;
+const CPU_COLS: usize = gemm_cpu::LANES * gemm_cpu::COLS4 * 4;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
 
