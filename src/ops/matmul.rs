@@ -35,9 +35,10 @@ const CPU_ROWS: usize = gemm_cpu::ROWS;
 const CPU_COLS: usize = gemm_cpu::LANES * gemm_cpu::COLS4 * 4;
 /// The smallest `m * n * k` for which [`GemmKernel::Auto`] runs the CPU family. Below it
 /// the product takes tens of microseconds either way (lavapipe, 2 cores: the simple
-/// kernel as fast at 16^3, half as fast at 32^3), while the unrolled CPU shader costs LLVM
-/// about half a second per pipeline and device to compile: most of a cold start (verify
-/// from 5-13 s to under 1 s with no shader cache). Forcing [`GemmKernel::Cpu`] ignores it.
+/// kernel as fast at 16^3, half as fast at 32^3), while llvmpipe spends about a second
+/// compiling the unrolled CPU shader per pipeline and device (at its first dispatch, with
+/// no shader cache): most of a cold start (verify, tp 4: 5-17 s before, 0.3 s after).
+/// Forcing [`GemmKernel::Cpu`] ignores it.
 const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
