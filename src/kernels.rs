@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
+pub(crate) mod gemm_cpu;
+
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
 const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");
 const GEMM_SCALAR_WGSL: &str = include_str!("../shaders/gemm_scalar.wgsl");
@@ -26,7 +28,8 @@ pub(crate) enum Shader {
     GemmTiled,
     /// `gemm_tiled_large.wgsl`: same bindings.
     GemmTiledLarge,
-    /// `gemm_cpu.wgsl`: same bindings.
+    /// `gemm_cpu.wgsl` and its generated entry points (`kernels/gemm_cpu.rs`): same
+    /// bindings.
     GemmCpu,
     /// `gemm_simple.wgsl`: same bindings.
     GemmSimple,
@@ -62,7 +65,7 @@ impl Shader {
             Shader::GemmTiled => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_WGSL],
             Shader::GemmTiledLarge => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_LARGE_WGSL],
             Shader::GemmSimple => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_SIMPLE_WGSL],
-            Shader::GemmCpu => &[GEMM_PARAMS_WGSL, GEMM_CPU_WGSL],
+            Shader::GemmCpu => return gemm_cpu_source(gemm_cpu::ROWS, gemm_cpu::COLS4),
             Shader::Elementwise => &[ELEMENTWISE_WGSL],
             Shader::Reduce => return REDUCE_WGSL.to_string(),
         };
@@ -81,6 +84,18 @@ impl Shader {
             Shader::Reduce => Layout::Reduce,
         }
     }
+}
+
+/// The WGSL of `gemm_cpu.wgsl` with a `rows` x (4 `cols4`) register block: the shared
+/// pieces, the hand-written file, then the generated constants and entry points.
+fn gemm_cpu_source(rows: usize, cols4: usize) -> String {
+    [
+        ACTIVATION_WGSL,
+        GEMM_PARAMS_WGSL,
+        GEMM_CPU_WGSL,
+        &gemm_cpu::entry_points(rows, cols4),
+    ]
+    .join("\n")
 }
 
 /// A compiled pipeline's identity: shader, entry point and override constants.
@@ -295,4 +310,65 @@ pub(crate) fn pieces(len: usize, max_dim: u32) -> Vec<Piece> {
         base += count;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every register block from 1 x 1 to the one the GEMM runs parses and validates, and
+    /// has both entry points with the workgroup the dispatch is sized for.
+    #[test]
+    fn every_gemm_cpu_variant_validates() {
+        use wgpu::naga;
+        for rows in 1..=gemm_cpu::ROWS {
+            for cols4 in 1..=gemm_cpu::COLS4 {
+                let src = gemm_cpu_source(rows, cols4);
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::empty(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
+                let entries: Vec<_> = module
+                    .entry_points
+                    .iter()
+                    .map(|e| (e.name.as_str(), e.workgroup_size))
+                    .collect();
+                let lanes = gemm_cpu::LANES as u32;
+                assert_eq!(
+                    entries,
+                    [
+                        ("main_in_out", [lanes, 1, 1]),
+                        ("main_out_in", [lanes, 1, 1])
+                    ],
+                    "{rows} x {cols4}"
+                );
+            }
+        }
+    }
+
+    /// Each entry point declares, updates once per K step and stores every accumulator of
+    /// its block, and no other.
+    #[test]
+    fn gemm_cpu_entry_points_use_every_accumulator_once() {
+        for (rows, cols4) in [(1, 1), (3, 2), (gemm_cpu::ROWS, gemm_cpu::COLS4)] {
+            let src = gemm_cpu::entry_points(rows, cols4);
+            for i in 0..rows + 1 {
+                for j in 0..cols4 + 1 {
+                    let want = usize::from(i < rows && j < cols4);
+                    for pattern in [
+                        format!("var a{i}_{j} = "),
+                        format!("        a{i}_{j} = "),
+                        format!(", a{i}_{j});"),
+                    ] {
+                        // Twice: main_in_out and main_out_in.
+                        assert_eq!(src.matches(&pattern).count(), 2 * want, "{pattern}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -95,7 +95,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
     }
     if args.wants("verify") && !args.no_verify {
-        summary.push(("verify_seconds", layers::verify_seconds()?));
+        let v = layers::verify_seconds()?;
+        summary.push(("verify_seconds", v.warm));
+        summary.push(("verify_cold_seconds", v.cold));
     }
 
     println!("\nbench took {:.1} s", start.elapsed().as_secs_f64());

@@ -3,8 +3,10 @@
 //! [`Product`] is the one front door: [`matmul`] and every layer describe their product
 //! with it. Three WGSL families sit behind it, all with the bias and activation fused
 //! into the epilogue and both weight layouts:
-//! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe:
-//!   lane-uniform loads of X, register blocks of 16 x 4, no workgroup memory;
+//! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe
+//!   (products of at least 32^3 multiply-adds; smaller ones run the simple family):
+//!   lane-uniform loads of X, register blocks of 16 x 4 vec4 (`src/kernels/gemm_cpu.rs`),
+//!   no workgroup memory;
 //! - [`GemmKernel::Tiled`] for GPUs: tiles staged in workgroup memory with register
 //!   blocking, 128 x 128 with 8 x 8 blocks read as vec4 (`shaders/gemm_tiled_large.wgsl`)
 //!   when the output spans at least one such tile each way, else 64 x 64 with 4 x 4
@@ -17,7 +19,7 @@ use std::ops::Range;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::{PipelineKey, Shader};
+use crate::kernels::{gemm_cpu, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
 use crate::rank::Rank;
@@ -28,9 +30,16 @@ use crate::tensor::{Band, Tensor};
 const TILED_TILE: usize = 64;
 /// The same for `gemm_tiled_large.wgsl`.
 const TILED_LARGE_TILE: usize = 128;
-/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are 8 lanes x 16.
-const CPU_ROWS: usize = 16;
-const CPU_COLS: usize = 128;
+/// Rows of Y per workgroup of `gemm_cpu.wgsl`; columns are lanes x vec4 columns x 4.
+const CPU_ROWS: usize = gemm_cpu::ROWS;
+const CPU_COLS: usize = gemm_cpu::LANES * gemm_cpu::COLS4 * 4;
+/// The smallest `m * n * k` for which [`GemmKernel::Auto`] runs the CPU family. Below it
+/// the product takes tens of microseconds either way (lavapipe, 2 cores: the simple
+/// kernel as fast at 16^3, half as fast at 32^3), while llvmpipe spends about a second
+/// compiling the unrolled CPU shader per pipeline and device (at its first dispatch, with
+/// no shader cache): most of a cold start (verify, tp 4: 5-17 s before, 0.3 s after).
+/// Forcing [`GemmKernel::Cpu`] ignores it.
+const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
 
@@ -52,11 +61,11 @@ pub fn gemm_kernel_for(
 /// with `aligned` false when the weight's bands start at rows that are not multiples of 4.
 fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> GemmKernel {
     let cpu_fits = aligned && n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
+    let small = m.saturating_mul(n).saturating_mul(x[0]) < CPU_MIN_PRODUCT;
     match rank.gemm_kernel() {
-        GemmKernel::Cpu | GemmKernel::Auto
-            if cpu_fits
-                && (rank.gemm_kernel() == GemmKernel::Cpu
-                    || rank.adapter_info().device_type == wgpu::DeviceType::Cpu) =>
+        GemmKernel::Cpu if cpu_fits => GemmKernel::Cpu,
+        GemmKernel::Auto
+            if cpu_fits && !small && rank.adapter_info().device_type == wgpu::DeviceType::Cpu =>
         {
             GemmKernel::Cpu
         }
