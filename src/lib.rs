@@ -54,7 +54,6 @@ pub mod reference;
 mod settings;
 pub mod shard;
 mod tensor;
-mod wait;
 
 pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};

@@ -127,7 +127,8 @@ impl Activation {
 #[non_exhaustive]
 pub enum GemmKernel {
     /// Chosen per adapter and shape: [`Cpu`](GemmKernel::Cpu) on CPU adapters where the
-    /// shape allows it, [`Tiled`](GemmKernel::Tiled) on GPUs for outputs of at least one
+    /// shape allows it and the product has at least 32³ multiply-adds (below, the
+    /// [`Simple`](GemmKernel::Simple) kernel is as fast and far quicker to compile), [`Tiled`](GemmKernel::Tiled) on GPUs for outputs of at least one
     /// 64 x 64 tile, [`Simple`](GemmKernel::Simple) otherwise.
     #[default]
     Auto,

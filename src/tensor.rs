@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::error::{fmt_shape, Error, Result};
 use crate::pool::Pooled;
 use crate::rank::Rank;
-use crate::wait::{block_on, signal, Signal};
+use crate::rank::{block_on, signal, Signal};
 
 /// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
 ///

@@ -8,9 +8,9 @@ use std::fmt;
 use crate::collective::sum_parts;
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
+use crate::rank::block_on;
 use crate::shard::{concat_host, split_host, split_sizes};
 use crate::tensor::{check_shape, read_back, Tensor};
-use crate::wait::block_on;
 
 /// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

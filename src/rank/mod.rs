@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod device;
+mod wait;
 
 pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 
@@ -15,7 +16,8 @@ use crate::gl::{self, GlGuard};
 use crate::kernels::{Kernels, PipelineKey};
 use crate::pool::BufferPool;
 use crate::settings::{GemmKernel, Numerics};
-use crate::wait::{block_on, resolve, signal};
+use wait::resolve;
+pub(crate) use wait::{block_on, signal, Signal};
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
@@ -330,7 +332,7 @@ impl Rank {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::wait::{block_on, signal};
+    use super::{block_on, signal};
     use crate::{Error, Group};
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use super::Rank;
 use crate::error::{Error, Result};
-use crate::rank::Rank;
 
 #[derive(Debug)]
 struct Slot<T> {
