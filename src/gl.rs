@@ -7,6 +7,7 @@
 //! device holds this lock (reentrant: a call may nest inside another on one thread).
 //! Native backends never take it.
 
+use std::marker::PhantomData;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 
@@ -14,16 +15,22 @@ use std::thread::{self, ThreadId};
 static OWNER: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
 static FREED: Condvar = Condvar::new();
 
-/// Held while a GL call runs; a no-op for other backends.
+/// Held while a GL call runs; a no-op for other backends. Not `Send`: it is released by
+/// the thread that took it (so it can never be held across an `.await` of a `Send`
+/// future).
 #[derive(Debug)]
 pub(crate) struct GlGuard {
     held: bool,
+    not_send: PhantomData<*const ()>,
 }
 
 /// Takes the lock when `gl` (waiting for another thread to finish its call).
 pub(crate) fn lock(gl: bool) -> GlGuard {
     if !gl {
-        return GlGuard { held: false };
+        return GlGuard {
+            held: false,
+            not_send: PhantomData,
+        };
     }
     let me = thread::current().id();
     // A poisoned lock only means another thread panicked while holding it; the state
@@ -34,7 +41,10 @@ pub(crate) fn lock(gl: bool) -> GlGuard {
     }
     owner.0 = Some(me);
     owner.1 += 1;
-    GlGuard { held: true }
+    GlGuard {
+        held: true,
+        not_send: PhantomData,
+    }
 }
 
 impl Drop for GlGuard {
@@ -43,6 +53,7 @@ impl Drop for GlGuard {
             return;
         }
         let mut owner = OWNER.lock().unwrap_or_else(PoisonError::into_inner);
+        debug_assert_eq!(owner.0, Some(thread::current().id()));
         owner.1 = owner.1.saturating_sub(1);
         if owner.1 == 0 {
             owner.0 = None;

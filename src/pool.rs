@@ -13,6 +13,7 @@
 //! than the cap is freed at once. [`BufferPool::trim`] frees everything kept.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -34,9 +35,6 @@ struct Free {
     by_size: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
     bytes: u64,
     tick: u64,
-    /// Handles of buffers handed out and since dropped, freed at the next `give` or
-    /// `trim` (under the GL lock, for a GL device).
-    retired: Vec<wgpu::Buffer>,
 }
 
 impl Free {
@@ -87,9 +85,8 @@ impl BufferPool {
         let _gl = crate::gl::lock(self.gl);
         let bytes = buffer.size();
         if let Ok(mut free) = self.free.lock() {
-            free.retired.clear();
             if bytes > self.cap {
-                drop(buffer); // freed here, under the GL lock
+                drop(buffer); // the last handle: freed here, under the GL lock
                 return;
             }
             while free.bytes + bytes > self.cap && free.evict_oldest() {}
@@ -120,19 +117,23 @@ impl BufferPool {
 }
 
 /// A tensor's buffer; goes back to its pool when the last tensor holding it is dropped,
-/// unless it was handed out ([`Pooled::export`]).
+/// unless it was handed out ([`Pooled::export`]) or the pool is gone, and then is freed.
+/// Either way the one handle is dropped under the GL lock for a GL device (src/gl.rs).
 #[derive(Debug)]
 pub(crate) struct Pooled {
-    buffer: wgpu::Buffer,
+    /// Taken out only in `Drop`.
+    buffer: ManuallyDrop<wgpu::Buffer>,
     pool: Weak<BufferPool>,
+    gl: bool,
     exported: AtomicBool,
 }
 
 impl Pooled {
     pub(crate) fn new(buffer: wgpu::Buffer, pool: &Arc<BufferPool>) -> Arc<Self> {
         Arc::new(Pooled {
-            buffer,
+            buffer: ManuallyDrop::new(buffer),
             pool: Arc::downgrade(pool),
+            gl: pool.gl,
             exported: AtomicBool::new(false),
         })
     }
@@ -151,17 +152,12 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        // A handle to the same buffer outlives this one in the pool, so dropping this
-        // one frees nothing: a buffer is only ever freed by the pool, under its lock.
-        if self.exported.load(Ordering::Relaxed) {
-            if let Ok(mut free) = pool.free.lock() {
-                free.retired.push(self.buffer.clone());
-            }
-        } else {
-            pool.give(self.buffer.clone());
+        let _gl = crate::gl::lock(self.gl);
+        // SAFETY: `buffer` is never used again: this is `Drop`, and it is taken once.
+        let buffer = unsafe { ManuallyDrop::take(&mut self.buffer) };
+        match self.pool.upgrade() {
+            Some(pool) if !self.exported.load(Ordering::Relaxed) => pool.give(buffer),
+            _ => drop(buffer),
         }
     }
 }

@@ -42,8 +42,8 @@ pub fn offsets(sizes: &[usize]) -> Vec<usize> {
     sizes
         .iter()
         .scan(0, |acc, &s| {
-            let start = *acc;
-            *acc += s;
+            let start: usize = *acc;
+            *acc = start.saturating_add(s);
             Some(start)
         })
         .collect()

@@ -237,7 +237,7 @@ impl Tensor {
     /// # Errors
     /// As [`Tensor::to_host_async`].
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        block_on(std::slice::from_ref(&self.rank), self.to_host_async())
+        block_on(self.to_host_async())
     }
 }
 
@@ -253,9 +253,15 @@ pub(crate) fn map_read(staging: &wgpu::Buffer, bytes: u64) -> MapReceiver {
     rx
 }
 
-/// Waits, without blocking, for a mapping requested by [`map_read`] on `rank`.
-pub(crate) async fn mapped(op: &'static str, rank: &Rank, rx: MapReceiver) -> Result<()> {
-    match rx.wait(op, rank).await? {
+/// Waits for a mapping requested by [`map_read`] after `submission` on `rank` (see
+/// [`Signal::wait`]).
+pub(crate) async fn mapped(
+    op: &'static str,
+    rank: &Rank,
+    rx: MapReceiver,
+    submission: wgpu::SubmissionIndex,
+) -> Result<()> {
+    match rx.wait(op, rank, Some(submission)).await? {
         Ok(()) => Ok(()),
         Err(e) => Err(rank.loss_or(
             op,
@@ -272,7 +278,13 @@ pub(crate) async fn mapped(op: &'static str, rank: &Rank, rx: MapReceiver) -> Re
 /// every map requested before the first wait, so all ranks' transfers run at once.
 /// Staging buffers come from, and go back to, each rank's pool.
 pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
-    type Pending<'a> = (&'a Tensor, wgpu::Buffer, u64, MapReceiver);
+    type Pending<'a> = (
+        &'a Tensor,
+        wgpu::Buffer,
+        u64,
+        MapReceiver,
+        wgpu::SubmissionIndex,
+    );
     let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tensors.len());
     for t in tensors {
         let rank = &t.rank;
@@ -286,9 +298,9 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                rank.queue().submit([enc.finish()]);
+                let submission = rank.queue().submit([enc.finish()]);
                 let rx = map_read(&staging, bytes);
-                Ok((*t, staging, bytes, rx))
+                Ok((*t, staging, bytes, rx, submission))
             })?);
         }
         pending.push(parts);
@@ -296,9 +308,9 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
     let mut out = Vec::with_capacity(pending.len());
     for parts in pending {
         let mut values = Vec::new();
-        for (t, staging, bytes, rx) in parts {
+        for (t, staging, bytes, rx, submission) in parts {
             let rank = t.rank.index();
-            mapped(op, &t.rank, rx).await?;
+            mapped(op, &t.rank, rx, submission).await?;
             let _gl = t.rank.gl();
             {
                 let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {

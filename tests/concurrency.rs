@@ -9,7 +9,8 @@ mod common;
 
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
-    wgpu, Activation, DistTensor, Group, HostLinear, ParallelMlp, Rank, Tensor, WeightLayout,
+    wgpu, Activation, DistTensor, Group, HostLinear, ParallelMlp, Placement, Rank, Tensor,
+    WeightLayout,
 };
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -85,4 +86,31 @@ fn concurrent_forwards_on_one_group_match_a_single_thread() {
             (THREADS * ROUNDS) as u64
         );
     }
+}
+
+#[test]
+fn threads_freeing_gl_buffers_with_the_cache_off_do_not_race() {
+    // With no buffer cache every dropped tensor frees its buffer at once: on GL that
+    // free must hold the crate's GL lock like every other call.
+    let b = Group::builder()
+        .backends(wgpu::Backends::GL)
+        .ranks_on_one_adapter(2)
+        .buffer_cache_bytes(0);
+    let Some(group) = common::build(b, "GL, no cache") else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let group = &group;
+            s.spawn(move || {
+                for i in 0..40 {
+                    let v = vec![(t * 100 + i) as f32; 64];
+                    let x = DistTensor::replicate(group, &v, [8, 8]).unwrap();
+                    let y = x.redistribute(Placement::Shard(0)).unwrap();
+                    assert_eq!(y.to_host().unwrap(), v);
+                }
+            });
+        }
+    });
+    assert!(group.ranks().iter().all(|r| r.cached_bytes() == 0));
 }

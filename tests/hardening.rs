@@ -75,6 +75,10 @@ fn size_arithmetic_that_would_overflow_is_an_error() {
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
         let e = pollster::block_on(c.all_gather(std::slice::from_ref(&t), 2)).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        // Shard sizes whose sum overflows (it would wrap to the right total in release).
+        let two = [t.clone(), t.clone()];
+        let e = pollster::block_on(c.reduce_scatter(&two, 0, &[usize::MAX, 3])).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e:?}");
     }
 }
 
@@ -367,4 +371,24 @@ fn tp_invariant_and_size_refusals_come_when_the_layer_is_made() {
     // Kept sharded, each rank's 1024 columns fit.
     let sharded = gathered.gather_output(false);
     assert!(ColumnParallelLinear::from_full(&small, lin(&w, 4, 2048), sharded).is_ok());
+}
+
+#[test]
+fn a_timeout_of_duration_max_means_no_limit() {
+    let Some(group) = build(
+        Group::builder()
+            .ranks_on_one_adapter(2)
+            .timeout(std::time::Duration::MAX),
+        "no timeout",
+    ) else {
+        return;
+    };
+    let x = DistTensor::replicate(&group, &[1.5; 8], [2, 4]).unwrap();
+    let y = x
+        .redistribute(Placement::Partial)
+        .unwrap()
+        .all_reduce()
+        .unwrap();
+    assert_eq!(y.to_host().unwrap(), vec![1.5; 8]);
+    group.wait_idle().unwrap();
 }

@@ -52,7 +52,7 @@ const PARALLEL_ELEMENTS: usize = 1 << 18;
 struct Chunk {
     rows: Range<usize>,
     bytes: u64,
-    staging: Vec<(wgpu::Buffer, MapReceiver)>,
+    staging: Vec<(wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)>,
 }
 
 /// The buffer holding `rows` of `t` (inside one of its bands, by construction of the
@@ -98,9 +98,9 @@ fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Resul
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-                rank.queue().submit([enc.finish()]);
+                let submission = rank.queue().submit([enc.finish()]);
                 let rx = crate::tensor::map_read(&staging, bytes);
-                Ok((staging, rx))
+                Ok((staging, rx, submission))
             })
         })
         .collect::<Result<_>>()?;
@@ -164,14 +164,15 @@ async fn finish_chunk(
     outputs: &[Tensor],
 ) -> Result<()> {
     let mut mapped = Vec::with_capacity(chunk.staging.len());
-    for (t, (staging, rx)) in inputs.iter().zip(chunk.staging) {
-        crate::tensor::mapped(op, t.rank(), rx).await?;
+    for (t, (staging, rx, submission)) in inputs.iter().zip(chunk.staging) {
+        crate::tensor::mapped(op, t.rank(), rx, submission).await?;
         mapped.push((t.rank(), staging));
     }
     let len = (chunk.bytes / 4) as usize;
-    // GL ranks: one thread at a time in GL (src/gl.rs); a no-op otherwise.
-    let _gl: Vec<_> = inputs.iter().map(|t| t.rank().gl()).collect();
     {
+        // GL ranks: one thread at a time in GL (src/gl.rs) while the ranges are taken;
+        // reading them and the sum need no lock.
+        let gl: Vec<_> = inputs.iter().map(|t| t.rank().gl()).collect();
         let views = mapped
             .iter()
             .map(|(r, b)| {
@@ -184,18 +185,22 @@ async fn finish_chunk(
                     })
             })
             .collect::<Result<Vec<_>>>()?;
+        drop(gl);
         let parts: Vec<&[f32]> = views.iter().map(|v| bytemuck::cast_slice(v)).collect();
         sum_parallel(&mut host[..len], &parts, inputs[0].rank().numerics());
     }
     for (rank, staging) in mapped {
+        let _gl = rank.gl();
         staging.unmap();
         rank.give_staging(staging);
     }
     for out in outputs {
         let (buffer, offset) = locate(out, &chunk.rows);
-        out.rank()
-            .queue()
-            .write_buffer(buffer, offset, bytemuck::cast_slice(&host[..len]));
+        out.rank().scoped(op, || {
+            let data = bytemuck::cast_slice(&host[..len]);
+            out.rank().queue().write_buffer(buffer, offset, data);
+            Ok(())
+        })?;
     }
     Ok(())
 }

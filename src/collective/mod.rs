@@ -117,7 +117,10 @@ pub(crate) fn check_all_gather(
         ));
     }
     let mut shape = first;
-    shape[dim] = inputs.iter().map(|t| t.shape()[dim]).sum();
+    shape[dim] = inputs
+        .iter()
+        .try_fold(0usize, |a, t| a.checked_add(t.shape()[dim]))
+        .ok_or_else(|| Error::shape(op, "a gathered size that fits usize", "an overflow"))?;
     Ok(shape)
 }
 
@@ -131,7 +134,8 @@ pub(crate) fn check_reduce_scatter(
     check_dim(op, dim)?;
     let shape = check_same_shapes(op, inputs)?;
     let n = shape[dim];
-    if sizes.len() != inputs.len() || sizes.iter().sum::<usize>() != n || sizes.contains(&0) {
+    let total = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s));
+    if sizes.len() != inputs.len() || total != Some(n) || sizes.contains(&0) {
         return Err(Error::shape(
             op,
             format!("{} non-zero shard sizes summing to {n}", inputs.len()),

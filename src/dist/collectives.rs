@@ -94,7 +94,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::redistribute_async`].
     pub fn redistribute(&self, target: Placement) -> Result<DistTensor> {
-        self.block_on(self.redistribute_async(target))
+        crate::rank::block_on(self.redistribute_async(target))
     }
 
     /// `Partial -> Replicate`: the sum on every rank (one all-reduce).
@@ -111,7 +111,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::all_reduce_async`].
     pub fn all_reduce(&self) -> Result<DistTensor> {
-        self.block_on(self.all_reduce_async())
+        crate::rank::block_on(self.all_reduce_async())
     }
 
     /// `Shard(d) -> Replicate`: the concatenation on every rank (one all-gather).
@@ -129,7 +129,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::all_gather_async`].
     pub fn all_gather(&self) -> Result<DistTensor> {
-        self.block_on(self.all_gather_async())
+        crate::rank::block_on(self.all_gather_async())
     }
 
     /// `Partial -> Shard(dim)`: each rank its slice of the sum (one reduce-scatter).
@@ -146,7 +146,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::reduce_scatter_async`].
     pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
-        self.block_on(self.reduce_scatter_async(dim))
+        crate::rank::block_on(self.reduce_scatter_async(dim))
     }
 
     /// Every rank gets rank `root`'s local tensor; the result is `Replicate`.
@@ -163,6 +163,6 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::broadcast_async`].
     pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
-        self.block_on(self.broadcast_async(root))
+        crate::rank::block_on(self.broadcast_async(root))
     }
 }

@@ -8,7 +8,6 @@ use std::fmt;
 use crate::collective::sum_parts;
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::rank::block_on;
 use crate::shard::{concat_host, split_host, split_sizes};
 use crate::tensor::{check_shape, read_back, Tensor};
 
@@ -197,7 +196,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::to_host_async`].
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        self.block_on(self.to_host_async())
+        crate::rank::block_on(self.to_host_async())
     }
 
     /// Every rank's local tensor on the host, in rank order.
@@ -214,12 +213,7 @@ impl DistTensor {
     /// # Errors
     /// As [`DistTensor::to_host_async`].
     pub fn to_host_per_rank(&self) -> Result<Vec<Vec<f32>>> {
-        self.block_on(self.to_host_per_rank_async())
-    }
-
-    /// Runs `fut` on this thread, waiting on this tensor's devices when it is pending.
-    pub(crate) fn block_on<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
-        block_on(self.group.ranks(), fut)
+        crate::rank::block_on(self.to_host_per_rank_async())
     }
 
     pub(crate) fn require_placement(

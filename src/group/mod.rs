@@ -114,7 +114,7 @@ impl Group {
     /// # Errors
     /// As [`Rank::wait_idle_async`].
     pub fn wait_idle(&self) -> Result<()> {
-        crate::rank::block_on(self.ranks(), self.wait_idle_async())
+        crate::rank::block_on(self.wait_idle_async())
     }
 
     /// Frees every tensor buffer the ranks' devices keep for reuse ([`Rank::trim_cache`]).

@@ -264,6 +264,6 @@ impl ColumnParallelLinear {
     /// # Errors
     /// As [`ColumnParallelLinear::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        x.block_on(self.forward_async(x))
+        crate::rank::block_on(self.forward_async(x))
     }
 }

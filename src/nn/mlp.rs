@@ -119,6 +119,6 @@ impl ParallelMlp {
     /// # Errors
     /// As [`ParallelMlp::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        x.block_on(self.forward_async(x))
+        crate::rank::block_on(self.forward_async(x))
     }
 }

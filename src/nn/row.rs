@@ -304,6 +304,6 @@ impl RowParallelLinear {
     /// # Errors
     /// As [`RowParallelLinear::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        x.block_on(self.forward_async(x))
+        crate::rank::block_on(self.forward_async(x))
     }
 }

@@ -44,7 +44,11 @@ const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 const SIMPLE_TILE: usize = 16;
 
 /// The family `rank` runs for an `[m, k] · [k, n]` product with weights in `layout`
-/// (never [`GemmKernel::Auto`]).
+/// (never [`GemmKernel::Auto`]), taken whole. Under
+/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) a product runs as 8 K blocks of
+/// `k / 8`, each of which picks its family for its own `[m, k / 8] · [k / 8, n]` shape:
+/// ask for that shape to know what those blocks run (every family gives the same bits
+/// there).
 pub fn gemm_kernel_for(
     rank: &Rank,
     m: usize,

@@ -1,6 +1,7 @@
 //! `DeviceCtx`: a device and everything kept per device (kernels, caches, the flags its
 //! callbacks set), shared by the logical ranks on it.
 
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,12 +11,14 @@ use crate::settings::{GemmKernel, Numerics};
 
 /// A device and everything kept per device: shared by the logical ranks on it.
 pub(crate) struct DeviceCtx {
-    pub(super) device: wgpu::Device,
-    pub(super) queue: wgpu::Queue,
+    /// The wgpu objects (`device`, `queue`, `kernels`) are dropped by hand in `Drop`,
+    /// under the GL lock for a GL device (src/gl.rs).
+    pub(super) device: ManuallyDrop<wgpu::Device>,
+    pub(super) queue: ManuallyDrop<wgpu::Queue>,
     pub(super) info: wgpu::AdapterInfo,
     pub(super) limits: wgpu::Limits,
     pub(super) timeout: Duration,
-    pub(super) kernels: Kernels,
+    pub(super) kernels: ManuallyDrop<Kernels>,
     /// Validation errors raised outside any error scope (e.g. on another thread),
     /// kept here instead of wgpu's default handler, which panics.
     pub(super) uncaptured: Arc<Mutex<Vec<String>>>,
@@ -75,12 +78,12 @@ impl DeviceCtx {
         let gl = info.backend == wgpu::Backend::Gl;
         let limits = device.limits();
         Arc::new(DeviceCtx {
-            device,
-            queue,
+            device: ManuallyDrop::new(device),
+            queue: ManuallyDrop::new(queue),
             info,
             limits,
             timeout,
-            kernels,
+            kernels: ManuallyDrop::new(kernels),
             uncaptured,
             lost,
             gemm,
@@ -88,6 +91,25 @@ impl DeviceCtx {
             pool: Arc::new(BufferPool::new(cache_bytes, gl)),
             staging: Mutex::new(Vec::new()),
         })
+    }
+}
+
+impl Drop for DeviceCtx {
+    fn drop(&mut self) {
+        let _gl = crate::gl::lock(self.info.backend == wgpu::Backend::Gl);
+        self.pool.trim();
+        if let Ok(mut staging) = self.staging.lock() {
+            staging.clear();
+        }
+        // SAFETY: each field is taken once, here in `Drop`, and never used again.
+        let (kernels, queue, device) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.kernels),
+                ManuallyDrop::take(&mut self.queue),
+                ManuallyDrop::take(&mut self.device),
+            )
+        };
+        drop((kernels, queue, device));
     }
 }
 

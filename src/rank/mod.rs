@@ -261,14 +261,19 @@ impl Rank {
         })
     }
 
-    /// Waits (at most the timeout) for the work submitted to this rank's device so far,
-    /// running the callbacks it completes; whatever the wait says, the futures that wait
-    /// on those callbacks report timeouts and losses themselves.
-    pub(crate) fn wait_submitted(&self) {
+    /// Waits, at most `timeout` (`None`: no limit), for `submission` (or everything
+    /// submitted so far) on this rank's device, running the callbacks it completes;
+    /// whatever the wait says, the futures that wait on those callbacks report timeouts
+    /// and losses themselves.
+    pub(crate) fn wait_for(
+        &self,
+        submission: Option<wgpu::SubmissionIndex>,
+        timeout: Option<std::time::Duration>,
+    ) {
         let _gl = self.gl();
         let _ = self.inner.dev.device.poll(wgpu::PollType::Wait {
-            submission_index: None,
-            timeout: Some(self.inner.dev.timeout),
+            submission_index: submission,
+            timeout,
         });
     }
 
@@ -287,7 +292,7 @@ impl Rank {
             let queue = &self.inner.dev.queue;
             queue.on_submitted_work_done(move || tx.send(()));
         }
-        rx.wait(op, self).await?;
+        rx.wait(op, self, None).await?;
         self.check_health(op)
     }
 
@@ -296,7 +301,7 @@ impl Rank {
     /// # Errors
     /// As [`Rank::wait_idle_async`].
     pub fn wait_idle(&self) -> Result<()> {
-        block_on(std::slice::from_ref(self), self.wait_idle_async())
+        block_on(self.wait_idle_async())
     }
 
     /// Lets wgpu run pending callbacks and free what finished work held, without waiting
@@ -318,7 +323,18 @@ impl Rank {
         });
     }
 
-    /// `error`, unless the device was lost, which explains it better.
+    /// `error`, unless the device is known lost now (polled without waiting): for an
+    /// async path that must not block.
+    pub(crate) fn lost_now_or(&self, op: &'static str, error: Error) -> Error {
+        self.poll_now();
+        match self.check_health(op) {
+            Err(lost @ Error::DeviceLost { .. }) => lost,
+            _ => error,
+        }
+    }
+
+    /// `error`, unless the device was lost, which explains it better (waits, at most the
+    /// timeout, for the queue to drain: only on error paths).
     pub(crate) fn loss_or(&self, op: &'static str, error: Error) -> Error {
         self.settle();
         match self.check_health(op) {
@@ -353,7 +369,7 @@ mod tests {
         assert_eq!(r.timeout(), limit);
         let (_never, rx) = signal::<()>();
         let start = Instant::now();
-        let e = block_on(group.ranks(), rx.wait("wait", r));
+        let e = block_on(rx.wait("wait", r, None));
         assert!(
             matches!(e, Err(Error::Timeout { op: "wait", rank: 1, after }) if after == limit),
             "{e:?}"
@@ -362,7 +378,7 @@ mod tests {
         // A callback that does come resolves the same wait.
         let (tx, rx) = signal::<u32>();
         tx.send(7);
-        assert_eq!(block_on(group.ranks(), rx.wait("wait", r)).unwrap(), 7);
+        assert_eq!(block_on(rx.wait("wait", r, None)).unwrap(), 7);
         r.wait_idle().unwrap();
     }
 }

@@ -1,10 +1,13 @@
-//! Waiting for GPU work without blocking: a callback fills a [`Signal`], and
-//! [`DeviceWait`] resolves once it is filled. Polling a `DeviceWait` never blocks the
-//! thread: it yields to the executor once, then polls the device without waiting each
-//! time it is polled again, until the callback has run or the rank's timeout has passed.
-//! The blocking calls run their futures on [`block_on`], the one place this crate waits
-//! on a device (`poll(Wait)`) instead of spinning.
-
+//! Waiting for GPU work: a callback fills a [`Signal`], and [`DeviceWait`] resolves once
+//! it is filled.
+//!
+//! Polled by an app's executor, a `DeviceWait` never blocks the thread: it yields once,
+//! then polls the device without waiting each time it is polled again, until the callback
+//! has run or the rank's timeout has passed. Run by [`block_on`] (every blocking call of
+//! the crate), the same future waits on the device for its own submission instead, at
+//! most the time left before its deadline, so nothing spins and nothing waits for more
+//! than it needs.
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
@@ -63,13 +66,20 @@ impl<T> Signal<T> {
         v
     }
 
-    /// Resolves when the signal is filled, polling `rank`'s device as described in the
-    /// module docs; [`Error::Timeout`] after the rank's timeout.
-    pub(crate) fn wait(self, op: &'static str, rank: &Rank) -> DeviceWait<T> {
+    /// Resolves when the signal is filled by work of `submission` on `rank` (or of
+    /// everything submitted so far, for `None`); see the module docs.
+    pub(crate) fn wait(
+        self,
+        op: &'static str,
+        rank: &Rank,
+        submission: Option<wgpu::SubmissionIndex>,
+    ) -> DeviceWait<T> {
         DeviceWait {
             op,
             rank: rank.clone(),
             signal: self,
+            submission,
+            started: false,
             deadline: None,
         }
     }
@@ -81,11 +91,18 @@ pub(crate) struct DeviceWait<T> {
     op: &'static str,
     rank: Rank,
     signal: Signal<T>,
-    /// Set at the first poll.
+    submission: Option<wgpu::SubmissionIndex>,
+    started: bool,
+    /// Set at the first poll; `None` when the timeout is too long to have one.
     deadline: Option<Instant>,
 }
 
 impl<T> Unpin for DeviceWait<T> {}
+
+thread_local! {
+    /// Set while [`block_on`] runs a future on this thread: waits may block then.
+    static BLOCKING: Cell<bool> = const { Cell::new(false) };
+}
 
 impl<T> Future for DeviceWait<T> {
     type Output = Result<T>;
@@ -94,26 +111,34 @@ impl<T> Future for DeviceWait<T> {
         if let Some(v) = self.signal.take(cx.waker()) {
             return Poll::Ready(Ok(v));
         }
-        let now = Instant::now();
-        match self.deadline {
-            // First poll: give the executor its turn before touching the device.
-            None => self.deadline = Some(now + self.rank.timeout()),
-            Some(deadline) => {
-                self.rank.poll_now();
-                if let Some(v) = self.signal.take(cx.waker()) {
-                    return Poll::Ready(Ok(v));
-                }
-                if now >= deadline {
-                    return Poll::Ready(Err(self.rank.loss_or(
-                        self.op,
-                        Error::Timeout {
-                            op: self.op,
-                            rank: self.rank.index(),
-                            after: self.rank.timeout(),
-                        },
-                    )));
-                }
+        let blocking = BLOCKING.with(Cell::get);
+        if !self.started {
+            self.started = true;
+            self.deadline = Instant::now().checked_add(self.rank.timeout());
+            if !blocking {
+                // Give the executor its turn before touching the device.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
+        }
+        if blocking {
+            let left = self
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            self.rank.wait_for(self.submission.clone(), left);
+        } else {
+            self.rank.poll_now();
+        }
+        if let Some(v) = self.signal.take(cx.waker()) {
+            return Poll::Ready(Ok(v));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            let timeout = Error::Timeout {
+                op: self.op,
+                rank: self.rank.index(),
+                after: self.rank.timeout(),
+            };
+            return Poll::Ready(Err(self.rank.lost_now_or(self.op, timeout)));
         }
         // The callback only runs when the device is polled: come back to poll it again.
         cx.waker().wake_by_ref();
@@ -121,20 +146,22 @@ impl<T> Future for DeviceWait<T> {
     }
 }
 
-/// Runs `fut` to completion on this thread: whenever it is pending, waits (at most their
-/// timeout) for the submitted work of `ranks`' devices, which runs the callbacks it waits
-/// for, instead of spinning.
-pub(crate) fn block_on<F: Future>(ranks: &[Rank], fut: F) -> F::Output {
+/// Runs `fut` to completion on this thread, its device waits blocking (see the module
+/// docs): what every blocking call of the crate runs its `_async` twin on.
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    /// Restores the flag however the future ends (a panic included).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BLOCKING.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BLOCKING.with(|b| b.replace(true)));
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;
-        }
-        for (i, r) in ranks.iter().enumerate() {
-            if !ranks[..i].iter().any(|o| o.shares_device_with(r)) {
-                r.wait_submitted();
-            }
         }
     }
 }
