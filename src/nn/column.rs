@@ -239,16 +239,22 @@ impl ColumnParallelLinear {
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         let locals = (0..self.group.world_size())
             .map(|r| {
-                ops::matmul(
-                    &x.locals()[r],
-                    &self.weight.locals()[r],
-                    self.bias
+                let x = &x.locals()[r];
+                ops::Product {
+                    op,
+                    x,
+                    cols: 0..self.in_features,
+                    w: &self.weight.locals()[r],
+                    bias: self
+                        .bias
                         .as_ref()
                         .filter(|_| !self.config.skip_bias_add)
                         .map(|b| &b.locals()[r]),
-                    self.layout,
-                    self.config.activation,
-                )
+                    layout: self.layout,
+                    act: self.config.activation,
+                    blocks: INVARIANT_BLOCKS,
+                }
+                .run()
             })
             .collect::<Result<Vec<_>>>()?;
         let y = DistTensor::from_locals(&self.group, locals, Placement::Shard(1))?;
