@@ -5,7 +5,7 @@ mod collectives;
 
 use std::fmt;
 
-use crate::collective::sum_parts;
+use crate::collective::{check_all_gather, sum_parts};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::shard::{concat_host, split_host, split_sizes};
@@ -124,19 +124,8 @@ impl DistTensor {
                 }
                 first
             }
-            Placement::Shard(d) if d <= 1 => {
-                let other = 1 - d;
-                if let Some(t) = locals.iter().find(|t| t.shape()[other] != first[other]) {
-                    return Err(Error::shape(
-                        op,
-                        format!("dimension {other} of {} on every rank", first[other]),
-                        fmt_shape(t.shape()),
-                    ));
-                }
-                let mut s = first;
-                s[d] = locals.iter().map(|t| t.shape()[d]).sum();
-                s
-            }
+            // The shape the shards gather to, checked as an all-gather checks its inputs.
+            Placement::Shard(d) if d <= 1 => check_all_gather(op, &locals, d)?,
             Placement::Shard(d) => {
                 return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
             }
