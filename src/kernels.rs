@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 
 pub(crate) mod gemm_cpu;
+#[cfg(test)]
+mod portability;
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
 const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");

@@ -1,0 +1,124 @@
+//! Every WGSL variant the crate can build, translated by naga to the shading languages of
+//! the backends no machine here runs (MSL for Metal, HLSL for DX12) and of those it does
+//! (SPIR-V for Vulkan, GLSL for GL): a shader only lavapipe accepts fails here.
+
+use naga::back::{glsl, hlsl, msl, spv, PipelineConstants};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+use super::Shader;
+
+/// The values each override constant takes in the crate (src/ops, src/kernels).
+fn domain(name: &str) -> &'static [f64] {
+    match name {
+        "HAS_BIAS" | "W_OUT_IN" => &[0.0, 1.0],
+        "ACT" => &[0.0, 1.0, 2.0, 3.0],
+        other => panic!("override {other} has no domain here: add the values the crate sets"),
+    }
+}
+
+/// Every assignment of the overrides `names` over their domains.
+fn assignments(names: &[String]) -> Vec<PipelineConstants> {
+    let mut all = vec![PipelineConstants::default()];
+    for n in names {
+        all = all
+            .into_iter()
+            .flat_map(|c| {
+                domain(n).iter().map(move |&v| {
+                    let mut c = c.clone();
+                    c.insert(n.clone(), v);
+                    c
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+#[test]
+fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
+    let shaders = [
+        Shader::GemmTiled,
+        Shader::GemmTiledLarge,
+        Shader::GemmCpu,
+        Shader::GemmSimple,
+        Shader::Elementwise,
+        Shader::Reduce,
+    ];
+    let mut variants = 0;
+    for shader in shaders {
+        // A new variant fails to compile here until it is added to the list above.
+        match shader {
+            Shader::GemmTiled
+            | Shader::GemmTiledLarge
+            | Shader::GemmCpu
+            | Shader::GemmSimple
+            | Shader::Elementwise
+            | Shader::Reduce => {}
+        }
+        let module = naga::front::wgsl::parse_str(&shader.source())
+            .unwrap_or_else(|e| panic!("{shader:?}: {e}"));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{shader:?}: {e:?}"));
+        let names: Vec<String> = module
+            .overrides
+            .iter()
+            .filter_map(|(_, o)| o.name.clone())
+            .collect();
+        for ep in &module.entry_points {
+            for constants in assignments(&names) {
+                let ctx = format!("{shader:?}::{} {constants:?}", ep.name);
+                let stage = (naga::ShaderStage::Compute, ep.name.clone());
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((naga::ShaderStage::Compute, &ep.name)),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
+                let msl_pipeline = msl::PipelineOptions {
+                    entry_point: Some(stage.clone()),
+                    ..Default::default()
+                };
+                msl::write_string(&m, &i, &msl::Options::default(), &msl_pipeline)
+                    .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
+                let hlsl_pipeline = hlsl::PipelineOptions {
+                    entry_point: Some(stage.clone()),
+                };
+                let hlsl_options = hlsl::Options::default();
+                let mut out = String::new();
+                hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                    .write(&m, &i, None)
+                    .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
+                let spv_pipeline = spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: ep.name.clone(),
+                };
+                spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
+                    .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
+                let glsl_pipeline = glsl::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: ep.name.clone(),
+                    multiview: None,
+                };
+                let glsl_options = glsl::Options::default();
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &m,
+                    &i,
+                    &glsl_options,
+                    &glsl_pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+                variants += 1;
+            }
+        }
+    }
+    // GEMM: tiled, tiled-large and simple x bias x 4 activations x 2 layouts (48), the CPU
+    // family's 2 entries x bias x 4 activations (16); elementwise's 6 entries x 4
+    // activations (24); the reduction (1). A new entry or constant changes the count.
+    assert_eq!(variants, 89, "variants translated");
+}
