@@ -7,6 +7,8 @@
 // accumulate != 0: Y starts from its stored partial sums instead of 0 (K split in blocks;
 // the epilogue constants are then set for the last block only). Starting each element's
 // sum from the stored partial keeps the order, and the bits, of an unsplit sum.
+// k_chunk: rows of K per workgroup row of gemm_skinny.wgsl (split-K); the other families
+// ignore it.
 
 struct Params {
     m: u32,
@@ -20,7 +22,7 @@ struct Params {
     w_offset: u32,
     bias_offset: u32,
     accumulate: u32,
-    _pad: u32,
+    k_chunk: u32,
 }
 
 // Add the bias before the activation (the epilogue).

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 
 pub(crate) mod gemm_cpu;
+pub(crate) mod gemm_skinny;
 #[cfg(test)]
 mod portability;
 
@@ -17,6 +18,7 @@ const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
 const GEMM_TILED_LARGE_WGSL: &str = include_str!("../shaders/gemm_tiled_large.wgsl");
 const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
 const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
+const GEMM_SKINNY_WGSL: &str = include_str!("../shaders/gemm_skinny.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
 
@@ -35,6 +37,9 @@ pub(crate) enum Shader {
     GemmCpu,
     /// `gemm_simple.wgsl`: same bindings.
     GemmSimple,
+    /// `gemm_skinny.wgsl` and the generated variant (`kernels/gemm_skinny.rs`): same
+    /// bindings.
+    GemmSkinny(gemm_skinny::Skinny),
     /// `elementwise.wgsl`: a, b (read), out (read-write), params (uniform).
     Elementwise,
     /// `reduce.wgsl`: a, b, c, d (read), out (read-write), params (uniform).
@@ -68,6 +73,15 @@ impl Shader {
             Shader::GemmTiledLarge => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_LARGE_WGSL],
             Shader::GemmSimple => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_SIMPLE_WGSL],
             Shader::GemmCpu => return gemm_cpu_source(gemm_cpu::ROWS, gemm_cpu::COLS4),
+            Shader::GemmSkinny(v) => {
+                return [
+                    ACTIVATION_WGSL,
+                    GEMM_PARAMS_WGSL,
+                    GEMM_SKINNY_WGSL,
+                    &v.source(),
+                ]
+                .join("\n")
+            }
             Shader::Elementwise => &[ELEMENTWISE_WGSL],
             Shader::Reduce => return REDUCE_WGSL.to_string(),
         };
@@ -79,9 +93,11 @@ impl Shader {
 
     fn layout(self) -> Layout {
         match self {
-            Shader::GemmTiled | Shader::GemmTiledLarge | Shader::GemmCpu | Shader::GemmSimple => {
-                Layout::Gemm
-            }
+            Shader::GemmTiled
+            | Shader::GemmTiledLarge
+            | Shader::GemmCpu
+            | Shader::GemmSimple
+            | Shader::GemmSkinny(_) => Layout::Gemm,
             Shader::Elementwise => Layout::Elementwise,
             Shader::Reduce => Layout::Reduce,
         }

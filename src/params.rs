@@ -21,7 +21,8 @@ pub(crate) struct GemmParams {
     pub bias_offset: u32,
     /// Nonzero: Y starts from its stored partial sums (a K block after the first).
     pub accumulate: u32,
-    pub _pad: u32,
+    /// `gemm_skinny.wgsl`: rows of K per workgroup row (split-K); ignored by the others.
+    pub k_chunk: u32,
 }
 
 /// `shaders/elementwise.wgsl`'s `Params`.

@@ -126,10 +126,12 @@ impl Activation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum GemmKernel {
-    /// Chosen per adapter and shape: [`Cpu`](GemmKernel::Cpu) on CPU adapters where the
-    /// shape allows it and the product has at least 32³ multiply-adds (below, the
-    /// [`Simple`](GemmKernel::Simple) kernel is as fast and far quicker to compile), [`Tiled`](GemmKernel::Tiled) on GPUs for outputs of at least one
-    /// 64 x 64 tile, [`Simple`](GemmKernel::Simple) otherwise.
+    /// Chosen per adapter and shape: [`Simple`](GemmKernel::Simple) on CPU adapters for
+    /// products under 32³ multiply-adds (as fast there and far quicker to compile);
+    /// [`Skinny`](GemmKernel::Skinny) for at most 16 rows of X on every adapter;
+    /// [`Cpu`](GemmKernel::Cpu) on CPU adapters where the shape allows it;
+    /// [`Tiled`](GemmKernel::Tiled) on GPUs for outputs of at least one 64 x 64 tile;
+    /// [`Simple`](GemmKernel::Simple) otherwise.
     #[default]
     Auto,
     /// The CPU-adapter family. Needs `in` and `out` multiples of 4 (and, inside layers,
@@ -140,6 +142,10 @@ pub enum GemmKernel {
     Tiled,
     /// One output element per invocation, for any shape.
     Simple,
+    /// Few rows of X (decode steps): each weight element read once per call, K split
+    /// into chunks over workgroups when the output alone cannot fill the device, for any
+    /// shape (more than 16 rows run in blocks of 16, each reading the weights again).
+    Skinny,
 }
 
 named!(
@@ -149,7 +155,8 @@ named!(
         (Auto, "auto"),
         (Cpu, "cpu"),
         (Tiled, "tiled"),
-        (Simple, "simple")
+        (Simple, "simple"),
+        (Skinny, "skinny")
     ]
 );
 
@@ -160,9 +167,11 @@ named!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Numerics {
-    /// Each GEMM sums its K products in order; the all-reduce adds ranks in rank order.
-    /// A row-parallel layer's result then depends on tp (each rank's partial sum is
-    /// rounded before the ranks' sums are added).
+    /// Each GEMM sums its K products in order, except the [`Skinny`](GemmKernel::Skinny)
+    /// family's, which splits K into chunks summed in a fixed order (how many depends on
+    /// the shape, the adapter kind, its cores and the device's limits); the all-reduce
+    /// adds ranks in rank order. A row-parallel layer's result then depends on tp (each
+    /// rank's partial sum is rounded before the ranks' sums are added).
     #[default]
     Fast,
     /// The same output bits for tp = 1, 2, 4 and 8 on one adapter and backend. Every

@@ -11,11 +11,12 @@ use wgpu_tp::{
     RowParallelLinear, Tensor, WeightLayout,
 };
 
-const FAMILIES: [GemmKernel; 4] = [
+const FAMILIES: [GemmKernel; 5] = [
     GemmKernel::Auto,
     GemmKernel::Cpu,
     GemmKernel::Tiled,
     GemmKernel::Simple,
+    GemmKernel::Skinny,
 ];
 
 /// (m, k, n): odd everywhere; aligned for the CPU family (k, n multiples of 4) over
@@ -47,6 +48,7 @@ fn expected(kernel: GemmKernel, k: usize, n: usize, layout: WeightLayout) -> Opt
         GemmKernel::Cpu if cpu_fits => Some(GemmKernel::Cpu),
         GemmKernel::Cpu | GemmKernel::Simple => Some(GemmKernel::Simple),
         GemmKernel::Tiled => Some(GemmKernel::Tiled),
+        GemmKernel::Skinny => Some(GemmKernel::Skinny),
         _ => None,
     }
 }

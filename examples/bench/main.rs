@@ -5,6 +5,7 @@
 //! figure, and writes the GEMM plot (GFLOP/s against N) to
 //! `target/bench/benchmarks-gemm.svg` (or `--plot PATH`).
 
+mod decode;
 mod gemm;
 mod layers;
 mod plot;
@@ -32,7 +33,7 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, mlp, verify); default all.
+    /// Run only these sections (gemm, transfer, decode, mlp, verify); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -89,6 +90,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "allreduce_shared_vs_host",
             t.shared_allreduce / t.host_allreduce,
         ));
+    }
+    if args.wants("decode") {
+        let d = decode::run(args.reps)?;
+        summary.push(("gemv_vs_floor", d.gemv_vs_floor));
+        summary.push(("mlp_batch1_vs_floor", d.mlp_batch1_vs_floor));
+        summary.push(("allreduce_16k_vs_roundtrip", d.allreduce_16k_vs_roundtrip));
     }
     if args.wants("mlp") {
         summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));

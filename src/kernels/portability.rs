@@ -5,6 +5,7 @@
 use naga::back::{glsl, hlsl, msl, spv, PipelineConstants};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
+use super::gemm_skinny::Skinny;
 use super::Shader;
 
 /// The values each override constant takes in the crate (src/ops, src/kernels).
@@ -43,7 +44,9 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
         Shader::GemmSimple,
         Shader::Elementwise,
         Shader::Reduce,
-    ];
+    ]
+    .into_iter()
+    .chain(Skinny::all().into_iter().map(Shader::GemmSkinny));
     let mut variants = 0;
     for shader in shaders {
         // A new variant fails to compile here until it is added to the list above.
@@ -52,6 +55,7 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             | Shader::GemmTiledLarge
             | Shader::GemmCpu
             | Shader::GemmSimple
+            | Shader::GemmSkinny(_)
             | Shader::Elementwise
             | Shader::Reduce => {}
         }
@@ -119,6 +123,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     }
     // GEMM: tiled, tiled-large and simple x bias x 4 activations x 2 layouts (48), the CPU
     // family's 2 entries x bias x 4 activations (16); elementwise's 6 entries x 4
-    // activations (24); the reduction (1). A new entry or constant changes the count.
-    assert_eq!(variants, 89, "variants translated");
+    // activations (24); the reduction (1); the skinny family's 24 variants (3 row blocks x
+    // vec4 or scalar x CPU or GPU x lanes along N or K) x 3 entries x bias x 4 activations
+    // (576). A new entry or constant changes the count.
+    assert_eq!(variants, 89 + 576, "variants translated");
 }

@@ -17,8 +17,12 @@
 
 use std::ops::Range;
 
+#[cfg(test)]
+mod gpu_shapes;
+
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
 use crate::kernels::{gemm_cpu, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
@@ -42,6 +46,14 @@ const CPU_COLS: usize = gemm_cpu::LANES * gemm_cpu::COLS4 * 4;
 const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
+/// The most K chunks of a skinny product.
+const SKINNY_MAX_CHUNKS: usize = 64;
+/// Workgroups a skinny product aims for per core of a CPU adapter (llvmpipe runs one
+/// thread per core). Measured on lavapipe (2 cores, [1, 4096] x [4096, 4096]): 16
+/// workgroups of 4096 rows 10.6 ms, 64 of 1024 rows 9.2 ms.
+const SKINNY_CPU_WORKGROUPS_PER_CORE: usize = 32;
+/// Workgroups (of 64 invocations) a skinny product aims for on a GPU.
+const SKINNY_GPU_WORKGROUPS: usize = 1024;
 
 /// The family `rank` runs for an `[m, k] · [k, n]` product with weights in `layout`
 /// (never [`GemmKernel::Auto`]), taken whole. Under
@@ -56,34 +68,101 @@ pub fn gemm_kernel_for(
     k: usize,
     layout: WeightLayout,
 ) -> GemmKernel {
-    // Under tp-invariant numerics the CPU family's out-in entry (dot products) is not used.
-    let cpu_ok = !(layout == WeightLayout::OutIn && rank.numerics() == Numerics::TpInvariant);
-    choose(rank, m, n, [k, k, 0], cpu_ok)
+    choose(rank, m, n, [k, k, 0], true, layout).0
 }
 
-/// [`gemm_kernel_for`] for X read with row stride `x[1]` from column `x[2]`, `x[0] = k`,
-/// with `aligned` false when the weight's bands start at rows that are not multiples of 4.
-fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> GemmKernel {
-    let cpu_fits = aligned && n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
+/// The family for an `[m, x[0]] · [x[0], n]` product with X read with row stride `x[1]`
+/// from column `x[2]`, with `w_aligned` false when the weight's bands start at rows that
+/// are not multiples of 4; and whether the shapes allow vec4 loads (every size, stride and
+/// offset a multiple of 4).
+fn choose(
+    rank: &Rank,
+    m: usize,
+    n: usize,
+    x: [usize; 3],
+    w_aligned: bool,
+    layout: WeightLayout,
+) -> (GemmKernel, bool) {
+    let vec4 = w_aligned && n.is_multiple_of(4) && x.iter().all(|v| v.is_multiple_of(4));
+    // Under tp-invariant numerics only kernels that sum by fma in increasing k may run:
+    // not the CPU family's out-in entry (dot products).
+    let cpu_fits =
+        vec4 && !(layout == WeightLayout::OutIn && rank.numerics() == Numerics::TpInvariant);
     let small = m.saturating_mul(n).saturating_mul(x[0]) < CPU_MIN_PRODUCT;
-    match rank.gemm_kernel() {
+    let cpu_adapter = rank.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let kernel = match rank.gemm_kernel() {
         GemmKernel::Cpu if cpu_fits => GemmKernel::Cpu,
-        GemmKernel::Auto
-            if cpu_fits && !small && rank.adapter_info().device_type == wgpu::DeviceType::Cpu =>
-        {
-            GemmKernel::Cpu
-        }
-        GemmKernel::Auto
-            if rank.adapter_info().device_type != wgpu::DeviceType::Cpu
-                && m * n >= TILED_TILE * TILED_TILE =>
-        {
-            GemmKernel::Tiled
-        }
+        GemmKernel::Auto if cpu_adapter && small => GemmKernel::Simple,
+        GemmKernel::Auto if m <= gemm_skinny::MAX_ROWS => GemmKernel::Skinny,
+        GemmKernel::Auto if cpu_adapter && cpu_fits => GemmKernel::Cpu,
+        GemmKernel::Auto if !cpu_adapter && m * n >= TILED_TILE * TILED_TILE => GemmKernel::Tiled,
         GemmKernel::Tiled => GemmKernel::Tiled,
+        GemmKernel::Skinny => GemmKernel::Skinny,
         _ => GemmKernel::Simple,
+    };
+    (kernel, vec4)
+}
+
+/// Whether the skinny family takes its GPU shapes on `rank` (any adapter but a CPU one;
+/// the crate's tests also run them on CPU adapters, see `matmul/gpu_shapes.rs`).
+fn shaped_for_gpu(rank: &Rank) -> bool {
+    #[cfg(test)]
+    if gpu_shapes::forced() {
+        return true;
+    }
+    rank.adapter_info().device_type != wgpu::DeviceType::Cpu
+}
+
+/// How the lanes of a skinny product's workgroups split it (src/kernels/gemm_skinny.rs):
+/// so that adjacent lanes read adjacent weights on a GPU, and each lane walks its own run
+/// of them on a CPU adapter; along N (the order of an unsplit sum) under tp-invariant
+/// numerics.
+fn skinny_lanes(rank: &Rank, layout: WeightLayout) -> Lanes {
+    let gpu = shaped_for_gpu(rank);
+    match (rank.numerics(), layout, gpu) {
+        (Numerics::TpInvariant, _, _) => Lanes::AlongN,
+        (_, WeightLayout::OutIn, true) | (_, WeightLayout::InOut, false) => Lanes::AlongK,
+        _ => Lanes::AlongN,
     }
 }
 
+/// How many K chunks a skinny product of `m` rows over `n` columns and `k` inputs is
+/// split into, and the rows of K per chunk (a multiple of 4). One chunk under
+/// tp-invariant numerics (the bits of an unsplit sum) and whenever the output alone
+/// gives the device enough workgroups; otherwise enough chunks to fill it, each of at
+/// least [`Skinny::min_chunk`] rows, and with the partial sums within one buffer binding.
+pub(crate) fn skinny_chunks(
+    rank: &Rank,
+    v: Skinny,
+    layout: WeightLayout,
+    [m, n, k]: [usize; 3],
+) -> (usize, usize) {
+    let whole = (1, k.max(1));
+    if rank.numerics() == Numerics::TpInvariant || k == 0 {
+        return whole;
+    }
+    let groups = n.div_ceil(v.cols_per_workgroup(layout)).max(1);
+    // Workgroups that keep the device busy and balanced: dozens per core on a CPU
+    // adapter, a few thousand invocations' worth per multiprocessor on a GPU.
+    let target = if v.gpu {
+        SKINNY_GPU_WORKGROUPS
+    } else {
+        SKINNY_CPU_WORKGROUPS_PER_CORE * std::thread::available_parallelism().map_or(4, |c| c.get())
+    };
+    let l = rank.limits();
+    let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
+    let chunks = target
+        .div_ceil(groups)
+        .min(k / v.min_chunk())
+        .min(SKINNY_MAX_CHUNKS)
+        .min(l.max_compute_workgroups_per_dimension as usize)
+        .min(bytes / (m.max(1) * n.max(1) * 4).max(1));
+    if chunks <= 1 {
+        return whole;
+    }
+    let len = k.div_ceil(chunks).next_multiple_of(4);
+    (k.div_ceil(len), len)
+}
 /// `act(x[:, col0 + ks] · W[ks] + bias)` for `p`, with `col0 = p.cols.start`: the GEMM
 /// over K rows `ks` of the weight and the matching columns of `x`. Shapes are checked by
 /// [`Product::run`].
@@ -91,11 +170,13 @@ fn choose(rank: &Rank, m: usize, n: usize, x: [usize; 3], aligned: bool) -> Gemm
 /// Tensors over the device's buffer limits come in bands of rows (src/tensor.rs), and
 /// one dispatch covers at most `max_compute_workgroups_per_dimension` workgroups a side,
 /// so the product runs in blocks: rows of Y where a band of X meets a band of Y, cut to
-/// one dispatch; output columns cut to one dispatch and, for `OutIn` weights (whose rows
-/// are output columns), to one band of W; and for `InOut` weights (whose rows are k), one
-/// K block per band of W, each after the first adding onto Y's partial sums, with the
-/// bias and activation applied by the last. Each output element still sums its K
-/// products in increasing order from 0, so its bits are those of an unsplit product.
+/// one dispatch (to one row block for the skinny family); output columns cut to one
+/// dispatch and, for `OutIn` weights (whose rows are output columns), to one band of W;
+/// and for `InOut` weights (whose rows are k), one K block per band of W, each after the
+/// first adding onto Y's partial sums, with the bias and activation applied by the last.
+/// Each output element still sums its K products in increasing order from 0, so its bits
+/// are those of an unsplit product (the skinny family's split-K aside, which tp-invariant
+/// numerics turn off).
 fn matmul_window(
     p: &Product<'_>,
     ks: Range<usize>,
@@ -123,30 +204,42 @@ fn matmul_window(
     } else {
         k_blocks.iter().map(|(_, r)| r.start).collect()
     };
-    // Every K block's column offset into X must keep the CPU kernel's vec4 alignment, and
-    // in tp-invariant mode only kernels that sum by fma in increasing k may run (all but
-    // the CPU kernel's out-in entry).
-    let aligned = w_cuts.iter().all(|c| c.is_multiple_of(4))
-        && ks.start.is_multiple_of(4)
-        && !(out_in && rank.numerics() == Numerics::TpInvariant);
-    let kernel = choose(rank, m, n, [k, ldx, col0], aligned);
-    let (shader, entry, tile) = match kernel {
+    // Every K block's column offset into X must keep vec4 alignment.
+    let w_aligned = w_cuts.iter().all(|c| c.is_multiple_of(4)) && ks.start.is_multiple_of(4);
+    let (kernel, vec4) = choose(rank, m, n, [k, ldx, col0], w_aligned, layout);
+    let gpu = shaped_for_gpu(rank);
+    let skinny = Skinny::new(m, vec4, gpu, skinny_lanes(rank, layout));
+    // (shader, entry, columns and rows of Y per workgroup, rows per dispatch)
+    let (shader, entry, tile, row_step) = match kernel {
         GemmKernel::Cpu => {
             let entry = if out_in { "main_out_in" } else { "main_in_out" };
-            (Shader::GemmCpu, entry, [CPU_COLS, CPU_ROWS])
+            (Shader::GemmCpu, entry, [CPU_COLS, CPU_ROWS], CPU_ROWS * max)
         }
-        GemmKernel::Tiled if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE => {
-            (Shader::GemmTiledLarge, "main", [TILED_LARGE_TILE; 2])
+        GemmKernel::Skinny => {
+            let entry = if out_in { "main_out_in" } else { "main_in_out" };
+            let tile = [skinny.cols_per_workgroup(layout), skinny.rows];
+            (Shader::GemmSkinny(skinny), entry, tile, skinny.rows)
         }
-        GemmKernel::Tiled => (Shader::GemmTiled, "main", [TILED_TILE; 2]),
-        _ => (Shader::GemmSimple, "main", [SIMPLE_TILE; 2]),
+        GemmKernel::Tiled if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE => (
+            Shader::GemmTiledLarge,
+            "main",
+            [TILED_LARGE_TILE; 2],
+            TILED_LARGE_TILE * max,
+        ),
+        GemmKernel::Tiled => (Shader::GemmTiled, "main", [TILED_TILE; 2], TILED_TILE * max),
+        _ => (
+            Shader::GemmSimple,
+            "main",
+            [SIMPLE_TILE; 2],
+            SIMPLE_TILE * max,
+        ),
     };
-    let key = |last: bool| {
+    let key = |entry: &'static str, epilogue: bool| {
         let mut constants = vec![
-            ("HAS_BIAS", u32::from(bias.is_some() && last)),
-            ("ACT", if last { act.code() } else { 0 }),
+            ("HAS_BIAS", u32::from(bias.is_some() && epilogue)),
+            ("ACT", if epilogue { act.code() } else { 0 }),
         ];
-        if shader != Shader::GemmCpu {
+        if !matches!(shader, Shader::GemmCpu | Shader::GemmSkinny(_)) {
             constants.push(("W_OUT_IN", u32::from(out_in)));
         }
         PipelineKey {
@@ -155,7 +248,6 @@ fn matmul_window(
             constants,
         }
     };
-    let keys = [key(false), key(true)];
     // Output column blocks: within one dispatch, and inside one band of an OutIn W.
     let mut cuts: Vec<usize> = (0..n).step_by(tile[0] * max).chain([n]).collect();
     if out_in {
@@ -169,8 +261,8 @@ fn matmul_window(
             let Some(rows) = overlap(&yb.rows, &xb.rows) else {
                 continue;
             };
-            for r0 in rows.clone().step_by(tile[1] * max) {
-                let rr = r0..(r0 + tile[1] * max).min(rows.end);
+            for r0 in rows.clone().step_by(row_step) {
+                let rr = r0..(r0 + row_step).min(rows.end);
                 for cut in cuts.windows(2) {
                     let (n0, n1) = (cut[0], cut[1]);
                     for (i, (w_band, kr)) in k_blocks.iter().enumerate() {
@@ -195,13 +287,26 @@ fn matmul_window(
                             w_offset: w_offset as u32,
                             bias_offset: n0 as u32,
                             accumulate: u32::from(i > 0),
-                            _pad: 0,
+                            k_chunk: kr.len() as u32,
                         };
+                        let bufs = [xb.buffer(), w_buf, bias_buf, yb.buffer()];
+                        if kernel == GemmKernel::Skinny {
+                            let (chunks, len) =
+                                skinny_chunks(rank, skinny, layout, [rr.len(), n1 - n0, kr.len()]);
+                            let block = SkinnyBlock {
+                                params,
+                                chunks,
+                                len,
+                                grid_x: (n1 - n0).div_ceil(tile[0]),
+                            };
+                            block.run(op, rank, &bufs, &key(entry, last), &key("finish", last))?;
+                            continue;
+                        }
                         let grid = [(n1 - n0).div_ceil(tile[0]), rr.len().div_ceil(tile[1])];
                         rank.dispatch(
                             op,
-                            &keys[usize::from(last)],
-                            &[xb.buffer(), w_buf, bias_buf, yb.buffer()],
+                            &key(entry, last),
+                            &bufs,
                             &params,
                             grid.map(|g| g as u32),
                         )?;
@@ -211,6 +316,71 @@ fn matmul_window(
         }
     }
     Ok(y)
+}
+
+/// One dispatch block of a skinny product: `params` as for the other families, split into
+/// `chunks` K chunks of `len` rows.
+struct SkinnyBlock {
+    params: GemmParams,
+    chunks: usize,
+    len: usize,
+    grid_x: usize,
+}
+
+impl SkinnyBlock {
+    /// With one chunk, one dispatch of `main` over `bufs` (x, w, bias, y). Otherwise each
+    /// chunk's partial sums go to a scratch tensor `[chunks * m, n]` (no epilogue, never
+    /// accumulating), then `finish` adds them in chunk order into Y with the epilogue.
+    fn run(
+        &self,
+        op: &'static str,
+        rank: &Rank,
+        bufs: &[&wgpu::Buffer; 4],
+        main: &PipelineKey,
+        finish: &PipelineKey,
+    ) -> Result<()> {
+        let p = self.params;
+        if self.chunks == 1 {
+            return rank.dispatch(op, main, bufs, &p, [self.grid_x as u32, 1]);
+        }
+        let (m, n) = (p.m as usize, p.n as usize);
+        let scratch = Tensor::output(rank, [self.chunks * m, n], op)?;
+        let partial = GemmParams {
+            ldy: p.n,
+            y_offset: 0,
+            accumulate: 0,
+            k_chunk: self.len as u32,
+            ..p
+        };
+        let plain = PipelineKey {
+            constants: vec![("HAS_BIAS", 0), ("ACT", 0)],
+            ..main.clone()
+        };
+        let s = scratch.bands()[0].buffer();
+        rank.dispatch(
+            op,
+            &plain,
+            &[bufs[0], bufs[1], bufs[2], s],
+            &partial,
+            [self.grid_x as u32, self.chunks as u32],
+        )?;
+        let sum = GemmParams {
+            k: self.chunks as u32,
+            x_offset: 0,
+            ..p
+        };
+        let units = n / if main_is_vec4(main) { 4 } else { 1 };
+        let max = rank.limits().max_compute_workgroups_per_dimension.max(1);
+        let grid = [
+            units.div_ceil(gemm_skinny::FINISH_LANES) as u32,
+            (m as u32).min(max),
+        ];
+        rank.dispatch(op, finish, &[s, bufs[1], bufs[2], bufs[3]], &sum, grid)
+    }
+}
+
+fn main_is_vec4(key: &PipelineKey) -> bool {
+    matches!(key.shader, Shader::GemmSkinny(v) if v.vec4)
 }
 
 /// `act(x · W + bias)` on one rank, `x: [m, k]`, `W` stored per `layout` for `k` inputs

@@ -1,0 +1,74 @@
+// GEMM for few rows of X (decode steps), with split-K and a fused epilogue:
+// Y = act(X . W + bias). Requires activation.wgsl and gemm_params.wgsl prepended, and the
+// generated part appended (src/kernels/gemm_skinny.rs: the unit type T, f32 or vec4<f32>,
+// its WIDTH in columns, ZERO, activate_t, the row block ROWS and the entry points).
+//
+// Bindings (array<T>, row-major, each a band of rows of a tensor; offsets and leading
+// dimensions in f32 elements as gemm_params.wgsl describes them, all multiples of WIDTH,
+// as are N and every K chunk, which src/ops/matmul.rs checks):
+//   0: x     storage, read       main entries: X, row m from unit (x_offset + m ldx) / WIDTH;
+//                                finish: the partial sums, [chunks * M, N] row-major
+//   1: w     storage, read       [in, out] (main_in_out) or [out, in] (main_out_in) at
+//                                w_offset, leading dimension ldw; unused by finish
+//   2: bias  storage, read       unit c at bias_offset / WIDTH + c; read only when HAS_BIAS
+//   3: y     storage, read_write main entries: Y, or the partial sums when K is split
+//                                (chunk s, row m from unit (y_offset + (s M + m) ldy) / WIDTH);
+//                                finish: Y
+//   4: p     uniform Params      main entries: K chunk of workgroup row s is
+//                                [s k_chunk, min((s + 1) k_chunk, K)); finish: p.k is the
+//                                number of chunks to add
+//
+// Dispatch: main entries, workgroups (ceil(N / columns per workgroup), chunks, 1), every
+// invocation a ROWS x (units per lane) block of Y over its K chunk (src/kernels/gemm_skinny.rs
+// gives the sizes); finish, workgroups (ceil(N / WIDTH / 64), M, 1) of 64.
+//
+// Accumulation: fma in increasing k from 0, or from Y's stored value when p.accumulate != 0
+// (one chunk only; src/ops/matmul.rs never asks it of a split product), so one chunk gives
+// the bits of gemm_simple.wgsl. finish adds the chunks' sums in increasing chunk order,
+// starting from Y's stored value when p.accumulate != 0, then the bias and activation.
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> w: array<T>;
+@group(0) @binding(2) var<storage, read> bias: array<T>;
+@group(0) @binding(3) var<storage, read_write> y: array<T>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// The starting value of the accumulator of row `row` (clamped to the last one), unit `c`.
+fn start(row: u32, c: u32) -> T {
+    if (p.accumulate != 0u) {
+        return y[(p.y_offset + min(row, p.m - 1u) * p.ldy) / WIDTH + c];
+    }
+    return ZERO;
+}
+
+// Stores row `row`, unit `c` of chunk `chunk`'s result, with the epilogue, when both are
+// inside Y.
+fn store(row: u32, c: u32, chunk: u32, v: T) {
+    if (row < p.m && c < p.n / WIDTH) {
+        var out = v;
+        if (HAS_BIAS) {
+            out = out + bias[p.bias_offset / WIDTH + c];
+        }
+        y[(p.y_offset + (chunk * p.m + row) * p.ldy) / WIDTH + c] = activate_t(out);
+    }
+}
+
+// Y's row `row`, unit `c` from the p.k chunks' partial sums in x.
+fn finish_unit(row: u32, c: u32) {
+    let nt = p.n / WIDTH;
+    if (row >= p.m || c >= nt) {
+        return;
+    }
+    let at = (p.y_offset + row * p.ldy) / WIDTH + c;
+    var acc = x[row * nt + c];
+    if (p.accumulate != 0u) {
+        acc = y[at] + acc;
+    }
+    for (var s = 1u; s < p.k; s++) {
+        acc = acc + x[(s * p.m + row) * nt + c];
+    }
+    if (HAS_BIAS) {
+        acc = acc + bias[p.bias_offset / WIDTH + c];
+    }
+    y[at] = activate_t(acc);
+}
