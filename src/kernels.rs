@@ -124,12 +124,59 @@ pub(crate) struct PipelineKey {
     pub constants: Vec<(&'static str, u32)>,
 }
 
-/// One rank's shader modules, layouts and compiled pipelines, each made once.
+/// One rank's shader modules, layouts and compiled pipelines, each made once, and the
+/// uniform buffers of the parameters it has dispatched with.
 #[derive(Debug)]
 pub(crate) struct Kernels {
     layouts: Mutex<HashMap<Layout, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    uniforms: Mutex<Uniforms>,
+}
+
+/// Uniform buffers by content, each written once and never changed (so no submission
+/// can see another's parameters): a decode step dispatches the same parameters as the
+/// step before, and finds them here instead of allocating and writing a buffer.
+#[derive(Debug, Default)]
+struct Uniforms {
+    by_bytes: HashMap<Vec<u8>, (wgpu::Buffer, u64)>,
+    tick: u64,
+    /// Buffers made so far.
+    made: u64,
+}
+
+/// Uniform buffers kept per device (48 bytes of parameters each); when more are needed
+/// the half used longest ago is freed.
+const UNIFORMS_KEPT: usize = 4096;
+
+impl Uniforms {
+    /// The buffer holding `params`, made and written through `queue` on first use.
+    fn get(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, params: &[u8]) -> wgpu::Buffer {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((b, used)) = self.by_bytes.get_mut(params) {
+            *used = tick;
+            return b.clone();
+        }
+        if self.by_bytes.len() >= UNIFORMS_KEPT {
+            let mut ticks: Vec<u64> = self.by_bytes.values().map(|(_, t)| *t).collect();
+            ticks.sort_unstable();
+            let cut = ticks[ticks.len() / 2];
+            self.by_bytes.retain(|_, (_, t)| *t > cut);
+        }
+        // Written by the queue rather than mapped at creation: mapping panics inside wgpu
+        // on a lost device, and a write is an error.
+        self.made += 1;
+        let b = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-tp params"),
+            size: params.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        queue.write_buffer(&b, 0, params);
+        self.by_bytes.insert(params.to_vec(), (b.clone(), tick));
+        b
+    }
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -151,6 +198,7 @@ impl Kernels {
             layouts: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            uniforms: Mutex::new(Uniforms::default()),
         }
     }
 
@@ -237,12 +285,22 @@ impl Kernels {
         Ok(pipeline)
     }
 
+    /// Uniform buffers made so far.
+    pub(crate) fn uniforms_made(&self) -> u64 {
+        self.uniforms.lock().map_or(0, |u| u.made)
+    }
+
+    /// Forgets every kept uniform buffer: after a failed dispatch, whose uniform may be
+    /// one wgpu could not make.
+    pub(crate) fn forget_uniforms(&self) {
+        if let Ok(mut u) = self.uniforms.lock() {
+            u.by_bytes.clear();
+        }
+    }
+
     /// Encodes one dispatch of `key` over `buffers` (in binding order) and the uniform
-    /// `params` (the last binding, written through `queue` before the encoder's
-    /// submission runs) into `encoder`.
-    ///
-    /// The uniform is a plain buffer filled by `Queue::write_buffer`, never one mapped at
-    /// creation: mapping panics inside wgpu on a lost device, and a write is an error.
+    /// `params` (the last binding: a buffer kept per content, written through `queue` the
+    /// first time, before the encoder's submission runs) into `encoder`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
@@ -255,13 +313,11 @@ impl Kernels {
         workgroups: [u32; 2],
     ) -> Result<()> {
         let pipeline = self.pipeline(device, key)?;
-        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-tp params"),
-            size: params.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        queue.write_buffer(&uniform, 0, params);
+        let uniform = self
+            .uniforms
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(device, queue, params);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()

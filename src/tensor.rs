@@ -153,6 +153,7 @@ impl Tensor {
                 let buffer = match rank.buffer_pool().take(bytes) {
                     Some(b) => b,
                     None => rank.scoped(op, || {
+                        rank.note_buffer_made();
                         Ok(rank.device().create_buffer(&wgpu::BufferDescriptor {
                             label: Some("wgpu-tp tensor"),
                             size: bytes,

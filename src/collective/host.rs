@@ -141,7 +141,7 @@ fn sum_into(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
 
 /// [`sum_into`], split over the machine's threads when `out` is large.
 fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::rank::cores();
     if threads < 2 || out.len() < PARALLEL_ELEMENTS {
         return sum_into(out, parts, numerics);
     }
@@ -197,9 +197,8 @@ async fn finish_chunk(
     for out in outputs {
         let (buffer, offset) = locate(out, &chunk.rows);
         out.rank().scoped(op, || {
-            let data = bytemuck::cast_slice(&host[..len]);
-            out.rank().queue().write_buffer(buffer, offset, data);
-            Ok(())
+            out.rank()
+                .upload(buffer, offset, bytemuck::cast_slice(&host[..len]))
         })?;
     }
     Ok(())
@@ -228,11 +227,6 @@ async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     }
     while let Some(c) = pending.pop_front() {
         finish_chunk(op, inputs, c, &mut host, &outputs).await?;
-    }
-    // Flush the queued uploads now rather than at the ranks' next submission.
-    for out in &outputs {
-        let _gl = out.rank().gl();
-        out.rank().queue().submit([]);
     }
     give_host_chunk(host);
     Ok(outputs)

@@ -147,7 +147,7 @@ pub(crate) fn skinny_chunks(
     let target = if v.gpu {
         SKINNY_GPU_WORKGROUPS
     } else {
-        SKINNY_CPU_WORKGROUPS_PER_CORE * std::thread::available_parallelism().map_or(4, |c| c.get())
+        SKINNY_CPU_WORKGROUPS_PER_CORE * crate::rank::cores()
     };
     let l = rank.limits();
     let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;

@@ -30,6 +30,10 @@ pub(crate) struct DeviceCtx {
     pub(super) pool: Arc<BufferPool>,
     /// Read-back buffers (`COPY_DST | MAP_READ`) kept for reuse.
     pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
+    /// wgpu buffers made for tensors, staging and uploads so far.
+    pub(super) buffers_made: std::sync::atomic::AtomicU64,
+    /// Upload buffers (`MAP_WRITE | COPY_SRC`), mapped and ready, kept for reuse.
+    pub(super) uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
 }
 
 /// Whether a rank installs its uncaptured-error handler and device-lost callback on its
@@ -44,7 +48,7 @@ pub(crate) enum DeviceCallbacks {
     Leave,
 }
 
-/// Staging buffers kept per device; more are dropped when returned.
+/// Staging buffers (of each kind) kept per device; more are dropped when returned.
 pub(super) const STAGING_KEPT: usize = 16;
 
 impl DeviceCtx {
@@ -90,6 +94,8 @@ impl DeviceCtx {
             numerics,
             pool: Arc::new(BufferPool::new(cache_bytes, gl)),
             staging: Mutex::new(Vec::new()),
+            uploads: Arc::new(Mutex::new(Vec::new())),
+            buffers_made: Default::default(),
         })
     }
 }
@@ -100,6 +106,9 @@ impl Drop for DeviceCtx {
         self.pool.trim();
         if let Ok(mut staging) = self.staging.lock() {
             staging.clear();
+        }
+        if let Ok(mut uploads) = self.uploads.lock() {
+            uploads.clear();
         }
         // SAFETY: each field is taken once, here in `Drop`, and never used again.
         let (kernels, queue, device) = unsafe {

@@ -19,6 +19,13 @@ use crate::settings::{GemmKernel, Numerics};
 use wait::resolve;
 pub(crate) use wait::{block_on, signal, Signal};
 
+/// The threads this machine runs at once (`available_parallelism`, read once: it reads
+/// cgroup files on every call).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
 ///
@@ -121,6 +128,7 @@ impl Rank {
             Some(free.swap_remove(i))
         });
         reused.unwrap_or_else(|| {
+            self.note_buffer_made();
             self.inner
                 .dev
                 .device
@@ -131,6 +139,67 @@ impl Rank {
                     mapped_at_creation: false,
                 })
         })
+    }
+
+    /// Copies `data` into `target` at byte `offset` through a `MAP_WRITE | COPY_SRC`
+    /// buffer kept for reuse, and submits the copy: unlike `Queue::write_buffer`, which
+    /// stages every call in fresh memory, nothing is allocated once the device has one of
+    /// the size. The buffer is mapped again after the copy and comes back for the next
+    /// upload when the device is next polled. Call inside [`Rank::scoped`]; `data` and
+    /// `offset` are multiples of 4 bytes.
+    pub(crate) fn upload(&self, target: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+        let bytes = data.len() as u64;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let dev = &self.inner.dev;
+        let reused = dev.uploads.lock().ok().and_then(|mut free| {
+            let i = free
+                .iter()
+                .position(|b| b.size() >= bytes && b.size() <= bytes.saturating_mul(2))?;
+            Some(free.swap_remove(i))
+        });
+        let staging = reused.unwrap_or_else(|| {
+            self.note_buffer_made();
+            dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-tp upload"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            })
+        });
+        {
+            let mut view =
+                staging
+                    .slice(..bytes)
+                    .get_mapped_range_mut()
+                    .map_err(|e| Error::Map {
+                        op: "upload",
+                        rank: self.index(),
+                        message: e.to_string(),
+                    })?;
+            view.copy_from_slice(data);
+        }
+        staging.unmap();
+        let mut enc = dev
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpu-tp upload"),
+            });
+        enc.copy_buffer_to_buffer(&staging, 0, target, offset, bytes);
+        dev.queue.submit([enc.finish()]);
+        let free = Arc::clone(&dev.uploads);
+        let back = staging.clone();
+        staging.map_async(wgpu::MapMode::Write, .., move |mapped| {
+            if mapped.is_ok() {
+                if let Ok(mut free) = free.lock() {
+                    if free.len() < STAGING_KEPT {
+                        free.push(back);
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Returns an unmapped staging buffer for reuse.
@@ -152,6 +221,21 @@ impl Rank {
     /// How this rank's group associates its sums.
     pub fn numerics(&self) -> Numerics {
         self.inner.dev.numerics
+    }
+
+    /// How many wgpu buffers this rank's device has made for the crate so far: tensors
+    /// (the cache's misses), read-back and upload staging, kernel parameters. Once a
+    /// workload reaches its steady state (a decode step after the first, an all-reduce
+    /// after the first of its size) it stays put: each call then reuses what earlier calls
+    /// made. Shared by the logical ranks of one device.
+    pub fn buffers_made(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.inner.dev.buffers_made.load(Ordering::Relaxed) + self.kernels().uniforms_made()
+    }
+
+    pub(crate) fn note_buffer_made(&self) {
+        use std::sync::atomic::Ordering;
+        self.inner.dev.buffers_made.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes of free tensor buffers this rank's device keeps for reuse (shared by the
@@ -249,7 +333,7 @@ impl Rank {
         params: &P,
         grid: [u32; 2],
     ) -> Result<()> {
-        self.scoped(op, || {
+        let out = self.scoped(op, || {
             let (device, queue) = (self.device(), self.queue());
             let mut enc =
                 device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
@@ -258,7 +342,12 @@ impl Rank {
                 .dispatch(device, queue, &mut enc, key, buffers, bytes, grid)?;
             queue.submit([enc.finish()]);
             Ok(())
-        })
+        });
+        if out.is_err() {
+            let _gl = self.gl();
+            self.kernels().forget_uniforms();
+        }
+        out
     }
 
     /// Waits, at most `timeout` (`None`: no limit), for `submission` (or everything

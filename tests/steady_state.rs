@@ -1,0 +1,99 @@
+//! Decode-shaped work in its steady state makes no wgpu buffer: a small all-reduce after
+//! the first of its size, and a batch-1 MLP step after the first, reuse the tensors,
+//! staging, upload and parameter buffers earlier calls made (`Rank::buffers_made`), on
+//! both kinds of group and with both numerics, and still give the right sums.
+
+mod common;
+
+use common::LinearCase;
+use wgpu_tp::{
+    Activation, DistTensor, Group, Numerics, ParallelMlp, Placement, Tensor, WeightLayout,
+};
+
+/// A group of its own (the counts are per device: a group another test also uses would
+/// count that test's buffers too).
+fn own_group(tp: usize, shared: bool, numerics: Numerics) -> Option<Group> {
+    let b = Group::builder().numerics(numerics);
+    let b = if shared {
+        b.ranks_sharing_one_device(tp)
+    } else {
+        b.ranks_on_one_adapter(tp)
+    };
+    common::build(b, "steady state")
+}
+
+fn made(group: &Group) -> Vec<u64> {
+    group.ranks().iter().map(|r| r.buffers_made()).collect()
+}
+
+#[test]
+fn a_small_all_reduce_makes_no_buffer_after_the_first() {
+    let elems = 4096; // 16 KiB
+    for shared in [false, true] {
+        for tp in [2, 4] {
+            let Some(group) = own_group(tp, shared, Numerics::Fast) else {
+                return;
+            };
+            let locals = group
+                .ranks()
+                .iter()
+                .enumerate()
+                .map(|(r, rank)| Tensor::from_host(rank, &vec![r as f32 + 0.25; elems], [1, elems]))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let x = DistTensor::from_locals(&group, locals, Placement::Partial).unwrap();
+            let want: f32 = (0..tp).map(|r| r as f32 + 0.25).sum();
+            let step = || {
+                let y = x.all_reduce().unwrap();
+                for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
+                    assert!(
+                        v.iter().all(|&e| e == want),
+                        "tp {tp} shared {shared} rank {r}"
+                    );
+                }
+            };
+            // The first calls make the buffers; an upload's comes back once the device has
+            // been polled after its copy, by the next call's wait.
+            for _ in 0..3 {
+                step();
+            }
+            let before = made(&group);
+            for _ in 0..10 {
+                step();
+            }
+            assert_eq!(made(&group), before, "tp {tp} shared {shared}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_1_mlp_step_makes_no_buffer_after_the_first() {
+    let (hidden, ffn) = (256, 1024);
+    for numerics in [Numerics::Fast, Numerics::TpInvariant] {
+        for shared in [false, true] {
+            let Some(group) = own_group(4, shared, numerics) else {
+                return;
+            };
+            let c1 = LinearCase::new(41, (1, hidden, ffn), WeightLayout::InOut, true);
+            let c2 = LinearCase::new(42, (1, ffn, hidden), WeightLayout::InOut, true);
+            let mlp = ParallelMlp::from_full(
+                &group,
+                c1.host(hidden, ffn, WeightLayout::InOut),
+                c2.host(ffn, hidden, WeightLayout::InOut),
+                Activation::GeluTanh,
+            )
+            .unwrap();
+            let x = DistTensor::replicate(&group, &c1.x, [1, hidden]).unwrap();
+            let first = mlp.forward(&x).unwrap().to_host().unwrap();
+            for _ in 0..2 {
+                mlp.forward(&x).unwrap().to_host().unwrap();
+            }
+            let before = made(&group);
+            for i in 0..10 {
+                let y = mlp.forward(&x).unwrap().to_host().unwrap();
+                common::assert_same_bits(&first, &y, &format!("{numerics:?} step {i}"));
+            }
+            assert_eq!(made(&group), before, "{numerics:?} shared {shared}");
+        }
+    }
+}
