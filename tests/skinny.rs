@@ -14,10 +14,11 @@ use wgpu_tp::{
     WeightLayout,
 };
 
-/// (k, n): aligned and wide; aligned and narrow over a long K (split into chunks on every
-/// adapter); odd (single-column units) and split; odd and tiny (below the size where
-/// `Auto` takes the skinny family on a CPU adapter).
-const SHAPES: [(usize, usize); 4] = [(256, 384), (2048, 36), (1037, 67), (300, 5)];
+/// (k, n): aligned and wide (K not a multiple of 16: a sweep's last block is partial);
+/// aligned and narrow over a long K (split into chunks on every adapter); odd
+/// (single-column units) and split; odd and tiny (below the size where `Auto` takes the
+/// skinny family on a CPU adapter).
+const SHAPES: [(usize, usize); 4] = [(260, 384), (2048, 36), (1037, 67), (300, 5)];
 
 /// The products `Auto` runs as 32³ multiply-adds or more on a CPU adapter (smaller ones
 /// run the simple family, quicker to compile and as fast).

@@ -12,21 +12,28 @@
 //! bits) before the bias and activation. With one chunk the entry writes Y itself with the
 //! fused epilogue.
 //!
-//! The lanes of a workgroup split the work one of two ways ([`Lanes`]), whichever makes
-//! the weight loads cheap on the adapter: on a GPU lanes next to each other must read
-//! addresses next to each other (coalescing); on a CPU adapter each lane is a loop of
-//! scalar loads, fast when every lane walks its own run of memory in order:
+//! The lanes of a workgroup split the work one of three ways ([`Lanes`], chosen per
+//! adapter kind and weight layout by [`Skinny::mapping`]), whichever makes the weight
+//! loads cheap: on a GPU lanes next to each other must read addresses next to each other
+//! (coalescing); on a CPU adapter each lane's load is a loop of scalar loads, fast when
+//! every lane walks its own runs of memory in order, which the hardware prefetches:
 //! - [`Lanes::AlongN`]: each lane owns its own units (adjacent lanes, adjacent units) and
 //!   sums its whole K chunk by fma in increasing k: adjacent lanes read adjacent W in the
 //!   `[in, out]` layout (GPU) and each lane walks its own rows in the `[out, in]` layout
 //!   (CPU). With one chunk an element's bits are those of `gemm_simple.wgsl` (vec4 loads
 //!   of an `[out, in]` weight are transposed in registers, not reduced as dot products),
-//!   which tp-invariant numerics rely on.
-//! - [`Lanes::AlongK`]: the lanes share the workgroup's units and take turns over the K
-//!   steps (lane `l` the steps `l, l + lanes, ...`), then add their sums in lane order in
-//!   workgroup memory: adjacent lanes read adjacent W in the `[out, in]` layout (GPU) and
-//!   each lane walks its own rows in the `[in, out]` layout (CPU). A fixed order, so
-//!   deterministic, but not the order of an unsplit sum: never under tp-invariant numerics.
+//!   which tp-invariant numerics rely on: the `ordered` variants use this mapping for both
+//!   layouts.
+//! - [`Lanes::AlongK`] (GPU, `[out, in]`): the lanes share the workgroup's units and take
+//!   turns over the K steps (lane `l` the steps `l, l + lanes, ...`), so adjacent lanes
+//!   read adjacent W, then add their sums in lane order in workgroup memory.
+//! - [`Lanes::Sweep`] (CPU, `[in, out]`, at most 4 rows): each lane owns a block of
+//!   [`SWEEP_ROWS`] consecutive rows of K, keeps its rows of X in registers, and sweeps
+//!   the columns, reading its rows of W side by side in order and writing one partial sum
+//!   per column unit and K block; `finish` adds the blocks in order.
+//!
+//! The last two sum in a fixed order, so deterministically, but not in the order of an
+//! unsplit sum: never under tp-invariant numerics.
 //!
 //! [`GemmParams::k_chunk`]: crate::params::GemmParams
 
@@ -44,11 +51,21 @@ pub(crate) const FINISH_LANES: usize = 64;
 /// The row blocks compiled: the smallest that holds `m` rows runs.
 pub(crate) const ROW_BLOCKS: [usize; 3] = [1, 4, MAX_ROWS];
 
+/// Rows of K per lane of a [`Lanes::Sweep`] entry.
+pub(crate) const SWEEP_ROWS: usize = 16;
+
+/// Lanes per workgroup of a [`Lanes::Sweep`] entry (8 K blocks side by side).
+pub(crate) const SWEEP_LANES: usize = 8;
+
+/// The most output columns one workgroup of a sweep covers.
+pub(crate) const SWEEP_COLS: usize = 4096;
+
 /// How the lanes of a workgroup split a skinny product (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Lanes {
     AlongN,
     AlongK,
+    Sweep,
 }
 
 /// One compiled variant of the family.
@@ -62,18 +79,30 @@ pub(crate) struct Skinny {
     /// Shaped for a GPU (64 lanes) rather than a CPU adapter (8 lanes: one 256-bit SIMD
     /// vector on llvmpipe).
     pub gpu: bool,
-    pub lanes_along: Lanes,
+    /// Every element summed by fma in increasing k (lanes along N in both layouts), as
+    /// tp-invariant numerics need.
+    pub ordered: bool,
 }
 
 impl Skinny {
     /// The variant for `m` rows (the largest block for more).
-    pub(crate) fn new(m: usize, vec4: bool, gpu: bool, lanes_along: Lanes) -> Self {
+    pub(crate) fn new(m: usize, vec4: bool, gpu: bool, ordered: bool) -> Self {
         let rows = ROW_BLOCKS.into_iter().find(|&r| r >= m).unwrap_or(MAX_ROWS);
         Skinny {
             rows,
             vec4,
             gpu,
-            lanes_along,
+            ordered,
+        }
+    }
+
+    /// How the lanes split a product with weights in `layout` (see the module docs).
+    pub(crate) fn mapping(self, layout: WeightLayout) -> Lanes {
+        match (self.ordered, self.gpu, layout) {
+            (true, _, _) => Lanes::AlongN,
+            (false, true, WeightLayout::OutIn) => Lanes::AlongK,
+            (false, false, WeightLayout::InOut) if self.rows <= 4 => Lanes::Sweep,
+            _ => Lanes::AlongN,
         }
     }
 
@@ -84,12 +113,12 @@ impl Skinny {
         for rows in ROW_BLOCKS {
             for vec4 in [false, true] {
                 for gpu in [false, true] {
-                    for lanes_along in [Lanes::AlongN, Lanes::AlongK] {
+                    for ordered in [false, true] {
                         out.push(Skinny {
                             rows,
                             vec4,
                             gpu,
-                            lanes_along,
+                            ordered,
                         });
                     }
                 }
@@ -108,18 +137,19 @@ impl Skinny {
     }
 
     /// Units per lane ([`Lanes::AlongN`]) or per workgroup ([`Lanes::AlongK`]) for weights
-    /// in `layout`, at most 128 accumulators. On a CPU adapter a workgroup reads a run of
-    /// 1 KiB (scalar units) to 4 KiB (vec4) of each row of an `[in, out]` weight, and each
-    /// lane 4 rows of an `[out, in]` one a unit; on a GPU a lane holds 1 unit along N, and
-    /// along K the workgroup 4 (16 vec4 loads a step), whose sums across its 64 lanes take
-    /// at most 16 KiB of workgroup memory (WebGPU's minimum).
+    /// in `layout`, at most 128 accumulators. Along N on a CPU adapter a workgroup reads a
+    /// run of 1 KiB (scalar units) to 4 KiB (vec4) of each row of an `[in, out]` weight,
+    /// and each lane 4 rows of an `[out, in]` one a unit; on a GPU a lane holds 1 unit
+    /// along N, and along K the workgroup holds 4 (16 vec4 loads a step), whose sums
+    /// across its 64 lanes take at most 16 KiB of workgroup memory (WebGPU's minimum). A
+    /// sweep holds one unit at a time.
     pub(crate) fn units(self, layout: WeightLayout) -> usize {
-        match (self.lanes_along, self.gpu, layout) {
+        match (self.mapping(layout), self.gpu, layout) {
             (Lanes::AlongN, true, _) => 1,
             (Lanes::AlongN, false, WeightLayout::InOut) => (32 / self.rows).max(4),
             (Lanes::AlongN, false, WeightLayout::OutIn) => 4,
-            (Lanes::AlongK, false, WeightLayout::InOut) => (64 / self.rows).max(4),
             (Lanes::AlongK, _, _) => (4 / self.rows).max(1),
+            (Lanes::Sweep, _, _) => 1,
         }
     }
 
@@ -132,20 +162,23 @@ impl Skinny {
         }
     }
 
-    /// Output columns per workgroup of the main entry for `layout`.
+    /// Output columns per workgroup of the main entry for `layout` (a sweep's workgroups
+    /// share a dispatch's columns between them: at most this many a workgroup).
     pub(crate) fn cols_per_workgroup(self, layout: WeightLayout) -> usize {
-        match self.lanes_along {
+        match self.mapping(layout) {
             Lanes::AlongN => self.lanes() * self.units(layout) * self.width(),
             Lanes::AlongK => self.units(layout) * self.width(),
+            Lanes::Sweep => SWEEP_COLS,
         }
     }
 
     /// The fewest rows of K worth a chunk of their own: enough K steps for every lane
     /// (along K) and for the loop to dwarf the chunk's fixed costs.
-    pub(crate) fn min_chunk(self) -> usize {
-        match self.lanes_along {
+    pub(crate) fn min_chunk(self, layout: WeightLayout) -> usize {
+        match self.mapping(layout) {
             Lanes::AlongN => 128,
             Lanes::AlongK => (self.lanes() * self.width() * 8).max(128),
+            Lanes::Sweep => SWEEP_ROWS,
         }
     }
 
@@ -167,13 +200,8 @@ impl Skinny {
              fn activate_t(v: T) -> T {{\n    return {act};\n}}\n\n",
             w = self.width(),
         );
-        if self.lanes_along == Lanes::AlongK {
-            let block = [WeightLayout::InOut, WeightLayout::OutIn]
-                .map(|l| self.units(l))
-                .into_iter()
-                .max()
-                .unwrap_or(1)
-                * self.rows;
+        if self.mapping(WeightLayout::OutIn) == Lanes::AlongK {
+            let block = self.units(WeightLayout::OutIn) * self.rows;
             s += &format!(
                 "// Each lane's block of sums, lane-major, for the sum across lanes.\n\
                  var<workgroup> red: array<T, {}>;\n\n",
@@ -198,10 +226,10 @@ impl Skinny {
 
     /// Unit `j`'s offset from the lane's first (along N: adjacent lanes own adjacent
     /// units) or from the workgroup's first (along K).
-    fn unit_offset(self, j: usize) -> usize {
-        match self.lanes_along {
+    fn unit_offset(self, j: usize, mapping: Lanes) -> usize {
+        match mapping {
             Lanes::AlongN => j * self.lanes(),
-            Lanes::AlongK => j,
+            Lanes::AlongK | Lanes::Sweep => j,
         }
     }
 
@@ -209,8 +237,12 @@ impl Skinny {
     fn entry(self, name: &str, layout: WeightLayout) -> String {
         const I1: &str = "    ";
         const I2: &str = "        ";
+        let mapping = self.mapping(layout);
+        if mapping == Lanes::Sweep {
+            return self.sweep_entry(name);
+        }
         let (rows, units, lanes) = (self.rows, self.units(layout), self.lanes());
-        let along_k = self.lanes_along == Lanes::AlongK;
+        let along_k = mapping == Lanes::AlongK;
         let (first, step0, step) = if along_k {
             (format!("wid.x * {units}u"), "lid.x", format!("{lanes}u"))
         } else {
@@ -233,7 +265,7 @@ impl Skinny {
         for j in 0..units {
             s += &format!(
                 "{I1}let c{j} = min(first + {}u, nt - 1u);\n",
-                self.unit_offset(j)
+                self.unit_offset(j, mapping)
             );
         }
         for i in 0..rows {
@@ -253,11 +285,7 @@ impl Skinny {
                 .collect();
             s += &format!("{I1}{}\n", line.join(" "));
         }
-        if along_k && layout == WeightLayout::InOut {
-            s += &self.row_steps(units);
-        } else {
-            s += &self.quad_steps(layout, units, step0, &step);
-        }
+        s += &self.quad_steps(layout, units, step0, &step);
         if along_k {
             let block = rows * units;
             for i in 0..rows {
@@ -286,7 +314,7 @@ impl Skinny {
                 for j in 0..units {
                     s += &format!(
                         "{I1}store({i}u, first + {}u, chunk, a{i}_{j});\n",
-                        self.unit_offset(j)
+                        self.unit_offset(j, mapping)
                     );
                 }
             }
@@ -349,30 +377,69 @@ impl Skinny {
         s
     }
 
-    /// The K loop of an along-K main entry for `[in, out]` weights, one row of W a step:
-    /// lane `l` the rows `k0 + l, k0 + l + lanes, ...`, each read as one run of the
-    /// workgroup's units (on a CPU adapter, each lane walks its own runs of memory).
-    fn row_steps(self, units: usize) -> String {
+    /// The sweep entry for `[in, out]` weights (see [`Lanes::Sweep`]): lane `l` of
+    /// workgroup `(x, y)` owns K block `8 y + l`, rows `[b k_chunk, (b + 1) k_chunk)` of
+    /// the dispatch's K, and sweeps the units `[x span, (x + 1) span)` with `span` the
+    /// dispatch's units over its workgroups along x; for each unit it sums its rows by fma
+    /// in increasing k (rows past K clamped and left out) and stores the partial sum as
+    /// chunk `b`.
+    fn sweep_entry(self, name: &str) -> String {
         const I1: &str = "    ";
         const I2: &str = "        ";
-        let lanes = self.lanes();
-        let mut s = format!("{I1}for (var k = k0 + lid.x; k < k1; k += {lanes}u) {{\n");
-        s += &format!("{I2}let wr = (p.w_offset + k * p.ldw) / WIDTH;\n");
-        for j in 0..units {
-            s += &format!("{I2}let b{j}_0 = w[wr + c{j}];\n");
+        let (rows, kb) = (self.rows, SWEEP_ROWS);
+        let mut s = format!(
+            "@compute @workgroup_size({SWEEP_LANES}, 1, 1)\nfn {name}(\n\
+             {I1}@builtin(local_invocation_id) lid: vec3<u32>,\n\
+             {I1}@builtin(workgroup_id) wid: vec3<u32>,\n\
+             {I1}@builtin(num_workgroups) groups: vec3<u32>,\n) {{\n\
+             {I1}let nt = p.n / WIDTH;\n\
+             {I1}let block = wid.y * {SWEEP_LANES}u + lid.x;\n\
+             {I1}let k0 = block * p.k_chunk;\n\
+             {I1}if (k0 >= p.k) {{\n{I2}return;\n{I1}}}\n\
+             {I1}let k1 = min(k0 + p.k_chunk, p.k);\n\
+             {I1}let span = (nt + groups.x - 1u) / groups.x;\n\
+             {I1}let c0 = wid.x * span;\n\
+             {I1}let c1 = min(c0 + span, nt);\n"
+        );
+        for r in 0..kb {
+            s += &format!(
+                "{I1}let w{r} = (p.w_offset + min(k0 + {r}u, k1 - 1u) * p.ldw) / WIDTH; \
+                 let in{r} = k0 + {r}u < k1;\n"
+            );
         }
-        for i in 0..self.rows {
-            let xv = if self.vec4 {
-                format!("x[x{i} + k / 4u][k % 4u]")
+        for i in 0..rows {
+            s += &format!("{I1}let x{i} = p.x_offset + min({i}u, p.m - 1u) * p.ldx;\n");
+            if self.vec4 {
+                // k0 and k1 are multiples of 4: quads lie wholly inside or outside K.
+                for q in 0..kb / 4 {
+                    s += &format!(
+                        "{I1}let q{i}_{q} = x[(x{i} + min(k0 + {}u, k1 - 4u)) / 4u];\n",
+                        4 * q
+                    );
+                    for (u, c) in "xyzw".chars().enumerate() {
+                        s += &format!("{I1}let v{i}_{} = T(q{i}_{q}.{c});\n", 4 * q + u);
+                    }
+                }
             } else {
-                format!("x[x{i} + k]")
-            };
-            s += &format!("{I2}let v{i} = T({xv});\n");
-            for j in 0..units {
-                s += &format!("{I2}a{i}_{j} = fma(v{i}, b{j}_0, a{i}_{j});\n");
+                for r in 0..kb {
+                    s += &format!("{I1}let v{i}_{r} = T(x[x{i} + min(k0 + {r}u, k1 - 1u)]);\n");
+                }
             }
         }
-        s += &format!("{I1}}}\n");
+        s += &format!("{I1}for (var c = c0; c < c1; c++) {{\n");
+        for i in 0..rows {
+            s += &format!("{I2}var a{i}_0 = ZERO;\n");
+        }
+        for r in 0..kb {
+            s += &format!("{I2}let b{r} = w[w{r} + c];\n");
+            for i in 0..rows {
+                s += &format!("{I2}a{i}_0 = select(a{i}_0, fma(v{i}_{r}, b{r}, a{i}_0), in{r});\n");
+            }
+        }
+        for i in 0..rows {
+            s += &format!("{I2}store({i}u, c, block, a{i}_0);\n");
+        }
+        s += &format!("{I1}}}\n}}\n");
         s
     }
 }
@@ -387,21 +454,27 @@ mod tests {
     fn every_accumulator_is_declared_updated_and_kept_once_per_entry() {
         for v in Skinny::all() {
             let src = v.source();
-            let units = [WeightLayout::InOut, WeightLayout::OutIn].map(|l| v.units(l));
-            for i in 0..v.rows + 1 {
-                for j in 0..units[0].max(units[1]) + 1 {
-                    // Once per entry that has it.
-                    let want = units.iter().filter(|&&u| i < v.rows && j < u).count();
-                    let kept = match v.lanes_along {
-                        Lanes::AlongN => format!("chunk, a{i}_{j});"),
-                        Lanes::AlongK => format!("] = a{i}_{j};"),
-                    };
-                    for pattern in [
-                        format!("var a{i}_{j} = "),
-                        format!("        a{i}_{j} = "),
-                        kept,
-                    ] {
-                        assert_eq!(src.matches(&pattern).count(), want, "{v:?} {pattern}");
+            let (in_out, out_in) = src.split_once("fn main_out_in(").expect("both entries");
+            for (layout, text) in [(WeightLayout::InOut, in_out), (WeightLayout::OutIn, out_in)] {
+                let text = text.split("fn finish(").next().unwrap_or(text);
+                let kept = match v.mapping(layout) {
+                    // tests::every_sweep_row_and_accumulator_is_used
+                    Lanes::Sweep => continue,
+                    Lanes::AlongK => ("] = a", ";"),
+                    Lanes::AlongN => ("chunk, a", ");"),
+                };
+                let units = v.units(layout);
+                for i in 0..v.rows + 1 {
+                    for j in 0..units + 1 {
+                        let want = usize::from(i < v.rows && j < units);
+                        for pattern in [
+                            format!("var a{i}_{j} = "),
+                            format!("        a{i}_{j} = "),
+                            format!("{}{i}_{j}{}", kept.0, kept.1),
+                        ] {
+                            let got = text.matches(&pattern).count();
+                            assert_eq!(got, want, "{v:?} {layout:?} {pattern}");
+                        }
                     }
                 }
             }
@@ -410,7 +483,7 @@ mod tests {
 
     #[test]
     fn the_smallest_block_holding_the_rows_runs() {
-        let rows = |m| Skinny::new(m, true, false, Lanes::AlongN).rows;
+        let rows = |m| Skinny::new(m, true, false, false).rows;
         assert_eq!(
             [rows(1), rows(2), rows(4), rows(5), rows(16), rows(17)],
             [1, 4, 4, 16, 16, 16]
@@ -424,11 +497,35 @@ mod tests {
             for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                 let bytes = v.lanes() * v.rows * v.units(layout) * v.width() * 4;
                 assert!(
-                    v.lanes_along == Lanes::AlongN || bytes <= 16384,
+                    v.mapping(layout) != Lanes::AlongK || bytes <= 16384,
                     "{v:?}: {bytes}"
                 );
                 assert!(v.rows * v.units(layout) <= 128, "{v:?}");
             }
+        }
+    }
+
+    /// A sweep entry reads every one of its rows of W and of X, updates each row's
+    /// accumulator once per row of K, and stores each.
+    #[test]
+    fn every_sweep_row_and_accumulator_is_used() {
+        for v in Skinny::all() {
+            if v.mapping(WeightLayout::InOut) != Lanes::Sweep {
+                continue;
+            }
+            let src = v.source();
+            for r in 0..SWEEP_ROWS {
+                assert_eq!(src.matches(&format!("let b{r} = w[w{r} + c];")).count(), 1);
+                for i in 0..v.rows {
+                    let update = format!("fma(v{i}_{r}, b{r}, a{i}_0), in{r})");
+                    assert_eq!(src.matches(&update).count(), 1, "{v:?} {update}");
+                }
+            }
+            for i in 0..v.rows {
+                let store = format!("store({i}u, c, block, a{i}_0);");
+                assert_eq!(src.matches(&store).count(), 1, "{v:?}");
+            }
+            assert!(!src.contains(&format!("a{}_0", v.rows)), "{v:?}");
         }
     }
 }

@@ -113,17 +113,34 @@ fn shaped_for_gpu(rank: &Rank) -> bool {
     rank.adapter_info().device_type != wgpu::DeviceType::Cpu
 }
 
-/// How the lanes of a skinny product's workgroups split it (src/kernels/gemm_skinny.rs):
-/// so that adjacent lanes read adjacent weights on a GPU, and each lane walks its own run
-/// of them on a CPU adapter; along N (the order of an unsplit sum) under tp-invariant
-/// numerics.
-fn skinny_lanes(rank: &Rank, layout: WeightLayout) -> Lanes {
+/// The skinny variant for an `[m, k] · [k, n]` product in `layout` on `rank`: ordered
+/// (every element summed by fma in increasing k) under tp-invariant numerics, and where
+/// a sweep's partial sums (one per 16 rows of K) would not fit one buffer binding or its
+/// K blocks one dispatch; otherwise the fast mapping for the adapter kind.
+fn skinny_variant(rank: &Rank, [m, n, k]: [usize; 3], vec4: bool, layout: WeightLayout) -> Skinny {
     let gpu = shaped_for_gpu(rank);
-    match (rank.numerics(), layout, gpu) {
-        (Numerics::TpInvariant, _, _) => Lanes::AlongN,
-        (_, WeightLayout::OutIn, true) | (_, WeightLayout::InOut, false) => Lanes::AlongK,
-        _ => Lanes::AlongN,
+    let fast = Skinny::new(m, vec4, gpu, false);
+    if rank.numerics() == Numerics::TpInvariant {
+        return Skinny {
+            ordered: true,
+            ..fast
+        };
     }
+    if fast.mapping(layout) == Lanes::Sweep {
+        let l = rank.limits();
+        let blocks = k.div_ceil(gemm_skinny::SWEEP_ROWS);
+        let bytes = (blocks * m.min(fast.rows) * n * 4) as u64;
+        let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES) as u64;
+        if bytes > l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+            || groups > u64::from(l.max_compute_workgroups_per_dimension)
+        {
+            return Skinny {
+                ordered: true,
+                ..fast
+            };
+        }
+    }
+    fast
 }
 
 /// How many K chunks a skinny product of `m` rows over `n` columns and `k` inputs is
@@ -151,9 +168,15 @@ pub(crate) fn skinny_chunks(
     };
     let l = rank.limits();
     let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
+    if v.mapping(layout) == Lanes::Sweep {
+        // One chunk per K block of a lane, whatever the target (skinny_variant checked
+        // that they fit).
+        let len = gemm_skinny::SWEEP_ROWS;
+        return (k.div_ceil(len).max(1), len);
+    }
     let chunks = target
         .div_ceil(groups)
-        .min(k / v.min_chunk())
+        .min(k / v.min_chunk(layout))
         .min(SKINNY_MAX_CHUNKS)
         .min(l.max_compute_workgroups_per_dimension as usize)
         .min(bytes / (m.max(1) * n.max(1) * 4).max(1));
@@ -207,8 +230,7 @@ fn matmul_window(
     // Every K block's column offset into X must keep vec4 alignment.
     let w_aligned = w_cuts.iter().all(|c| c.is_multiple_of(4)) && ks.start.is_multiple_of(4);
     let (kernel, vec4) = choose(rank, m, n, [k, ldx, col0], w_aligned, layout);
-    let gpu = shaped_for_gpu(rank);
-    let skinny = Skinny::new(m, vec4, gpu, skinny_lanes(rank, layout));
+    let skinny = skinny_variant(rank, [m, n, k], vec4, layout);
     // (shader, entry, columns and rows of Y per workgroup, rows per dispatch)
     let (shader, entry, tile, row_step) = match kernel {
         GemmKernel::Cpu => {
@@ -291,13 +313,19 @@ fn matmul_window(
                         };
                         let bufs = [xb.buffer(), w_buf, bias_buf, yb.buffer()];
                         if kernel == GemmKernel::Skinny {
-                            let (chunks, len) =
-                                skinny_chunks(rank, skinny, layout, [rr.len(), n1 - n0, kr.len()]);
+                            let shape = [rr.len(), n1 - n0, kr.len()];
+                            let (chunks, len) = skinny_chunks(rank, skinny, layout, shape);
+                            let sweep = skinny.mapping(layout) == Lanes::Sweep;
                             let block = SkinnyBlock {
                                 params,
                                 chunks,
                                 len,
-                                grid_x: (n1 - n0).div_ceil(tile[0]),
+                                grid: if sweep {
+                                    sweep_grid(rank, skinny, n1 - n0, chunks)
+                                } else {
+                                    [(n1 - n0).div_ceil(tile[0]), chunks]
+                                },
+                                split: sweep || chunks > 1,
                             };
                             block.run(op, rank, &bufs, &key(entry, last), &key("finish", last))?;
                             continue;
@@ -324,12 +352,31 @@ struct SkinnyBlock {
     params: GemmParams,
     chunks: usize,
     len: usize,
-    grid_x: usize,
+    /// The main entry's workgroups.
+    grid: [usize; 2],
+    /// Partial sums through a scratch tensor and `finish` (more than one chunk, or a
+    /// sweep, which always writes partial sums).
+    split: bool,
+}
+
+/// A sweep's workgroups over `n` columns and `blocks` K blocks: the K blocks 8 to a
+/// workgroup, and the columns shared by enough workgroups to give each core dozens,
+/// each sweeping at least 16 column units.
+fn sweep_grid(rank: &Rank, v: Skinny, n: usize, blocks: usize) -> [usize; 2] {
+    let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES);
+    let target = SKINNY_CPU_WORKGROUPS_PER_CORE * crate::rank::cores();
+    let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    let units = n / v.width();
+    let x = target
+        .div_ceil(groups)
+        .min(units.div_ceil(16))
+        .clamp(1, max);
+    [x, groups]
 }
 
 impl SkinnyBlock {
-    /// With one chunk, one dispatch of `main` over `bufs` (x, w, bias, y). Otherwise each
-    /// chunk's partial sums go to a scratch tensor `[chunks * m, n]` (no epilogue, never
+    /// Unsplit, one dispatch of `main` over `bufs` (x, w, bias, y). Otherwise each chunk's
+    /// partial sums go to a scratch tensor `[chunks * m, n]` (no epilogue, never
     /// accumulating), then `finish` adds them in chunk order into Y with the epilogue.
     fn run(
         &self,
@@ -340,8 +387,9 @@ impl SkinnyBlock {
         finish: &PipelineKey,
     ) -> Result<()> {
         let p = self.params;
-        if self.chunks == 1 {
-            return rank.dispatch(op, main, bufs, &p, [self.grid_x as u32, 1]);
+        let grid = self.grid.map(|g| g as u32);
+        if !self.split {
+            return rank.dispatch(op, main, bufs, &p, grid);
         }
         let (m, n) = (p.m as usize, p.n as usize);
         let scratch = Tensor::output(rank, [self.chunks * m, n], op)?;
@@ -357,13 +405,7 @@ impl SkinnyBlock {
             ..main.clone()
         };
         let s = scratch.bands()[0].buffer();
-        rank.dispatch(
-            op,
-            &plain,
-            &[bufs[0], bufs[1], bufs[2], s],
-            &partial,
-            [self.grid_x as u32, self.chunks as u32],
-        )?;
+        rank.dispatch(op, &plain, &[bufs[0], bufs[1], bufs[2], s], &partial, grid)?;
         let sum = GemmParams {
             k: self.chunks as u32,
             x_offset: 0,
