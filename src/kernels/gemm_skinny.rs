@@ -426,20 +426,39 @@ impl Skinny {
                 }
             }
         }
-        s += &format!("{I1}for (var c = c0; c < c1; c++) {{\n");
-        for i in 0..rows {
-            s += &format!("{I2}var a{i}_0 = ZERO;\n");
+        // A whole block (all but maybe the last) needs no check of its rows.
+        s += &format!("{I1}if (k1 - k0 == {kb}u) {{\n");
+        s += &self.sweep_loop(false);
+        s += &format!("{I1}}} else {{\n");
+        s += &self.sweep_loop(true);
+        s += &format!("{I1}}}\n}}\n");
+        s
+    }
+
+    /// A sweep's loop over its column units, leaving out rows past K when `checked`.
+    fn sweep_loop(self, checked: bool) -> String {
+        const I2: &str = "        ";
+        const I3: &str = "            ";
+        let mut s = format!("{I2}for (var c = c0; c < c1; c++) {{\n");
+        for i in 0..self.rows {
+            s += &format!("{I3}var a{i}_0 = ZERO;\n");
         }
-        for r in 0..kb {
-            s += &format!("{I2}let b{r} = w[w{r} + c];\n");
-            for i in 0..rows {
-                s += &format!("{I2}a{i}_0 = select(a{i}_0, fma(v{i}_{r}, b{r}, a{i}_0), in{r});\n");
+        for r in 0..SWEEP_ROWS {
+            s += &format!("{I3}let b{r} = w[w{r} + c];\n");
+            for i in 0..self.rows {
+                let update = format!("fma(v{i}_{r}, b{r}, a{i}_0)");
+                let update = if checked {
+                    format!("select(a{i}_0, {update}, in{r})")
+                } else {
+                    update
+                };
+                s += &format!("{I3}a{i}_0 = {update};\n");
             }
         }
-        for i in 0..rows {
-            s += &format!("{I2}store({i}u, c, block, a{i}_0);\n");
+        for i in 0..self.rows {
+            s += &format!("{I3}store({i}u, c, block, a{i}_0);\n");
         }
-        s += &format!("{I1}}}\n}}\n");
+        s += &format!("{I2}}}\n");
         s
     }
 }
@@ -514,16 +533,19 @@ mod tests {
                 continue;
             }
             let src = v.source();
+            // Twice each: the loop for whole blocks and the checked one.
             for r in 0..SWEEP_ROWS {
-                assert_eq!(src.matches(&format!("let b{r} = w[w{r} + c];")).count(), 1);
+                assert_eq!(src.matches(&format!("let b{r} = w[w{r} + c];")).count(), 2);
                 for i in 0..v.rows {
-                    let update = format!("fma(v{i}_{r}, b{r}, a{i}_0), in{r})");
+                    let update = format!("a{i}_0 = fma(v{i}_{r}, b{r}, a{i}_0);");
                     assert_eq!(src.matches(&update).count(), 1, "{v:?} {update}");
+                    let checked = format!("fma(v{i}_{r}, b{r}, a{i}_0), in{r})");
+                    assert_eq!(src.matches(&checked).count(), 1, "{v:?} {checked}");
                 }
             }
             for i in 0..v.rows {
                 let store = format!("store({i}u, c, block, a{i}_0);");
-                assert_eq!(src.matches(&store).count(), 1, "{v:?}");
+                assert_eq!(src.matches(&store).count(), 2, "{v:?}");
             }
             assert!(!src.contains(&format!("a{}_0", v.rows)), "{v:?}");
         }
