@@ -26,7 +26,7 @@ use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
 use crate::kernels::{gemm_cpu, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
-use crate::rank::Rank;
+use crate::rank::{Dispatch, Rank};
 use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::tensor::{Band, Tensor};
 
@@ -52,6 +52,11 @@ const SKINNY_MAX_CHUNKS: usize = 64;
 /// thread per core). Measured on lavapipe (2 cores, [1, 4096] x [4096, 4096]): 16
 /// workgroups of 4096 rows 10.6 ms, 64 of 1024 rows 9.2 ms.
 const SKINNY_CPU_WORKGROUPS_PER_CORE: usize = 32;
+/// Workgroups a sweep aims for per core of a CPU adapter. Measured on lavapipe (2 cores,
+/// the batch-1 MLP 1024 -> 4096 -> 1024 at tp 4, its shards [1024, 1024]): 4 or 8 a
+/// core 3.3 ms, 32 a core (more, shorter sweeps) 4.1 ms; [1, 4096] x [4096, 4096] the
+/// same (its K blocks alone give 32 workgroups).
+const SWEEP_WORKGROUPS_PER_CORE: usize = 4;
 /// Workgroups (of 64 invocations) a skinny product aims for on a GPU.
 const SKINNY_GPU_WORKGROUPS: usize = 1024;
 
@@ -360,11 +365,12 @@ struct SkinnyBlock {
 }
 
 /// A sweep's workgroups over `n` columns and `blocks` K blocks: the K blocks 8 to a
-/// workgroup, and the columns shared by enough workgroups to give each core dozens,
-/// each sweeping at least 16 column units.
+/// workgroup, and the columns split only as far as giving each core a few workgroups
+/// needs (a sweep is fastest over long runs of columns), each sweeping at least 16 column
+/// units.
 fn sweep_grid(rank: &Rank, v: Skinny, n: usize, blocks: usize) -> [usize; 2] {
     let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES);
-    let target = SKINNY_CPU_WORKGROUPS_PER_CORE * crate::rank::cores();
+    let target = SWEEP_WORKGROUPS_PER_CORE * crate::rank::cores();
     let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
     let units = n / v.width();
     let x = target
@@ -405,7 +411,6 @@ impl SkinnyBlock {
             ..main.clone()
         };
         let s = scratch.bands()[0].buffer();
-        rank.dispatch(op, &plain, &[bufs[0], bufs[1], bufs[2], s], &partial, grid)?;
         let sum = GemmParams {
             k: self.chunks as u32,
             x_offset: 0,
@@ -413,11 +418,28 @@ impl SkinnyBlock {
         };
         let units = n / if main_is_vec4(main) { 4 } else { 1 };
         let max = rank.limits().max_compute_workgroups_per_dimension.max(1);
-        let grid = [
+        let finish_grid = [
             units.div_ceil(gemm_skinny::FINISH_LANES) as u32,
             (m as u32).min(max),
         ];
-        rank.dispatch(op, finish, &[s, bufs[1], bufs[2], bufs[3]], &sum, grid)
+        // One submission for both: the finish reads what the chunks wrote.
+        rank.dispatch_all(
+            op,
+            &[
+                Dispatch {
+                    key: &plain,
+                    buffers: &[bufs[0], bufs[1], bufs[2], s],
+                    params: bytemuck::bytes_of(&partial),
+                    grid,
+                },
+                Dispatch {
+                    key: finish,
+                    buffers: &[s, bufs[1], bufs[2], bufs[3]],
+                    params: bytemuck::bytes_of(&sum),
+                    grid: finish_grid,
+                },
+            ],
+        )
     }
 }
 

@@ -26,6 +26,15 @@ pub(crate) fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// One kernel dispatch for [`Rank::dispatch_all`]: `key` over `buffers` (in binding
+/// order) with the uniform `params` (a `Pod` struct's bytes), on `grid` workgroups.
+pub(crate) struct Dispatch<'a> {
+    pub key: &'a PipelineKey,
+    pub buffers: &'a [&'a wgpu::Buffer],
+    pub params: &'a [u8],
+    pub grid: [u32; 2],
+}
+
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
 ///
@@ -333,13 +342,29 @@ impl Rank {
         params: &P,
         grid: [u32; 2],
     ) -> Result<()> {
+        self.dispatch_all(
+            op,
+            &[Dispatch {
+                key,
+                buffers,
+                params: bytemuck::bytes_of(params),
+                grid,
+            }],
+        )
+    }
+
+    /// Encodes `steps` in order into one command buffer and submits it (one submission:
+    /// on llvmpipe each wakes the queue's thread), inside this rank's error scopes; waits
+    /// for nothing. A step reads what the steps before it wrote.
+    pub(crate) fn dispatch_all(&self, op: &'static str, steps: &[Dispatch<'_>]) -> Result<()> {
         let out = self.scoped(op, || {
             let (device, queue) = (self.device(), self.queue());
             let mut enc =
                 device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-            let bytes = bytemuck::bytes_of(params);
-            self.kernels()
-                .dispatch(device, queue, &mut enc, key, buffers, bytes, grid)?;
+            for d in steps {
+                self.kernels()
+                    .dispatch(device, queue, &mut enc, d.key, d.buffers, d.params, d.grid)?;
+            }
             queue.submit([enc.finish()]);
             Ok(())
         });
