@@ -1,7 +1,7 @@
 //! The GEMM kernel families and the choice between them.
 //!
 //! [`Product`] is the one front door: [`matmul`] and every layer describe their product
-//! with it. Three WGSL families sit behind it, all with the bias and activation fused
+//! with it. Four WGSL families sit behind it, all with the bias and activation fused
 //! into the epilogue and both weight layouts:
 //! - [`GemmKernel::Cpu`] (`shaders/gemm_cpu.wgsl`) for CPU adapters such as lavapipe
 //!   (products of at least 32^3 multiply-adds; smaller ones run the simple family):
@@ -13,22 +13,27 @@
 //!   blocks (`shaders/gemm_tiled.wgsl`). Both fit WebGPU's minimum limits (8 KiB of
 //!   workgroup memory, 256 invocations), so every adapter can run either;
 //! - [`GemmKernel::Simple`] (`shaders/gemm_simple.wgsl`): one output per invocation, for
-//!   small or odd shapes.
+//!   small or odd shapes;
+//! - [`GemmKernel::Skinny`] (`shaders/gemm_skinny.wgsl`, `src/kernels/gemm_skinny.rs`)
+//!   for at most 16 rows of X on every adapter: each weight element read once, K split
+//!   into chunks whose partial sums a `finish` pass adds in order, lanes mapped per
+//!   adapter kind and layout; one chunk, lanes along N, under tp-invariant numerics.
 
 use std::ops::Range;
 
 #[cfg(test)]
 mod gpu_shapes;
+mod skinny;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
-use crate::kernels::{gemm_cpu, PipelineKey, Shader};
+use crate::kernels::{gemm_cpu, gemm_skinny, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
-use crate::rank::{Dispatch, Rank};
+use crate::rank::Rank;
 use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::tensor::{Band, Tensor};
+use skinny::SkinnyBlock;
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
 const TILED_TILE: usize = 64;
@@ -46,20 +51,6 @@ const CPU_COLS: usize = gemm_cpu::LANES * gemm_cpu::COLS4 * 4;
 const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 /// Side of the square block of Y per workgroup of `gemm_simple.wgsl`.
 const SIMPLE_TILE: usize = 16;
-/// The most K chunks of a skinny product.
-const SKINNY_MAX_CHUNKS: usize = 64;
-/// Workgroups a skinny product aims for per core of a CPU adapter (llvmpipe runs one
-/// thread per core). Measured on lavapipe (2 cores, [1, 4096] x [4096, 4096]): 16
-/// workgroups of 4096 rows 10.6 ms, 64 of 1024 rows 9.2 ms.
-const SKINNY_CPU_WORKGROUPS_PER_CORE: usize = 32;
-/// Workgroups a sweep aims for per core of a CPU adapter. Measured on lavapipe (2 cores,
-/// the batch-1 MLP 1024 -> 4096 -> 1024 at tp 4, its shards [1024, 1024]): 4 or 8 a
-/// core 3.3 ms, 32 a core (more, shorter sweeps) 4.1 ms; [1, 4096] x [4096, 4096] the
-/// same (its K blocks alone give 32 workgroups).
-const SWEEP_WORKGROUPS_PER_CORE: usize = 4;
-/// Workgroups (of 64 invocations) a skinny product aims for on a GPU.
-const SKINNY_GPU_WORKGROUPS: usize = 1024;
-
 /// The family `rank` runs for an `[m, k] · [k, n]` product with weights in `layout`
 /// (never [`GemmKernel::Auto`]), taken whole. Under
 /// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) a product runs as 8 K blocks of
@@ -108,89 +99,6 @@ fn choose(
     (kernel, vec4)
 }
 
-/// Whether the skinny family takes its GPU shapes on `rank` (any adapter but a CPU one;
-/// the crate's tests also run them on CPU adapters, see `matmul/gpu_shapes.rs`).
-fn shaped_for_gpu(rank: &Rank) -> bool {
-    #[cfg(test)]
-    if gpu_shapes::forced() {
-        return true;
-    }
-    rank.adapter_info().device_type != wgpu::DeviceType::Cpu
-}
-
-/// The skinny variant for an `[m, k] · [k, n]` product in `layout` on `rank`: ordered
-/// (every element summed by fma in increasing k) under tp-invariant numerics, and where
-/// a sweep's partial sums (one per 16 rows of K) would not fit one buffer binding or its
-/// K blocks one dispatch; otherwise the fast mapping for the adapter kind.
-fn skinny_variant(rank: &Rank, [m, n, k]: [usize; 3], vec4: bool, layout: WeightLayout) -> Skinny {
-    let gpu = shaped_for_gpu(rank);
-    let fast = Skinny::new(m, vec4, gpu, false);
-    if rank.numerics() == Numerics::TpInvariant {
-        return Skinny {
-            ordered: true,
-            ..fast
-        };
-    }
-    if fast.mapping(layout) == Lanes::Sweep {
-        let l = rank.limits();
-        let blocks = k.div_ceil(gemm_skinny::SWEEP_ROWS);
-        let bytes = (blocks * m.min(fast.rows) * n * 4) as u64;
-        let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES) as u64;
-        if bytes > l.max_storage_buffer_binding_size.min(l.max_buffer_size)
-            || groups > u64::from(l.max_compute_workgroups_per_dimension)
-        {
-            return Skinny {
-                ordered: true,
-                ..fast
-            };
-        }
-    }
-    fast
-}
-
-/// How many K chunks a skinny product of `m` rows over `n` columns and `k` inputs is
-/// split into, and the rows of K per chunk (a multiple of 4). One chunk under
-/// tp-invariant numerics (the bits of an unsplit sum) and whenever the output alone
-/// gives the device enough workgroups; otherwise enough chunks to fill it, each of at
-/// least [`Skinny::min_chunk`] rows, and with the partial sums within one buffer binding.
-pub(crate) fn skinny_chunks(
-    rank: &Rank,
-    v: Skinny,
-    layout: WeightLayout,
-    [m, n, k]: [usize; 3],
-) -> (usize, usize) {
-    let whole = (1, k.max(1));
-    if rank.numerics() == Numerics::TpInvariant || k == 0 {
-        return whole;
-    }
-    let groups = n.div_ceil(v.cols_per_workgroup(layout)).max(1);
-    // Workgroups that keep the device busy and balanced: dozens per core on a CPU
-    // adapter, a few thousand invocations' worth per multiprocessor on a GPU.
-    let target = if v.gpu {
-        SKINNY_GPU_WORKGROUPS
-    } else {
-        SKINNY_CPU_WORKGROUPS_PER_CORE * crate::rank::cores()
-    };
-    let l = rank.limits();
-    let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
-    if v.mapping(layout) == Lanes::Sweep {
-        // One chunk per K block of a lane, whatever the target (skinny_variant checked
-        // that they fit).
-        let len = gemm_skinny::SWEEP_ROWS;
-        return (k.div_ceil(len).max(1), len);
-    }
-    let chunks = target
-        .div_ceil(groups)
-        .min(k / v.min_chunk(layout))
-        .min(SKINNY_MAX_CHUNKS)
-        .min(l.max_compute_workgroups_per_dimension as usize)
-        .min(bytes / (m.max(1) * n.max(1) * 4).max(1));
-    if chunks <= 1 {
-        return whole;
-    }
-    let len = k.div_ceil(chunks).next_multiple_of(4);
-    (k.div_ceil(len), len)
-}
 /// `act(x[:, col0 + ks] · W[ks] + bias)` for `p`, with `col0 = p.cols.start`: the GEMM
 /// over K rows `ks` of the weight and the matching columns of `x`. Shapes are checked by
 /// [`Product::run`].
@@ -235,7 +143,7 @@ fn matmul_window(
     // Every K block's column offset into X must keep vec4 alignment.
     let w_aligned = w_cuts.iter().all(|c| c.is_multiple_of(4)) && ks.start.is_multiple_of(4);
     let (kernel, vec4) = choose(rank, m, n, [k, ldx, col0], w_aligned, layout);
-    let skinny = skinny_variant(rank, [m, n, k], vec4, layout);
+    let skinny = skinny::variant(rank, [m, n, k], vec4, layout);
     // (shader, entry, columns and rows of Y per workgroup, rows per dispatch)
     let (shader, entry, tile, row_step) = match kernel {
         GemmKernel::Cpu => {
@@ -318,20 +226,7 @@ fn matmul_window(
                         };
                         let bufs = [xb.buffer(), w_buf, bias_buf, yb.buffer()];
                         if kernel == GemmKernel::Skinny {
-                            let shape = [rr.len(), n1 - n0, kr.len()];
-                            let (chunks, len) = skinny_chunks(rank, skinny, layout, shape);
-                            let sweep = skinny.mapping(layout) == Lanes::Sweep;
-                            let block = SkinnyBlock {
-                                params,
-                                chunks,
-                                len,
-                                grid: if sweep {
-                                    sweep_grid(rank, skinny, n1 - n0, chunks)
-                                } else {
-                                    [(n1 - n0).div_ceil(tile[0]), chunks]
-                                },
-                                split: sweep || chunks > 1,
-                            };
+                            let block = SkinnyBlock::plan(rank, skinny, layout, params);
                             block.run(op, rank, &bufs, &key(entry, last), &key("finish", last))?;
                             continue;
                         }
@@ -349,102 +244,6 @@ fn matmul_window(
         }
     }
     Ok(y)
-}
-
-/// One dispatch block of a skinny product: `params` as for the other families, split into
-/// `chunks` K chunks of `len` rows.
-struct SkinnyBlock {
-    params: GemmParams,
-    chunks: usize,
-    len: usize,
-    /// The main entry's workgroups.
-    grid: [usize; 2],
-    /// Partial sums through a scratch tensor and `finish` (more than one chunk, or a
-    /// sweep, which always writes partial sums).
-    split: bool,
-}
-
-/// A sweep's workgroups over `n` columns and `blocks` K blocks: the K blocks 8 to a
-/// workgroup, and the columns split only as far as giving each core a few workgroups
-/// needs (a sweep is fastest over long runs of columns), each sweeping at least 16 column
-/// units.
-fn sweep_grid(rank: &Rank, v: Skinny, n: usize, blocks: usize) -> [usize; 2] {
-    let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES);
-    let target = SWEEP_WORKGROUPS_PER_CORE * crate::rank::cores();
-    let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
-    let units = n / v.width();
-    let x = target
-        .div_ceil(groups)
-        .min(units.div_ceil(16))
-        .clamp(1, max);
-    [x, groups]
-}
-
-impl SkinnyBlock {
-    /// Unsplit, one dispatch of `main` over `bufs` (x, w, bias, y). Otherwise each chunk's
-    /// partial sums go to a scratch tensor `[chunks * m, n]` (no epilogue, never
-    /// accumulating), then `finish` adds them in chunk order into Y with the epilogue.
-    fn run(
-        &self,
-        op: &'static str,
-        rank: &Rank,
-        bufs: &[&wgpu::Buffer; 4],
-        main: &PipelineKey,
-        finish: &PipelineKey,
-    ) -> Result<()> {
-        let p = self.params;
-        let grid = self.grid.map(|g| g as u32);
-        if !self.split {
-            return rank.dispatch(op, main, bufs, &p, grid);
-        }
-        let (m, n) = (p.m as usize, p.n as usize);
-        let scratch = Tensor::output(rank, [self.chunks * m, n], op)?;
-        let partial = GemmParams {
-            ldy: p.n,
-            y_offset: 0,
-            accumulate: 0,
-            k_chunk: self.len as u32,
-            ..p
-        };
-        let plain = PipelineKey {
-            constants: vec![("HAS_BIAS", 0), ("ACT", 0)],
-            ..main.clone()
-        };
-        let s = scratch.bands()[0].buffer();
-        let sum = GemmParams {
-            k: self.chunks as u32,
-            x_offset: 0,
-            ..p
-        };
-        let units = n / if main_is_vec4(main) { 4 } else { 1 };
-        let max = rank.limits().max_compute_workgroups_per_dimension.max(1);
-        let finish_grid = [
-            units.div_ceil(gemm_skinny::FINISH_LANES) as u32,
-            (m as u32).min(max),
-        ];
-        // One submission for both: the finish reads what the chunks wrote.
-        rank.dispatch_all(
-            op,
-            &[
-                Dispatch {
-                    key: &plain,
-                    buffers: &[bufs[0], bufs[1], bufs[2], s],
-                    params: bytemuck::bytes_of(&partial),
-                    grid,
-                },
-                Dispatch {
-                    key: finish,
-                    buffers: &[s, bufs[1], bufs[2], bufs[3]],
-                    params: bytemuck::bytes_of(&sum),
-                    grid: finish_grid,
-                },
-            ],
-        )
-    }
-}
-
-fn main_is_vec4(key: &PipelineKey) -> bool {
-    matches!(key.shader, Shader::GemmSkinny(v) if v.vec4)
 }
 
 /// `act(x · W + bias)` on one rank, `x: [m, k]`, `W` stored per `layout` for `k` inputs
