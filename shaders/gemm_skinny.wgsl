@@ -18,14 +18,20 @@
 //                                [s k_chunk, min((s + 1) k_chunk, K)); finish: p.k is the
 //                                number of chunks to add
 //
-// Dispatch: main entries, workgroups (ceil(N / columns per workgroup), chunks, 1), every
-// invocation a ROWS x (units per lane) block of Y over its K chunk (src/kernels/gemm_skinny.rs
-// gives the sizes); finish, workgroups (ceil(N / WIDTH / 64), M, 1) of 64.
+// Dispatch (src/kernels/gemm_skinny.rs gives the sizes and the lane mappings):
+//   lanes along N or K: workgroups (ceil(N / columns per workgroup), chunks, 1), each
+//     invocation a ROWS x (units) block of Y over its K chunk;
+//   sweep: workgroups (column groups, ceil(chunks / 8), 1) of 8, lane l of workgroup
+//     (x, y) the K block (chunk) 8 y + l of p.k_chunk rows, sweeping the units
+//     [x span, (x + 1) span), span = ceil(N / WIDTH / column groups);
+//   finish: workgroups (at most ceil(N / WIDTH / 64), at most M, 1) of 64, each invocation
+//     looping over the units and rows its grid does not reach.
 //
 // Accumulation: fma in increasing k from 0, or from Y's stored value when p.accumulate != 0
-// (one chunk only; src/ops/matmul.rs never asks it of a split product), so one chunk gives
-// the bits of gemm_simple.wgsl. finish adds the chunks' sums in increasing chunk order,
-// starting from Y's stored value when p.accumulate != 0, then the bias and activation.
+// (one chunk only; src/ops/matmul/skinny.rs never asks it of a split product), so one
+// chunk along N gives the bits of gemm_simple.wgsl. finish adds the chunks' sums in
+// increasing chunk order, starting from Y's stored value when p.accumulate != 0, then the
+// bias and activation.
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> w: array<T>;

@@ -14,12 +14,13 @@
 //
 // The association is left to right, as in the host collective, so both give the same bits.
 
+// `tree` is read by reduce8.wgsl only (src/params.rs has one struct for both).
 struct Params {
     len: u32,
     count: u32,
     row_stride: u32,
     base: u32,
-    _pad1: u32,
+    tree: u32,
     _pad2: u32,
     _pad3: u32,
     _pad4: u32,

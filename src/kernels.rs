@@ -21,6 +21,7 @@ const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
 const GEMM_SKINNY_WGSL: &str = include_str!("../shaders/gemm_skinny.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
+const REDUCE8_WGSL: &str = include_str!("../shaders/reduce8.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -44,6 +45,8 @@ pub(crate) enum Shader {
     Elementwise,
     /// `reduce.wgsl`: a, b, c, d (read), out (read-write), params (uniform).
     Reduce,
+    /// `reduce8.wgsl`: a .. h (read), out (read-write), params (uniform).
+    Reduce8,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -52,6 +55,7 @@ enum Layout {
     Gemm,
     Elementwise,
     Reduce,
+    Reduce8,
 }
 
 impl Layout {
@@ -61,6 +65,7 @@ impl Layout {
             Layout::Gemm => &[true, true, true, false],
             Layout::Elementwise => &[true, true, false],
             Layout::Reduce => &[true, true, true, true, false],
+            Layout::Reduce8 => &[true, true, true, true, true, true, true, true, false],
         }
     }
 }
@@ -84,6 +89,7 @@ impl Shader {
             }
             Shader::Elementwise => &[ELEMENTWISE_WGSL],
             Shader::Reduce => return REDUCE_WGSL.to_string(),
+            Shader::Reduce8 => return REDUCE8_WGSL.to_string(),
         };
         std::iter::once(ACTIVATION_WGSL)
             .chain(parts.iter().copied())
@@ -100,6 +106,7 @@ impl Shader {
             | Shader::GemmSkinny(_) => Layout::Gemm,
             Shader::Elementwise => Layout::Elementwise,
             Shader::Reduce => Layout::Reduce,
+            Shader::Reduce8 => Layout::Reduce8,
         }
     }
 }

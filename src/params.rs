@@ -40,7 +40,7 @@ pub(crate) struct ElementwiseParams {
     pub value: u32,
 }
 
-/// `shaders/reduce.wgsl`'s `Params`.
+/// `shaders/reduce.wgsl`'s and `shaders/reduce8.wgsl`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct ReduceParams {
@@ -48,7 +48,9 @@ pub(crate) struct ReduceParams {
     pub count: u32,
     pub row_stride: u32,
     pub base: u32,
-    pub _pad: [u32; 4],
+    /// `reduce8.wgsl`: nonzero adds along the tp-invariant tree, else in rank order.
+    pub tree: u32,
+    pub _pad: [u32; 3],
 }
 
 #[cfg(test)]
@@ -82,12 +84,18 @@ mod tests {
             "{ew:?}"
         );
         assert_eq!(ew[7], "value");
-        let red = fields(include_str!("../shaders/reduce.wgsl"));
-        assert_eq!(
-            red.len() * 4,
-            std::mem::size_of::<ReduceParams>(),
-            "{red:?}"
-        );
+        for wgsl in [
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/reduce8.wgsl"),
+        ] {
+            let red = fields(wgsl);
+            assert_eq!(
+                red.len() * 4,
+                std::mem::size_of::<ReduceParams>(),
+                "{red:?}"
+            );
+            assert_eq!(red[4], "tree");
+        }
         for size in [
             std::mem::size_of::<GemmParams>(),
             std::mem::size_of::<ElementwiseParams>(),

@@ -136,8 +136,8 @@ fn under_tp_invariant_numerics_it_gives_the_simple_familys_bits() {
 
 /// Column-parallel (gathered), row-parallel and the MLP at tp 3 (uneven shards: 100 and
 /// 260 split 34/33/33 and 87/87/86, so every rank runs single-column units; 128 and 384
-/// split evenly and run vec4 units), on both kinds of group, in both layouts, at decode
-/// batch sizes.
+/// split evenly and run vec4 units), on both kinds of group, in both layouts, at every
+/// batch size from 1 to 17.
 #[test]
 fn layers_at_uneven_shards_match_the_reference_at_decode_batch_sizes() {
     for (hidden, ffn) in [(100, 260), (128, 384)] {
@@ -145,7 +145,13 @@ fn layers_at_uneven_shards_match_the_reference_at_decode_batch_sizes() {
             let Some(group) = common::cached_group(3, shared, Numerics::Fast) else {
                 return;
             };
-            for m in [1, 3, 16] {
+            // Every decode batch size on the uneven shards; three on the even ones.
+            let batches: Vec<usize> = if hidden == 100 {
+                (1..=17).collect()
+            } else {
+                vec![1, 3, 16]
+            };
+            for m in batches {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let ctx = format!("{hidden}->{ffn} batch {m} {layout:?} shared {shared}");
                     let c1 = LinearCase::new(11, (m, hidden, ffn), layout, true);
@@ -274,6 +280,42 @@ fn under_tp_invariant_numerics_lowered_limits_change_no_bit() {
             );
             assert_within(&want, &got, &ctx);
             assert_same_bits(&got, &run(&big), &ctx);
+        }
+    }
+}
+
+/// Under the default numerics, with 2 workgroups a side, a split product's `finish` pass
+/// covers columns and rows its grid does not reach (a sweep's column block spans 4,096
+/// columns, 64 times what one `finish` workgroup does).
+#[test]
+fn split_products_run_within_two_workgroups_a_side() {
+    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
+    limits.max_compute_workgroups_per_dimension = 2;
+    let Some(group) = common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .required_limits(limits),
+        "2 workgroups a side",
+    ) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    for (m, k, n) in [(1, 64, 1000), (3, 256, 999), (5, 64, 1000)] {
+        for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+            let c = LinearCase::new(51, (m, k, n), layout, true);
+            let x = Tensor::from_host(r, &c.x, [m, k]).unwrap();
+            let w = Tensor::from_host(r, &c.stored, layout.stored_shape(k, n)).unwrap();
+            let b = Tensor::from_host(r, c.b.as_deref().unwrap(), [1, n]).unwrap();
+            let y = ops::matmul(&x, &w, Some(&b), layout, Activation::Relu).unwrap();
+            let want = reference::activation(
+                &common::reference_linear(&c.x, [m, k], &c.w, n, c.b.as_deref()),
+                Activation::Relu,
+            );
+            assert_within(
+                &want,
+                &y.to_host().unwrap(),
+                &format!("[{m}, {k}] x [{k}, {n}] {layout:?}"),
+            );
         }
     }
 }

@@ -29,9 +29,13 @@ fn made(group: &Group) -> Vec<u64> {
 #[test]
 fn a_small_all_reduce_makes_no_buffer_after_the_first() {
     let elems = 4096; // 16 KiB
-    for shared in [false, true] {
-        for tp in [2, 4] {
-            let Some(group) = own_group(tp, shared, Numerics::Fast) else {
+    for (shared, tp, numerics) in [false, true]
+        .into_iter()
+        .flat_map(|s| [2, 4].map(|tp| (s, tp)))
+        .flat_map(|(s, tp)| [Numerics::Fast, Numerics::TpInvariant].map(|n| (s, tp, n)))
+    {
+        {
+            let Some(group) = own_group(tp, shared, numerics) else {
                 return;
             };
             let locals = group
@@ -61,7 +65,7 @@ fn a_small_all_reduce_makes_no_buffer_after_the_first() {
             for _ in 0..10 {
                 step();
             }
-            assert_eq!(made(&group), before, "tp {tp} shared {shared}");
+            assert_eq!(made(&group), before, "tp {tp} shared {shared} {numerics:?}");
         }
     }
 }
@@ -94,6 +98,54 @@ fn a_batch_1_mlp_step_makes_no_buffer_after_the_first() {
                 common::assert_same_bits(&first, &y, &format!("{numerics:?} step {i}"));
             }
             assert_eq!(made(&group), before, "{numerics:?} shared {shared}");
+        }
+    }
+}
+
+/// On ranks sharing one device an all-reduce of up to eight is one dispatch, in rank
+/// order or along the tp-invariant tree, and gives the host collective's bits.
+#[test]
+fn a_shared_device_all_reduce_is_one_dispatch() {
+    let elems = 4096;
+    for numerics in [Numerics::Fast, Numerics::TpInvariant] {
+        for tp in [2, 4, 8] {
+            let (Some(shared), Some(host)) = (
+                own_group(tp, true, numerics),
+                own_group(tp, false, numerics),
+            ) else {
+                return;
+            };
+            // Addends whose sum depends on the association.
+            let parts: Vec<Vec<f32>> = (0..tp)
+                .map(|r| {
+                    (0..elems)
+                        .map(|i| match (r + i) % 4 {
+                            0 => 1.0,
+                            1 => 2f32.powi(-24),
+                            2 => -1.0,
+                            _ => 3.0 * 2f32.powi(-25),
+                        })
+                        .collect()
+                })
+                .collect();
+            let sum = |g: &Group| {
+                common::partial(g, &parts, [1, elems])
+                    .all_reduce()
+                    .unwrap()
+                    .to_host_per_rank()
+                    .unwrap()
+            };
+            let want = sum(&host);
+            let rank = &shared.ranks()[0];
+            sum(&shared); // the first compiles the pipeline
+            let x = common::partial(&shared, &parts, [1, elems]);
+            let before = rank.dispatches();
+            let got = x.all_reduce().unwrap().to_host_per_rank().unwrap();
+            let ctx = format!("{numerics:?} tp {tp}");
+            assert_eq!(rank.dispatches() - before, 1, "{ctx}");
+            for (r, (a, b)) in got.iter().zip(&want).enumerate() {
+                common::assert_same_bits(a, b, &format!("{ctx} rank {r}"));
+            }
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::tensor::{read_back, MapReceiver, Tensor};
 
 use std::ops::Range;
 
-/// Joins ranks through host memory (`COPY_DST | MAP_READ` staging, `write_buffer` back).
+/// Joins ranks through host memory (`COPY_DST | MAP_READ` staging out, reused
+/// `MAP_WRITE | COPY_SRC` staging back: `Rank::upload`).
 ///
 /// Every rank's copy is submitted before the first wait; sums are taken in rank order
 /// (`((x0 + x1) + x2) + ...`) in f32, or along the fixed tree of

@@ -172,6 +172,15 @@ impl Skinny {
         }
     }
 
+    /// Bytes of workgroup memory the entries declare (the sums across lanes along K).
+    pub(crate) fn workgroup_bytes(self) -> usize {
+        if self.mapping(WeightLayout::OutIn) == Lanes::AlongK {
+            self.lanes() * self.rows * self.units(WeightLayout::OutIn) * self.width() * 4
+        } else {
+            0
+        }
+    }
+
     /// The fewest rows of K worth a chunk of their own: enough K steps for every lane
     /// (along K) and for the loop to dwarf the chunk's fixed costs.
     pub(crate) fn min_chunk(self, layout: WeightLayout) -> usize {
@@ -200,7 +209,7 @@ impl Skinny {
              fn activate_t(v: T) -> T {{\n    return {act};\n}}\n\n",
             w = self.width(),
         );
-        if self.mapping(WeightLayout::OutIn) == Lanes::AlongK {
+        if self.workgroup_bytes() > 0 {
             let block = self.units(WeightLayout::OutIn) * self.rows;
             s += &format!(
                 "// Each lane's block of sums, lane-major, for the sum across lanes.\n\
@@ -218,7 +227,9 @@ impl Skinny {
              \x20   @builtin(global_invocation_id) gid: vec3<u32>,\n\
              \x20   @builtin(num_workgroups) groups: vec3<u32>,\n) {{\n\
              \x20   for (var row = gid.y; row < p.m; row += groups.y) {{\n\
-             \x20       finish_unit(row, gid.x);\n\
+             \x20       for (var c = gid.x; c < p.n / WIDTH; c += groups.x * {FINISH_LANES}u) {{\n\
+             \x20           finish_unit(row, c);\n\
+             \x20       }}\n\
              \x20   }}\n}}\n"
         );
         s

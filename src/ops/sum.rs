@@ -11,6 +11,8 @@ use crate::tensor::Tensor;
 
 /// Inputs bound by one dispatch of `reduce.wgsl`.
 const REDUCE_FAN_IN: usize = 4;
+/// Inputs bound by one dispatch of `reduce8.wgsl`.
+const REDUCE8_FAN_IN: usize = 8;
 
 /// The one device all of `inputs` live on (they are not empty).
 pub(crate) fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Rank> {
@@ -29,12 +31,16 @@ pub(crate) fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&
 
 /// The elementwise sum of `inputs` as one new tensor, in rank order or, for
 /// [`Numerics::TpInvariant`], along its fixed tree (each join a sum of two, in f32, as the
-/// host collective takes it).
+/// host collective takes it): in one dispatch (`reduce8.wgsl`) for up to eight inputs
+/// where the device allows, else in several of at most four inputs each.
 pub(crate) fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let rank = one_device(op, inputs)?;
     let shape = inputs[0].shape();
     if let Some(t) = inputs.iter().find(|t| t.shape() != shape) {
         return Err(Error::shape(op, fmt_shape(shape), fmt_shape(t.shape())));
+    }
+    if at_once(rank, inputs) {
+        return sum_at_once(op, rank, inputs);
     }
     if rank.numerics() != Numerics::TpInvariant || inputs.len() < 3 {
         return sum_in_order(op, inputs);
@@ -42,6 +48,50 @@ pub(crate) fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let mid = tree_mid(inputs.len());
     let halves = [sum(op, &inputs[..mid])?, sum(op, &inputs[mid..])?];
     sum_in_order(op, &halves)
+}
+
+/// Whether `reduce8.wgsl` can sum `inputs` in one dispatch: two to eight of them, vec4
+/// lengths, and a device that binds its nine storage buffers.
+fn at_once(rank: &Rank, inputs: &[Tensor]) -> bool {
+    let cols = inputs[0].shape()[1];
+    (2..=REDUCE8_FAN_IN).contains(&inputs.len())
+        && rank.limits().max_storage_buffers_per_shader_stage > REDUCE8_FAN_IN as u32
+        && inputs[0]
+            .bands()
+            .iter()
+            .all(|b| (b.rows.len() * cols).is_multiple_of(4))
+}
+
+/// [`sum`] in one dispatch per band and piece of `reduce8.wgsl`, in rank order or along
+/// the tree as the group's numerics ask.
+fn sum_at_once(op: &'static str, rank: &Rank, inputs: &[Tensor]) -> Result<Tensor> {
+    let shape = inputs[0].shape();
+    let key = PipelineKey {
+        shader: Shader::Reduce8,
+        entry: "sum",
+        constants: Vec::new(),
+    };
+    let tree = u32::from(rank.numerics() == Numerics::TpInvariant);
+    let max_dim = rank.limits().max_compute_workgroups_per_dimension;
+    let out = Tensor::output(rank, shape, op)?;
+    for (i, ob) in out.bands().iter().enumerate() {
+        let mut bufs: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.bands()[i].buffer()).collect();
+        // Unread bindings: any buffer.
+        bufs.resize(REDUCE8_FAN_IN, inputs[0].bands()[i].buffer());
+        bufs.push(ob.buffer());
+        for p in pieces(ob.rows.len() * shape[1] / 4, max_dim) {
+            let params = ReduceParams {
+                len: p.count,
+                count: inputs.len() as u32,
+                row_stride: p.stride,
+                base: p.base,
+                tree,
+                ..ReduceParams::default()
+            };
+            rank.dispatch(op, &key, &bufs, &params, p.grid)?;
+        }
+    }
+    Ok(out)
 }
 
 /// `((inputs[0] + inputs[1]) + inputs[2]) + ...`. The inputs have one shape on one device,

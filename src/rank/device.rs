@@ -32,6 +32,8 @@ pub(crate) struct DeviceCtx {
     pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
     /// wgpu buffers made for tensors, staging and uploads so far.
     pub(super) buffers_made: std::sync::atomic::AtomicU64,
+    /// Kernel dispatches submitted so far.
+    pub(super) dispatches: std::sync::atomic::AtomicU64,
     /// Upload buffers (`MAP_WRITE | COPY_SRC`), mapped and ready, kept for reuse.
     pub(super) uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
 }
@@ -48,8 +50,11 @@ pub(crate) enum DeviceCallbacks {
     Leave,
 }
 
-/// Staging buffers (of each kind) kept per device; more are dropped when returned.
+/// Read-back staging buffers kept per device; more are dropped when returned.
 pub(super) const STAGING_KEPT: usize = 16;
+/// Upload staging buffers kept per device (at most a host all-reduce chunk, 4 MiB, each;
+/// an all-reduce has two chunks in flight).
+pub(super) const UPLOADS_KEPT: usize = 4;
 
 impl DeviceCtx {
     pub(crate) fn new(
@@ -96,6 +101,7 @@ impl DeviceCtx {
             staging: Mutex::new(Vec::new()),
             uploads: Arc::new(Mutex::new(Vec::new())),
             buffers_made: Default::default(),
+            dispatches: Default::default(),
         })
     }
 }
@@ -119,6 +125,11 @@ impl Drop for DeviceCtx {
             )
         };
         drop((kernels, queue, device));
+        // Dropping the queue runs the pending mapping callbacks of upload buffers, which
+        // put them back in the list: free them here too, still under the GL lock.
+        if let Ok(mut uploads) = self.uploads.lock() {
+            uploads.clear();
+        }
     }
 }
 

@@ -9,7 +9,7 @@ mod wait;
 
 pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 
-use device::{describe, STAGING_KEPT};
+use device::{describe, STAGING_KEPT, UPLOADS_KEPT};
 
 use crate::error::{Error, Result};
 use crate::gl::{self, GlGuard};
@@ -197,16 +197,19 @@ impl Rank {
             });
         enc.copy_buffer_to_buffer(&staging, 0, target, offset, bytes);
         dev.queue.submit([enc.finish()]);
-        let free = Arc::clone(&dev.uploads);
+        // The callback runs when the device is next polled after the copy (or when its
+        // queue is dropped, under the GL lock in `DeviceCtx::drop`).
+        let free = Arc::downgrade(&dev.uploads);
         let back = staging.clone();
         staging.map_async(wgpu::MapMode::Write, .., move |mapped| {
-            if mapped.is_ok() {
-                if let Ok(mut free) = free.lock() {
-                    if free.len() < STAGING_KEPT {
-                        free.push(back);
-                    }
+            let Some(list) = free.upgrade().filter(|_| mapped.is_ok()) else {
+                return;
+            };
+            if let Ok(mut kept) = list.lock() {
+                if kept.len() < UPLOADS_KEPT {
+                    kept.push(back);
                 }
-            }
+            };
         });
         Ok(())
     }
@@ -242,6 +245,14 @@ impl Rank {
         self.inner.dev.buffers_made.load(Ordering::Relaxed) + self.kernels().uniforms_made()
     }
 
+    /// How many kernel dispatches this rank's device has submitted for the crate so far
+    /// (shared by the logical ranks of one device): what a forward or a collective costs
+    /// in launches, e.g. one for an all-reduce of up to eight ranks sharing a device.
+    pub fn dispatches(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.inner.dev.dispatches.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn note_buffer_made(&self) {
         use std::sync::atomic::Ordering;
         self.inner.dev.buffers_made.fetch_add(1, Ordering::Relaxed);
@@ -260,9 +271,16 @@ impl Rank {
     }
 
     /// Frees every tensor buffer this rank's device keeps for reuse (tensors still alive
-    /// are untouched).
+    /// are untouched), and its read-back and upload staging buffers.
     pub fn trim_cache(&self) {
         self.inner.dev.pool.trim();
+        let _gl = self.gl();
+        if let Ok(mut staging) = self.inner.dev.staging.lock() {
+            staging.clear();
+        }
+        if let Ok(mut uploads) = self.inner.dev.uploads.lock() {
+            uploads.clear();
+        }
     }
 
     pub(crate) fn buffer_pool(&self) -> &Arc<BufferPool> {
@@ -366,6 +384,11 @@ impl Rank {
                     .dispatch(device, queue, &mut enc, d.key, d.buffers, d.params, d.grid)?;
             }
             queue.submit([enc.finish()]);
+            let n = steps.len() as u64;
+            self.inner
+                .dev
+                .dispatches
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         });
         if out.is_err() {

@@ -35,9 +35,10 @@ fn shaped_for_gpu(rank: &Rank) -> bool {
 }
 
 /// The skinny variant for an `[m, k] · [k, n]` product in `layout` on `rank`: ordered
-/// (every element summed by fma in increasing k) under tp-invariant numerics, and where
-/// a sweep's partial sums (one per 16 rows of K) would not fit one buffer binding or its
-/// K blocks one dispatch; otherwise the fast mapping for the adapter kind.
+/// (every element summed by fma in increasing k) under tp-invariant numerics, where the
+/// fast variant's workgroup memory exceeds the device's, and where a sweep's partial sums
+/// (one per 16 rows of K) would not fit one buffer binding or its K blocks one dispatch;
+/// otherwise the fast mapping for the adapter kind.
 pub(super) fn variant(
     rank: &Rank,
     [m, n, k]: [usize; 3],
@@ -46,14 +47,16 @@ pub(super) fn variant(
 ) -> Skinny {
     let gpu = shaped_for_gpu(rank);
     let fast = Skinny::new(m, vec4, gpu, false);
-    if rank.numerics() == Numerics::TpInvariant {
+    let l = rank.limits();
+    if rank.numerics() == Numerics::TpInvariant
+        || fast.workgroup_bytes() as u64 > u64::from(l.max_compute_workgroup_storage_size)
+    {
         return Skinny {
             ordered: true,
             ..fast
         };
     }
     if fast.mapping(layout) == Lanes::Sweep {
-        let l = rank.limits();
         let blocks = k.div_ceil(gemm_skinny::SWEEP_ROWS);
         let bytes = (blocks * m.min(fast.rows) * n * 4) as u64;
         let groups = blocks.div_ceil(gemm_skinny::SWEEP_LANES) as u64;
@@ -90,7 +93,7 @@ fn chunks(rank: &Rank, v: Skinny, layout: WeightLayout, [m, n, k]: [usize; 3]) -
     let l = rank.limits();
     let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
     if v.mapping(layout) == Lanes::Sweep {
-        // One chunk per K block of a lane, whatever the target (skinny_variant checked
+        // One chunk per K block of a lane, whatever the target (variant checked
         // that they fit).
         let len = gemm_skinny::SWEEP_ROWS;
         return (k.div_ceil(len).max(1), len);
@@ -174,7 +177,9 @@ impl SkinnyBlock {
             return rank.dispatch(op, main, bufs, &p, grid);
         }
         let (m, n) = (p.m as usize, p.n as usize);
-        let scratch = Tensor::output(rank, [self.chunks * m, n], op)?;
+        // One row, so one buffer (chunks() and variant() kept it within a binding), read
+        // as `[chunks * m, n]` row-major.
+        let scratch = Tensor::output(rank, [1, self.chunks * m * n], op)?;
         let partial = GemmParams {
             ldy: p.n,
             y_offset: 0,
@@ -194,8 +199,9 @@ impl SkinnyBlock {
         };
         let units = n / if main_is_vec4(main) { 4 } else { 1 };
         let max = rank.limits().max_compute_workgroups_per_dimension.max(1);
+        // `finish` loops over the rows and columns its grid does not reach.
         let finish_grid = [
-            units.div_ceil(gemm_skinny::FINISH_LANES) as u32,
+            (units.div_ceil(gemm_skinny::FINISH_LANES) as u32).min(max),
             (m as u32).min(max),
         ];
         // One submission for both: the finish reads what the chunks wrote.

@@ -1,0 +1,104 @@
+// Sum of two to eight same-shape f32 buffers in ONE dispatch, in a fixed order: the
+// on-device all-reduce of up to 8 logical ranks sharing one device, and the join of a
+// tp-invariant product's 8 K blocks (src/ops/sum.rs; used where the device allows nine
+// storage buffers per stage, else reduce.wgsl and elementwise.wgsl's add, several
+// dispatches).
+//
+// Bindings (vec4<f32>; one band of rows of each tensor, whose f32 length is a multiple of 4,
+// which src/ops/sum.rs checks):
+//   0..7: a, b, c, d, e, f, g, h  storage, read        the addends; only the first
+//                                                       p.count are read (the rest may be
+//                                                       any buffer)
+//   8:    out                     storage, read_write  their sum
+//   9:    p                       uniform Params
+//
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
+// p.row_stride (p.row_stride = gx * 256) handles vec4 p.base + i, for i < p.len.
+//
+// The association: p.tree == 0, rank order ((((a + b) + c) + d) + ...), as the host
+// collective and reduce.wgsl take it; p.tree != 0, the fixed tree of tp-invariant numerics
+// (src/numerics.rs: tree(x) = tree(x[..mid]) + tree(x[mid..]), mid the largest power of
+// two below the count), e.g. ((a + b) + (c + d)) + ((e + f) + (g + h)) for eight and
+// (a + b) + c for three.
+
+struct Params {
+    len: u32,
+    count: u32,
+    row_stride: u32,
+    base: u32,
+    tree: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> c: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> d: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> e: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> f: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> g: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> h: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(9) var<uniform> p: Params;
+
+// The sum of the first n of x, along the tree: pairs, then quads, then the two quads,
+// each join present only when its right side has an addend.
+fn tree(x: array<vec4<f32>, 8>, n: u32) -> vec4<f32> {
+    var p01 = x[0];
+    if (n > 1u) {
+        p01 = p01 + x[1];
+    }
+    var q0 = p01;
+    if (n > 2u) {
+        var p23 = x[2];
+        if (n > 3u) {
+            p23 = p23 + x[3];
+        }
+        q0 = p01 + p23;
+    }
+    if (n <= 4u) {
+        return q0;
+    }
+    var p45 = x[4];
+    if (n > 5u) {
+        p45 = p45 + x[5];
+    }
+    var q1 = p45;
+    if (n > 6u) {
+        var p67 = x[6];
+        if (n > 7u) {
+            p67 = p67 + x[7];
+        }
+        q1 = p45 + p67;
+    }
+    return q0 + q1;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let l = gid.x + gid.y * p.row_stride;
+    if (l >= p.len) {
+        return;
+    }
+    let i = p.base + l;
+    let n = p.count;
+    var x = array<vec4<f32>, 8>(a[i], b[i], vec4<f32>(0.0), vec4<f32>(0.0),
+                                vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (n > 2u) { x[2] = c[i]; }
+    if (n > 3u) { x[3] = d[i]; }
+    if (n > 4u) { x[4] = e[i]; }
+    if (n > 5u) { x[5] = f[i]; }
+    if (n > 6u) { x[6] = g[i]; }
+    if (n > 7u) { x[7] = h[i]; }
+    if (p.tree != 0u) {
+        out[i] = tree(x, n);
+        return;
+    }
+    var s = x[0] + x[1];
+    for (var k = 2u; k < n; k++) {
+        s = s + x[k];
+    }
+    out[i] = s;
+}
