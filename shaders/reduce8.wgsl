@@ -43,33 +43,35 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(9) var<uniform> p: Params;
 
-// The sum of the first n of x, along the tree: pairs, then quads, then the two quads,
-// each join present only when its right side has an addend.
-fn tree(x: array<vec4<f32>, 8>, n: u32) -> vec4<f32> {
-    var p01 = x[0];
+// The sum of the first n of (x0, ..., x7) along the tree: pairs, then quads, then the two
+// quads, each join present only when its right side has an addend. Named values, no array:
+// llvmpipe keeps an indexed array in memory.
+fn tree(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+        x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, n: u32) -> vec4<f32> {
+    var p01 = x0;
     if (n > 1u) {
-        p01 = p01 + x[1];
+        p01 = p01 + x1;
     }
     var q0 = p01;
     if (n > 2u) {
-        var p23 = x[2];
+        var p23 = x2;
         if (n > 3u) {
-            p23 = p23 + x[3];
+            p23 = p23 + x3;
         }
         q0 = p01 + p23;
     }
     if (n <= 4u) {
         return q0;
     }
-    var p45 = x[4];
+    var p45 = x4;
     if (n > 5u) {
-        p45 = p45 + x[5];
+        p45 = p45 + x5;
     }
     var q1 = p45;
     if (n > 6u) {
-        var p67 = x[6];
+        var p67 = x6;
         if (n > 7u) {
-            p67 = p67 + x[7];
+            p67 = p67 + x7;
         }
         q1 = p45 + p67;
     }
@@ -84,21 +86,31 @@ fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let i = p.base + l;
     let n = p.count;
-    var x = array<vec4<f32>, 8>(a[i], b[i], vec4<f32>(0.0), vec4<f32>(0.0),
-                                vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    if (n > 2u) { x[2] = c[i]; }
-    if (n > 3u) { x[3] = d[i]; }
-    if (n > 4u) { x[4] = e[i]; }
-    if (n > 5u) { x[5] = f[i]; }
-    if (n > 6u) { x[6] = g[i]; }
-    if (n > 7u) { x[7] = h[i]; }
+    let zero = vec4<f32>(0.0);
+    let x0 = a[i];
+    let x1 = b[i];
+    var x2 = zero;
+    var x3 = zero;
+    var x4 = zero;
+    var x5 = zero;
+    var x6 = zero;
+    var x7 = zero;
+    if (n > 2u) { x2 = c[i]; }
+    if (n > 3u) { x3 = d[i]; }
+    if (n > 4u) { x4 = e[i]; }
+    if (n > 5u) { x5 = f[i]; }
+    if (n > 6u) { x6 = g[i]; }
+    if (n > 7u) { x7 = h[i]; }
     if (p.tree != 0u) {
-        out[i] = tree(x, n);
+        out[i] = tree(x0, x1, x2, x3, x4, x5, x6, x7, n);
         return;
     }
-    var s = x[0] + x[1];
-    for (var k = 2u; k < n; k++) {
-        s = s + x[k];
-    }
+    var s = x0 + x1;
+    if (n > 2u) { s = s + x2; }
+    if (n > 3u) { s = s + x3; }
+    if (n > 4u) { s = s + x4; }
+    if (n > 5u) { s = s + x5; }
+    if (n > 6u) { s = s + x6; }
+    if (n > 7u) { s = s + x7; }
     out[i] = s;
 }
