@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use uniforms::Uniforms;
 
 pub(crate) mod gemm_cpu;
 pub(crate) mod gemm_skinny;
 #[cfg(test)]
 mod portability;
+mod uniforms;
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
 const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");
@@ -141,51 +143,6 @@ pub(crate) struct Kernels {
     uniforms: Mutex<Uniforms>,
 }
 
-/// Uniform buffers by content, each written once and never changed (so no submission
-/// can see another's parameters): a decode step dispatches the same parameters as the
-/// step before, and finds them here instead of allocating and writing a buffer.
-#[derive(Debug, Default)]
-struct Uniforms {
-    by_bytes: HashMap<Vec<u8>, (wgpu::Buffer, u64)>,
-    tick: u64,
-    /// Buffers made so far.
-    made: u64,
-}
-
-/// Uniform buffers kept per device (48 bytes of parameters each); when more are needed
-/// the half used longest ago is freed.
-const UNIFORMS_KEPT: usize = 4096;
-
-impl Uniforms {
-    /// The buffer holding `params`, made and written through `queue` on first use.
-    fn get(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, params: &[u8]) -> wgpu::Buffer {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some((b, used)) = self.by_bytes.get_mut(params) {
-            *used = tick;
-            return b.clone();
-        }
-        if self.by_bytes.len() >= UNIFORMS_KEPT {
-            let mut ticks: Vec<u64> = self.by_bytes.values().map(|(_, t)| *t).collect();
-            ticks.sort_unstable();
-            let cut = ticks[ticks.len() / 2];
-            self.by_bytes.retain(|_, (_, t)| *t > cut);
-        }
-        // Written by the queue rather than mapped at creation: mapping panics inside wgpu
-        // on a lost device, and a write is an error.
-        self.made += 1;
-        let b = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-tp params"),
-            size: params.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        queue.write_buffer(&b, 0, params);
-        self.by_bytes.insert(params.to_vec(), (b.clone(), tick));
-        b
-    }
-}
-
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
@@ -294,14 +251,14 @@ impl Kernels {
 
     /// Uniform buffers made so far.
     pub(crate) fn uniforms_made(&self) -> u64 {
-        self.uniforms.lock().map_or(0, |u| u.made)
+        self.uniforms.lock().map_or(0, |u| u.made())
     }
 
     /// Forgets every kept uniform buffer: after a failed dispatch, whose uniform may be
     /// one wgpu could not make.
     pub(crate) fn forget_uniforms(&self) {
         if let Ok(mut u) = self.uniforms.lock() {
-            u.by_bytes.clear();
+            u.clear();
         }
     }
 
@@ -394,62 +351,4 @@ pub(crate) fn pieces(len: usize, max_dim: u32) -> Vec<Piece> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every register block from 1 x 1 to the one the GEMM runs parses and validates, and
-    /// has both entry points with the workgroup the dispatch is sized for.
-    #[test]
-    fn every_gemm_cpu_variant_validates() {
-        use wgpu::naga;
-        for rows in 1..=gemm_cpu::ROWS {
-            for cols4 in 1..=gemm_cpu::COLS4 {
-                let src = gemm_cpu_source(rows, cols4);
-                let module = naga::front::wgsl::parse_str(&src)
-                    .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
-                naga::valid::Validator::new(
-                    naga::valid::ValidationFlags::all(),
-                    naga::valid::Capabilities::empty(),
-                )
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
-                let entries: Vec<_> = module
-                    .entry_points
-                    .iter()
-                    .map(|e| (e.name.as_str(), e.workgroup_size))
-                    .collect();
-                let lanes = gemm_cpu::LANES as u32;
-                assert_eq!(
-                    entries,
-                    [
-                        ("main_in_out", [lanes, 1, 1]),
-                        ("main_out_in", [lanes, 1, 1])
-                    ],
-                    "{rows} x {cols4}"
-                );
-            }
-        }
-    }
-
-    /// Each entry point declares, updates once per K step and stores every accumulator of
-    /// its block, and no other.
-    #[test]
-    fn gemm_cpu_entry_points_use_every_accumulator_once() {
-        for (rows, cols4) in [(1, 1), (3, 2), (gemm_cpu::ROWS, gemm_cpu::COLS4)] {
-            let src = gemm_cpu::entry_points(rows, cols4);
-            for i in 0..rows + 1 {
-                for j in 0..cols4 + 1 {
-                    let want = usize::from(i < rows && j < cols4);
-                    for pattern in [
-                        format!("var a{i}_{j} = "),
-                        format!("        a{i}_{j} = "),
-                        format!(", a{i}_{j});"),
-                    ] {
-                        // Twice: main_in_out and main_out_in.
-                        assert_eq!(src.matches(&pattern).count(), 2 * want, "{pattern}");
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

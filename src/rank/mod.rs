@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod device;
+mod staging;
 mod wait;
 
 pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 
-use device::{describe, STAGING_KEPT, UPLOADS_KEPT};
+use device::describe;
 
 use crate::error::{Error, Result};
 use crate::gl::{self, GlGuard};
@@ -125,103 +126,6 @@ impl Rank {
     /// given shape runs).
     pub fn gemm_kernel(&self) -> GemmKernel {
         self.inner.dev.gemm
-    }
-
-    /// A `COPY_DST | MAP_READ` buffer of at least `bytes` (and at most twice that), reused
-    /// when one is free. Give it back with [`Rank::give_staging`] once unmapped.
-    pub(crate) fn take_staging(&self, bytes: u64) -> wgpu::Buffer {
-        let reused = self.inner.dev.staging.lock().ok().and_then(|mut free| {
-            let i = free
-                .iter()
-                .position(|b| b.size() >= bytes && b.size() <= bytes.saturating_mul(2))?;
-            Some(free.swap_remove(i))
-        });
-        reused.unwrap_or_else(|| {
-            self.note_buffer_made();
-            self.inner
-                .dev
-                .device
-                .create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-tp staging"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-                    mapped_at_creation: false,
-                })
-        })
-    }
-
-    /// Copies `data` into `target` at byte `offset` through a `MAP_WRITE | COPY_SRC`
-    /// buffer kept for reuse, and submits the copy: unlike `Queue::write_buffer`, which
-    /// stages every call in fresh memory, nothing is allocated once the device has one of
-    /// the size. The buffer is mapped again after the copy and comes back for the next
-    /// upload when the device is next polled. Call inside [`Rank::scoped`]; `data` and
-    /// `offset` are multiples of 4 bytes.
-    pub(crate) fn upload(&self, target: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
-        let bytes = data.len() as u64;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let dev = &self.inner.dev;
-        let reused = dev.uploads.lock().ok().and_then(|mut free| {
-            let i = free
-                .iter()
-                .position(|b| b.size() >= bytes && b.size() <= bytes.saturating_mul(2))?;
-            Some(free.swap_remove(i))
-        });
-        let staging = reused.unwrap_or_else(|| {
-            self.note_buffer_made();
-            dev.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-tp upload"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: true,
-            })
-        });
-        {
-            let mut view =
-                staging
-                    .slice(..bytes)
-                    .get_mapped_range_mut()
-                    .map_err(|e| Error::Map {
-                        op: "upload",
-                        rank: self.index(),
-                        message: e.to_string(),
-                    })?;
-            view.copy_from_slice(data);
-        }
-        staging.unmap();
-        let mut enc = dev
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("wgpu-tp upload"),
-            });
-        enc.copy_buffer_to_buffer(&staging, 0, target, offset, bytes);
-        dev.queue.submit([enc.finish()]);
-        // The callback runs when the device is next polled after the copy (or when its
-        // queue is dropped, under the GL lock in `DeviceCtx::drop`).
-        let free = Arc::downgrade(&dev.uploads);
-        let back = staging.clone();
-        staging.map_async(wgpu::MapMode::Write, .., move |mapped| {
-            let Some(list) = free.upgrade().filter(|_| mapped.is_ok()) else {
-                return;
-            };
-            if let Ok(mut kept) = list.lock() {
-                if kept.len() < UPLOADS_KEPT {
-                    kept.push(back);
-                }
-            };
-        });
-        Ok(())
-    }
-
-    /// Returns an unmapped staging buffer for reuse.
-    pub(crate) fn give_staging(&self, buffer: wgpu::Buffer) {
-        let _gl = self.gl();
-        if let Ok(mut free) = self.inner.dev.staging.lock() {
-            if free.len() < STAGING_KEPT {
-                free.push(buffer);
-            }
-        }
     }
 
     /// Held around every call on this rank's device outside [`Rank::scoped`]: the
@@ -482,40 +386,4 @@ impl Rank {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::{block_on, signal};
-    use crate::{Error, Group};
-
-    #[test]
-    fn a_wait_past_the_timeout_is_a_timeout_error_naming_the_rank_and_the_limit() {
-        // CI's adapters finish work inside submit, so no real GPU wait runs late there; a
-        // callback that never comes (a hung GPU, a lost driver) stands in for one.
-        let limit = Duration::from_millis(50);
-        let group = match Group::builder()
-            .ranks_on_one_adapter(2)
-            .timeout(limit)
-            .build()
-        {
-            Ok(g) => g,
-            Err(Error::NoAdapter { .. }) if std::env::var("CI").is_err() => return,
-            Err(e) => panic!("{e}"),
-        };
-        let r = &group.ranks()[1];
-        assert_eq!(r.timeout(), limit);
-        let (_never, rx) = signal::<()>();
-        let start = Instant::now();
-        let e = block_on(rx.wait("wait", r, None));
-        assert!(
-            matches!(e, Err(Error::Timeout { op: "wait", rank: 1, after }) if after == limit),
-            "{e:?}"
-        );
-        assert!(start.elapsed() >= limit);
-        // A callback that does come resolves the same wait.
-        let (tx, rx) = signal::<u32>();
-        tx.send(7);
-        assert_eq!(block_on(rx.wait("wait", r, None)).unwrap(), 7);
-        r.wait_idle().unwrap();
-    }
-}
+mod tests;

@@ -1,0 +1,60 @@
+//! Checks of the CPU family's generated WGSL: every register block validates, every
+//! accumulator is used once.
+
+use super::*;
+
+/// Every register block from 1 x 1 to the one the GEMM runs parses and validates, and
+/// has both entry points with the workgroup the dispatch is sized for.
+#[test]
+fn every_gemm_cpu_variant_validates() {
+    use wgpu::naga;
+    for rows in 1..=gemm_cpu::ROWS {
+        for cols4 in 1..=gemm_cpu::COLS4 {
+            let src = gemm_cpu_source(rows, cols4);
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
+            let entries: Vec<_> = module
+                .entry_points
+                .iter()
+                .map(|e| (e.name.as_str(), e.workgroup_size))
+                .collect();
+            let lanes = gemm_cpu::LANES as u32;
+            assert_eq!(
+                entries,
+                [
+                    ("main_in_out", [lanes, 1, 1]),
+                    ("main_out_in", [lanes, 1, 1])
+                ],
+                "{rows} x {cols4}"
+            );
+        }
+    }
+}
+
+/// Each entry point declares, updates once per K step and stores every accumulator of
+/// its block, and no other.
+#[test]
+fn gemm_cpu_entry_points_use_every_accumulator_once() {
+    for (rows, cols4) in [(1, 1), (3, 2), (gemm_cpu::ROWS, gemm_cpu::COLS4)] {
+        let src = gemm_cpu::entry_points(rows, cols4);
+        for i in 0..rows + 1 {
+            for j in 0..cols4 + 1 {
+                let want = usize::from(i < rows && j < cols4);
+                for pattern in [
+                    format!("var a{i}_{j} = "),
+                    format!("        a{i}_{j} = "),
+                    format!(", a{i}_{j});"),
+                ] {
+                    // Twice: main_in_out and main_out_in.
+                    assert_eq!(src.matches(&pattern).count(), 2 * want, "{pattern}");
+                }
+            }
+        }
+    }
+}
