@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Regenerate the tiny Hugging Face reference models in tests/fixtures/models/.
+
+This script is run once, by hand, by a developer; CI never runs it. The files
+it writes are committed, so the Rust tests need neither Python nor a network.
+Rerunning it with the versions below reproduces the files byte for byte
+(fixed seeds, single-threaded CPU math).
+
+What it makes
+-------------
+tests/fixtures/models/tiny-llama/   LlamaForCausalLM, float32, random weights
+    vocab 128, hidden 64, intermediate 128, 2 layers, 4 query heads,
+    2 key/value heads (grouped-query attention, head_dim 16),
+    max_position_embeddings 64, rms_norm_eps 1e-5, rope_theta 10000,
+    untied lm_head, no biases.
+tests/fixtures/models/tiny-gpt2/    GPT2LMHeadModel, float32, random weights
+    vocab 128, n_embd 64, 2 layers, 4 heads, n_positions 64,
+    layer_norm_epsilon 1e-5, lm_head tied to transformer.wte
+    (bos/eos set to 127 = vocab_size - 1, as GPT-2's 50256 would be out of
+    range for a 128-token vocabulary).
+
+Each folder holds:
+    model.safetensors       float32 weights, as save_pretrained writes them
+    model.bf16.safetensors  the same tensors (same names) rounded to bfloat16
+    model.f16.safetensors   the same tensors (same names) rounded to float16
+    config.json             as save_pretrained writes it with transformers 5.x
+                            (rope_parameters {rope_theta, rope_type}, "dtype")
+    config.v4.json          the same config hand-converted to the conventions
+                            of transformers 4.x before 4.56 (top-level
+                            rope_theta + rope_scaling null, "torch_dtype"),
+                            matching what 4.55.4 writes for this model
+    reference.json          prompt_ids        the 7-token prompt
+                            logits            [7][128] float32 logits of the
+                                              float32 model for every prompt
+                                              position (exact float32 values)
+                            greedy_ids        16 new tokens, greedy, use_cache=True
+                            greedy_ids_no_cache  the same with use_cache=False
+                            logits_bf16, greedy_ids_bf16,
+                            logits_f16,  greedy_ids_f16
+                                              the same from the bf16 / f16
+                                              weights upcast exactly to float32
+                                              (math in float32), i.e. what a
+                                              float32-accumulating
+                                              implementation with half-precision
+                                              weights must reproduce
+                            greedy_min_margin*  smallest top-1 minus top-2 logit
+                                              gap along each greedy path (how
+                                              much numerical slack argmax has)
+                            torch_version, transformers_version,
+                            attn_implementation
+
+Greedy decoding never stops early: end-of-sequence stopping is switched off,
+so every list has exactly 16 tokens (new tokens only, the prompt excluded).
+The script checks generate() against a plain argmax loop over full forwards.
+
+Weights: matrices and embeddings get the model's own init (normal with
+std = initializer_range = 0.1, large enough for distinct logits). The 1-D
+parameters, which that init would leave at 1 (norm weights) and 0 (biases),
+are drawn at random too (norms ~ N(1, 0.2), biases ~ N(0, 0.1)), so that a
+fixture catches an implementation that skips a norm weight or a bias.
+
+Layout notes for readers of the files: Llama linear weights are [out, in],
+q_proj/k_proj in the Hugging Face rotate-half RoPE layout (dimension i pairs
+with i + head_dim/2); the attention is eager softmax(q k^T / sqrt(head_dim)).
+GPT-2 uses Conv1D weights stored [in, out], c_attn fuses q, k, v (in that
+order) along out, activation is gelu_new (tanh approximation), and
+model.safetensors has no lm_head.weight (it is tied to transformer.wte.weight).
+No attention-mask or rotary buffers are saved.
+
+Versions it was run with
+------------------------
+Python 3.11.7, torch 2.15.0+cu132 (the PyPI wheel, run on CPU), transformers
+5.24.0, safetensors 0.8.0, numpy 2.4.6. It needs transformers >= 5 (it writes
+the 5.x config.json and converts that to 4.x form). Other torch/transformers
+versions may change the random init or the last bits of the logits;
+reference.json records the versions used. The logits are bit-exact only for
+the same attention implementation (eager) and one CPU thread, both set here;
+sdpa or more threads move them by about 1e-6, so Rust tests should compare
+logits with a tolerance and greedy ids exactly.
+
+config.v4.json was checked once by hand against transformers 4.55.4: it is
+what that version writes for this model, and 4.55.4 loading it with
+model.safetensors gives the same logits, bit for bit.
+
+How to run
+----------
+    python3 -m venv /tmp/venv-fixtures
+    /tmp/venv-fixtures/bin/pip install torch transformers safetensors
+    /tmp/venv-fixtures/bin/python scripts/make_model_fixtures.py
+
+It rewrites both folders completely, then reloads each model with
+from_pretrained and checks that it reproduces reference.json exactly.
+"""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import safetensors
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+OUT_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "models"
+
+PROMPT_IDS = [1, 17, 42, 99, 3, 64, 5]
+MAX_NEW_TOKENS = 16
+ATTN_IMPLEMENTATION = "eager"  # plain matmul-softmax-matmul attention
+INITIALIZER_RANGE = 0.1
+NORM_WEIGHT_STD = 0.2
+BIAS_STD = 0.1
+
+# Seeds chosen so that every greedy list has several distinct tokens and a
+# clear top-1/top-2 gap at each step (checked below).
+LLAMA_SEED = 1
+GPT2_SEED = 28
+
+# The rounded weight files: suffix in the file name and reference keys.
+HALF_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
+
+# Top-level keys that transformers 4.x leaves out of config.json when they
+# hold the PretrainedConfig default, but 5.x writes out.
+V4_OMITTED_DEFAULTS = {"pad_token_id": None, "add_cross_attention": False, "tie_word_embeddings": True}
+V4_TRANSFORMERS_VERSION = "4.55.4"  # the last 4.x whose config.json says "torch_dtype"
+
+
+def build_llama(seed):
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        initializer_range=INITIALIZER_RANGE,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    randomize_1d_params(model, seed)
+    return model.eval()
+
+
+def build_gpt2(seed):
+    config = GPT2Config(
+        vocab_size=128,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=127,
+        eos_token_id=127,
+        initializer_range=INITIALIZER_RANGE,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    randomize_1d_params(model, seed)
+    assert model.lm_head.weight is model.transformer.wte.weight, "GPT-2 embeddings should be tied"
+    return model.eval()
+
+
+@torch.no_grad()
+def randomize_1d_params(model, seed):
+    """Replace the constant init of norm weights (1) and biases (0) by random values."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, param in sorted(model.named_parameters()):
+        if param.ndim != 1:
+            continue
+        noise = torch.randn(param.shape, generator=generator)
+        if name.endswith(".bias"):
+            param.copy_(BIAS_STD * noise)
+        else:
+            param.copy_(1.0 + NORM_WEIGHT_STD * noise)
+
+
+def load_float32(folder, weights_file="model.safetensors"):
+    """Load a fixture folder with from_pretrained, upcasting any weights to float32."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(folder / "config.json", Path(tmp) / "config.json")
+        shutil.copy(folder / weights_file, Path(tmp) / "model.safetensors")
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            tmp, dtype=torch.float32, attn_implementation=ATTN_IMPLEMENTATION
+        )
+    for param in model.parameters():
+        assert param.dtype == torch.float32
+    return model.eval()
+
+
+@torch.no_grad()
+def prompt_logits(model):
+    logits = model(torch.tensor([PROMPT_IDS])).logits[0]
+    assert logits.dtype == torch.float32 and logits.shape == (len(PROMPT_IDS), model.config.vocab_size)
+    return logits
+
+
+@torch.no_grad()
+def generate_greedy(model, use_cache):
+    # generate() fills unset options from model.generation_config, so switch
+    # end-of-sequence stopping off there to always get MAX_NEW_TOKENS tokens.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    prompt = torch.tensor([PROMPT_IDS])
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=MAX_NEW_TOKENS,
+        do_sample=False,
+        use_cache=use_cache,
+    )
+    new_ids = out[0, len(PROMPT_IDS) :].tolist()
+    assert len(new_ids) == MAX_NEW_TOKENS
+    return new_ids
+
+
+@torch.no_grad()
+def argmax_loop(model):
+    """Greedy decoding by full forwards: the new ids and the smallest top-1/top-2 gap."""
+    ids = list(PROMPT_IDS)
+    margins = []
+    for _ in range(MAX_NEW_TOKENS):
+        last = model(torch.tensor([ids])).logits[0, -1]
+        top2 = torch.topk(last, 2)
+        margins.append(float(top2.values[0] - top2.values[1]))
+        ids.append(int(top2.indices[0]))
+    return ids[len(PROMPT_IDS) :], min(margins)
+
+
+def greedy_reference(model):
+    """Greedy ids with and without the KV cache, checked against each other and an argmax loop."""
+    with_cache = generate_greedy(model, use_cache=True)
+    without_cache = generate_greedy(model, use_cache=False)
+    looped, margin = argmax_loop(model)
+    assert with_cache == without_cache == looped, (with_cache, without_cache, looped)
+    assert len(set(with_cache)) >= 3, f"greedy output is degenerate: {with_cache}"
+    assert margin > 1e-3, f"greedy top-1/top-2 gap too small: {margin}"
+    return with_cache, without_cache, margin
+
+
+def write_half_variants(folder):
+    """Write model.<suffix>.safetensors: every tensor of model.safetensors rounded to half precision."""
+    with safe_open(folder / "model.safetensors", framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    for suffix, dtype in HALF_DTYPES.items():
+        rounded = {name: t.to(dtype).contiguous() for name, t in tensors.items()}
+        save_file(rounded, folder / f"model.{suffix}.safetensors", metadata=metadata)
+
+
+def to_v4_config(v5):
+    """Convert a transformers 5.x config dict to the form transformers 4.x (< 4.56) writes."""
+    v4 = dict(v5)
+    v4["torch_dtype"] = v4.pop("dtype")
+    rope = v4.pop("rope_parameters", None)
+    if rope is not None:
+        assert rope.get("rope_type") == "default", "only plain RoPE is converted"
+        v4["rope_theta"] = rope["rope_theta"]
+        v4["rope_scaling"] = None
+    for key, default in V4_OMITTED_DEFAULTS.items():
+        if key in v4 and v4[key] == default:
+            del v4[key]
+    v4["transformers_version"] = V4_TRANSFORMERS_VERSION
+    return v4
+
+
+def write_json(path, obj):
+    # The layout save_pretrained uses for config.json.
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_reference(path, ref):
+    """Write reference.json with one logits row per line.
+
+    Python's repr of a float32 upcast to float64 is exact, so every number
+    parses back to the same float32, whether read as f32 or as f64.
+    """
+    lines = []
+    for key, value in ref.items():
+        if key.startswith("logits"):
+            rows = ",\n".join("    " + json.dumps(row) for row in value)
+            text = "[\n" + rows + "\n  ]"
+        else:
+            text = json.dumps(value)
+        lines.append(f"  {json.dumps(key)}: {text}")
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def make_fixture(name, model):
+    folder = OUT_ROOT / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+    # save_pretrained also writes generation_config.json; keep only the weights and config.
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copy(Path(tmp) / "model.safetensors", folder / "model.safetensors")
+        shutil.copy(Path(tmp) / "config.json", folder / "config.json")
+    config_v5 = json.loads((folder / "config.json").read_text())
+    assert config_v5["dtype"] == "float32"
+    write_json(folder / "config.v4.json", to_v4_config(config_v5))
+    write_half_variants(folder)
+
+    # Half-precision weights, loaded back into float32 models.
+    half_models = {}
+    for suffix, dtype in HALF_DTYPES.items():
+        half_model = load_float32(folder, f"model.{suffix}.safetensors")
+        for (n, p), (_, q) in zip(model.named_parameters(), half_model.named_parameters()):
+            assert torch.equal(q, p.detach().to(dtype).float()), n
+        half_models[suffix] = half_model
+
+    greedy, greedy_no_cache, margin = greedy_reference(model)
+    ref = {
+        "prompt_ids": PROMPT_IDS,
+        "greedy_ids": greedy,
+        "greedy_ids_no_cache": greedy_no_cache,
+        "greedy_min_margin": margin,
+    }
+    for suffix, half_model in half_models.items():
+        ref[f"greedy_ids_{suffix}"], _, ref[f"greedy_min_margin_{suffix}"] = greedy_reference(half_model)
+    ref["torch_version"] = torch.__version__
+    ref["transformers_version"] = transformers.__version__
+    ref["attn_implementation"] = ATTN_IMPLEMENTATION
+    ref["logits"] = prompt_logits(model).tolist()
+    for suffix, half_model in half_models.items():
+        ref[f"logits_{suffix}"] = prompt_logits(half_model).tolist()
+    write_reference(folder / "reference.json", ref)
+    return folder
+
+
+def verify(folder, original):
+    """Reload the saved fixture from disk and check it against reference.json."""
+    ref = json.loads((folder / "reference.json").read_text())
+    model = load_float32(folder)
+    original_state = original.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, original_state[name]), name
+    assert torch.equal(prompt_logits(model), torch.tensor(ref["logits"], dtype=torch.float32))
+    assert generate_greedy(model, use_cache=True) == ref["greedy_ids"]
+    for suffix in HALF_DTYPES:
+        half_model = load_float32(folder, f"model.{suffix}.safetensors")
+        expected = torch.tensor(ref[f"logits_{suffix}"], dtype=torch.float32)
+        assert torch.equal(prompt_logits(half_model), expected), suffix
+        assert generate_greedy(half_model, use_cache=True) == ref[f"greedy_ids_{suffix}"], suffix
+
+    # The hand-converted 4.x config must describe the same model to transformers.
+    config_class = type(model.config)
+    v5 = config_class.from_pretrained(folder)
+    v4 = config_class.from_dict(json.loads((folder / "config.v4.json").read_text()))
+    for key in ("dtype", "rope_parameters", "tie_word_embeddings", "vocab_size", "hidden_size"):
+        assert getattr(v4, key, None) == getattr(v5, key, None), key
+
+    print(f"{folder.relative_to(OUT_ROOT.parent.parent.parent)}: verified")
+    for file in sorted(folder.glob("*.safetensors")):
+        print(f"  {file.name} ({file.stat().st_size} bytes)")
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():
+                t = f.get_slice(name)
+                print(f"    {name} {t.get_dtype()} {t.get_shape()}")
+    print(f"  greedy_ids      {ref['greedy_ids']}")
+    print(f"  greedy_ids_bf16 {ref['greedy_ids_bf16']}")
+    print(f"  greedy_ids_f16  {ref['greedy_ids_f16']}")
+
+
+def main():
+    assert int(transformers.__version__.split(".")[0]) >= 5, "needs transformers 5.x"
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(1)  # fixed reduction order, reproducible last bits
+    torch.use_deterministic_algorithms(True)
+    for name, build, seed in (("tiny-llama", build_llama, LLAMA_SEED), ("tiny-gpt2", build_gpt2, GPT2_SEED)):
+        model = build(seed)
+        folder = make_fixture(name, model)
+        verify(folder, model)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, safetensors {safetensors.__version__}")
+
+
+if __name__ == "__main__":
+    main()
