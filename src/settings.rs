@@ -184,7 +184,7 @@ pub enum Numerics {
     ///
     /// Needs tp in {1, 2, 4, 8} (checked when the group is built) and every GEMM's inner
     /// dimension a multiple of 8 (checked when each layer is made, and by each op, which
-    /// refuse other shapes with [`Error::InvalidArgument`](crate::Error::InvalidArgument),
+    /// refuse other shapes with [`Error::InvalidArgument`],
     /// never falling back).
     TpInvariant,
 }

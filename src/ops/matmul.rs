@@ -53,7 +53,7 @@ const CPU_MIN_PRODUCT: usize = 32 * 32 * 32;
 const SIMPLE_TILE: usize = 16;
 /// The family `rank` runs for an `[m, k] · [k, n]` product with weights in `layout`
 /// (never [`GemmKernel::Auto`]), taken whole. Under
-/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) a product runs as 8 K blocks of
+/// [`Numerics::TpInvariant`] a product runs as 8 K blocks of
 /// `k / 8`, each of which picks its family for its own `[m, k / 8] · [k / 8, n]` shape:
 /// ask for that shape to know what those blocks run (every family gives the same bits
 /// there).
@@ -251,11 +251,11 @@ fn matmul_window(
 ///
 /// # Errors
 /// [`Error::Shape`] when the shapes disagree; [`Error::InvalidArgument`] under
-/// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) when `k` is not a multiple of 8;
+/// [`Numerics::TpInvariant`] when `k` is not a multiple of 8;
 /// wgpu errors. Any size runs: tensors over the buffer limits are banded, products over the
 /// workgroup limit split into several dispatches.
 ///
-/// The kernel family is the rank's choice ([`gemm_kernel_for`](crate::gemm_kernel_for)).
+/// The kernel family is the rank's choice ([`gemm_kernel_for`]).
 pub fn matmul(
     x: &Tensor,
     w: &Tensor,

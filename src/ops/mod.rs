@@ -1,5 +1,5 @@
-//! Single-rank operations on [`Tensor`]s: the GEMM ([`matmul`], the one front door every
-//! layer goes through) and the elementwise kernels.
+//! Single-rank operations on [`Tensor`](crate::Tensor)s: the GEMM ([`matmul()`], the one
+//! front door every layer goes through) and the elementwise kernels.
 //!
 //! Each call checks shapes, encodes its dispatches and submits them; nothing waits for the
 //! GPU (a later read-back or collective does).
