@@ -85,6 +85,12 @@ pub(crate) fn check_shape(op: &'static str, shape: [usize; 2]) -> Result<usize> 
         .ok_or_else(|| Error::shape(op, "fewer than 2^30 elements", fmt_shape(shape)))
 }
 
+/// Bands of at most this many bytes upload through the rank's kept upload buffers
+/// (`Rank::upload`); larger ones through `Queue::write_buffer`, whose staging memory wgpu
+/// frees once the copy is done (weights are uploaded once; no upload buffer of their size
+/// is kept).
+const SMALL_UPLOAD_BYTES: u64 = 1 << 20;
+
 impl Tensor {
     /// Uploads `data`, a row-major `[rows, cols]` matrix, to `rank`.
     ///
@@ -104,15 +110,24 @@ impl Tensor {
         let t = Self::output(rank, shape, op)?;
         let cols = shape[1];
         rank.scoped(op, || {
+            let mut written = false;
             for b in t.bands() {
-                let part = &data[b.rows.start * cols..b.rows.end * cols];
-                rank.queue()
-                    .write_buffer(b.buffer(), 0, bytemuck::cast_slice(part));
+                let part: &[u8] =
+                    bytemuck::cast_slice(&data[b.rows.start * cols..b.rows.end * cols]);
+                if part.len() as u64 <= SMALL_UPLOAD_BYTES {
+                    // A decode step's input: through a kept upload buffer, no new one.
+                    rank.upload(b.buffer(), 0, part)?;
+                } else {
+                    rank.queue().write_buffer(b.buffer(), 0, part);
+                    written = true;
+                }
             }
-            // Submit the write now and let wgpu reclaim its staging copy once done,
-            // rather than hold it until the rank's next kernel (a model's weights would
-            // otherwise sit in memory twice).
-            rank.queue().submit([]);
+            if written {
+                // Submit the write now and let wgpu reclaim its staging copy once done,
+                // rather than hold it until the rank's next kernel (a model's weights
+                // would otherwise sit in memory twice).
+                rank.queue().submit([]);
+            }
             Ok(())
         })?;
         rank.poll_now();

@@ -1,6 +1,6 @@
 //! Decode-shaped work in its steady state makes no wgpu buffer: a small all-reduce after
-//! the first of its size, and a batch-1 MLP step after the first, reuse the tensors,
-//! staging, upload and parameter buffers earlier calls made (`Rank::buffers_made`), on
+//! the first of its size, and a batch-1 MLP step (input upload, forward, read-back) after
+//! the first, reuse the tensors, staging, upload and parameter buffers earlier calls made (`Rank::buffers_made`), on
 //! both kinds of group and with both numerics, and still give the right sums.
 
 mod common;
@@ -87,15 +87,18 @@ fn a_batch_1_mlp_step_makes_no_buffer_after_the_first() {
                 Activation::GeluTanh,
             )
             .unwrap();
-            let x = DistTensor::replicate(&group, &c1.x, [1, hidden]).unwrap();
-            let first = mlp.forward(&x).unwrap().to_host().unwrap();
+            // A step: upload the input, forward, read the output back.
+            let step = || {
+                let x = DistTensor::replicate(&group, &c1.x, [1, hidden]).unwrap();
+                mlp.forward(&x).unwrap().to_host().unwrap()
+            };
+            let first = step();
             for _ in 0..2 {
-                mlp.forward(&x).unwrap().to_host().unwrap();
+                step();
             }
             let before = made(&group);
             for i in 0..10 {
-                let y = mlp.forward(&x).unwrap().to_host().unwrap();
-                common::assert_same_bits(&first, &y, &format!("{numerics:?} step {i}"));
+                common::assert_same_bits(&first, &step(), &format!("{numerics:?} step {i}"));
             }
             assert_eq!(made(&group), before, "{numerics:?} shared {shared}");
         }
