@@ -105,6 +105,14 @@ pub enum Error {
         /// The timeout in force.
         after: Duration,
     },
+    /// A collective between processes failed: a peer process died, hung past the
+    /// group's timeout or disagreed on the exchange (see [`crate::GroupBuilder::processes`]).
+    Processes {
+        /// The operation.
+        op: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// The device was lost (driver reset, `Device::destroy`, ...).
     DeviceLost {
         /// The rank whose device is gone.
@@ -203,6 +211,9 @@ impl fmt::Display for Error {
             }
             Error::Timeout { op, rank, after } => {
                 write!(f, "{op}: rank {rank} did not finish within {after:?}")
+            }
+            Error::Processes { op, message } => {
+                write!(f, "{op}: collective between processes failed: {message}")
             }
             Error::DeviceLost { rank, message } => write!(f, "rank {rank}: device lost: {message}"),
         }

@@ -48,6 +48,7 @@ mod numerics;
 pub mod ops;
 mod params;
 mod pool;
+mod processes;
 mod rank;
 #[cfg(feature = "reference")]
 pub mod reference;
@@ -59,12 +60,18 @@ pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollecti
 pub use dist::{DistTensor, Placement};
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
+/// The `mpi` crate (rsmpi) this crate was built with, for apps that make their own
+/// communicator ([`Processes::from_communicator`]).
+#[cfg(feature = "mpi")]
+pub use mpi;
 pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
 pub use ops::gemm_kernel_for;
 pub use pool::DEFAULT_BUFFER_CACHE_BYTES;
+#[cfg(feature = "mpi")]
+pub use processes::Processes;
 pub use rank::Rank;
 pub use settings::{Activation, GemmKernel, Numerics, WeightLayout};
 pub use shard::split_sizes;

@@ -190,6 +190,20 @@ impl Tensor {
         })
     }
 
+    /// `host` uploaded to each of `ranks`, once per device (logical ranks sharing a device
+    /// share the upload).
+    pub(crate) fn replicated(ranks: &[Rank], host: &[f32], shape: [usize; 2]) -> Result<Vec<Self>> {
+        let mut out: Vec<Tensor> = Vec::with_capacity(ranks.len());
+        for r in ranks {
+            let t = match out.iter().find(|t| t.rank().shares_device_with(r)) {
+                Some(t) => t.shared_with(r),
+                None => Tensor::from_host(r, host, shape)?,
+            };
+            out.push(t);
+        }
+        Ok(out)
+    }
+
     /// The same buffer seen as a tensor of `rank`, a logical rank sharing this tensor's
     /// device (a replicated value held once for all of them).
     pub(crate) fn shared_with(&self, rank: &Rank) -> Tensor {

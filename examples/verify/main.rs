@@ -23,6 +23,7 @@ use wgpu_tp::{
 };
 
 mod args;
+mod spmd;
 
 use args::{Args, Ranks};
 
@@ -31,7 +32,7 @@ struct Clock(Instant);
 
 impl Clock {
     fn phase(&self, what: &str) {
-        println!("[{:7.2} s] {what}", self.0.elapsed().as_secs_f64());
+        say!("[{:7.2} s] {what}", self.0.elapsed().as_secs_f64());
         // A failed flush only delays the line.
         let _ = std::io::stdout().flush();
     }
@@ -125,7 +126,7 @@ fn report(name: &str, checks: &[Check], extra: &str) -> bool {
     let pass = checks.iter().all(|c| c.pass);
     let diff = checks.iter().map(|c| c.max_abs_diff).fold(0.0, f64::max);
     let tol = checks.iter().map(|c| c.tolerance).fold(0.0, f64::max);
-    println!(
+    say!(
         "  max |diff| vs f64 reference: {diff:.3e}  (tolerance {tol:.3e}){extra}\n  {name}: {}",
         if pass { "PASS" } else { "FAIL" }
     );
@@ -133,7 +134,7 @@ fn report(name: &str, checks: &[Check], extra: &str) -> bool {
 }
 
 fn header(title: &str) {
-    println!("\n{}\n {title}\n{}", "=".repeat(60), "=".repeat(60));
+    say!("\n{}\n {title}\n{}", "=".repeat(60), "=".repeat(60));
 }
 
 fn run(args: &Args) -> AnyResult<bool> {
@@ -148,7 +149,9 @@ fn run(args: &Args) -> AnyResult<bool> {
     if let Some(name) = &args.adapter_name {
         builder = builder.adapter_name(name);
     }
-    builder = match (args.ranks, args.tp_size) {
+    // Under mpirun, this process makes its share of the ranks.
+    let (builder, local) = spmd::spread(builder, args.tp_size.unwrap_or(4))?;
+    let builder = match (args.ranks, local.or(args.tp_size)) {
         (Ranks::OneAdapter, tp) => builder.ranks_on_one_adapter(tp.unwrap_or(4)),
         (Ranks::SharedDevice, tp) => builder.ranks_sharing_one_device(tp.unwrap_or(4)),
         (Ranks::PerAdapter, Some(tp)) => builder.spread_over_adapters(tp),
@@ -156,7 +159,7 @@ fn run(args: &Args) -> AnyResult<bool> {
     };
     let group = builder.build()?;
     let (batch, hidden, ffn) = (args.batch, args.hidden, args.ffn);
-    println!(
+    say!(
         "wgpu-tp verify: tp {}, batch {batch}, hidden {hidden}, ffn {ffn}, seed {}, \
          activation {}, layout {}, bias {}, numerics {}, gemm kernel {}",
         group.world_size(),
@@ -167,11 +170,14 @@ fn run(args: &Args) -> AnyResult<bool> {
         args.numerics,
         args.gemm_kernel
     );
+    say!("  {} process(es)", group.process_count());
     for r in group.ranks() {
         let i = r.adapter_info();
         println!(
-            "  rank {}: {} ({:?}, {:?})",
+            "  rank {}: process {} (pid {}), {} ({:?}, {:?})",
             r.index(),
+            group.process_index(),
+            std::process::id(),
             i.name,
             i.backend,
             i.device_type
@@ -185,6 +191,7 @@ fn run(args: &Args) -> AnyResult<bool> {
         let b = args.bias.then(|| rng.normal(fan_out));
         (w, b)
     };
+    let process = group.process_index();
     let setup = Setup {
         w_col: linear(hidden, hidden),
         w_row: linear(hidden, hidden),
@@ -196,7 +203,10 @@ fn run(args: &Args) -> AnyResult<bool> {
     };
     let all_pass =
         column_check(&setup, &clock)? & row_check(&setup, &clock)? & mlp_check(&setup, &clock)?;
-    println!(
+    if !all_pass && !spmd::lead() {
+        println!("process {process}: SOME CHECKS FAILED");
+    }
+    say!(
         "\n{} in {:.2} s",
         if all_pass {
             "ALL PASS"
@@ -231,7 +241,7 @@ fn column_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
         layout,
     )?;
     let checks: Vec<Check> = got.iter().map(|v| want.check(v)).collect();
-    println!(
+    say!(
         "  weight {:?} split by output features over {tp} ranks: {:?}; all-gather -> {:?} on every rank",
         layout.stored_shape(hidden, hidden),
         col.out_features_per_rank(),
@@ -269,7 +279,7 @@ fn row_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
         layout,
     )?;
     let checks: Vec<Check> = got.iter().map(|v| want.check(v)).collect();
-    println!(
+    say!(
         "  input chunked by columns over {tp} ranks: {:?}; all-reduces: {reduces}",
         row.in_features_per_rank()
     );
@@ -306,7 +316,7 @@ fn mlp_check(s: &Setup<'_>, clock: &Clock) -> AnyResult<bool> {
             .eq(per_rank[0].iter().map(|f| f.to_bits()))
     });
     let checks: Vec<Check> = per_rank.iter().map(|v| want.check(v)).collect();
-    println!(
+    say!(
         "  [{batch}, {hidden}] -> fc1 shards {:?} -> {activation} -> fc2 -> [{batch}, {hidden}]",
         mlp.fc1().out_features_per_rank()
     );

@@ -65,7 +65,7 @@ impl Collective for DeviceCollective {
         sizes: &'a [usize],
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
-            check_reduce_scatter("reduce_scatter", inputs, dim, sizes)?;
+            check_reduce_scatter("reduce_scatter", inputs, dim, sizes, inputs.len())?;
             let total = ops::sum("reduce_scatter", inputs)?;
             inputs
                 .iter()

@@ -141,7 +141,7 @@ fn sum_into(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
 }
 
 /// [`sum_into`], split over the machine's threads when `out` is large.
-fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
+pub(crate) fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     let threads = crate::rank::cores();
     if threads < 2 || out.len() < PARALLEL_ELEMENTS {
         return sum_into(out, parts, numerics);
@@ -282,7 +282,7 @@ impl Collective for HostCollective {
         sizes: &'a [usize],
     ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
-            let shape = check_reduce_scatter("reduce_scatter", inputs, dim, sizes)?;
+            let shape = check_reduce_scatter("reduce_scatter", inputs, dim, sizes, inputs.len())?;
             let parts = read_back("reduce_scatter", &all(inputs)).await?;
             let sum = sum_parts(parts, inputs[0].rank().numerics());
             let shards = split_host(&sum, shape, dim, sizes)?;

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use device::DeviceCollective;
-pub(crate) use host::sum_parts;
 pub use host::HostCollective;
+pub(crate) use host::{sum_parallel, sum_parts};
 
 use crate::error::{fmt_shape, Error, Result};
 use crate::tensor::Tensor;
@@ -106,39 +106,55 @@ pub(crate) fn check_all_gather(
     inputs: &[Tensor],
     dim: usize,
 ) -> Result<[usize; 2]> {
+    check_not_empty(op, inputs)?;
+    let shapes: Vec<[usize; 2]> = inputs.iter().map(Tensor::shape).collect();
+    gathered_shape(op, &shapes, dim)
+}
+
+/// The shape `shapes` (not empty) concatenate to along `dim`; an error when they differ
+/// along the other dimension.
+pub(crate) fn gathered_shape(
+    op: &'static str,
+    shapes: &[[usize; 2]],
+    dim: usize,
+) -> Result<[usize; 2]> {
     check_dim(op, dim)?;
-    let first = check_not_empty(op, inputs)?.shape();
+    let first = *shapes
+        .first()
+        .ok_or_else(|| Error::shape(op, "at least one tensor", "none"))?;
     let other = 1 - dim;
-    if let Some(t) = inputs.iter().find(|t| t.shape()[other] != first[other]) {
+    if let Some(s) = shapes.iter().find(|s| s[other] != first[other]) {
         return Err(Error::shape(
             op,
             format!("dimension {other} of {} on every rank", first[other]),
-            fmt_shape(t.shape()),
+            fmt_shape(*s),
         ));
     }
     let mut shape = first;
-    shape[dim] = inputs
+    shape[dim] = shapes
         .iter()
-        .try_fold(0usize, |a, t| a.checked_add(t.shape()[dim]))
+        .try_fold(0usize, |a, s| a.checked_add(s[dim]))
         .ok_or_else(|| Error::shape(op, "a gathered size that fits usize", "an overflow"))?;
     Ok(shape)
 }
 
 /// Checks a reduce-scatter's inputs; returns the shape of the sum.
+/// `world` is the number of ranks in every process together (`inputs.len()` in one).
 pub(crate) fn check_reduce_scatter(
     op: &'static str,
     inputs: &[Tensor],
     dim: usize,
     sizes: &[usize],
+    world: usize,
 ) -> Result<[usize; 2]> {
     check_dim(op, dim)?;
     let shape = check_same_shapes(op, inputs)?;
     let n = shape[dim];
     let total = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s));
-    if sizes.len() != inputs.len() || total != Some(n) || sizes.contains(&0) {
+    if sizes.len() != world || total != Some(n) || sizes.contains(&0) {
         return Err(Error::shape(
             op,
-            format!("{} non-zero shard sizes summing to {n}", inputs.len()),
+            format!("{world} non-zero shard sizes summing to {n}"),
             format!("{sizes:?}"),
         ));
     }

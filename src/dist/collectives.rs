@@ -8,13 +8,9 @@ use crate::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
 impl DistTensor {
-    fn with(&self, locals: Vec<Tensor>, placement: Placement) -> Self {
-        DistTensor {
-            group: self.group.clone(),
-            shape: self.shape,
-            placement,
-            locals,
-        }
+    /// The same value's `locals` in `placement`; `sizes` for `Shard` (else empty).
+    fn with(&self, locals: Vec<Tensor>, placement: Placement, sizes: Vec<usize>) -> Self {
+        DistTensor::from_parts(&self.group, locals, placement, self.shape, sizes)
     }
 
     /// The same value with another placement, by the one collective that does it:
@@ -45,31 +41,36 @@ impl DistTensor {
             (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
             (Placement::Partial, Placement::Replicate) => {
                 let out = g.all_reduce(&self.locals).await?;
-                Ok(self.with(out, target))
+                Ok(self.with(out, target, Vec::new()))
             }
             (Placement::Shard(d), Placement::Replicate) => {
                 let out = g.all_gather(&self.locals, d).await?;
-                Ok(self.with(out, target))
+                Ok(self.with(out, target, Vec::new()))
             }
             (Placement::Partial, Placement::Shard(d)) => {
                 let sizes = split_sizes(self.shape[d], g.world_size())?;
                 let out = g.reduce_scatter(&self.locals, d, &sizes).await?;
-                Ok(self.with(out, target))
+                Ok(self.with(out, target, sizes))
             }
             (Placement::Replicate, Placement::Shard(d)) => {
                 let sizes = split_sizes(self.shape[d], g.world_size())?;
+                let starts = offsets(&sizes);
                 let out = self
                     .locals
                     .iter()
-                    .zip(offsets(&sizes).into_iter().zip(&sizes))
-                    .map(|(t, (start, &len))| {
+                    .zip(g.local_range())
+                    .map(|(t, r)| {
                         let mut s = self.shape;
-                        s[d] = len;
-                        let (r0, c0) = if d == 0 { (start, 0) } else { (0, start) };
+                        s[d] = sizes[r];
+                        let (r0, c0) = if d == 0 {
+                            (starts[r], 0)
+                        } else {
+                            (0, starts[r])
+                        };
                         ops::slice(t, r0, c0, s)
                     })
                     .collect::<Result<_>>()?;
-                Ok(self.with(out, target))
+                Ok(self.with(out, target, sizes))
             }
             (Placement::Replicate, Placement::Partial) => {
                 let out = self
@@ -80,7 +81,7 @@ impl DistTensor {
                         _ => ops::fill(t, -0.0),
                     })
                     .collect::<Result<_>>()?;
-                Ok(self.with(out, target))
+                Ok(self.with(out, target, Vec::new()))
             }
             (Placement::Shard(_), _) => {
                 let full = Box::pin(self.redistribute_async(Placement::Replicate)).await?;
@@ -155,7 +156,14 @@ impl DistTensor {
     /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
     pub async fn broadcast_async(&self, root: usize) -> Result<DistTensor> {
         let out = self.group.broadcast(&self.locals, root).await?;
-        DistTensor::from_locals(&self.group, out, Placement::Replicate)
+        let shape = out[0].shape();
+        Ok(DistTensor::from_parts(
+            &self.group,
+            out,
+            Placement::Replicate,
+            shape,
+            Vec::new(),
+        ))
     }
 
     /// Blocking [`DistTensor::broadcast_async`].

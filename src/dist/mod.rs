@@ -5,10 +5,10 @@ mod collectives;
 
 use std::fmt;
 
-use crate::collective::{check_all_gather, sum_parts};
+use crate::collective::{gathered_shape, sum_parts};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::shard::{concat_host, split_host, split_sizes};
+use crate::shard::{concat_host, offsets, slice_host, split_sizes};
 use crate::tensor::{check_shape, read_back, Tensor};
 
 /// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
@@ -34,13 +34,16 @@ impl fmt::Display for Placement {
     }
 }
 
-/// A 2-D f32 matrix of global shape `[rows, cols]`, one local [`Tensor`] per rank.
+/// A 2-D f32 matrix of global shape `[rows, cols]`, one local [`Tensor`] per rank of this
+/// process (every rank, unless the group spans processes).
 #[derive(Debug, Clone)]
 pub struct DistTensor {
     group: Group,
     shape: [usize; 2],
     placement: Placement,
     locals: Vec<Tensor>,
+    /// `Shard(d)`: every rank's size along `d`, in global rank order; else empty.
+    sizes: Vec<usize>,
 }
 
 impl DistTensor {
@@ -50,25 +53,36 @@ impl DistTensor {
     /// [`Error::Shape`] when `host.len()` is not `rows * cols` or a dimension is 0;
     /// allocation errors.
     pub fn replicate(group: &Group, host: &[f32], shape: [usize; 2]) -> Result<Self> {
-        let mut locals: Vec<Tensor> = Vec::with_capacity(group.world_size());
-        for r in group.ranks() {
-            // Logical ranks sharing a device share one upload.
-            let t = match locals.iter().find(|t| t.rank().shares_device_with(r)) {
-                Some(t) => t.shared_with(r),
-                None => Tensor::from_host(r, host, shape)?,
-            };
-            locals.push(t);
-        }
-        Ok(DistTensor {
+        // Logical ranks sharing a device share one upload.
+        let locals = Tensor::replicated(group.ranks(), host, shape)?;
+        Ok(Self::from_parts(
+            group,
+            locals,
+            Placement::Replicate,
+            shape,
+            Vec::new(),
+        ))
+    }
+
+    /// Wraps tensors the crate made, whose global shape and shard sizes it knows.
+    pub(crate) fn from_parts(
+        group: &Group,
+        locals: Vec<Tensor>,
+        placement: Placement,
+        shape: [usize; 2],
+        sizes: Vec<usize>,
+    ) -> Self {
+        DistTensor {
             group: group.clone(),
             shape,
-            placement: Placement::Replicate,
+            placement,
             locals,
-        })
+            sizes,
+        }
     }
 
     /// Splits the row-major `host` matrix along `dim` by [`split_sizes`] and uploads slice
-    /// `r` to rank `r`.
+    /// `r` to rank `r` (each process its own ranks' slices).
     ///
     /// # Errors
     /// As [`DistTensor::replicate`], plus [`Error::InvalidArgument`] when `dim > 1` or the
@@ -87,27 +101,29 @@ impl DistTensor {
             ));
         }
         let sizes = split_sizes(shape[dim], group.world_size()).map_err(|e| e.with_op(op))?;
-        let parts = split_host(host, shape, dim, &sizes)?;
+        let starts = offsets(&sizes);
         let locals = group
             .ranks()
             .iter()
-            .zip(parts)
-            .zip(&sizes)
-            .map(|((r, p), &len)| {
+            .zip(group.local_range())
+            .map(|(rank, r)| {
                 let mut s = shape;
-                s[dim] = len;
-                Tensor::from_host(r, &p, s)
+                s[dim] = sizes[r];
+                let part = if dim == 0 {
+                    slice_host(host, shape[1], starts[r], sizes[r], 0, shape[1])
+                } else {
+                    slice_host(host, shape[1], 0, shape[0], starts[r], sizes[r])
+                }?;
+                Tensor::from_host(rank, &part, s)
             })
             .collect::<Result<_>>()?;
-        Ok(DistTensor {
-            group: group.clone(),
-            shape,
-            placement: Placement::Shard(dim),
-            locals,
-        })
+        let placement = Placement::Shard(dim);
+        Ok(Self::from_parts(group, locals, placement, shape, sizes))
     }
 
-    /// Wraps tensors a caller already has, `locals[r]` on rank `r`, as one placed value.
+    /// Wraps tensors a caller already has, `locals[r]` on rank `r`, as one placed value
+    /// (this process's ranks' tensors; for `Shard` in a group spanning processes, every
+    /// process calls it, as the shapes are exchanged to learn the global shape).
     ///
     /// # Errors
     /// [`Error::GroupMismatch`] or [`Error::InvalidArgument`] when a tensor is on another
@@ -117,25 +133,24 @@ impl DistTensor {
         let op = "dist_tensor.from_locals";
         group.check_locals(op, &locals)?;
         let first = locals[0].shape();
-        let shape = match placement {
+        let (shape, sizes) = match placement {
             Placement::Replicate | Placement::Partial => {
                 if let Some(t) = locals.iter().find(|t| t.shape() != first) {
                     return Err(Error::shape(op, fmt_shape(first), fmt_shape(t.shape())));
                 }
-                first
+                (first, Vec::new())
             }
             // The shape the shards gather to, checked as an all-gather checks its inputs.
-            Placement::Shard(d) if d <= 1 => check_all_gather(op, &locals, d)?,
+            Placement::Shard(d) if d <= 1 => {
+                let shapes = group.gather_shapes(op, &locals)?;
+                let sizes = shapes.iter().map(|s| s[d]).collect();
+                (gathered_shape(op, &shapes, d)?, sizes)
+            }
             Placement::Shard(d) => {
                 return Err(Error::invalid(op, format!("dim must be 0 or 1, got {d}")));
             }
         };
-        Ok(DistTensor {
-            group: group.clone(),
-            shape,
-            placement,
-            locals,
-        })
+        Ok(Self::from_parts(group, locals, placement, shape, sizes))
     }
 
     /// The global shape.
@@ -153,13 +168,22 @@ impl DistTensor {
         &self.group
     }
 
-    /// The local tensors, in rank order.
+    /// This process's tensors, in rank order (ranks
+    /// [`Group::local_range`]).
     pub fn locals(&self) -> &[Tensor] {
         &self.locals
     }
 
-    /// The whole value on the host: rank 0's copy of a replicated tensor, the
-    /// concatenation of shards, or the rank-order sum of partials.
+    /// For `Shard(d)`, every rank's size along `d`, in global rank order (all processes'
+    /// ranks); empty for the other placements.
+    pub fn shard_sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
+    /// The whole value on the host: rank 0's copy of a replicated tensor (this process's
+    /// first rank's), the concatenation of shards, or the rank-order sum of partials. In a
+    /// group spanning processes, `Shard` and `Partial` fetch what this process lacks: every
+    /// process calls it.
     ///
     /// # Errors
     /// Read-back errors ([`Error::Map`], [`Error::Timeout`], [`Error::DeviceLost`]).
@@ -168,12 +192,11 @@ impl DistTensor {
         match self.placement {
             Placement::Replicate => Ok(read_back(op, &[&self.locals[0]]).await?.concat()),
             Placement::Shard(d) => {
-                let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
-                let shapes: Vec<_> = self.locals.iter().map(Tensor::shape).collect();
+                let (parts, shapes) = self.group.gather_host(op, &self.locals).await?;
                 concat_host(&parts, &shapes, d)
             }
             Placement::Partial => {
-                let parts = read_back(op, &self.locals.iter().collect::<Vec<_>>()).await?;
+                let (parts, _) = self.group.gather_host(op, &self.locals).await?;
                 // The all-reduce's order, so this equals an all-reduce bit for bit.
                 Ok(sum_parts(parts, self.group.ranks()[0].numerics()))
             }
@@ -188,7 +211,7 @@ impl DistTensor {
         crate::rank::block_on(self.to_host_async())
     }
 
-    /// Every rank's local tensor on the host, in rank order.
+    /// This process's ranks' local tensors on the host, in rank order.
     ///
     /// # Errors
     /// As [`DistTensor::to_host_async`].

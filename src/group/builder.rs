@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Group, GroupInner, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
+use super::{Group, GroupInner, Spread, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
 use crate::adapters::{backends_from_env, request_all, Finder};
 use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
 use crate::numerics::INVARIANT_BLOCKS;
 use crate::pool::DEFAULT_BUFFER_CACHE_BYTES;
+use crate::processes::Processes;
 use crate::rank::{DeviceCallbacks, DeviceCtx, Rank};
 use crate::settings::{GemmKernel, Numerics};
 
@@ -48,6 +49,7 @@ pub struct GroupBuilder {
     numerics: Numerics,
     cache_bytes: u64,
     take_over_callbacks: bool,
+    processes: Option<Processes>,
 }
 
 impl fmt::Debug for GroupBuilder {
@@ -72,6 +74,7 @@ impl fmt::Debug for GroupBuilder {
             .field("numerics", &self.numerics)
             .field("cache_bytes", &self.cache_bytes)
             .field("take_over_callbacks", &self.take_over_callbacks)
+            .field("processes", &self.processes)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl Default for GroupBuilder {
             numerics: Numerics::Fast,
             cache_bytes: DEFAULT_BUFFER_CACHE_BYTES,
             take_over_callbacks: false,
+            processes: None,
         }
     }
 }
@@ -212,6 +216,24 @@ impl GroupBuilder {
         self
     }
 
+    /// Spans every process of `processes` (SPMD: each process runs the same program and
+    /// builds its group with the same settings). This process's ranks, made as the other
+    /// builder calls say, become global ranks numbered process-major after those of the
+    /// processes before it; [`Group::world_size`] counts all of them, and a
+    /// [`DistTensor`](crate::DistTensor) holds only this process's ranks' tensors.
+    ///
+    /// Building is itself a collective (every process must build), and so is every
+    /// collective afterwards: the processes must run them in the same order, one thread
+    /// at a time per group. Between processes the collectives read the local ranks'
+    /// buffers back, exchange them with non-blocking MPI calls polled against
+    /// [`GroupBuilder::timeout`], sum in global rank order (the bits a single process
+    /// gives), and upload the result; a dead or stuck peer is an [`Error::Processes`].
+    #[cfg(feature = "mpi")]
+    pub fn processes(mut self, processes: Processes) -> Self {
+        self.processes = Some(processes);
+        self
+    }
+
     /// Blocking [`GroupBuilder::build_async`].
     ///
     /// # Errors
@@ -239,7 +261,15 @@ impl GroupBuilder {
             numerics,
             cache_bytes,
             take_over_callbacks,
+            processes,
         } = self;
+        if processes.is_some() && collective.is_some() {
+            return Err(Error::invalid(
+                "group.build",
+                "a custom collective joins the ranks of one process; a group spanning \
+                 processes joins them through MPI itself",
+            ));
+        }
         let callbacks = match (&source, take_over_callbacks) {
             (Source::Devices(_), false) => DeviceCallbacks::Leave,
             _ => DeviceCallbacks::Install,
@@ -312,15 +342,20 @@ impl GroupBuilder {
             .into_iter()
             .map(|(d, q)| DeviceCtx::new(d, q, timeout, gemm, numerics, cache_bytes, callbacks))
             .collect();
-        let world = contexts.len() * logical;
+        let local = contexts.len() * logical;
+        let spread = match processes {
+            Some(p) => spread_over(p, local, numerics, timeout)?,
+            None => Spread::single(local),
+        };
+        let world = spread.world;
         if numerics == Numerics::TpInvariant && !INVARIANT_BLOCKS.is_multiple_of(world) {
             return Err(Error::invalid(
                 "group.build",
                 format!("tp-invariant numerics need tp 1, 2, 4 or 8, not {world}"),
             ));
         }
-        let ranks: Vec<Rank> = (0..world)
-            .map(|i| Rank::new(contexts[i / logical].clone(), i, world, id))
+        let ranks: Vec<Rank> = (0..local)
+            .map(|i| Rank::new(contexts[i / logical].clone(), spread.first + i, world, id))
             .collect();
         let shared = ranks.iter().all(|r| r.shares_device_with(&ranks[0]));
         let collective = collective.unwrap_or_else(|| {
@@ -336,9 +371,42 @@ impl GroupBuilder {
                 ranks,
                 collective,
                 stats: CollectiveStats::default(),
+                spread,
             }),
         })
     }
+}
+
+/// Every process's rank count, and a check that the processes agree on the numerics
+/// (their sums must be the same computation): one all-gather of two words.
+fn spread_over(
+    processes: Processes,
+    local: usize,
+    numerics: Numerics,
+    timeout: Duration,
+) -> Result<Spread> {
+    let op = "group.build";
+    let n = processes.count();
+    let mine = vec![local as u64, numerics as u64];
+    let all = processes.all_gather(op, mine, &vec![2; n], timeout)?;
+    let per_process: Vec<usize> = all.chunks(2).map(|c| c[0] as usize).collect();
+    if let Some(p) = (0..n).find(|&p| all[2 * p + 1] != numerics as u64) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "process {p} builds its group with other numerics than process {} \
+                 ({numerics:?}): every process must use the same",
+                processes.index()
+            ),
+        ));
+    }
+    let first = per_process[..processes.index()].iter().sum();
+    Ok(Spread {
+        world: per_process.iter().sum(),
+        per_process,
+        first,
+        processes: Some(processes),
+    })
 }
 
 fn check_count(n: usize) -> Result<()> {

@@ -1,7 +1,8 @@
 //! The group's collectives: every call's inputs are checked before the transport sees
 //! them, counted in [`CollectiveStats`](crate::CollectiveStats), and the transport's outputs
 //! are checked before anyone uses them (a custom [`Collective`](crate::Collective) is
-//! not trusted to return one tensor per rank, on that rank, of the right shape).
+//! not trusted to return one tensor per rank, on that rank, of the right shape). A group
+//! spanning processes runs spanning.rs instead of the transport.
 
 use std::sync::atomic::Ordering;
 
@@ -19,6 +20,9 @@ impl Group {
         self.check_locals(op, inputs)?;
         let shape = check_same_shapes(op, inputs)?;
         self.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
+        if self.process_count() > 1 {
+            return self.span_all_reduce(inputs).await;
+        }
         let out = self.collective().all_reduce(inputs).await?;
         self.check_outputs(op, out, |_| shape)
     }
@@ -29,6 +33,9 @@ impl Group {
         self.check_locals(op, inputs)?;
         let shape = check_all_gather(op, inputs, dim)?;
         self.stats().all_gather.fetch_add(1, Ordering::Relaxed);
+        if self.process_count() > 1 {
+            return self.span_all_gather(inputs, dim).await;
+        }
         let out = self.collective().all_gather(inputs, dim).await?;
         self.check_outputs(op, out, |_| shape)
     }
@@ -42,8 +49,11 @@ impl Group {
     ) -> Result<Vec<Tensor>> {
         let op = "reduce_scatter";
         self.check_locals(op, inputs)?;
-        let shape = check_reduce_scatter(op, inputs, dim, sizes)?;
+        let shape = check_reduce_scatter(op, inputs, dim, sizes, self.world_size())?;
         self.stats().reduce_scatter.fetch_add(1, Ordering::Relaxed);
+        if self.process_count() > 1 {
+            return self.span_reduce_scatter(inputs, dim, sizes).await;
+        }
         let out = self.collective().reduce_scatter(inputs, dim, sizes).await?;
         self.check_outputs(op, out, |r| {
             let mut s = shape;
@@ -56,6 +66,15 @@ impl Group {
     pub(crate) async fn broadcast(&self, inputs: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
         let op = "broadcast";
         self.check_locals(op, inputs)?;
+        if self.process_count() > 1 {
+            if root >= self.world_size() {
+                let world = self.world_size();
+                let msg = format!("root {root} is not a rank of a group of {world}");
+                return Err(Error::invalid(op, msg));
+            }
+            self.stats().broadcast.fetch_add(1, Ordering::Relaxed);
+            return self.span_broadcast(inputs, root).await;
+        }
         let shape = check_broadcast(op, inputs, root)?;
         self.stats().broadcast.fetch_add(1, Ordering::Relaxed);
         let out = self.collective().broadcast(inputs, root).await?;

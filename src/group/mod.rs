@@ -3,6 +3,7 @@
 
 mod builder;
 mod collectives;
+mod spanning;
 
 pub use builder::GroupBuilder;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::collective::{Collective, CollectiveStats};
 use crate::error::{Error, Result};
+use crate::processes::Processes;
 use crate::rank::Rank;
 
 /// How long a wait on a device may take by default before it is an [`Error::Timeout`].
@@ -30,9 +32,33 @@ pub struct Group {
 
 struct GroupInner {
     id: u64,
+    /// This process's ranks, global indices `first..first + ranks.len()`.
     ranks: Vec<Rank>,
     collective: Box<dyn Collective>,
     stats: CollectiveStats,
+    spread: Spread,
+}
+
+/// How the group's ranks lie over processes: process `p` holds `per_process[p]` ranks,
+/// numbered process-major.
+#[derive(Debug, Clone)]
+pub(crate) struct Spread {
+    pub(crate) processes: Option<Processes>,
+    pub(crate) per_process: Vec<usize>,
+    pub(crate) first: usize,
+    pub(crate) world: usize,
+}
+
+impl Spread {
+    /// One process holding all `n` ranks.
+    pub(crate) fn single(n: usize) -> Self {
+        Spread {
+            processes: None,
+            per_process: vec![n],
+            first: 0,
+            world: n,
+        }
+    }
 }
 
 impl fmt::Debug for Group {
@@ -50,17 +76,53 @@ impl Group {
         GroupBuilder::default()
     }
 
-    /// The ranks, in rank order.
+    /// This process's ranks, in rank order: all of them unless the group spans processes
+    /// ([`GroupBuilder::processes`]), where they are ranks
+    /// [`local_range`](Group::local_range) of the group.
     pub fn ranks(&self) -> &[Rank] {
         &self.inner.ranks
     }
 
-    /// The number of ranks (the tp size).
+    /// The number of ranks in every process together (the tp size).
     pub fn world_size(&self) -> usize {
-        self.inner.ranks.len()
+        self.inner.spread.world
     }
 
-    /// The collective joining the ranks.
+    /// The global indices of this process's ranks ([`Group::ranks`]).
+    pub fn local_range(&self) -> std::ops::Range<usize> {
+        let first = self.inner.spread.first;
+        first..first + self.inner.ranks.len()
+    }
+
+    /// The number of processes the group spans (1 unless built with
+    /// [`GroupBuilder::processes`]).
+    pub fn process_count(&self) -> usize {
+        self.inner.spread.per_process.len()
+    }
+
+    /// This process's number, `0..process_count()`.
+    pub fn process_index(&self) -> usize {
+        self.inner
+            .spread
+            .processes
+            .as_ref()
+            .map_or(0, Processes::index)
+    }
+
+    /// The global indices of process `p`'s ranks (empty for a process that is not one
+    /// of the group's).
+    pub fn ranks_of_process(&self, p: usize) -> std::ops::Range<usize> {
+        let per = &self.inner.spread.per_process;
+        let first: usize = per.iter().take(p).sum();
+        first..first + per.get(p).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn spread(&self) -> &Spread {
+        &self.inner.spread
+    }
+
+    /// The collective joining this process's ranks (between processes, the group moves
+    /// host buffers over MPI itself).
     pub fn collective(&self) -> &dyn Collective {
         self.inner.collective.as_ref()
     }
@@ -74,16 +136,22 @@ impl Group {
         self.inner.id
     }
 
-    /// Checks that `tensors` holds one tensor per rank of this group, in rank order.
+    /// Checks that `tensors` holds one tensor per rank of this process, in rank order.
     pub(crate) fn check_locals(&self, op: &'static str, tensors: &[crate::Tensor]) -> Result<()> {
-        if tensors.len() != self.world_size() {
+        let local = self.inner.ranks.len();
+        if tensors.len() != local {
+            let what = if local == self.world_size() {
+                "one per rank"
+            } else {
+                "one per rank of this process"
+            };
             return Err(Error::shape(
                 op,
-                format!("{} tensors (one per rank)", self.world_size()),
+                format!("{local} tensors ({what})"),
                 format!("{}", tensors.len()),
             ));
         }
-        for (r, t) in tensors.iter().enumerate() {
+        for (r, t) in self.local_range().zip(tensors) {
             if t.rank().group_id() != self.id() {
                 return Err(Error::GroupMismatch { op });
             }

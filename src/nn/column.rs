@@ -148,10 +148,11 @@ impl ColumnParallelLinear {
         if let Some(b) = &bias {
             let outs = shard_features(&weight, layout, false);
             let bias_cols: Vec<[usize; 2]> = b.locals().iter().map(Tensor::shape).collect();
-            if bias_cols.iter().zip(&outs).any(|(s, &o)| *s != [1, o]) {
+            let local = &outs[group.local_range()];
+            if bias_cols.iter().zip(local).any(|(s, &o)| *s != [1, o]) {
                 return Err(Error::shape(
                     op,
-                    format!("bias shards [1, n] with n = {outs:?}"),
+                    format!("bias shards [1, n] with n = {local:?}"),
                     bias_cols
                         .iter()
                         .map(|&s| fmt_shape(s))
@@ -201,7 +202,7 @@ impl ColumnParallelLinear {
         self.out_features
     }
 
-    /// The output features each rank computes.
+    /// The output features each rank computes (every rank of every process).
     pub fn out_features_per_rank(&self) -> Vec<usize> {
         shard_features(&self.weight, self.layout, false)
     }
@@ -237,7 +238,7 @@ impl ColumnParallelLinear {
         let op = "column_parallel.forward";
         check_input(op, &self.group, x, self.in_features)?;
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-        let locals = (0..self.group.world_size())
+        let locals = (0..x.locals().len())
             .map(|r| {
                 let x = &x.locals()[r];
                 ops::Product {
@@ -257,7 +258,9 @@ impl ColumnParallelLinear {
                 .run()
             })
             .collect::<Result<Vec<_>>>()?;
-        let y = DistTensor::from_locals(&self.group, locals, Placement::Shard(1))?;
+        let outs = self.out_features_per_rank();
+        let shape = [x.shape()[0], self.out_features];
+        let y = DistTensor::from_parts(&self.group, locals, Placement::Shard(1), shape, outs);
         if self.config.gather_output {
             y.redistribute_async(Placement::Replicate).await
         } else {

@@ -107,20 +107,19 @@ impl<'a> HostLinear<'a> {
     }
 }
 
-/// The input or output feature counts of each weight shard.
+/// The input or output feature counts of every rank's weight shard (all processes'
+/// ranks, in global order).
 fn shard_features(weight: &DistTensor, layout: WeightLayout, inputs: bool) -> Vec<usize> {
-    weight
-        .locals()
-        .iter()
-        .map(|t| {
-            let (i, o) = layout.in_out(t.shape());
-            if inputs {
-                i
-            } else {
-                o
-            }
-        })
-        .collect()
+    let (i, o) = layout.in_out(weight.shape());
+    let feature_dim = if inputs {
+        1 - layout.out_dim()
+    } else {
+        layout.out_dim()
+    };
+    match weight.placement() {
+        Placement::Shard(d) if d == feature_dim => weight.shard_sizes().to_vec(),
+        _ => vec![if inputs { i } else { o }; weight.group().world_size()],
+    }
 }
 
 /// Checks that `x` belongs to `group` and has `features` columns.

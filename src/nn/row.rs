@@ -192,7 +192,7 @@ impl RowParallelLinear {
         self.out_features
     }
 
-    /// The input features each rank reads.
+    /// The input features each rank reads (every rank of every process).
     pub fn in_features_per_rank(&self) -> Vec<usize> {
         shard_features(&self.weight, self.layout, true)
     }
@@ -229,6 +229,7 @@ impl RowParallelLinear {
         let op = "row_parallel.forward";
         check_input(op, &self.group, x, self.in_features)?;
         let ins = self.in_features_per_rank();
+        let local = self.group.local_range();
         let w = self.weight.locals();
         // Tp-invariant numerics: each rank sums whole K blocks, 8 / tp of them (equal
         // shards, checked when the layer was made).
@@ -236,28 +237,30 @@ impl RowParallelLinear {
         let partials = if self.config.input_is_parallel {
             x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
             let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
-            if got != ins {
+            if got != ins[local.clone()] {
                 return Err(Error::shape(
                     op,
-                    format!("input shards of {ins:?} columns"),
+                    format!("input shards of {:?} columns", &ins[local]),
                     format!("{got:?}"),
                 ));
             }
-            (0..ins.len())
-                .map(|r| self.partial(&x.locals()[r], 0..ins[r], &w[r], blocks))
+            (0..got.len())
+                .map(|r| self.partial(&x.locals()[r], 0..got[r], &w[r], blocks))
                 .collect::<Result<Vec<_>>>()?
         } else {
             x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-            offsets(&ins)
-                .into_iter()
-                .zip(&ins)
+            let starts = offsets(&ins);
+            local
                 .enumerate()
-                .map(|(r, (start, &k))| {
-                    self.partial(&x.locals()[r], start..start + k, &w[r], blocks)
+                .map(|(i, r)| {
+                    let cols = starts[r]..starts[r] + ins[r];
+                    self.partial(&x.locals()[i], cols, &w[i], blocks)
                 })
                 .collect::<Result<Vec<_>>>()?
         };
-        let partial = DistTensor::from_locals(&self.group, partials, Placement::Partial)?;
+        let shape = [x.shape()[0], self.out_features];
+        let partial =
+            DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());
         if !self.config.reduce_results {
             // No bias here: refused when the layer was made unless skip_bias_add.
             return Ok(partial);
@@ -271,7 +274,15 @@ impl RowParallelLinear {
                     .zip(b.locals())
                     .map(|(t, bias)| ops::add_row(t, bias))
                     .collect::<Result<Vec<_>>>()?;
-                DistTensor::from_locals(&self.group, locals, Placement::Replicate)
+                let shape = y.shape();
+                let replicate = Placement::Replicate;
+                Ok(DistTensor::from_parts(
+                    &self.group,
+                    locals,
+                    replicate,
+                    shape,
+                    Vec::new(),
+                ))
             }
             _ => Ok(y),
         }

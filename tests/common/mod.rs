@@ -150,12 +150,13 @@ pub fn normal_parts(rng: &mut Rng, tp: usize, len: usize) -> Vec<Vec<f32>> {
     (0..tp).map(|_| rng.normal(len)).collect()
 }
 
-/// A `Partial` tensor of `shape` whose rank `r` holds the addend `parts[r]`.
+/// A `Partial` tensor of `shape` whose rank `r` holds the addend `parts[r]` (each process
+/// its own ranks' addends).
 pub fn partial(group: &Group, parts: &[Vec<f32>], shape: [usize; 2]) -> DistTensor {
     let locals = group
         .ranks()
         .iter()
-        .zip(parts)
+        .zip(&parts[group.local_range()])
         .map(|(r, p)| Tensor::from_host(r, p, shape).unwrap())
         .collect();
     DistTensor::from_locals(group, locals, Placement::Partial).unwrap()

@@ -1,0 +1,247 @@
+//! The collectives of a group that spans processes: the local ranks' buffers go to the
+//! host, MPI moves them between processes, the host combines them in global rank order
+//! and every local rank gets its result uploaded.
+//!
+//! The all-reduce is the bandwidth-optimal scheme that is exact by construction: the
+//! buffer is cut into one region per process; an all-to-all hands process `q` region `q`
+//! of every rank's addend (each rank's own, not a per-process sum, so the order of the
+//! sum never depends on how ranks are laid over processes); `q` sums its region over all
+//! ranks in global rank order (or along the tp-invariant tree) with the single-process
+//! code; an all-gather hands every process every region's sum. The bits are those of one
+//! process holding all ranks, whatever MPI's own reduction algorithm would have done.
+
+use super::{Group, Spread};
+use crate::collective::{gathered_shape, sum_parallel};
+use crate::error::{Error, Result};
+use crate::processes::Processes;
+use crate::shard::{concat_host, offsets, split_host};
+use crate::tensor::{read_back, Tensor};
+
+/// The processes of a spread that has several (the caller checked).
+fn link(spread: &Spread) -> Result<&Processes> {
+    spread
+        .processes
+        .as_ref()
+        .ok_or_else(|| Error::invalid("group", "a multi-process collective without processes"))
+}
+
+/// Every local tensor on the host, in rank order.
+async fn to_host(op: &'static str, inputs: &[Tensor]) -> Result<Vec<Vec<f32>>> {
+    read_back(op, &inputs.iter().collect::<Vec<_>>()).await
+}
+
+/// `[start, end)` of the `n`-element region of each of `p` processes.
+fn regions(n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
+    let bound = |c: usize| ((c as u128 * n as u128) / p as u128) as usize;
+    (0..p).map(|c| bound(c)..bound(c + 1)).collect()
+}
+
+/// The sum over every rank of the group, of region `me` of the addends: `recv` holds
+/// `len` values per rank, in global rank order.
+fn sum_region(g: &Group, recv: &[f32], len: usize) -> Vec<f32> {
+    let mut sum = vec![0.0; len];
+    if len > 0 {
+        let addends: Vec<&[f32]> = recv.chunks(len).collect();
+        sum_parallel(&mut sum, &addends, g.ranks()[0].numerics());
+    }
+    sum
+}
+
+impl Group {
+    fn timeout(&self) -> std::time::Duration {
+        self.ranks()[0].timeout()
+    }
+
+    /// All-reduce between processes (module docs).
+    pub(super) async fn span_all_reduce(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let op = "all_reduce";
+        let spread = self.spread();
+        let procs = link(spread)?;
+        let shape = inputs[0].shape();
+        let parts = to_host(op, inputs).await?;
+        let regions = regions(shape[0] * shape[1], procs.count());
+        let local = inputs.len();
+        let mut send = Vec::with_capacity(parts.len() * parts[0].len());
+        for r in &regions {
+            for p in &parts {
+                send.extend_from_slice(&p[r.clone()]);
+            }
+        }
+        drop(parts);
+        let send_lens: Vec<usize> = regions.iter().map(|r| local * r.len()).collect();
+        let mine = regions[procs.index()].len();
+        let recv_lens: Vec<usize> = spread.per_process.iter().map(|l| l * mine).collect();
+        let recv = procs.all_to_all(op, send, &send_lens, &recv_lens, self.timeout())?;
+        let sum = sum_region(self, &recv, mine);
+        drop(recv);
+        let lens: Vec<usize> = regions.iter().map(|r| r.len()).collect();
+        let full = procs.all_gather(op, sum, &lens, self.timeout())?;
+        Tensor::replicated(self.ranks(), &full, shape)
+    }
+
+    /// Every rank's tensor of the group on the host (the local ones read back, the
+    /// others from their processes), with its shape, in global rank order.
+    pub(crate) async fn gather_host(
+        &self,
+        op: &'static str,
+        inputs: &[Tensor],
+    ) -> Result<(Vec<Vec<f32>>, Vec<[usize; 2]>)> {
+        let spread = self.spread();
+        let Some(procs) = spread.processes.as_ref() else {
+            let shapes = inputs.iter().map(Tensor::shape).collect();
+            return Ok((to_host(op, inputs).await?, shapes));
+        };
+        let shapes = self.gather_shapes(op, inputs)?;
+        let numel = |s: &[usize; 2]| s[0] * s[1];
+        let data: Vec<f32> = to_host(op, inputs).await?.concat();
+        let lens: Vec<usize> = (0..procs.count())
+            .map(|p| self.ranks_of_process(p).map(|r| numel(&shapes[r])).sum())
+            .collect();
+        let all = procs.all_gather(op, data, &lens, self.timeout())?;
+        let mut parts = Vec::with_capacity(shapes.len());
+        let mut at = 0;
+        for s in &shapes {
+            parts.push(all[at..at + numel(s)].to_vec());
+            at += numel(s);
+        }
+        Ok((parts, shapes))
+    }
+
+    /// The shape of every rank's tensor of the group (this process's `inputs` and the
+    /// other processes'), in global rank order.
+    pub(crate) fn gather_shapes(
+        &self,
+        op: &'static str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<[usize; 2]>> {
+        let spread = self.spread();
+        let Some(procs) = spread.processes.as_ref() else {
+            return Ok(inputs.iter().map(Tensor::shape).collect());
+        };
+        let mine: Vec<u64> = inputs
+            .iter()
+            .flat_map(|t| t.shape().map(|d| d as u64))
+            .collect();
+        let lens: Vec<usize> = spread.per_process.iter().map(|l| 2 * l).collect();
+        Ok(procs
+            .all_gather(op, mine, &lens, self.timeout())?
+            .chunks(2)
+            .map(|c| [c[0] as usize, c[1] as usize])
+            .collect())
+    }
+
+    /// All-gather between processes: every rank's shard, concatenated, on every rank.
+    pub(super) async fn span_all_gather(
+        &self,
+        inputs: &[Tensor],
+        dim: usize,
+    ) -> Result<Vec<Tensor>> {
+        let op = "all_gather";
+        let (parts, shapes) = self.gather_host(op, inputs).await?;
+        let shape = gathered_shape(op, &shapes, dim)?;
+        let full = concat_host(&parts, &shapes, dim)?;
+        Tensor::replicated(self.ranks(), &full, shape)
+    }
+
+    /// Reduce-scatter between processes: as the all-reduce, with process `q`'s region
+    /// the slices of its ranks, and no all-gather.
+    pub(super) async fn span_reduce_scatter(
+        &self,
+        inputs: &[Tensor],
+        dim: usize,
+        sizes: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let op = "reduce_scatter";
+        let spread = self.spread();
+        let procs = link(spread)?;
+        let shape = inputs[0].shape();
+        let starts = offsets(sizes);
+        let region = |p: usize| {
+            let ranks = self.ranks_of_process(p);
+            let start = starts[ranks.start];
+            start..start + sizes[ranks].iter().sum::<usize>()
+        };
+        let other = shape[1 - dim];
+        let parts = to_host(op, inputs).await?;
+        let mut send = Vec::with_capacity(parts.len() * parts[0].len());
+        let mut send_lens = Vec::with_capacity(procs.count());
+        for q in 0..procs.count() {
+            let r = region(q);
+            for p in &parts {
+                if dim == 0 {
+                    send.extend_from_slice(&p[r.start * other..r.end * other]);
+                } else {
+                    for row in p.chunks(shape[1]) {
+                        send.extend_from_slice(&row[r.clone()]);
+                    }
+                }
+            }
+            send_lens.push(inputs.len() * r.len() * other);
+        }
+        drop(parts);
+        let mine = region(procs.index()).len() * other;
+        let recv_lens: Vec<usize> = spread.per_process.iter().map(|l| l * mine).collect();
+        let recv = procs.all_to_all(op, send, &send_lens, &recv_lens, self.timeout())?;
+        let sum = sum_region(self, &recv, mine);
+        let mut sum_shape = shape;
+        sum_shape[dim] = region(procs.index()).len();
+        let local_sizes = &sizes[self.local_range()];
+        let pieces = split_host(&sum, sum_shape, dim, local_sizes)?;
+        self.ranks()
+            .iter()
+            .zip(pieces)
+            .zip(local_sizes)
+            .map(|((rank, piece), &len)| {
+                let mut s = shape;
+                s[dim] = len;
+                Tensor::from_host(rank, &piece, s)
+            })
+            .collect()
+    }
+
+    /// Broadcast between processes: the process holding `root` sends its tensor (shape
+    /// first) to every process.
+    pub(super) async fn span_broadcast(
+        &self,
+        inputs: &[Tensor],
+        root: usize,
+    ) -> Result<Vec<Tensor>> {
+        let op = "broadcast";
+        let procs = link(self.spread())?;
+        let owner = (0..procs.count())
+            .find(|&p| self.ranks_of_process(p).contains(&root))
+            .ok_or_else(|| Error::invalid(op, format!("root {root} is not a rank")))?;
+        let local = self.local_range();
+        let held = local.contains(&root).then(|| &inputs[root - local.start]);
+        let shape = held.map_or([0, 0], Tensor::shape).map(|d| d as u64);
+        let shape = procs.broadcast(op, shape.to_vec(), owner, self.timeout())?;
+        let shape = [shape[0] as usize, shape[1] as usize];
+        let data = match held {
+            Some(t) => to_host(op, std::slice::from_ref(t)).await?.concat(),
+            None => vec![0.0; shape[0] * shape[1]],
+        };
+        let data = procs.broadcast(op, data, owner, self.timeout())?;
+        Tensor::replicated(self.ranks(), &data, shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regions;
+
+    #[test]
+    fn regions_cover_the_buffer_in_order_even_when_shorter_than_the_processes() {
+        for (n, p) in [(10, 3), (2, 3), (0, 2), (7, 1), (1 << 20, 7)] {
+            let r = regions(n, p);
+            assert_eq!(r.len(), p);
+            assert_eq!(r[0].start, 0);
+            assert_eq!(r[p - 1].end, n);
+            assert!(r.windows(2).all(|w| w[0].end == w[1].start));
+            let (min, max) = (
+                r.iter().map(|x| x.len()).min(),
+                r.iter().map(|x| x.len()).max(),
+            );
+            assert!(max.unwrap() - min.unwrap() <= 1);
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Groups spanning processes (feature `mpi`). `cargo test --features mpi` runs this binary
+//! as the launcher: it starts itself under `mpirun` over 1, 2, 3 and 4 processes (the
+//! workers) and checks what they report:
+//! - every collective and layer against the f64 reference, at every tp from the process
+//!   count to 8, with uneven shards, on both kinds of local group (devices on one adapter,
+//!   logical ranks sharing one device); the all-reduce also bit for bit against the f32
+//!   rank-order sum, which is what one process gives;
+//! - with `Numerics::TpInvariant`, the bits of an MLP forward at tp 1, 2, 4 and 8 over
+//!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
+//! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
+//!   job (MPI's own behaviour) instead of hanging it.
+//!
+//! Without `mpirun` on the PATH the launcher skips locally and fails under `CI=true`.
+
+#![allow(clippy::needless_range_loop)] // dims and ranks index several arrays at once
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_bits, assert_within, rank_order_sum};
+use wgpu_tp::reference::{self, Approx, Rng};
+use wgpu_tp::shard::{concat_host, split_host};
+use wgpu_tp::{
+    split_sizes, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
+    Numerics, ParallelMlp, Placement, Processes, RowParallelConfig, RowParallelLinear, Tensor,
+    WeightLayout,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--worker") {
+        worker(args.get(2).map_or("", String::as_str));
+    } else {
+        launcher();
+    }
+}
+
+// ---------------------------------------------------------------- launcher
+
+/// `mpirun -n procs <this binary> --worker mode`, killed after `limit`; (success, stdout).
+fn mpirun(procs: usize, mode: &str, limit: Duration) -> Option<(bool, String, Duration)> {
+    let exe = std::env::current_exe().expect("own path");
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--oversubscribe", "--allow-run-as-root", "-n"])
+        .arg(procs.to_string())
+        .arg(exe)
+        .args(["--worker", mode])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if !common::in_ci() => {
+            eprintln!("skipping the process tests: cannot run mpirun ({e})");
+            return None;
+        }
+        Err(e) => panic!("mpirun is needed under CI: {e}"),
+    };
+    let mut out = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).map(|_| s)
+    });
+    loop {
+        if let Some(status) = child.try_wait().expect("mpirun status") {
+            let stdout = reader.join().expect("reader").expect("utf-8 stdout");
+            print!("{stdout}");
+            return Some((status.success(), stdout, start.elapsed()));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("mpirun -n {procs} --worker {mode} hung past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn launcher() {
+    let limit = Duration::from_secs(600);
+    let mut bits: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for procs in 1..=4 {
+        let mode = if procs == 4 { "invariant" } else { "check" };
+        let Some((ok, out, took)) = mpirun(procs, mode, limit) else {
+            return;
+        };
+        assert!(ok, "{procs} process(es), {mode}: a worker failed");
+        let done = out.lines().filter(|l| l.starts_with("DONE")).count();
+        assert_eq!(done, procs, "{procs} process(es): every worker reports");
+        println!("{procs} process(es), {mode}: passed in {took:.1?}");
+        for l in out.lines().filter_map(|l| l.strip_prefix("BITS ")) {
+            let (what, hash) = l.rsplit_once(' ').expect("BITS <what> <hash>");
+            bits.entry(hash.to_string())
+                .or_default()
+                .push(what.to_string());
+        }
+    }
+    // Every tp-invariant result, whatever the tp and the layout, has the same bits.
+    assert_eq!(bits.len(), 1, "tp-invariant bits differ: {bits:#?}");
+    let layouts = bits.values().next().map_or(0, Vec::len);
+    assert!(
+        layouts >= 16,
+        "too few tp-invariant layouts checked: {layouts}"
+    );
+    println!("tp-invariant: {layouts} (tp, layout, kind) results share their bits");
+
+    // A hung peer: an error within the timeout, and the job ends.
+    let Some((_, out, took)) = mpirun(2, "hang", Duration::from_secs(120)) else {
+        return;
+    };
+    assert!(
+        out.contains("HUNG-PEER-ERROR"),
+        "process 0 reports an Error::Processes for the hung peer"
+    );
+    println!("hung peer: error reported, job over in {took:.1?}");
+
+    // A dead peer: mpirun ends the whole job (MPI's behaviour) instead of hanging.
+    let Some((ok, _, took)) = mpirun(2, "die", Duration::from_secs(120)) else {
+        return;
+    };
+    assert!(!ok, "a job whose process died must fail");
+    println!("dead peer: job ended in {took:.1?}");
+}
+
+// ---------------------------------------------------------------- worker
+
+/// This process's share of `tp` ranks over `n` processes: the first `tp % n` get one more.
+fn local_count(tp: usize, n: usize, p: usize) -> usize {
+    tp / n + usize::from(p < tp % n)
+}
+
+fn build(procs: &Processes, tp: usize, shared: bool, numerics: Numerics) -> Group {
+    let local = local_count(tp, procs.count(), procs.index());
+    let b = Group::builder().processes(procs.clone()).numerics(numerics);
+    let b = if shared {
+        b.ranks_sharing_one_device(local)
+    } else {
+        b.ranks_on_one_adapter(local)
+    };
+    let g = common::build(b, "process group").expect("an adapter (checked under CI)");
+    assert_eq!(g.world_size(), tp);
+    assert_eq!(g.process_count(), procs.count());
+    assert_eq!(g.local_range(), g.ranks_of_process(procs.index()));
+    for (r, rank) in g.local_range().zip(g.ranks()) {
+        assert_eq!(rank.index(), r);
+    }
+    g
+}
+
+fn worker(mode: &str) {
+    let procs = Processes::init().expect("MPI initializes");
+    let (p, n) = (procs.index(), procs.count());
+    match mode {
+        "check" => {
+            for tp in n..=8 {
+                for shared in [false, true] {
+                    let g = build(&procs, tp, shared, Numerics::Fast);
+                    let ctx = format!("tp {tp} over {n} processes, shared {shared}");
+                    check_collectives(&g, &ctx);
+                    check_layers(&g, &ctx);
+                    if p == 0 {
+                        println!("ok: {ctx}");
+                    }
+                }
+            }
+            invariant_bits(&procs);
+        }
+        "invariant" => invariant_bits(&procs),
+        "hang" => {
+            let g = Group::builder()
+                .processes(procs.clone())
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("group");
+            let x = DistTensor::replicate(&g, &[1.0; 4], [2, 2]).unwrap();
+            let x = x.redistribute(Placement::Partial).unwrap();
+            if p == 1 {
+                // Never joins the all-reduce; leaves after process 0 gave up.
+                std::thread::sleep(Duration::from_secs(6));
+                println!("DONE");
+                std::process::exit(0);
+            }
+            let start = Instant::now();
+            let e = x.all_reduce().expect_err("the peer never joins");
+            let took = start.elapsed();
+            assert!(matches!(e, Error::Processes { .. }), "{e}");
+            assert!(took < Duration::from_secs(10), "error after {took:?}");
+            // Later collectives refuse at once: the processes are out of step for good.
+            assert!(matches!(x.all_reduce(), Err(Error::Processes { .. })));
+            println!("HUNG-PEER-ERROR after {took:.1?}: {e}");
+            println!("DONE");
+            std::process::exit(0);
+        }
+        "die" => {
+            let g = Group::builder()
+                .processes(procs.clone())
+                .build()
+                .expect("group");
+            let x = DistTensor::replicate(&g, &[1.0; 4], [2, 2]).unwrap();
+            let x = x.redistribute(Placement::Partial).unwrap();
+            if p == 1 {
+                std::process::exit(3);
+            }
+            let _ = x.all_reduce();
+            // mpirun kills this process when its peer dies; reaching here is also fine
+            // (the error path), as long as nothing hangs.
+            std::process::exit(0);
+        }
+        other => panic!("unknown worker mode {other:?}"),
+    }
+    println!("DONE process {p} of {n}");
+}
+
+const SHAPE: [usize; 2] = [11, 13];
+
+/// The f64 sum of `parts` and its f32 bound: tp terms in any order err by at most
+/// γ(tp - 1) Σ|terms| (Higham).
+fn sum_reference(parts: &[Vec<f32>]) -> Approx {
+    let g = reference::gamma(parts.len() - 1);
+    let n = parts[0].len();
+    Approx {
+        value: (0..n)
+            .map(|i| parts.iter().map(|p| f64::from(p[i])).sum())
+            .collect(),
+        bound: (0..n)
+            .map(|i| g * parts.iter().map(|p| f64::from(p[i]).abs()).sum::<f64>())
+            .collect(),
+    }
+}
+
+fn check_collectives(g: &Group, ctx: &str) {
+    let tp = g.world_size();
+    let local = g.local_range();
+    let parts = common::normal_parts(&mut Rng::new(tp as u64), tp, SHAPE[0] * SHAPE[1]);
+    let x = common::partial(g, &parts, SHAPE);
+    let exact = rank_order_sum(&parts);
+    let want = sum_reference(&parts);
+    // All-reduce: the reference's bound, and the bits of the rank-order f32 sum.
+    let y = x.all_reduce().unwrap();
+    for v in y.to_host_per_rank().unwrap() {
+        assert_within(&want, &v, &format!("{ctx}: all_reduce"));
+        assert_same_bits(&v, &exact, &format!("{ctx}: all_reduce bits"));
+    }
+    assert_same_bits(&x.to_host().unwrap(), &exact, &format!("{ctx}: to_host"));
+    for dim in 0..2 {
+        // Reduce-scatter: each rank its (uneven) slice of the same sum.
+        let sizes = split_sizes(SHAPE[dim], tp).unwrap();
+        let slices = split_host(&exact, SHAPE, dim, &sizes).unwrap();
+        let y = x.reduce_scatter(dim).unwrap();
+        assert_eq!(y.shard_sizes(), &sizes[..]);
+        for (v, r) in y.to_host_per_rank().unwrap().iter().zip(local.clone()) {
+            assert_same_bits(v, &slices[r], &format!("{ctx}: reduce_scatter dim {dim}"));
+        }
+        assert_same_bits(
+            &y.to_host().unwrap(),
+            &exact,
+            &format!("{ctx}: shard to_host"),
+        );
+        // All-gather of uneven shards made here, and of shards from the caller.
+        let full = &parts[0];
+        let s = DistTensor::shard(g, full, SHAPE, dim).unwrap();
+        for v in s.all_gather().unwrap().to_host_per_rank().unwrap() {
+            assert_same_bits(&v, full, &format!("{ctx}: all_gather dim {dim}"));
+        }
+        let other = DistTensor::shard(g, full, SHAPE, 1 - dim).unwrap();
+        let moved = other.redistribute(Placement::Shard(dim)).unwrap();
+        assert_eq!(
+            moved.shard_sizes(),
+            &sizes[..],
+            "{ctx}: Shard -> Shard sizes"
+        );
+        assert_same_bits(&moved.to_host().unwrap(), full, &format!("{ctx}: reshard"));
+        // from_locals learns the other processes' shard sizes: rank r holds r + 1 rows.
+        let own: Vec<usize> = (1..=tp).collect();
+        let rows: usize = own.iter().sum();
+        let data = common::normal_parts(&mut Rng::new(7), 1, rows * 3).remove(0);
+        let pieces = split_host(&data, [rows, 3], 0, &own).unwrap();
+        let locals = g
+            .ranks()
+            .iter()
+            .zip(local.clone())
+            .map(|(rank, r)| Tensor::from_host(rank, &pieces[r], [own[r], 3]).unwrap())
+            .collect();
+        let t = DistTensor::from_locals(g, locals, Placement::Shard(0)).unwrap();
+        assert_eq!((t.shape(), t.shard_sizes()), ([rows, 3], &own[..]));
+        let all = t.all_gather().unwrap().to_host().unwrap();
+        let shapes: Vec<[usize; 2]> = own.iter().map(|&r| [r, 3]).collect();
+        assert_same_bits(&all, &concat_host(&pieces, &shapes, 0).unwrap(), ctx);
+    }
+    // Broadcast from every root, wherever it lives.
+    for root in 0..tp {
+        let y = x.broadcast(root).unwrap();
+        for v in y.to_host_per_rank().unwrap() {
+            assert_same_bits(&v, &parts[root], &format!("{ctx}: broadcast from {root}"));
+        }
+    }
+}
+
+fn check_layers(g: &Group, ctx: &str) {
+    // Sizes no tp from 2 to 8 divides evenly: 37 inputs, 29 hidden, 3 rows.
+    let (m, k, h) = (3, 37, 29);
+    let mut rng = Rng::new(42);
+    let (w1, b1) = common::linear_data(&mut rng, k, h, true);
+    let (w2, b2) = common::linear_data(&mut rng, h, k, true);
+    let x = rng.normal(m * k);
+    let xd = DistTensor::replicate(g, &x, [m, k]).unwrap();
+    for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+        let s1 = common::in_layout(&w1, k, h, layout);
+        let s2 = common::in_layout(&w2, h, k, layout);
+        let fc1 = common::host(&s1, &b1, k, h, layout);
+        let fc2 = common::host(&s2, &b2, h, k, layout);
+        let ctx = format!("{ctx}, {layout:?}");
+        // Column-parallel, gathered.
+        let gather = ColumnParallelConfig::default().gather_output(true);
+        let col = ColumnParallelLinear::from_full(g, fc1, gather).unwrap();
+        let want1 = common::reference_linear(&x, [m, k], &w1, h, b1.as_deref());
+        common::assert_every_rank_within(&want1, &col.forward(&xd).unwrap(), &ctx);
+        // Row-parallel from a replicated input.
+        let row = RowParallelLinear::from_full(
+            g,
+            fc2,
+            RowParallelConfig::default().input_is_parallel(false),
+        )
+        .unwrap();
+        let hd = DistTensor::replicate(g, &rng.normal(m * h), [m, h]).unwrap();
+        let hx = hd.to_host().unwrap();
+        let want2 = common::reference_linear(&hx, [m, h], &w2, k, b2.as_deref());
+        common::assert_every_rank_within(&want2, &row.forward(&hd).unwrap(), &ctx);
+        // The Megatron MLP: one all-reduce.
+        let mlp = ParallelMlp::from_full(g, fc1, fc2, Activation::GeluTanh).unwrap();
+        let before = g.stats().all_reduces();
+        let y = mlp.forward(&xd).unwrap();
+        assert_eq!(g.stats().all_reduces() - before, 1, "{ctx}: one all-reduce");
+        let hidden = reference::activation(&want1, Activation::GeluTanh);
+        let want = common::reference_linear_of(&hidden, [m, h], &w2, k, b2.as_deref());
+        common::assert_every_rank_within(&want, &y, &format!("{ctx}: mlp"));
+    }
+}
+
+/// FNV-1a over the bits: the launcher compares results across runs by this.
+fn hash(v: &[f32]) -> String {
+    let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Tp-invariant MLP forward and all-reduce at every tp this many processes can hold; the
+/// first process prints their bits' hashes.
+fn invariant_bits(procs: &Processes) {
+    let (m, k, h) = (2, 64, 48);
+    let mut rng = Rng::new(9);
+    let (w1, b1) = common::linear_data(&mut rng, k, h, true);
+    let (w2, b2) = common::linear_data(&mut rng, h, k, true);
+    let x = rng.normal(m * k);
+    let n = procs.count();
+    for tp in [1, 2, 4, 8].into_iter().filter(|&tp| tp >= n) {
+        for shared in [false, true] {
+            let g = build(procs, tp, shared, Numerics::TpInvariant);
+            let layout = WeightLayout::InOut;
+            let fc1 = common::host(&w1, &b1, k, h, layout);
+            let fc2 = common::host(&w2, &b2, h, k, layout);
+            let mlp = ParallelMlp::from_full(&g, fc1, fc2, Activation::Relu).unwrap();
+            let xd = DistTensor::replicate(&g, &x, [m, k]).unwrap();
+            let y = mlp.forward(&xd).unwrap().to_host().unwrap();
+            let per: Vec<usize> = (0..n).map(|p| local_count(tp, n, p)).collect();
+            if procs.index() == 0 {
+                println!(
+                    "BITS mlp tp {tp} layout {per:?} shared {shared} {}",
+                    hash(&y)
+                );
+            }
+        }
+    }
+}
