@@ -4,7 +4,7 @@
 //! - every collective and layer against the f64 reference, at every tp from the process
 //!   count to 8, with uneven shards, on both kinds of local group (devices on one adapter,
 //!   logical ranks sharing one device); the all-reduce also bit for bit against the f32
-//!   rank-order sum, which is what one process gives;
+//!   rank-order sum, which is what one process gives, over seeded random shapes too;
 //! - with `Numerics::TpInvariant`, the bits of an MLP forward at tp 1, 2, 4 and 8 over
 //!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
 //! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
@@ -40,11 +40,26 @@ fn main() {
 
 // ---------------------------------------------------------------- launcher
 
-/// `mpirun -n procs <this binary> --worker mode`, killed after `limit`; (success, stdout).
+/// True for Open MPI's `mpirun` (which needs `--oversubscribe` for more processes than
+/// cores, and leave to run as root); MPICH's takes neither and needs neither.
+fn open_mpi() -> bool {
+    Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI"))
+}
+
+/// `mpirun -n procs <this binary> --worker mode`, killed after `limit`; (success, stdout,
+/// wall time), or `None` (locally) without `mpirun`.
 fn mpirun(procs: usize, mode: &str, limit: Duration) -> Option<(bool, String, Duration)> {
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = Command::new("mpirun");
-    cmd.args(["--oversubscribe", "--allow-run-as-root", "-n"])
+    if open_mpi() {
+        cmd.arg("--oversubscribe")
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    cmd.arg("-n")
         .arg(procs.to_string())
         .arg(exe)
         .args(["--worker", mode])
@@ -159,12 +174,15 @@ fn worker(mode: &str) {
                     let g = build(&procs, tp, shared, Numerics::Fast);
                     let ctx = format!("tp {tp} over {n} processes, shared {shared}");
                     check_collectives(&g, &ctx);
+                    check_random_shapes(&g, &ctx);
                     check_layers(&g, &ctx);
                     if p == 0 {
                         println!("ok: {ctx}");
                     }
                 }
             }
+            check_banded(&procs);
+            check_refusals(&procs);
             invariant_bits(&procs);
         }
         "invariant" => invariant_bits(&procs),
@@ -296,6 +314,132 @@ fn check_collectives(g: &Group, ctx: &str) {
             assert_same_bits(&v, &parts[root], &format!("{ctx}: broadcast from {root}"));
         }
     }
+}
+
+/// Seeded random shapes (the same on every process), each dimension at least tp, and one
+/// all-reduce large enough for two chunks, its host sum split over threads: the
+/// collectives give the single-process bits.
+fn check_random_shapes(g: &Group, ctx: &str) {
+    let tp = g.world_size();
+    let mut rng = Rng::new(1000 + tp as u64);
+    let mut shapes: Vec<[usize; 2]> = (0..4)
+        .map(|_| {
+            [
+                tp + (rng.next_u64() % 24) as usize,
+                tp + (rng.next_u64() % 24) as usize,
+            ]
+        })
+        .collect();
+    shapes.push([1100, 1000]); // two chunks of at most 4 MiB, the second short
+    for (case, shape) in shapes.into_iter().enumerate() {
+        let ctx = format!("{ctx}, shape {shape:?}");
+        let parts = common::normal_parts(&mut rng, tp, shape[0] * shape[1]);
+        let x = common::partial(g, &parts, shape);
+        let exact = rank_order_sum(&parts);
+        for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
+            assert_same_bits(&v, &exact, &format!("{ctx}: all_reduce"));
+        }
+        let dim = case % 2;
+        let sizes = split_sizes(shape[dim], tp).unwrap();
+        let slices = split_host(&exact, shape, dim, &sizes).unwrap();
+        let y = x.reduce_scatter(dim).unwrap();
+        for (v, r) in y.to_host_per_rank().unwrap().iter().zip(g.local_range()) {
+            assert_same_bits(v, &slices[r], &format!("{ctx}: reduce_scatter dim {dim}"));
+        }
+        let all = y.all_gather().unwrap().to_host_per_rank().unwrap();
+        for v in all {
+            assert_same_bits(&v, &exact, &format!("{ctx}: all_gather dim {dim}"));
+        }
+    }
+}
+
+/// Processes whose devices band tensors differently (the even ones with 4 KiB buffers: a
+/// row of 1,000 values per band) still cut the all-reduce into the same chunks (here one
+/// row each, all a 4 KiB device can stage): a `[1200, 1000]` all-reduce gives the
+/// rank-order bits.
+fn check_banded(procs: &Processes) {
+    let tp = procs.count() + 1;
+    let local = local_count(tp, procs.count(), procs.index());
+    let mut b = Group::builder()
+        .processes(procs.clone())
+        .ranks_on_one_adapter(local);
+    if procs.index().is_multiple_of(2) {
+        let mut l = wgpu_tp::wgpu::Limits::downlevel_defaults();
+        l.max_buffer_size = 4096;
+        l.max_storage_buffer_binding_size = 4096;
+        b = b.required_limits(l);
+    }
+    let g = common::build(b, "banded").expect("an adapter");
+    let shape = [1200, 1000];
+    let parts = common::normal_parts(&mut Rng::new(5), tp, shape[0] * shape[1]);
+    let x = common::partial(&g, &parts, shape);
+    let exact = rank_order_sum(&parts);
+    for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
+        assert_same_bits(&v, &exact, &format!("banded all_reduce, tp {tp}"));
+    }
+    let y = x.reduce_scatter(0).unwrap().all_gather().unwrap();
+    assert_same_bits(
+        &y.to_host().unwrap(),
+        &exact,
+        "banded reduce_scatter + all_gather",
+    );
+    if procs.index() == 0 {
+        println!("ok: banded tp {tp} over {} processes", procs.count());
+    }
+}
+
+/// Bad input over processes: errors in every process, never a hang.
+fn check_refusals(procs: &Processes) {
+    let (p, n) = (procs.index(), procs.count());
+    assert!(
+        matches!(Processes::init(), Err(Error::Processes { .. })),
+        "MPI twice"
+    );
+    let custom = Group::builder()
+        .processes(procs.clone())
+        .collective(Box::new(wgpu_tp::HostCollective))
+        .build();
+    assert!(
+        matches!(custom, Err(Error::InvalidArgument { .. })),
+        "custom collective"
+    );
+    if n > 1 {
+        // Process 0 asks for other numerics than the rest: every process is told.
+        let numerics = if p == 0 {
+            Numerics::Fast
+        } else {
+            Numerics::TpInvariant
+        };
+        let mixed = Group::builder()
+            .processes(procs.clone())
+            .numerics(numerics)
+            .build();
+        match mixed {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains("numerics"), "{message}")
+            }
+            other => panic!("mixed numerics: {other:?}"),
+        }
+    }
+    let g = build(procs, n, false, Numerics::Fast);
+    let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
+    assert!(
+        matches!(x.broadcast(n), Err(Error::InvalidArgument { .. })),
+        "root past the ranks"
+    );
+    let two = [x.locals(), x.locals()].concat();
+    let wrong = DistTensor::from_locals(&g, two, Placement::Replicate);
+    assert!(
+        matches!(wrong, Err(Error::Shape { .. })),
+        "locals of other ranks"
+    );
+    // The group still works after the refusals.
+    let y = x
+        .redistribute(Placement::Partial)
+        .unwrap()
+        .all_reduce()
+        .unwrap();
+    assert_eq!(y.to_host().unwrap(), vec![1.0; 6]);
 }
 
 fn check_layers(g: &Group, ctx: &str) {

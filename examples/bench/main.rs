@@ -8,6 +8,7 @@
 mod decode;
 mod gemm;
 mod layers;
+mod mpi;
 mod plot;
 mod transfer;
 
@@ -33,9 +34,12 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, verify); default all.
+    /// Run only these sections (gemm, transfer, decode, mlp, mpi, verify); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The multi-process half of section mpi (the bench starts it under mpirun).
+    #[arg(long, hide = true)]
+    mpi_worker: bool,
 }
 
 impl Args {
@@ -71,6 +75,9 @@ pub fn best<E>(reps: usize, f: impl FnMut() -> Result<(), E>) -> Result<Duration
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.mpi_worker {
+        return mpi::worker(args.allreduce_mib, args.reps);
+    }
     let start = Instant::now();
     let mut summary: Vec<(&str, f64)> = Vec::new();
 
@@ -100,6 +107,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.wants("mlp") {
         summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));
         summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
+    }
+    if args.wants("mpi") {
+        if let Some(m) = mpi::run(args.allreduce_mib, args.reps)? {
+            summary.push(("allreduce_mpi_vs_inprocess", m.vs_inprocess));
+            summary.push(("allreduce_mpi_vs_link", m.vs_link));
+        }
     }
     if args.wants("verify") && !args.no_verify {
         let v = layers::verify_seconds()?;

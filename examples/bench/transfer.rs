@@ -77,13 +77,19 @@ fn copy_times(rank: &Rank, bytes: u64, reps: usize) -> Result<(Duration, Duratio
     Ok((read, upload))
 }
 
-fn allreduce_time(group: &Group, elems: usize, reps: usize) -> Result<Duration, wgpu_tp::Error> {
+/// The median time of an all-reduce of `elems` values over `group` (rank `r` adds
+/// `r + 0.5`; checked once).
+pub fn allreduce_time(
+    group: &Group,
+    elems: usize,
+    reps: usize,
+) -> Result<Duration, wgpu_tp::Error> {
     let locals = group
         .ranks()
         .iter()
-        .enumerate()
-        .map(|(r, rank)| {
-            Tensor::from_host(rank, &vec![r as f32 + 0.5; elems], [elems / 1024, 1024])
+        .map(|rank| {
+            let v = rank.index() as f32 + 0.5;
+            Tensor::from_host(rank, &vec![v; elems], [elems / 1024, 1024])
         })
         .collect::<Result<Vec<_>, _>>()?;
     let x = DistTensor::from_locals(group, locals, Placement::Partial)?;

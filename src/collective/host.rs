@@ -5,13 +5,13 @@ use super::{
     check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes, BoxFuture,
     Collective,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::numerics::{tree_into, tree_scratch};
 use crate::settings::Numerics;
 use crate::shard::{concat_host, split_host};
-use crate::tensor::{read_back, MapReceiver, Tensor};
+use crate::tensor::{read_back, Tensor};
 
-use std::ops::Range;
+use super::chunked::{chunked_all_reduce, Cuts};
 
 /// Joins ranks through host memory (`COPY_DST | MAP_READ` staging out, reused
 /// `MAP_WRITE | COPY_SRC` staging back: `Rank::upload`).
@@ -43,74 +43,8 @@ fn all(inputs: &[Tensor]) -> Vec<&Tensor> {
     inputs.iter().collect()
 }
 
-/// Bytes of a tensor an all-reduce moves at once: read-back of chunk `i + 1`, the host sum
-/// of chunk `i` and the upload of chunk `i - 1` overlap.
-const CHUNK_BYTES: u64 = 4 << 20;
 /// Elements from which a chunk's sum is split over threads.
 const PARALLEL_ELEMENTS: usize = 1 << 18;
-
-/// One chunk (a range of rows) of every rank's input on its way to the host.
-struct Chunk {
-    rows: Range<usize>,
-    bytes: u64,
-    staging: Vec<(wgpu::Buffer, MapReceiver, wgpu::SubmissionIndex)>,
-}
-
-/// The buffer holding `rows` of `t` (inside one of its bands, by construction of the
-/// chunks) and the byte offset of the first of them.
-fn locate<'a>(t: &'a Tensor, rows: &Range<usize>) -> (&'a wgpu::Buffer, u64) {
-    let band = t
-        .bands()
-        .iter()
-        .find(|b| b.rows.contains(&rows.start))
-        .unwrap_or(&t.bands()[0]);
-    let offset = ((rows.start - band.rows.start) * t.shape()[1] * 4) as u64;
-    (band.buffer(), offset)
-}
-
-/// Row ranges that each lie inside one band of every tensor (ranks on different devices
-/// may band differently) and hold at most `CHUNK_BYTES`.
-fn chunk_rows(tensors: &[Tensor]) -> Vec<Range<usize>> {
-    let [rows, cols] = tensors[0].shape();
-    let per = (CHUNK_BYTES as usize / (cols * 4)).max(1);
-    let mut cuts: Vec<usize> = tensors
-        .iter()
-        .flat_map(|t| t.bands().iter().map(|b| b.rows.start))
-        .chain((0..rows).step_by(per))
-        .chain([rows])
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2).map(|w| w[0]..w[1]).collect()
-}
-
-/// Submits the copy of `rows` of every input into a staging buffer and requests its
-/// mapping; waits for nothing.
-fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Result<Chunk> {
-    let bytes = (rows.len() * inputs[0].shape()[1] * 4) as u64;
-    let staging = inputs
-        .iter()
-        .map(|t| {
-            let rank = t.rank();
-            let (buffer, offset) = locate(t, &rows);
-            rank.scoped(op, || {
-                let staging = rank.take_staging(bytes);
-                let mut enc = rank
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-                enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-                let submission = rank.queue().submit([enc.finish()]);
-                let rx = crate::tensor::map_read(&staging, bytes);
-                Ok((staging, rx, submission))
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok(Chunk {
-        rows,
-        bytes,
-        staging,
-    })
-}
 
 /// `out[i] = ((parts[0][i] + parts[1][i]) + ...)` ([`Numerics::Fast`]) or the fixed tree
 /// of [`Numerics::TpInvariant`], in blocks that stay in L1 so each addend streams through
@@ -156,97 +90,20 @@ pub(crate) fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics
     });
 }
 
-/// Waits for `chunk`, sums it into `host` and queues its upload to every output.
-async fn finish_chunk(
-    op: &'static str,
-    inputs: &[Tensor],
-    chunk: Chunk,
-    host: &mut [f32],
-    outputs: &[Tensor],
-) -> Result<()> {
-    let mut mapped = Vec::with_capacity(chunk.staging.len());
-    for (t, (staging, rx, submission)) in inputs.iter().zip(chunk.staging) {
-        crate::tensor::mapped(op, t.rank(), rx, submission).await?;
-        mapped.push((t.rank(), staging));
-    }
-    let len = (chunk.bytes / 4) as usize;
-    {
-        // GL ranks: one thread at a time in GL (src/gl.rs) while the ranges are taken;
-        // reading them and the sum need no lock.
-        let gl: Vec<_> = inputs.iter().map(|t| t.rank().gl()).collect();
-        let views = mapped
-            .iter()
-            .map(|(r, b)| {
-                b.slice(..chunk.bytes)
-                    .get_mapped_range()
-                    .map_err(|e| Error::Map {
-                        op,
-                        rank: r.index(),
-                        message: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        drop(gl);
-        let parts: Vec<&[f32]> = views.iter().map(|v| bytemuck::cast_slice(v)).collect();
-        sum_parallel(&mut host[..len], &parts, inputs[0].rank().numerics());
-    }
-    for (rank, staging) in mapped {
-        let _gl = rank.gl();
-        staging.unmap();
-        rank.give_staging(staging);
-    }
-    for out in outputs {
-        let (buffer, offset) = locate(out, &chunk.rows);
-        out.rank().scoped(op, || {
-            out.rank()
-                .upload(buffer, offset, bytemuck::cast_slice(&host[..len]))
-        })?;
-    }
-    Ok(())
-}
-
-/// The chunked all-reduce: two chunks in flight, each rank's copies submitted before any
-/// wait, sums in rank order.
-async fn chunked_all_reduce(inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let op = "all_reduce";
-    let shape = inputs[0].shape();
-    let outputs = inputs
-        .iter()
-        .map(|t| Tensor::output(t.rank(), shape, op))
-        .collect::<Result<Vec<_>>>()?;
-    let chunks = chunk_rows(inputs);
-    let most = chunks.iter().map(|r| r.len()).max().unwrap_or(0) * shape[1];
-    let mut host = take_host_chunk(most);
-    let mut pending = std::collections::VecDeque::new();
-    for (i, rows) in chunks.into_iter().enumerate() {
-        pending.push_back(start_chunk(op, inputs, rows)?);
-        if i >= 1 {
-            if let Some(c) = pending.pop_front() {
-                finish_chunk(op, inputs, c, &mut host, &outputs).await?;
-            }
-        }
-    }
-    while let Some(c) = pending.pop_front() {
-        finish_chunk(op, inputs, c, &mut host, &outputs).await?;
-    }
-    give_host_chunk(host);
-    Ok(outputs)
-}
-
 /// Host chunk buffers kept between all-reduces (a fresh 4 MiB vector is page-faulted in
 /// on every call otherwise); one per all-reduce running at once.
 static HOST_CHUNKS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 /// Chunk buffers kept at most.
-const HOST_CHUNKS_KEPT: usize = 4;
+const HOST_CHUNKS_KEPT: usize = 8;
 
-fn take_host_chunk(len: usize) -> Vec<f32> {
+pub(crate) fn take_host_chunk(len: usize) -> Vec<f32> {
     let reused = HOST_CHUNKS.lock().ok().and_then(|mut free| free.pop());
     let mut v = reused.unwrap_or_default();
     v.resize(len, 0.0);
     v
 }
 
-fn give_host_chunk(v: Vec<f32>) {
+pub(crate) fn give_host_chunk(v: Vec<f32>) {
     if let Ok(mut free) = HOST_CHUNKS.lock() {
         if free.len() < HOST_CHUNKS_KEPT {
             free.push(v);
@@ -258,7 +115,14 @@ impl Collective for HostCollective {
     fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
         Box::pin(async move {
             check_same_shapes("all_reduce", inputs)?;
-            chunked_all_reduce(inputs).await
+            let numerics = inputs[0].rank().numerics();
+            let mut sum = |parts: &[&[f32]], out: &mut Vec<f32>| {
+                let len = parts[0].len();
+                out.resize(out.len().max(len), 0.0);
+                sum_parallel(&mut out[..len], parts, numerics);
+                Ok(())
+            };
+            chunked_all_reduce("all_reduce", inputs, Cuts::AtBands, &mut sum).await
         })
     }
 

@@ -1,9 +1,11 @@
 //! Collectives: the only way a placement changes across ranks.
 //!
-//! [`Collective`] is the transport (the host one here; a multi-process one later). The
+//! [`Collective`] is the transport between the ranks of one process (host or device);
+//! between processes a group moves host buffers over MPI itself (`group/spanning.rs`). The
 //! crate checks every call's inputs before handing them to it, and counts the calls in
 //! [`CollectiveStats`].
 
+mod chunked;
 mod device;
 mod host;
 
@@ -11,9 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub(crate) use chunked::{chunked_all_reduce, Cuts, CHUNK_BYTES};
 pub use device::DeviceCollective;
 pub use host::HostCollective;
-pub(crate) use host::{sum_parallel, sum_parts};
+pub(crate) use host::{give_host_chunk, sum_parallel, sum_parts, take_host_chunk};
 
 use crate::error::{fmt_shape, Error, Result};
 use crate::tensor::Tensor;
@@ -21,8 +24,9 @@ use crate::tensor::Tensor;
 /// A boxed future that may move between threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A transport for the four collectives. `inputs[r]` lives on rank `r`; the output has
-/// one tensor per rank, in rank order. Inputs are already checked (count, ranks, shapes).
+/// A transport for the four collectives between the ranks of one process. `inputs[r]`
+/// lives on rank `r`; the output has one tensor per rank, in rank order. Inputs are
+/// already checked (count, ranks, shapes). A group spanning processes does not use it.
 ///
 /// Implementations must submit every rank's work before waiting on any, and reduce in a
 /// fixed rank order, so the same inputs give the same bits on every run.

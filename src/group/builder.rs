@@ -219,7 +219,9 @@ impl GroupBuilder {
     /// Spans every process of `processes` (SPMD: each process runs the same program and
     /// builds its group with the same settings). This process's ranks, made as the other
     /// builder calls say, become global ranks numbered process-major after those of the
-    /// processes before it; [`Group::world_size`] counts all of them, and a
+    /// processes before it (the processes on one machine share its adapters out:
+    /// `one_rank_per_adapter` takes every `k`-th adapter, `spread_over_adapters(n)` starts
+    /// its round-robin at `n` times its index among them); [`Group::world_size`] counts all of them, and a
     /// [`DistTensor`](crate::DistTensor) holds only this process's ranks' tensors.
     ///
     /// Building is itself a collective (every process must build), and so is every
@@ -319,7 +321,22 @@ impl GroupBuilder {
                 request_all(adapters, limits.as_ref(), features).await?
             }
             Source::PerAdapter => {
-                request_all(finder.adapters().await?, limits.as_ref(), features).await?
+                let mut adapters = finder.adapters().await?;
+                if let Some(p) = &processes {
+                    // The processes on one machine share its adapters out.
+                    let (i, n) = (p.node_index(), p.node_count());
+                    adapters = adapters.into_iter().skip(i).step_by(n).collect();
+                    if adapters.is_empty() {
+                        return Err(Error::invalid(
+                            "group.build",
+                            format!(
+                                "one rank per adapter: {n} processes on this machine, more \
+                                 than its adapters; process {i} has none"
+                            ),
+                        ));
+                    }
+                }
+                request_all(adapters, limits.as_ref(), features).await?
             }
             Source::Spread(n) => {
                 check_count(n)?;
@@ -329,8 +346,10 @@ impl GroupBuilder {
                     .iter()
                     .map(|a| a.get_info())
                     .collect();
+                // The processes on one machine start their round-robin one after another.
+                let first = processes.as_ref().map_or(0, |p| p.node_index() * n);
                 let mut adapters = Vec::with_capacity(n);
-                for r in 0..n {
+                for r in first..first + n {
                     adapters.push(finder.same_as(&infos[r % infos.len()]).await?);
                 }
                 request_all(adapters, limits.as_ref(), features).await?
@@ -344,7 +363,10 @@ impl GroupBuilder {
             .collect();
         let local = contexts.len() * logical;
         let spread = match processes {
-            Some(p) => spread_over(p, local, numerics, timeout)?,
+            Some(p) => {
+                let max_buffer = contexts.iter().map(|c| c.max_buffer_size()).min();
+                spread_over(p, local, numerics, max_buffer.unwrap_or(0), timeout)?
+            }
             None => Spread::single(local),
         };
         let world = spread.world;
@@ -377,20 +399,22 @@ impl GroupBuilder {
     }
 }
 
-/// Every process's rank count, and a check that the processes agree on the numerics
-/// (their sums must be the same computation): one all-gather of two words.
+/// Every process's rank count and largest buffer, and a check that the processes agree on
+/// the numerics (their sums must be the same computation): one all-gather of three words.
 fn spread_over(
     processes: Processes,
     local: usize,
     numerics: Numerics,
+    max_buffer: u64,
     timeout: Duration,
 ) -> Result<Spread> {
     let op = "group.build";
     let n = processes.count();
-    let mine = vec![local as u64, numerics as u64];
-    let all = processes.all_gather(op, mine, &vec![2; n], timeout)?;
-    let per_process: Vec<usize> = all.chunks(2).map(|c| c[0] as usize).collect();
-    if let Some(p) = (0..n).find(|&p| all[2 * p + 1] != numerics as u64) {
+    let mine = vec![local as u64, numerics as u64, max_buffer];
+    let (_, all) = processes.all_gather(op, mine, (Vec::new(), &vec![3; n]), timeout)?;
+    let per_process: Vec<usize> = all.chunks(3).map(|c| c[0] as usize).collect();
+    let smallest = all.chunks(3).map(|c| c[2]).min().unwrap_or(0);
+    if let Some(p) = (0..n).find(|&p| all[3 * p + 1] != numerics as u64) {
         return Err(Error::invalid(
             op,
             format!(
@@ -406,6 +430,7 @@ fn spread_over(
         per_process,
         first,
         processes: Some(processes),
+        chunk_bytes: smallest.min(crate::collective::CHUNK_BYTES),
     })
 }
 

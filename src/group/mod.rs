@@ -47,6 +47,9 @@ pub(crate) struct Spread {
     pub(crate) per_process: Vec<usize>,
     pub(crate) first: usize,
     pub(crate) world: usize,
+    /// The largest buffer every device of every process can make, up to the host
+    /// collective's chunk: the all-reduce between processes stages chunks of this size.
+    pub(crate) chunk_bytes: u64,
 }
 
 impl Spread {
@@ -57,6 +60,7 @@ impl Spread {
             per_process: vec![n],
             first: 0,
             world: n,
+            chunk_bytes: crate::collective::CHUNK_BYTES,
         }
     }
 }

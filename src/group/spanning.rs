@@ -11,7 +11,9 @@
 //! process holding all ranks, whatever MPI's own reduction algorithm would have done.
 
 use super::{Group, Spread};
-use crate::collective::{gathered_shape, sum_parallel};
+use crate::collective::{
+    chunked_all_reduce, gathered_shape, give_host_chunk, sum_parallel, take_host_chunk, Cuts,
+};
 use crate::error::{Error, Result};
 use crate::processes::Processes;
 use crate::shard::{concat_host, offsets, split_host};
@@ -52,31 +54,67 @@ impl Group {
         self.ranks()[0].timeout()
     }
 
-    /// All-reduce between processes (module docs).
+    /// All-reduce between processes (module docs), a chunk of rows at a time: the
+    /// read-back of the next chunk runs while this one is exchanged and summed, and the
+    /// host buffers are reused from chunk to chunk and call to call.
     pub(super) async fn span_all_reduce(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let op = "all_reduce";
         let spread = self.spread();
         let procs = link(spread)?;
-        let shape = inputs[0].shape();
-        let parts = to_host(op, inputs).await?;
-        let regions = regions(shape[0] * shape[1], procs.count());
-        let local = inputs.len();
-        let mut send = Vec::with_capacity(parts.len() * parts[0].len());
-        for r in &regions {
-            for p in &parts {
-                send.extend_from_slice(&p[r.clone()]);
+        let (me, timeout) = (procs.index(), self.timeout());
+        let numerics = self.ranks()[0].numerics();
+        // send, recv, sum, gathered: taken once, handed back to the pool at the end (on
+        // an error the exchange leaks the ones MPI may still touch).
+        let mut bufs = Some([(); 4].map(|()| take_host_chunk(0)));
+        let mut combine = |parts: &[&[f32]], out: &mut Vec<f32>| -> Result<()> {
+            let [mut send, recv, mut sum, gathered] = bufs
+                .take()
+                .ok_or_else(|| Error::invalid(op, "the exchange failed before"))?;
+            let regions = regions(parts[0].len(), procs.count());
+            // Every other process's region of this process's addends; this process's own
+            // region is summed straight from the read-back buffers.
+            send.clear();
+            let mut send_lens = Vec::with_capacity(regions.len());
+            for (q, r) in regions.iter().enumerate() {
+                let n = if q == me { 0 } else { parts.len() * r.len() };
+                if q != me {
+                    parts
+                        .iter()
+                        .for_each(|p| send.extend_from_slice(&p[r.clone()]));
+                }
+                send_lens.push(n);
             }
-        }
-        drop(parts);
-        let send_lens: Vec<usize> = regions.iter().map(|r| local * r.len()).collect();
-        let mine = regions[procs.index()].len();
-        let recv_lens: Vec<usize> = spread.per_process.iter().map(|l| l * mine).collect();
-        let recv = procs.all_to_all(op, send, &send_lens, &recv_lens, self.timeout())?;
-        let sum = sum_region(self, &recv, mine);
-        drop(recv);
-        let lens: Vec<usize> = regions.iter().map(|r| r.len()).collect();
-        let full = procs.all_gather(op, sum, &lens, self.timeout())?;
-        Tensor::replicated(self.ranks(), &full, shape)
+            let mine = regions[me].clone();
+            let recv_lens: Vec<usize> = (spread.per_process.iter().enumerate())
+                .map(|(p, l)| if p == me { 0 } else { l * mine.len() })
+                .collect();
+            let (send, recv) =
+                procs.all_to_all(op, (send, &send_lens), (recv, &recv_lens), timeout)?;
+            // The addends of this region in global rank order: process-major.
+            let mut addends: Vec<&[f32]> = Vec::with_capacity(spread.world);
+            let mut received = recv.chunks(mine.len().max(1));
+            for (p, &l) in spread.per_process.iter().enumerate() {
+                if p == me {
+                    addends.extend(parts.iter().map(|part| &part[mine.clone()]));
+                } else {
+                    addends.extend(received.by_ref().take(l));
+                }
+            }
+            sum.resize(mine.len(), 0.0);
+            if !mine.is_empty() {
+                sum_parallel(&mut sum, &addends, numerics);
+            }
+            let lens: Vec<usize> = regions.iter().map(|r| r.len()).collect();
+            let (sum, mut gathered) = procs.all_gather(op, sum, (gathered, &lens), timeout)?;
+            // The gathered chunk becomes the host chunk; the old one is the next receive.
+            std::mem::swap(out, &mut gathered);
+            bufs = Some([send, recv, sum, gathered]);
+            Ok(())
+        };
+        let out =
+            chunked_all_reduce(op, inputs, Cuts::Fixed(spread.chunk_bytes), &mut combine).await;
+        bufs.into_iter().flatten().for_each(give_host_chunk);
+        out
     }
 
     /// Every rank's tensor of the group on the host (the local ones read back, the
@@ -97,7 +135,7 @@ impl Group {
         let lens: Vec<usize> = (0..procs.count())
             .map(|p| self.ranks_of_process(p).map(|r| numel(&shapes[r])).sum())
             .collect();
-        let all = procs.all_gather(op, data, &lens, self.timeout())?;
+        let (_, all) = procs.all_gather(op, data, (Vec::new(), &lens), self.timeout())?;
         let mut parts = Vec::with_capacity(shapes.len());
         let mut at = 0;
         for s in &shapes {
@@ -124,7 +162,8 @@ impl Group {
             .collect();
         let lens: Vec<usize> = spread.per_process.iter().map(|l| 2 * l).collect();
         Ok(procs
-            .all_gather(op, mine, &lens, self.timeout())?
+            .all_gather(op, mine, (Vec::new(), &lens), self.timeout())?
+            .1
             .chunks(2)
             .map(|c| [c[0] as usize, c[1] as usize])
             .collect())
@@ -181,7 +220,12 @@ impl Group {
         drop(parts);
         let mine = region(procs.index()).len() * other;
         let recv_lens: Vec<usize> = spread.per_process.iter().map(|l| l * mine).collect();
-        let recv = procs.all_to_all(op, send, &send_lens, &recv_lens, self.timeout())?;
+        let (_, recv) = procs.all_to_all(
+            op,
+            (send, &send_lens),
+            (Vec::new(), &recv_lens),
+            self.timeout(),
+        )?;
         let sum = sum_region(self, &recv, mine);
         let mut sum_shape = shape;
         sum_shape[dim] = region(procs.index()).len();

@@ -38,6 +38,8 @@ struct Runtime {
     universe: ManuallyDrop<Option<Universe>>,
     index: usize,
     count: usize,
+    /// This process's index among those on its machine, and their number.
+    node: (usize, usize),
     /// Set when an exchange timed out: requests were abandoned, MPI may still write into
     /// leaked buffers, and the processes disagree on which collective comes next.
     broken: AtomicBool,
@@ -133,10 +135,14 @@ impl Processes {
             ));
         }
         let dup = comm.duplicate();
+        let on_node = dup.split_shared(dup.rank());
+        let node = (on_node.rank() as usize, on_node.size() as usize);
+        drop(on_node);
         Ok(Processes {
             rt: Arc::new(Runtime {
                 index: dup.rank() as usize,
                 count: dup.size() as usize,
+                node,
                 comm: ManuallyDrop::new(Mutex::new(dup)),
                 universe: ManuallyDrop::new(universe),
                 broken: AtomicBool::new(false),
@@ -167,6 +173,16 @@ impl Processes {
         self.rt.count
     }
 
+    /// This process's index among the processes on its machine (`MPI_COMM_TYPE_SHARED`).
+    pub fn node_index(&self) -> usize {
+        self.rt.node.0
+    }
+
+    /// The number of processes on this process's machine.
+    pub fn node_count(&self) -> usize {
+        self.rt.node.1
+    }
+
     /// Runs `f` on the communicator unless an earlier exchange broke it; a timeout inside
     /// `f` marks it broken.
     fn with_comm<R>(
@@ -192,19 +208,19 @@ impl Processes {
         out
     }
 
-    /// Sends `send` (blocks of `send_lens[q]` values, to process `q` in order) and returns
-    /// what every process sent here (blocks of `recv_lens[p]`, in process order).
+    /// Sends `send` (blocks of `send_lens[q]` values, to process `q` in order) and receives
+    /// into `recv`, resized to hold what every process sent here (blocks of
+    /// `recv_lens[p]`, in process order); hands both buffers back for reuse.
     pub(crate) fn all_to_all<T: bytemuck::Pod>(
         &self,
         op: &'static str,
-        send: Vec<T>,
-        send_lens: &[usize],
-        recv_lens: &[usize],
+        (send, send_lens): (Vec<T>, &[usize]),
+        (mut recv, recv_lens): (Vec<T>, &[usize]),
         timeout: Duration,
-    ) -> Result<Vec<T>> {
+    ) -> Result<(Vec<T>, Vec<T>)> {
         let (sc, sd) = partition::<T>(op, send_lens)?;
         let (rc, rd) = partition::<T>(op, recv_lens)?;
-        let mut recv = vec![T::zeroed(); recv_lens.iter().sum()];
+        recv.resize(recv_lens.iter().sum(), T::zeroed());
         let deadline = Instant::now() + timeout;
         let out = self.with_comm(op, |comm| {
             let sendp = Partition::new(bytemuck::cast_slice::<T, u8>(&send), &sc[..], &sd[..]);
@@ -222,16 +238,16 @@ impl Processes {
     }
 
     /// Every process's `mine` (of `lens[p]` values for process `p`), concatenated in
-    /// process order.
+    /// process order into `recv` (resized); hands both buffers back for reuse.
     pub(crate) fn all_gather<T: bytemuck::Pod>(
         &self,
         op: &'static str,
         mine: Vec<T>,
-        lens: &[usize],
+        (mut recv, lens): (Vec<T>, &[usize]),
         timeout: Duration,
-    ) -> Result<Vec<T>> {
+    ) -> Result<(Vec<T>, Vec<T>)> {
         let (c, d) = partition::<T>(op, lens)?;
-        let mut recv = vec![T::zeroed(); lens.iter().sum()];
+        recv.resize(lens.iter().sum(), T::zeroed());
         let deadline = Instant::now() + timeout;
         let out = self.with_comm(op, |comm| {
             let mut recvp =
@@ -265,7 +281,7 @@ impl Processes {
                 wait(op, req, deadline, timeout)
             })
         });
-        settle(out, Vec::<T>::new(), buf)
+        settle(out, Vec::<T>::new(), buf).map(|(_, buf)| buf)
     }
 }
 
@@ -283,11 +299,11 @@ fn partition<T>(op: &'static str, lens: &[usize]) -> Result<(Vec<i32>, Vec<i32>)
     })
 }
 
-/// The received buffer on success. On a timeout MPI may still read `sent` and write
-/// `received` later: both are leaked, never freed under it.
-fn settle<T>(out: Result<()>, sent: Vec<T>, received: Vec<T>) -> Result<Vec<T>> {
+/// Both buffers on success. On a timeout MPI may still read `sent` and write `received`
+/// later: both are leaked, never freed under it.
+fn settle<T>(out: Result<()>, sent: Vec<T>, received: Vec<T>) -> Result<(Vec<T>, Vec<T>)> {
     match out {
-        Ok(()) => Ok(received),
+        Ok(()) => Ok((sent, received)),
         Err(e) => {
             std::mem::forget(sent);
             std::mem::forget(received);

@@ -19,14 +19,21 @@ impl Processes {
         match *self {}
     }
 
+    pub(crate) fn node_index(&self) -> usize {
+        match *self {}
+    }
+
+    pub(crate) fn node_count(&self) -> usize {
+        match *self {}
+    }
+
     pub(crate) fn all_to_all<T: bytemuck::Pod>(
         &self,
         _op: &'static str,
-        _send: Vec<T>,
-        _send_lens: &[usize],
-        _recv_lens: &[usize],
+        _send: (Vec<T>, &[usize]),
+        _recv: (Vec<T>, &[usize]),
         _timeout: Duration,
-    ) -> Result<Vec<T>> {
+    ) -> Result<(Vec<T>, Vec<T>)> {
         match *self {}
     }
 
@@ -34,9 +41,9 @@ impl Processes {
         &self,
         _op: &'static str,
         _mine: Vec<T>,
-        _lens: &[usize],
+        _recv: (Vec<T>, &[usize]),
         _timeout: Duration,
-    ) -> Result<Vec<T>> {
+    ) -> Result<(Vec<T>, Vec<T>)> {
         match *self {}
     }
 

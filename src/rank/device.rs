@@ -57,6 +57,11 @@ pub(super) const STAGING_KEPT: usize = 16;
 pub(super) const UPLOADS_KEPT: usize = 4;
 
 impl DeviceCtx {
+    /// The largest buffer the device makes.
+    pub(crate) fn max_buffer_size(&self) -> u64 {
+        self.limits.max_buffer_size
+    }
+
     pub(crate) fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
