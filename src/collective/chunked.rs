@@ -14,6 +14,11 @@ use crate::tensor::{MapReceiver, Tensor};
 
 /// Bytes of a tensor an all-reduce moves at once (at most).
 pub(crate) const CHUNK_BYTES: u64 = 4 << 20;
+/// The same between processes, where a chunk goes through more steps (read-back, packing,
+/// exchange, sum, all-gather, upload): small enough to stay in a core's cache from one
+/// step to the next. On lavapipe here, 64 MiB over 2 x 2 ranks: 1 MiB chunks 40-47 ms,
+/// 4 MiB 48-65 ms, 16 MiB 69-74 ms (BENCHMARKS.md).
+const SPAN_CHUNK_BYTES: u64 = 1 << 20;
 
 /// Combines one chunk: `parts[i]` holds input `i`'s rows; the result goes to the first
 /// `parts[0].len()` values of `out`, which the step may resize or swap for a buffer of its
@@ -64,7 +69,7 @@ fn chunk_rows(tensors: &[Tensor], cuts: Cuts) -> Vec<Range<usize>> {
     let [rows, cols] = tensors[0].shape();
     let most = match cuts {
         Cuts::AtBands => CHUNK_BYTES,
-        Cuts::Fixed(bytes) => bytes.min(CHUNK_BYTES),
+        Cuts::Fixed(bytes) => bytes.min(SPAN_CHUNK_BYTES),
     };
     let per = (most as usize / (cols * 4)).max(1);
     let bands = tensors

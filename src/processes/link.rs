@@ -340,12 +340,13 @@ fn wait<'a, D: ?Sized, S: Scope<'a>>(
                 ),
             ));
         }
-        // Spin briefly (a shared-memory exchange completes in microseconds), then give the
-        // cores to the devices and the peers (processes may outnumber cores).
+        // Spin briefly (a shared-memory exchange completes in microseconds), then yield the
+        // core to the devices and the peers (processes may outnumber cores) while polling,
+        // and after 20 ms (a peer busy elsewhere) poll every 50 µs.
         tries += 1;
         if tries < 64 {
             std::hint::spin_loop();
-        } else if now - start < Duration::from_micros(500) {
+        } else if now - start < Duration::from_millis(20) {
             std::thread::yield_now();
         } else {
             std::thread::sleep(Duration::from_micros(50));
