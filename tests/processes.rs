@@ -131,6 +131,14 @@ fn launcher() {
     );
     println!("hung peer: error reported, job over in {took:.1?}");
 
+    // Processes out of step (another shape in the same place): an error in each.
+    let Some((_, out, _)) = mpirun(2, "out-of-step", Duration::from_secs(120)) else {
+        return;
+    };
+    let told = out.matches("OUT-OF-STEP-ERROR").count();
+    assert_eq!(told, 2, "both processes report the mismatch");
+    println!("out of step: both processes told");
+
     // A dead peer: mpirun ends the whole job (MPI's behaviour) instead of hanging.
     let Some((ok, _, took)) = mpirun(2, "die", Duration::from_secs(120)) else {
         return;
@@ -183,6 +191,7 @@ fn worker(mode: &str) {
             }
             check_banded(&procs);
             check_refusals(&procs);
+            check_groups_on_threads(&procs);
             invariant_bits(&procs);
         }
         "invariant" => invariant_bits(&procs),
@@ -209,6 +218,24 @@ fn worker(mode: &str) {
             assert!(matches!(x.all_reduce(), Err(Error::Processes { .. })));
             println!("HUNG-PEER-ERROR after {took:.1?}: {e}");
             println!("DONE");
+            std::process::exit(0);
+        }
+        "out-of-step" => {
+            // Process 0 all-reduces a [2, 3] tensor where the others all-reduce a [3, 2]
+            // one: as many values, so MPI alone would sum them; every process is told.
+            let g = build(&procs, n, false, Numerics::Fast);
+            let shape = if p == 0 { [2, 3] } else { [3, 2] };
+            let x = DistTensor::replicate(&g, &[1.0; 6], shape).unwrap();
+            let x = x.redistribute(Placement::Partial).unwrap();
+            match x.all_reduce() {
+                Err(Error::Processes { message, .. }) if message.contains("out of step") => {
+                    println!("OUT-OF-STEP-ERROR: {message}");
+                }
+                other => panic!("out of step: {other:?}"),
+            }
+            assert!(matches!(x.all_reduce(), Err(Error::Processes { .. })));
+            println!("DONE");
+            // The group's communicator is broken: MPI cannot be finalized.
             std::process::exit(0);
         }
         "die" => {
@@ -440,6 +467,31 @@ fn check_refusals(procs: &Processes) {
         .all_reduce()
         .unwrap();
     assert_eq!(y.to_host().unwrap(), vec![1.0; 6]);
+}
+
+/// Two groups over the same processes, driven by two threads at once: each talks on its
+/// own communicator, so their exchanges never pair up across groups.
+fn check_groups_on_threads(procs: &Processes) {
+    let n = procs.count();
+    let groups = [
+        build(procs, n, false, Numerics::Fast),
+        build(procs, n, true, Numerics::Fast),
+    ];
+    std::thread::scope(|s| {
+        for (i, g) in groups.iter().enumerate() {
+            s.spawn(move || {
+                for step in 0..20 {
+                    // Each thread its own shapes, so a cross-group pairing would show.
+                    let shape = [1 + i + step % 3, 3 + 2 * i];
+                    let seed = (100 * i + step) as u64;
+                    let parts = common::normal_parts(&mut Rng::new(seed), n, shape[0] * shape[1]);
+                    let x = common::partial(g, &parts, shape);
+                    let y = x.all_reduce().unwrap().to_host().unwrap();
+                    assert_same_bits(&y, &rank_order_sum(&parts), "groups on threads");
+                }
+            });
+        }
+    });
 }
 
 fn check_layers(g: &Group, ctx: &str) {

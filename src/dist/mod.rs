@@ -196,7 +196,13 @@ impl DistTensor {
                 concat_host(&parts, &shapes, d)
             }
             Placement::Partial => {
-                let (parts, _) = self.group.gather_host(op, &self.locals).await?;
+                let (parts, shapes) = self.group.gather_host(op, &self.locals).await?;
+                // Partials from another process of another shape (from_locals checks this
+                // process's only): refused, not summed out of bounds.
+                if let Some(s) = shapes.iter().find(|&&s| s != self.shape) {
+                    let (want, got) = (fmt_shape(self.shape), fmt_shape(*s));
+                    return Err(Error::shape(op, want, format!("a partial of {got}")));
+                }
                 // The all-reduce's order, so this equals an all-reduce bit for bit.
                 Ok(sum_parts(parts, self.group.ranks()[0].numerics()))
             }

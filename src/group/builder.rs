@@ -224,9 +224,10 @@ impl GroupBuilder {
     /// its round-robin at `n` times its index among them); [`Group::world_size`] counts all of them, and a
     /// [`DistTensor`](crate::DistTensor) holds only this process's ranks' tensors.
     ///
-    /// Building is itself a collective (every process must build), and so is every
-    /// collective afterwards: the processes must run them in the same order, one thread
-    /// at a time per group. Between processes the collectives read the local ranks'
+    /// Building is itself a collective (every process builds its groups in the same
+    /// order), and so is every collective afterwards: the processes must run them in the
+    /// same order, one thread at a time per group. Each group talks on its own duplicate
+    /// of the communicator, so different groups may run on different threads at once. Between processes the collectives read the local ranks'
     /// buffers back, exchange them with non-blocking MPI calls polled against
     /// [`GroupBuilder::timeout`], sum in global rank order (the bits a single process
     /// gives), and upload the result; a dead or stuck peer is an [`Error::Processes`].
@@ -365,7 +366,8 @@ impl GroupBuilder {
         let spread = match processes {
             Some(p) => {
                 let max_buffer = contexts.iter().map(|c| c.max_buffer_size()).min();
-                spread_over(p, local, numerics, max_buffer.unwrap_or(0), timeout)?
+                let own = p.for_group(timeout)?;
+                spread_over(own, local, numerics, max_buffer.unwrap_or(0), timeout)?
             }
             None => Spread::single(local),
         };

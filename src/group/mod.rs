@@ -125,6 +125,18 @@ impl Group {
         &self.inner.spread
     }
 
+    /// `result`, having marked the group's processes out of step when it is an error: a
+    /// collective between processes that failed in one process (in MPI or not) leaves the
+    /// others in a different place of the sequence, so every later one must refuse.
+    pub(crate) fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            if let Some(p) = &self.inner.spread.processes {
+                p.poison();
+            }
+        }
+        result
+    }
+
     /// The collective joining this process's ranks (between processes, the group moves
     /// host buffers over MPI itself).
     pub fn collective(&self) -> &dyn Collective {

@@ -38,13 +38,54 @@ fn regions(n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
     (0..p).map(|c| bound(c)..bound(c + 1)).collect()
 }
 
-/// The sum over every rank of the group, of region `me` of the addends: `recv` holds
-/// `len` values per rank, in global rank order.
-fn sum_region(g: &Group, recv: &[f32], len: usize) -> Vec<f32> {
+/// Words each process sends ahead of its blocks: which collective, on what shape, and
+/// how many values of it this exchange carries; processes out of step (a different
+/// collective or shape in the same place of the sequence) get an error, never each
+/// other's data.
+const HEADER: usize = 4;
+const ALL_REDUCE: u32 = 1;
+const REDUCE_SCATTER: u32 = 2;
+
+fn header(what: u32, shape: [usize; 2], len: usize) -> [f32; HEADER] {
+    [what, shape[0] as u32, shape[1] as u32, len as u32].map(f32::from_bits)
+}
+
+fn describe(h: &[f32]) -> String {
+    let w: Vec<u32> = h.iter().map(|v| v.to_bits()).collect();
+    let what = match w[0] {
+        ALL_REDUCE => "all_reduce".to_string(),
+        t if t >= REDUCE_SCATTER && t <= REDUCE_SCATTER + 1 => {
+            format!("reduce_scatter(dim {})", t - REDUCE_SCATTER)
+        }
+        t => format!("collective {t}"),
+    };
+    format!("{what} of [{}, {}] ({} values)", w[1], w[2], w[3])
+}
+
+/// Checks that process `p`'s header `theirs` is `ours`.
+fn check_header(op: &'static str, p: usize, theirs: &[f32], ours: &[f32; HEADER]) -> Result<()> {
+    let same = theirs
+        .iter()
+        .zip(ours)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    if same {
+        return Ok(());
+    }
+    Err(Error::Processes {
+        op,
+        message: format!(
+            "process {p} runs {} where this process runs {}: the processes are out of step",
+            describe(theirs),
+            describe(ours)
+        ),
+    })
+}
+
+/// The elementwise sum of `addends` (every rank's, in global rank order).
+fn sum_addends(g: &Group, addends: &[&[f32]], len: usize) -> Vec<f32> {
     let mut sum = vec![0.0; len];
     if len > 0 {
-        let addends: Vec<&[f32]> = recv.chunks(len).collect();
-        sum_parallel(&mut sum, &addends, g.ranks()[0].numerics());
+        sum_parallel(&mut sum, addends, g.ranks()[0].numerics());
     }
     sum
 }
@@ -63,6 +104,7 @@ impl Group {
         let procs = link(spread)?;
         let (me, timeout) = (procs.index(), self.timeout());
         let numerics = self.ranks()[0].numerics();
+        let shape = inputs[0].shape();
         // send, recv, sum, gathered: taken once, handed back to the pool at the end (on
         // an error the exchange leaks the ones MPI may still touch).
         let mut bufs = Some([(); 4].map(|()| take_host_chunk(0)));
@@ -71,33 +113,41 @@ impl Group {
                 .take()
                 .ok_or_else(|| Error::invalid(op, "the exchange failed before"))?;
             let regions = regions(parts[0].len(), procs.count());
-            // Every other process's region of this process's addends; this process's own
-            // region is summed straight from the read-back buffers.
+            let ours = header(ALL_REDUCE, shape, parts[0].len());
+            // Every other process's region of this process's addends, after the header;
+            // this process's own region is summed straight from the read-back buffers.
             send.clear();
             let mut send_lens = Vec::with_capacity(regions.len());
             for (q, r) in regions.iter().enumerate() {
-                let n = if q == me { 0 } else { parts.len() * r.len() };
-                if q != me {
-                    parts
-                        .iter()
-                        .for_each(|p| send.extend_from_slice(&p[r.clone()]));
+                if q == me {
+                    send_lens.push(0);
+                    continue;
                 }
-                send_lens.push(n);
+                send.extend_from_slice(&ours);
+                parts
+                    .iter()
+                    .for_each(|p| send.extend_from_slice(&p[r.clone()]));
+                send_lens.push(HEADER + parts.len() * r.len());
             }
             let mine = regions[me].clone();
             let recv_lens: Vec<usize> = (spread.per_process.iter().enumerate())
-                .map(|(p, l)| if p == me { 0 } else { l * mine.len() })
+                .map(|(p, l)| if p == me { 0 } else { HEADER + l * mine.len() })
                 .collect();
             let (send, recv) =
                 procs.all_to_all(op, (send, &send_lens), (recv, &recv_lens), timeout)?;
             // The addends of this region in global rank order: process-major.
             let mut addends: Vec<&[f32]> = Vec::with_capacity(spread.world);
-            let mut received = recv.chunks(mine.len().max(1));
+            let mut at = 0;
             for (p, &l) in spread.per_process.iter().enumerate() {
                 if p == me {
                     addends.extend(parts.iter().map(|part| &part[mine.clone()]));
-                } else {
-                    addends.extend(received.by_ref().take(l));
+                    continue;
+                }
+                check_header(op, p, &recv[at..at + HEADER], &ours)?;
+                at += HEADER;
+                for _ in 0..l {
+                    addends.push(&recv[at..at + mine.len()]);
+                    at += mine.len();
                 }
             }
             sum.resize(mine.len(), 0.0);
@@ -129,6 +179,16 @@ impl Group {
             let shapes = inputs.iter().map(Tensor::shape).collect();
             return Ok((to_host(op, inputs).await?, shapes));
         };
+        let out = self.gather_host_span(op, inputs, procs).await;
+        self.poison_on_error(out)
+    }
+
+    async fn gather_host_span(
+        &self,
+        op: &'static str,
+        inputs: &[Tensor],
+        procs: &Processes,
+    ) -> Result<(Vec<Vec<f32>>, Vec<[usize; 2]>)> {
         let shapes = self.gather_shapes(op, inputs)?;
         let numel = |s: &[usize; 2]| s[0] * s[1];
         let data: Vec<f32> = to_host(op, inputs).await?.concat();
@@ -161,8 +221,9 @@ impl Group {
             .flat_map(|t| t.shape().map(|d| d as u64))
             .collect();
         let lens: Vec<usize> = spread.per_process.iter().map(|l| 2 * l).collect();
-        Ok(procs
-            .all_gather(op, mine, (Vec::new(), &lens), self.timeout())?
+        let all = procs.all_gather(op, mine, (Vec::new(), &lens), self.timeout());
+        Ok(self
+            .poison_on_error(all)?
             .1
             .chunks(2)
             .map(|c| [c[0] as usize, c[1] as usize])
@@ -202,10 +263,12 @@ impl Group {
         };
         let other = shape[1 - dim];
         let parts = to_host(op, inputs).await?;
-        let mut send = Vec::with_capacity(parts.len() * parts[0].len());
+        let ours = header(REDUCE_SCATTER + dim as u32, shape, parts[0].len());
+        let mut send = Vec::with_capacity(parts.len() * (HEADER + parts[0].len()));
         let mut send_lens = Vec::with_capacity(procs.count());
         for q in 0..procs.count() {
             let r = region(q);
+            send.extend_from_slice(&ours);
             for p in &parts {
                 if dim == 0 {
                     send.extend_from_slice(&p[r.start * other..r.end * other]);
@@ -215,18 +278,30 @@ impl Group {
                     }
                 }
             }
-            send_lens.push(inputs.len() * r.len() * other);
+            send_lens.push(HEADER + inputs.len() * r.len() * other);
         }
         drop(parts);
         let mine = region(procs.index()).len() * other;
-        let recv_lens: Vec<usize> = spread.per_process.iter().map(|l| l * mine).collect();
+        let recv_lens: Vec<usize> = (spread.per_process.iter())
+            .map(|l| HEADER + l * mine)
+            .collect();
         let (_, recv) = procs.all_to_all(
             op,
             (send, &send_lens),
             (Vec::new(), &recv_lens),
             self.timeout(),
         )?;
-        let sum = sum_region(self, &recv, mine);
+        let mut addends: Vec<&[f32]> = Vec::with_capacity(spread.world);
+        let mut at = 0;
+        for (p, &l) in spread.per_process.iter().enumerate() {
+            check_header(op, p, &recv[at..at + HEADER], &ours)?;
+            at += HEADER;
+            for _ in 0..l {
+                addends.push(&recv[at..at + mine]);
+                at += mine;
+            }
+        }
+        let sum = sum_addends(self, &addends, mine);
         let mut sum_shape = shape;
         sum_shape[dim] = region(procs.index()).len();
         let local_sizes = &sizes[self.local_range()];

@@ -236,14 +236,15 @@ impl RowParallelLinear {
         let blocks = INVARIANT_BLOCKS / ins.len();
         let partials = if self.config.input_is_parallel {
             x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
-            let got: Vec<usize> = x.locals().iter().map(|t| t.shape()[1]).collect();
-            if got != ins[local.clone()] {
+            // The global sizes every process knows alike, so all refuse together.
+            if x.shard_sizes() != ins {
                 return Err(Error::shape(
                     op,
-                    format!("input shards of {:?} columns", &ins[local]),
-                    format!("{got:?}"),
+                    format!("input shards of {ins:?} columns"),
+                    format!("{:?}", x.shard_sizes()),
                 ));
             }
+            let got = &ins[local];
             (0..got.len())
                 .map(|r| self.partial(&x.locals()[r], 0..got[r], &w[r], blocks))
                 .collect::<Result<Vec<_>>>()?

@@ -20,59 +20,81 @@ use crate::error::{Error, Result};
 /// The processes of an MPI communicator that a [`Group`](crate::Group) spans (one
 /// process per MPI rank; each brings its own local ranks).
 ///
-/// Cheap to clone. MPI stays initialized while a clone or a group using it lives; when
-/// the last is dropped, MPI is finalized (if [`Processes::init`] initialized it). After
-/// a collective between processes failed (a peer died or hung past the timeout), MPI
-/// cannot be finalized safely: the process should exit with an error, and the drop does
-/// not finalize.
+/// Cheap to clone. Each group built with it talks on a duplicate communicator of its own,
+/// so groups may run on different threads at once. MPI stays initialized while a clone or
+/// a group lives; when the last is dropped, on the thread that called
+/// [`Processes::init`], MPI is finalized. After a collective between processes failed (a
+/// peer died, hung past the timeout, or ran something else), MPI cannot be finalized
+/// safely: the process should exit with an error, and the drop does not finalize.
 #[derive(Clone)]
 pub struct Processes {
-    rt: Arc<Runtime>,
+    comm: Arc<Comm>,
 }
 
-struct Runtime {
-    /// Our own duplicate of the communicator, so the group's traffic never mixes with
-    /// the app's; the lock keeps one exchange at a time per process.
-    comm: ManuallyDrop<Mutex<SimpleCommunicator>>,
-    /// Present when `init` initialized MPI: dropping it finalizes.
-    universe: ManuallyDrop<Option<Universe>>,
+/// A communicator of our own (so the group's traffic never mixes with the app's or
+/// another group's) and the MPI environment it lives in.
+struct Comm {
+    /// Freed (`MPI_Comm_free`) on drop unless broken; the lock keeps one exchange at a
+    /// time on it.
+    handle: ManuallyDrop<Mutex<SimpleCommunicator>>,
     index: usize,
     count: usize,
     /// This process's index among those on its machine, and their number.
     node: (usize, usize),
-    /// Set when an exchange timed out: requests were abandoned, MPI may still write into
-    /// leaked buffers, and the processes disagree on which collective comes next.
+    /// Set when an exchange failed: requests may have been abandoned (MPI may still touch
+    /// leaked buffers), and the processes disagree on which collective comes next.
+    broken: AtomicBool,
+    env: Arc<Env>,
+}
+
+/// MPI itself: finalized when the last communicator is gone, if `init` initialized it.
+struct Env {
+    universe: ManuallyDrop<Option<Universe>>,
+    init_thread: std::thread::ThreadId,
+    /// Some communicator broke: finalizing could block on its abandoned requests.
     broken: AtomicBool,
 }
 
-// SAFETY: MPI handles are process-wide values; MPI is initialized with at least
-// `MPI_THREAD_SERIALIZED` (checked in `init`/`from_communicator`) and every call made
-// through a `Runtime` holds the `comm` lock, so no two threads call MPI at once through it.
-unsafe impl Send for Runtime {}
+// SAFETY: MPI handles are process-wide values, and MPI runs with `MPI_THREAD_MULTIPLE`
+// (checked in `make`): any thread may call it. Each communicator is used under its lock.
+unsafe impl Send for Comm {}
 // SAFETY: as for `Send`.
-unsafe impl Sync for Runtime {}
+unsafe impl Sync for Comm {}
+// SAFETY: as for `Comm`; the universe is only dropped on the thread that initialized MPI.
+unsafe impl Send for Env {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Env {}
 
-impl Drop for Runtime {
+impl Drop for Comm {
     fn drop(&mut self) {
         if self.broken.load(Ordering::Relaxed) {
-            // Freeing the communicator or finalizing with abandoned requests may block:
-            // leave both to the process's exit.
+            // Freeing it with abandoned requests may block: leave it to the process's exit.
+            self.env.broken.store(true, Ordering::Relaxed);
             return;
         }
-        // SAFETY: dropped once, here, communicator before the universe finalizes MPI.
-        unsafe {
-            ManuallyDrop::drop(&mut self.comm);
-            ManuallyDrop::drop(&mut self.universe);
+        // SAFETY: dropped once, here, while MPI is still initialized (`env` outlives it).
+        unsafe { ManuallyDrop::drop(&mut self.handle) };
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.broken.load(Ordering::Relaxed) || std::thread::current().id() != self.init_thread {
+            // MPI_Finalize must run on the thread that initialized MPI, and not over
+            // abandoned requests: then the process ends without it.
+            return;
         }
+        // SAFETY: dropped once, here, after every communicator (each holds an `Arc<Env>`).
+        unsafe { ManuallyDrop::drop(&mut self.universe) };
     }
 }
 
 impl fmt::Debug for Processes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processes")
-            .field("index", &self.rt.index)
-            .field("count", &self.rt.count)
-            .field("broken", &self.rt.broken.load(Ordering::Relaxed))
+            .field("index", &self.comm.index)
+            .field("count", &self.comm.count)
+            .field("broken", &self.comm.broken.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -85,12 +107,12 @@ fn mpi_error(op: &'static str, message: impl Into<String>) -> Error {
 }
 
 impl Processes {
-    /// Initializes MPI (`MPI_Init_thread`, asking for `MPI_THREAD_MULTIPLE`) and spans
+    /// Initializes MPI (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`) and spans
     /// `MPI_COMM_WORLD`: every process `mpirun` started.
     ///
     /// # Errors
     /// [`Error::Processes`] when MPI was already initialized (use
-    /// [`Processes::from_communicator`]) or offers less than `MPI_THREAD_SERIALIZED`.
+    /// [`Processes::from_communicator`]) or does not offer `MPI_THREAD_MULTIPLE`.
     pub fn init() -> Result<Self> {
         let op = "processes.init";
         let (universe, threading) = mpi::initialize_with_threading(Threading::Multiple)
@@ -106,11 +128,10 @@ impl Processes {
     }
 
     /// Spans the processes of `comm`, a communicator of an app that initialized MPI
-    /// itself (with at least `MPI_THREAD_SERIALIZED`) and finalizes it after the groups
-    /// are dropped. The group talks on its own duplicate of `comm`.
+    /// itself (with `MPI_THREAD_MULTIPLE`) and finalizes it after the groups are dropped.
     ///
     /// # Errors
-    /// [`Error::Processes`] when MPI is not initialized with `MPI_THREAD_SERIALIZED` or more.
+    /// [`Error::Processes`] when MPI is not initialized with `MPI_THREAD_MULTIPLE`.
     pub fn from_communicator(comm: &SimpleCommunicator) -> Result<Self> {
         let op = "processes.from_communicator";
         if !mpi::environment::is_initialized() {
@@ -125,12 +146,12 @@ impl Processes {
         universe: Option<Universe>,
         threading: Threading,
     ) -> Result<Self> {
-        if matches!(threading, Threading::Single | Threading::Funneled) {
+        if threading != Threading::Multiple {
             return Err(mpi_error(
                 op,
                 format!(
-                    "MPI offers {threading:?} threading; the group calls MPI from whichever \
-                     thread runs a collective, which needs at least Serialized"
+                    "MPI offers {threading:?} threading; groups call MPI from whichever \
+                     thread runs a collective, several at once, which needs Multiple"
                 ),
             ));
         }
@@ -138,16 +159,83 @@ impl Processes {
         let on_node = dup.split_shared(dup.rank());
         let node = (on_node.rank() as usize, on_node.size() as usize);
         drop(on_node);
+        let env = Arc::new(Env {
+            universe: ManuallyDrop::new(universe),
+            init_thread: std::thread::current().id(),
+            broken: AtomicBool::new(false),
+        });
         Ok(Processes {
-            rt: Arc::new(Runtime {
+            comm: Arc::new(Comm {
                 index: dup.rank() as usize,
                 count: dup.size() as usize,
                 node,
-                comm: ManuallyDrop::new(Mutex::new(dup)),
-                universe: ManuallyDrop::new(universe),
+                handle: ManuallyDrop::new(Mutex::new(dup)),
                 broken: AtomicBool::new(false),
+                env,
             }),
         })
+    }
+
+    /// The same processes on a fresh duplicate communicator (`MPI_Comm_idup`, polled
+    /// against `timeout`): one per group, so groups never pair each other's exchanges.
+    pub(crate) fn for_group(&self, timeout: Duration) -> Result<Self> {
+        use mpi::raw::{AsRaw, FromRaw};
+        let op = "group.build";
+        let deadline = Instant::now() + timeout;
+        let made = self.with_comm(op, |comm| {
+            // Heap slots MPI writes into: leaked if the duplication is abandoned.
+            // SAFETY: reading MPI's null-communicator constant.
+            let mut slot = Box::new(unsafe { mpi::ffi::RSMPI_COMM_NULL });
+            let mut req = Box::new(std::mem::MaybeUninit::<mpi::ffi::MPI_Request>::uninit());
+            // SAFETY: a live communicator; `slot` and `req` outlive the request.
+            let rc =
+                unsafe { mpi::ffi::MPI_Comm_idup(comm.as_raw(), &mut *slot, req.as_mut_ptr()) };
+            if rc != 0 {
+                return Err(mpi_error(op, format!("MPI_Comm_idup failed ({rc})")));
+            }
+            // SAFETY: initialized by MPI_Comm_idup.
+            let mut req = unsafe { req.assume_init() };
+            loop {
+                let mut flag = 0;
+                // SAFETY: a request MPI_Comm_idup made; status ignored.
+                let rc = unsafe {
+                    mpi::ffi::MPI_Test(&mut *req, &mut flag, mpi::ffi::RSMPI_STATUS_IGNORE)
+                };
+                if rc != 0 {
+                    return Err(mpi_error(op, format!("MPI_Test failed ({rc})")));
+                }
+                if flag != 0 {
+                    // SAFETY: a fresh intra-communicator, owned from here on.
+                    return Ok(unsafe { SimpleCommunicator::from_raw(*slot) });
+                }
+                if Instant::now() >= deadline {
+                    std::mem::forget(slot);
+                    std::mem::forget(req);
+                    return Err(mpi_error(
+                        op,
+                        format!("a peer process did not build the group within {timeout:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })?;
+        let c = &self.comm;
+        Ok(Processes {
+            comm: Arc::new(Comm {
+                handle: ManuallyDrop::new(Mutex::new(made)),
+                index: c.index,
+                count: c.count,
+                node: c.node,
+                broken: AtomicBool::new(false),
+                env: c.env.clone(),
+            }),
+        })
+    }
+
+    /// Marks the communicator broken: a collective failed in this process (an error
+    /// outside MPI too), so the processes are out of step for good.
+    pub(crate) fn poison(&self) {
+        self.comm.broken.store(true, Ordering::Relaxed);
     }
 
     /// True when this process was started by `mpirun`/`mpiexec` (Open MPI, MPICH or a
@@ -165,22 +253,22 @@ impl Processes {
 
     /// This process's number, `0..count()`.
     pub fn index(&self) -> usize {
-        self.rt.index
+        self.comm.index
     }
 
     /// The number of processes.
     pub fn count(&self) -> usize {
-        self.rt.count
+        self.comm.count
     }
 
     /// This process's index among the processes on its machine (`MPI_COMM_TYPE_SHARED`).
     pub fn node_index(&self) -> usize {
-        self.rt.node.0
+        self.comm.node.0
     }
 
     /// The number of processes on this process's machine.
     pub fn node_count(&self) -> usize {
-        self.rt.node.1
+        self.comm.node.1
     }
 
     /// Runs `f` on the communicator unless an earlier exchange broke it; a timeout inside
@@ -197,13 +285,13 @@ impl Processes {
                  that: end the process",
             )
         };
-        if self.rt.broken.load(Ordering::Relaxed) {
+        if self.comm.broken.load(Ordering::Relaxed) {
             return Err(broken());
         }
-        let comm = self.rt.comm.lock().map_err(|_| broken())?;
+        let comm = self.comm.handle.lock().map_err(|_| broken())?;
         let out = f(&comm);
         if out.is_err() {
-            self.rt.broken.store(true, Ordering::Relaxed);
+            self.poison();
         }
         out
     }
@@ -221,8 +309,8 @@ impl Processes {
         let (sc, sd) = partition::<T>(op, send_lens)?;
         let (rc, rd) = partition::<T>(op, recv_lens)?;
         recv.resize(recv_lens.iter().sum(), T::zeroed());
-        let deadline = Instant::now() + timeout;
         let out = self.with_comm(op, |comm| {
+            let deadline = Instant::now() + timeout;
             let sendp = Partition::new(bytemuck::cast_slice::<T, u8>(&send), &sc[..], &sd[..]);
             let mut recvp = PartitionMut::new(
                 bytemuck::cast_slice_mut::<T, u8>(&mut recv),
@@ -234,7 +322,7 @@ impl Processes {
                 wait(op, req, deadline, timeout)
             })
         });
-        settle(out, send, recv)
+        settle(out, (send, recv), [sc, sd, rc, rd])
     }
 
     /// Every process's `mine` (of `lens[p]` values for process `p`), concatenated in
@@ -248,8 +336,8 @@ impl Processes {
     ) -> Result<(Vec<T>, Vec<T>)> {
         let (c, d) = partition::<T>(op, lens)?;
         recv.resize(lens.iter().sum(), T::zeroed());
-        let deadline = Instant::now() + timeout;
         let out = self.with_comm(op, |comm| {
+            let deadline = Instant::now() + timeout;
             let mut recvp =
                 PartitionMut::new(bytemuck::cast_slice_mut::<T, u8>(&mut recv), &c[..], &d[..]);
             mpi::request::scope(|scope| {
@@ -258,7 +346,7 @@ impl Processes {
                 wait(op, req, deadline, timeout)
             })
         });
-        settle(out, mine, recv)
+        settle(out, (mine, recv), [c, d, Vec::new(), Vec::new()])
     }
 
     /// Process `root`'s `buf` on every process (every process passes a buffer of the
@@ -271,8 +359,8 @@ impl Processes {
         timeout: Duration,
     ) -> Result<Vec<T>> {
         partition::<T>(op, &[buf.len()])?;
-        let deadline = Instant::now() + timeout;
         let out = self.with_comm(op, |comm| {
+            let deadline = Instant::now() + timeout;
             let bytes = bytemuck::cast_slice_mut::<T, u8>(&mut buf);
             mpi::request::scope(|scope| {
                 let req = comm
@@ -281,7 +369,13 @@ impl Processes {
                 wait(op, req, deadline, timeout)
             })
         });
-        settle(out, Vec::<T>::new(), buf).map(|(_, buf)| buf)
+        let none = || Vec::new();
+        settle(
+            out,
+            (Vec::<T>::new(), buf),
+            [none(), none(), none(), none()],
+        )
+        .map(|(_, b)| b)
     }
 }
 
@@ -299,14 +393,19 @@ fn partition<T>(op: &'static str, lens: &[usize]) -> Result<(Vec<i32>, Vec<i32>)
     })
 }
 
-/// Both buffers on success. On a timeout MPI may still read `sent` and write `received`
-/// later: both are leaked, never freed under it.
-fn settle<T>(out: Result<()>, sent: Vec<T>, received: Vec<T>) -> Result<(Vec<T>, Vec<T>)> {
+/// Both buffers on success. On a failure MPI may still read `sent` and the count and
+/// displacement arrays, and write `received`, later: all are leaked, never freed under it.
+fn settle<T>(
+    out: Result<()>,
+    (sent, received): (Vec<T>, Vec<T>),
+    counts: [Vec<i32>; 4],
+) -> Result<(Vec<T>, Vec<T>)> {
     match out {
         Ok(()) => Ok((sent, received)),
         Err(e) => {
             std::mem::forget(sent);
             std::mem::forget(received);
+            std::mem::forget(counts);
             Err(e)
         }
     }
