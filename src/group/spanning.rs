@@ -54,7 +54,7 @@ fn describe(h: &[f32]) -> String {
     let w: Vec<u32> = h.iter().map(|v| v.to_bits()).collect();
     let what = match w[0] {
         ALL_REDUCE => "all_reduce".to_string(),
-        t if t >= REDUCE_SCATTER && t <= REDUCE_SCATTER + 1 => {
+        t if (REDUCE_SCATTER..=REDUCE_SCATTER + 1).contains(&t) => {
             format!("reduce_scatter(dim {})", t - REDUCE_SCATTER)
         }
         t => format!("collective {t}"),
