@@ -113,6 +113,14 @@ pub enum Error {
         /// What happened.
         message: String,
     },
+    /// A checkpoint file or config is unreadable, incomplete or does not match what the
+    /// model needs.
+    Checkpoint {
+        /// The file or tensor at fault.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The device was lost (driver reset, `Device::destroy`, ...).
     DeviceLost {
         /// The rank whose device is gone.
@@ -215,6 +223,7 @@ impl fmt::Display for Error {
             Error::Processes { op, message } => {
                 write!(f, "{op}: collective between processes failed: {message}")
             }
+            Error::Checkpoint { what, message } => write!(f, "checkpoint: {what}: {message}"),
             Error::DeviceLost { rank, message } => write!(f, "rank {rank}: device lost: {message}"),
         }
     }

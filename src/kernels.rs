@@ -24,6 +24,7 @@ const GEMM_SKINNY_WGSL: &str = include_str!("../shaders/gemm_skinny.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
 const REDUCE8_WGSL: &str = include_str!("../shaders/reduce8.wgsl");
+const MODEL_WGSL: &str = include_str!("../shaders/model.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -49,6 +50,8 @@ pub(crate) enum Shader {
     Reduce,
     /// `reduce8.wgsl`: a .. h (read), out (read-write), params (uniform).
     Reduce8,
+    /// `model.wgsl`: a, b, c, d (read), out (read-write), params (uniform).
+    Model,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -92,6 +95,7 @@ impl Shader {
             Shader::Elementwise => &[ELEMENTWISE_WGSL],
             Shader::Reduce => return REDUCE_WGSL.to_string(),
             Shader::Reduce8 => return REDUCE8_WGSL.to_string(),
+            Shader::Model => return MODEL_WGSL.to_string(),
         };
         std::iter::once(ACTIVATION_WGSL)
             .chain(parts.iter().copied())
@@ -107,7 +111,7 @@ impl Shader {
             | Shader::GemmSimple
             | Shader::GemmSkinny(_) => Layout::Gemm,
             Shader::Elementwise => Layout::Elementwise,
-            Shader::Reduce => Layout::Reduce,
+            Shader::Reduce | Shader::Model => Layout::Reduce,
             Shader::Reduce8 => Layout::Reduce8,
         }
     }

@@ -43,6 +43,10 @@ mod error;
 mod gl;
 mod group;
 mod kernels;
+#[cfg(feature = "safetensors")]
+pub mod load;
+#[cfg(feature = "safetensors")]
+pub mod model;
 pub mod nn;
 mod numerics;
 pub mod ops;

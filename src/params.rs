@@ -53,6 +53,28 @@ pub(crate) struct ReduceParams {
     pub _pad: [u32; 3],
 }
 
+/// `shaders/model.wgsl`'s `Params` (what each field means per entry is in the shader).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct ModelParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub pos0: u32,
+    pub kv_cols: u32,
+    pub group: u32,
+    pub h0: u32,
+    pub k0: u32,
+    pub kv_rows: u32,
+    pub eps: u32,
+    pub scale: u32,
+    pub _pad: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +118,15 @@ mod tests {
             );
             assert_eq!(red[4], "tree");
         }
+        let model = fields(include_str!("../shaders/model.wgsl"));
+        assert_eq!(
+            model.len() * 4,
+            std::mem::size_of::<ModelParams>(),
+            "{model:?}"
+        );
+        assert_eq!((model[7].as_str(), model[14].as_str()), ("pos0", "scale"));
         for size in [
+            std::mem::size_of::<ModelParams>(),
             std::mem::size_of::<GemmParams>(),
             std::mem::size_of::<ElementwiseParams>(),
             std::mem::size_of::<ReduceParams>(),

@@ -154,6 +154,16 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Token ids as a `[1, n]` tensor holding each id's `u32` bits, as
+    /// [`ops::embed`](crate::ops::embed) reads them.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for no ids; allocation errors.
+    pub fn from_ids(rank: &Rank, ids: &[u32]) -> Result<Self> {
+        let bits: Vec<f32> = ids.iter().map(|&i| f32::from_bits(i)).collect();
+        Tensor::from_host(rank, &bits, [1, ids.len()])
+    }
+
     /// A tensor whose contents are unspecified (a recycled buffer, or a fresh one): for
     /// outputs that the caller writes in full before anyone reads them.
     pub(crate) fn output(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {

@@ -1,11 +1,23 @@
-//! Tensor-parallel layers with the Megatron-LM names.
+//! Tensor-parallel layers with the Megatron-LM names: the linear layers and MLP, and the
+//! transformer's (vocab-parallel embedding, norms, attention split by heads, gated MLP,
+//! vocab-parallel LM head).
 
+mod attention;
 mod column;
+mod embedding;
+mod gated_mlp;
+mod lm_head;
 mod mlp;
+mod norm;
 mod row;
 
+pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention, Rotary};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
+pub use embedding::VocabParallelEmbedding;
+pub use gated_mlp::GatedMlp;
+pub use lm_head::ParallelLmHead;
 pub use mlp::ParallelMlp;
+pub use norm::{Norm, NormKind};
 pub use row::{RowParallelConfig, RowParallelLinear};
 
 use crate::dist::{DistTensor, Placement};

@@ -1,11 +1,13 @@
 //! Single-rank operations on [`Tensor`](crate::Tensor)s: the GEMM ([`matmul()`], the one
-//! front door every layer goes through) and the elementwise kernels.
+//! front door every layer goes through), the elementwise kernels and the transformer's
+//! (norms, embedding lookup, rotary positions, SwiGLU, attention).
 //!
 //! Each call checks shapes, encodes its dispatches and submits them; nothing waits for the
 //! GPU (a later read-back or collective does).
 
 mod elementwise;
 mod matmul;
+mod model;
 mod sum;
 
 use std::ops::Range;
@@ -14,6 +16,7 @@ pub use elementwise::{activation, add, add_row, slice};
 pub(crate) use elementwise::{fill, place};
 pub(crate) use matmul::Product;
 pub use matmul::{gemm_kernel_for, matmul};
+pub use model::{attention, embed, layer_norm, rms_norm, rope, silu_mul, write_rows, HeadSpan};
 pub(crate) use sum::{one_device, sum};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,280 @@
+//! `config.json` of a Hugging Face checkpoint, as transformers 4.x and 5.x write it (5.x
+//! moved `rope_theta` into `rope_parameters` and renamed `torch_dtype` to `dtype`), for the
+//! Llama family and GPT-2; and the tensors each architecture's checkpoint must hold.
+
+use serde_json::Value;
+
+use super::checkpoint_error;
+use crate::error::Result;
+
+/// The model families the loader knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Llama and its kin (`model_type` llama, mistral): RMSNorm, rotary positions,
+    /// grouped-query attention, SwiGLU MLP; weights `[out, in]`.
+    Llama,
+    /// GPT-2: LayerNorm, learned positions, fused QKV (`c_attn`), GELU MLP; Conv1D
+    /// weights `[in, out]`; tied embeddings.
+    Gpt2,
+}
+
+/// What a model's `config.json` says, under one set of names for both families.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModelConfig {
+    /// The family.
+    pub architecture: Architecture,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// The MLP's inner size.
+    pub intermediate_size: usize,
+    /// Decoder blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `num_heads`).
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Longest sequence the positions cover.
+    pub max_positions: usize,
+    /// Epsilon of the norms.
+    pub norm_eps: f64,
+    /// Base of the rotary frequencies (Llama), none for learned positions (GPT-2).
+    pub rope_theta: Option<f64>,
+    /// The LM head is the embedding table.
+    pub tie_word_embeddings: bool,
+    /// The MLP's activation, as the config names it (`silu`, `gelu_new`, ...).
+    pub activation: String,
+    /// The dtype the checkpoint was saved in, when the config says (`float32`, ...).
+    pub dtype: Option<String>,
+}
+
+fn usize_field(v: &Value, key: &str) -> Result<usize> {
+    let what = || checkpoint_error("config.json", format!("`{key}` is missing or not a count"));
+    let n = v.get(key).and_then(Value::as_u64).ok_or_else(what)?;
+    usize::try_from(n).map_err(|_| what())
+}
+
+fn float_field(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn positive(key: &str, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(checkpoint_error("config.json", format!("`{key}` is 0")));
+    }
+    Ok(n)
+}
+
+impl ModelConfig {
+    /// Parses the text of a `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the field: not JSON, an
+    /// unknown `model_type`, a missing or zero size, heads that do not divide the hidden
+    /// size, rotary scaling other than the default.
+    pub fn parse(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| checkpoint_error("config.json", format!("not JSON: {e}")))?;
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let dtype = ["dtype", "torch_dtype"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .map(str::to_string);
+        let config =
+            match model_type {
+                "llama" | "mistral" => Self::llama(&v, dtype)?,
+                "gpt2" => Self::gpt2(&v, dtype)?,
+                other => return Err(checkpoint_error(
+                    "config.json",
+                    format!(
+                        "model_type {other:?} is not one the loader knows (llama, mistral, gpt2)"
+                    ),
+                )),
+            };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn llama(v: &Value, dtype: Option<String>) -> Result<Self> {
+        // 5.x: `rope_parameters: {rope_theta, rope_type}`; 4.x: `rope_theta` and an
+        // optional `rope_scaling`.
+        let params = v.get("rope_parameters");
+        let rope_type = params
+            .and_then(|p| p.get("rope_type"))
+            .or_else(|| v.get("rope_scaling").and_then(|s| s.get("rope_type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if rope_type != "default" {
+            return Err(checkpoint_error(
+                "config.json",
+                format!("rotary scaling {rope_type:?} is not supported (only the default)"),
+            ));
+        }
+        let rope_theta = params
+            .and_then(|p| float_field(p, "rope_theta"))
+            .or_else(|| float_field(v, "rope_theta"))
+            .unwrap_or(10_000.0);
+        let hidden_size = usize_field(v, "hidden_size")?;
+        let num_heads = positive(
+            "num_attention_heads",
+            usize_field(v, "num_attention_heads")?,
+        )?;
+        let num_kv_heads = match v.get("num_key_value_heads") {
+            Some(Value::Null) | None => num_heads,
+            Some(_) => usize_field(v, "num_key_value_heads")?,
+        };
+        let head_dim = match v.get("head_dim") {
+            Some(Value::Null) | None => hidden_size / num_heads,
+            Some(_) => usize_field(v, "head_dim")?,
+        };
+        Ok(ModelConfig {
+            architecture: Architecture::Llama,
+            vocab_size: usize_field(v, "vocab_size")?,
+            hidden_size,
+            intermediate_size: usize_field(v, "intermediate_size")?,
+            num_layers: usize_field(v, "num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            max_positions: usize_field(v, "max_position_embeddings")?,
+            norm_eps: float_field(v, "rms_norm_eps").unwrap_or(1e-6),
+            rope_theta: Some(rope_theta),
+            tie_word_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            activation: v
+                .get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or("silu")
+                .to_string(),
+            dtype,
+        })
+    }
+
+    fn gpt2(v: &Value, dtype: Option<String>) -> Result<Self> {
+        let hidden_size = usize_field(v, "n_embd")?;
+        let num_heads = positive("n_head", usize_field(v, "n_head")?)?;
+        let intermediate_size = match v.get("n_inner") {
+            Some(Value::Null) | None => 4 * hidden_size,
+            Some(_) => usize_field(v, "n_inner")?,
+        };
+        Ok(ModelConfig {
+            architecture: Architecture::Gpt2,
+            vocab_size: usize_field(v, "vocab_size")?,
+            hidden_size,
+            intermediate_size,
+            num_layers: usize_field(v, "n_layer")?,
+            num_heads,
+            num_kv_heads: num_heads,
+            head_dim: hidden_size / num_heads,
+            max_positions: usize_field(v, "n_positions")?,
+            norm_eps: float_field(v, "layer_norm_epsilon").unwrap_or(1e-5),
+            rope_theta: None,
+            // transformers 4.x configs of GPT-2 often omit it; tied is the default.
+            tie_word_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            activation: v
+                .get("activation_function")
+                .and_then(Value::as_str)
+                .unwrap_or("gelu_new")
+                .to_string(),
+            dtype,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        for (key, n) in [
+            ("vocab size", self.vocab_size),
+            ("hidden size", self.hidden_size),
+            ("intermediate size", self.intermediate_size),
+            ("layer count", self.num_layers),
+            ("key/value heads", self.num_kv_heads),
+            ("head size", self.head_dim),
+            ("positions", self.max_positions),
+        ] {
+            positive(key, n)?;
+        }
+        if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{} heads do not divide the hidden size {}",
+                    self.num_heads, self.hidden_size
+                ),
+            ));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{} query heads are not a multiple of {} key/value heads",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every tensor the checkpoint must hold, by its Hugging Face name (GPT-2's without
+    /// the `transformer.` prefix some files add), with its shape as stored.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut add = |name: String, shape: &[usize]| out.push((name, shape.to_vec()));
+        match self.architecture {
+            Architecture::Llama => {
+                add("model.embed_tokens.weight".into(), &[v, h]);
+                for l in 0..self.num_layers {
+                    let p = format!("model.layers.{l}");
+                    add(format!("{p}.input_layernorm.weight"), &[h]);
+                    add(format!("{p}.self_attn.q_proj.weight"), &[q, h]);
+                    add(format!("{p}.self_attn.k_proj.weight"), &[kv, h]);
+                    add(format!("{p}.self_attn.v_proj.weight"), &[kv, h]);
+                    add(format!("{p}.self_attn.o_proj.weight"), &[h, q]);
+                    add(format!("{p}.post_attention_layernorm.weight"), &[h]);
+                    add(format!("{p}.mlp.gate_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.up_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.down_proj.weight"), &[h, i]);
+                }
+                add("model.norm.weight".into(), &[h]);
+                if !self.tie_word_embeddings {
+                    add("lm_head.weight".into(), &[v, h]);
+                }
+            }
+            Architecture::Gpt2 => {
+                add("wte.weight".into(), &[v, h]);
+                add("wpe.weight".into(), &[self.max_positions, h]);
+                for l in 0..self.num_layers {
+                    let p = format!("h.{l}");
+                    for ln in ["ln_1", "ln_2"] {
+                        add(format!("{p}.{ln}.weight"), &[h]);
+                        add(format!("{p}.{ln}.bias"), &[h]);
+                    }
+                    add(format!("{p}.attn.c_attn.weight"), &[h, 3 * h]);
+                    add(format!("{p}.attn.c_attn.bias"), &[3 * h]);
+                    add(format!("{p}.attn.c_proj.weight"), &[h, h]);
+                    add(format!("{p}.attn.c_proj.bias"), &[h]);
+                    add(format!("{p}.mlp.c_fc.weight"), &[h, i]);
+                    add(format!("{p}.mlp.c_fc.bias"), &[i]);
+                    add(format!("{p}.mlp.c_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.c_proj.bias"), &[h]);
+                }
+                add("ln_f.weight".into(), &[h]);
+                add("ln_f.bias".into(), &[h]);
+            }
+        }
+        out
+    }
+}

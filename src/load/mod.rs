@@ -1,0 +1,331 @@
+//! Checkpoints in the safetensors format (feature `safetensors`): `config.json` and one
+//! `model.safetensors` or several files listed in `model.safetensors.index.json`, memory
+//! mapped, so a rank's shard is read straight from the page cache and the file is never
+//! copied whole into memory.
+
+mod config;
+mod half;
+
+pub use config::{Architecture, ModelConfig};
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+
+pub(crate) fn checkpoint_error(what: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        what: what.into(),
+        message: message.into(),
+    }
+}
+
+/// The element types a checkpoint's tensors may have for the loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// 4-byte IEEE float.
+    F32,
+    /// 2-byte IEEE half.
+    F16,
+    /// 2-byte bfloat16.
+    BF16,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+}
+
+/// One mapped file and where its data section starts.
+struct Mapped {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+/// Where a tensor lives.
+struct Entry {
+    file: usize,
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    /// Byte range in the file's map.
+    bytes: Range<usize>,
+}
+
+/// An opened checkpoint: its config and its tensors, memory-mapped.
+pub struct Checkpoint {
+    dir: PathBuf,
+    config: ModelConfig,
+    files: Vec<Mapped>,
+    tensors: HashMap<String, Entry>,
+    /// `transformer.` for GPT-2 files saved from `GPT2LMHeadModel`, else empty.
+    prefix: String,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("files", &self.files.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+/// Maps `path` read-only.
+fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|e| checkpoint_error(&shown, e.to_string()))?;
+    // SAFETY: the map is read-only and private to this process; a file truncated or
+    // rewritten by another process while mapped is outside what any mmap user can guard
+    // against (as for candle's and safetensors' own loaders).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| checkpoint_error(&shown, e.to_string()))
+}
+
+/// The file names of a checkpoint in `dir`: `model.safetensors`, or those the index lists.
+fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let index = dir.join("model.safetensors.index.json");
+    if !index.exists() {
+        return Ok(vec!["model.safetensors".into()]);
+    }
+    let shown = index.display().to_string();
+    let text =
+        std::fs::read_to_string(&index).map_err(|e| checkpoint_error(&shown, e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| checkpoint_error(&shown, format!("not JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| checkpoint_error(&shown, "no `weight_map` object"))?;
+    let mut names: Vec<String> = Vec::new();
+    for file in map.values() {
+        let f = file
+            .as_str()
+            .ok_or_else(|| checkpoint_error(&shown, "a `weight_map` value is not a file name"))?;
+        if f.contains('/') || f.contains("..") {
+            return Err(checkpoint_error(
+                &shown,
+                format!("file {f:?} is outside the folder"),
+            ));
+        }
+        if !names.iter().any(|n| n == f) {
+            names.push(f.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl Checkpoint {
+    /// Opens the checkpoint in `dir`: parses `config.json`, maps the weight files, reads
+    /// their headers, and checks that every tensor the config implies is there with its
+    /// shape and a dtype the loader reads (f32, f16, bf16).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the file or tensor: a missing or unreadable file, a
+    /// truncated or corrupt header, a missing tensor, a wrong shape, an unsupported
+    /// dtype, a tensor in two files, a config that does not match the tensors.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| checkpoint_error(config_path.display().to_string(), e.to_string()))?;
+        let config = ModelConfig::parse(&text)?;
+        let mut files = Vec::new();
+        let mut tensors = HashMap::new();
+        for name in file_names(&dir)? {
+            let path = dir.join(&name);
+            let map = map(&path)?;
+            let shown = path.display().to_string();
+            let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+                checkpoint_error(
+                    &shown,
+                    format!("not a safetensors file (truncated or corrupt): {e}"),
+                )
+            })?;
+            let start = 8 + header;
+            for (tensor, info) in meta.tensors() {
+                let (a, b) = info.data_offsets;
+                let bytes = start + a..start + b;
+                if bytes.end > map.len() {
+                    return Err(checkpoint_error(
+                        &tensor,
+                        format!(
+                            "{shown} is truncated: the tensor ends past its {} bytes",
+                            map.len()
+                        ),
+                    ));
+                }
+                let entry = Entry {
+                    file: files.len(),
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    bytes,
+                };
+                if tensors.insert(tensor.clone(), entry).is_some() {
+                    return Err(checkpoint_error(
+                        &tensor,
+                        "is in two of the checkpoint's files",
+                    ));
+                }
+            }
+            files.push(Mapped { path, map });
+        }
+        let prefix = match config.architecture {
+            Architecture::Gpt2 if tensors.contains_key("transformer.wte.weight") => "transformer.",
+            _ => "",
+        }
+        .to_string();
+        let checkpoint = Checkpoint {
+            dir,
+            config,
+            files,
+            tensors,
+            prefix,
+        };
+        for (name, shape) in checkpoint.config.expected_tensors() {
+            checkpoint.check(&name, &shape)?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The folder it was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of all mapped files together.
+    pub fn file_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.map.len() as u64).sum()
+    }
+
+    fn entry(&self, name: &str) -> Result<(&Entry, String)> {
+        let full = format!("{}{name}", self.prefix);
+        match self.tensors.get(&full) {
+            Some(e) => Ok((e, full)),
+            None => Err(checkpoint_error(
+                full,
+                format!("is missing from the checkpoint in {}", self.dir.display()),
+            )),
+        }
+    }
+
+    /// Checks that tensor `name` exists with `shape` and a readable dtype.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor.
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<Dtype> {
+        let (e, full) = self.entry(name)?;
+        if e.shape != shape {
+            return Err(checkpoint_error(
+                full,
+                format!(
+                    "has shape {:?}, the config implies {shape:?} ({})",
+                    e.shape,
+                    self.files[e.file].path.display()
+                ),
+            ));
+        }
+        let dtype = match e.dtype {
+            safetensors::Dtype::F32 => Dtype::F32,
+            safetensors::Dtype::F16 => Dtype::F16,
+            safetensors::Dtype::BF16 => Dtype::BF16,
+            other => {
+                return Err(checkpoint_error(
+                    full,
+                    format!("has dtype {other:?}; the loader reads F32, F16 and BF16"),
+                ))
+            }
+        };
+        let want = shape.iter().product::<usize>() * dtype.size();
+        if e.bytes.len() != want {
+            return Err(checkpoint_error(
+                full,
+                format!(
+                    "holds {} bytes, its shape and dtype need {want}",
+                    e.bytes.len()
+                ),
+            ));
+        }
+        Ok(dtype)
+    }
+
+    /// The shape of tensor `name`.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when it is missing.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.entry(name)?.0.shape)
+    }
+
+    /// Rows `rows` of tensor `name` (a matrix `[rows, cols]`, or a vector as one row) as
+    /// f32, widened exactly from f16/bf16; reads only those rows' bytes.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor: missing, another dtype, rows out of range.
+    pub fn rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        let (e, full) = self.entry(name)?;
+        let shape = e.shape.clone();
+        let dtype = self.check(name, &shape)?;
+        let (n_rows, cols) = match shape[..] {
+            [n] => (1, n),
+            [r, c] => (r, c),
+            _ => {
+                return Err(checkpoint_error(
+                    full,
+                    format!("is {}-D, not a matrix", shape.len()),
+                ))
+            }
+        };
+        if rows.start > rows.end || rows.end > n_rows {
+            return Err(checkpoint_error(
+                full,
+                format!("has {n_rows} rows, not {rows:?}"),
+            ));
+        }
+        let size = dtype.size();
+        let at = e.bytes.start + rows.start * cols * size;
+        let bytes = &self.files[e.file].map[at..at + rows.len() * cols * size];
+        Ok(match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        })
+    }
+
+    /// The whole tensor `name` as f32 (see [`Checkpoint::rows_f32`]).
+    ///
+    /// # Errors
+    /// As [`Checkpoint::rows_f32`].
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let rows = match self.shape(name)? {
+            [_] => 1,
+            s => s[0],
+        };
+        self.rows_f32(name, 0..rows)
+    }
+}

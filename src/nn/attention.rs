@@ -1,0 +1,345 @@
+//! `ParallelAttention`: query/key/value column-parallel split by heads (the first ranks one
+//! head more when tp does not divide them), grouped-query attention with each rank
+//! holding the key/value heads its query heads read (replicated when there are fewer than
+//! tp), rotary positions or none, causal attention over a per-rank key/value cache, and
+//! the output projection row-parallel: one all-reduce.
+
+use std::ops::Range;
+
+use super::{RowParallelConfig, RowParallelLinear};
+use crate::dist::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::numerics::INVARIANT_BLOCKS;
+use crate::ops::{self, HeadSpan, Product};
+use crate::settings::{Activation, WeightLayout};
+use crate::shard::{offsets, split_sizes};
+use crate::tensor::Tensor;
+
+/// Rotary tables, `cos` and `sin` of `position * theta^(-2j / head_dim)` for every
+/// position and `j < head_dim / 2`, on every rank.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    cos: DistTensor,
+    sin: DistTensor,
+}
+
+impl Rotary {
+    /// The tables for `positions` positions, computed as Hugging Face computes them (the
+    /// inverse frequencies and the angles in f32), with cosine and sine rounded from f64.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an odd or zero `head_dim` or no positions;
+    /// allocation errors.
+    pub fn new(group: &Group, head_dim: usize, positions: usize, theta: f64) -> Result<Self> {
+        let op = "rotary.new";
+        if head_dim == 0 || !head_dim.is_multiple_of(2) || positions == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("head size {head_dim} (even), {positions} positions"),
+            ));
+        }
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|j| 1.0 / (theta as f32).powf((2 * j) as f32 / head_dim as f32))
+            .collect();
+        let angle = |i: usize| f64::from((i / half) as f32 * inv[i % half]);
+        let cos: Vec<f32> = (0..positions * half)
+            .map(|i| angle(i).cos() as f32)
+            .collect();
+        let sin: Vec<f32> = (0..positions * half)
+            .map(|i| angle(i).sin() as f32)
+            .collect();
+        Ok(Rotary {
+            cos: DistTensor::replicate(group, &cos, [positions, half])?,
+            sin: DistTensor::replicate(group, &sin, [positions, half])?,
+        })
+    }
+}
+
+/// One local rank's query, key and value weights (stored per the layer's layout) and
+/// biases, as [`ParallelAttention::new`] asks for them.
+#[derive(Debug, Clone, Default)]
+pub struct HeadWeights {
+    /// `[hidden, heads * head_dim]` (`InOut`) or its transpose (`OutIn`).
+    pub q: Vec<f32>,
+    /// The key/value heads' weights, likewise.
+    pub k: Vec<f32>,
+    /// As `k`.
+    pub v: Vec<f32>,
+    /// Biases of q, k and v, when the model has them.
+    pub bias: Option<[Vec<f32>; 3]>,
+}
+
+/// The sizes of the attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Hidden size (input and output features).
+    pub hidden: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (dividing `heads`).
+    pub kv_heads: usize,
+    /// Size of a head.
+    pub head_dim: usize,
+}
+
+/// The key/value cache of one attention layer: per local rank `[capacity, kv heads x
+/// head_dim]` for keys and for values, and how many positions it holds.
+#[derive(Debug)]
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.k.first().map_or(0, |t| t.shape()[0])
+    }
+}
+
+/// Self-attention split by heads. Input and output: `Replicate [tokens, hidden]`.
+#[derive(Debug, Clone)]
+pub struct ParallelAttention {
+    group: Group,
+    shape: AttentionShape,
+    layout: WeightLayout,
+    /// Every rank's query heads `[first, first + n)`, global.
+    heads: Vec<Range<usize>>,
+    /// Every rank's key/value heads, global.
+    kv: Vec<Range<usize>>,
+    /// This process's ranks' (q, k, v) weights and biases.
+    qkv: Vec<[Tensor; 3]>,
+    bias: Option<Vec<[Tensor; 3]>>,
+    rotary: Option<Rotary>,
+    o: RowParallelLinear,
+}
+
+impl ParallelAttention {
+    /// Builds the layer: `load(q_heads, kv_heads)` gives a local rank's weights for those
+    /// global head ranges, and `o(cols)` the output projection's weight for input features
+    /// `cols` (stored per `layout`); `o_bias` is added once after the all-reduce.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for sizes that do not fit (`kv_heads` not dividing
+    /// `heads`, a tp size over `heads`); [`Error::Shape`] for weights of the wrong
+    /// length; their own errors; allocation errors.
+    pub fn new(
+        group: &Group,
+        shape: AttentionShape,
+        layout: WeightLayout,
+        rotary: Option<Rotary>,
+        mut load: impl FnMut(Range<usize>, Range<usize>) -> Result<HeadWeights>,
+        mut o: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        o_bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        let op = "parallel_attention.new";
+        let AttentionShape {
+            hidden,
+            heads: nh,
+            kv_heads,
+            head_dim: hd,
+        } = shape;
+        if kv_heads == 0 || nh % kv_heads != 0 || hd == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{nh} heads over {kv_heads} key/value heads of {hd}"),
+            ));
+        }
+        let group_size = nh / kv_heads;
+        let sizes = split_sizes(nh, group.world_size()).map_err(|e| e.with_op(op))?;
+        let heads: Vec<Range<usize>> = offsets(&sizes)
+            .into_iter()
+            .zip(&sizes)
+            .map(|(s, n)| s..s + n)
+            .collect();
+        let kv: Vec<Range<usize>> = heads
+            .iter()
+            .map(|h| h.start / group_size..(h.end - 1) / group_size + 1)
+            .collect();
+        let mut qkv = Vec::new();
+        let mut biases = Vec::new();
+        for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+            let w = load(heads[r].clone(), kv[r].clone())?;
+            let (q_out, kv_out) = (heads[r].len() * hd, kv[r].len() * hd);
+            let up = |data: &[f32], out: usize, what: &str| -> Result<Tensor> {
+                let stored = layout.stored_shape(hidden, out);
+                if data.len() != stored[0] * stored[1] {
+                    return Err(Error::shape(
+                        op,
+                        format!("{what} of {} values", stored[0] * stored[1]),
+                        format!("{}", data.len()),
+                    ));
+                }
+                Tensor::from_host(rank, data, stored)
+            };
+            qkv.push([
+                up(&w.q, q_out, "q")?,
+                up(&w.k, kv_out, "k")?,
+                up(&w.v, kv_out, "v")?,
+            ]);
+            if let Some([bq, bk, bv]) = &w.bias {
+                let row = |b: &[f32], n: usize| -> Result<Tensor> {
+                    if b.len() != n {
+                        return Err(Error::shape(
+                            op,
+                            format!("bias of {n}"),
+                            format!("{}", b.len()),
+                        ));
+                    }
+                    Tensor::from_host(rank, b, [1, n])
+                };
+                biases.push([row(bq, q_out)?, row(bk, kv_out)?, row(bv, kv_out)?]);
+            }
+        }
+        let bias = match biases.len() {
+            0 => None,
+            n if n == qkv.len() => Some(biases),
+            _ => return Err(Error::invalid(op, "biases for some ranks only")),
+        };
+        // The output projection reads this rank's heads' columns.
+        let mut o_shards = Vec::new();
+        for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+            let cols = heads[r].start * hd..heads[r].end * hd;
+            let stored = layout.stored_shape(cols.len(), hidden);
+            let data = o(cols)?;
+            if data.len() != stored[0] * stored[1] {
+                return Err(Error::shape(
+                    op,
+                    format!("o of {} values", stored[0] * stored[1]),
+                    format!("{}", data.len()),
+                ));
+            }
+            o_shards.push(Tensor::from_host(rank, &data, stored)?);
+        }
+        let o_bias = o_bias
+            .map(|b| {
+                let t = DistTensor::replicate(group, b, [1, hidden])?;
+                Ok::<_, Error>(t.locals().to_vec())
+            })
+            .transpose()?;
+        let config = RowParallelConfig::default().input_is_parallel(true);
+        let o = RowParallelLinear::from_shards(group, o_shards, o_bias, layout, config)
+            .map_err(|e| e.with_op(op))?;
+        Ok(ParallelAttention {
+            group: group.clone(),
+            shape,
+            layout,
+            heads,
+            kv,
+            qkv,
+            bias,
+            rotary,
+            o,
+        })
+    }
+
+    /// Every rank's query heads (global ranges).
+    pub fn heads_per_rank(&self) -> &[Range<usize>] {
+        &self.heads
+    }
+
+    /// An empty cache for up to `capacity` positions.
+    ///
+    /// # Errors
+    /// Allocation errors ([`Error::BufferTooLarge`] past a buffer's limit).
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        let op = "parallel_attention.new_cache";
+        let hd = self.shape.head_dim;
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            let shape = [capacity, self.kv[r].len() * hd];
+            k.push(Tensor::output(rank, shape, op)?);
+            v.push(Tensor::output(rank, shape, op)?);
+        }
+        Ok(KvCache { k, v, len: 0 })
+    }
+
+    /// Attention of `x`'s rows, the next positions after those `cache` holds, which it
+    /// then holds too.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] for another
+    /// width; [`Error::InvalidArgument`] past the cache's capacity; GPU and collective
+    /// errors.
+    pub async fn forward_async(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
+        let op = "parallel_attention.forward";
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        let [tokens, hidden] = x.shape();
+        if hidden != self.shape.hidden {
+            return Err(Error::shape(
+                op,
+                format!("[*, {}]", self.shape.hidden),
+                crate::error::fmt_shape(x.shape()),
+            ));
+        }
+        let pos0 = cache.len;
+        if pos0 + tokens > cache.capacity() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{} positions past a cache of {}",
+                    pos0 + tokens,
+                    cache.capacity()
+                ),
+            ));
+        }
+        let hd = self.shape.head_dim;
+        let group_size = self.shape.heads / self.shape.kv_heads;
+        let mut outs = Vec::with_capacity(self.qkv.len());
+        for (i, r) in self.group.local_range().enumerate() {
+            let xi = &x.locals()[i];
+            let proj = |j: usize| {
+                Product {
+                    op,
+                    x: xi,
+                    cols: 0..hidden,
+                    w: &self.qkv[i][j],
+                    bias: self.bias.as_ref().map(|b| &b[i][j]),
+                    layout: self.layout,
+                    act: Activation::Identity,
+                    blocks: INVARIANT_BLOCKS,
+                }
+                .run()
+            };
+            let (mut q, mut k, v) = (proj(0)?, proj(1)?, proj(2)?);
+            if let Some(rot) = &self.rotary {
+                let (c, s) = (&rot.cos.locals()[i], &rot.sin.locals()[i]);
+                q = ops::rope(&q, c, s, hd, pos0)?;
+                k = ops::rope(&k, c, s, hd, pos0)?;
+            }
+            ops::write_rows(&cache.k[i], &k, pos0)?;
+            ops::write_rows(&cache.v[i], &v, pos0)?;
+            let span = HeadSpan {
+                first_q: self.heads[r].start,
+                first_kv: self.kv[r].start,
+                group: group_size,
+                head_dim: hd,
+            };
+            outs.push(ops::attention(&q, &cache.k[i], &cache.v[i], span, pos0)?);
+        }
+        cache.len += tokens;
+        let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
+        let attended = DistTensor::from_parts(
+            &self.group,
+            outs,
+            Placement::Shard(1),
+            [tokens, self.shape.heads * hd],
+            sizes,
+        );
+        self.o.forward_async(&attended).await
+    }
+}

@@ -1,0 +1,113 @@
+//! `VocabParallelEmbedding`: the token table sharded by vocabulary rows (Megatron-LM's
+//! scheme): each rank looks up the ids it holds, the others give zeros, and one
+//! all-reduce joins them.
+
+use crate::dist::{DistTensor, Placement};
+use crate::error::{fmt_shape, Error, Result};
+use crate::group::Group;
+use crate::ops;
+use crate::shard::{offsets, split_sizes};
+use crate::tensor::Tensor;
+
+/// The embedding table `[vocab, hidden]`, rank `r` holding rows
+/// `split_sizes(vocab, tp)[r]` of it.
+///
+/// Input: token ids. Output: `Replicate [tokens, hidden]`, after one all-reduce.
+#[derive(Debug, Clone)]
+pub struct VocabParallelEmbedding {
+    group: Group,
+    /// This process's ranks' shards.
+    shards: Vec<Tensor>,
+    /// The first vocabulary row of every rank's shard.
+    firsts: Vec<usize>,
+    vocab: usize,
+    hidden: usize,
+}
+
+impl VocabParallelEmbedding {
+    /// Uploads each local rank's rows of the table, which `rows(range)` reads (row-major,
+    /// `hidden` values a row): only the shard's rows are read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the tp size exceeds `vocab`; [`Error::Shape`] when
+    /// `rows` returns the wrong length; its own errors; allocation errors.
+    pub fn from_rows(
+        group: &Group,
+        vocab: usize,
+        hidden: usize,
+        mut rows: impl FnMut(std::ops::Range<usize>) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        let op = "vocab_parallel_embedding";
+        let sizes = split_sizes(vocab, group.world_size()).map_err(|e| e.with_op(op))?;
+        let firsts = offsets(&sizes);
+        let mut shards = Vec::with_capacity(group.ranks().len());
+        for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+            let data = rows(firsts[r]..firsts[r] + sizes[r])?;
+            if data.len() != sizes[r] * hidden {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "{} values (rows {} x {hidden})",
+                        sizes[r] * hidden,
+                        sizes[r]
+                    ),
+                    format!("{}", data.len()),
+                ));
+            }
+            shards.push(Tensor::from_host(rank, &data, [sizes[r], hidden])?);
+        }
+        Ok(VocabParallelEmbedding {
+            group: group.clone(),
+            shards,
+            firsts,
+            vocab,
+            hidden,
+        })
+    }
+
+    /// The vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// The hidden size.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// The rows of `ids`: every rank looks up the ids in its shard, then one all-reduce.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no ids or an id past the vocabulary; GPU and
+    /// collective errors.
+    pub async fn forward_async(&self, ids: &[u32]) -> Result<DistTensor> {
+        let op = "vocab_parallel_embedding.forward";
+        if ids.is_empty() {
+            return Err(Error::invalid(op, "no token ids"));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab) {
+            return Err(Error::invalid(
+                op,
+                format!("token id {bad} is past the vocabulary of {}", self.vocab),
+            ));
+        }
+        let mut partials = Vec::with_capacity(self.shards.len());
+        for (shard, r) in self.shards.iter().zip(self.group.local_range()) {
+            let ids = Tensor::from_ids(shard.rank(), ids)?;
+            partials.push(ops::embed(shard, self.firsts[r], &ids)?);
+        }
+        let shape = [ids.len(), self.hidden];
+        let partial =
+            DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());
+        debug_assert_eq!(fmt_shape(partial.shape()), fmt_shape(shape));
+        partial.redistribute_async(Placement::Replicate).await
+    }
+
+    /// Blocking [`VocabParallelEmbedding::forward_async`].
+    ///
+    /// # Errors
+    /// As [`VocabParallelEmbedding::forward_async`].
+    pub fn forward(&self, ids: &[u32]) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_async(ids))
+    }
+}

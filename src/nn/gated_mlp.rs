@@ -1,0 +1,108 @@
+//! `GatedMlp`: the SwiGLU MLP of Llama, `down(silu(gate(x)) * up(x))`, with gate and up
+//! merged in one column-parallel weight (each rank `[gate_r | up_r]`) and down
+//! row-parallel on the same split: one all-reduce.
+
+use std::ops::Range;
+
+use super::{ColumnParallelConfig, ColumnParallelLinear, RowParallelConfig, RowParallelLinear};
+use crate::dist::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::ops;
+use crate::settings::WeightLayout;
+use crate::shard::{offsets, split_sizes};
+use crate::tensor::Tensor;
+
+/// Input and output: `Replicate [tokens, hidden]`.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate_up: ColumnParallelLinear,
+    down: RowParallelLinear,
+    /// Every rank's intermediate features.
+    sizes: Vec<usize>,
+}
+
+impl GatedMlp {
+    /// Builds it from `[out, in]` weights: `gate(rows)` and `up(rows)` give rows `rows`
+    /// of `gate_proj` and `up_proj` (`[intermediate, hidden]`), `down(cols)` the columns
+    /// `cols` of `down_proj` (`[hidden, intermediate]`, row-major `[hidden, cols.len()]`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the tp size exceeds `intermediate`;
+    /// [`Error::Shape`] for weights of the wrong length; their own errors.
+    pub fn new(
+        group: &Group,
+        hidden: usize,
+        intermediate: usize,
+        mut gate: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        mut up: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        mut down: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        let op = "gated_mlp.new";
+        let sizes = split_sizes(intermediate, group.world_size()).map_err(|e| e.with_op(op))?;
+        let starts = offsets(&sizes);
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+            let rows = starts[r]..starts[r] + sizes[r];
+            let mut w = gate(rows.clone())?;
+            w.extend(up(rows.clone())?);
+            let d = down(rows.clone())?;
+            if w.len() != 2 * sizes[r] * hidden || d.len() != hidden * sizes[r] {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "gate and up of {} rows x {hidden}, down of {hidden} x {}",
+                        sizes[r], sizes[r]
+                    ),
+                    format!("{} and {} values", w.len(), d.len()),
+                ));
+            }
+            first.push(Tensor::from_host(rank, &w, [2 * sizes[r], hidden])?);
+            second.push(Tensor::from_host(rank, &d, [hidden, sizes[r]])?);
+        }
+        let gate_up = ColumnParallelLinear::from_shards(
+            group,
+            first,
+            None,
+            WeightLayout::OutIn,
+            ColumnParallelConfig::default().gather_output(false),
+        )
+        .map_err(|e| e.with_op(op))?;
+        let down = RowParallelLinear::from_shards(
+            group,
+            second,
+            None,
+            WeightLayout::OutIn,
+            RowParallelConfig::default().input_is_parallel(true),
+        )
+        .map_err(|e| e.with_op(op))?;
+        Ok(GatedMlp {
+            gate_up,
+            down,
+            sizes,
+        })
+    }
+
+    /// The MLP of `x`: one all-reduce.
+    ///
+    /// # Errors
+    /// As the column- and row-parallel layers' forwards.
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let gu = self.gate_up.forward_async(x).await?;
+        let locals = gu
+            .locals()
+            .iter()
+            .map(ops::silu_mul)
+            .collect::<Result<Vec<_>>>()?;
+        let shape = [x.shape()[0], self.sizes.iter().sum()];
+        let h = DistTensor::from_parts(
+            x.group(),
+            locals,
+            Placement::Shard(1),
+            shape,
+            self.sizes.clone(),
+        );
+        self.down.forward_async(&h).await
+    }
+}

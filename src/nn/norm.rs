@@ -1,0 +1,104 @@
+//! `Norm`: RMSNorm (Llama) or LayerNorm (GPT-2) with replicated weights, applied on every
+//! rank to a replicated input.
+
+use crate::dist::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::ops;
+
+/// Which normalization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NormKind {
+    /// `x / rms(x) * w`.
+    Rms,
+    /// `(x - mean) / std * w + b`.
+    Layer,
+}
+
+/// A norm over the last dimension, its weight (and bias) on every rank.
+///
+/// Input and output: `Replicate [rows, hidden]`.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    kind: NormKind,
+    weight: DistTensor,
+    bias: Option<DistTensor>,
+    eps: f32,
+}
+
+impl Norm {
+    /// Uploads `weight` (and `bias`, which LayerNorm needs and RMSNorm refuses) to every
+    /// rank.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a missing or unwanted bias; [`Error::Shape`] for
+    /// lengths that differ or are 0; allocation errors.
+    pub fn new(
+        group: &Group,
+        kind: NormKind,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        eps: f32,
+    ) -> Result<Self> {
+        let op = "norm.new";
+        if (kind == NormKind::Layer) != bias.is_some() {
+            return Err(Error::invalid(
+                op,
+                "LayerNorm takes a weight and a bias, RMSNorm a weight alone",
+            ));
+        }
+        let hidden = weight.len();
+        let weight =
+            DistTensor::replicate(group, weight, [1, hidden]).map_err(|e| e.with_op(op))?;
+        let bias = bias
+            .map(|b| DistTensor::replicate(group, b, [1, hidden]))
+            .transpose()
+            .map_err(|e| e.with_op(op))?;
+        Ok(Norm {
+            kind,
+            weight,
+            bias,
+            eps,
+        })
+    }
+
+    /// The normalized rows, on every rank.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] for another
+    /// width; [`Error::GroupMismatch`]; GPU errors.
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        let op = "norm.forward";
+        if !x.group().same_as(self.weight.group()) {
+            return Err(Error::GroupMismatch { op });
+        }
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        let locals = x
+            .locals()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let w = &self.weight.locals()[i];
+                match &self.bias {
+                    Some(b) => ops::layer_norm(t, w, &b.locals()[i], self.eps),
+                    None => ops::rms_norm(t, w, self.eps),
+                }
+                .map_err(|e| e.with_op(op))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (g, shape) = (x.group(), x.shape());
+        Ok(DistTensor::from_parts(
+            g,
+            locals,
+            Placement::Replicate,
+            shape,
+            Vec::new(),
+        ))
+    }
+
+    /// Which normalization.
+    pub fn kind(&self) -> NormKind {
+        self.kind
+    }
+}

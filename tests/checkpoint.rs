@@ -1,0 +1,266 @@
+//! The safetensors loader (`wgpu_tp::load`) on the tiny fixture models: configs of
+//! transformers 4.x and 5.x, half-precision files, sharded checkpoints, and a clear error
+//! naming the file or tensor for every kind of bad file. No GPU needed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype as StDtype;
+use wgpu_tp::load::{Architecture, Checkpoint};
+use wgpu_tp::Error;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+/// A fresh folder for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-tp-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of fixture `name` in a scratch folder, with `weights` as `model.safetensors`
+/// and `config` as `config.json`.
+fn copy(test: &str, name: &str, weights: &str, config: &str) -> PathBuf {
+    let dir = scratch(test);
+    std::fs::copy(fixture(name).join(weights), dir.join("model.safetensors")).unwrap();
+    std::fs::copy(fixture(name).join(config), dir.join("config.json")).unwrap();
+    dir
+}
+
+/// Every tensor of a fixture file: name -> (dtype, shape, bytes).
+fn tensors(path: &Path) -> HashMap<String, (StDtype, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect()
+}
+
+fn write(path: &Path, t: &HashMap<String, (StDtype, Vec<usize>, Vec<u8>)>) {
+    let views: Vec<(String, TensorView)> = t
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// The error opening `dir` gives; panics if it opens.
+fn open_error(dir: &Path) -> (String, String) {
+    match Checkpoint::open(dir) {
+        Err(Error::Checkpoint { what, message }) => (what, message),
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+#[test]
+fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
+    let llama = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    let c = llama.config();
+    assert_eq!(c.architecture, Architecture::Llama);
+    let sizes = (
+        c.vocab_size,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_layers,
+    );
+    assert_eq!(sizes, (128, 64, 128, 2));
+    assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (4, 2, 16));
+    assert_eq!((c.rope_theta, c.norm_eps), (Some(10_000.0), 1e-5));
+    assert!(!c.tie_word_embeddings);
+    assert_eq!(
+        (c.activation.as_str(), c.dtype.as_deref()),
+        ("silu", Some("float32"))
+    );
+    let gpt2 = Checkpoint::open(fixture("tiny-gpt2")).unwrap();
+    let g = gpt2.config();
+    assert_eq!(g.architecture, Architecture::Gpt2);
+    // n_inner: null means 4 x n_embd.
+    assert_eq!(
+        (g.hidden_size, g.intermediate_size, g.max_positions),
+        (64, 256, 64)
+    );
+    assert!(g.tie_word_embeddings && g.rope_theta.is_none());
+    // The same models described by transformers 4.x configs (rope_theta at the top,
+    // torch_dtype; GPT-2 without tie_word_embeddings) give the same config.
+    for (name, cfg) in [("tiny-llama", c), ("tiny-gpt2", g)] {
+        let dir = copy(
+            &format!("v4-{name}"),
+            name,
+            "model.safetensors",
+            "config.v4.json",
+        );
+        let v4 = Checkpoint::open(&dir).unwrap();
+        assert_eq!(v4.config(), cfg, "{name}: 4.x config");
+    }
+    // Values come through as stored: the GPT-2 file prefixes `transformer.`.
+    let wte = gpt2.f32("wte.weight").unwrap();
+    let raw = tensors(&fixture("tiny-gpt2").join("model.safetensors"));
+    let want: Vec<f32> = bytemuck::pod_collect_to_vec(&raw["transformer.wte.weight"].2);
+    assert_eq!(wte, want);
+    let rows = gpt2.rows_f32("wte.weight", 5..7).unwrap();
+    assert_eq!(rows, want[5 * 64..7 * 64]);
+    assert!(matches!(
+        gpt2.rows_f32("wte.weight", 127..129),
+        Err(Error::Checkpoint { .. })
+    ));
+}
+
+#[test]
+fn half_precision_files_widen_exactly_to_within_half_an_ulp_of_the_f32_weights() {
+    let f32s = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    // Round to nearest: within half an ulp of the half format, at most 2^-p of the value
+    // for p significant bits (bf16: 8, f16: 11), or 2^-25 absolute in f16's subnormals.
+    for (file, rel, abs) in [
+        ("model.bf16.safetensors", 2f32.powi(-8), 0.0),
+        ("model.f16.safetensors", 2f32.powi(-11), 2f32.powi(-25)),
+    ] {
+        let dir = copy(file, "tiny-llama", file, "config.json");
+        let half = Checkpoint::open(&dir).unwrap();
+        for name in [
+            "model.embed_tokens.weight",
+            "model.layers.1.mlp.down_proj.weight",
+        ] {
+            let (a, b) = (f32s.f32(name).unwrap(), half.f32(name).unwrap());
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= rel * x.abs() + abs,
+                    "{file} {name}: {x} vs {y}"
+                );
+            }
+            assert_ne!(a, b, "{file}: the half values are not the f32 ones");
+        }
+    }
+}
+
+#[test]
+fn sharded_checkpoints_open_from_their_index() {
+    let dir = scratch("sharded");
+    let all = tensors(&fixture("tiny-llama").join("model.safetensors"));
+    let (mut a, mut b) = (HashMap::new(), HashMap::new());
+    let mut map: Vec<String> = Vec::new();
+    for (i, (name, t)) in all.iter().enumerate() {
+        let (file, part) = if i % 2 == 0 {
+            ("model-00001-of-00002.safetensors", &mut a)
+        } else {
+            ("model-00002-of-00002.safetensors", &mut b)
+        };
+        map.push(format!("{name:?}: {file:?}"));
+        part.insert(name.clone(), t.clone());
+    }
+    write(&dir.join("model-00001-of-00002.safetensors"), &a);
+    write(&dir.join("model-00002-of-00002.safetensors"), &b);
+    let index = format!(
+        "{{\"metadata\": {{}}, \"weight_map\": {{{}}}}}",
+        map.join(", ")
+    );
+    std::fs::write(dir.join("model.safetensors.index.json"), &index).unwrap();
+    std::fs::copy(fixture("tiny-llama/config.json"), dir.join("config.json")).unwrap();
+    let sharded = Checkpoint::open(&dir).unwrap();
+    let whole = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    for name in all.keys() {
+        assert_eq!(
+            sharded.f32(name).unwrap(),
+            whole.f32(name).unwrap(),
+            "{name}"
+        );
+    }
+    // A tensor in both files is refused, naming it.
+    let name = a.keys().next().unwrap().clone();
+    b.insert(name.clone(), a[&name].clone());
+    write(&dir.join("model-00002-of-00002.safetensors"), &b);
+    let (what, message) = open_error(&dir);
+    assert!(what == name && message.contains("two"), "{what}: {message}");
+    // A file the index names that is not there.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let (what, _) = open_error(&dir);
+    assert!(what.ends_with("model-00002-of-00002.safetensors"), "{what}");
+}
+
+#[test]
+fn bad_files_get_an_error_naming_the_file_or_tensor() {
+    let src = fixture("tiny-llama").join("model.safetensors");
+    let all = tensors(&src);
+    let base = |test: &str| copy(test, "tiny-llama", "model.safetensors", "config.json");
+
+    // A missing tensor.
+    let dir = base("missing");
+    let mut t = all.clone();
+    t.remove("model.layers.1.mlp.up_proj.weight");
+    write(&dir.join("model.safetensors"), &t);
+    let (what, message) = open_error(&dir);
+    assert_eq!(what, "model.layers.1.mlp.up_proj.weight");
+    assert!(message.contains("missing"), "{message}");
+
+    // A tensor of a dtype the loader does not read.
+    let dir = base("dtype");
+    let mut t = all.clone();
+    let e = t.get_mut("model.norm.weight").unwrap();
+    e.0 = StDtype::I32;
+    write(&dir.join("model.safetensors"), &t);
+    let (what, message) = open_error(&dir);
+    assert!(
+        what == "model.norm.weight" && message.contains("I32"),
+        "{what}: {message}"
+    );
+
+    // A config that does not match the tensors (hidden size 32).
+    let dir = base("mismatch");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let text = text.replace("\"hidden_size\": 64", "\"hidden_size\": 32");
+    std::fs::write(dir.join("config.json"), text).unwrap();
+    let (what, message) = open_error(&dir);
+    assert!(
+        what == "model.embed_tokens.weight" && message.contains("[128, 64]"),
+        "{message}"
+    );
+
+    // A truncated file.
+    let dir = base("truncated");
+    let bytes = std::fs::read(&src).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    let (what, message) = open_error(&dir);
+    assert!(
+        what.ends_with("model.safetensors") && message.contains("truncated"),
+        "{message}"
+    );
+
+    // Not a safetensors file at all, and a header that is not JSON.
+    let dir = base("garbage");
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\x10\0\0\0\0\0\0\0not json at all!",
+    )
+    .unwrap();
+    let (what, _) = open_error(&dir);
+    assert!(what.ends_with("model.safetensors"), "{what}");
+
+    // No weights; no config; a config that is not JSON; an unknown model type; rotary
+    // scaling the loader does not do.
+    let dir = scratch("empty");
+    assert_eq!(
+        open_error(&dir).0,
+        dir.join("config.json").display().to_string()
+    );
+    std::fs::copy(fixture("tiny-llama/config.json"), dir.join("config.json")).unwrap();
+    assert!(open_error(&dir).0.ends_with("model.safetensors"));
+    for (bad, says) in [
+        ("{", "not JSON"),
+        ("{\"model_type\": \"bert\"}", "bert"),
+        (
+            "{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"yarn\"}, \"hidden_size\": 64}",
+            "yarn",
+        ),
+        ("{\"model_type\": \"gpt2\", \"n_embd\": 64}", "n_head"),
+    ] {
+        std::fs::write(dir.join("config.json"), bad).unwrap();
+        let (what, message) = open_error(&dir);
+        assert!(what == "config.json" && message.contains(says), "{bad}: {message}");
+    }
+}

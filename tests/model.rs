@@ -1,0 +1,132 @@
+//! The tiny Llama and GPT-2 fixtures (random weights, made by
+//! `scripts/make_model_fixtures.py` with Hugging Face transformers in float32) run on our
+//! ranks against the reference the script saved: the logits of a fixed prompt, and the
+//! greedy tokens; at tp 1, 2, 3 (heads split unevenly) and 4, on both kinds of group; and
+//! decoding from the key/value cache equals recomputing the whole sequence.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use wgpu_tp::load::Checkpoint;
+use wgpu_tp::model::Transformer;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+struct Reference {
+    prompt: Vec<u32>,
+    logits: Vec<Vec<f64>>,
+    greedy: Vec<u32>,
+    margin: f64,
+}
+
+fn reference(name: &str) -> Reference {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    Reference {
+        prompt: ids("prompt_ids"),
+        greedy: ids("greedy_ids"),
+        logits: v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect(),
+        margin: v["greedy_min_margin"].as_f64().unwrap(),
+    }
+}
+
+/// The bound on |ours - theirs| for a logit. Both sides compute in f32, in different
+/// orders; every value passes through 2 blocks of at most 6 chained operations (norm,
+/// projection, attention, projection, norm, MLP of up to 2 products) and then the final
+/// norm and head, each a sum of at most K = 256 terms (the widest inner size), so each
+/// side errs by about 14 γ(256) relative to the magnitudes involved, which stay within a
+/// few units here (logits below 3, activations normalized). Doubled for the two sides and
+/// times 4 for those magnitudes: 112 γ(256) ≈ 1.7e-3.
+fn logit_bound() -> f64 {
+    112.0 * wgpu_tp::reference::gamma(256)
+}
+
+fn check_model(name: &str) {
+    let want = reference(name);
+    let checkpoint = Checkpoint::open(fixture(name)).unwrap();
+    let bound = logit_bound();
+    // The greedy tokens can only follow the reference if the bound is below half the
+    // smallest gap between the best and second-best logit the reference saw.
+    assert!(
+        2.0 * bound < want.margin,
+        "{name}: bound {bound} vs margin {}",
+        want.margin
+    );
+    for tp in [1, 2, 3, 4] {
+        for group in common::groups(tp) {
+            let ctx = format!("{name} tp {tp} ({} ranks)", group.ranks().len());
+            let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+            let mut cache = model.new_cache(32).unwrap();
+            let logits = model.logits(&want.prompt, &mut cache).unwrap();
+            let vocab = model.config().vocab_size;
+            let mut worst = 0.0f64;
+            for (t, row) in want.logits.iter().enumerate() {
+                for (j, w) in row.iter().enumerate() {
+                    let d = (f64::from(logits[t * vocab + j]) - w).abs();
+                    worst = worst.max(d);
+                    assert!(
+                        d <= bound,
+                        "{ctx}: logit [{t}, {j}] off by {d:.3e} > {bound:.3e}"
+                    );
+                }
+            }
+            let tokens = model.generate(&want.prompt, want.greedy.len()).unwrap();
+            assert_eq!(tokens, want.greedy, "{ctx}: greedy tokens");
+            // Decoding from the cache equals recomputing: the logits of the prompt plus
+            // its first greedy token, one step after the prompt vs all at once.
+            let mut longer = want.prompt.clone();
+            longer.push(want.greedy[0]);
+            let mut fresh = model.new_cache(32).unwrap();
+            let all = model.logits(&longer, &mut fresh).unwrap();
+            let mut step = model.new_cache(32).unwrap();
+            model.logits(&want.prompt, &mut step).unwrap();
+            let last = model
+                .logits(&longer[longer.len() - 1..], &mut step)
+                .unwrap();
+            let recomputed = &all[(longer.len() - 1) * vocab..];
+            for (a, b) in last.iter().zip(recomputed) {
+                // The same kernels in another grouping of rows: only the GEMM's split of
+                // K may differ, within the same bound.
+                assert!(
+                    f64::from((a - b).abs()) <= bound,
+                    "{ctx}: cached vs recomputed {a} {b}"
+                );
+            }
+            eprintln!("{ctx}: max |logit diff| {worst:.3e}");
+        }
+    }
+}
+
+#[test]
+fn tiny_llama_matches_transformers() {
+    check_model("tiny-llama");
+}
+
+#[test]
+fn tiny_gpt2_matches_transformers() {
+    check_model("tiny-gpt2");
+}

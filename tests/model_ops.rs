@@ -1,0 +1,237 @@
+//! The transformer kernels (`ops::{rms_norm, layer_norm, embed, rope, silu_mul,
+//! attention}`) on one rank against f64 references on the host, each within a bound
+//! derived from the f32 operations the kernel performs (u = 2^-24, the unit roundoff;
+//! γ(n) = n u / (1 - n u)).
+
+mod common;
+
+use wgpu_tp::ops::{self, HeadSpan};
+use wgpu_tp::reference::{gamma, Rng};
+use wgpu_tp::{Rank, Tensor};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn rank() -> Option<Rank> {
+    common::group(1).map(|g| g.ranks()[0].clone())
+}
+
+fn up(r: &Rank, v: &[f32], shape: [usize; 2]) -> Tensor {
+    Tensor::from_host(r, v, shape).unwrap()
+}
+
+/// Asserts `|got - want| <= tol` elementwise.
+fn close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, ((g, w), t)) in got.iter().zip(want).zip(tol).enumerate() {
+        let d = (f64::from(*g) - w).abs();
+        assert!(
+            d <= *t,
+            "{what}[{i}]: got {g}, want {w}, |diff| {d:.3e} > {t:.3e}"
+        );
+    }
+}
+
+#[test]
+fn rms_norm_and_layer_norm_match_the_f64_rows() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(3);
+    let (rows, cols) = (5, 67);
+    let x = rng.normal(rows * cols);
+    let (w, b) = (rng.normal(cols), rng.normal(cols));
+    let eps = 1e-5f32;
+    let xd = up(&r, &x, [rows, cols]);
+    let (wd, bd) = (up(&r, &w, [1, cols]), up(&r, &b, [1, cols]));
+    let rms = ops::rms_norm(&xd, &wd, eps).unwrap().to_host().unwrap();
+    let ln = ops::layer_norm(&xd, &wd, &bd, eps)
+        .unwrap()
+        .to_host()
+        .unwrap();
+    let (mut want_rms, mut tol_rms, mut want_ln, mut tol_ln) = (vec![], vec![], vec![], vec![]);
+    for row in x.chunks(cols) {
+        let row: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+        let n = cols as f64;
+        let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / n + f64::from(eps)).sqrt();
+        let mean = row.iter().sum::<f64>() / n;
+        let mean_abs = row.iter().map(|v| v.abs()).sum::<f64>() / n;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let inv_ln = 1.0 / (var + f64::from(eps)).sqrt();
+        for (k, v) in row.iter().enumerate() {
+            let (wk, bk) = (f64::from(w[k]), f64::from(b[k]));
+            want_rms.push(v * inv * wk);
+            // The sum of squares errs by γ(cols) relatively; the mean, the root, the
+            // division and the two products add a few roundings.
+            tol_rms.push(gamma(cols + 6) * (v * inv * wk).abs());
+            want_ln.push((v - mean) * inv_ln * wk + bk);
+            // The mean errs by γ(cols) mean|x|, which both the centred value and the
+            // variance inherit (relative to |x| + mean|x|); then a few roundings more.
+            let scale = (v.abs() + mean_abs) * inv_ln * wk.abs();
+            tol_ln.push(gamma(2 * cols + 10) * scale * 2.0 + U * bk.abs());
+        }
+    }
+    close(&rms, &want_rms, &tol_rms, "rms_norm");
+    close(&ln, &want_ln, &tol_ln, "layer_norm");
+}
+
+#[test]
+fn embedding_rows_come_from_the_shard_that_holds_them_and_zero_elsewhere() {
+    let Some(r) = rank() else { return };
+    let (first, n, cols) = (10, 6, 9);
+    let table = Rng::new(4).normal(n * cols);
+    let ids = [10u32, 15, 3, 12, 16, 10];
+    let got = ops::embed(
+        &up(&r, &table, [n, cols]),
+        first,
+        &Tensor::from_ids(&r, &ids).unwrap(),
+    )
+    .unwrap()
+    .to_host()
+    .unwrap();
+    for (t, &id) in ids.iter().enumerate() {
+        let row = &got[t * cols..(t + 1) * cols];
+        let id = id as usize;
+        if (first..first + n).contains(&id) {
+            assert_eq!(row, &table[(id - first) * cols..(id - first + 1) * cols]);
+        } else {
+            assert!(row.iter().all(|v| v.to_bits() == 0), "id {id}: zeros");
+        }
+    }
+}
+
+#[test]
+fn rope_turns_each_pair_by_its_position_and_silu_mul_gates() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(5);
+    let (rows, heads, hd, pos0, positions) = (3, 2, 8, 4, 16);
+    let half = hd / 2;
+    let x = rng.normal(rows * heads * hd);
+    let angles: Vec<f64> = (0..positions * half)
+        .map(|i| (i / half) as f64 * 10_000f64.powf(-2.0 * (i % half) as f64 / hd as f64))
+        .collect();
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+    let got = ops::rope(
+        &up(&r, &x, [rows, heads * hd]),
+        &up(&r, &cos, [positions, half]),
+        &up(&r, &sin, [positions, half]),
+        hd,
+        pos0,
+    )
+    .unwrap()
+    .to_host()
+    .unwrap();
+    let (mut want, mut tol) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    for t in 0..rows {
+        for h in 0..heads {
+            for j in 0..half {
+                let at = t * heads * hd + h * hd + j;
+                let (x1, x2) = (f64::from(x[at]), f64::from(x[at + half]));
+                let cs = (pos0 + t) * half + j;
+                let (c, s) = (f64::from(cos[cs]), f64::from(sin[cs]));
+                want[at] = x1 * c - x2 * s;
+                want[at + half] = x2 * c + x1 * s;
+                // Two products and a sum of exact f32 operands, each output its own pair.
+                tol[at] = gamma(2) * (x1.abs() * c.abs() + x2.abs() * s.abs());
+                tol[at + half] = gamma(2) * (x2.abs() * c.abs() + x1.abs() * s.abs());
+            }
+        }
+    }
+    close(&got, &want, &tol, "rope");
+
+    let (rows, n) = (4, 13);
+    let gu = Rng::new(6).normal(rows * 2 * n);
+    let got = ops::silu_mul(&up(&r, &gu, [rows, 2 * n]))
+        .unwrap()
+        .to_host()
+        .unwrap();
+    let (mut want, mut tol) = (vec![], vec![]);
+    for row in gu.chunks(2 * n) {
+        for j in 0..n {
+            let (g, u) = (f64::from(row[j]), f64::from(row[n + j]));
+            let v = g / (1.0 + (-g).exp()) * u;
+            want.push(v);
+            // WGSL's exp is within 3 + 2|x| ulp (Vulkan's precision for exp); the add,
+            // the division and the product round once each.
+            tol.push(((3.0 + 2.0 * g.abs()) * 2.0 * U + gamma(4)) * v.abs());
+        }
+    }
+    close(&got, &want, &tol, "silu_mul");
+}
+
+#[test]
+fn attention_is_the_causal_softmax_over_the_cache_with_grouped_heads() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(7);
+    // 4 local query heads (global 2..6) over key/value heads 1..3 of groups of 2.
+    let (rows, heads, hd, pos0, capacity, kv_heads) = (3, 4, 8, 5, 12, 2);
+    let span = HeadSpan {
+        first_q: 2,
+        first_kv: 1,
+        group: 2,
+        head_dim: hd,
+    };
+    let q = rng.normal(rows * heads * hd);
+    let k = rng.normal(capacity * kv_heads * hd);
+    let v = rng.normal(capacity * kv_heads * hd);
+    let got = ops::attention(
+        &up(&r, &q, [rows, heads * hd]),
+        &up(&r, &k, [capacity, kv_heads * hd]),
+        &up(&r, &v, [capacity, kv_heads * hd]),
+        span,
+        pos0,
+    )
+    .unwrap()
+    .to_host()
+    .unwrap();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let (mut want, mut tol) = (vec![0.0; q.len()], vec![0.0; q.len()]);
+    for t in 0..rows {
+        for h in 0..heads {
+            let kv = (span.first_q + h) / span.group - span.first_kv;
+            let qv = &q[t * heads * hd + h * hd..][..hd];
+            let last = pos0 + t;
+            let (mut s, mut err) = (vec![], 0.0f64);
+            for j in 0..=last {
+                let kj = &k[j * kv_heads * hd + kv * hd..][..hd];
+                let dot: f64 = qv
+                    .iter()
+                    .zip(kj)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let mag: f64 = qv
+                    .iter()
+                    .zip(kj)
+                    .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
+                    .sum();
+                s.push(dot * scale);
+                // Each logit errs by γ(hd + 1) of its magnitude (the dot and the scale).
+                err = err.max(gamma(hd + 1) * mag * scale);
+            }
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let spread = s.iter().map(|x| m - x).fold(0.0, f64::max);
+            let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let total: f64 = w.iter().sum();
+            for e in 0..hd {
+                let vals: Vec<f64> = (0..=last)
+                    .map(|j| f64::from(v[j * kv_heads * hd + kv * hd + e]))
+                    .collect();
+                let at = t * heads * hd + h * hd + e;
+                want[at] = w.iter().zip(&vals).map(|(a, b)| a * b).sum::<f64>() / total;
+                let vmax = vals.iter().map(|x| x.abs()).fold(0.0, f64::max);
+                // Each weight is off relatively by e^(2 err) - 1 from the logits plus
+                // exp's 3 + 2|x| ulp; numerator and denominator each carry it, and the
+                // position-ordered sums add γ(positions + 2).
+                let rel = (2.0 * err).exp_m1() + (3.0 + 2.0 * spread) * 2.0 * U;
+                tol[at] = (2.0 * rel + gamma(last + 3)) * vmax;
+            }
+        }
+    }
+    close(&got, &want, &tol, "attention");
+    // A cache without the heads the queries need is refused.
+    let bad = HeadSpan {
+        first_kv: 2,
+        ..span
+    };
+    let k2 = up(&r, &k, [capacity, kv_heads * hd]);
+    let q2 = up(&r, &q, [rows, heads * hd]);
+    assert!(ops::attention(&q2, &k2, &k2, bad, pos0).is_err());
+}
