@@ -100,7 +100,8 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Embedding lookup of the vocabulary rows this rank holds: for token t with id
 // v = bitcast<u32>(b[t]), out[t, :] = a[v - p.pos0, :] when p.pos0 <= v < p.pos0 +
-// p.kv_cols, else 0. a: the table shard [kv_cols, cols], b: ids [rows]; item = an element
+// p.kv_cols, else -0.0 (the additive identity: the all-reduce then gives the row's
+// bits exactly, -0.0 included, at any tp). a: the table shard [kv_cols, cols], b: ids [rows]; item = an element
 // of out [rows, cols].
 @compute @workgroup_size(256, 1, 1)
 fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -112,7 +113,7 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = g / p.cols;
     let k = g % p.cols;
     let v = bitcast<u32>(b[t]);
-    var x = 0.0;
+    var x = bitcast<f32>(0x80000000u);
     if (v >= p.pos0 && v - p.pos0 < p.kv_cols) {
         x = a[(v - p.pos0) * p.cols + k];
     }

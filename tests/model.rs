@@ -1,8 +1,10 @@
 //! The tiny Llama and GPT-2 fixtures (random weights, made by
 //! `scripts/make_model_fixtures.py` with Hugging Face transformers in float32) run on our
 //! ranks against the reference the script saved: the logits of a fixed prompt, and the
-//! greedy tokens; at tp 1, 2, 3 (heads split unevenly) and 4, on both kinds of group; and
-//! decoding from the key/value cache equals recomputing the whole sequence.
+//! greedy tokens; at tp 1, 2, 3 (heads split unevenly) and 4, on both kinds of group and
+//! on a group mixing a Vulkan and a GL rank; decoding from the key/value cache equals
+//! recomputing the whole sequence; and under `Numerics::TpInvariant` a synthetic model
+//! gives the same logits bits at tp 1, 2, 4 and 8.
 
 mod common;
 
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use wgpu_tp::load::Checkpoint;
 use wgpu_tp::model::Transformer;
+use wgpu_tp::reference::{write_synthetic_llama, SyntheticLlama};
+use wgpu_tp::{wgpu, Group, Numerics};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,6 +69,26 @@ fn logit_bound() -> f64 {
     112.0 * wgpu_tp::reference::gamma(256)
 }
 
+/// A group of a Vulkan rank and a GL rank, when both adapters exist (CI has them).
+fn mixed_group() -> Option<Group> {
+    let found = |b: wgpu::Backends| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: b,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        pollster::block_on(instance.enumerate_adapters(b))
+            .into_iter()
+            .next()
+    };
+    match (found(wgpu::Backends::VULKAN), found(wgpu::Backends::GL)) {
+        (Some(vk), Some(gl)) => Some(Group::builder().adapters(vec![vk, gl]).build().unwrap()),
+        _ => {
+            assert!(!common::in_ci(), "CI needs a Vulkan and a GL adapter");
+            None
+        }
+    }
+}
+
 fn check_model(name: &str) {
     let want = reference(name);
     let checkpoint = Checkpoint::open(fixture(name)).unwrap();
@@ -76,9 +100,21 @@ fn check_model(name: &str) {
         "{name}: bound {bound} vs margin {}",
         want.margin
     );
-    for tp in [1, 2, 3, 4] {
-        for group in common::groups(tp) {
-            let ctx = format!("{name} tp {tp} ({} ranks)", group.ranks().len());
+    let cases = [1, 2, 3, 4]
+        .into_iter()
+        .flat_map(|tp| common::groups(tp).into_iter().map(move |g| (tp, g)))
+        .chain(mixed_group().map(|g| (2, g)));
+    for (tp, group) in cases {
+        {
+            let backends: Vec<_> = group
+                .ranks()
+                .iter()
+                .map(|r| r.adapter_info().backend)
+                .collect();
+            let ctx = format!(
+                "{name} tp {tp} ({} ranks, {backends:?})",
+                group.ranks().len()
+            );
             let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
             let mut cache = model.new_cache(32).unwrap();
             let logits = model.logits(&want.prompt, &mut cache).unwrap();
@@ -129,4 +165,43 @@ fn tiny_llama_matches_transformers() {
 #[test]
 fn tiny_gpt2_matches_transformers() {
     check_model("tiny-gpt2");
+}
+
+#[test]
+fn tp_invariant_logits_keep_their_bits_at_tp_1_2_4_and_8() {
+    // 8 query heads over 4 key/value heads, every inner size a multiple of 8 (the
+    // tp-invariant K blocks): each product splits whole blocks at every tp.
+    let m = SyntheticLlama {
+        vocab: 96,
+        hidden: 64,
+        intermediate: 128,
+        layers: 2,
+        heads: 8,
+        kv_heads: 4,
+        positions: 32,
+    };
+    let dir = std::env::temp_dir().join(format!("wgpu-tp-{}-invariant", std::process::id()));
+    write_synthetic_llama(&dir, &m, 11).unwrap();
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let prompt = [3u32, 14, 15, 92, 65, 35];
+    let mut first: Option<(Vec<f32>, Vec<u32>)> = None;
+    for tp in [1, 2, 4, 8] {
+        for shared in [false, true] {
+            let Some(group) = common::cached_group(tp, shared, Numerics::TpInvariant) else {
+                return;
+            };
+            let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+            let mut cache = model.new_cache(16).unwrap();
+            let logits = model.logits(&prompt, &mut cache).unwrap();
+            let tokens = model.generate(&prompt, 6).unwrap();
+            match &first {
+                None => first = Some((logits, tokens)),
+                Some((l, t)) => {
+                    let ctx = format!("tp {tp}, shared {shared}");
+                    common::assert_same_bits(&logits, l, &ctx);
+                    assert_eq!(&tokens, t, "{ctx}: tokens");
+                }
+            }
+        }
+    }
 }

@@ -85,17 +85,18 @@ impl ModelConfig {
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_str))
             .map(str::to_string);
-        let config =
-            match model_type {
-                "llama" | "mistral" => Self::llama(&v, dtype)?,
-                "gpt2" => Self::gpt2(&v, dtype)?,
-                other => return Err(checkpoint_error(
+        let config = match model_type {
+            "llama" | "mistral" => Self::llama(&v, dtype)?,
+            "gpt2" => Self::gpt2(&v, dtype)?,
+            other => {
+                return Err(checkpoint_error(
                     "config.json",
                     format!(
                         "model_type {other:?} is not one the loader knows (llama, mistral, gpt2)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         config.check()?;
         Ok(config)
     }
@@ -202,7 +203,9 @@ impl ModelConfig {
         ] {
             positive(key, n)?;
         }
-        if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
+        if self.architecture == Architecture::Gpt2
+            && !self.hidden_size.is_multiple_of(self.num_heads)
+        {
             return Err(checkpoint_error(
                 "config.json",
                 format!(

@@ -120,7 +120,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
 }
 
 /// The rows of `table: [n, cols]` (vocabulary rows `first..first + n`) that `ids`
-/// selects, zero for ids outside them: `[ids.len(), cols]`. `ids` is `[1, tokens]`
+/// selects, `-0.0` (the additive identity) for ids outside them: `[ids.len(), cols]`. `ids` is `[1, tokens]`
 /// holding token ids as `u32` bits ([`Tensor::from_ids`]).
 ///
 /// # Errors

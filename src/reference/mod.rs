@@ -10,6 +10,12 @@
 //! When the inputs themselves carry an error bound `e_k` (the MLP's second layer reads
 //! the first layer's output), `Σ e_k |w_k|` is added and `|x_k|` widened by `e_k`.
 
+#[cfg(feature = "safetensors")]
+mod checkpoint;
+
+#[cfg(feature = "safetensors")]
+pub use checkpoint::{write_synthetic_llama, SyntheticLlama};
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
