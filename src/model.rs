@@ -134,10 +134,7 @@ impl Transformer {
                             bias: None,
                         })
                     },
-                    |cols| {
-                        let o = ck.f32(&format!("{p}.self_attn.o_proj.weight"))?;
-                        columns(&o, c.num_heads * hd, cols)
-                    },
+                    |cols| ck.cols_f32(&format!("{p}.self_attn.o_proj.weight"), cols),
                     None,
                 )?;
                 let mlp = GatedMlp::new(
@@ -146,10 +143,7 @@ impl Transformer {
                     c.intermediate_size,
                     |r| ck.rows_f32(&format!("{p}.mlp.gate_proj.weight"), r),
                     |r| ck.rows_f32(&format!("{p}.mlp.up_proj.weight"), r),
-                    |cols| {
-                        let d = ck.f32(&format!("{p}.mlp.down_proj.weight"))?;
-                        columns(&d, c.intermediate_size, cols)
-                    },
+                    |cols| ck.cols_f32(&format!("{p}.mlp.down_proj.weight"), cols),
                 )?;
                 if c.activation != "silu" {
                     return Err(Error::invalid(
@@ -221,6 +215,9 @@ impl Transformer {
                 }
             };
             blocks.push(block);
+            // Let each device finish the block's uploads and free their staging copies
+            // before the next block's: loading holds one block's host copies at a time.
+            group.wait_idle()?;
         }
         let (final_norm, head_name) = if llama {
             let head = if c.tie_word_embeddings {
@@ -350,6 +347,14 @@ impl Transformer {
         self.head.greedy_async(&x).await
     }
 
+    /// Blocking [`Transformer::next_token_async`].
+    ///
+    /// # Errors
+    /// As [`Transformer::logits_async`].
+    pub fn next_token(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
+        crate::rank::block_on(self.next_token_async(ids, cache))
+    }
+
     /// Greedy generation: the prompt in one forward (prefill), then one token at a time
     /// from the cache; returns the `max_new` new tokens.
     ///
@@ -359,13 +364,13 @@ impl Transformer {
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
         let mut cache = self.new_cache((prompt.len() + max_new).min(self.config.max_positions))?;
         let mut out = Vec::with_capacity(max_new);
-        let mut next = crate::rank::block_on(self.next_token_async(prompt, &mut cache))?;
+        let mut next = self.next_token(prompt, &mut cache)?;
         for _ in 0..max_new {
             out.push(next);
             if out.len() == max_new {
                 break;
             }
-            next = crate::rank::block_on(self.next_token_async(&[next], &mut cache))?;
+            next = self.next_token(&[next], &mut cache)?;
         }
         Ok(out)
     }

@@ -27,6 +27,8 @@ pub(crate) struct BufferPool {
     /// A GL device's buffers are freed under the GL lock (src/gl.rs).
     gl: bool,
     free: Mutex<Free>,
+    /// Bytes of the buffers tensors hold now (in use, not in the cache).
+    live: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,7 @@ impl BufferPool {
             cap,
             gl,
             free: Mutex::new(Free::default()),
+            live: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -98,6 +101,11 @@ impl BufferPool {
     }
 
     /// Bytes kept now.
+    /// Bytes of the buffers tensors hold now.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn bytes(&self) -> u64 {
         self.free.lock().map_or(0, |f| f.bytes)
     }
@@ -130,6 +138,7 @@ pub(crate) struct Pooled {
 
 impl Pooled {
     pub(crate) fn new(buffer: wgpu::Buffer, pool: &Arc<BufferPool>) -> Arc<Self> {
+        pool.live.fetch_add(buffer.size(), Ordering::Relaxed);
         Arc::new(Pooled {
             buffer: ManuallyDrop::new(buffer),
             pool: Arc::downgrade(pool),
@@ -155,6 +164,9 @@ impl Drop for Pooled {
         let _gl = crate::gl::lock(self.gl);
         // SAFETY: `buffer` is never used again: this is `Drop`, and it is taken once.
         let buffer = unsafe { ManuallyDrop::take(&mut self.buffer) };
+        if let Some(pool) = self.pool.upgrade() {
+            pool.live.fetch_sub(buffer.size(), Ordering::Relaxed);
+        }
         match self.pool.upgrade() {
             Some(pool) if !self.exported.load(Ordering::Relaxed) => pool.give(buffer),
             _ => drop(buffer),

@@ -110,23 +110,17 @@ impl Tensor {
         let t = Self::output(rank, shape, op)?;
         let cols = shape[1];
         rank.scoped(op, || {
-            let mut written = false;
             for b in t.bands() {
                 let part: &[u8] =
                     bytemuck::cast_slice(&data[b.rows.start * cols..b.rows.end * cols]);
-                if part.len() as u64 <= SMALL_UPLOAD_BYTES {
-                    // A decode step's input: through a kept upload buffer, no new one.
-                    rank.upload(b.buffer(), 0, part)?;
-                } else {
-                    rank.queue().write_buffer(b.buffer(), 0, part);
-                    written = true;
+                // Through the kept upload buffers, a piece at a time: a decode step's
+                // input makes no new buffer, and a model's weights never sit in memory
+                // twice (a staging copy of a whole large tensor would, and the allocator
+                // may keep it after it is freed).
+                for (i, piece) in part.chunks(SMALL_UPLOAD_BYTES as usize).enumerate() {
+                    let offset = (i as u64) * SMALL_UPLOAD_BYTES;
+                    rank.upload(b.buffer(), offset, piece)?;
                 }
-            }
-            if written {
-                // Submit the write now and let wgpu reclaim its staging copy once done,
-                // rather than hold it until the rank's next kernel (a model's weights
-                // would otherwise sit in memory twice).
-                rank.queue().submit([]);
             }
             Ok(())
         })?;
@@ -155,7 +149,7 @@ impl Tensor {
     }
 
     /// Token ids as a `[1, n]` tensor holding each id's `u32` bits, as
-    /// [`ops::embed`](crate::ops::embed) reads them.
+    /// the embedding kernel (`ops::embed`) reads them.
     ///
     /// # Errors
     /// [`Error::Shape`] for no ids; allocation errors.

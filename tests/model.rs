@@ -205,3 +205,24 @@ fn tp_invariant_logits_keep_their_bits_at_tp_1_2_4_and_8() {
         }
     }
 }
+
+#[test]
+fn bad_ids_and_positions_are_refused() {
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let checkpoint = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+    let invalid =
+        |r: wgpu_tp::Result<Vec<f32>>| matches!(r, Err(wgpu_tp::Error::InvalidArgument { .. }));
+    let mut cache = model.new_cache(4).unwrap();
+    // A token past the vocabulary of 128; no tokens at all.
+    assert!(invalid(model.logits(&[5, 128], &mut cache)));
+    assert!(invalid(model.logits(&[], &mut cache)));
+    // Past the cache's 4 positions, then past the model's 64.
+    assert!(invalid(model.logits(&[1, 2, 3, 4, 5], &mut cache)));
+    assert!(model.new_cache(0).is_err() && model.new_cache(65).is_err());
+    // The cache still works after the refusals.
+    assert_eq!(model.logits(&[1, 2], &mut cache).unwrap().len(), 2 * 128);
+    assert_eq!(cache.len(), 2);
+}

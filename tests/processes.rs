@@ -7,6 +7,8 @@
 //!   rank-order sum, which is what one process gives, over seeded random shapes too;
 //! - with `Numerics::TpInvariant`, the bits of an MLP forward at tp 1, 2, 4 and 8 over
 //!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
+//! - the tiny Llama and GPT-2 models generate their reference tokens with ranks over the
+//!   processes (3 processes: the 4 heads split 2 + 1 + 1);
 //! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
 //!   job (MPI's own behaviour) instead of hanging it.
 //!
@@ -192,6 +194,7 @@ fn worker(mode: &str) {
             check_banded(&procs);
             check_refusals(&procs);
             check_groups_on_threads(&procs);
+            check_models(&procs);
             invariant_bits(&procs);
         }
         "invariant" => invariant_bits(&procs),
@@ -492,6 +495,39 @@ fn check_groups_on_threads(procs: &Processes) {
             });
         }
     });
+}
+
+/// The tiny Llama and GPT-2 fixtures with their ranks over the processes (3 processes:
+/// 4 heads split 2 + 1 + 1) generate the reference's greedy tokens.
+fn check_models(procs: &Processes) {
+    let n = procs.count();
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models")
+            .join(name);
+        let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ids = |k: &str| -> Vec<u32> {
+            let all = v[k].as_array().unwrap();
+            all.iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        };
+        let (prompt, greedy) = (ids("prompt_ids"), ids("greedy_ids"));
+        let checkpoint = wgpu_tp::load::Checkpoint::open(&dir).unwrap();
+        for tp in [n, n + 1] {
+            for shared in [false, true] {
+                let g = build(procs, tp, shared, Numerics::Fast);
+                let model = wgpu_tp::model::Transformer::from_checkpoint(&g, &checkpoint).unwrap();
+                let tokens = model.generate(&prompt, greedy.len()).unwrap();
+                assert_eq!(
+                    tokens, greedy,
+                    "{name} tp {tp} over {n} processes, shared {shared}"
+                );
+            }
+        }
+        if procs.index() == 0 {
+            println!("ok: {name} over {n} processes");
+        }
+    }
 }
 
 fn check_layers(g: &Group, ctx: &str) {

@@ -8,6 +8,7 @@
 mod decode;
 mod gemm;
 mod layers;
+mod model;
 mod mpi;
 mod plot;
 mod transfer;
@@ -34,12 +35,15 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, mpi, verify); default all.
+    /// Run only these sections (gemm, transfer, decode, mlp, model, mpi, verify); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The multi-process half of section mpi (the bench starts it under mpirun).
     #[arg(long, hide = true)]
     mpi_worker: bool,
+    /// The fresh process of section model that loads a checkpoint and reports its RSS.
+    #[arg(long, hide = true)]
+    load_worker: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -78,6 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.mpi_worker {
         return mpi::worker(args.allreduce_mib, args.reps);
     }
+    if let Some(dir) = &args.load_worker {
+        return model::load_worker(dir);
+    }
     let start = Instant::now();
     let mut summary: Vec<(&str, f64)> = Vec::new();
 
@@ -107,6 +114,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.wants("mlp") {
         summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));
         summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
+    }
+    if args.wants("model") {
+        let m = model::run()?;
+        summary.push(("decode_tp4_vs_tp1", m.decode_tp4_vs_tp1));
+        summary.push(("decode_shared_vs_devices", m.decode_shared_vs_devices));
+        summary.push(("weights_per_rank_vs_ideal", m.weights_per_rank_vs_ideal));
+        summary.push(("load_peak_rss_vs_file", m.load_peak_rss_vs_file));
     }
     if args.wants("mpi") {
         if let Some(m) = mpi::run(args.allreduce_mib, args.reps)? {

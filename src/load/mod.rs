@@ -82,6 +82,45 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
+/// `bytes` of `dtype` values as f32, widened exactly.
+fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+    }
+}
+
+/// Lets the kernel drop the mapped pages wholly inside `bytes` from this process's
+/// resident set once they are read (they stay in the page cache and come back on the
+/// next read): loading a model then never holds the file in memory on top of the
+/// tensors made from it.
+fn release(map: &memmap2::Mmap, bytes: Range<usize>) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 1 << 16; // a multiple of every page size in use; inward only
+        let (start, end) = (bytes.start.div_ceil(PAGE) * PAGE, bytes.end / PAGE * PAGE);
+        if end > start {
+            // SAFETY: a read-only, file-backed map: dropped pages are read again from the
+            // file, never lost. The advice is only a hint, so a failure changes nothing.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (map, bytes);
+}
+
 /// Maps `path` read-only.
 fn map(path: &Path) -> Result<memmap2::Mmap> {
     let shown = path.display().to_string();
@@ -300,21 +339,43 @@ impl Checkpoint {
         }
         let size = dtype.size();
         let at = e.bytes.start + rows.start * cols * size;
-        let bytes = &self.files[e.file].map[at..at + rows.len() * cols * size];
-        Ok(match dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-        })
+        let map = &self.files[e.file].map;
+        let out = widen(dtype, &map[at..at + rows.len() * cols * size]);
+        release(map, at..at + rows.len() * cols * size);
+        Ok(out)
+    }
+
+    /// Columns `cols` of the matrix `name` (`[rows, n]`), as f32: each row's slice read
+    /// straight from the file, row-major `[rows, cols.len()]`.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor: missing, not a matrix, another dtype,
+    /// columns out of range.
+    pub fn cols_f32(&self, name: &str, cols: Range<usize>) -> Result<Vec<f32>> {
+        let (e, full) = self.entry(name)?;
+        let shape = e.shape.clone();
+        let dtype = self.check(name, &shape)?;
+        let [rows, n] = shape[..] else {
+            return Err(checkpoint_error(
+                full,
+                format!("is {}-D, not a matrix", shape.len()),
+            ));
+        };
+        if cols.start > cols.end || cols.end > n {
+            return Err(checkpoint_error(
+                full,
+                format!("has {n} columns, not {cols:?}"),
+            ));
+        }
+        let size = dtype.size();
+        let map = &self.files[e.file].map;
+        let mut out = Vec::with_capacity(rows * cols.len());
+        for r in 0..rows {
+            let at = e.bytes.start + (r * n + cols.start) * size;
+            out.extend(widen(dtype, &map[at..at + cols.len() * size]));
+        }
+        release(map, e.bytes.clone());
+        Ok(out)
     }
 
     /// The whole tensor `name` as f32 (see [`Checkpoint::rows_f32`]).

@@ -139,6 +139,12 @@ impl Rank {
         self.inner.dev.numerics
     }
 
+    /// Bytes of the buffers this rank's device holds for tensors now (shared by the
+    /// logical ranks on one device): what weights, caches and live activations occupy.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.inner.dev.pool.live_bytes()
+    }
+
     /// How many wgpu buffers this rank's device has made for the crate so far: tensors
     /// (the cache's misses), read-back and upload staging, kernel parameters. Once a
     /// workload reaches its steady state (a decode step after the first, an all-reduce
