@@ -376,14 +376,16 @@ impl Transformer {
     }
 }
 
-/// `x + y` on every rank (both `Replicate`).
+/// `x + y` on every rank (both `Replicate`), once per buffer that logical ranks share.
 fn residual(x: &DistTensor, y: &DistTensor) -> Result<DistTensor> {
-    let locals = x
-        .locals()
-        .iter()
-        .zip(y.locals())
-        .map(|(a, b)| ops::add(a, b))
-        .collect::<Result<Vec<_>>>()?;
+    let mut locals: Vec<crate::Tensor> = Vec::with_capacity(x.locals().len());
+    for (i, (a, b)) in x.locals().iter().zip(y.locals()).enumerate() {
+        let j = (0..i).find(|&j| x.locals()[j].same_storage(a) && y.locals()[j].same_storage(b));
+        locals.push(match j {
+            Some(j) => locals[j].shared_with(a.rank()),
+            None => ops::add(a, b)?,
+        });
+    }
     Ok(DistTensor::from_parts(
         x.group(),
         locals,

@@ -208,6 +208,12 @@ impl Tensor {
         Ok(out)
     }
 
+    /// True when both are views of the same buffers (a replicated value that logical
+    /// ranks sharing a device hold once).
+    pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.bands, &other.bands)
+    }
+
     /// The same buffer seen as a tensor of `rank`, a logical rank sharing this tensor's
     /// device (a replicated value held once for all of them).
     pub(crate) fn shared_with(&self, rank: &Rank) -> Tensor {

@@ -226,3 +226,20 @@ fn bad_ids_and_positions_are_refused() {
     assert_eq!(model.logits(&[1, 2], &mut cache).unwrap().len(), 2 * 128);
     assert_eq!(cache.len(), 2);
 }
+
+#[test]
+fn logical_ranks_sharing_a_device_normalize_a_replicated_value_once() {
+    let Some(group) = common::cached_group(4, true, Numerics::Fast) else {
+        return;
+    };
+    let w: Vec<f32> = (0..16).map(|i| 1.0 + i as f32 / 16.0).collect();
+    let norm = wgpu_tp::nn::Norm::new(&group, wgpu_tp::nn::NormKind::Rms, &w, None, 1e-5).unwrap();
+    let x = wgpu_tp::DistTensor::replicate(&group, &[0.5; 32], [2, 16]).unwrap();
+    let rank = &group.ranks()[0];
+    let before = rank.dispatches();
+    let y = norm.forward(&x).unwrap();
+    // One dispatch on the shared device, not one per logical rank; every rank reads it.
+    assert_eq!(rank.dispatches() - before, 1);
+    let per_rank = y.to_host_per_rank().unwrap();
+    assert!(per_rank.iter().all(|v| v == &per_rank[0]));
+}

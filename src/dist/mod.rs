@@ -234,6 +234,23 @@ impl DistTensor {
         crate::rank::block_on(self.to_host_per_rank_async())
     }
 
+    /// `f` of each local tensor (with its index), computed once for logical ranks that
+    /// hold one buffer (a replicated value on a shared device) and shared among them.
+    pub(crate) fn map_locals(
+        &self,
+        mut f: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Tensor>> {
+        let mut out: Vec<Tensor> = Vec::with_capacity(self.locals.len());
+        for (i, t) in self.locals.iter().enumerate() {
+            let earlier = self.locals[..i].iter().position(|u| u.same_storage(t));
+            out.push(match earlier {
+                Some(j) => out[j].shared_with(t.rank()),
+                None => f(i, t)?,
+            });
+        }
+        Ok(out)
+    }
+
     pub(crate) fn require_placement(
         &self,
         op: &'static str,

@@ -74,19 +74,15 @@ impl Norm {
             return Err(Error::GroupMismatch { op });
         }
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-        let locals = x
-            .locals()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let w = &self.weight.locals()[i];
-                match &self.bias {
-                    Some(b) => ops::layer_norm(t, w, &b.locals()[i], self.eps),
-                    None => ops::rms_norm(t, w, self.eps),
-                }
-                .map_err(|e| e.with_op(op))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Once per buffer: logical ranks sharing a device and the input share the result.
+        let locals = x.map_locals(|i, t| {
+            let w = &self.weight.locals()[i];
+            match &self.bias {
+                Some(b) => ops::layer_norm(t, w, &b.locals()[i], self.eps),
+                None => ops::rms_norm(t, w, self.eps),
+            }
+            .map_err(|e| e.with_op(op))
+        })?;
         let (g, shape) = (x.group(), x.shape());
         Ok(DistTensor::from_parts(
             g,
