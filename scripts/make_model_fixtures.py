@@ -273,6 +273,18 @@ def to_v4_config(v5):
     return v4
 
 
+def write_word_tokenizer(folder, vocab):
+    # A word-level tokenizer.json (the tokenizers library's format): word "t<i>" is id i,
+    # so the Rust side's text in and out can be checked against the reference ids.
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None, "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {f"t{i}": i for i in range(vocab)}, "unk_token": "t0"},
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(tok, indent=1))
+
+
 def write_json(path, obj):
     # The layout save_pretrained uses for config.json.
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -310,6 +322,8 @@ def make_fixture(name, model):
     assert config_v5["dtype"] == "float32"
     write_json(folder / "config.v4.json", to_v4_config(config_v5))
     write_half_variants(folder)
+    if name == "tiny-llama":
+        write_word_tokenizer(folder, model.config.vocab_size)
 
     # Half-precision weights, loaded back into float32 models.
     half_models = {}

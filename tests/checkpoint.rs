@@ -264,3 +264,23 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
         assert!(what == "config.json" && message.contains(says), "{bad}: {message}");
     }
 }
+
+#[test]
+fn a_tokenizer_beside_the_weights_turns_text_into_the_reference_ids_and_back() {
+    use wgpu_tp::load::Tokenizer;
+    let tok = Tokenizer::beside(fixture("tiny-llama"))
+        .unwrap()
+        .expect("tiny-llama has one");
+    // The fixture's word-level tokenizer: word "t<i>" is id i.
+    let ids = tok.encode("t1 t17 t42 t99 t3 t64 t5").unwrap();
+    assert_eq!(ids, [1, 17, 42, 99, 3, 64, 5]);
+    assert_eq!(tok.decode(&[70, 93, 15]).unwrap(), "t70 t93 t15");
+    // No tokenizer: none; a broken one: an error naming it.
+    assert!(Tokenizer::beside(fixture("tiny-gpt2")).unwrap().is_none());
+    let dir = scratch("tokenizer");
+    std::fs::write(dir.join("tokenizer.json"), "{not json").unwrap();
+    match Tokenizer::beside(&dir) {
+        Err(Error::Checkpoint { what, .. }) => assert!(what.ends_with("tokenizer.json"), "{what}"),
+        other => panic!("a broken tokenizer.json: {other:?}"),
+    }
+}

@@ -6,8 +6,9 @@
 //!     --tp-size 4 --prompt-ids 1,17,42 --max-new-tokens 16
 //! ```
 //!
-//! Prints the tokens, the prefill and decode rates, and the bytes of tensors each rank's
-//! device holds once the weights are loaded. Under `mpirun` (built with `--features
+//! Prints the tokens (and their text, when a `tokenizer.json` sits beside the weights;
+//! `--prompt TEXT` then takes the prompt as text), the prefill and decode rates, and the
+//! bytes of tensors each rank's device holds once the weights are loaded. Under `mpirun` (built with `--features
 //! mpi`) the ranks spread over the processes as in `verify`.
 
 use std::path::PathBuf;
@@ -42,8 +43,11 @@ struct Args {
     #[arg(short, long, default_value_t = 1)]
     tp_size: usize,
     /// The prompt's token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "prompt")]
     prompt_ids: Vec<u32>,
+    /// The prompt as text, through the tokenizer.json beside the weights.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
     /// Tokens to generate.
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
@@ -117,7 +121,21 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     say!("  loaded in {load:.2} s");
-    let prompt = &args.prompt_ids;
+    let tokenizer = wgpu_tp::load::Tokenizer::beside(&args.model)?;
+    let prompt = &match (&args.prompt, &tokenizer) {
+        (Some(text), Some(t)) => t.encode(text)?,
+        (Some(_), None) => {
+            return Err(format!(
+                "--prompt needs a tokenizer.json in {}",
+                args.model.display()
+            )
+            .into())
+        }
+        (None, _) => args.prompt_ids.clone(),
+    };
+    if prompt.is_empty() {
+        return Err("an empty prompt".into());
+    }
     let capacity = (prompt.len() + args.max_new_tokens).min(c.max_positions);
     let mut cache = model.new_cache(capacity)?;
     let t = Instant::now();
@@ -133,6 +151,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let steps = tokens.len() - 1;
     say!("prompt ids: {prompt:?}");
     say!("generated:  {tokens:?}");
+    if let Some(t) = &tokenizer {
+        say!(
+            "text:       {:?} -> {:?}",
+            t.decode(prompt)?,
+            t.decode(&tokens)?
+        );
+    }
     say!(
         "prefill: {} tokens in {:.1} ms ({:.1} tokens/s); decode: {steps} tokens in {:.1} ms ({:.1} tokens/s)",
         prompt.len(),

@@ -5,8 +5,12 @@
 
 mod config;
 mod half;
+#[cfg(feature = "tokenizer")]
+mod tokenizer;
 
 pub use config::{Architecture, ModelConfig};
+#[cfg(feature = "tokenizer")]
+pub use tokenizer::Tokenizer;
 
 use std::collections::HashMap;
 use std::fs::File;
