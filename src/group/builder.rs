@@ -5,8 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::devices::{check_count, make_devices};
+use super::spread::spread_over;
 use super::{Group, GroupInner, Spread, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
-use crate::adapters::{backends_from_env, request_all, Finder};
+use crate::adapters::{backends_from_env, Finder};
 use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 use crate::error::{Error, Result};
 use crate::numerics::INVARIANT_BLOCKS;
@@ -16,7 +18,7 @@ use crate::rank::{DeviceCallbacks, DeviceCtx, Rank};
 use crate::settings::{GemmKernel, Numerics};
 
 /// Where the ranks of a group come from.
-enum Source {
+pub(super) enum Source {
     OneAdapter(usize),
     SharedDevice(usize),
     PerAdapter,
@@ -290,72 +292,14 @@ impl GroupBuilder {
             backends,
             name,
         };
-        let mut logical = 1;
-        let devices = match source {
-            Source::Devices(d) => {
-                if let Some(i) = (1..d.len()).find(|&i| d[..i].iter().any(|(p, _)| *p == d[i].0)) {
-                    return Err(Error::invalid(
-                        "group.build",
-                        format!(
-                            "device {i} was given twice to from_devices: one device is one \
-                             rank (use ranks_sharing_one_device for logical ranks on one device)"
-                        ),
-                    ));
-                }
-                d
-            }
-            Source::SharedDevice(n) => {
-                check_count(n)?;
-                logical = n;
-                let best = finder.adapters().await?.swap_remove(0);
-                request_all(vec![best], limits.as_ref(), features).await?
-            }
-            Source::Adapters(a) => request_all(a, limits.as_ref(), features).await?,
-            Source::OneAdapter(n) => {
-                check_count(n)?;
-                let best = finder.adapters().await?.swap_remove(0).get_info();
-                let mut adapters = Vec::with_capacity(n);
-                for _ in 0..n {
-                    // A fresh adapter object per device: WebGPU allows one device per adapter.
-                    adapters.push(finder.same_as(&best).await?);
-                }
-                request_all(adapters, limits.as_ref(), features).await?
-            }
-            Source::PerAdapter => {
-                let mut adapters = finder.adapters().await?;
-                if let Some(p) = &processes {
-                    // The processes on one machine share its adapters out.
-                    let (i, n) = (p.node_index(), p.node_count());
-                    adapters = adapters.into_iter().skip(i).step_by(n).collect();
-                    if adapters.is_empty() {
-                        return Err(Error::invalid(
-                            "group.build",
-                            format!(
-                                "one rank per adapter: {n} processes on this machine, more \
-                                 than its adapters; process {i} has none"
-                            ),
-                        ));
-                    }
-                }
-                request_all(adapters, limits.as_ref(), features).await?
-            }
-            Source::Spread(n) => {
-                check_count(n)?;
-                let infos: Vec<_> = finder
-                    .adapters()
-                    .await?
-                    .iter()
-                    .map(|a| a.get_info())
-                    .collect();
-                // The processes on one machine start their round-robin one after another.
-                let first = processes.as_ref().map_or(0, |p| p.node_index() * n);
-                let mut adapters = Vec::with_capacity(n);
-                for r in first..first + n {
-                    adapters.push(finder.same_as(&infos[r % infos.len()]).await?);
-                }
-                request_all(adapters, limits.as_ref(), features).await?
-            }
-        };
+        let (devices, logical) = make_devices(
+            source,
+            &finder,
+            limits.as_ref(),
+            features,
+            processes.as_ref(),
+        )
+        .await?;
         check_count(devices.len())?;
         let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
         let contexts: Vec<_> = devices
@@ -399,49 +343,4 @@ impl GroupBuilder {
             }),
         })
     }
-}
-
-/// Every process's rank count and largest buffer, and a check that the processes agree on
-/// the numerics (their sums must be the same computation): one all-gather of three words.
-fn spread_over(
-    processes: Processes,
-    local: usize,
-    numerics: Numerics,
-    max_buffer: u64,
-    timeout: Duration,
-) -> Result<Spread> {
-    let op = "group.build";
-    let n = processes.count();
-    let mine = vec![local as u64, numerics as u64, max_buffer];
-    let (_, all) = processes.all_gather(op, mine, (Vec::new(), &vec![3; n]), timeout)?;
-    let per_process: Vec<usize> = all.chunks(3).map(|c| c[0] as usize).collect();
-    let smallest = all.chunks(3).map(|c| c[2]).min().unwrap_or(0);
-    if let Some(p) = (0..n).find(|&p| all[3 * p + 1] != numerics as u64) {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "process {p} builds its group with other numerics than process {} \
-                 ({numerics:?}): every process must use the same",
-                processes.index()
-            ),
-        ));
-    }
-    let first = per_process[..processes.index()].iter().sum();
-    Ok(Spread {
-        world: per_process.iter().sum(),
-        per_process,
-        first,
-        processes: Some(processes),
-        chunk_bytes: smallest.min(crate::collective::CHUNK_BYTES),
-    })
-}
-
-fn check_count(n: usize) -> Result<()> {
-    if n == 0 {
-        return Err(Error::invalid(
-            "group.build",
-            "a group needs at least one rank",
-        ));
-    }
-    Ok(())
 }

@@ -3,9 +3,12 @@
 
 mod builder;
 mod collectives;
+mod devices;
 mod spanning;
+mod spread;
 
 pub use builder::GroupBuilder;
+pub(crate) use spread::Spread;
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -37,32 +40,6 @@ struct GroupInner {
     collective: Box<dyn Collective>,
     stats: CollectiveStats,
     spread: Spread,
-}
-
-/// How the group's ranks lie over processes: process `p` holds `per_process[p]` ranks,
-/// numbered process-major.
-#[derive(Debug, Clone)]
-pub(crate) struct Spread {
-    pub(crate) processes: Option<Processes>,
-    pub(crate) per_process: Vec<usize>,
-    pub(crate) first: usize,
-    pub(crate) world: usize,
-    /// The largest buffer every device of every process can make, up to the host
-    /// collective's chunk: the all-reduce between processes stages chunks of this size.
-    pub(crate) chunk_bytes: u64,
-}
-
-impl Spread {
-    /// One process holding all `n` ranks.
-    pub(crate) fn single(n: usize) -> Self {
-        Spread {
-            processes: None,
-            per_process: vec![n],
-            first: 0,
-            world: n,
-            chunk_bytes: crate::collective::CHUNK_BYTES,
-        }
-    }
 }
 
 impl fmt::Debug for Group {

@@ -9,6 +9,8 @@
 //! MPI is compiled.
 
 #[cfg(feature = "mpi")]
+mod exchange;
+#[cfg(feature = "mpi")]
 mod link;
 #[cfg(not(feature = "mpi"))]
 mod stub;

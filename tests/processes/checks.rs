@@ -1,0 +1,359 @@
+//! The checks tests/processes.rs's workers run in every process (see its docs).
+
+use common::{assert_same_bits, assert_within, rank_order_sum};
+use wgpu_tp::reference::{self, Approx, Rng};
+use wgpu_tp::shard::{concat_host, split_host};
+use wgpu_tp::{
+    split_sizes, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
+    Numerics, ParallelMlp, Placement, Processes, RowParallelConfig, RowParallelLinear, Tensor,
+    WeightLayout,
+};
+
+use super::{build, common, local_count};
+
+const SHAPE: [usize; 2] = [11, 13];
+
+/// The f64 sum of `parts` and its f32 bound: tp terms in any order err by at most
+/// γ(tp - 1) Σ|terms| (Higham).
+pub fn sum_reference(parts: &[Vec<f32>]) -> Approx {
+    let g = reference::gamma(parts.len() - 1);
+    let n = parts[0].len();
+    Approx {
+        value: (0..n)
+            .map(|i| parts.iter().map(|p| f64::from(p[i])).sum())
+            .collect(),
+        bound: (0..n)
+            .map(|i| g * parts.iter().map(|p| f64::from(p[i]).abs()).sum::<f64>())
+            .collect(),
+    }
+}
+
+pub fn check_collectives(g: &Group, ctx: &str) {
+    let tp = g.world_size();
+    let local = g.local_range();
+    let parts = common::normal_parts(&mut Rng::new(tp as u64), tp, SHAPE[0] * SHAPE[1]);
+    let x = common::partial(g, &parts, SHAPE);
+    let exact = rank_order_sum(&parts);
+    let want = sum_reference(&parts);
+    // All-reduce: the reference's bound, and the bits of the rank-order f32 sum.
+    let y = x.all_reduce().unwrap();
+    for v in y.to_host_per_rank().unwrap() {
+        assert_within(&want, &v, &format!("{ctx}: all_reduce"));
+        assert_same_bits(&v, &exact, &format!("{ctx}: all_reduce bits"));
+    }
+    assert_same_bits(&x.to_host().unwrap(), &exact, &format!("{ctx}: to_host"));
+    for dim in 0..2 {
+        // Reduce-scatter: each rank its (uneven) slice of the same sum.
+        let sizes = split_sizes(SHAPE[dim], tp).unwrap();
+        let slices = split_host(&exact, SHAPE, dim, &sizes).unwrap();
+        let y = x.reduce_scatter(dim).unwrap();
+        assert_eq!(y.shard_sizes(), &sizes[..]);
+        for (v, r) in y.to_host_per_rank().unwrap().iter().zip(local.clone()) {
+            assert_same_bits(v, &slices[r], &format!("{ctx}: reduce_scatter dim {dim}"));
+        }
+        assert_same_bits(
+            &y.to_host().unwrap(),
+            &exact,
+            &format!("{ctx}: shard to_host"),
+        );
+        // All-gather of uneven shards made here, and of shards from the caller.
+        let full = &parts[0];
+        let s = DistTensor::shard(g, full, SHAPE, dim).unwrap();
+        for v in s.all_gather().unwrap().to_host_per_rank().unwrap() {
+            assert_same_bits(&v, full, &format!("{ctx}: all_gather dim {dim}"));
+        }
+        let other = DistTensor::shard(g, full, SHAPE, 1 - dim).unwrap();
+        let moved = other.redistribute(Placement::Shard(dim)).unwrap();
+        assert_eq!(
+            moved.shard_sizes(),
+            &sizes[..],
+            "{ctx}: Shard -> Shard sizes"
+        );
+        assert_same_bits(&moved.to_host().unwrap(), full, &format!("{ctx}: reshard"));
+        // from_locals learns the other processes' shard sizes: rank r holds r + 1 rows.
+        let own: Vec<usize> = (1..=tp).collect();
+        let rows: usize = own.iter().sum();
+        let data = common::normal_parts(&mut Rng::new(7), 1, rows * 3).remove(0);
+        let pieces = split_host(&data, [rows, 3], 0, &own).unwrap();
+        let locals = g
+            .ranks()
+            .iter()
+            .zip(local.clone())
+            .map(|(rank, r)| Tensor::from_host(rank, &pieces[r], [own[r], 3]).unwrap())
+            .collect();
+        let t = DistTensor::from_locals(g, locals, Placement::Shard(0)).unwrap();
+        assert_eq!((t.shape(), t.shard_sizes()), ([rows, 3], &own[..]));
+        let all = t.all_gather().unwrap().to_host().unwrap();
+        let shapes: Vec<[usize; 2]> = own.iter().map(|&r| [r, 3]).collect();
+        assert_same_bits(&all, &concat_host(&pieces, &shapes, 0).unwrap(), ctx);
+    }
+    // Broadcast from every root, wherever it lives.
+    for root in 0..tp {
+        let y = x.broadcast(root).unwrap();
+        for v in y.to_host_per_rank().unwrap() {
+            assert_same_bits(&v, &parts[root], &format!("{ctx}: broadcast from {root}"));
+        }
+    }
+}
+
+/// Seeded random shapes (the same on every process), each dimension at least tp, and one
+/// all-reduce large enough for two chunks, its host sum split over threads: the
+/// collectives give the single-process bits.
+pub fn check_random_shapes(g: &Group, ctx: &str) {
+    let tp = g.world_size();
+    let mut rng = Rng::new(1000 + tp as u64);
+    let mut shapes: Vec<[usize; 2]> = (0..4)
+        .map(|_| {
+            [
+                tp + (rng.next_u64() % 24) as usize,
+                tp + (rng.next_u64() % 24) as usize,
+            ]
+        })
+        .collect();
+    shapes.push([1100, 1000]); // two chunks of at most 4 MiB, the second short
+    for (case, shape) in shapes.into_iter().enumerate() {
+        let ctx = format!("{ctx}, shape {shape:?}");
+        let parts = common::normal_parts(&mut rng, tp, shape[0] * shape[1]);
+        let x = common::partial(g, &parts, shape);
+        let exact = rank_order_sum(&parts);
+        for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
+            assert_same_bits(&v, &exact, &format!("{ctx}: all_reduce"));
+        }
+        let dim = case % 2;
+        let sizes = split_sizes(shape[dim], tp).unwrap();
+        let slices = split_host(&exact, shape, dim, &sizes).unwrap();
+        let y = x.reduce_scatter(dim).unwrap();
+        for (v, r) in y.to_host_per_rank().unwrap().iter().zip(g.local_range()) {
+            assert_same_bits(v, &slices[r], &format!("{ctx}: reduce_scatter dim {dim}"));
+        }
+        let all = y.all_gather().unwrap().to_host_per_rank().unwrap();
+        for v in all {
+            assert_same_bits(&v, &exact, &format!("{ctx}: all_gather dim {dim}"));
+        }
+    }
+}
+
+/// Processes whose devices band tensors differently (the even ones with 4 KiB buffers: a
+/// row of 1,000 values per band) still cut the all-reduce into the same chunks (here one
+/// row each, all a 4 KiB device can stage): a `[1200, 1000]` all-reduce gives the
+/// rank-order bits.
+pub fn check_banded(procs: &Processes) {
+    let tp = procs.count() + 1;
+    let local = local_count(tp, procs.count(), procs.index());
+    let mut b = Group::builder()
+        .processes(procs.clone())
+        .ranks_on_one_adapter(local);
+    if procs.index().is_multiple_of(2) {
+        let mut l = wgpu_tp::wgpu::Limits::downlevel_defaults();
+        l.max_buffer_size = 4096;
+        l.max_storage_buffer_binding_size = 4096;
+        b = b.required_limits(l);
+    }
+    let g = common::build(b, "banded").expect("an adapter");
+    let shape = [1200, 1000];
+    let parts = common::normal_parts(&mut Rng::new(5), tp, shape[0] * shape[1]);
+    let x = common::partial(&g, &parts, shape);
+    let exact = rank_order_sum(&parts);
+    for v in x.all_reduce().unwrap().to_host_per_rank().unwrap() {
+        assert_same_bits(&v, &exact, &format!("banded all_reduce, tp {tp}"));
+    }
+    let y = x.reduce_scatter(0).unwrap().all_gather().unwrap();
+    assert_same_bits(
+        &y.to_host().unwrap(),
+        &exact,
+        "banded reduce_scatter + all_gather",
+    );
+    if procs.index() == 0 {
+        println!("ok: banded tp {tp} over {} processes", procs.count());
+    }
+}
+
+/// Bad input over processes: errors in every process, never a hang.
+pub fn check_refusals(procs: &Processes) {
+    let (p, n) = (procs.index(), procs.count());
+    assert!(
+        matches!(Processes::init(), Err(Error::Processes { .. })),
+        "MPI twice"
+    );
+    let custom = Group::builder()
+        .processes(procs.clone())
+        .collective(Box::new(wgpu_tp::HostCollective))
+        .build();
+    assert!(
+        matches!(custom, Err(Error::InvalidArgument { .. })),
+        "custom collective"
+    );
+    if n > 1 {
+        // Process 0 asks for other numerics than the rest: every process is told.
+        let numerics = if p == 0 {
+            Numerics::Fast
+        } else {
+            Numerics::TpInvariant
+        };
+        let mixed = Group::builder()
+            .processes(procs.clone())
+            .numerics(numerics)
+            .build();
+        match mixed {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains("numerics"), "{message}")
+            }
+            other => panic!("mixed numerics: {other:?}"),
+        }
+    }
+    let g = build(procs, n, false, Numerics::Fast);
+    let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
+    assert!(
+        matches!(x.broadcast(n), Err(Error::InvalidArgument { .. })),
+        "root past the ranks"
+    );
+    let two = [x.locals(), x.locals()].concat();
+    let wrong = DistTensor::from_locals(&g, two, Placement::Replicate);
+    assert!(
+        matches!(wrong, Err(Error::Shape { .. })),
+        "locals of other ranks"
+    );
+    // The group still works after the refusals.
+    let y = x
+        .redistribute(Placement::Partial)
+        .unwrap()
+        .all_reduce()
+        .unwrap();
+    assert_eq!(y.to_host().unwrap(), vec![1.0; 6]);
+}
+
+/// Two groups over the same processes, driven by two threads at once: each talks on its
+/// own communicator, so their exchanges never pair up across groups.
+pub fn check_groups_on_threads(procs: &Processes) {
+    let n = procs.count();
+    let groups = [
+        build(procs, n, false, Numerics::Fast),
+        build(procs, n, true, Numerics::Fast),
+    ];
+    std::thread::scope(|s| {
+        for (i, g) in groups.iter().enumerate() {
+            s.spawn(move || {
+                for step in 0..20 {
+                    // Each thread its own shapes, so a cross-group pairing would show.
+                    let shape = [1 + i + step % 3, 3 + 2 * i];
+                    let seed = (100 * i + step) as u64;
+                    let parts = common::normal_parts(&mut Rng::new(seed), n, shape[0] * shape[1]);
+                    let x = common::partial(g, &parts, shape);
+                    let y = x.all_reduce().unwrap().to_host().unwrap();
+                    assert_same_bits(&y, &rank_order_sum(&parts), "groups on threads");
+                }
+            });
+        }
+    });
+}
+
+/// The tiny Llama and GPT-2 fixtures with their ranks over the processes (3 processes:
+/// 4 heads split 2 + 1 + 1) generate the reference's greedy tokens.
+pub fn check_models(procs: &Processes) {
+    let n = procs.count();
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models")
+            .join(name);
+        let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ids = |k: &str| -> Vec<u32> {
+            let all = v[k].as_array().unwrap();
+            all.iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        };
+        let (prompt, greedy) = (ids("prompt_ids"), ids("greedy_ids"));
+        let checkpoint = wgpu_tp::load::Checkpoint::open(&dir).unwrap();
+        for tp in [n, n + 1] {
+            for shared in [false, true] {
+                let g = build(procs, tp, shared, Numerics::Fast);
+                let model = wgpu_tp::model::Transformer::from_checkpoint(&g, &checkpoint).unwrap();
+                let tokens = model.generate(&prompt, greedy.len()).unwrap();
+                assert_eq!(
+                    tokens, greedy,
+                    "{name} tp {tp} over {n} processes, shared {shared}"
+                );
+            }
+        }
+        if procs.index() == 0 {
+            println!("ok: {name} over {n} processes");
+        }
+    }
+}
+
+pub fn check_layers(g: &Group, ctx: &str) {
+    // Sizes no tp from 2 to 8 divides evenly: 37 inputs, 29 hidden, 3 rows.
+    let (m, k, h) = (3, 37, 29);
+    let mut rng = Rng::new(42);
+    let (w1, b1) = common::linear_data(&mut rng, k, h, true);
+    let (w2, b2) = common::linear_data(&mut rng, h, k, true);
+    let x = rng.normal(m * k);
+    let xd = DistTensor::replicate(g, &x, [m, k]).unwrap();
+    for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+        let s1 = common::in_layout(&w1, k, h, layout);
+        let s2 = common::in_layout(&w2, h, k, layout);
+        let fc1 = common::host(&s1, &b1, k, h, layout);
+        let fc2 = common::host(&s2, &b2, h, k, layout);
+        let ctx = format!("{ctx}, {layout:?}");
+        // Column-parallel, gathered.
+        let gather = ColumnParallelConfig::default().gather_output(true);
+        let col = ColumnParallelLinear::from_full(g, fc1, gather).unwrap();
+        let want1 = common::reference_linear(&x, [m, k], &w1, h, b1.as_deref());
+        common::assert_every_rank_within(&want1, &col.forward(&xd).unwrap(), &ctx);
+        // Row-parallel from a replicated input.
+        let row = RowParallelLinear::from_full(
+            g,
+            fc2,
+            RowParallelConfig::default().input_is_parallel(false),
+        )
+        .unwrap();
+        let hd = DistTensor::replicate(g, &rng.normal(m * h), [m, h]).unwrap();
+        let hx = hd.to_host().unwrap();
+        let want2 = common::reference_linear(&hx, [m, h], &w2, k, b2.as_deref());
+        common::assert_every_rank_within(&want2, &row.forward(&hd).unwrap(), &ctx);
+        // The Megatron MLP: one all-reduce.
+        let mlp = ParallelMlp::from_full(g, fc1, fc2, Activation::GeluTanh).unwrap();
+        let before = g.stats().all_reduces();
+        let y = mlp.forward(&xd).unwrap();
+        assert_eq!(g.stats().all_reduces() - before, 1, "{ctx}: one all-reduce");
+        let hidden = reference::activation(&want1, Activation::GeluTanh);
+        let want = common::reference_linear_of(&hidden, [m, h], &w2, k, b2.as_deref());
+        common::assert_every_rank_within(&want, &y, &format!("{ctx}: mlp"));
+    }
+}
+
+/// FNV-1a over the bits: the launcher compares results across runs by this.
+pub fn hash(v: &[f32]) -> String {
+    let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Tp-invariant MLP forward and all-reduce at every tp this many processes can hold; the
+/// first process prints their bits' hashes.
+pub fn invariant_bits(procs: &Processes) {
+    let (m, k, h) = (2, 64, 48);
+    let mut rng = Rng::new(9);
+    let (w1, b1) = common::linear_data(&mut rng, k, h, true);
+    let (w2, b2) = common::linear_data(&mut rng, h, k, true);
+    let x = rng.normal(m * k);
+    let n = procs.count();
+    for tp in [1, 2, 4, 8].into_iter().filter(|&tp| tp >= n) {
+        for shared in [false, true] {
+            let g = build(procs, tp, shared, Numerics::TpInvariant);
+            let layout = WeightLayout::InOut;
+            let fc1 = common::host(&w1, &b1, k, h, layout);
+            let fc2 = common::host(&w2, &b2, h, k, layout);
+            let mlp = ParallelMlp::from_full(&g, fc1, fc2, Activation::Relu).unwrap();
+            let xd = DistTensor::replicate(&g, &x, [m, k]).unwrap();
+            let y = mlp.forward(&xd).unwrap().to_host().unwrap();
+            let per: Vec<usize> = (0..n).map(|p| local_count(tp, n, p)).collect();
+            if procs.index() == 0 {
+                println!(
+                    "BITS mlp tp {tp} layout {per:?} shared {shared} {}",
+                    hash(&y)
+                );
+            }
+        }
+    }
+}
