@@ -50,6 +50,9 @@ pub struct Transformer {
 #[derive(Debug)]
 pub struct Cache {
     layers: Vec<KvCache>,
+    /// Set while a forward runs and cleared when it succeeds: a forward that failed half
+    /// way left the layers' caches at different lengths.
+    broken: bool,
 }
 
 impl Cache {
@@ -271,11 +274,48 @@ impl Transformer {
             .iter()
             .map(|b| b.attention.new_cache(capacity))
             .collect::<Result<_>>()?;
-        Ok(Cache { layers })
+        Ok(Cache {
+            layers,
+            broken: false,
+        })
     }
 
     /// The final hidden states of `ids`, the positions after those `cache` holds.
     async fn hidden_async(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
+        if cache.broken {
+            return Err(Error::invalid(
+                "transformer.forward",
+                "an earlier forward failed part way through this cache: make a new one",
+            ));
+        }
+        // Refusals that change nothing come first; past them, a failure breaks the cache.
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
+            return Err(Error::invalid(
+                "transformer.forward",
+                format!(
+                    "token id {bad} is past the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            ));
+        }
+        let capacity = cache.layers.first().map_or(0, KvCache::capacity);
+        if ids.is_empty() || cache.len() + ids.len() > capacity {
+            return Err(Error::invalid(
+                "transformer.forward",
+                format!(
+                    "{} new positions after {} in a cache of {capacity}",
+                    ids.len(),
+                    cache.len()
+                ),
+            ));
+        }
+        cache.broken = true;
+        let out = self.hidden_inner(ids, cache).await;
+        cache.broken = out.is_err();
+        out
+    }
+
+    async fn hidden_inner(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
         let pos0 = cache.len();
         let mut x = self.embedding.forward_async(ids).await?;
         if let Some(wpe) = &self.positions {

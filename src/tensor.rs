@@ -85,10 +85,9 @@ pub(crate) fn check_shape(op: &'static str, shape: [usize; 2]) -> Result<usize> 
         .ok_or_else(|| Error::shape(op, "fewer than 2^30 elements", fmt_shape(shape)))
 }
 
-/// Bands of at most this many bytes upload through the rank's kept upload buffers
-/// (`Rank::upload`); larger ones through `Queue::write_buffer`, whose staging memory wgpu
-/// frees once the copy is done (weights are uploaded once; no upload buffer of their size
-/// is kept).
+/// Uploads go through the rank's kept upload buffers (`Rank::upload`) in pieces of at
+/// most this many bytes: a decode step's input makes no new buffer, and a large tensor
+/// (a model's weights) never has a staging copy of its whole size.
 const SMALL_UPLOAD_BYTES: u64 = 1 << 20;
 
 impl Tensor {
@@ -120,6 +119,11 @@ impl Tensor {
                 for (i, piece) in part.chunks(SMALL_UPLOAD_BYTES as usize).enumerate() {
                     let offset = (i as u64) * SMALL_UPLOAD_BYTES;
                     rank.upload(b.buffer(), offset, piece)?;
+                    if i % 4 == 3 {
+                        // Hand finished upload buffers back for the next pieces, so a
+                        // large tensor reuses a few instead of making one per piece.
+                        rank.poll_now();
+                    }
                 }
             }
             Ok(())

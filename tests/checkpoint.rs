@@ -258,6 +258,13 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
             "yarn",
         ),
         ("{\"model_type\": \"gpt2\", \"n_embd\": 64}", "n_head"),
+        // What the layers do not implement is refused, not ignored: 4.x-style scaling,
+        // projection biases, a sliding window, GPT-2 variants.
+        ("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 8}}", "linear"),
+        ("{\"model_type\": \"llama\", \"attention_bias\": true}", "attention_bias"),
+        ("{\"model_type\": \"mistral\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", "sliding_window"),
+        ("{\"model_type\": \"gpt2\", \"tie_word_embeddings\": false}", "untied"),
+        ("{\"model_type\": \"gpt2\", \"scale_attn_by_inverse_layer_idx\": true}", "by layer"),
     ] {
         std::fs::write(dir.join("config.json"), bad).unwrap();
         let (what, message) = open_error(&dir);

@@ -142,13 +142,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let first = model.next_token(prompt, &mut cache)?;
     let prefill = t.elapsed().as_secs_f64();
     let mut tokens = vec![first];
+    tokens.truncate(args.max_new_tokens);
     let t = Instant::now();
-    while tokens.len() < args.max_new_tokens {
+    while !tokens.is_empty() && tokens.len() < args.max_new_tokens {
         let last = tokens[tokens.len() - 1];
         tokens.push(model.next_token(&[last], &mut cache)?);
     }
     let decode = t.elapsed().as_secs_f64();
-    let steps = tokens.len() - 1;
+    let steps = tokens.len().saturating_sub(1);
     say!("prompt ids: {prompt:?}");
     say!("generated:  {tokens:?}");
     if let Some(t) = &tokenizer {

@@ -105,9 +105,11 @@ impl ModelConfig {
         // 5.x: `rope_parameters: {rope_theta, rope_type}`; 4.x: `rope_theta` and an
         // optional `rope_scaling`.
         let params = v.get("rope_parameters");
+        // transformers reads `rope_type`, or else the older `type`.
+        let scaling = v.get("rope_scaling").filter(|s| !s.is_null());
         let rope_type = params
             .and_then(|p| p.get("rope_type"))
-            .or_else(|| v.get("rope_scaling").and_then(|s| s.get("rope_type")))
+            .or_else(|| scaling.and_then(|s| s.get("rope_type").or_else(|| s.get("type"))))
             .and_then(Value::as_str)
             .unwrap_or("default");
         if rope_type != "default" {
@@ -120,6 +122,27 @@ impl ModelConfig {
             .and_then(|p| float_field(p, "rope_theta"))
             .or_else(|| float_field(v, "rope_theta"))
             .unwrap_or(10_000.0);
+        // What the layers do not implement is refused, never silently left out.
+        for (key, what) in [
+            ("attention_bias", "biases on the attention projections"),
+            ("mlp_bias", "biases on the MLP projections"),
+        ] {
+            if v.get(key).and_then(Value::as_bool) == Some(true) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("{key}: {what} are not supported"),
+                ));
+            }
+        }
+        let max_positions = usize_field(v, "max_position_embeddings")?;
+        if let Some(window) = v.get("sliding_window").and_then(Value::as_u64) {
+            if (window as usize) < max_positions {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("sliding_window {window}: sliding-window attention is not supported"),
+                ));
+            }
+        }
         let hidden_size = usize_field(v, "hidden_size")?;
         let num_heads = positive(
             "num_attention_heads",
@@ -142,7 +165,7 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            max_positions: usize_field(v, "max_position_embeddings")?,
+            max_positions,
             norm_eps: float_field(v, "rms_norm_eps").unwrap_or(1e-6),
             rope_theta: Some(rope_theta),
             tie_word_embeddings: v
@@ -159,6 +182,23 @@ impl ModelConfig {
     }
 
     fn gpt2(v: &Value, dtype: Option<String>) -> Result<Self> {
+        let flag = |key: &str| v.get(key).and_then(Value::as_bool);
+        for (key, bad, what) in [
+            ("tie_word_embeddings", false, "an untied GPT-2 head"),
+            ("scale_attn_weights", false, "unscaled attention"),
+            (
+                "scale_attn_by_inverse_layer_idx",
+                true,
+                "attention scaled by layer",
+            ),
+        ] {
+            if flag(key) == Some(bad) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("{key}: {what} is not supported"),
+                ));
+            }
+        }
         let hidden_size = usize_field(v, "n_embd")?;
         let num_heads = positive("n_head", usize_field(v, "n_head")?)?;
         let intermediate_size = match v.get("n_inner") {

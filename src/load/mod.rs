@@ -388,8 +388,9 @@ impl Checkpoint {
     /// As [`Checkpoint::rows_f32`].
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let rows = match self.shape(name)? {
-            [_] => 1,
-            s => s[0],
+            [r, _] => *r,
+            // A vector is one row; other ranks are refused by rows_f32, naming the tensor.
+            _ => 1,
         };
         self.rows_f32(name, 0..rows)
     }

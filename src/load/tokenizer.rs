@@ -35,14 +35,15 @@ impl Tokenizer {
         Ok(Some(Tokenizer { inner }))
     }
 
-    /// The token ids of `text` (no special tokens added).
+    /// The token ids of `text`, with the special tokens the tokenizer's post-processor adds
+    /// (Llama's BOS), as `tokenizer(text)` gives them in transformers.
     ///
     /// # Errors
     /// [`Error::Checkpoint`](crate::Error::Checkpoint) when the tokenizer fails.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let e = self
             .inner
-            .encode(text, false)
+            .encode(text, true)
             .map_err(|e| checkpoint_error("tokenizer.json", e.to_string()))?;
         Ok(e.get_ids().to_vec())
     }
