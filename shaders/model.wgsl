@@ -2,13 +2,12 @@
 // positions, the gated activation, and attention. Row-major f32; each tensor binding is
 // one buffer (these ops take single-band tensors, which src/ops/model.rs checks).
 //
-// Bindings:
+// Bindings (the GEMMs' layout: four storage buffers, what downlevel devices allow):
 //   0: a    storage, read        the input (per entry below)
 //   1: b    storage, read        second input (per entry; unused ones get a dummy)
 //   2: c    storage, read        third input (per entry)
-//   3: d    storage, read        unused (the layout shared with reduce.wgsl)
-//   4: out  storage, read_write  the output
-//   5: p    uniform Params
+//   3: out  storage, read_write  the output
+//   4: p    uniform Params
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // p.row_stride handles item p.base + i for i < p.count (an item is per entry: a row, an
@@ -43,9 +42,8 @@ struct Params {
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> c: array<f32>;
-@group(0) @binding(3) var<storage, read> d: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
 
 fn item(gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * p.row_stride;
@@ -98,10 +96,11 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// Embedding lookup of the vocabulary rows this rank holds: for token t with id
-// v = bitcast<u32>(b[t]), out[t, :] = a[v - p.pos0, :] when p.pos0 <= v < p.pos0 +
-// p.kv_cols, else -0.0 (the additive identity: the all-reduce then gives the row's
-// bits exactly, -0.0 included, at any tp). a: the table shard [kv_cols, cols], b: ids [rows]; item = an element
+// Embedding lookup of the vocabulary rows one band of this rank's table holds: for token
+// t with id v = bitcast<u32>(b[t]), out[t, :] = a[v - p.pos0, :] when p.pos0 <= v <
+// p.pos0 + p.kv_cols; other rows of out are left as they are (src/ops/model.rs fills
+// out with -0.0 first, the additive identity: the all-reduce then gives the row's bits
+// exactly, -0.0 included, at any tp; each band of a large table fills its own rows). a: the table shard [kv_cols, cols], b: ids [rows]; item = an element
 // of out [rows, cols].
 @compute @workgroup_size(256, 1, 1)
 fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -113,11 +112,9 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = g / p.cols;
     let k = g % p.cols;
     let v = bitcast<u32>(b[t]);
-    var x = bitcast<f32>(0x80000000u);
     if (v >= p.pos0 && v - p.pos0 < p.kv_cols) {
-        x = a[(v - p.pos0) * p.cols + k];
+        out[g] = a[(v - p.pos0) * p.cols + k];
     }
-    out[g] = x;
 }
 
 // Rotary positions, rotate-half form (Hugging Face Llama): for row t at position

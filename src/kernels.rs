@@ -50,7 +50,8 @@ pub(crate) enum Shader {
     Reduce,
     /// `reduce8.wgsl`: a .. h (read), out (read-write), params (uniform).
     Reduce8,
-    /// `model.wgsl`: a, b, c, d (read), out (read-write), params (uniform).
+    /// `model.wgsl`: a, b, c (read), out (read-write), params (uniform): the GEMMs'
+    /// layout.
     Model,
 }
 
@@ -109,9 +110,10 @@ impl Shader {
             | Shader::GemmTiledLarge
             | Shader::GemmCpu
             | Shader::GemmSimple
-            | Shader::GemmSkinny(_) => Layout::Gemm,
+            | Shader::GemmSkinny(_)
+            | Shader::Model => Layout::Gemm,
             Shader::Elementwise => Layout::Elementwise,
-            Shader::Reduce | Shader::Model => Layout::Reduce,
+            Shader::Reduce => Layout::Reduce,
             Shader::Reduce8 => Layout::Reduce8,
         }
     }

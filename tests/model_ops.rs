@@ -239,3 +239,43 @@ fn attention_is_the_causal_softmax_over_the_cache_with_grouped_heads() {
     let q2 = up(&r, &q, [rows, heads * hd]);
     assert!(ops::attention(&q2, &k2, &k2, bad, pos0).is_err());
 }
+
+#[test]
+fn a_vocabulary_shard_larger_than_a_buffer_is_looked_up_band_by_band() {
+    // 4 KiB buffers: a [40, 30] table (4,800 bytes) lies in two bands of rows.
+    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
+    limits.max_buffer_size = 4096;
+    limits.max_storage_buffer_binding_size = 4096;
+    let b = wgpu_tp::Group::builder()
+        .ranks_on_one_adapter(1)
+        .required_limits(limits);
+    let Some(group) = common::build(b, "4 KiB buffers") else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let (first, n, cols) = (100, 40, 30);
+    let table = Rng::new(8).normal(n * cols);
+    let t = up(r, &table, [n, cols]);
+    assert!(t.buffers().len() > 1, "the table is banded");
+    let ids = [100u32, 139, 120, 99, 133, 140, 101];
+    let got = ops::embed(&t, first, &Tensor::from_ids(r, &ids).unwrap())
+        .unwrap()
+        .to_host()
+        .unwrap();
+    for (k, &id) in ids.iter().enumerate() {
+        let row = &got[k * cols..(k + 1) * cols];
+        let id = id as usize;
+        if (first..first + n).contains(&id) {
+            assert_eq!(
+                row,
+                &table[(id - first) * cols..(id - first + 1) * cols],
+                "id {id}"
+            );
+        } else {
+            assert!(
+                row.iter().all(|v| v.to_bits() == 0x8000_0000),
+                "id {id}: -0.0"
+            );
+        }
+    }
+}

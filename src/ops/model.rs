@@ -1,7 +1,8 @@
 //! The transformer kernels of `shaders/model.wgsl` on one rank: RMSNorm, LayerNorm, the
 //! embedding lookup of a vocabulary shard, rotary positions, SwiGLU and causal attention
-//! over a key/value cache. Their tensors must each be one buffer (one band); a tensor
-//! larger than a buffer may be is refused with [`Error::BufferTooLarge`].
+//! over a key/value cache. Their tensors must each be one buffer (one band), except the
+//! embedding table (a large vocabulary shard is looked up band by band); a tensor larger
+//! than a buffer may be is refused with [`Error::BufferTooLarge`].
 
 use super::same_rank;
 use crate::error::{fmt_shape, Error, Result};
@@ -46,7 +47,7 @@ fn run(
         same_rank(op, rank, t.rank())?;
         bufs.push(single(op, t)?);
     }
-    while bufs.len() < 4 {
+    while bufs.len() < 3 {
         bufs.push(bufs[0]);
     }
     bufs.push(single(op, out)?);
@@ -120,8 +121,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
 }
 
 /// The rows of `table: [n, cols]` (vocabulary rows `first..first + n`) that `ids`
-/// selects, `-0.0` (the additive identity) for ids outside them: `[ids.len(), cols]`. `ids` is `[1, tokens]`
-/// holding token ids as `u32` bits ([`Tensor::from_ids`]).
+/// selects, `-0.0` (the additive identity) for ids outside them: `[ids.len(), cols]`.
+/// `ids` is `[1, tokens]` holding token ids as `u32` bits ([`Tensor::from_ids`]). The
+/// table may be banded (a large vocabulary shard): each band fills the rows it holds.
 ///
 /// # Errors
 /// [`Error::Shape`] unless `ids` is one row; wgpu errors.
@@ -135,14 +137,31 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
         ids.shape(),
     )?;
     let tokens = ids.shape()[1];
-    let out = Tensor::output(table.rank(), [tokens, cols], op)?;
-    let p = ModelParams {
-        cols: cols as u32,
-        pos0: first as u32,
-        kv_cols: n as u32,
-        ..ModelParams::default()
-    };
-    run(op, "embed", &[table, ids], &out, tokens * cols, p)?;
+    // -0.0 everywhere, then each band of the table writes the rows it holds.
+    let out = super::fill(&Tensor::output(table.rank(), [tokens, cols], op)?, -0.0)?;
+    let rank = out.rank();
+    same_rank(op, rank, ids.rank())?;
+    let (ids_buf, out_buf) = (single(op, ids)?, single(op, &out)?);
+    let key = key("embed");
+    debug_assert_eq!(table.bands().iter().map(|b| b.rows.len()).sum::<usize>(), n);
+    for band in table.bands() {
+        let bufs = [band.buffer(), ids_buf, ids_buf, out_buf];
+        for piece in pieces(
+            tokens * cols,
+            rank.limits().max_compute_workgroups_per_dimension,
+        ) {
+            let p = ModelParams {
+                count: piece.count,
+                row_stride: piece.stride,
+                base: piece.base,
+                cols: cols as u32,
+                pos0: (first + band.rows.start) as u32,
+                kv_cols: band.rows.len() as u32,
+                ..ModelParams::default()
+            };
+            rank.dispatch(op, &key, &bufs, &p, piece.grid)?;
+        }
+    }
     Ok(out)
 }
 
