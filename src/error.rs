@@ -106,7 +106,8 @@ pub enum Error {
         after: Duration,
     },
     /// A collective between processes failed: a peer process died, hung past the
-    /// group's timeout or disagreed on the exchange (see [`crate::GroupBuilder::processes`]).
+    /// group's timeout or disagreed on the exchange (see `GroupBuilder::processes`,
+    /// feature `mpi`).
     Processes {
         /// The operation.
         op: &'static str,

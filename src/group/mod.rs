@@ -58,7 +58,7 @@ impl Group {
     }
 
     /// This process's ranks, in rank order: all of them unless the group spans processes
-    /// ([`GroupBuilder::processes`]), where they are ranks
+    /// (`GroupBuilder::processes`, feature `mpi`), where they are ranks
     /// [`local_range`](Group::local_range) of the group.
     pub fn ranks(&self) -> &[Rank] {
         &self.inner.ranks
@@ -76,7 +76,7 @@ impl Group {
     }
 
     /// The number of processes the group spans (1 unless built with
-    /// [`GroupBuilder::processes`]).
+    /// `GroupBuilder::processes`, feature `mpi`).
     pub fn process_count(&self) -> usize {
         self.inner.spread.per_process.len()
     }
