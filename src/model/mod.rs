@@ -110,17 +110,9 @@ impl Transformer {
             ));
         }
         // Refusals that change nothing come first; past them, a failure breaks the cache.
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
-            return Err(Error::invalid(
-                "transformer.forward",
-                format!(
-                    "token id {bad} is past the vocabulary of {}",
-                    self.config.vocab_size
-                ),
-            ));
-        }
+        self.embedding.check_ids("transformer.forward", ids)?;
         let capacity = cache.layers.first().map_or(0, KvCache::capacity);
-        if ids.is_empty() || cache.len() + ids.len() > capacity {
+        if cache.len() + ids.len() > capacity {
             return Err(Error::invalid(
                 "transformer.forward",
                 format!(

@@ -82,6 +82,35 @@ impl VocabParallelEmbedding {
     /// collective errors.
     pub async fn forward_async(&self, ids: &[u32]) -> Result<DistTensor> {
         let op = "vocab_parallel_embedding.forward";
+        self.check_ids(op, ids)?;
+        // The ids once per device (logical ranks sharing one share the upload).
+        let ranks: Vec<_> = self.shards.iter().map(|s| s.rank().clone()).collect();
+        let mut uploaded: Vec<Tensor> = Vec::with_capacity(ranks.len());
+        for rank in &ranks {
+            let t = match uploaded.iter().find(|t| t.rank().shares_device_with(rank)) {
+                Some(t) => t.shared_with(rank),
+                None => Tensor::from_ids(rank, ids)?,
+            };
+            uploaded.push(t);
+        }
+        let mut partials = Vec::with_capacity(self.shards.len());
+        for ((shard, r), ids) in self
+            .shards
+            .iter()
+            .zip(self.group.local_range())
+            .zip(&uploaded)
+        {
+            partials.push(ops::embed(shard, self.firsts[r], ids)?);
+        }
+        let shape = [ids.len(), self.hidden];
+        let partial =
+            DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());
+        debug_assert_eq!(fmt_shape(partial.shape()), fmt_shape(shape));
+        partial.redistribute_async(Placement::Replicate).await
+    }
+
+    /// Refuses no ids or an id past the vocabulary, naming `op`.
+    pub(crate) fn check_ids(&self, op: &'static str, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::invalid(op, "no token ids"));
         }
@@ -91,16 +120,7 @@ impl VocabParallelEmbedding {
                 format!("token id {bad} is past the vocabulary of {}", self.vocab),
             ));
         }
-        let mut partials = Vec::with_capacity(self.shards.len());
-        for (shard, r) in self.shards.iter().zip(self.group.local_range()) {
-            let ids = Tensor::from_ids(shard.rank(), ids)?;
-            partials.push(ops::embed(shard, self.firsts[r], &ids)?);
-        }
-        let shape = [ids.len(), self.hidden];
-        let partial =
-            DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());
-        debug_assert_eq!(fmt_shape(partial.shape()), fmt_shape(shape));
-        partial.redistribute_async(Placement::Replicate).await
+        Ok(())
     }
 
     /// Blocking [`VocabParallelEmbedding::forward_async`].

@@ -72,27 +72,35 @@ fn check(op: &'static str, ok: bool, expected: String, got: [usize; 2]) -> Resul
     }
 }
 
-/// RMSNorm of every row of `x: [rows, cols]` with `weight: [1, cols]`.
-///
-/// # Errors
-/// [`Error::Shape`] for a weight of another width; wgpu errors.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let op = "rms_norm";
+/// `entry` (a norm) of every row of `x: [rows, cols]` with `params` (weight, and bias
+/// for LayerNorm), each `[1, cols]`.
+fn norm(entry: &'static str, x: &Tensor, params: &[&Tensor], eps: f32) -> Result<Tensor> {
     let [rows, cols] = x.shape();
-    check(
-        op,
-        weight.shape() == [1, cols],
-        format!("weight [1, {cols}]"),
-        weight.shape(),
-    )?;
-    let out = Tensor::output(x.rank(), x.shape(), op)?;
+    for t in params {
+        check(
+            entry,
+            t.shape() == [1, cols],
+            format!("[1, {cols}]"),
+            t.shape(),
+        )?;
+    }
+    let out = Tensor::output(x.rank(), x.shape(), entry)?;
     let p = ModelParams {
         cols: cols as u32,
         eps: eps.to_bits(),
         ..ModelParams::default()
     };
-    run(op, "rms_norm", &[x, weight], &out, rows, p)?;
+    let inputs: Vec<&Tensor> = std::iter::once(x).chain(params.iter().copied()).collect();
+    run(entry, entry, &inputs, &out, rows, p)?;
     Ok(out)
+}
+
+/// RMSNorm of every row of `x: [rows, cols]` with `weight: [1, cols]`.
+///
+/// # Errors
+/// [`Error::Shape`] for a weight of another width; wgpu errors.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    norm("rms_norm", x, &[weight], eps)
 }
 
 /// LayerNorm of every row of `x: [rows, cols]` with `weight` and `bias: [1, cols]`.
@@ -100,24 +108,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
 /// # Errors
 /// [`Error::Shape`] for a weight or bias of another width; wgpu errors.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
-    let op = "layer_norm";
-    let [rows, cols] = x.shape();
-    for t in [weight, bias] {
-        check(
-            op,
-            t.shape() == [1, cols],
-            format!("[1, {cols}]"),
-            t.shape(),
-        )?;
-    }
-    let out = Tensor::output(x.rank(), x.shape(), op)?;
-    let p = ModelParams {
-        cols: cols as u32,
-        eps: eps.to_bits(),
-        ..ModelParams::default()
-    };
-    run(op, "layer_norm", &[x, weight, bias], &out, rows, p)?;
-    Ok(out)
+    norm("layer_norm", x, &[weight, bias], eps)
 }
 
 /// The rows of `table: [n, cols]` (vocabulary rows `first..first + n`) that `ids`
