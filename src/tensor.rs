@@ -146,7 +146,7 @@ impl Tensor {
             for b in t.bands() {
                 enc.clear_buffer(b.buffer(), 0, None);
             }
-            rank.queue().submit([enc.finish()]);
+            rank.submit([enc.finish()]);
             Ok(())
         })?;
         Ok(t)
@@ -342,7 +342,7 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                let submission = rank.queue().submit([enc.finish()]);
+                let submission = rank.submit([enc.finish()]);
                 let rx = map_read(&staging, bytes);
                 Ok((*t, staging, bytes, rx, submission))
             })?);

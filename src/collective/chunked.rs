@@ -98,7 +98,7 @@ fn start_chunk(op: &'static str, inputs: &[Tensor], rows: Range<usize>) -> Resul
                 for (buffer, from, to, len) in pieces(t, &rows) {
                     enc.copy_buffer_to_buffer(buffer, from, &staging, to, len);
                 }
-                let submission = rank.queue().submit([enc.finish()]);
+                let submission = rank.submit([enc.finish()]);
                 let rx = crate::tensor::map_read(&staging, bytes);
                 Ok((staging, rx, submission))
             })

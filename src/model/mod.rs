@@ -13,6 +13,7 @@ use crate::nn::{
     GatedMlp, KvCache, Norm, ParallelAttention, ParallelLmHead, ParallelMlp, VocabParallelEmbedding,
 };
 use crate::ops;
+use crate::rank::batched;
 
 /// The MLP of a block.
 #[derive(Debug, Clone)]
@@ -156,20 +157,36 @@ impl Transformer {
                 Vec::new(),
             );
         }
+        // Between two all-reduces, everything each rank runs is one batched submission:
+        // the residual add, the norm and the layer's work up to its partial products.
+        let op = "transformer.forward";
+        let mut add: Option<DistTensor> = None;
         for (block, kv) in self.blocks.iter().zip(&mut cache.layers) {
-            let a = block
-                .attention
-                .forward_async(&block.norm1.forward(&x)?, kv)
-                .await?;
-            x = residual(&x, &a)?;
-            let h = block.norm2.forward(&x)?;
-            let m = match &block.mlp {
-                Mlp::Gated(g) => g.forward_async(&h).await?,
-                Mlp::Plain(p) => p.forward_async(&h).await?,
-            };
-            x = residual(&x, &m)?;
+            let partial;
+            (x, partial) = batched(op, || {
+                let x = residual(&x, add.as_ref())?;
+                let p = block
+                    .attention
+                    .partial_forward(&block.norm1.forward(&x)?, kv)?;
+                Ok((x, p))
+            })?;
+            let a = block.attention.reduce_async(partial).await?;
+            let partial;
+            (x, partial) = batched(op, || {
+                let x = residual(&x, Some(&a))?;
+                let h = block.norm2.forward(&x)?;
+                let p = match &block.mlp {
+                    Mlp::Gated(g) => g.partial_forward(&h)?,
+                    Mlp::Plain(p) => p.partial_forward(&h)?,
+                };
+                Ok((x, p))
+            })?;
+            add = Some(match &block.mlp {
+                Mlp::Gated(g) => g.reduce_async(partial).await?,
+                Mlp::Plain(p) => p.reduce_async(partial).await?,
+            });
         }
-        self.norm.forward(&x)
+        batched(op, || self.norm.forward(&residual(&x, add.as_ref())?))
     }
 
     /// The logits of `ids` (`[ids.len(), vocab]` on the host), continuing `cache`.
@@ -229,8 +246,12 @@ impl Transformer {
     }
 }
 
-/// `x + y` on every rank (both `Replicate`), once per buffer that logical ranks share.
-fn residual(x: &DistTensor, y: &DistTensor) -> Result<DistTensor> {
+/// `x + y` on every rank (both `Replicate`), once per buffer that logical ranks share;
+/// `x` itself without `y`.
+fn residual(x: &DistTensor, y: Option<&DistTensor>) -> Result<DistTensor> {
+    let Some(y) = y else {
+        return Ok(x.clone());
+    };
     let mut locals: Vec<crate::Tensor> = Vec::with_capacity(x.locals().len());
     for (i, (a, b)) in x.locals().iter().zip(y.locals()).enumerate() {
         let j = (0..i).find(|&j| x.locals()[j].same_storage(a) && y.locals()[j].same_storage(b));

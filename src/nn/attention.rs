@@ -277,6 +277,18 @@ impl ParallelAttention {
     /// errors.
     pub async fn forward_async(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
         let op = "parallel_attention.forward";
+        let partial = crate::rank::batched(op, || self.partial_forward(x, cache))?;
+        self.reduce_async(partial).await
+    }
+
+    /// The output projection's partial products, before its all-reduce; `cache` holds
+    /// `x`'s positions after it.
+    pub(crate) fn partial_forward(
+        &self,
+        x: &DistTensor,
+        cache: &mut KvCache,
+    ) -> Result<DistTensor> {
+        let op = "parallel_attention.forward";
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         let [tokens, hidden] = x.shape();
         if hidden != self.shape.hidden {
@@ -340,6 +352,12 @@ impl ParallelAttention {
             [tokens, self.shape.heads * hd],
             sizes,
         );
-        self.o.forward_async(&attended).await
+        self.o.partial_forward(&attended)
+    }
+
+    /// The output projection's all-reduce of [`ParallelAttention::partial_forward`]'s
+    /// output.
+    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
+        self.o.reduce_async(partial).await
     }
 }

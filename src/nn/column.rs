@@ -235,6 +235,16 @@ impl ColumnParallelLinear {
     /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] unless it has
     /// `in_features` columns; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let y = crate::rank::batched("column_parallel.forward", || self.local_forward(x))?;
+        if self.config.gather_output {
+            y.redistribute_async(Placement::Replicate).await
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Every rank's `act(X · W + b)` shard, `Shard(1)` (no gather).
+    pub(crate) fn local_forward(&self, x: &DistTensor) -> Result<DistTensor> {
         let op = "column_parallel.forward";
         check_input(op, &self.group, x, self.in_features)?;
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -260,12 +270,13 @@ impl ColumnParallelLinear {
             .collect::<Result<Vec<_>>>()?;
         let outs = self.out_features_per_rank();
         let shape = [x.shape()[0], self.out_features];
-        let y = DistTensor::from_parts(&self.group, locals, Placement::Shard(1), shape, outs);
-        if self.config.gather_output {
-            y.redistribute_async(Placement::Replicate).await
-        } else {
-            Ok(y)
-        }
+        Ok(DistTensor::from_parts(
+            &self.group,
+            locals,
+            Placement::Shard(1),
+            shape,
+            outs,
+        ))
     }
 
     /// Blocking [`ColumnParallelLinear::forward_async`].

@@ -83,25 +83,28 @@ impl VocabParallelEmbedding {
     pub async fn forward_async(&self, ids: &[u32]) -> Result<DistTensor> {
         let op = "vocab_parallel_embedding.forward";
         self.check_ids(op, ids)?;
-        // The ids once per device (logical ranks sharing one share the upload).
-        let ranks: Vec<_> = self.shards.iter().map(|s| s.rank().clone()).collect();
-        let mut uploaded: Vec<Tensor> = Vec::with_capacity(ranks.len());
-        for rank in &ranks {
-            let t = match uploaded.iter().find(|t| t.rank().shares_device_with(rank)) {
-                Some(t) => t.shared_with(rank),
-                None => Tensor::from_ids(rank, ids)?,
-            };
-            uploaded.push(t);
-        }
-        let mut partials = Vec::with_capacity(self.shards.len());
-        for ((shard, r), ids) in self
-            .shards
-            .iter()
-            .zip(self.group.local_range())
-            .zip(&uploaded)
-        {
-            partials.push(ops::embed(shard, self.firsts[r], ids)?);
-        }
+        let partials = crate::rank::batched(op, || {
+            // The ids once per device (logical ranks sharing one share the upload).
+            let ranks: Vec<_> = self.shards.iter().map(|s| s.rank().clone()).collect();
+            let mut uploaded: Vec<Tensor> = Vec::with_capacity(ranks.len());
+            for rank in &ranks {
+                let t = match uploaded.iter().find(|t| t.rank().shares_device_with(rank)) {
+                    Some(t) => t.shared_with(rank),
+                    None => Tensor::from_ids(rank, ids)?,
+                };
+                uploaded.push(t);
+            }
+            let mut partials = Vec::with_capacity(self.shards.len());
+            for ((shard, r), ids) in self
+                .shards
+                .iter()
+                .zip(self.group.local_range())
+                .zip(&uploaded)
+            {
+                partials.push(ops::embed(shard, self.firsts[r], ids)?);
+            }
+            Ok(partials)
+        })?;
         let shape = [ids.len(), self.hidden];
         let partial =
             DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());

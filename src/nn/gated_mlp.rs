@@ -89,7 +89,13 @@ impl GatedMlp {
     /// # Errors
     /// As the column- and row-parallel layers' forwards.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let gu = self.gate_up.forward_async(x).await?;
+        let partial = crate::rank::batched("gated_mlp.forward", || self.partial_forward(x))?;
+        self.down.reduce_async(partial).await
+    }
+
+    /// `down`'s partial products, before its all-reduce.
+    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        let gu = self.gate_up.local_forward(x)?;
         let locals = gu
             .locals()
             .iter()
@@ -103,6 +109,11 @@ impl GatedMlp {
             shape,
             self.sizes.clone(),
         );
-        self.down.forward_async(&h).await
+        self.down.partial_forward(&h)
+    }
+
+    /// `down`'s all-reduce of [`GatedMlp::partial_forward`]'s output.
+    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
+        self.down.reduce_async(partial).await
     }
 }

@@ -83,13 +83,17 @@ impl ParallelLmHead {
     /// # Errors
     /// As [`ParallelLmHead::logits_async`]; read-back and collective errors.
     pub async fn greedy_async(&self, x: &DistTensor) -> Result<u32> {
-        let logits = self.logits_async(x).await?;
         let tokens = x.shape()[0];
-        let group = logits.group().clone();
-        let mut lasts = Vec::new();
-        for t in logits.locals() {
-            lasts.push(ops::slice(t, tokens - 1, 0, [1, t.shape()[1]])?);
-        }
+        let group = x.group().clone();
+        let lasts = crate::rank::batched("parallel_lm_head.greedy", || {
+            // Sharded logits (the layer never gathers them).
+            let logits = self.col.local_forward(x)?;
+            logits
+                .locals()
+                .iter()
+                .map(|t| ops::slice(t, tokens - 1, 0, [1, t.shape()[1]]))
+                .collect::<Result<Vec<_>>>()
+        })?;
         let rows = read_back("parallel_lm_head.greedy", &lasts.iter().collect::<Vec<_>>()).await?;
         let mut pairs = Vec::new();
         for ((row, r), t) in rows.iter().zip(group.local_range()).zip(&lasts) {

@@ -110,8 +110,18 @@ impl ParallelMlp {
     /// # Errors
     /// As the two layers' forwards.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let h = self.fc1.forward_async(x).await?;
-        self.fc2.forward_async(&h).await
+        let partial = crate::rank::batched("parallel_mlp.forward", || self.partial_forward(x))?;
+        self.fc2.reduce_async(partial).await
+    }
+
+    /// `fc2`'s partial products of `act(fc1(x))`, before its all-reduce.
+    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        self.fc2.partial_forward(&self.fc1.local_forward(x)?)
+    }
+
+    /// `fc2`'s all-reduce of [`ParallelMlp::partial_forward`]'s output.
+    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
+        self.fc2.reduce_async(partial).await
     }
 
     /// Blocking [`ParallelMlp::forward_async`].

@@ -226,6 +226,12 @@ impl RowParallelLinear {
     /// `Replicate` (without); [`Error::Shape`] when its columns or its shards do not match
     /// the weight's rows; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let partial = crate::rank::batched("row_parallel.forward", || self.partial_forward(x))?;
+        self.reduce_async(partial).await
+    }
+
+    /// Every rank's partial product, `Partial` (no bias).
+    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
         let op = "row_parallel.forward";
         check_input(op, &self.group, x, self.in_features)?;
         let ins = self.in_features_per_rank();
@@ -260,8 +266,18 @@ impl RowParallelLinear {
                 .collect::<Result<Vec<_>>>()?
         };
         let shape = [x.shape()[0], self.out_features];
-        let partial =
-            DistTensor::from_parts(&self.group, partials, Placement::Partial, shape, Vec::new());
+        Ok(DistTensor::from_parts(
+            &self.group,
+            partials,
+            Placement::Partial,
+            shape,
+            Vec::new(),
+        ))
+    }
+
+    /// The all-reduce of [`RowParallelLinear::partial_forward`]'s output and the bias;
+    /// the output itself without `reduce_results`.
+    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
         if !self.config.reduce_results {
             // No bias here: refused when the layer was made unless skip_bias_add.
             return Ok(partial);
@@ -269,12 +285,13 @@ impl RowParallelLinear {
         let y = partial.redistribute_async(Placement::Replicate).await?;
         match (&self.bias, self.config.skip_bias_add) {
             (Some(b), false) => {
-                let locals = y
-                    .locals()
-                    .iter()
-                    .zip(b.locals())
-                    .map(|(t, bias)| ops::add_row(t, bias))
-                    .collect::<Result<Vec<_>>>()?;
+                let locals = crate::rank::batched("row_parallel.forward", || {
+                    y.locals()
+                        .iter()
+                        .zip(b.locals())
+                        .map(|(t, bias)| ops::add_row(t, bias))
+                        .collect::<Result<Vec<_>>>()
+                })?;
                 let shape = y.shape();
                 let replicate = Placement::Replicate;
                 Ok(DistTensor::from_parts(

@@ -36,6 +36,8 @@ pub(crate) struct DeviceCtx {
     pub(super) dispatches: std::sync::atomic::AtomicU64,
     /// Upload buffers (`MAP_WRITE | COPY_SRC`), mapped and ready, kept for reuse.
     pub(super) uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    /// Command buffers encoded in a batched section, not yet submitted (batch.rs).
+    pub(super) pending: Mutex<Vec<wgpu::CommandBuffer>>,
 }
 
 /// Whether a rank installs its uncaptured-error handler and device-lost callback on its
@@ -107,6 +109,7 @@ impl DeviceCtx {
             uploads: Arc::new(Mutex::new(Vec::new())),
             buffers_made: Default::default(),
             dispatches: Default::default(),
+            pending: Mutex::new(Vec::new()),
         })
     }
 }
@@ -115,6 +118,9 @@ impl Drop for DeviceCtx {
     fn drop(&mut self) {
         let _gl = crate::gl::lock(self.info.backend == wgpu::Backend::Gl);
         self.pool.trim();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear();
+        }
         if let Ok(mut staging) = self.staging.lock() {
             staging.clear();
         }

@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod batch;
 mod device;
 mod staging;
 mod wait;
 
+pub(crate) use batch::batched;
 pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 
 use device::describe;
@@ -240,6 +242,9 @@ impl Rank {
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
         if validation_err.is_some() || oom_err.is_some() {
+            // A failed submission may have dropped the writes of uniforms made for it
+            // (a batched section's, submitted here).
+            self.kernels().forget_uniforms();
             self.settle();
         }
         self.check_health(op)?;
@@ -282,8 +287,9 @@ impl Rank {
     }
 
     /// Encodes `steps` in order into one command buffer and submits it (one submission:
-    /// on llvmpipe each wakes the queue's thread), inside this rank's error scopes; waits
-    /// for nothing. A step reads what the steps before it wrote.
+    /// on llvmpipe each wakes the queue's thread), or keeps it for later in a
+    /// [`batched`] section, inside this rank's error scopes; waits for nothing. A step
+    /// reads what the steps before it wrote.
     pub(crate) fn dispatch_all(&self, op: &'static str, steps: &[Dispatch<'_>]) -> Result<()> {
         let out = self.scoped(op, || {
             let (device, queue) = (self.device(), self.queue());
@@ -293,7 +299,7 @@ impl Rank {
                 self.kernels()
                     .dispatch(device, queue, &mut enc, d.key, d.buffers, d.params, d.grid)?;
             }
-            queue.submit([enc.finish()]);
+            self.submit_or_keep(enc.finish());
             let n = steps.len() as u64;
             self.inner
                 .dev
@@ -333,6 +339,7 @@ impl Rank {
     pub async fn wait_idle_async(&self) -> Result<()> {
         let op = "wait_idle";
         self.check_health(op)?;
+        self.flush(op)?;
         let (tx, rx) = signal();
         {
             let _gl = self.gl();

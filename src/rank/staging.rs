@@ -77,7 +77,7 @@ impl Rank {
                 label: Some("wgpu-tp upload"),
             });
         enc.copy_buffer_to_buffer(&staging, 0, target, offset, bytes);
-        dev.queue.submit([enc.finish()]);
+        self.submit([enc.finish()]);
         // The callback runs when the device is next polled after the copy (or when its
         // queue is dropped, under the GL lock in `DeviceCtx::drop`).
         let free = Arc::downgrade(&dev.uploads);
