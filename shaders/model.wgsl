@@ -14,12 +14,19 @@
 // element, a (row, head) pair). Every sum runs in a fixed order in one invocation, so a
 // result depends only on its inputs (the same bits on every rank holding them).
 
-// Params fields by entry: pos0 is the position of row 0 (rope, attention) or the first
-// vocabulary row of the table shard (embed); kv_cols the columns of a K/V cache row
-// (attention) or the rows of the table shard (embed); group the query heads per key/value
-// head, h0 and k0 the global indices of the first local query and key/value head, kv_rows
-// the cache rows allocated (attention); eps the norms' epsilon and scale 1 / sqrt(head_dim)
-// (attention), as f32 bits.
+// Params fields by entry: pos0 is the position of row 0 (rope, kv_write, attention) or the
+// first vocabulary row of the table shard (embed); kv_cols the key (and the value) columns
+// of a cache row, heads * head_dim of the local key/value heads (kv_write, attention), or
+// the rows of the table shard (embed); group the query heads per key/value head, h0 and k0
+// the global indices of the first local query and key/value head, kv_rows the cache rows
+// allocated (attention); rotary 1 to turn queries and keys by the rotary table, 0 to take
+// them as they are; eps the norms' epsilon and scale 1 / sqrt(head_dim) (attention), as f32
+// bits.
+//
+// A fused query/key/value row is [q | k | v]: heads * head_dim query columns, then kv_cols
+// key and kv_cols value columns. A key/value cache row is [k | v], 2 * kv_cols columns. The
+// rotary table is [positions, head_dim]: the cosines of position p's half-head angles, then
+// their sines.
 struct Params {
     count: u32,
     row_stride: u32,
@@ -36,7 +43,7 @@ struct Params {
     kv_rows: u32,
     eps: u32,
     scale: u32,
-    _pad: u32,
+    rotary: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -118,9 +125,9 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Rotary positions, rotate-half form (Hugging Face Llama): for row t at position
-// p.pos0 + t, each head's pair (x[j], x[j + half]) turns by the angle whose cosine and
-// sine are b and c at [position, j]. a: [rows, heads * head_dim], b, c: [positions,
-// head_dim / 2]; item = an element of the first halves, (t, head, j).
+// p.pos0 + t, each head's pair (x[j], x[j + half]) turns by the angle of [position, j].
+// a: [rows, heads * head_dim], b: the rotary table; item = an element of the first
+// halves, (t, head, j).
 @compute @workgroup_size(256, 1, 1)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = item(gid);
@@ -134,13 +141,53 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = (g % per_row) / half;
     let j = g % half;
     let at = t * p.cols + h * p.head_dim + j;
-    let cs = (p.pos0 + t) * half + j;
-    let x1 = a[at];
-    let x2 = a[at + half];
+    let turned = turn(a[at], a[at + half], p.pos0 + t, j);
+    out[at] = turned.x;
+    out[at + half] = turned.y;
+}
+
+// The pair (x1, x2) of a head turned by the angle of [pos, j] in the rotary table, read
+// from b (rope, kv_write) or c (attention).
+fn turn(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
+    let cs = pos * p.head_dim + j;
     let co = b[cs];
-    let si = c[cs];
-    out[at] = x1 * co - x2 * si;
-    out[at + half] = x2 * co + x1 * si;
+    let si = b[cs + p.head_dim / 2u];
+    return vec2<f32>(x1 * co - x2 * si, x2 * co + x1 * si);
+}
+
+fn turn_c(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
+    let cs = pos * p.head_dim + j;
+    let co = c[cs];
+    let si = c[cs + p.head_dim / 2u];
+    return vec2<f32>(x1 * co - x2 * si, x2 * co + x1 * si);
+}
+
+// The keys (turned, with p.rotary) and values of fused rows into cache rows p.pos0.. .
+// a: fused q/k/v [rows, cols], b: the rotary table (unused without p.rotary), out: the
+// cache [kv_rows, 2 * kv_cols]; item = (t, key/value head, j < head_dim / 2), which moves
+// the pairs j and j + half of that head's key and value.
+@compute @workgroup_size(256, 1, 1)
+fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = item(gid);
+    if (i >= p.count) {
+        return;
+    }
+    let g = p.base + i;
+    let half = p.head_dim / 2u;
+    let per_row = p.kv_cols / 2u;
+    let t = g / per_row;
+    let h = (g % per_row) / half;
+    let j = g % half;
+    let k = t * p.cols + p.heads * p.head_dim + h * p.head_dim + j;
+    let to = (p.pos0 + t) * 2u * p.kv_cols + h * p.head_dim + j;
+    var key = vec2<f32>(a[k], a[k + half]);
+    if (p.rotary != 0u) {
+        key = turn(key.x, key.y, p.pos0 + t, j);
+    }
+    out[to] = key.x;
+    out[to + half] = key.y;
+    out[to + p.kv_cols] = a[k + p.kv_cols];
+    out[to + p.kv_cols + half] = a[k + p.kv_cols + half];
 }
 
 // SwiGLU: out[t, j] = silu(a[t, j]) * a[t, p.cols + j], a = [gate | up]: [rows, 2 cols];
@@ -159,12 +206,16 @@ fn silu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[g] = x / (1.0 + exp(-x)) * up;
 }
 
+// The largest head attention takes (its turned query is kept per invocation).
+const MAX_HEAD_DIM: u32 = 256u;
+
 // Causal attention of the local query heads over the key/value cache, one (row, head)
 // per item: softmax(q . k_j * scale) over positions j <= p.pos0 + t, then the weighted
-// sum of v_j. a: q [rows, heads * head_dim], b: K cache [kv_rows, kv_cols], c: V cache
-// [kv_rows, kv_cols], out: [rows, heads * head_dim]. Local head h reads cache head
-// (p.h0 + h) / p.group - p.k0. Two passes over the positions (max, then exp-sum and the
-// weighted sum), each in position order.
+// sum of v_j. a: fused q/k/v [rows, cols] (the queries turned here, with p.rotary), b: the
+// cache [kv_rows, 2 * kv_cols], c: the rotary table (unused without p.rotary), out:
+// [rows, heads * head_dim]. Local head h reads cache head (p.h0 + h) / p.group - p.k0.
+// Two passes over the positions (max, then exp-sum and the weighted sum), each in
+// position order.
 @compute @workgroup_size(256, 1, 1)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = item(gid);
@@ -176,35 +227,49 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = g % p.heads;
     let kvh = (p.h0 + h) / p.group - p.k0;
     let q = t * p.cols + h * p.head_dim;
+    let o = (t * p.heads + h) * p.head_dim;
+    let stride = 2u * p.kv_cols;
     let last = p.pos0 + t;
     let scale = bitcast<f32>(p.scale);
+    let half = p.head_dim / 2u;
+    var qt: array<f32, MAX_HEAD_DIM>;
+    for (var e = 0u; e < p.head_dim; e++) {
+        qt[e] = a[q + e];
+    }
+    if (p.rotary != 0u) {
+        for (var j = 0u; j < half; j++) {
+            let turned = turn_c(qt[j], qt[j + half], last, j);
+            qt[j] = turned.x;
+            qt[j + half] = turned.y;
+        }
+    }
     var m = -3.4028235e38;
     for (var j = 0u; j <= last; j++) {
-        let k = j * p.kv_cols + kvh * p.head_dim;
+        let k = j * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
-            s = s + a[q + e] * b[k + e];
+            s = s + qt[e] * b[k + e];
         }
         m = max(m, s * scale);
     }
     for (var e = 0u; e < p.head_dim; e++) {
-        out[q + e] = 0.0;
+        out[o + e] = 0.0;
     }
     var total = 0.0;
     for (var j = 0u; j <= last; j++) {
-        let k = j * p.kv_cols + kvh * p.head_dim;
+        let k = j * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
-            s = s + a[q + e] * b[k + e];
+            s = s + qt[e] * b[k + e];
         }
         let w = exp(s * scale - m);
         total = total + w;
         for (var e = 0u; e < p.head_dim; e++) {
-            out[q + e] = out[q + e] + w * c[k + e];
+            out[o + e] = out[o + e] + w * b[k + p.kv_cols + e];
         }
     }
     let inv = 1.0 / total;
     for (var e = 0u; e < p.head_dim; e++) {
-        out[q + e] = out[q + e] * inv;
+        out[o + e] = out[o + e] * inv;
     }
 }

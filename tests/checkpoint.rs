@@ -250,6 +250,17 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
     );
     std::fs::copy(fixture("tiny-llama/config.json"), dir.join("config.json")).unwrap();
     assert!(open_error(&dir).0.ends_with("model.safetensors"));
+    // Heads wider than the attention kernel takes (it keeps a turned query per
+    // invocation): refused when the config is read, not at the first forward.
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["head_dim"] = serde_json::json!(512);
+    std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+    let (what, message) = open_error(&dir);
+    assert!(
+        what == "config.json" && message.contains("head size 512"),
+        "{message}"
+    );
     for (bad, says) in [
         ("{", "not JSON"),
         ("{\"model_type\": \"bert\"}", "bert"),

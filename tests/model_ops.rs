@@ -1,5 +1,5 @@
 //! The transformer kernels (`ops::{rms_norm, layer_norm, embed, rope, silu_mul,
-//! attention}`) on one rank against f64 references on the host, each within a bound
+//! write_kv, attention}`) on one rank against f64 references on the host, each within a bound
 //! derived from the f32 operations the kernel performs (u = 2^-24, the unit roundoff;
 //! γ(n) = n u / (1 - n u)).
 
@@ -29,6 +29,40 @@ fn close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
             "{what}[{i}]: got {g}, want {w}, |diff| {d:.3e} > {t:.3e}"
         );
     }
+}
+
+/// A rotary table `[positions, hd]` (cosines, then sines) as Hugging Face's angles.
+fn rotary_table(positions: usize, hd: usize) -> Vec<f32> {
+    let half = hd / 2;
+    let mut table = vec![];
+    for p in 0..positions {
+        let angles: Vec<f64> = (0..half)
+            .map(|j| p as f64 * 10_000f64.powf(-2.0 * j as f64 / hd as f64))
+            .collect();
+        table.extend(angles.iter().map(|a| a.cos() as f32));
+        table.extend(angles.iter().map(|a| a.sin() as f32));
+    }
+    table
+}
+
+/// One head `x` turned at position `pos` in f64, and each element's bound: two products
+/// and a sum of exact f32 operands.
+fn turned(x: &[f32], table: &[f32], pos: usize) -> (Vec<f64>, Vec<f64>) {
+    let hd = x.len();
+    let half = hd / 2;
+    let (mut want, mut tol) = (vec![0.0; hd], vec![0.0; hd]);
+    for j in 0..half {
+        let (x1, x2) = (f64::from(x[j]), f64::from(x[j + half]));
+        let (c, s) = (
+            f64::from(table[pos * hd + j]),
+            f64::from(table[pos * hd + half + j]),
+        );
+        want[j] = x1 * c - x2 * s;
+        want[j + half] = x2 * c + x1 * s;
+        tol[j] = gamma(2) * (x1.abs() * c.abs() + x2.abs() * s.abs());
+        tol[j + half] = gamma(2) * (x2.abs() * c.abs() + x1.abs() * s.abs());
+    }
+    (want, tol)
 }
 
 #[test]
@@ -106,17 +140,11 @@ fn rope_turns_each_pair_by_its_position_and_silu_mul_gates() {
     let Some(r) = rank() else { return };
     let mut rng = Rng::new(5);
     let (rows, heads, hd, pos0, positions) = (3, 2, 8, 4, 16);
-    let half = hd / 2;
     let x = rng.normal(rows * heads * hd);
-    let angles: Vec<f64> = (0..positions * half)
-        .map(|i| (i / half) as f64 * 10_000f64.powf(-2.0 * (i % half) as f64 / hd as f64))
-        .collect();
-    let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
-    let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+    let table = rotary_table(positions, hd);
     let got = ops::rope(
         &up(&r, &x, [rows, heads * hd]),
-        &up(&r, &cos, [positions, half]),
-        &up(&r, &sin, [positions, half]),
+        &up(&r, &table, [positions, hd]),
         hd,
         pos0,
     )
@@ -126,20 +154,16 @@ fn rope_turns_each_pair_by_its_position_and_silu_mul_gates() {
     let (mut want, mut tol) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     for t in 0..rows {
         for h in 0..heads {
-            for j in 0..half {
-                let at = t * heads * hd + h * hd + j;
-                let (x1, x2) = (f64::from(x[at]), f64::from(x[at + half]));
-                let cs = (pos0 + t) * half + j;
-                let (c, s) = (f64::from(cos[cs]), f64::from(sin[cs]));
-                want[at] = x1 * c - x2 * s;
-                want[at + half] = x2 * c + x1 * s;
-                // Two products and a sum of exact f32 operands, each output its own pair.
-                tol[at] = gamma(2) * (x1.abs() * c.abs() + x2.abs() * s.abs());
-                tol[at + half] = gamma(2) * (x2.abs() * c.abs() + x1.abs() * s.abs());
-            }
+            let at = t * heads * hd + h * hd;
+            let (w, e) = turned(&x[at..at + hd], &table, pos0 + t);
+            want[at..at + hd].copy_from_slice(&w);
+            tol[at..at + hd].copy_from_slice(&e);
         }
     }
     close(&got, &want, &tol, "rope");
+    // A table that does not reach the last position is refused.
+    let short = up(&r, &table[..(pos0 + rows - 1) * hd], [pos0 + rows - 1, hd]);
+    assert!(ops::rope(&up(&r, &x, [rows, heads * hd]), &short, hd, pos0).is_err());
 
     let (rows, n) = (4, 13);
     let gu = Rng::new(6).normal(rows * 2 * n);
@@ -162,6 +186,55 @@ fn rope_turns_each_pair_by_its_position_and_silu_mul_gates() {
 }
 
 #[test]
+fn write_kv_moves_keys_turned_and_values_into_the_cache_rows() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(8);
+    let (rows, heads, kv_heads, hd, pos0, capacity) = (3, 4, 2, 8, 5, 10);
+    let (q, kv) = (heads * hd, kv_heads * hd);
+    let qkv = rng.normal(rows * (q + 2 * kv));
+    let table = rotary_table(capacity, hd);
+    for rotary in [false, true] {
+        let before = rng.normal(capacity * 2 * kv);
+        let cache = up(&r, &before, [capacity, 2 * kv]);
+        let t = up(&r, &table, [capacity, hd]);
+        ops::write_kv(
+            &up(&r, &qkv, [rows, q + 2 * kv]),
+            &cache,
+            rotary.then_some(&t),
+            hd,
+            pos0,
+        )
+        .unwrap();
+        let got = cache.to_host().unwrap();
+        let mut want: Vec<f64> = before.iter().map(|v| f64::from(*v)).collect();
+        let mut tol = vec![0.0; want.len()];
+        for row in 0..rows {
+            let src = &qkv[row * (q + 2 * kv)..][..q + 2 * kv];
+            let at = (pos0 + row) * 2 * kv;
+            for h in 0..kv_heads {
+                let k = &src[q + h * hd..][..hd];
+                let (w, e) = if rotary {
+                    turned(k, &table, pos0 + row)
+                } else {
+                    (k.iter().map(|v| f64::from(*v)).collect(), vec![0.0; hd])
+                };
+                want[at + h * hd..][..hd].copy_from_slice(&w);
+                tol[at + h * hd..][..hd].copy_from_slice(&e);
+            }
+            for (e, v) in src[q + kv..].iter().enumerate() {
+                want[at + kv + e] = f64::from(*v);
+            }
+        }
+        // Rows outside pos0..pos0 + rows keep their values exactly (tolerance 0).
+        close(&got, &want, &tol, &format!("write_kv, rotary {rotary}"));
+    }
+    // A cache too short for the rows is refused.
+    let small = up(&r, &vec![0.0; (pos0 + 2) * 2 * kv], [pos0 + 2, 2 * kv]);
+    let fused = up(&r, &qkv, [rows, q + 2 * kv]);
+    assert!(ops::write_kv(&fused, &small, None, hd, pos0).is_err());
+}
+
+#[test]
 fn attention_is_the_causal_softmax_over_the_cache_with_grouped_heads() {
     let Some(r) = rank() else { return };
     let mut rng = Rng::new(7);
@@ -173,71 +246,91 @@ fn attention_is_the_causal_softmax_over_the_cache_with_grouped_heads() {
         group: 2,
         head_dim: hd,
     };
-    let q = rng.normal(rows * heads * hd);
-    let k = rng.normal(capacity * kv_heads * hd);
-    let v = rng.normal(capacity * kv_heads * hd);
-    let got = ops::attention(
-        &up(&r, &q, [rows, heads * hd]),
-        &up(&r, &k, [capacity, kv_heads * hd]),
-        &up(&r, &v, [capacity, kv_heads * hd]),
-        span,
-        pos0,
-    )
-    .unwrap()
-    .to_host()
-    .unwrap();
-    let scale = 1.0 / (hd as f64).sqrt();
-    let (mut want, mut tol) = (vec![0.0; q.len()], vec![0.0; q.len()]);
-    for t in 0..rows {
-        for h in 0..heads {
-            let kv = (span.first_q + h) / span.group - span.first_kv;
-            let qv = &q[t * heads * hd + h * hd..][..hd];
+    let (qc, kc) = (heads * hd, kv_heads * hd);
+    // Fused rows [q | k | v]: attention reads only the queries (the cache holds k, v).
+    let qkv = rng.normal(rows * (qc + 2 * kc));
+    let cache = rng.normal(capacity * 2 * kc);
+    let table = rotary_table(capacity, hd);
+    for rotary in [false, true] {
+        let t = up(&r, &table, [capacity, hd]);
+        let got = ops::attention(
+            &up(&r, &qkv, [rows, qc + 2 * kc]),
+            &up(&r, &cache, [capacity, 2 * kc]),
+            rotary.then_some(&t),
+            span,
+            pos0,
+        )
+        .unwrap()
+        .to_host()
+        .unwrap();
+        let scale = 1.0 / (hd as f64).sqrt();
+        let (mut want, mut tol) = (vec![0.0; rows * qc], vec![0.0; rows * qc]);
+        for t in 0..rows {
             let last = pos0 + t;
-            let (mut s, mut err) = (vec![], 0.0f64);
-            for j in 0..=last {
-                let kj = &k[j * kv_heads * hd + kv * hd..][..hd];
-                let dot: f64 = qv
-                    .iter()
-                    .zip(kj)
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum();
-                let mag: f64 = qv
-                    .iter()
-                    .zip(kj)
-                    .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
-                    .sum();
-                s.push(dot * scale);
-                // Each logit errs by γ(hd + 1) of its magnitude (the dot and the scale).
-                err = err.max(gamma(hd + 1) * mag * scale);
-            }
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let spread = s.iter().map(|x| m - x).fold(0.0, f64::max);
-            let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let total: f64 = w.iter().sum();
-            for e in 0..hd {
-                let vals: Vec<f64> = (0..=last)
-                    .map(|j| f64::from(v[j * kv_heads * hd + kv * hd + e]))
-                    .collect();
-                let at = t * heads * hd + h * hd + e;
-                want[at] = w.iter().zip(&vals).map(|(a, b)| a * b).sum::<f64>() / total;
-                let vmax = vals.iter().map(|x| x.abs()).fold(0.0, f64::max);
-                // Each weight is off relatively by e^(2 err) - 1 from the logits plus
-                // exp's 3 + 2|x| ulp; numerator and denominator each carry it, and the
-                // position-ordered sums add γ(positions + 2).
-                let rel = (2.0 * err).exp_m1() + (3.0 + 2.0 * spread) * 2.0 * U;
-                tol[at] = (2.0 * rel + gamma(last + 3)) * vmax;
+            for h in 0..heads {
+                let kv = (span.first_q + h) / span.group - span.first_kv;
+                let raw = &qkv[t * (qc + 2 * kc) + h * hd..][..hd];
+                // The query as turned in f64, and each element's error in f32.
+                let (qv, dq) = if rotary {
+                    turned(raw, &table, last)
+                } else {
+                    (raw.iter().map(|v| f64::from(*v)).collect(), vec![0.0; hd])
+                };
+                let (mut s, mut err) = (vec![], 0.0f64);
+                for j in 0..=last {
+                    let kj = &cache[j * 2 * kc + kv * hd..][..hd];
+                    let dot: f64 = qv.iter().zip(kj).map(|(a, b)| a * f64::from(*b)).sum();
+                    // The dot and the scale round γ(hd + 1) of the magnitude of the
+                    // computed query's products; the query's own error adds Σ |dq k|.
+                    let mag: f64 = qv
+                        .iter()
+                        .zip(&dq)
+                        .zip(kj)
+                        .map(|((a, d), b)| (a.abs() + d) * f64::from(*b).abs())
+                        .sum();
+                    let carried: f64 = dq
+                        .iter()
+                        .zip(kj)
+                        .map(|(d, b)| d * f64::from(*b).abs())
+                        .sum();
+                    s.push(dot * scale);
+                    err = err.max((gamma(hd + 1) * mag + carried) * scale);
+                }
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let spread = s.iter().map(|x| m - x).fold(0.0, f64::max);
+                let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for e in 0..hd {
+                    let vals: Vec<f64> = (0..=last)
+                        .map(|j| f64::from(cache[j * 2 * kc + kc + kv * hd + e]))
+                        .collect();
+                    let at = t * qc + h * hd + e;
+                    want[at] = w.iter().zip(&vals).map(|(a, b)| a * b).sum::<f64>() / total;
+                    let vmax = vals.iter().map(|x| x.abs()).fold(0.0, f64::max);
+                    // Each weight is off relatively by e^(2 err) - 1 from the logits plus
+                    // exp's 3 + 2|x| ulp; numerator and denominator each carry it, and the
+                    // position-ordered sums add γ(positions + 2).
+                    let rel = (2.0 * err).exp_m1() + (3.0 + 2.0 * spread) * 2.0 * U;
+                    tol[at] = (2.0 * rel + gamma(last + 3)) * vmax;
+                }
             }
         }
+        close(&got, &want, &tol, &format!("attention, rotary {rotary}"));
     }
-    close(&got, &want, &tol, "attention");
+    let q2 = up(&r, &qkv, [rows, qc + 2 * kc]);
+    let c2 = up(&r, &cache, [capacity, 2 * kc]);
     // A cache without the heads the queries need is refused.
     let bad = HeadSpan {
         first_kv: 2,
         ..span
     };
-    let k2 = up(&r, &k, [capacity, kv_heads * hd]);
-    let q2 = up(&r, &q, [rows, heads * hd]);
-    assert!(ops::attention(&q2, &k2, &k2, bad, pos0).is_err());
+    assert!(ops::attention(&q2, &c2, None, bad, pos0).is_err());
+    // Heads past the kernel's limit are refused, not run.
+    let wide = HeadSpan {
+        head_dim: ops::MAX_HEAD_DIM + 2,
+        ..span
+    };
+    assert!(ops::attention(&q2, &c2, None, wide, pos0).is_err());
 }
 
 #[test]

@@ -36,23 +36,35 @@ fn dir() -> PathBuf {
     std::env::temp_dir().join("wgpu-tp-bench-model")
 }
 
-/// Seconds per decode step (after an 8-token prefill), the median of 16 steps.
+/// Seconds per decode step of each group's model (after an 8-token prefill), the median
+/// of 16 steps. The models take turns step by step, so a change in the machine's speed
+/// (it is shared) falls on all of them alike.
 fn decode_seconds(
-    group: &Group,
+    groups: &[&Group],
     checkpoint: &Checkpoint,
-) -> Result<f64, Box<dyn std::error::Error>> {
-    let model = Transformer::from_checkpoint(group, checkpoint)?;
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| 1 + 37 * i).collect();
-    let mut cache = model.new_cache(PROMPT + STEPS + 1)?;
-    let mut next = model.next_token(&prompt, &mut cache)?;
-    let mut times = Vec::with_capacity(STEPS);
-    for _ in 0..STEPS {
-        let t = Instant::now();
-        next = model.next_token(&[next], &mut cache)?;
-        times.push(t.elapsed().as_secs_f64());
+    let mut runs = Vec::with_capacity(groups.len());
+    for group in groups {
+        let model = Transformer::from_checkpoint(group, checkpoint)?;
+        let mut cache = model.new_cache(PROMPT + STEPS + 1)?;
+        let next = model.next_token(&prompt, &mut cache)?;
+        runs.push((model, cache, next, Vec::with_capacity(STEPS)));
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    for _ in 0..STEPS {
+        for (model, cache, next, times) in &mut runs {
+            let t = Instant::now();
+            *next = model.next_token(&[*next], cache)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|(_, _, _, mut times)| {
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        })
+        .collect())
 }
 
 /// `VmHWM` and `VmRSS` of this process in bytes (Linux; 0 elsewhere).
@@ -102,16 +114,11 @@ pub fn run() -> Result<Figures, Box<dyn std::error::Error>> {
         file as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
-    let tp1 = decode_seconds(
-        &Group::builder().ranks_on_one_adapter(1).build()?,
-        &checkpoint,
-    )?;
+    let one = Group::builder().ranks_on_one_adapter(1).build()?;
     let devices = Group::builder().ranks_on_one_adapter(4).build()?;
-    let tp4 = decode_seconds(&devices, &checkpoint)?;
-    let shared = decode_seconds(
-        &Group::builder().ranks_sharing_one_device(4).build()?,
-        &checkpoint,
-    )?;
+    let sharing = Group::builder().ranks_sharing_one_device(4).build()?;
+    let times = decode_seconds(&[&one, &devices, &sharing], &checkpoint)?;
+    let (tp1, tp4, shared) = (times[0], times[1], times[2]);
     // The bytes each of 4 devices holds with the weights loaded, against the ideal: the
     // 2-D weights split 4 ways plus the replicated norms and rotary tables.
     let model = Transformer::from_checkpoint(&devices, &checkpoint)?;

@@ -254,6 +254,16 @@ impl ModelConfig {
                 ),
             ));
         }
+        let largest = crate::ops::MAX_HEAD_DIM;
+        if self.head_dim > largest {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "head size {}: the attention kernel takes heads of up to {largest}",
+                    self.head_dim
+                ),
+            ));
+        }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(checkpoint_error(
                 "config.json",

@@ -16,16 +16,15 @@ use crate::settings::{Activation, WeightLayout};
 use crate::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
-/// Rotary tables, `cos` and `sin` of `position * theta^(-2j / head_dim)` for every
-/// position and `j < head_dim / 2`, on every rank.
+/// The rotary table, `[positions, head_dim]` on every rank: row `p` holds the cosines of
+/// `p * theta^(-2j / head_dim)` for `j < head_dim / 2`, then their sines.
 #[derive(Debug, Clone)]
 pub struct Rotary {
-    cos: DistTensor,
-    sin: DistTensor,
+    table: DistTensor,
 }
 
 impl Rotary {
-    /// The tables for `positions` positions, computed as Hugging Face computes them (the
+    /// The table for `positions` positions, computed as Hugging Face computes it (the
     /// inverse frequencies and the angles in f32), with cosine and sine rounded from f64.
     ///
     /// # Errors
@@ -43,16 +42,14 @@ impl Rotary {
         let inv: Vec<f32> = (0..half)
             .map(|j| 1.0 / (theta as f32).powf((2 * j) as f32 / head_dim as f32))
             .collect();
-        let angle = |i: usize| f64::from((i / half) as f32 * inv[i % half]);
-        let cos: Vec<f32> = (0..positions * half)
-            .map(|i| angle(i).cos() as f32)
-            .collect();
-        let sin: Vec<f32> = (0..positions * half)
-            .map(|i| angle(i).sin() as f32)
-            .collect();
+        let mut table = Vec::with_capacity(positions * head_dim);
+        for p in 0..positions {
+            let angles: Vec<f64> = inv.iter().map(|f| f64::from(p as f32 * f)).collect();
+            table.extend(angles.iter().map(|a| a.cos() as f32));
+            table.extend(angles.iter().map(|a| a.sin() as f32));
+        }
         Ok(Rotary {
-            cos: DistTensor::replicate(group, &cos, [positions, half])?,
-            sin: DistTensor::replicate(group, &sin, [positions, half])?,
+            table: DistTensor::replicate(group, &table, [positions, head_dim])?,
         })
     }
 }
@@ -84,12 +81,11 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// The key/value cache of one attention layer: per local rank `[capacity, kv heads x
-/// head_dim]` for keys and for values, and how many positions it holds.
+/// The key/value cache of one attention layer: per local rank `[capacity, 2 x kv heads x
+/// head_dim]`, each row its position's keys then values, and how many positions it holds.
 #[derive(Debug)]
 pub struct KvCache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
+    kv: Vec<Tensor>,
     len: usize,
 }
 
@@ -106,7 +102,7 @@ impl KvCache {
 
     /// Positions it can hold.
     pub fn capacity(&self) -> usize {
-        self.k.first().map_or(0, |t| t.shape()[0])
+        self.kv.first().map_or(0, |t| t.shape()[0])
     }
 }
 
@@ -120,9 +116,10 @@ pub struct ParallelAttention {
     heads: Vec<Range<usize>>,
     /// Every rank's key/value heads, global.
     kv: Vec<Range<usize>>,
-    /// This process's ranks' (q, k, v) weights and biases.
-    qkv: Vec<[Tensor; 3]>,
-    bias: Option<Vec<[Tensor; 3]>>,
+    /// This process's ranks' query, key and value weights fused, each rank's output
+    /// columns `[q | k | v]`, and their biases likewise.
+    qkv: Vec<Tensor>,
+    bias: Option<Vec<Tensor>>,
     rotary: Option<Rotary>,
     o: RowParallelLinear,
 }
@@ -174,24 +171,22 @@ impl ParallelAttention {
         for (rank, r) in group.ranks().iter().zip(group.local_range()) {
             let w = load(heads[r].clone(), kv[r].clone())?;
             let (q_out, kv_out) = (heads[r].len() * hd, kv[r].len() * hd);
-            let up = |data: &[f32], out: usize, what: &str| -> Result<Tensor> {
-                let stored = layout.stored_shape(hidden, out);
-                if data.len() != stored[0] * stored[1] {
+            let stored = |out: usize| layout.stored_shape(hidden, out);
+            for (what, data, out) in [("q", &w.q, q_out), ("k", &w.k, kv_out), ("v", &w.v, kv_out)]
+            {
+                let [a, b] = stored(out);
+                if data.len() != a * b {
                     return Err(Error::shape(
                         op,
-                        format!("{what} of {} values", stored[0] * stored[1]),
+                        format!("{what} of {} values", a * b),
                         format!("{}", data.len()),
                     ));
                 }
-                Tensor::from_host(rank, data, stored)
-            };
-            qkv.push([
-                up(&w.q, q_out, "q")?,
-                up(&w.k, kv_out, "k")?,
-                up(&w.v, kv_out, "v")?,
-            ]);
+            }
+            let fused = fuse(layout, hidden, [&w.q, &w.k, &w.v]);
+            qkv.push(Tensor::from_host(rank, &fused, stored(q_out + 2 * kv_out))?);
             if let Some([bq, bk, bv]) = &w.bias {
-                let row = |b: &[f32], n: usize| -> Result<Tensor> {
+                for (b, n) in [(bq, q_out), (bk, kv_out), (bv, kv_out)] {
                     if b.len() != n {
                         return Err(Error::shape(
                             op,
@@ -199,9 +194,9 @@ impl ParallelAttention {
                             format!("{}", b.len()),
                         ));
                     }
-                    Tensor::from_host(rank, b, [1, n])
-                };
-                biases.push([row(bq, q_out)?, row(bk, kv_out)?, row(bv, kv_out)?]);
+                }
+                let row: Vec<f32> = [bq, bk, bv].into_iter().flatten().copied().collect();
+                biases.push(Tensor::from_host(rank, &row, [1, row.len()])?);
             }
         }
         let bias = match biases.len() {
@@ -258,14 +253,15 @@ impl ParallelAttention {
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let op = "parallel_attention.new_cache";
         let hd = self.shape.head_dim;
-        let mut k = Vec::new();
-        let mut v = Vec::new();
+        let mut kv = Vec::new();
         for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
-            let shape = [capacity, self.kv[r].len() * hd];
-            k.push(Tensor::output(rank, shape, op)?);
-            v.push(Tensor::output(rank, shape, op)?);
+            kv.push(Tensor::output(
+                rank,
+                [capacity, 2 * self.kv[r].len() * hd],
+                op,
+            )?);
         }
-        Ok(KvCache { k, v, len: 0 })
+        Ok(KvCache { kv, len: 0 })
     }
 
     /// Attention of `x`'s rows, the next positions after those `cache` holds, which it
@@ -313,35 +309,26 @@ impl ParallelAttention {
         let group_size = self.shape.heads / self.shape.kv_heads;
         let mut outs = Vec::with_capacity(self.qkv.len());
         for (i, r) in self.group.local_range().enumerate() {
-            let xi = &x.locals()[i];
-            let proj = |j: usize| {
-                Product {
-                    op,
-                    x: xi,
-                    cols: 0..hidden,
-                    w: &self.qkv[i][j],
-                    bias: self.bias.as_ref().map(|b| &b[i][j]),
-                    layout: self.layout,
-                    act: Activation::Identity,
-                    blocks: INVARIANT_BLOCKS,
-                }
-                .run()
-            };
-            let (mut q, mut k, v) = (proj(0)?, proj(1)?, proj(2)?);
-            if let Some(rot) = &self.rotary {
-                let (c, s) = (&rot.cos.locals()[i], &rot.sin.locals()[i]);
-                q = ops::rope(&q, c, s, hd, pos0)?;
-                k = ops::rope(&k, c, s, hd, pos0)?;
+            let qkv = Product {
+                op,
+                x: &x.locals()[i],
+                cols: 0..hidden,
+                w: &self.qkv[i],
+                bias: self.bias.as_ref().map(|b| &b[i]),
+                layout: self.layout,
+                act: Activation::Identity,
+                blocks: INVARIANT_BLOCKS,
             }
-            ops::write_rows(&cache.k[i], &k, pos0)?;
-            ops::write_rows(&cache.v[i], &v, pos0)?;
+            .run()?;
+            let table = self.rotary.as_ref().map(|t| &t.table.locals()[i]);
+            ops::write_kv(&qkv, &cache.kv[i], table, hd, pos0)?;
             let span = HeadSpan {
                 first_q: self.heads[r].start,
                 first_kv: self.kv[r].start,
                 group: group_size,
                 head_dim: hd,
             };
-            outs.push(ops::attention(&q, &cache.k[i], &cache.v[i], span, pos0)?);
+            outs.push(ops::attention(&qkv, &cache.kv[i], table, span, pos0)?);
         }
         cache.len += tokens;
         let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
@@ -359,5 +346,24 @@ impl ParallelAttention {
     /// output.
     pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
         self.o.reduce_async(partial).await
+    }
+}
+
+/// One rank's query, key and value weights (each stored per `layout` with `hidden` inputs)
+/// as one weight whose output columns are `[q | k | v]`: the `[out, in]` rows one after
+/// another, or each `[in, out]` row's three parts side by side.
+fn fuse(layout: WeightLayout, hidden: usize, parts: [&Vec<f32>; 3]) -> Vec<f32> {
+    match layout {
+        WeightLayout::OutIn => parts.into_iter().flatten().copied().collect(),
+        WeightLayout::InOut => {
+            let widths = parts.map(|p| p.len() / hidden.max(1));
+            let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+            for row in 0..hidden {
+                for (p, w) in parts.iter().zip(widths) {
+                    out.extend_from_slice(&p[row * w..(row + 1) * w]);
+                }
+            }
+            out
+        }
     }
 }

@@ -157,21 +157,15 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
 }
 
 /// Rotary positions (rotate-half) on `x: [rows, heads * head_dim]`, row `t` at position
-/// `pos0 + t`, with the cosine and sine tables `cos`, `sin: [positions, head_dim / 2]`.
+/// `pos0 + t`, with the rotary `table: [positions, head_dim]` (each row the cosines of
+/// the position's `head_dim / 2` angles, then their sines).
 ///
 /// # Errors
 /// [`Error::Shape`] when the columns are not `heads * head_dim`, `head_dim` is odd, or
-/// the tables do not reach `pos0 + rows`; wgpu errors.
-pub fn rope(
-    x: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    head_dim: usize,
-    pos0: usize,
-) -> Result<Tensor> {
+/// the table does not reach `pos0 + rows`; wgpu errors.
+pub fn rope(x: &Tensor, table: &Tensor, head_dim: usize, pos0: usize) -> Result<Tensor> {
     let op = "rope";
     let [rows, cols] = x.shape();
-    let half = head_dim / 2;
     let fits = head_dim > 0 && head_dim.is_multiple_of(2) && cols.is_multiple_of(head_dim);
     check(
         op,
@@ -179,15 +173,7 @@ pub fn rope(
         format!("[*, heads x {head_dim}] (even)"),
         x.shape(),
     )?;
-    for t in [cos, sin] {
-        let ok = t.shape()[1] == half && t.shape()[0] >= pos0 + rows;
-        check(
-            op,
-            ok,
-            format!("[>= {}, {half}] tables", pos0 + rows),
-            t.shape(),
-        )?;
-    }
+    check_table(op, table, head_dim, pos0 + rows)?;
     let heads = cols / head_dim;
     let out = Tensor::output(x.rank(), x.shape(), op)?;
     let p = ModelParams {
@@ -197,8 +183,25 @@ pub fn rope(
         pos0: pos0 as u32,
         ..ModelParams::default()
     };
-    run(op, "rope", &[x, cos, sin], &out, rows * heads * half, p)?;
+    run(
+        op,
+        "rope",
+        &[x, table],
+        &out,
+        rows * heads * (head_dim / 2),
+        p,
+    )?;
     Ok(out)
+}
+
+fn check_table(op: &'static str, table: &Tensor, head_dim: usize, positions: usize) -> Result<()> {
+    let ok = table.shape()[1] == head_dim && table.shape()[0] >= positions;
+    check(
+        op,
+        ok,
+        format!("a rotary table [>= {positions}, {head_dim}]"),
+        table.shape(),
+    )
 }
 
 /// SwiGLU: `silu(gate) * up` for `x = [gate | up]: [rows, 2 n]`, giving `[rows, n]`.
@@ -232,36 +235,112 @@ pub struct HeadSpan {
     pub head_dim: usize,
 }
 
-/// Causal attention of `q: [rows, heads * head_dim]` (row `t` at position `pos0 + t`)
-/// over the caches `k`, `v: [capacity, kv_heads * head_dim]`, whose rows up to `pos0 +
-/// rows` hold the positions so far: `[rows, heads * head_dim]`.
+/// The query, key/value and cache widths of fused `qkv: [rows, q + 2 kv]` rows and a
+/// `cache: [capacity, 2 kv]` (rows `[k | v]`), checked: `(q, kv)`.
+fn fused_widths(
+    op: &'static str,
+    qkv: &Tensor,
+    cache: &Tensor,
+    hd: usize,
+) -> Result<(usize, usize)> {
+    let (cols, cache_cols) = (qkv.shape()[1], cache.shape()[1]);
+    let kv = cache_cols / 2;
+    let ok = hd > 0
+        && hd.is_multiple_of(2)
+        && kv > 0
+        && cache_cols.is_multiple_of(2)
+        && kv.is_multiple_of(hd)
+        && cols > cache_cols
+        && (cols - cache_cols).is_multiple_of(hd);
+    check(
+        op,
+        ok,
+        format!("fused rows [*, (heads + 2 kv_heads) x {hd}] beside a cache [*, 2 kv_heads x {hd}] of {cache_cols} columns"),
+        qkv.shape(),
+    )?;
+    Ok((cols - cache_cols, kv))
+}
+
+/// Writes the keys and values of fused query/key/value rows `qkv: [rows, q + 2 kv]`
+/// (`[q | k | v]`, heads of `head_dim`) into rows `pos0..` of `cache: [capacity, 2 kv]`
+/// (rows `[k | v]`), the keys turned by the rotary `table` when there is one (see
+/// [`rope`]).
 ///
 /// # Errors
-/// [`Error::Shape`] when the shapes disagree or the cache is too short; wgpu errors.
+/// [`Error::Shape`] when the widths disagree or the cache or table is too short; wgpu
+/// errors.
+pub fn write_kv(
+    qkv: &Tensor,
+    cache: &Tensor,
+    table: Option<&Tensor>,
+    head_dim: usize,
+    pos0: usize,
+) -> Result<()> {
+    let op = "write_kv";
+    let (q, kv) = fused_widths(op, qkv, cache, head_dim)?;
+    let rows = qkv.shape()[0];
+    let capacity = cache.shape()[0];
+    check(
+        op,
+        capacity >= pos0 + rows,
+        format!("a cache of >= {} rows", pos0 + rows),
+        cache.shape(),
+    )?;
+    if let Some(t) = table {
+        check_table(op, t, head_dim, pos0 + rows)?;
+    }
+    let p = ModelParams {
+        cols: (q + 2 * kv) as u32,
+        heads: (q / head_dim) as u32,
+        head_dim: head_dim as u32,
+        pos0: pos0 as u32,
+        kv_cols: kv as u32,
+        rotary: u32::from(table.is_some()),
+        ..ModelParams::default()
+    };
+    let inputs: Vec<&Tensor> = std::iter::once(qkv).chain(table).collect();
+    run(op, "kv_write", &inputs, cache, rows * kv / 2, p)
+}
+
+/// The largest head [`attention`] takes.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Causal attention of the queries of fused rows `qkv: [rows, q + 2 kv]` (row `t` at
+/// position `pos0 + t`, turned by the rotary `table` when there is one) over `cache:
+/// [capacity, 2 kv]` (rows `[k | v]`), whose rows up to `pos0 + rows` hold the positions
+/// so far ([`write_kv`]): `[rows, q]`.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes disagree or the cache or table is too short;
+/// [`Error::InvalidArgument`] for heads over [`MAX_HEAD_DIM`] or a cache without the
+/// key/value heads the queries need; wgpu errors.
 pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
+    cache: &Tensor,
+    table: Option<&Tensor>,
     span: HeadSpan,
     pos0: usize,
 ) -> Result<Tensor> {
     let op = "attention";
-    let [rows, cols] = q.shape();
     let hd = span.head_dim;
+    if hd > MAX_HEAD_DIM {
+        return Err(Error::invalid(
+            op,
+            format!("heads of {hd}; the kernel takes up to {MAX_HEAD_DIM}"),
+        ));
+    }
+    let (cols, kv_cols) = fused_widths(op, qkv, cache, hd)?;
+    let rows = qkv.shape()[0];
+    let capacity = cache.shape()[0];
     check(
         op,
-        hd > 0 && cols % hd == 0,
-        format!("[*, heads x {hd}]"),
-        q.shape(),
+        capacity >= pos0 + rows,
+        format!("a cache of >= {} rows", pos0 + rows),
+        cache.shape(),
     )?;
-    let [capacity, kv_cols] = k.shape();
-    let ok = v.shape() == k.shape() && kv_cols % hd == 0 && capacity >= pos0 + rows;
-    check(
-        op,
-        ok,
-        format!("caches [>= {}, kv_heads x {hd}]", pos0 + rows),
-        v.shape(),
-    )?;
+    if let Some(t) = table {
+        check_table(op, t, hd, pos0 + rows)?;
+    }
     let heads = cols / hd;
     let kv_heads = kv_cols / hd;
     let group = span.group.max(1);
@@ -279,9 +358,9 @@ pub fn attention(
             ),
         ));
     }
-    let out = Tensor::output(q.rank(), q.shape(), op)?;
+    let out = Tensor::output(qkv.rank(), [rows, cols], op)?;
     let p = ModelParams {
-        cols: cols as u32,
+        cols: (cols + 2 * kv_cols) as u32,
         heads: heads as u32,
         head_dim: hd as u32,
         pos0: pos0 as u32,
@@ -291,9 +370,11 @@ pub fn attention(
         k0: span.first_kv as u32,
         kv_rows: capacity as u32,
         scale: (1.0 / (hd as f32).sqrt()).to_bits(),
+        rotary: u32::from(table.is_some()),
         ..ModelParams::default()
     };
-    run(op, "attention", &[q, k, v], &out, rows * heads, p)?;
+    let inputs: Vec<&Tensor> = [qkv, cache].into_iter().chain(table).collect();
+    run(op, "attention", &inputs, &out, rows * heads, p)?;
     Ok(out)
 }
 

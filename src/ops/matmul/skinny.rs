@@ -16,6 +16,14 @@ const SKINNY_MAX_CHUNKS: usize = 64;
 /// thread per core). Measured on lavapipe (2 cores, [1, 4096] x [4096, 4096]): 16
 /// workgroups of 4096 rows 10.6 ms, 64 of 1024 rows 9.2 ms.
 const SKINNY_CPU_WORKGROUPS_PER_CORE: usize = 32;
+/// The smallest weights (bytes) a skinny product splits K for on a CPU adapter when its
+/// output alone gives every core a workgroup: a split adds the `finish` dispatch, and
+/// llvmpipe's every dispatch wakes and joins its threads (tens of microseconds), while
+/// the split only evens out the cores' shares. Measured on lavapipe (2 cores, the decode
+/// step of a 1024-wide Llama, products of 1-12 MiB): unsplit below 8 MiB, 42 -> 42 ms at
+/// tp 1 and 53-57 -> 48-49 ms at tp 4 (4 devices); below 30 MiB, tp 1 lost 7-14 ms
+/// (its 23 MiB product on 11 workgroups, unevenly shared).
+const SKINNY_CPU_SPLIT_MIN_BYTES: usize = 8 << 20;
 /// Workgroups a sweep aims for per core of a CPU adapter. Measured on lavapipe (2 cores,
 /// the batch-1 MLP 1024 -> 4096 -> 1024 at tp 4, its shards [1024, 1024]): 4 or 8 a
 /// core 3.3 ms, 32 a core (more, shorter sweeps) 4.1 ms; [1, 4096] x [4096, 4096] the
@@ -74,8 +82,9 @@ pub(super) fn variant(
 
 /// How many K chunks a skinny product of `m` rows over `n` columns and `k` inputs is
 /// split into, and the rows of K per chunk (a multiple of 4). One chunk under
-/// tp-invariant numerics (the bits of an unsplit sum) and whenever the output alone
-/// gives the device enough workgroups; otherwise enough chunks to fill it, each of at
+/// tp-invariant numerics (the bits of an unsplit sum), whenever the output alone
+/// gives the device enough workgroups, and for small weights on a CPU adapter (see
+/// [`SKINNY_CPU_SPLIT_MIN_BYTES`]); otherwise enough chunks to fill it, each of at
 /// least [`Skinny::min_chunk`] rows, and with the partial sums within one buffer binding.
 fn chunks(rank: &Rank, v: Skinny, layout: WeightLayout, [m, n, k]: [usize; 3]) -> (usize, usize) {
     let whole = (1, k.max(1));
@@ -97,6 +106,11 @@ fn chunks(rank: &Rank, v: Skinny, layout: WeightLayout, [m, n, k]: [usize; 3]) -
         // that they fit).
         let len = gemm_skinny::SWEEP_ROWS;
         return (k.div_ceil(len).max(1), len);
+    }
+    if !v.gpu && k * n * 4 < SKINNY_CPU_SPLIT_MIN_BYTES && groups >= crate::rank::cores() {
+        // Every core has a workgroup already, and what more would balance is worth less
+        // than the `finish` dispatch.
+        return whole;
     }
     let chunks = target
         .div_ceil(groups)
