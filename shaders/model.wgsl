@@ -19,8 +19,9 @@
 // of a cache row, heads * head_dim of the local key/value heads (kv_write, attention), or
 // the rows of the table shard (embed); group the query heads per key/value head, h0 and k0
 // the global indices of the first local query and key/value head, kv_rows the cache rows
-// allocated (attention); rotary 1 to turn queries and keys by the rotary table, 0 to take
-// them as they are; eps the norms' epsilon and scale 1 / sqrt(head_dim) (attention), as f32
+// allocated (attention); flag 1 to turn queries and keys by the rotary table, 0 to take
+// them as they are (rope, kv_write, attention), or 1 to write -0.0 for ids the band does
+// not hold (embed: the first band); eps the norms' epsilon and scale 1 / sqrt(head_dim) (attention), as f32
 // bits.
 //
 // A fused query/key/value row is [q | k | v]: heads * head_dim query columns, then kv_cols
@@ -43,7 +44,7 @@ struct Params {
     kv_rows: u32,
     eps: u32,
     scale: u32,
-    rotary: u32,
+    flag: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -105,10 +106,11 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Embedding lookup of the vocabulary rows one band of this rank's table holds: for token
 // t with id v = bitcast<u32>(b[t]), out[t, :] = a[v - p.pos0, :] when p.pos0 <= v <
-// p.pos0 + p.kv_cols; other rows of out are left as they are (src/ops/model.rs fills
-// out with -0.0 first, the additive identity: the all-reduce then gives the row's bits
-// exactly, -0.0 included, at any tp; each band of a large table fills its own rows). a: the table shard [kv_cols, cols], b: ids [rows]; item = an element
-// of out [rows, cols].
+// p.pos0 + p.kv_cols; other rows of out are -0.0 with p.flag (the first band), the
+// additive identity: the all-reduce then gives the row's bits exactly, -0.0 included, at
+// any tp; later bands of a large table leave them as they are and write their own rows.
+// a: the table shard [kv_cols, cols], b: ids [rows]; item = an element of out [rows,
+// cols].
 @compute @workgroup_size(256, 1, 1)
 fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = item(gid);
@@ -121,6 +123,8 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let v = bitcast<u32>(b[t]);
     if (v >= p.pos0 && v - p.pos0 < p.kv_cols) {
         out[g] = a[(v - p.pos0) * p.cols + k];
+    } else if (p.flag != 0u) {
+        out[g] = bitcast<f32>(0x80000000u);
     }
 }
 
@@ -162,8 +166,8 @@ fn turn_c(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(x1 * co - x2 * si, x2 * co + x1 * si);
 }
 
-// The keys (turned, with p.rotary) and values of fused rows into cache rows p.pos0.. .
-// a: fused q/k/v [rows, cols], b: the rotary table (unused without p.rotary), out: the
+// The keys (turned, with p.flag) and values of fused rows into cache rows p.pos0.. .
+// a: fused q/k/v [rows, cols], b: the rotary table (unused without p.flag), out: the
 // cache [kv_rows, 2 * kv_cols]; item = (t, key/value head, j < head_dim / 2), which moves
 // the pairs j and j + half of that head's key and value.
 @compute @workgroup_size(256, 1, 1)
@@ -181,7 +185,7 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = t * p.cols + p.heads * p.head_dim + h * p.head_dim + j;
     let to = (p.pos0 + t) * 2u * p.kv_cols + h * p.head_dim + j;
     var key = vec2<f32>(a[k], a[k + half]);
-    if (p.rotary != 0u) {
+    if (p.flag != 0u) {
         key = turn(key.x, key.y, p.pos0 + t, j);
     }
     out[to] = key.x;
@@ -211,8 +215,8 @@ const MAX_HEAD_DIM: u32 = 256u;
 
 // Causal attention of the local query heads over the key/value cache, one (row, head)
 // per item: softmax(q . k_j * scale) over positions j <= p.pos0 + t, then the weighted
-// sum of v_j. a: fused q/k/v [rows, cols] (the queries turned here, with p.rotary), b: the
-// cache [kv_rows, 2 * kv_cols], c: the rotary table (unused without p.rotary), out:
+// sum of v_j. a: fused q/k/v [rows, cols] (the queries turned here, with p.flag), b: the
+// cache [kv_rows, 2 * kv_cols], c: the rotary table (unused without p.flag), out:
 // [rows, heads * head_dim]. Local head h reads cache head (p.h0 + h) / p.group - p.k0.
 // Two passes over the positions (max, then exp-sum and the weighted sum), each in
 // position order.
@@ -236,7 +240,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var e = 0u; e < p.head_dim; e++) {
         qt[e] = a[q + e];
     }
-    if (p.rotary != 0u) {
+    if (p.flag != 0u) {
         for (var j = 0u; j < half; j++) {
             let turned = turn_c(qt[j], qt[j + half], last, j);
             qt[j] = turned.x;

@@ -72,7 +72,7 @@ pub(crate) struct ModelParams {
     pub kv_rows: u32,
     pub eps: u32,
     pub scale: u32,
-    pub rotary: u32,
+    pub flag: u32,
 }
 
 #[cfg(test)]

@@ -318,9 +318,9 @@ pub(crate) async fn mapped(
     }
 }
 
-/// Reads several tensors (on any ranks) back to the host. Every copy is submitted and
-/// every map requested before the first wait, so all ranks' transfers run at once.
-/// Staging buffers come from, and go back to, each rank's pool.
+/// Reads several tensors (on any ranks) back to the host. Every copy is submitted (one
+/// submission per device) and every map requested before the first wait, so all ranks'
+/// transfers run at once. Staging buffers come from, and go back to, each rank's pool.
 pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
     type Pending<'a> = (
         &'a Tensor,
@@ -329,25 +329,48 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
         MapReceiver,
         wgpu::SubmissionIndex,
     );
-    let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tensors.len());
-    for t in tensors {
+    // Every band's copy, encoded: (tensor, staging, bytes, commands).
+    let mut copies = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
         let rank = &t.rank;
         let cols = t.shape[1] as u64;
-        let mut parts = Vec::with_capacity(t.bands.len());
         for band in t.bands.iter() {
             let bytes = band.rows.len() as u64 * cols * 4;
-            parts.push(rank.scoped(op, || {
+            copies.push(rank.scoped(op, || {
                 let staging = rank.take_staging(bytes);
                 let mut enc = rank
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                let submission = rank.submit([enc.finish()]);
-                let rx = map_read(&staging, bytes);
-                Ok((*t, staging, bytes, rx, submission))
+                Ok((i, staging, bytes, Some(enc.finish())))
             })?);
         }
-        pending.push(parts);
+    }
+    // One submission per device, then the maps of its copies.
+    let mut pending: Vec<Vec<Pending>> = tensors.iter().map(|_| Vec::new()).collect();
+    let mut mapped_at = vec![None; copies.len()];
+    for first in 0..copies.len() {
+        if mapped_at[first].is_some() {
+            continue;
+        }
+        let rank = &tensors[copies[first].0].rank;
+        let mine: Vec<usize> = (first..copies.len())
+            .filter(|&c| tensors[copies[c].0].rank.shares_device_with(rank))
+            .collect();
+        let submission = rank.scoped(op, || {
+            let cbs = mine.iter().filter_map(|&c| copies[c].3.take());
+            let submission = rank.submit(cbs.collect::<Vec<_>>());
+            Ok(submission)
+        })?;
+        for &c in &mine {
+            mapped_at[c] = Some(submission.clone());
+        }
+    }
+    for ((i, staging, bytes, _), submission) in copies.into_iter().zip(mapped_at) {
+        let submission =
+            submission.ok_or_else(|| Error::invalid(op, "a copy was not submitted"))?;
+        let rx = map_read(&staging, bytes);
+        pending[i].push((tensors[i], staging, bytes, rx, submission));
     }
     let mut out = Vec::with_capacity(pending.len());
     for parts in pending {

@@ -76,9 +76,11 @@ impl ParallelLmHead {
         self.logits_async(x).await?.to_host_async().await
     }
 
-    /// The greedy token after the last row of `x`: each rank reads back its shard of that
-    /// row alone and finds its best (the lowest id among equals); one all-gather of
-    /// (value, id) pairs picks the best of all, the lowest id on ties, as `argmax` does.
+    /// The greedy token after the last row of `x`: each rank computes and reads back its
+    /// shard of that row's logits alone and finds its best (the lowest id among equals); the best of the
+    /// (value, id) pairs wins, the lowest id on ties, as `argmax` does. The pairs are on
+    /// this process's host once read back; ranks in other processes send theirs in one
+    /// all-gather.
     ///
     /// # Errors
     /// As [`ParallelLmHead::logits_async`]; read-back and collective errors.
@@ -86,29 +88,33 @@ impl ParallelLmHead {
         let tokens = x.shape()[0];
         let group = x.group().clone();
         let lasts = crate::rank::batched("parallel_lm_head.greedy", || {
-            // Sharded logits (the layer never gathers them).
-            let logits = self.col.local_forward(x)?;
-            logits
-                .locals()
-                .iter()
-                .map(|t| ops::slice(t, tokens - 1, 0, [1, t.shape()[1]]))
-                .collect::<Result<Vec<_>>>()
+            // The logits of the last row alone, sharded (the layer never gathers them).
+            let last = if tokens == 1 {
+                x.clone()
+            } else {
+                let hidden = x.shape()[1];
+                let rows = x.map_locals(|_, t| ops::slice(t, tokens - 1, 0, [1, hidden]))?;
+                DistTensor::from_parts(&group, rows, Placement::Replicate, [1, hidden], Vec::new())
+            };
+            Ok(self.col.local_forward(&last)?.locals().to_vec())
         })?;
         let rows = read_back("parallel_lm_head.greedy", &lasts.iter().collect::<Vec<_>>()).await?;
-        let mut pairs = Vec::new();
-        for ((row, r), t) in rows.iter().zip(group.local_range()).zip(&lasts) {
+        let mut all = Vec::with_capacity(2 * rows.len());
+        for (row, r) in rows.iter().zip(group.local_range()) {
             let (best, value) = argmax(row);
-            let id = (self.firsts[r] + best) as u32;
-            pairs.push(Tensor::from_host(
-                t.rank(),
-                &[value, f32::from_bits(id)],
-                [1, 2],
-            )?);
+            all.extend([value, f32::from_bits((self.firsts[r] + best) as u32)]);
         }
-        let sizes = vec![2; group.world_size()];
-        let shape = [1, 2 * group.world_size()];
-        let pairs = DistTensor::from_parts(&group, pairs, Placement::Shard(1), shape, sizes);
-        let all = pairs.to_host_async().await?;
+        if group.process_count() > 1 {
+            // The other processes' pairs: an all-gather of 2 values per rank.
+            let mut pairs = Vec::new();
+            for (pair, t) in all.chunks(2).zip(&lasts) {
+                pairs.push(Tensor::from_host(t.rank(), pair, [1, 2])?);
+            }
+            let sizes = vec![2; group.world_size()];
+            let shape = [1, 2 * group.world_size()];
+            let pairs = DistTensor::from_parts(&group, pairs, Placement::Shard(1), shape, sizes);
+            all = pairs.to_host_async().await?;
+        }
         let (mut best, mut best_value) = (u32::MAX, f32::NEG_INFINITY);
         for p in all.chunks(2) {
             let (value, id) = (p[0], p[1].to_bits());

@@ -128,14 +128,14 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
         ids.shape(),
     )?;
     let tokens = ids.shape()[1];
-    // -0.0 everywhere, then each band of the table writes the rows it holds.
-    let out = super::fill(&Tensor::output(table.rank(), [tokens, cols], op)?, -0.0)?;
+    // The first band writes -0.0 to the rows it does not hold, the others their own rows.
+    let out = Tensor::output(table.rank(), [tokens, cols], op)?;
     let rank = out.rank();
     same_rank(op, rank, ids.rank())?;
     let (ids_buf, out_buf) = (single(op, ids)?, single(op, &out)?);
     let key = key("embed");
     debug_assert_eq!(table.bands().iter().map(|b| b.rows.len()).sum::<usize>(), n);
-    for band in table.bands() {
+    for (i, band) in table.bands().iter().enumerate() {
         let bufs = [band.buffer(), ids_buf, ids_buf, out_buf];
         for piece in pieces(
             tokens * cols,
@@ -148,6 +148,7 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
                 cols: cols as u32,
                 pos0: (first + band.rows.start) as u32,
                 kv_cols: band.rows.len() as u32,
+                flag: u32::from(i == 0),
                 ..ModelParams::default()
             };
             rank.dispatch(op, &key, &bufs, &p, piece.grid)?;
@@ -295,7 +296,7 @@ pub fn write_kv(
         head_dim: head_dim as u32,
         pos0: pos0 as u32,
         kv_cols: kv as u32,
-        rotary: u32::from(table.is_some()),
+        flag: u32::from(table.is_some()),
         ..ModelParams::default()
     };
     let inputs: Vec<&Tensor> = std::iter::once(qkv).chain(table).collect();
@@ -370,7 +371,7 @@ pub fn attention(
         k0: span.first_kv as u32,
         kv_rows: capacity as u32,
         scale: (1.0 / (hd as f32).sqrt()).to_bits(),
-        rotary: u32::from(table.is_some()),
+        flag: u32::from(table.is_some()),
         ..ModelParams::default()
     };
     let inputs: Vec<&Tensor> = [qkv, cache].into_iter().chain(table).collect();
