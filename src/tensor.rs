@@ -39,17 +39,40 @@ impl Band {
     }
 }
 
-/// Rows per band for tensors with `cols` columns on `rank`: as many as fit both limits.
-pub(crate) fn band_rows(rank: &Rank, cols: usize, op: &'static str) -> Result<usize> {
+/// The most bytes one band may hold on `rank`, and the limit's name.
+fn band_limit(rank: &Rank) -> (u64, &'static str) {
     let l = rank.limits();
-    let (limit, limit_name) = if l.max_buffer_size <= l.max_storage_buffer_binding_size {
+    if l.max_buffer_size <= l.max_storage_buffer_binding_size {
         (l.max_buffer_size, "max_buffer_size")
     } else {
         (
             l.max_storage_buffer_binding_size,
             "max_storage_buffer_binding_size",
         )
-    };
+    }
+}
+
+/// Refuses a `shape` that would not fit one band on `rank` (for kernels that bind a
+/// tensor as one buffer), naming `op`.
+pub(crate) fn check_one_band(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<()> {
+    let (limit, limit_name) = band_limit(rank);
+    let bytes = (shape[0] as u64)
+        .saturating_mul(shape[1] as u64)
+        .saturating_mul(4);
+    if bytes > limit {
+        return Err(Error::BufferTooLarge {
+            op,
+            bytes,
+            limit,
+            limit_name,
+        });
+    }
+    Ok(())
+}
+
+/// Rows per band for tensors with `cols` columns on `rank`: as many as fit both limits.
+pub(crate) fn band_rows(rank: &Rank, cols: usize, op: &'static str) -> Result<usize> {
+    let (limit, limit_name) = band_limit(rank);
     let row = cols as u64 * 4;
     if row > limit {
         // A band holds whole rows: one row must fit.

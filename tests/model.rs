@@ -243,3 +243,49 @@ fn logical_ranks_sharing_a_device_normalize_a_replicated_value_once() {
     let per_rank = y.to_host_per_rank().unwrap();
     assert!(per_rank.iter().all(|v| v == &per_rank[0]));
 }
+
+#[test]
+fn a_prompt_wider_than_a_buffer_binding_runs_in_pieces_with_the_same_bits() {
+    // 4 KiB bindings: the tiny Llama's widest row per token at tp 1 is its [gate | up]
+    // row of 256 floats (1 KiB), so a forward takes 4 tokens and a 10-token prompt runs as
+    // 4 + 4 + 2; its cache rows are 256 bytes, so 16 positions fit and 17 do not.
+    let mut limits = wgpu::Limits::downlevel_defaults();
+    limits.max_buffer_size = 4096;
+    limits.max_storage_buffer_binding_size = 4096;
+    let small = common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .numerics(Numerics::TpInvariant)
+            .required_limits(limits),
+        "4 KiB buffers",
+    );
+    let whole = common::cached_group(1, false, Numerics::TpInvariant);
+    let (Some(small), Some(whole)) = (small, whole) else {
+        return;
+    };
+    let checkpoint = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    let prompt: Vec<u32> = (0..10).map(|i| 3 + 11 * i).collect();
+    let run = |group: &Group| {
+        let model = Transformer::from_checkpoint(group, &checkpoint).unwrap();
+        let mut cache = model.new_cache(16).unwrap();
+        let logits = model.logits(&prompt, &mut cache).unwrap();
+        let next = model.next_token(&[7, 9], &mut cache).unwrap();
+        (logits, next, cache.len())
+    };
+    let (got, want) = (run(&small), run(&whole));
+    assert_eq!(got.2, 12);
+    assert_eq!(got.1, want.1, "the greedy token after the pieces");
+    assert_eq!(got.0.len(), 10 * 128);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&got.0),
+        bits(&want.0),
+        "logits of the prompt in pieces"
+    );
+    // A cache over one binding is refused when made, not at the first forward.
+    let model = Transformer::from_checkpoint(&small, &checkpoint).unwrap();
+    assert!(matches!(
+        model.new_cache(17),
+        Err(wgpu_tp::Error::BufferTooLarge { .. })
+    ));
+}

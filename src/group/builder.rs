@@ -309,9 +309,9 @@ impl GroupBuilder {
         let local = contexts.len() * logical;
         let spread = match processes {
             Some(p) => {
-                let max_buffer = contexts.iter().map(|c| c.max_buffer_size()).min();
+                let band = contexts.iter().map(|c| c.band_bytes()).min();
                 let own = p.for_group(timeout)?;
-                spread_over(own, local, numerics, max_buffer.unwrap_or(0), timeout)?
+                spread_over(own, local, numerics, band.unwrap_or(0), timeout)?
             }
             None => Spread::single(local),
         };

@@ -102,6 +102,16 @@ impl Group {
         &self.inner.spread
     }
 
+    /// The largest band (a buffer made and bound whole) every rank of the group, in every
+    /// process, can hold: what every process computes alike.
+    pub(crate) fn band_bytes(&self) -> u64 {
+        let local = self.ranks().iter().map(|r| {
+            let l = r.limits();
+            l.max_buffer_size.min(l.max_storage_buffer_binding_size)
+        });
+        local.fold(self.inner.spread.band_bytes, u64::min)
+    }
+
     /// `result`, having marked the group's processes out of step when it is an error: a
     /// collective between processes that failed in one process (in MPI or not) leaves the
     /// others in a different place of the sequence, so every later one must refuse.

@@ -18,6 +18,9 @@ pub(crate) struct Spread {
     /// The largest buffer every device of every process can make, up to the host
     /// collective's chunk: the all-reduce between processes stages chunks of this size.
     pub(crate) chunk_bytes: u64,
+    /// The largest band (buffer made and bound whole) of the other processes' devices
+    /// too (`u64::MAX` in one process).
+    pub(crate) band_bytes: u64,
 }
 
 impl Spread {
@@ -29,22 +32,23 @@ impl Spread {
             first: 0,
             world: n,
             chunk_bytes: crate::collective::CHUNK_BYTES,
+            band_bytes: u64::MAX,
         }
     }
 }
 
-/// Every process's rank count and largest buffer, and a check that the processes agree on
+/// Every process's rank count and largest band, and a check that the processes agree on
 /// the numerics (their sums must be the same computation): one all-gather of three words.
 pub(super) fn spread_over(
     processes: Processes,
     local: usize,
     numerics: Numerics,
-    max_buffer: u64,
+    band: u64,
     timeout: Duration,
 ) -> Result<Spread> {
     let op = "group.build";
     let n = processes.count();
-    let mine = vec![local as u64, numerics as u64, max_buffer];
+    let mine = vec![local as u64, numerics as u64, band];
     let (_, all) = processes.all_gather(op, mine, (Vec::new(), &vec![3; n]), timeout)?;
     let per_process: Vec<usize> = all.chunks(3).map(|c| c[0] as usize).collect();
     let smallest = all.chunks(3).map(|c| c[2]).min().unwrap_or(0);
@@ -65,5 +69,6 @@ pub(super) fn spread_over(
         first,
         processes: Some(processes),
         chunk_bytes: smallest.min(crate::collective::CHUNK_BYTES),
+        band_bytes: smallest,
     })
 }

@@ -102,8 +102,25 @@ impl Transformer {
         })
     }
 
-    /// The final hidden states of `ids`, the positions after those `cache` holds.
-    async fn hidden_async(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
+    /// The most tokens one forward takes: the model kernels bind each tensor whole, so
+    /// the widest row any rank holds per token (the fused query/key/value row, the gated
+    /// MLP's `[gate | up]`, the hidden state) times the tokens must fit one band.
+    fn max_tokens(&self) -> usize {
+        let mut widest = self.config.hidden_size;
+        for b in &self.blocks {
+            widest = widest.max(b.attention.row_width());
+            if let Mlp::Gated(g) = &b.mlp {
+                widest = widest.max(g.row_width());
+            }
+        }
+        // Every rank's size and limit, in every process: the processes agree on the pieces.
+        let most = self.group.band_bytes() / (4 * widest.max(1) as u64);
+        usize::try_from(most).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// The final hidden states of `ids`, the positions after those `cache` holds, in
+    /// pieces of at most [`Transformer::max_tokens`] rows, one forward each.
+    async fn hidden_async(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<DistTensor>> {
         if cache.broken {
             return Err(Error::invalid(
                 "transformer.forward",
@@ -123,10 +140,14 @@ impl Transformer {
                 ),
             ));
         }
+        let step = self.max_tokens();
         cache.broken = true;
-        let out = self.hidden_inner(ids, cache).await;
-        cache.broken = out.is_err();
-        out
+        let mut out = Vec::with_capacity(ids.len().div_ceil(step));
+        for piece in ids.chunks(step) {
+            out.push(self.hidden_inner(piece, cache).await?);
+        }
+        cache.broken = false;
+        Ok(out)
     }
 
     async fn hidden_inner(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
@@ -195,8 +216,11 @@ impl Transformer {
     /// [`Error::InvalidArgument`] for ids past the vocabulary or positions past the
     /// cache; GPU and collective errors.
     pub async fn logits_async(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
-        let x = self.hidden_async(ids, cache).await?;
-        self.head.full_logits_async(&x).await
+        let mut logits = Vec::with_capacity(ids.len() * self.config.vocab_size);
+        for x in self.hidden_async(ids, cache).await? {
+            logits.extend(self.head.full_logits_async(&x).await?);
+        }
+        Ok(logits)
     }
 
     /// Blocking [`Transformer::logits_async`].
@@ -213,8 +237,11 @@ impl Transformer {
     /// # Errors
     /// As [`Transformer::logits_async`].
     pub async fn next_token_async(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
-        let x = self.hidden_async(ids, cache).await?;
-        self.head.greedy_async(&x).await
+        let pieces = self.hidden_async(ids, cache).await?;
+        let last = pieces
+            .last()
+            .ok_or_else(|| Error::invalid("transformer.forward", "no ids"))?;
+        self.head.greedy_async(last).await
     }
 
     /// Blocking [`Transformer::next_token_async`].

@@ -149,10 +149,13 @@ impl ParallelAttention {
             kv_heads,
             head_dim: hd,
         } = shape;
-        if kv_heads == 0 || nh % kv_heads != 0 || hd == 0 {
+        if kv_heads == 0 || nh % kv_heads != 0 || hd == 0 || hd > ops::MAX_HEAD_DIM {
             return Err(Error::invalid(
                 op,
-                format!("{nh} heads over {kv_heads} key/value heads of {hd}"),
+                format!(
+                    "{nh} heads over {kv_heads} key/value heads of {hd} (heads of up to {})",
+                    ops::MAX_HEAD_DIM
+                ),
             ));
         }
         let group_size = nh / kv_heads;
@@ -241,6 +244,13 @@ impl ParallelAttention {
         })
     }
 
+    /// The widest row any rank holds per token: its fused query/key/value row.
+    pub(crate) fn row_width(&self) -> usize {
+        let rows = self.heads.iter().zip(&self.kv);
+        let widest = rows.map(|(q, kv)| q.len() + 2 * kv.len()).max();
+        widest.unwrap_or(0) * self.shape.head_dim
+    }
+
     /// Every rank's query heads (global ranges).
     pub fn heads_per_rank(&self) -> &[Range<usize>] {
         &self.heads
@@ -249,17 +259,17 @@ impl ParallelAttention {
     /// An empty cache for up to `capacity` positions.
     ///
     /// # Errors
-    /// Allocation errors ([`Error::BufferTooLarge`] past a buffer's limit).
+    /// [`Error::BufferTooLarge`] when a rank's cache, `[capacity, 2 x its key/value heads
+    /// x head_dim]`, is over what one buffer binding holds (the attention kernel binds it
+    /// whole); allocation errors.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let op = "parallel_attention.new_cache";
         let hd = self.shape.head_dim;
         let mut kv = Vec::new();
         for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
-            kv.push(Tensor::output(
-                rank,
-                [capacity, 2 * self.kv[r].len() * hd],
-                op,
-            )?);
+            let shape = [capacity, 2 * self.kv[r].len() * hd];
+            crate::tensor::check_one_band(rank, shape, op)?;
+            kv.push(Tensor::output(rank, shape, op)?);
         }
         Ok(KvCache { kv, len: 0 })
     }

@@ -93,6 +93,11 @@ impl GatedMlp {
         self.down.reduce_async(partial).await
     }
 
+    /// The widest row any rank holds per token: its `[gate | up]` row.
+    pub(crate) fn row_width(&self) -> usize {
+        2 * self.sizes.iter().copied().max().unwrap_or(0)
+    }
+
     /// `down`'s partial products, before its all-reduce.
     pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
         let gu = self.gate_up.local_forward(x)?;

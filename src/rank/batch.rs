@@ -1,126 +1,201 @@
 //! Batched submission. Inside [`batched`], the kernels this thread dispatches are
 //! encoded (each in its own error scopes, as always) but kept per device instead of
 //! submitted one by one; the section's end submits each device's batch at once. The next
-//! submission on a device (a read-back, an upload, another thread's dispatch) takes what
-//! that device holds first, so queue order is never changed.
+//! submission on a device (a read-back, an upload, another thread's dispatch) submits what
+//! that device keeps first, so queue order is never changed.
 //!
 //! A section is synchronous (a closure, never across an `await`) and ends before the
 //! crate's call returns: every public call still returns with its work submitted, so an
-//! app that reads a tensor's buffers on its own queue sees it.
+//! app that reads a tensor's buffers on its own queue sees it. Only command buffers that
+//! encoded without error are kept, and kept ones are submitted apart from anything else, in
+//! error scopes of their own: if that submission fails (a buffer the app destroyed), the
+//! sections whose work it held get the error when they end, whichever thread submitted it.
 //!
 //! One submission per op is what a decode step's many small kernels pay most for on a
 //! CPU adapter (llvmpipe wakes its queue thread for each), and the submission's fixed
 //! cost on a GPU; wgpu's own examples, burn and candle batch the same way.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::PoisonError;
 
+use super::device::describe;
+use super::wait::resolve;
 use super::Rank;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Command buffers a device keeps before it submits them anyway: a long section (a
 /// prefill's hundreds of kernels) starts its work on the device as it goes.
 const PENDING_MAX: usize = 64;
 
+/// What one device keeps for the sections open on it.
+#[derive(Default)]
+pub(crate) struct Kept {
+    commands: Vec<wgpu::CommandBuffer>,
+    /// The sections whose work `commands` holds.
+    sections: Vec<u64>,
+    /// Sections whose kept work a failed submission lost, with wgpu's message.
+    lost: Vec<(u64, String)>,
+}
+
+/// An open section: its number and one rank per device it kept work on.
+struct Section {
+    id: u64,
+    ranks: Vec<Rank>,
+}
+
 thread_local! {
-    /// `Some` while a section is open on this thread: one rank per device it deferred
-    /// work on.
-    static SECTION: RefCell<Option<Vec<Rank>>> = const { RefCell::new(None) };
+    static SECTION: RefCell<Option<Section>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` as a batched section (see the module docs); nested sections join the
-/// outermost. `f`'s error comes first; a failed submission at the end is `op`'s error.
+/// outermost. `f`'s error comes first; a failed submission of the section's work is
+/// `op`'s error.
 pub(crate) fn batched<T>(op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let outermost = SECTION.with(|s| {
         let mut s = s.borrow_mut();
         if s.is_some() {
             return false;
         }
-        *s = Some(Vec::new());
+        *s = Some(Section {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            ranks: Vec::new(),
+        });
         true
     });
     if !outermost {
         return f();
     }
-    // Submits what is kept if `f` panics (the normal path empties the section first).
+    // Submits what is kept if `f` panics (the normal path closes the section first).
     struct Close;
     impl Drop for Close {
         fn drop(&mut self) {
-            for rank in take_section() {
-                let _ = rank.flush("batch");
+            if let Some(section) = take_section() {
+                for rank in section.ranks {
+                    let _ = rank.flush("batch", section.id);
+                }
             }
         }
     }
     let close = Close;
     let out = f();
-    let ranks = take_section();
+    let section = take_section();
     drop(close);
     let mut flushed = Ok(());
-    for rank in ranks {
-        let done = rank.flush(op);
-        if flushed.is_ok() {
-            flushed = done;
+    if let Some(Section { id, ranks }) = section {
+        for rank in ranks {
+            let done = rank.flush(op, id);
+            if flushed.is_ok() {
+                flushed = done;
+            }
         }
     }
     let value = out?;
     flushed.map(|()| value)
 }
 
-fn take_section() -> Vec<Rank> {
-    SECTION.with(|s| s.borrow_mut().take()).unwrap_or_default()
+fn take_section() -> Option<Section> {
+    SECTION.with(|s| s.borrow_mut().take())
 }
 
 impl Rank {
-    /// Submits `cb` now, or keeps it for the next submission on this device while this
-    /// thread is in a [`batched`] section. Call inside [`Rank::scoped`].
-    pub(crate) fn submit_or_keep(&self, cb: wgpu::CommandBuffer) {
-        let kept = SECTION.with(|s| {
+    /// Submits `cb` (encoded without error) now, inside `op`'s error scopes, or keeps it
+    /// for the next submission on this device while this thread is in a [`batched`]
+    /// section.
+    pub(crate) fn submit_or_keep(&self, op: &'static str, cb: wgpu::CommandBuffer) -> Result<()> {
+        let section = SECTION.with(|s| {
             let mut s = s.borrow_mut();
-            let ranks = s.as_mut()?;
-            if !ranks.iter().any(|r| r.shares_device_with(self)) {
-                ranks.push(self.clone());
+            let section = s.as_mut()?;
+            if !section.ranks.iter().any(|r| r.shares_device_with(self)) {
+                section.ranks.push(self.clone());
             }
-            Some(())
+            Some(section.id)
         });
-        if kept.is_none() {
-            self.submit([cb]);
-            return;
-        }
+        let Some(id) = section else {
+            return self.scoped(op, || {
+                self.submit([cb]);
+                Ok(())
+            });
+        };
         let full = {
-            let mut pending = self.pending();
-            pending.push(cb);
-            pending.len() >= PENDING_MAX
+            let mut kept = self.kept();
+            kept.commands.push(cb);
+            if !kept.sections.contains(&id) {
+                kept.sections.push(id);
+            }
+            kept.commands.len() >= PENDING_MAX
         };
         if full {
-            self.submit([]);
+            let _gl = self.gl();
+            self.submit_kept(&mut self.kept());
         }
+        Ok(())
     }
 
-    /// Submits what this device keeps, then `cbs`, in one submission. Call inside
-    /// [`Rank::scoped`] (under the GL lock).
+    /// Submits what this device keeps (its own submission, see the module docs), then
+    /// `cbs`. Call inside [`Rank::scoped`] (under the GL lock).
     pub(crate) fn submit(
         &self,
         cbs: impl IntoIterator<Item = wgpu::CommandBuffer>,
     ) -> wgpu::SubmissionIndex {
-        // Held through the submission: another thread's submission cannot overtake it.
-        let mut pending = self.pending();
-        let mut all = std::mem::take(&mut *pending);
-        all.extend(cbs);
-        self.queue().submit(all)
+        // Held through both submissions: another thread's cannot come between them.
+        let mut kept = self.kept();
+        self.submit_kept(&mut kept);
+        self.queue().submit(cbs)
     }
 
-    /// Submits what this device keeps, if anything, inside `op`'s error scopes.
-    pub(crate) fn flush(&self, op: &'static str) -> Result<()> {
-        if self.pending().is_empty() {
-            return Ok(());
+    /// Submits the kept command buffers in error scopes of their own; on an error, the
+    /// sections whose work they held are told when they end. Under the GL lock.
+    fn submit_kept(&self, kept: &mut Kept) {
+        if kept.commands.is_empty() {
+            return;
         }
-        self.scoped(op, || {
-            self.submit([]);
-            Ok(())
-        })
+        let device = self.device();
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.queue().submit(std::mem::take(&mut kept.commands));
+        let failed = resolve(validation.pop()).or(resolve(oom.pop()));
+        let sections = std::mem::take(&mut kept.sections);
+        if let Some(e) = failed {
+            let message = describe(&e);
+            kept.lost
+                .extend(sections.into_iter().map(|id| (id, message.clone())));
+            // Uniforms made for the lost work may never have been written.
+            self.kernels().forget_uniforms();
+        }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::CommandBuffer>> {
+    /// Submits what this device keeps, if anything, and reports whether section `id`'s
+    /// work was lost, as `op`'s error.
+    fn flush(&self, op: &'static str, id: u64) -> Result<()> {
+        let lost = {
+            let _gl = self.gl();
+            let mut kept = self.kept();
+            self.submit_kept(&mut kept);
+            let mine: Vec<String> = kept
+                .lost
+                .iter()
+                .filter(|(s, _)| *s == id)
+                .map(|(_, m)| m.clone())
+                .collect();
+            kept.lost.retain(|(s, _)| *s != id);
+            mine.into_iter().next()
+        };
+        match lost {
+            None => Ok(()),
+            Some(message) => Err(self.loss_or(
+                op,
+                Error::Validation {
+                    op,
+                    rank: self.index(),
+                    message,
+                },
+            )),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.inner
             .dev
             .pending
@@ -150,13 +225,13 @@ mod tests {
         let (sum, reused) = batched("test", || {
             let a = Tensor::from_host(r, &[2.0; 256], [1, 256])?;
             let sum = ops::add(&a, &b)?;
-            assert_eq!(r.pending().len(), 1, "the add is kept, not submitted");
+            assert_eq!(r.kept().commands.len(), 1, "the add is kept, not submitted");
             let buffer = a.bands()[0].buffer().clone();
             drop(a);
             // The pool hands the same buffer out again; the upload is a submission, which
             // takes the kept add first, so the add still reads 2.0.
             let c = Tensor::from_host(r, &[5.0; 256], [1, 256])?;
-            assert!(r.pending().is_empty());
+            assert!(r.kept().commands.is_empty());
             Ok((sum, *c.bands()[0].buffer() == buffer))
         })
         .unwrap();
@@ -186,7 +261,7 @@ mod tests {
         })
         .unwrap();
         for r in ranks {
-            assert!(r.pending().is_empty(), "rank {} kept work", r.index());
+            assert!(r.kept().commands.is_empty(), "rank {} kept work", r.index());
         }
         for s in sums {
             // Read through the tensor's own buffer on the app's side would see it too:
@@ -195,7 +270,7 @@ mod tests {
         }
         // Outside a section, every dispatch is submitted at once.
         let t = ops::add(&ones[0], &ones[0]).unwrap();
-        assert!(ranks[0].pending().is_empty());
+        assert!(ranks[0].kept().commands.is_empty());
         assert_eq!(t.to_host().unwrap(), vec![2.0; 64]);
     }
 
@@ -214,12 +289,12 @@ mod tests {
             });
         }));
         assert!(caught.is_err());
-        assert!(r.pending().is_empty());
+        assert!(r.kept().commands.is_empty());
         let sum = kept.lock().unwrap().take().unwrap();
         assert_eq!(sum.to_host().unwrap(), vec![2.0; 64]);
         // The thread is out of the section: the next dispatch is submitted at once.
         let _t = ops::add(&one, &one).unwrap();
-        assert!(r.pending().is_empty());
+        assert!(r.kept().commands.is_empty());
     }
 
     #[test]
@@ -234,7 +309,44 @@ mod tests {
             ops::add(&one, &wide)
         });
         assert!(matches!(e, Err(Error::Shape { .. })), "{e:?}");
-        assert!(r.pending().is_empty());
+        assert!(r.kept().commands.is_empty());
         assert_eq!(kept.unwrap().to_host().unwrap(), vec![2.0; 64]);
+    }
+
+    #[test]
+    fn kept_work_lost_to_another_threads_submission_is_the_sections_error() {
+        let Some(g) = group(1) else { return };
+        let r = g.ranks()[0].clone();
+        let one = Tensor::from_host(&r, &[1.0; 64], [1, 64]).unwrap();
+        let doomed = Tensor::from_host(&r, &[1.0; 64], [1, 64]).unwrap();
+        let out = batched("test", || {
+            let _sum = ops::add(&doomed, &one)?;
+            // The app destroys a buffer it was handed while the add that reads it is kept.
+            doomed.buffers()[0].0.destroy();
+            // Another thread's op submits first, taking the kept add with it.
+            let r2 = r.clone();
+            let two = std::thread::spawn(move || {
+                let t = Tensor::from_host(&r2, &[2.0; 8], [1, 8])?;
+                ops::add(&t, &t)?.to_host()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                two.unwrap(),
+                vec![4.0; 8],
+                "the other thread's own work is fine"
+            );
+            Ok(())
+        });
+        assert!(
+            matches!(out, Err(Error::Validation { op: "test", .. })),
+            "the section learns its work was lost: {out:?}"
+        );
+        assert!(r.kept().lost.is_empty());
+        // The device goes on.
+        assert_eq!(
+            ops::add(&one, &one).unwrap().to_host().unwrap(),
+            vec![2.0; 64]
+        );
     }
 }

@@ -36,8 +36,8 @@ pub(crate) struct DeviceCtx {
     pub(super) dispatches: std::sync::atomic::AtomicU64,
     /// Upload buffers (`MAP_WRITE | COPY_SRC`), mapped and ready, kept for reuse.
     pub(super) uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
-    /// Command buffers encoded in a batched section, not yet submitted (batch.rs).
-    pub(super) pending: Mutex<Vec<wgpu::CommandBuffer>>,
+    /// Command buffers encoded in batched sections, not yet submitted (batch.rs).
+    pub(super) pending: Mutex<super::batch::Kept>,
 }
 
 /// Whether a rank installs its uncaptured-error handler and device-lost callback on its
@@ -59,9 +59,11 @@ pub(super) const STAGING_KEPT: usize = 16;
 pub(super) const UPLOADS_KEPT: usize = 4;
 
 impl DeviceCtx {
-    /// The largest buffer the device makes.
-    pub(crate) fn max_buffer_size(&self) -> u64 {
-        self.limits.max_buffer_size
+    /// The largest buffer the device makes and binds whole: one band of a tensor.
+    pub(crate) fn band_bytes(&self) -> u64 {
+        self.limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size)
     }
 
     pub(crate) fn new(
@@ -109,7 +111,7 @@ impl DeviceCtx {
             uploads: Arc::new(Mutex::new(Vec::new())),
             buffers_made: Default::default(),
             dispatches: Default::default(),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Default::default()),
         })
     }
 }
@@ -119,7 +121,7 @@ impl Drop for DeviceCtx {
         let _gl = crate::gl::lock(self.info.backend == wgpu::Backend::Gl);
         self.pool.trim();
         if let Ok(mut pending) = self.pending.lock() {
-            pending.clear();
+            *pending = Default::default();
         }
         if let Ok(mut staging) = self.staging.lock() {
             staging.clear();

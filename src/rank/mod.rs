@@ -242,9 +242,6 @@ impl Rank {
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
         if validation_err.is_some() || oom_err.is_some() {
-            // A failed submission may have dropped the writes of uniforms made for it
-            // (a batched section's, submitted here).
-            self.kernels().forget_uniforms();
             self.settle();
         }
         self.check_health(op)?;
@@ -291,7 +288,7 @@ impl Rank {
     /// [`batched`] section, inside this rank's error scopes; waits for nothing. A step
     /// reads what the steps before it wrote.
     pub(crate) fn dispatch_all(&self, op: &'static str, steps: &[Dispatch<'_>]) -> Result<()> {
-        let out = self.scoped(op, || {
+        let encoded = self.scoped(op, || {
             let (device, queue) = (self.device(), self.queue());
             let mut enc =
                 device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
@@ -299,17 +296,19 @@ impl Rank {
                 self.kernels()
                     .dispatch(device, queue, &mut enc, d.key, d.buffers, d.params, d.grid)?;
             }
-            self.submit_or_keep(enc.finish());
+            Ok(enc.finish())
+        });
+        // Only what encoded without error is submitted or kept.
+        let out = encoded.and_then(|cb| self.submit_or_keep(op, cb));
+        if out.is_err() {
+            let _gl = self.gl();
+            self.kernels().forget_uniforms();
+        } else {
             let n = steps.len() as u64;
             self.inner
                 .dev
                 .dispatches
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        });
-        if out.is_err() {
-            let _gl = self.gl();
-            self.kernels().forget_uniforms();
         }
         out
     }
@@ -339,7 +338,10 @@ impl Rank {
     pub async fn wait_idle_async(&self) -> Result<()> {
         let op = "wait_idle";
         self.check_health(op)?;
-        self.flush(op)?;
+        self.scoped(op, || {
+            self.submit([]);
+            Ok(())
+        })?;
         let (tx, rx) = signal();
         {
             let _gl = self.gl();

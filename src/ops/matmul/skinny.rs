@@ -23,7 +23,7 @@ const SKINNY_CPU_WORKGROUPS_PER_CORE: usize = 32;
 /// step of a 1024-wide Llama, products of 1-12 MiB): unsplit below 8 MiB, 42 -> 42 ms at
 /// tp 1 and 53-57 -> 48-49 ms at tp 4 (4 devices); below 30 MiB, tp 1 lost 7-14 ms
 /// (its 23 MiB product on 11 workgroups, unevenly shared).
-const SKINNY_CPU_SPLIT_MIN_BYTES: usize = 8 << 20;
+const SKINNY_CPU_SPLIT_MIN_BYTES: u64 = 8 << 20;
 /// Workgroups a sweep aims for per core of a CPU adapter. Measured on lavapipe (2 cores,
 /// the batch-1 MLP 1024 -> 4096 -> 1024 at tp 4, its shards [1024, 1024]): 4 or 8 a
 /// core 3.3 ms, 32 a core (more, shorter sweeps) 4.1 ms; [1, 4096] x [4096, 4096] the
@@ -107,7 +107,8 @@ fn chunks(rank: &Rank, v: Skinny, layout: WeightLayout, [m, n, k]: [usize; 3]) -
         let len = gemm_skinny::SWEEP_ROWS;
         return (k.div_ceil(len).max(1), len);
     }
-    if !v.gpu && k * n * 4 < SKINNY_CPU_SPLIT_MIN_BYTES && groups >= crate::rank::cores() {
+    let weight_bytes = (k as u64).saturating_mul(n as u64).saturating_mul(4);
+    if !v.gpu && weight_bytes < SKINNY_CPU_SPLIT_MIN_BYTES && groups >= crate::rank::cores() {
         // Every core has a workgroup already, and what more would balance is worth less
         // than the `finish` dispatch.
         return whole;
