@@ -4,11 +4,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use uniforms::Uniforms;
 
 pub(crate) mod gemm_cpu;
 pub(crate) mod gemm_skinny;
+mod half;
 #[cfg(test)]
 mod portability;
 mod uniforms;
@@ -104,6 +106,24 @@ impl Shader {
             .join("\n")
     }
 
+    /// The WGSL of this shader reading `weights` weights (see half.rs); `None` for a
+    /// shader that reads no weights, asked for half ones.
+    fn source_for(self, weights: DType) -> Option<String> {
+        let (name, unit) = match self {
+            _ if weights == DType::F32 => return Some(self.source()),
+            Shader::GemmTiled | Shader::GemmTiledLarge | Shader::GemmSimple => {
+                ('w', half::Unit::Scalar)
+            }
+            Shader::GemmCpu => ('w', half::Unit::Vec4),
+            Shader::GemmSkinny(v) if v.vec4 => ('w', half::Unit::Vec4),
+            Shader::GemmSkinny(_) => ('w', half::Unit::Scalar),
+            // The embedding lookup's table.
+            Shader::Model => ('a', half::Unit::Scalar),
+            _ => return None,
+        };
+        Some(half::packed_weights(&self.source(), name, unit, weights))
+    }
+
     fn layout(self) -> Layout {
         match self {
             Shader::GemmTiled
@@ -131,12 +151,14 @@ fn gemm_cpu_source(rows: usize, cols4: usize) -> String {
     .join("\n")
 }
 
-/// A compiled pipeline's identity: shader, entry point and override constants.
+/// A compiled pipeline's identity: shader, entry point, override constants, and the type
+/// of the weights a GEMM reads (f32 for every other shader).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     pub shader: Shader,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u32)>,
+    pub weights: DType,
 }
 
 /// One rank's shader modules, layouts and compiled pipelines, each made once, and the
@@ -144,7 +166,7 @@ pub(crate) struct PipelineKey {
 #[derive(Debug)]
 pub(crate) struct Kernels {
     layouts: Mutex<HashMap<Layout, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Shader, DType), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     uniforms: Mutex<Uniforms>,
 }
@@ -225,15 +247,23 @@ impl Kernels {
         }
         let module = {
             let mut modules = self.modules.lock().map_err(|_| poisoned())?;
-            modules
-                .entry(key.shader)
-                .or_insert_with(|| {
-                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            match modules.get(&(key.shader, key.weights)) {
+                Some(m) => m.clone(),
+                None => {
+                    let source = key.shader.source_for(key.weights).ok_or_else(|| {
+                        Error::invalid(
+                            key.entry,
+                            format!("{:?} reads no {} weights", key.shader, key.weights),
+                        )
+                    })?;
+                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some("wgpu-tp shader"),
-                        source: wgpu::ShaderSource::Wgsl(Cow::Owned(key.shader.source())),
-                    })
-                })
-                .clone()
+                        source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)),
+                    });
+                    modules.insert((key.shader, key.weights), m.clone());
+                    m
+                }
+            }
         };
         let constants: Vec<(&str, f64)> = key
             .constants

@@ -39,6 +39,7 @@
 mod adapters;
 pub mod collective;
 mod dist;
+mod dtype;
 mod error;
 mod gl;
 mod group;
@@ -62,6 +63,7 @@ mod tensor;
 
 pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};
+pub use dtype::DType;
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
 /// The `mpi` crate (rsmpi) this crate was built with, for apps that make their own

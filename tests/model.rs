@@ -29,7 +29,14 @@ struct Reference {
     margin: f64,
 }
 
-fn reference(name: &str) -> Reference {
+/// The reference of fixture `name`'s f32 weights (`precision` ""), or of its "bf16" or
+/// "f16" weights widened exactly to f32.
+fn reference(name: &str, precision: &str) -> Reference {
+    let suffix = if precision.is_empty() {
+        String::new()
+    } else {
+        format!("_{precision}")
+    };
     let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let ids = |k: &str| -> Vec<u32> {
@@ -41,8 +48,8 @@ fn reference(name: &str) -> Reference {
     };
     Reference {
         prompt: ids("prompt_ids"),
-        greedy: ids("greedy_ids"),
-        logits: v["logits"]
+        greedy: ids(&format!("greedy_ids{suffix}")),
+        logits: v[&format!("logits{suffix}")]
             .as_array()
             .unwrap()
             .iter()
@@ -54,7 +61,7 @@ fn reference(name: &str) -> Reference {
                     .collect()
             })
             .collect(),
-        margin: v["greedy_min_margin"].as_f64().unwrap(),
+        margin: v[&format!("greedy_min_margin{suffix}")].as_f64().unwrap(),
     }
 }
 
@@ -89,9 +96,27 @@ fn mixed_group() -> Option<Group> {
     }
 }
 
-fn check_model(name: &str) {
-    let want = reference(name);
-    let checkpoint = Checkpoint::open(fixture(name)).unwrap();
+/// Fixture `name` with its `precision` weights ("bf16", "f16") as its checkpoint, in a
+/// scratch folder; the fixture itself for "".
+fn fixture_in(name: &str, precision: &str) -> PathBuf {
+    if precision.is_empty() {
+        return fixture(name);
+    }
+    let dir =
+        std::env::temp_dir().join(format!("wgpu-tp-{}-{name}-{precision}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture(name).join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        fixture(name).join(format!("model.{precision}.safetensors")),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    dir
+}
+
+fn check_model(name: &str, precision: &str) {
+    let want = reference(name, precision);
+    let checkpoint = Checkpoint::open(fixture_in(name, precision)).unwrap();
     let bound = logit_bound();
     // The greedy tokens can only follow the reference if the bound is below half the
     // smallest gap between the best and second-best logit the reference saw.
@@ -112,7 +137,7 @@ fn check_model(name: &str) {
                 .map(|r| r.adapter_info().backend)
                 .collect();
             let ctx = format!(
-                "{name} tp {tp} ({} ranks, {backends:?})",
+                "{name} {precision} tp {tp} ({} ranks, {backends:?})",
                 group.ranks().len()
             );
             let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
@@ -159,12 +184,53 @@ fn check_model(name: &str) {
 
 #[test]
 fn tiny_llama_matches_transformers() {
-    check_model("tiny-llama");
+    check_model("tiny-llama", "");
 }
 
 #[test]
 fn tiny_gpt2_matches_transformers() {
-    check_model("tiny-gpt2");
+    check_model("tiny-gpt2", "");
+}
+
+/// The half-precision checkpoints against transformers' run of the same weights widened
+/// to f32 (what f32 accumulation over half weights must give): the f32 bound holds, as
+/// the kernels widen exactly.
+#[test]
+fn tiny_llama_in_bf16_and_f16_matches_transformers() {
+    check_model("tiny-llama", "bf16");
+    check_model("tiny-llama", "f16");
+}
+
+#[test]
+fn tiny_gpt2_in_bf16_and_f16_matches_transformers() {
+    check_model("tiny-gpt2", "bf16");
+    check_model("tiny-gpt2", "f16");
+}
+
+#[test]
+fn a_bf16_checkpoint_keeps_its_weights_at_two_bytes_a_value() {
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let bytes = |precision: &str| {
+        let checkpoint = Checkpoint::open(fixture_in("tiny-llama", precision)).unwrap();
+        let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+        group.wait_idle().unwrap();
+        let held: u64 = group.ranks().iter().map(|r| r.tensor_bytes()).sum();
+        drop(model);
+        held
+    };
+    let (f32_bytes, bf16_bytes) = (bytes(""), bytes("bf16"));
+    // The tiny Llama: hidden 64, 2 layers of q, k, v, o (64 x 64, 32 x 64, 32 x 64,
+    // 64 x 64) and gate, up, down (3 x 128 x 64), head 128 x 64, embeddings 128 x 64:
+    // 90,112 weights, 2 bytes each instead of 4 (every rank's shard an even count: no
+    // padding); the norms (5 x 64) and the rotary table (64 x 16) stay f32.
+    let weights = 90_112u64;
+    assert_eq!(
+        f32_bytes - bf16_bytes,
+        2 * weights,
+        "{f32_bytes} vs {bf16_bytes}"
+    );
 }
 
 #[test]
@@ -246,18 +312,19 @@ fn logical_ranks_sharing_a_device_normalize_a_replicated_value_once() {
 
 #[test]
 fn a_prompt_wider_than_a_buffer_binding_runs_in_pieces_with_the_same_bits() {
-    // 4 KiB bindings: the tiny Llama's widest row per token at tp 1 is its [gate | up]
-    // row of 256 floats (1 KiB), so a forward takes 4 tokens and a 10-token prompt runs as
-    // 4 + 4 + 2; its cache rows are 256 bytes, so 16 positions fit and 17 do not.
+    // 5 KiB bindings: the tiny Llama's widest row per token at tp 1 is its [gate | up]
+    // row of 256 floats (1 KiB), so 5 rows fit a binding but tensors are banded in whole
+    // multiples of 4 rows: a forward takes 4 tokens and a 10-token prompt runs as 4 + 4 + 2.
+    // Its cache rows are 256 bytes: 20 positions fit one band, 21 do not.
     let mut limits = wgpu::Limits::downlevel_defaults();
-    limits.max_buffer_size = 4096;
-    limits.max_storage_buffer_binding_size = 4096;
+    limits.max_buffer_size = 5120;
+    limits.max_storage_buffer_binding_size = 5120;
     let small = common::build(
         Group::builder()
             .ranks_on_one_adapter(1)
             .numerics(Numerics::TpInvariant)
             .required_limits(limits),
-        "4 KiB buffers",
+        "5 KiB buffers",
     );
     let whole = common::cached_group(1, false, Numerics::TpInvariant);
     let (Some(small), Some(whole)) = (small, whole) else {
@@ -282,10 +349,11 @@ fn a_prompt_wider_than_a_buffer_binding_runs_in_pieces_with_the_same_bits() {
         bits(&want.0),
         "logits of the prompt in pieces"
     );
-    // A cache over one binding is refused when made, not at the first forward.
+    // A cache over one band is refused when made, not at the first forward.
     let model = Transformer::from_checkpoint(&small, &checkpoint).unwrap();
+    assert!(model.new_cache(20).is_ok());
     assert!(matches!(
-        model.new_cache(17),
+        model.new_cache(21),
         Err(wgpu_tp::Error::BufferTooLarge { .. })
     ));
 }

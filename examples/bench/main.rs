@@ -7,6 +7,7 @@
 
 mod decode;
 mod gemm;
+mod half;
 mod layers;
 mod model;
 mod mpi;
@@ -35,7 +36,8 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, model, mpi, verify); default all.
+    /// Run only these sections (gemm, transfer, decode, mlp, model, half, mpi, verify);
+    /// default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The multi-process half of section mpi (the bench starts it under mpirun).
@@ -121,6 +123,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.push(("decode_shared_vs_devices", m.decode_shared_vs_devices));
         summary.push(("weights_per_rank_vs_ideal", m.weights_per_rank_vs_ideal));
         summary.push(("load_peak_rss_vs_file", m.load_peak_rss_vs_file));
+    }
+    if args.wants("half") {
+        let h = half::run(args.reps)?;
+        summary.push(("gemm_bf16w_vs_f32", h.gemm_bf16w_vs_f32));
+        summary.push(("gemv_bf16w_vs_f32", h.gemv_bf16w_vs_f32));
+        summary.push(("weights_bytes_bf16_vs_f32", h.weights_bytes_bf16_vs_f32));
+        summary.push(("decode_bf16_vs_f32", h.decode_bf16_vs_f32));
     }
     if args.wants("mpi") {
         if let Some(m) = mpi::run(args.allreduce_mib, args.reps)? {

@@ -13,7 +13,7 @@ use wgpu_tp::model::Transformer;
 use wgpu_tp::reference::{write_synthetic_llama, SyntheticLlama};
 use wgpu_tp::Group;
 
-const MODEL: SyntheticLlama = SyntheticLlama {
+pub const MODEL: SyntheticLlama = SyntheticLlama {
     vocab: 32000,
     hidden: 1024,
     intermediate: 2816,

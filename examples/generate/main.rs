@@ -36,7 +36,9 @@ enum Ranks {
 #[derive(Debug, Parser)]
 #[command(about = "Greedy generation with a safetensors checkpoint on wgpu ranks")]
 struct Args {
-    /// Folder with config.json and model.safetensors (or model.safetensors.index.json).
+    /// Folder with config.json and model.safetensors (or model.safetensors.index.json),
+    /// or one .safetensors file in such a folder (e.g. its bf16 weights). f16 and bf16
+    /// weights stay at two bytes a value on the devices.
     #[arg(long)]
     model: PathBuf,
     /// Tensor parallelism degree.
@@ -121,13 +123,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     say!("  loaded in {load:.2} s");
-    let tokenizer = wgpu_tp::load::Tokenizer::beside(&args.model)?;
+    let tokenizer = wgpu_tp::load::Tokenizer::beside(checkpoint.dir())?;
     let prompt = &match (&args.prompt, &tokenizer) {
         (Some(text), Some(t)) => t.encode(text)?,
         (Some(_), None) => {
             return Err(format!(
                 "--prompt needs a tokenizer.json in {}",
-                args.model.display()
+                checkpoint.dir().display()
             )
             .into())
         }

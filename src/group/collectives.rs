@@ -18,6 +18,7 @@ impl Group {
     pub(crate) async fn all_reduce(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let op = "all_reduce";
         self.check_locals(op, inputs)?;
+        require_f32(op, inputs)?;
         let shape = check_same_shapes(op, inputs)?;
         self.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
@@ -31,6 +32,7 @@ impl Group {
     pub(crate) async fn all_gather(&self, inputs: &[Tensor], dim: usize) -> Result<Vec<Tensor>> {
         let op = "all_gather";
         self.check_locals(op, inputs)?;
+        require_f32(op, inputs)?;
         let shape = check_all_gather(op, inputs, dim)?;
         self.stats().all_gather.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
@@ -49,6 +51,7 @@ impl Group {
     ) -> Result<Vec<Tensor>> {
         let op = "reduce_scatter";
         self.check_locals(op, inputs)?;
+        require_f32(op, inputs)?;
         let shape = check_reduce_scatter(op, inputs, dim, sizes, self.world_size())?;
         self.stats().reduce_scatter.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
@@ -66,6 +69,7 @@ impl Group {
     pub(crate) async fn broadcast(&self, inputs: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
         let op = "broadcast";
         self.check_locals(op, inputs)?;
+        require_f32(op, inputs)?;
         if self.process_count() > 1 {
             if root >= self.world_size() {
                 let world = self.world_size();
@@ -103,4 +107,9 @@ impl Group {
         }
         Ok(out)
     }
+}
+
+/// Refuses half-precision inputs: the collectives move and sum f32 values.
+fn require_f32(op: &'static str, inputs: &[Tensor]) -> Result<()> {
+    inputs.iter().try_for_each(|t| t.require_f32(op))
 }

@@ -7,6 +7,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use super::gemm_skinny::Skinny;
 use super::Shader;
+use crate::dtype::DType;
 
 /// The values each override constant takes in the crate (src/ops, src/kernels).
 fn domain(name: &str) -> &'static [f64] {
@@ -63,65 +64,72 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             | Shader::Reduce8
             | Shader::Model => {}
         }
-        let module = naga::front::wgsl::parse_str(&shader.source())
-            .unwrap_or_else(|e| panic!("{shader:?}: {e}"));
-        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{shader:?}: {e:?}"));
-        let names: Vec<String> = module
-            .overrides
-            .iter()
-            .filter_map(|(_, o)| o.name.clone())
-            .collect();
-        for ep in &module.entry_points {
-            for constants in assignments(&names) {
-                let ctx = format!("{shader:?}::{} {constants:?}", ep.name);
-                let stage = (naga::ShaderStage::Compute, ep.name.clone());
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module,
-                    &info,
-                    Some((naga::ShaderStage::Compute, &ep.name)),
-                    &constants,
-                )
-                .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
-                let msl_pipeline = msl::PipelineOptions {
-                    entry_point: Some(stage.clone()),
-                    ..Default::default()
-                };
-                msl::write_string(&m, &i, &msl::Options::default(), &msl_pipeline)
-                    .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
-                let hlsl_pipeline = hlsl::PipelineOptions {
-                    entry_point: Some(stage.clone()),
-                };
-                let hlsl_options = hlsl::Options::default();
-                let mut out = String::new();
-                hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
-                    .write(&m, &i, None)
-                    .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
-                let spv_pipeline = spv::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: ep.name.clone(),
-                };
-                spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
-                    .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
-                let glsl_pipeline = glsl::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: ep.name.clone(),
-                    multiview: None,
-                };
-                let glsl_options = glsl::Options::default();
-                let mut out = String::new();
-                glsl::Writer::new(
-                    &mut out,
-                    &m,
-                    &i,
-                    &glsl_options,
-                    &glsl_pipeline,
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write())
-                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
-                variants += 1;
+        // Every GEMM also reads half-precision weights (half.rs).
+        for weights in [DType::F32, DType::F16, DType::BF16] {
+            let Some(source) = shader.source_for(weights) else {
+                continue;
+            };
+            let shader = format!("{shader:?} ({weights} weights)");
+            let module =
+                naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{shader}: {e}"));
+            let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{shader}: {e:?}"));
+            let names: Vec<String> = module
+                .overrides
+                .iter()
+                .filter_map(|(_, o)| o.name.clone())
+                .collect();
+            for ep in &module.entry_points {
+                for constants in assignments(&names) {
+                    let ctx = format!("{shader}::{} {constants:?}", ep.name);
+                    let stage = (naga::ShaderStage::Compute, ep.name.clone());
+                    let (m, i) = naga::back::pipeline_constants::process_overrides(
+                        &module,
+                        &info,
+                        Some((naga::ShaderStage::Compute, &ep.name)),
+                        &constants,
+                    )
+                    .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
+                    let msl_pipeline = msl::PipelineOptions {
+                        entry_point: Some(stage.clone()),
+                        ..Default::default()
+                    };
+                    msl::write_string(&m, &i, &msl::Options::default(), &msl_pipeline)
+                        .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
+                    let hlsl_pipeline = hlsl::PipelineOptions {
+                        entry_point: Some(stage.clone()),
+                    };
+                    let hlsl_options = hlsl::Options::default();
+                    let mut out = String::new();
+                    hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                        .write(&m, &i, None)
+                        .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
+                    let spv_pipeline = spv::PipelineOptions {
+                        shader_stage: naga::ShaderStage::Compute,
+                        entry_point: ep.name.clone(),
+                    };
+                    spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
+                        .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
+                    let glsl_pipeline = glsl::PipelineOptions {
+                        shader_stage: naga::ShaderStage::Compute,
+                        entry_point: ep.name.clone(),
+                        multiview: None,
+                    };
+                    let glsl_options = glsl::Options::default();
+                    let mut out = String::new();
+                    glsl::Writer::new(
+                        &mut out,
+                        &m,
+                        &i,
+                        &glsl_options,
+                        &glsl_pipeline,
+                        naga::proc::BoundsCheckPolicies::default(),
+                    )
+                    .and_then(|mut w| w.write())
+                    .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+                    variants += 1;
+                }
             }
         }
     }
@@ -129,7 +137,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     // family's 2 entries x bias x 4 activations (16); elementwise's 6 entries x 4
     // activations (24); the reductions (2); the transformer kernels' 7 entries (7); the
     // skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU or GPU x ordered or
-    // fast) x 3 entries x bias x 4 activations (576). A new entry or constant changes the
-    // count.
-    assert_eq!(variants, 97 + 576, "variants translated");
+    // fast) x 3 entries x bias x 4 activations (576); and every GEMM and the transformer
+    // kernels (for the embedding table) again for f16 and for bf16 weights (2 x (48 + 16
+    // + 576 + 7)). A new entry or constant changes the count.
+    assert_eq!(variants, 97 + 576 + 2 * 647, "variants translated");
 }

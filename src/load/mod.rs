@@ -4,7 +4,6 @@
 //! copied whole into memory.
 
 mod config;
-mod half;
 #[cfg(feature = "tokenizer")]
 mod tokenizer;
 
@@ -19,34 +18,14 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
+pub use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::nn::HostWeights;
 
 pub(crate) fn checkpoint_error(what: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Checkpoint {
         what: what.into(),
         message: message.into(),
-    }
-}
-
-/// The element types a checkpoint's tensors may have for the loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Dtype {
-    /// 4-byte IEEE float.
-    F32,
-    /// 2-byte IEEE half.
-    F16,
-    /// 2-byte bfloat16.
-    BF16,
-}
-
-impl Dtype {
-    /// Bytes per value.
-    pub fn size(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-        }
     }
 }
 
@@ -86,21 +65,19 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
-/// `bytes` of `dtype` values as f32, widened exactly.
-fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
-    match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-            .collect(),
+/// Appends the little-endian values in `bytes` to `out`, of its type.
+fn extend(out: &mut HostWeights, bytes: &[u8]) {
+    match out {
+        HostWeights::F32(v) => v.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        HostWeights::Half(_, v) => v.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]])),
+        ),
     }
 }
 
@@ -172,21 +149,30 @@ fn file_names(dir: &Path) -> Result<Vec<String>> {
 impl Checkpoint {
     /// Opens the checkpoint in `dir`: parses `config.json`, maps the weight files, reads
     /// their headers, and checks that every tensor the config implies is there with its
-    /// shape and a dtype the loader reads (f32, f16, bf16).
+    /// shape and a dtype the loader reads (f32, f16, bf16). `dir` may also name one
+    /// `.safetensors` file, whose folder holds `config.json` (a folder with the same
+    /// weights in several precisions, `model.bf16.safetensors` beside `model.safetensors`).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the file or tensor: a missing or unreadable file, a
     /// truncated or corrupt header, a missing tensor, a wrong shape, an unsupported
     /// dtype, a tensor in two files, a config that does not match the tensors.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        let path = dir.as_ref();
+        let (dir, names) = if path.is_file() {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (folder, name.into_iter().collect())
+        } else {
+            (path.to_path_buf(), file_names(path)?)
+        };
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| checkpoint_error(config_path.display().to_string(), e.to_string()))?;
         let config = ModelConfig::parse(&text)?;
         let mut files = Vec::new();
         let mut tensors = HashMap::new();
-        for name in file_names(&dir)? {
+        for name in names {
             let path = dir.join(&name);
             let map = map(&path)?;
             let shown = path.display().to_string();
@@ -272,7 +258,7 @@ impl Checkpoint {
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the tensor.
-    pub fn check(&self, name: &str, shape: &[usize]) -> Result<Dtype> {
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<DType> {
         let (e, full) = self.entry(name)?;
         if e.shape != shape {
             return Err(checkpoint_error(
@@ -285,9 +271,9 @@ impl Checkpoint {
             ));
         }
         let dtype = match e.dtype {
-            safetensors::Dtype::F32 => Dtype::F32,
-            safetensors::Dtype::F16 => Dtype::F16,
-            safetensors::Dtype::BF16 => Dtype::BF16,
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
             other => {
                 return Err(checkpoint_error(
                     full,
@@ -322,6 +308,16 @@ impl Checkpoint {
     /// # Errors
     /// [`Error::Checkpoint`] naming the tensor: missing, another dtype, rows out of range.
     pub fn rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        Ok(self.rows(name, rows)?.to_f32())
+    }
+
+    /// Rows `rows` of tensor `name` as the file holds them: f32, or the 16-bit values of
+    /// f16/bf16 (kept at two bytes on the device: [`HostWeights`]); reads only those rows'
+    /// bytes.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::rows_f32`].
+    pub fn rows(&self, name: &str, rows: Range<usize>) -> Result<HostWeights> {
         let (e, full) = self.entry(name)?;
         let shape = e.shape.clone();
         let dtype = self.check(name, &shape)?;
@@ -344,7 +340,8 @@ impl Checkpoint {
         let size = dtype.size();
         let at = e.bytes.start + rows.start * cols * size;
         let map = &self.files[e.file].map;
-        let out = widen(dtype, &map[at..at + rows.len() * cols * size]);
+        let mut out = HostWeights::empty(dtype, rows.len() * cols);
+        extend(&mut out, &map[at..at + rows.len() * cols * size]);
         release(map, at..at + rows.len() * cols * size);
         Ok(out)
     }
@@ -356,6 +353,15 @@ impl Checkpoint {
     /// [`Error::Checkpoint`] naming the tensor: missing, not a matrix, another dtype,
     /// columns out of range.
     pub fn cols_f32(&self, name: &str, cols: Range<usize>) -> Result<Vec<f32>> {
+        Ok(self.cols(name, cols)?.to_f32())
+    }
+
+    /// Columns `cols` of the matrix `name` as the file holds them (see
+    /// [`Checkpoint::rows`]).
+    ///
+    /// # Errors
+    /// As [`Checkpoint::cols_f32`].
+    pub fn cols(&self, name: &str, cols: Range<usize>) -> Result<HostWeights> {
         let (e, full) = self.entry(name)?;
         let shape = e.shape.clone();
         let dtype = self.check(name, &shape)?;
@@ -373,10 +379,10 @@ impl Checkpoint {
         }
         let size = dtype.size();
         let map = &self.files[e.file].map;
-        let mut out = Vec::with_capacity(rows * cols.len());
+        let mut out = HostWeights::empty(dtype, rows * cols.len());
         for r in 0..rows {
             let at = e.bytes.start + (r * n + cols.start) * size;
-            out.extend(widen(dtype, &map[at..at + cols.len() * size]));
+            extend(&mut out, &map[at..at + cols.len() * size]);
         }
         release(map, e.bytes.clone());
         Ok(out)

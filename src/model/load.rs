@@ -54,9 +54,8 @@ impl Transformer {
             };
             Norm::new(group, kind, &w, b.as_deref(), eps)
         };
-        let embedding = VocabParallelEmbedding::from_rows(group, c.vocab_size, h, |r| {
-            ck.rows_f32(embed_name, r)
-        })?;
+        let embedding =
+            VocabParallelEmbedding::from_rows(group, c.vocab_size, h, |r| ck.rows(embed_name, r))?;
         let rotary = match c.rope_theta {
             Some(theta) => Some(Rotary::new(group, hd, c.max_positions, theta)?),
             None => None,
@@ -79,22 +78,22 @@ impl Transformer {
                     |q, kv| {
                         let name = |w: &str| format!("{p}.self_attn.{w}_proj.weight");
                         Ok(HeadWeights {
-                            q: ck.rows_f32(&name("q"), q.start * hd..q.end * hd)?,
-                            k: ck.rows_f32(&name("k"), kv.start * hd..kv.end * hd)?,
-                            v: ck.rows_f32(&name("v"), kv.start * hd..kv.end * hd)?,
+                            q: ck.rows(&name("q"), q.start * hd..q.end * hd)?,
+                            k: ck.rows(&name("k"), kv.start * hd..kv.end * hd)?,
+                            v: ck.rows(&name("v"), kv.start * hd..kv.end * hd)?,
                             bias: None,
                         })
                     },
-                    |cols| ck.cols_f32(&format!("{p}.self_attn.o_proj.weight"), cols),
+                    |cols| ck.cols(&format!("{p}.self_attn.o_proj.weight"), cols),
                     None,
                 )?;
                 let mlp = GatedMlp::new(
                     group,
                     h,
                     c.intermediate_size,
-                    |r| ck.rows_f32(&format!("{p}.mlp.gate_proj.weight"), r),
-                    |r| ck.rows_f32(&format!("{p}.mlp.up_proj.weight"), r),
-                    |cols| ck.cols_f32(&format!("{p}.mlp.down_proj.weight"), cols),
+                    |r| ck.rows(&format!("{p}.mlp.gate_proj.weight"), r),
+                    |r| ck.rows(&format!("{p}.mlp.up_proj.weight"), r),
+                    |cols| ck.cols(&format!("{p}.mlp.down_proj.weight"), cols),
                 )?;
                 if c.activation != "silu" {
                     return Err(Error::invalid(
@@ -123,9 +122,9 @@ impl Transformer {
                         let block = |i: usize| q.start * hd + i * h..q.end * hd + i * h;
                         let (w, b) = (&qkv_w, &qkv_b);
                         Ok(HeadWeights {
-                            q: columns(w, 3 * h, block(0))?,
-                            k: columns(w, 3 * h, block(1))?,
-                            v: columns(w, 3 * h, block(2))?,
+                            q: columns(w, 3 * h, block(0))?.into(),
+                            k: columns(w, 3 * h, block(1))?.into(),
+                            v: columns(w, 3 * h, block(2))?.into(),
                             bias: Some([0, 1, 2].map(|i| b[block(i)].to_vec())),
                         })
                     },
@@ -180,8 +179,9 @@ impl Transformer {
         } else {
             (norm("ln_f")?, embed_name)
         };
-        let head =
-            ParallelLmHead::from_rows(group, c.vocab_size, h, |r| ck.rows_f32(head_name, r))?;
+        // The GEMM weights and the embeddings keep the checkpoint's type (Llama's
+        // projections, the head, the table); norms and GPT-2's blocks are read as f32.
+        let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| ck.rows(head_name, r))?;
         Ok(Transformer {
             config: c,
             group: group.clone(),

@@ -115,7 +115,14 @@ impl Transformer {
         }
         // Every rank's size and limit, in every process: the processes agree on the pieces.
         let most = self.group.band_bytes() / (4 * widest.max(1) as u64);
-        usize::try_from(most).unwrap_or(usize::MAX).max(1)
+        let most = usize::try_from(most).unwrap_or(usize::MAX);
+        // As tensors are banded (src/tensor: whole multiples of 4 rows from 4 up), so the
+        // widest row's tensor, and every narrower one, is one band.
+        if most >= 4 {
+            most - most % 4
+        } else {
+            most.max(1)
+        }
     }
 
     /// The final hidden states of `ids`, the positions after those `cache` holds, in

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use super::{RowParallelConfig, RowParallelLinear};
+use super::{HostWeights, RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -59,11 +59,11 @@ impl Rotary {
 #[derive(Debug, Clone, Default)]
 pub struct HeadWeights {
     /// `[hidden, heads * head_dim]` (`InOut`) or its transpose (`OutIn`).
-    pub q: Vec<f32>,
+    pub q: HostWeights,
     /// The key/value heads' weights, likewise.
-    pub k: Vec<f32>,
+    pub k: HostWeights,
     /// As `k`.
-    pub v: Vec<f32>,
+    pub v: HostWeights,
     /// Biases of q, k and v, when the model has them.
     pub bias: Option<[Vec<f32>; 3]>,
 }
@@ -133,13 +133,13 @@ impl ParallelAttention {
     /// [`Error::InvalidArgument`] for sizes that do not fit (`kv_heads` not dividing
     /// `heads`, a tp size over `heads`); [`Error::Shape`] for weights of the wrong
     /// length; their own errors; allocation errors.
-    pub fn new(
+    pub fn new<W: Into<HostWeights>>(
         group: &Group,
         shape: AttentionShape,
         layout: WeightLayout,
         rotary: Option<Rotary>,
         mut load: impl FnMut(Range<usize>, Range<usize>) -> Result<HeadWeights>,
-        mut o: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        mut o: impl FnMut(Range<usize>) -> Result<W>,
         o_bias: Option<&[f32]>,
     ) -> Result<Self> {
         let op = "parallel_attention.new";
@@ -186,8 +186,14 @@ impl ParallelAttention {
                     ));
                 }
             }
-            let fused = fuse(layout, hidden, [&w.q, &w.k, &w.v]);
-            qkv.push(Tensor::from_host(rank, &fused, stored(q_out + 2 * kv_out))?);
+            let parts = [&w.q, &w.k, &w.v];
+            // Output columns [q | k | v]: the [out, in] rows one after another, or each
+            // [in, out] row's three parts side by side.
+            let fused = match layout {
+                WeightLayout::OutIn => HostWeights::concat(op, &parts)?,
+                WeightLayout::InOut => HostWeights::side_by_side(op, &parts, hidden)?,
+            };
+            qkv.push(fused.upload(rank, stored(q_out + 2 * kv_out))?);
             if let Some([bq, bk, bv]) = &w.bias {
                 for (b, n) in [(bq, q_out), (bk, kv_out), (bv, kv_out)] {
                     if b.len() != n {
@@ -212,7 +218,7 @@ impl ParallelAttention {
         for (rank, r) in group.ranks().iter().zip(group.local_range()) {
             let cols = heads[r].start * hd..heads[r].end * hd;
             let stored = layout.stored_shape(cols.len(), hidden);
-            let data = o(cols)?;
+            let data: HostWeights = o(cols)?.into();
             if data.len() != stored[0] * stored[1] {
                 return Err(Error::shape(
                     op,
@@ -220,7 +226,7 @@ impl ParallelAttention {
                     format!("{}", data.len()),
                 ));
             }
-            o_shards.push(Tensor::from_host(rank, &data, stored)?);
+            o_shards.push(data.upload(rank, stored)?);
         }
         let o_bias = o_bias
             .map(|b| {
@@ -356,24 +362,5 @@ impl ParallelAttention {
     /// output.
     pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
         self.o.reduce_async(partial).await
-    }
-}
-
-/// One rank's query, key and value weights (each stored per `layout` with `hidden` inputs)
-/// as one weight whose output columns are `[q | k | v]`: the `[out, in]` rows one after
-/// another, or each `[in, out]` row's three parts side by side.
-fn fuse(layout: WeightLayout, hidden: usize, parts: [&Vec<f32>; 3]) -> Vec<f32> {
-    match layout {
-        WeightLayout::OutIn => parts.into_iter().flatten().copied().collect(),
-        WeightLayout::InOut => {
-            let widths = parts.map(|p| p.len() / hidden.max(1));
-            let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-            for row in 0..hidden {
-                for (p, w) in parts.iter().zip(widths) {
-                    out.extend_from_slice(&p[row * w..(row + 1) * w]);
-                }
-            }
-            out
-        }
     }
 }

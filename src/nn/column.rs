@@ -129,6 +129,10 @@ impl ColumnParallelLinear {
         config: ColumnParallelConfig,
     ) -> Result<Self> {
         let op = "column_parallel.from_shards";
+        // Weights may be half precision (the GEMM widens them); biases are f32.
+        for b in biases.iter().flatten() {
+            b.require_f32(op)?;
+        }
         let weight = weight_from_shards(op, group, weights, layout, true)?;
         let bias = biases
             .map(|b| DistTensor::from_locals(group, b, Placement::Shard(1)))

@@ -2,6 +2,7 @@
 //! scheme): each rank looks up the ids it holds, the others give zeros, and one
 //! all-reduce joins them.
 
+use super::HostWeights;
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
@@ -31,18 +32,18 @@ impl VocabParallelEmbedding {
     /// # Errors
     /// [`Error::InvalidArgument`] when the tp size exceeds `vocab`; [`Error::Shape`] when
     /// `rows` returns the wrong length; its own errors; allocation errors.
-    pub fn from_rows(
+    pub fn from_rows<W: Into<HostWeights>>(
         group: &Group,
         vocab: usize,
         hidden: usize,
-        mut rows: impl FnMut(std::ops::Range<usize>) -> Result<Vec<f32>>,
+        mut rows: impl FnMut(std::ops::Range<usize>) -> Result<W>,
     ) -> Result<Self> {
         let op = "vocab_parallel_embedding";
         let sizes = split_sizes(vocab, group.world_size()).map_err(|e| e.with_op(op))?;
         let firsts = offsets(&sizes);
         let mut shards = Vec::with_capacity(group.ranks().len());
         for (rank, r) in group.ranks().iter().zip(group.local_range()) {
-            let data = rows(firsts[r]..firsts[r] + sizes[r])?;
+            let data: HostWeights = rows(firsts[r]..firsts[r] + sizes[r])?.into();
             if data.len() != sizes[r] * hidden {
                 return Err(Error::shape(
                     op,
@@ -54,7 +55,7 @@ impl VocabParallelEmbedding {
                     format!("{}", data.len()),
                 ));
             }
-            shards.push(Tensor::from_host(rank, &data, [sizes[r], hidden])?);
+            shards.push(data.upload(rank, [sizes[r], hidden])?);
         }
         Ok(VocabParallelEmbedding {
             group: group.clone(),

@@ -4,14 +4,15 @@
 
 use std::ops::Range;
 
-use super::{ColumnParallelConfig, ColumnParallelLinear, RowParallelConfig, RowParallelLinear};
+use super::{
+    ColumnParallelConfig, ColumnParallelLinear, HostWeights, RowParallelConfig, RowParallelLinear,
+};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::ops;
 use crate::settings::WeightLayout;
 use crate::shard::{offsets, split_sizes};
-use crate::tensor::Tensor;
 
 /// Input and output: `Replicate [tokens, hidden]`.
 #[derive(Debug, Clone)]
@@ -30,13 +31,13 @@ impl GatedMlp {
     /// # Errors
     /// [`Error::InvalidArgument`] when the tp size exceeds `intermediate`;
     /// [`Error::Shape`] for weights of the wrong length; their own errors.
-    pub fn new(
+    pub fn new<W: Into<HostWeights>>(
         group: &Group,
         hidden: usize,
         intermediate: usize,
-        mut gate: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
-        mut up: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
-        mut down: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        mut gate: impl FnMut(Range<usize>) -> Result<W>,
+        mut up: impl FnMut(Range<usize>) -> Result<W>,
+        mut down: impl FnMut(Range<usize>) -> Result<W>,
     ) -> Result<Self> {
         let op = "gated_mlp.new";
         let sizes = split_sizes(intermediate, group.world_size()).map_err(|e| e.with_op(op))?;
@@ -45,9 +46,10 @@ impl GatedMlp {
         let mut second = Vec::new();
         for (rank, r) in group.ranks().iter().zip(group.local_range()) {
             let rows = starts[r]..starts[r] + sizes[r];
-            let mut w = gate(rows.clone())?;
-            w.extend(up(rows.clone())?);
-            let d = down(rows.clone())?;
+            let (g, u) = (gate(rows.clone())?.into(), up(rows.clone())?.into());
+            let w = HostWeights::concat(op, &[&g, &u])?;
+            drop((g, u));
+            let d: HostWeights = down(rows.clone())?.into();
             if w.len() != 2 * sizes[r] * hidden || d.len() != hidden * sizes[r] {
                 return Err(Error::shape(
                     op,
@@ -58,8 +60,8 @@ impl GatedMlp {
                     format!("{} and {} values", w.len(), d.len()),
                 ));
             }
-            first.push(Tensor::from_host(rank, &w, [2 * sizes[r], hidden])?);
-            second.push(Tensor::from_host(rank, &d, [hidden, sizes[r]])?);
+            first.push(w.upload(rank, [2 * sizes[r], hidden])?);
+            second.push(d.upload(rank, [hidden, sizes[r]])?);
         }
         let gate_up = ColumnParallelLinear::from_shards(
             group,

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::{ColumnParallelConfig, ColumnParallelLinear};
+use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -28,18 +28,18 @@ impl ParallelLmHead {
     /// # Errors
     /// [`Error::InvalidArgument`] when the tp size exceeds `vocab`; [`Error::Shape`] for
     /// rows of the wrong length; their own errors.
-    pub fn from_rows(
+    pub fn from_rows<W: Into<HostWeights>>(
         group: &Group,
         vocab: usize,
         hidden: usize,
-        mut rows: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+        mut rows: impl FnMut(Range<usize>) -> Result<W>,
     ) -> Result<Self> {
         let op = "parallel_lm_head";
         let sizes = split_sizes(vocab, group.world_size()).map_err(|e| e.with_op(op))?;
         let firsts = offsets(&sizes);
         let mut shards = Vec::new();
         for (rank, r) in group.ranks().iter().zip(group.local_range()) {
-            let data = rows(firsts[r]..firsts[r] + sizes[r])?;
+            let data: HostWeights = rows(firsts[r]..firsts[r] + sizes[r])?.into();
             if data.len() != sizes[r] * hidden {
                 return Err(Error::shape(
                     op,
@@ -47,7 +47,7 @@ impl ParallelLmHead {
                     format!("{}", data.len()),
                 ));
             }
-            shards.push(Tensor::from_host(rank, &data, [sizes[r], hidden])?);
+            shards.push(data.upload(rank, [sizes[r], hidden])?);
         }
         let col = ColumnParallelLinear::from_shards(
             group,

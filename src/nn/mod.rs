@@ -10,6 +10,7 @@ mod lm_head;
 mod mlp;
 mod norm;
 mod row;
+mod weights;
 
 pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention, Rotary};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
@@ -19,6 +20,7 @@ pub use lm_head::ParallelLmHead;
 pub use mlp::ParallelMlp;
 pub use norm::{Norm, NormKind};
 pub use row::{RowParallelConfig, RowParallelLinear};
+pub use weights::HostWeights;
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};

@@ -137,6 +137,10 @@ impl RowParallelLinear {
         config: RowParallelConfig,
     ) -> Result<Self> {
         let op = "row_parallel.from_shards";
+        // Weights may be half precision (the GEMM widens them); biases are f32.
+        for b in biases.iter().flatten() {
+            b.require_f32(op)?;
+        }
         let weight = weight_from_shards(op, group, weights, layout, false)?;
         let bias = biases
             .map(|b| DistTensor::from_locals(group, b, Placement::Replicate))

@@ -60,6 +60,7 @@ fn elementwise_key(entry: &'static str, act: Activation) -> PipelineKey {
         shader: Shader::Elementwise,
         entry,
         constants: vec![("ACT", act.code())],
+        weights: crate::DType::F32,
     }
 }
 
@@ -74,8 +75,10 @@ fn map_bands(
     b: Option<&Tensor>,
 ) -> Result<Tensor> {
     let rank = a.rank();
+    a.require_f32(op)?;
     if let Some(b) = b {
         same_rank(op, rank, b.rank())?;
+        b.require_f32(op)?;
     }
     let out = Tensor::output(rank, a.shape(), op)?;
     let key = elementwise_key(entry, act);
@@ -137,6 +140,7 @@ pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
 /// [`Error::Shape`] when the window leaves `a` or is empty; wgpu errors.
 pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<Tensor> {
     let op = "slice";
+    a.require_f32(op)?;
     let [r, c] = a.shape();
     if shape[0] == 0 || shape[1] == 0 || !inside(row0, shape[0], r) || !inside(col0, shape[1], c) {
         return Err(Error::shape(
@@ -170,6 +174,8 @@ pub fn slice(a: &Tensor, row0: usize, col0: usize, shape: [usize; 2]) -> Result<
 /// freshly made tensor from blocks; `out` must not yet be visible to anyone else).
 pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
     let op = "place";
+    a.require_f32(op)?;
+    out.require_f32(op)?;
     let rank = a.rank();
     let [r, c] = a.shape();
     if !inside(at[0], r, out.shape()[0]) || !inside(at[1], c, out.shape()[1]) {
@@ -200,6 +206,7 @@ pub(crate) fn place(a: &Tensor, out: &Tensor, at: [usize; 2]) -> Result<()> {
 /// A fresh tensor of `like`'s shape with every element `value`, bit for bit (`-0.0` too).
 pub(crate) fn fill(like: &Tensor, value: f32) -> Result<Tensor> {
     let op = "fill";
+    like.require_f32(op)?;
     let rank = like.rank();
     let out = Tensor::output(rank, like.shape(), op)?;
     let key = elementwise_key("fill", Activation::Identity);

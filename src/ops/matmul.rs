@@ -181,6 +181,7 @@ fn matmul_window(
             shader,
             entry,
             constants,
+            weights: w.dtype(),
         }
     };
     // Output column blocks: within one dispatch, and inside one band of an OutIn W.
@@ -321,8 +322,11 @@ impl Product<'_> {
             ));
         }
         same_rank(op, x.rank(), w.rank())?;
+        // Weights may be half precision; X and the bias are f32.
+        x.require_f32(op)?;
         if let Some(b) = self.bias {
             same_rank(op, x.rank(), b.rank())?;
+            b.require_f32(op)?;
             if b.shape() != [1, n] {
                 return Err(Error::shape(
                     op,

@@ -15,11 +15,13 @@ fn key(entry: &'static str) -> PipelineKey {
         shader: Shader::Model,
         entry,
         constants: Vec::new(),
+        weights: crate::DType::F32,
     }
 }
 
 /// `t`'s one buffer, or an error naming `op`.
 fn single<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
+    t.require_f32(op)?;
     match t.bands() {
         [band] => Ok(band.buffer()),
         bands => Err(Error::BufferTooLarge {
@@ -133,7 +135,11 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
     let rank = out.rank();
     same_rank(op, rank, ids.rank())?;
     let (ids_buf, out_buf) = (single(op, ids)?, single(op, &out)?);
-    let key = key("embed");
+    // The table may be half precision (read through src/kernels/half.rs).
+    let key = PipelineKey {
+        weights: table.dtype(),
+        ..key("embed")
+    };
     debug_assert_eq!(table.bands().iter().map(|b| b.rows.len()).sum::<usize>(), n);
     for (i, band) in table.bands().iter().enumerate() {
         let bufs = [band.buffer(), ids_buf, ids_buf, out_buf];

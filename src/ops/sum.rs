@@ -35,6 +35,9 @@ pub(crate) fn one_device<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&
 /// where the device allows, else in several of at most four inputs each.
 pub(crate) fn sum(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
     let rank = one_device(op, inputs)?;
+    for t in inputs {
+        t.require_f32(op)?;
+    }
     let shape = inputs[0].shape();
     if let Some(t) = inputs.iter().find(|t| t.shape() != shape) {
         return Err(Error::shape(op, fmt_shape(shape), fmt_shape(t.shape())));
@@ -70,6 +73,7 @@ fn sum_at_once(op: &'static str, rank: &Rank, inputs: &[Tensor]) -> Result<Tenso
         shader: Shader::Reduce8,
         entry: "sum",
         constants: Vec::new(),
+        weights: crate::DType::F32,
     };
     let tree = u32::from(rank.numerics() == Numerics::TpInvariant);
     let max_dim = rank.limits().max_compute_workgroups_per_dimension;
@@ -116,6 +120,7 @@ fn sum_in_order(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
             shader: Shader::Reduce,
             entry: "sum",
             constants: Vec::new(),
+            weights: crate::DType::F32,
         };
         (REDUCE_FAN_IN, key)
     } else {
@@ -123,6 +128,7 @@ fn sum_in_order(op: &'static str, inputs: &[Tensor]) -> Result<Tensor> {
             shader: Shader::Elementwise,
             entry: "add",
             constants: vec![("ACT", 0)],
+            weights: crate::DType::F32,
         };
         (2, key)
     };

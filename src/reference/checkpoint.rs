@@ -40,6 +40,20 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
 /// # Errors
 /// [`Error::Checkpoint`] when the files cannot be written.
 pub fn write_synthetic_llama(dir: &Path, m: &SyntheticLlama, seed: u64) -> Result<u64> {
+    write_synthetic_llama_as(dir, m, seed, crate::DType::F32)
+}
+
+/// [`write_synthetic_llama`] with the values rounded to `dtype` (to nearest, ties to
+/// even) and stored as such, as a half-precision checkpoint holds them.
+///
+/// # Errors
+/// As [`write_synthetic_llama`].
+pub fn write_synthetic_llama_as(
+    dir: &Path,
+    m: &SyntheticLlama,
+    seed: u64,
+    dtype: crate::DType,
+) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let hd = m.hidden / m.heads.max(1);
     let config = format!(
@@ -48,8 +62,19 @@ pub fn write_synthetic_llama(dir: &Path, m: &SyntheticLlama, seed: u64) -> Resul
          \"num_hidden_layers\": {}, \"num_attention_heads\": {}, \"num_key_value_heads\": {}, \
          \"head_dim\": {hd}, \"max_position_embeddings\": {}, \"rms_norm_eps\": 1e-05, \
          \"rope_parameters\": {{\"rope_theta\": 10000.0, \"rope_type\": \"default\"}}, \
-         \"hidden_act\": \"silu\", \"tie_word_embeddings\": false, \"dtype\": \"float32\"}}",
-        m.vocab, m.hidden, m.intermediate, m.layers, m.heads, m.kv_heads, m.positions
+         \"hidden_act\": \"silu\", \"tie_word_embeddings\": false, \"dtype\": \"{}\"}}",
+        m.vocab,
+        m.hidden,
+        m.intermediate,
+        m.layers,
+        m.heads,
+        m.kv_heads,
+        m.positions,
+        match dtype {
+            crate::DType::F32 => "float32",
+            crate::DType::F16 => "float16",
+            crate::DType::BF16 => "bfloat16",
+        }
     );
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config).map_err(|e| io(&config_path, e))?;
@@ -81,12 +106,34 @@ pub fn write_synthetic_llama(dir: &Path, m: &SyntheticLlama, seed: u64) -> Resul
         norm(format!("model.layers.{l}.post_attention_layernorm.weight"));
     }
     norm("model.norm.weight".into());
+    let (st, bytes): (safetensors::Dtype, Vec<Vec<u8>>) = match dtype {
+        crate::DType::F32 => (
+            safetensors::Dtype::F32,
+            tensors
+                .iter()
+                .map(|(_, _, w)| bytemuck::cast_slice(w).to_vec())
+                .collect(),
+        ),
+        crate::DType::BF16 => (
+            safetensors::Dtype::BF16,
+            tensors
+                .iter()
+                .map(|(_, _, w)| w.iter().flat_map(|&v| to_bf16(v).to_le_bytes()).collect())
+                .collect(),
+        ),
+        crate::DType::F16 => (
+            safetensors::Dtype::F16,
+            tensors
+                .iter()
+                .map(|(_, _, w)| w.iter().flat_map(|&v| to_f16(v).to_le_bytes()).collect())
+                .collect(),
+        ),
+    };
     let views = tensors
         .iter()
-        .map(|(n, s, w)| {
-            let bytes: &[u8] = bytemuck::cast_slice(w);
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytes)
-                .map(|v| (n.clone(), v))
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            safetensors::tensor::TensorView::new(st, s.clone(), b).map(|v| (n.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| io(dir, e))?;
@@ -95,4 +142,75 @@ pub fn write_synthetic_llama(dir: &Path, m: &SyntheticLlama, seed: u64) -> Resul
     std::fs::metadata(&path)
         .map(|md| md.len())
         .map_err(|e| io(&path, e))
+}
+
+/// `v` rounded to bfloat16 (to nearest, ties to even; finite values only here).
+fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `v` rounded to IEEE binary16 (to nearest, ties to even; values far under 65504 here,
+/// subnormals included).
+fn to_f16(v: f32) -> u16 {
+    let b = v.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let a = v.abs();
+    if a >= 65520.0 {
+        return sign | 0x7c00;
+    }
+    if a < 2f32.powi(-14) {
+        // Subnormal: a multiple of 2^-24, rounded to nearest even by the f32 sum.
+        let m = (a * 2f32.powi(24)).round_ties_even() as u16;
+        return sign | m;
+    }
+    let e = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    let mant = b & 0x7f_ffff;
+    let mut h = ((e as u32) << 10) | (mant >> 13);
+    let rest = mant & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) {
+        h += 1; // may carry into the exponent: still the right value
+    }
+    sign | h as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{to_bf16, to_f16};
+    use crate::dtype::{bf16_to_f32, f16_to_f32};
+
+    #[test]
+    fn rounding_to_half_is_to_nearest_with_ties_to_even() {
+        assert_eq!(to_f16(1.0), 0x3c00);
+        assert_eq!(to_f16(-2.0), 0xc000);
+        assert_eq!(to_f16(65504.0), 0x7bff);
+        assert_eq!(to_f16(2f32.powi(-24)), 0x0001);
+        assert_eq!(to_f16(1.0 + 2f32.powi(-11)), 0x3c00, "a tie goes to even");
+        assert_eq!(
+            to_f16(1.0 + 3.0 * 2f32.powi(-11)),
+            0x3c02,
+            "a tie goes to even"
+        );
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80, "a tie goes to even");
+        assert_eq!(
+            to_bf16(1.0 + 3.0 * 2f32.powi(-8)),
+            0x3f82,
+            "a tie goes to even"
+        );
+        // Every value lands within half a unit in the last place of the half type.
+        let mut rng = crate::reference::Rng::new(9);
+        for v in rng.normal(10_000) {
+            let v = v * 3.0;
+            let h = f16_to_f32(to_f16(v));
+            let ulp = if v.abs() < 2f32.powi(-14) {
+                2f32.powi(-24)
+            } else {
+                2f32.powi(v.abs().log2().floor() as i32 - 10)
+            };
+            assert!((h - v).abs() <= ulp / 2.0, "f16 {v} -> {h}");
+            let b = bf16_to_f32(to_bf16(v));
+            let ulp = 2f32.powi(v.abs().log2().floor() as i32 - 7);
+            assert!((b - v).abs() <= ulp / 2.0, "bf16 {v} -> {b}");
+        }
+    }
 }

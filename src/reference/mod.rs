@@ -14,7 +14,7 @@
 mod checkpoint;
 
 #[cfg(feature = "safetensors")]
-pub use checkpoint::{write_synthetic_llama, SyntheticLlama};
+pub use checkpoint::{write_synthetic_llama, write_synthetic_llama_as, SyntheticLlama};
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};

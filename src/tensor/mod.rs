@@ -1,19 +1,28 @@
-//! `Tensor`: a row-major f32 matrix in one rank's device memory; upload and read-back.
+//! `Tensor`: a row-major matrix in one rank's device memory (f32, or half-precision
+//! weights two to a word); upload and read-back.
 //!
 //! A tensor is stored in bands of whole rows, each its own buffer, so that no buffer
 //! exceeds the device's `max_buffer_size` or `max_storage_buffer_binding_size`: most
 //! tensors are one band; larger ones are split transparently, and every kernel runs per
 //! band.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::dtype::DType;
 use crate::error::{fmt_shape, Error, Result};
 use crate::pool::Pooled;
 use crate::rank::Rank;
-use crate::rank::{block_on, signal, Signal};
 
-/// A row-major `[rows, cols]` f32 matrix living on one [`Rank`].
+mod half;
+mod read;
+
+use crate::rank::block_on;
+pub(crate) use read::{map_read, mapped, read_back, MapReceiver};
+
+/// A row-major `[rows, cols]` matrix living on one [`Rank`]: f32, or half-precision
+/// weights ([`Tensor::from_half`], which only the GEMMs read as weights).
 ///
 /// Tensors are immutable once made: every operation writes a new one. Cloning is cheap
 /// (the buffers are reference-counted) and shares the device memory. When the last clone
@@ -24,9 +33,11 @@ pub struct Tensor {
     rank: Rank,
     bands: Arc<[Band]>,
     shape: [usize; 2],
+    dtype: DType,
 }
 
-/// Consecutive whole rows of a tensor, in one buffer (`rows.len() * cols * 4` bytes).
+/// Consecutive whole rows of a tensor, in one buffer (`rows.len() * cols` values; a half
+/// band's bytes padded to 8, whole `vec2<u32>` words for the vec4 GEMMs).
 #[derive(Debug, Clone)]
 pub(crate) struct Band {
     buffer: Arc<Pooled>,
@@ -52,14 +63,14 @@ fn band_limit(rank: &Rank) -> (u64, &'static str) {
     }
 }
 
-/// Refuses a `shape` that would not fit one band on `rank` (for kernels that bind a
-/// tensor as one buffer), naming `op`.
+/// Refuses an f32 `shape` that would be made as more than one band on `rank` (for kernels
+/// that bind a tensor as one buffer), naming `op`.
 pub(crate) fn check_one_band(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<()> {
     let (limit, limit_name) = band_limit(rank);
     let bytes = (shape[0] as u64)
         .saturating_mul(shape[1] as u64)
         .saturating_mul(4);
-    if bytes > limit {
+    if shape[0] > band_rows(rank, shape[1], op)? {
         return Err(Error::BufferTooLarge {
             op,
             bytes,
@@ -70,10 +81,22 @@ pub(crate) fn check_one_band(rank: &Rank, shape: [usize; 2], op: &'static str) -
     Ok(())
 }
 
-/// Rows per band for tensors with `cols` columns on `rank`: as many as fit both limits.
+/// Rows per band for f32 tensors with `cols` columns on `rank`: as many as fit both
+/// limits.
 pub(crate) fn band_rows(rank: &Rank, cols: usize, op: &'static str) -> Result<usize> {
+    band_rows_of(rank, cols, DType::F32, op)
+}
+
+/// Rows per band for `dtype` tensors with `cols` columns on `rank`.
+fn band_rows_of(rank: &Rank, cols: usize, dtype: DType, op: &'static str) -> Result<usize> {
     let (limit, limit_name) = band_limit(rank);
-    let row = cols as u64 * 4;
+    // A half band's padding (at most 6 bytes) must fit too.
+    let limit = if dtype == DType::F32 {
+        limit
+    } else {
+        limit.saturating_sub(8)
+    };
+    let row = (cols * dtype.size()) as u64;
     if row > limit {
         // A band holds whole rows: one row must fit.
         return Err(Error::BufferTooLarge {
@@ -131,10 +154,24 @@ impl Tensor {
         }
         let t = Self::output(rank, shape, op)?;
         let cols = shape[1];
+        t.upload_bands(op, |b| {
+            Cow::Borrowed(bytemuck::cast_slice(
+                &data[b.rows.start * cols..b.rows.end * cols],
+            ))
+        })?;
+        Ok(t)
+    }
+
+    /// Uploads each band's bytes (`bytes(band)`, whole words) into it.
+    fn upload_bands<'d>(
+        &self,
+        op: &'static str,
+        bytes: impl Fn(&Band) -> Cow<'d, [u8]>,
+    ) -> Result<()> {
+        let rank = &self.rank;
         rank.scoped(op, || {
-            for b in t.bands() {
-                let part: &[u8] =
-                    bytemuck::cast_slice(&data[b.rows.start * cols..b.rows.end * cols]);
+            for b in self.bands() {
+                let part = bytes(b);
                 // Through the kept upload buffers, a piece at a time: a decode step's
                 // input makes no new buffer, and a model's weights never sit in memory
                 // twice (a staging copy of a whole large tensor would, and the allocator
@@ -152,7 +189,7 @@ impl Tensor {
             Ok(())
         })?;
         rank.poll_now();
-        Ok(t)
+        Ok(())
     }
 
     /// A zero-filled tensor on `rank`.
@@ -188,14 +225,23 @@ impl Tensor {
     /// A tensor whose contents are unspecified (a recycled buffer, or a fresh one): for
     /// outputs that the caller writes in full before anyone reads them.
     pub(crate) fn output(rank: &Rank, shape: [usize; 2], op: &'static str) -> Result<Self> {
+        Self::alloc(rank, shape, DType::F32, op)
+    }
+
+    /// A `dtype` tensor whose contents are unspecified.
+    fn alloc(rank: &Rank, shape: [usize; 2], dtype: DType, op: &'static str) -> Result<Self> {
         check_shape(op, shape)?;
-        let per = band_rows(rank, shape[1], op)?;
+        let per = band_rows_of(rank, shape[1], dtype, op)?;
         rank.check_health(op)?;
         let bands = (0..shape[0])
             .step_by(per)
             .map(|r0| {
                 let rows = r0..(r0 + per).min(shape[0]);
-                let bytes = (rows.len() * shape[1] * 4) as u64;
+                let values = (rows.len() * shape[1]) as u64;
+                let bytes = match dtype {
+                    DType::F32 => values * 4,
+                    DType::F16 | DType::BF16 => (values * 2).next_multiple_of(8),
+                };
                 let buffer = match rank.buffer_pool().take(bytes) {
                     Some(b) => b,
                     None => rank.scoped(op, || {
@@ -218,6 +264,7 @@ impl Tensor {
             rank: rank.clone(),
             bands: bands.into(),
             shape,
+            dtype,
         })
     }
 
@@ -249,12 +296,33 @@ impl Tensor {
             rank: rank.clone(),
             bands: self.bands.clone(),
             shape: self.shape,
+            dtype: self.dtype,
         }
     }
 
     /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
         self.shape
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Refuses a tensor that is not f32 where `op` reads or writes f32 values (every op
+    /// but a GEMM's weights).
+    pub(crate) fn require_f32(&self, op: &'static str) -> Result<()> {
+        if self.dtype == DType::F32 {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            op,
+            format!(
+                "a {} tensor: only GEMM weights may be half precision; this takes f32",
+                self.dtype
+            ),
+        ))
     }
 
     /// `rows * cols`.
@@ -306,116 +374,4 @@ impl Tensor {
     pub fn to_host(&self) -> Result<Vec<f32>> {
         block_on(self.to_host_async())
     }
-}
-
-/// Where a mapping's outcome arrives.
-pub(crate) type MapReceiver = Signal<std::result::Result<(), wgpu::BufferAsyncError>>;
-
-/// Requests the mapping of the first `bytes` of `staging` for reading.
-pub(crate) fn map_read(staging: &wgpu::Buffer, bytes: u64) -> MapReceiver {
-    let (tx, rx) = signal();
-    staging
-        .slice(..bytes)
-        .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
-    rx
-}
-
-/// Waits for a mapping requested by [`map_read`] after `submission` on `rank` (see
-/// [`Signal::wait`]).
-pub(crate) async fn mapped(
-    op: &'static str,
-    rank: &Rank,
-    rx: MapReceiver,
-    submission: wgpu::SubmissionIndex,
-) -> Result<()> {
-    match rx.wait(op, rank, Some(submission)).await? {
-        Ok(()) => Ok(()),
-        Err(e) => Err(rank.loss_or(
-            op,
-            Error::Map {
-                op,
-                rank: rank.index(),
-                message: e.to_string(),
-            },
-        )),
-    }
-}
-
-/// Reads several tensors (on any ranks) back to the host. Every copy is submitted (one
-/// submission per device) and every map requested before the first wait, so all ranks'
-/// transfers run at once. Staging buffers come from, and go back to, each rank's pool.
-pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
-    type Pending<'a> = (
-        &'a Tensor,
-        wgpu::Buffer,
-        u64,
-        MapReceiver,
-        wgpu::SubmissionIndex,
-    );
-    // Every band's copy, encoded: (tensor, staging, bytes, commands).
-    let mut copies = Vec::new();
-    for (i, t) in tensors.iter().enumerate() {
-        let rank = &t.rank;
-        let cols = t.shape[1] as u64;
-        for band in t.bands.iter() {
-            let bytes = band.rows.len() as u64 * cols * 4;
-            copies.push(rank.scoped(op, || {
-                let staging = rank.take_staging(bytes);
-                let mut enc = rank
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-                enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                Ok((i, staging, bytes, Some(enc.finish())))
-            })?);
-        }
-    }
-    // One submission per device, then the maps of its copies.
-    let mut pending: Vec<Vec<Pending>> = tensors.iter().map(|_| Vec::new()).collect();
-    let mut mapped_at = vec![None; copies.len()];
-    for first in 0..copies.len() {
-        if mapped_at[first].is_some() {
-            continue;
-        }
-        let rank = &tensors[copies[first].0].rank;
-        let mine: Vec<usize> = (first..copies.len())
-            .filter(|&c| tensors[copies[c].0].rank.shares_device_with(rank))
-            .collect();
-        let submission = rank.scoped(op, || {
-            let cbs = mine.iter().filter_map(|&c| copies[c].3.take());
-            let submission = rank.submit(cbs.collect::<Vec<_>>());
-            Ok(submission)
-        })?;
-        for &c in &mine {
-            mapped_at[c] = Some(submission.clone());
-        }
-    }
-    for ((i, staging, bytes, _), submission) in copies.into_iter().zip(mapped_at) {
-        let submission =
-            submission.ok_or_else(|| Error::invalid(op, "a copy was not submitted"))?;
-        let rx = map_read(&staging, bytes);
-        pending[i].push((tensors[i], staging, bytes, rx, submission));
-    }
-    let mut out = Vec::with_capacity(pending.len());
-    for parts in pending {
-        let mut values = Vec::new();
-        for (t, staging, bytes, rx, submission) in parts {
-            let rank = t.rank.index();
-            mapped(op, &t.rank, rx, submission).await?;
-            let _gl = t.rank.gl();
-            {
-                let view = staging.slice(..bytes).get_mapped_range().map_err(|e| {
-                    let message = e.to_string();
-                    t.rank.loss_or(op, Error::Map { op, rank, message })
-                })?;
-                match bytemuck::try_cast_slice::<u8, f32>(&view) {
-                    Ok(v) => values.extend_from_slice(v),
-                    Err(_) => values.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&view)),
-                }
-            }
-            staging.unmap();
-            t.rank.give_staging(staging);
-        }
-        out.push(values);
-    }
-    Ok(out)
 }

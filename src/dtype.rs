@@ -1,5 +1,47 @@
-//! Widening half-precision values (bf16, IEEE f16) to f32, exactly: every half value is
-//! an f32 value.
+//! `DType`: what a tensor's elements are. Weights may be half precision (bf16, IEEE f16),
+//! stored two values to a 32-bit word on every adapter (no `SHADER_F16` needed) and
+//! widened exactly to f32 where they are read; everything else is f32.
+
+/// The element type of a [`Tensor`](crate::Tensor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DType {
+    /// 4-byte IEEE single precision: activations, biases, norms, and weights by default.
+    #[default]
+    F32,
+    /// 2-byte IEEE half precision (binary16), as weights.
+    F16,
+    /// 2-byte bfloat16 (the upper half of an f32), as weights.
+    BF16,
+}
+
+impl DType {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// The f32 equal to the half value `bits` of this type (`F32`: not a half type, NaN).
+    pub(crate) fn widen(self, bits: u16) -> f32 {
+        match self {
+            DType::F16 => f16_to_f32(bits),
+            DType::BF16 => bf16_to_f32(bits),
+            DType::F32 => f32::NAN,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        })
+    }
+}
 
 /// The f32 whose upper 16 bits are `bits` (bf16 is the top half of an f32).
 pub(crate) fn bf16_to_f32(bits: u16) -> f32 {

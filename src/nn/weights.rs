@@ -1,0 +1,148 @@
+//! `HostWeights`: a layer's weights on the host as a checkpoint holds them, f32 values or
+//! the 16-bit values of a half type, uploaded as they are.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::rank::Rank;
+use crate::tensor::Tensor;
+
+/// Weights on the host, row-major: f32 values, or bf16/f16 values as their 16-bit
+/// patterns (kept at two bytes a value on the device: see [`Tensor::from_half`]). The
+/// layers' constructors take anything that converts into it, a `Vec<f32>` included.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostWeights {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// The bit patterns of values of a half type (`DType::F16` or `DType::BF16`).
+    Half(DType, Vec<u16>),
+}
+
+impl Default for HostWeights {
+    /// No f32 values.
+    fn default() -> Self {
+        HostWeights::F32(Vec::new())
+    }
+}
+
+impl From<Vec<f32>> for HostWeights {
+    fn from(v: Vec<f32>) -> Self {
+        HostWeights::F32(v)
+    }
+}
+
+impl HostWeights {
+    /// No values yet, of `dtype`, room for `capacity`.
+    pub(crate) fn empty(dtype: DType, capacity: usize) -> Self {
+        match dtype {
+            DType::F32 => HostWeights::F32(Vec::with_capacity(capacity)),
+            t => HostWeights::Half(t, Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            HostWeights::F32(v) => v.len(),
+            HostWeights::Half(_, v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostWeights::F32(_) => DType::F32,
+            HostWeights::Half(t, _) => *t,
+        }
+    }
+
+    /// The values as f32 (half ones widened exactly).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            HostWeights::F32(v) => v.clone(),
+            HostWeights::Half(t, v) => v.iter().map(|&h| t.widen(h)).collect(),
+        }
+    }
+
+    /// Uploads them to `rank` as a `shape` tensor of their own type.
+    pub(crate) fn upload(&self, rank: &Rank, shape: [usize; 2]) -> Result<Tensor> {
+        match self {
+            HostWeights::F32(v) => Tensor::from_host(rank, v, shape),
+            HostWeights::Half(t, v) => Tensor::from_half(rank, *t, v, shape),
+        }
+    }
+
+    /// `parts` one after another (all of one type), or an error naming `op`.
+    pub(crate) fn concat(op: &'static str, parts: &[&HostWeights]) -> Result<HostWeights> {
+        Self::join(op, parts, Join::Concat)
+    }
+
+    /// Each of `rows` rows of `parts` (all of one type, each `len / rows` values a row)
+    /// side by side: the `[in, out]` weights of several outputs as one.
+    pub(crate) fn side_by_side(
+        op: &'static str,
+        parts: &[&HostWeights],
+        rows: usize,
+    ) -> Result<HostWeights> {
+        Self::join(op, parts, Join::SideBySide(rows))
+    }
+
+    fn join(op: &'static str, parts: &[&HostWeights], how: Join) -> Result<HostWeights> {
+        let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
+        if let Some(p) = parts.iter().find(|p| p.dtype() != dtype) {
+            return Err(Error::invalid(
+                op,
+                format!("weights of {dtype} and of {} to be joined", p.dtype()),
+            ));
+        }
+        let f32s: Vec<&[f32]> = parts
+            .iter()
+            .filter_map(|p| match p {
+                HostWeights::F32(v) => Some(v.as_slice()),
+                HostWeights::Half(..) => None,
+            })
+            .collect();
+        let halves: Vec<&[u16]> = parts
+            .iter()
+            .filter_map(|p| match p {
+                HostWeights::Half(_, v) => Some(v.as_slice()),
+                HostWeights::F32(_) => None,
+            })
+            .collect();
+        Ok(match dtype {
+            DType::F32 => HostWeights::F32(how.apply(&f32s)),
+            t => HostWeights::Half(t, how.apply(&halves)),
+        })
+    }
+}
+
+/// How parts are joined.
+#[derive(Clone, Copy)]
+enum Join {
+    /// One after another.
+    Concat,
+    /// Row `r` of every part, for each of the rows, side by side.
+    SideBySide(usize),
+}
+
+impl Join {
+    fn apply<T: Copy>(self, parts: &[&[T]]) -> Vec<T> {
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        match self {
+            Join::Concat => parts.iter().for_each(|p| out.extend_from_slice(p)),
+            Join::SideBySide(rows) => {
+                let widths: Vec<usize> = parts.iter().map(|p| p.len() / rows.max(1)).collect();
+                for r in 0..rows {
+                    for (p, &w) in parts.iter().zip(&widths) {
+                        out.extend_from_slice(&p[r * w..(r + 1) * w]);
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,381 @@
+//! Half-precision weights (bf16 and f16, two values to a 32-bit word): every GEMM family
+//! gives, for half weights, the bits of the f32 product of their widened values (the
+//! kernels widen exactly, then run the f32 path's arithmetic), in both layouts, with bias
+//! and activation, for aligned and odd shapes and banded weights; so the f32 path's
+//! reference bounds hold as they are. Layers with half shards keep their bits at tp 1, 2,
+//! 4 and 8 under tp-invariant numerics. Half tensors anywhere but a GEMM's weights are
+//! refused.
+
+mod common;
+
+use wgpu_tp::reference::Rng;
+use wgpu_tp::{
+    ops, Activation, ColumnParallelConfig, ColumnParallelLinear, DType, DistTensor, Error,
+    GemmKernel, Group, Numerics, ParallelMlp, Placement, RowParallelConfig, RowParallelLinear,
+    Tensor, WeightLayout,
+};
+
+/// bf16 or f16 bits to the equal f32, written out here apart from the crate's own.
+fn widen(dtype: DType, h: u16) -> f32 {
+    match dtype {
+        DType::BF16 => f32::from_bits(u32::from(h) << 16),
+        _ => {
+            let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+            let (e, m) = (i32::from((h >> 10) & 0x1f), f64::from(h & 0x3ff));
+            let v = match e {
+                0 => m * 2f64.powi(-24),
+                31 if m == 0.0 => f64::INFINITY,
+                31 => f64::NAN,
+                _ => (1.0 + m / 1024.0) * 2f64.powi(e - 15),
+            };
+            (sign * v) as f32
+        }
+    }
+}
+
+/// `n` random `dtype` values near magnitude 1 (the f32 normal's top bits), with zeros,
+/// negative zeros and, for f16, subnormals mixed in: their bits and widened values.
+fn halves(rng: &mut Rng, dtype: DType, n: usize) -> (Vec<u16>, Vec<f32>) {
+    let bits: Vec<u16> = rng
+        .normal(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match (i % 13, dtype) {
+            (0, _) => 0,
+            (1, _) => 0x8000,
+            (2, DType::F16) => 1 + (v.to_bits() % 1023) as u16,
+            (_, DType::BF16) => (v.to_bits() >> 16) as u16,
+            _ => {
+                // |v| as f16 by truncation: exponent rebased, top 10 mantissa bits.
+                let b = v.to_bits();
+                let e = ((b >> 23) & 0xff) as i32 - 127 + 15;
+                let sign = ((b >> 16) & 0x8000) as u16;
+                sign | (e.clamp(1, 30) as u16) << 10 | ((b >> 13) & 0x3ff) as u16
+            }
+        })
+        .collect();
+    let wide = bits.iter().map(|&h| widen(dtype, h)).collect();
+    (bits, wide)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn group_with(kernel: GemmKernel, numerics: Numerics) -> Option<Group> {
+    common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .gemm_kernel(kernel)
+            .numerics(numerics),
+        &format!("{kernel:?} {numerics:?}"),
+    )
+}
+
+#[test]
+fn every_family_gives_the_bits_of_the_widened_f32_weights() {
+    let kernels = [
+        GemmKernel::Auto,
+        GemmKernel::Simple,
+        GemmKernel::Tiled,
+        GemmKernel::Cpu,
+        GemmKernel::Skinny,
+    ];
+    // (m, k, n): decode rows, odd shapes (scalar units, an odd count of halves a row; K not
+    // a multiple of 8 only under the default numerics), the skinny family's largest block
+    // plus one, and a batch.
+    let shapes = [
+        (1, 64, 40),
+        (3, 136, 67),
+        (2, 65, 33),
+        (17, 128, 96),
+        (64, 256, 128),
+    ];
+    let mut rng = Rng::new(21);
+    for kernel in kernels {
+        for numerics in [Numerics::Fast, Numerics::TpInvariant] {
+            let Some(group) = group_with(kernel, numerics) else {
+                return;
+            };
+            let r = &group.ranks()[0];
+            for (m, k, n) in shapes {
+                if numerics == Numerics::TpInvariant && k % 8 != 0 {
+                    continue;
+                }
+                let x = Tensor::from_host(r, &rng.normal(m * k), [m, k]).unwrap();
+                let b = Tensor::from_host(r, &rng.normal(n), [1, n]).unwrap();
+                for dtype in [DType::BF16, DType::F16] {
+                    for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                        let (h, wide) = halves(&mut rng, dtype, k * n);
+                        let shape = layout.stored_shape(k, n);
+                        let half = Tensor::from_half(r, dtype, &h, shape).unwrap();
+                        assert_eq!(half.dtype(), dtype);
+                        assert_eq!(bits(&half.to_host().unwrap()), bits(&wide), "read back");
+                        let full = Tensor::from_host(r, &wide, shape).unwrap();
+                        let run = |w: &Tensor| {
+                            ops::matmul(&x, w, Some(&b), layout, Activation::Relu)
+                                .unwrap()
+                                .to_host()
+                                .unwrap()
+                        };
+                        assert_eq!(
+                            bits(&run(&half)),
+                            bits(&run(&full)),
+                            "{kernel:?} {numerics:?} {dtype} {layout:?} [{m}, {k}] x [{k}, {n}]"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn banded_half_weights_give_the_same_bits_and_read_back_exactly() {
+    // 4 KiB buffers: a [100, 70] bf16 weight (14,000 bytes) lies in several bands, each an
+    // even count of rows (none ends half a word short except the last).
+    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
+    limits.max_buffer_size = 4096;
+    limits.max_storage_buffer_binding_size = 4096;
+    let Some(group) = common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .required_limits(limits),
+        "4 KiB buffers",
+    ) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let mut rng = Rng::new(22);
+    for dtype in [DType::BF16, DType::F16] {
+        for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+            let (k, n) = (100, 70);
+            let shape = layout.stored_shape(k, n);
+            let (h, wide) = halves(&mut rng, dtype, k * n);
+            let half = Tensor::from_half(r, dtype, &h, shape).unwrap();
+            assert!(half.buffers().len() > 1, "the weight is banded");
+            assert_eq!(bits(&half.to_host().unwrap()), bits(&wide));
+            let full = Tensor::from_host(r, &wide, shape).unwrap();
+            for m in [1, 5, 20] {
+                let x = Tensor::from_host(r, &rng.normal(m * k), [m, k]).unwrap();
+                let run = |w: &Tensor| {
+                    let y = ops::matmul(&x, w, None, layout, Activation::Identity).unwrap();
+                    y.to_host().unwrap()
+                };
+                assert_eq!(
+                    bits(&run(&half)),
+                    bits(&run(&full)),
+                    "{dtype} {layout:?} m {m}"
+                );
+            }
+        }
+    }
+    // An odd count of halves: the last word is padded and the value read back exactly.
+    let (h, wide) = halves(&mut rng, DType::F16, 3 * 7);
+    let t = Tensor::from_half(r, DType::F16, &h, [3, 7]).unwrap();
+    assert_eq!(bits(&t.to_host().unwrap()), bits(&wide));
+}
+
+/// A tp-invariant MLP (hidden 64, ffn 128, gelu) whose weights are `dtype` shards (or f32
+/// ones of the same values) on `group`: its output on `x`.
+fn mlp_output(group: &Group, dtype: Option<DType>, h1: &[u16], h2: &[u16], x: &[f32]) -> Vec<f32> {
+    let (hidden, ffn) = (64, 128);
+    let tp = group.world_size();
+    let (d1, d2) = (ffn / tp, ffn / tp);
+    let up = |r: &wgpu_tp::Rank, h: &[u16], shape: [usize; 2]| match dtype {
+        Some(t) => Tensor::from_half(r, t, h, shape).unwrap(),
+        None => {
+            let wide: Vec<f32> = h.iter().map(|&v| widen(DType::BF16, v)).collect();
+            Tensor::from_host(r, &wide, shape).unwrap()
+        }
+    };
+    // [out, in] weights: fc1 [ffn, hidden] split by rows, fc2 [hidden, ffn] by columns.
+    let mut w1 = Vec::new();
+    let mut w2 = Vec::new();
+    for (i, rank) in group.ranks().iter().enumerate() {
+        w1.push(up(
+            rank,
+            &h1[i * d1 * hidden..(i + 1) * d1 * hidden],
+            [d1, hidden],
+        ));
+        let cols: Vec<u16> = (0..hidden)
+            .flat_map(|o| h2[o * ffn + i * d2..o * ffn + (i + 1) * d2].to_vec())
+            .collect();
+        w2.push(up(rank, &cols, [hidden, d2]));
+    }
+    let layout = WeightLayout::OutIn;
+    let cfg1 = ColumnParallelConfig::default()
+        .gather_output(false)
+        .activation(Activation::GeluTanh);
+    let fc1 = ColumnParallelLinear::from_shards(group, w1, None, layout, cfg1).unwrap();
+    let cfg2 = RowParallelConfig::default().input_is_parallel(true);
+    let fc2 = RowParallelLinear::from_shards(group, w2, None, layout, cfg2).unwrap();
+    let mlp = ParallelMlp::from_layers(fc1, fc2).unwrap();
+    let x = DistTensor::replicate(group, x, [3, hidden]).unwrap();
+    let y = mlp.forward(&x).unwrap();
+    y.to_host().unwrap()
+}
+
+#[test]
+fn a_tp_invariant_mlp_with_bf16_weights_keeps_its_bits_at_tp_1_2_4_and_8() {
+    let mut rng = Rng::new(23);
+    let (h1, _) = halves(&mut rng, DType::BF16, 128 * 64);
+    let (h2, _) = halves(&mut rng, DType::BF16, 64 * 128);
+    let x = rng.normal(3 * 64);
+    let Some(one) = common::cached_group(1, false, Numerics::TpInvariant) else {
+        return;
+    };
+    let want = mlp_output(&one, Some(DType::BF16), &h1, &h2, &x);
+    assert_eq!(
+        bits(&want),
+        bits(&mlp_output(&one, None, &h1, &h2, &x)),
+        "bf16 weights and their f32 values"
+    );
+    for (tp, shared) in [(2, false), (4, false), (4, true), (8, true)] {
+        let Some(g) = common::cached_group(tp, shared, Numerics::TpInvariant) else {
+            return;
+        };
+        let got = mlp_output(&g, Some(DType::BF16), &h1, &h2, &x);
+        assert_eq!(bits(&got), bits(&want), "tp {tp}, shared device {shared}");
+    }
+}
+
+#[test]
+fn half_tensors_are_refused_everywhere_but_as_gemm_weights() {
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let invalid = |e: Result<Tensor, Error>| matches!(e, Err(Error::InvalidArgument { .. }));
+    let h = Tensor::from_half(r, DType::BF16, &[0x3f80; 8], [2, 4]).unwrap();
+    let f = Tensor::from_host(r, &[1.0; 8], [2, 4]).unwrap();
+    // Not a half type; the wrong count of values.
+    assert!(invalid(Tensor::from_half(r, DType::F32, &[0; 8], [2, 4])));
+    assert!(matches!(
+        Tensor::from_half(r, DType::F16, &[0; 7], [2, 4]),
+        Err(Error::Shape { .. })
+    ));
+    // As X, as a bias, in elementwise ops, norms, slices.
+    let w = Tensor::from_host(r, &[1.0; 16], [4, 4]).unwrap();
+    let row = Tensor::from_half(r, DType::BF16, &[0; 4], [1, 4]).unwrap();
+    let layout = WeightLayout::InOut;
+    assert!(invalid(ops::matmul(
+        &h,
+        &w,
+        None,
+        layout,
+        Activation::Identity
+    )));
+    assert!(invalid(ops::matmul(
+        &f,
+        &w,
+        Some(&row),
+        layout,
+        Activation::Identity
+    )));
+    assert!(invalid(ops::add(&h, &f)));
+    assert!(invalid(ops::add(&f, &h)));
+    assert!(invalid(ops::slice(&h, 0, 0, [1, 4])));
+    assert!(invalid(ops::rms_norm(&h, &row, 1e-5)));
+    // In a collective.
+    let parts: Vec<Tensor> = group
+        .ranks()
+        .iter()
+        .map(|r| Tensor::from_half(r, DType::F16, &[0x3c00; 8], [2, 4]).unwrap())
+        .collect();
+    let partial = DistTensor::from_locals(&group, parts, Placement::Partial).unwrap();
+    assert!(matches!(
+        partial.all_reduce(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // A half bias for a layer, refused when it is made.
+    let shards = |dtype: Option<DType>| -> Vec<Tensor> {
+        group
+            .ranks()
+            .iter()
+            .map(|r| match dtype {
+                Some(t) => Tensor::from_half(r, t, &[0; 4], [1, 4]).unwrap(),
+                None => Tensor::from_host(r, &[0.0; 16], [4, 4]).unwrap(),
+            })
+            .collect()
+    };
+    let made = ColumnParallelLinear::from_shards(
+        &group,
+        shards(None),
+        Some(shards(Some(DType::BF16))),
+        WeightLayout::OutIn,
+        ColumnParallelConfig::default(),
+    );
+    assert!(matches!(made, Err(Error::InvalidArgument { .. })));
+}
+
+#[test]
+fn a_half_embedding_table_looks_up_the_widened_rows() {
+    // 4 KiB buffers: a [90, 30] table of halves (5,400 bytes) lies in two bands.
+    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
+    limits.max_buffer_size = 4096;
+    limits.max_storage_buffer_binding_size = 4096;
+    let Some(group) = common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .required_limits(limits),
+        "4 KiB buffers",
+    ) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let (first, n, cols) = (100, 90, 30);
+    let ids = Tensor::from_ids(r, &[100, 189, 150, 99, 190, 101]).unwrap();
+    let mut rng = Rng::new(24);
+    for dtype in [DType::BF16, DType::F16] {
+        let (h, wide) = halves(&mut rng, dtype, n * cols);
+        let half = Tensor::from_half(r, dtype, &h, [n, cols]).unwrap();
+        assert!(half.buffers().len() > 1, "the table is banded");
+        let full = Tensor::from_host(r, &wide, [n, cols]).unwrap();
+        let look = |t: &Tensor| ops::embed(t, first, &ids).unwrap().to_host().unwrap();
+        assert_eq!(bits(&look(&half)), bits(&look(&full)), "{dtype}");
+    }
+}
+
+#[test]
+fn infinities_and_nans_in_half_weights_are_widened_as_they_are() {
+    let Some(group) = group_with(GemmKernel::Auto, Numerics::Fast) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let (m, k, n) = (2, 64, 8);
+    let x = Tensor::from_host(r, &Rng::new(25).normal(m * k), [m, k]).unwrap();
+    // +inf, -inf and a quiet NaN in three columns; the other values ordinary.
+    for (dtype, specials) in [
+        (DType::BF16, [0x7f80u16, 0xff80, 0x7fc0]),
+        (DType::F16, [0x7c00, 0xfc00, 0x7e00]),
+    ] {
+        let (mut h, _) = halves(&mut Rng::new(26), dtype, n * k);
+        for (c, s) in specials.iter().enumerate() {
+            h[c * k + 5] = *s; // [out, in]: column c, input 5
+        }
+        let wide: Vec<f32> = h.iter().map(|&v| widen(dtype, v)).collect();
+        assert!(wide[5].is_infinite() && wide[k + 5] < 0.0 && wide[2 * k + 5].is_nan());
+        let layout = WeightLayout::OutIn;
+        let half = Tensor::from_half(r, dtype, &h, [n, k]).unwrap();
+        let full = Tensor::from_host(r, &wide, [n, k]).unwrap();
+        let run = |w: &Tensor| {
+            ops::matmul(&x, w, None, layout, Activation::Identity)
+                .unwrap()
+                .to_host()
+                .unwrap()
+        };
+        let (got, want) = (run(&half), run(&full));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            // A NaN's payload is the hardware's; everything else bit for bit.
+            assert!(
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+                "{dtype} [{i}]: {a} vs {b}"
+            );
+        }
+        assert!(
+            got[..n].iter().take(3).all(|v| !v.is_finite()),
+            "{dtype}: {got:?}"
+        );
+    }
+}
