@@ -379,3 +379,112 @@ fn infinities_and_nans_in_half_weights_are_widened_as_they_are() {
         );
     }
 }
+
+#[test]
+fn half_layers_give_the_bits_of_their_widened_f32_layers_at_every_tp_and_layout() {
+    // Default numerics: shards split unevenly at tp 3 (the first ranks one more row or
+    // column), both layouts, both kinds of group; a column-parallel layer with a bias and
+    // an activation, then a row-parallel one on the column layer's shards.
+    let (k, n, m) = (40, 22, 3);
+    let mut rng = Rng::new(27);
+    let x = rng.normal(m * k);
+    let b = rng.normal(n);
+    for dtype in [DType::BF16, DType::F16] {
+        let (h1, _) = halves(&mut rng, dtype, k * n);
+        let (h2, _) = halves(&mut rng, dtype, n * k);
+        for tp in common::TP_SIZES {
+            for group in common::groups(tp) {
+                for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                    let run = |half: bool| -> Vec<f32> {
+                        // fc1: [k -> n], fc2: [n -> k], each stored per `layout`, split on
+                        // the host like the f32 layers' from_full.
+                        let shards = |h: &[u16], inp: usize, out: usize, by_out: bool| {
+                            let sizes =
+                                wgpu_tp::split_sizes(if by_out { out } else { inp }, tp).unwrap();
+                            let mut start = 0;
+                            let mut v = Vec::new();
+                            for (r, rank) in group.ranks().iter().enumerate() {
+                                let len = sizes[r];
+                                let (i_r, o_r) = if by_out { (inp, len) } else { (len, out) };
+                                // Element (i, o) of the [in, out] matrix.
+                                let at = |i: usize, o: usize| match layout {
+                                    WeightLayout::InOut => h[i * out + o],
+                                    WeightLayout::OutIn => h[o * inp + i],
+                                };
+                                let mut part = Vec::with_capacity(i_r * o_r);
+                                let shape = layout.stored_shape(i_r, o_r);
+                                for a in 0..shape[0] {
+                                    for c in 0..shape[1] {
+                                        let (i, o) = match layout {
+                                            WeightLayout::InOut => (a, c),
+                                            WeightLayout::OutIn => (c, a),
+                                        };
+                                        let (i, o) = if by_out {
+                                            (i, start + o)
+                                        } else {
+                                            (start + i, o)
+                                        };
+                                        part.push(at(i, o));
+                                    }
+                                }
+                                start += len;
+                                v.push(if half {
+                                    Tensor::from_half(rank, dtype, &part, shape).unwrap()
+                                } else {
+                                    let wide: Vec<f32> =
+                                        part.iter().map(|&p| widen(dtype, p)).collect();
+                                    Tensor::from_host(rank, &wide, shape).unwrap()
+                                });
+                            }
+                            v
+                        };
+                        let bias: Vec<Tensor> = {
+                            let sizes = wgpu_tp::split_sizes(n, tp).unwrap();
+                            let mut s0 = 0;
+                            group
+                                .ranks()
+                                .iter()
+                                .enumerate()
+                                .map(|(r, rank)| {
+                                    let t = Tensor::from_host(
+                                        rank,
+                                        &b[s0..s0 + sizes[r]],
+                                        [1, sizes[r]],
+                                    )
+                                    .unwrap();
+                                    s0 += sizes[r];
+                                    t
+                                })
+                                .collect()
+                        };
+                        let cfg1 = ColumnParallelConfig::default()
+                            .gather_output(false)
+                            .activation(Activation::Relu);
+                        let fc1 = ColumnParallelLinear::from_shards(
+                            &group,
+                            shards(&h1, k, n, true),
+                            Some(bias),
+                            layout,
+                            cfg1,
+                        )
+                        .unwrap();
+                        let cfg2 = RowParallelConfig::default().input_is_parallel(true);
+                        let fc2 = RowParallelLinear::from_shards(
+                            &group,
+                            shards(&h2, n, k, false),
+                            None,
+                            layout,
+                            cfg2,
+                        )
+                        .unwrap();
+                        let mlp = ParallelMlp::from_layers(fc1, fc2).unwrap();
+                        let xs = DistTensor::replicate(&group, &x, [m, k]).unwrap();
+                        mlp.forward(&xs).unwrap().to_host().unwrap()
+                    };
+                    let ctx = format!("{dtype} tp {tp} {layout:?} ({} ranks)", group.ranks().len());
+                    assert_eq!(bits(&run(true)), bits(&run(false)), "{ctx}");
+                }
+            }
+        }
+    }
+}

@@ -251,7 +251,12 @@ pub fn check_groups_on_threads(procs: &Processes) {
 /// 4 heads split 2 + 1 + 1) generate the reference's greedy tokens.
 pub fn check_models(procs: &Processes) {
     let n = procs.count();
-    for name in ["tiny-llama", "tiny-gpt2"] {
+    // The f32 weights, and the Llama's bf16 ones (kept at two bytes a value).
+    for (name, weights, suffix) in [
+        ("tiny-llama", "model.safetensors", ""),
+        ("tiny-gpt2", "model.safetensors", ""),
+        ("tiny-llama", "model.bf16.safetensors", "_bf16"),
+    ] {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/models")
             .join(name);
@@ -261,8 +266,8 @@ pub fn check_models(procs: &Processes) {
             let all = v[k].as_array().unwrap();
             all.iter().map(|x| x.as_u64().unwrap() as u32).collect()
         };
-        let (prompt, greedy) = (ids("prompt_ids"), ids("greedy_ids"));
-        let checkpoint = wgpu_tp::load::Checkpoint::open(&dir).unwrap();
+        let (prompt, greedy) = (ids("prompt_ids"), ids(&format!("greedy_ids{suffix}")));
+        let checkpoint = wgpu_tp::load::Checkpoint::open(dir.join(weights)).unwrap();
         for tp in [n, n + 1] {
             for shared in [false, true] {
                 let g = build(procs, tp, shared, Numerics::Fast);
@@ -270,12 +275,12 @@ pub fn check_models(procs: &Processes) {
                 let tokens = model.generate(&prompt, greedy.len()).unwrap();
                 assert_eq!(
                     tokens, greedy,
-                    "{name} tp {tp} over {n} processes, shared {shared}"
+                    "{name} {weights} tp {tp} over {n} processes, shared {shared}"
                 );
             }
         }
         if procs.index() == 0 {
-            println!("ok: {name} over {n} processes");
+            println!("ok: {name} {weights} over {n} processes");
         }
     }
 }
