@@ -62,6 +62,21 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// One rank running `kernel` whose buffers hold at most 4 KiB, so small tensors come in
+/// several bands.
+fn small_buffers(kernel: GemmKernel) -> Option<Group> {
+    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
+    limits.max_buffer_size = 4096;
+    limits.max_storage_buffer_binding_size = 4096;
+    common::build(
+        Group::builder()
+            .ranks_on_one_adapter(1)
+            .gemm_kernel(kernel)
+            .required_limits(limits),
+        "4 KiB buffers",
+    )
+}
+
 fn group_with(kernel: GemmKernel, numerics: Numerics) -> Option<Group> {
     common::build(
         Group::builder()
@@ -132,48 +147,41 @@ fn every_family_gives_the_bits_of_the_widened_f32_weights() {
 
 #[test]
 fn banded_half_weights_give_the_same_bits_and_read_back_exactly() {
-    // 4 KiB buffers: a [100, 70] bf16 weight (14,000 bytes) lies in several bands, each an
-    // even count of rows (none ends half a word short except the last).
-    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
-    limits.max_buffer_size = 4096;
-    limits.max_storage_buffer_binding_size = 4096;
-    let Some(group) = common::build(
-        Group::builder()
-            .ranks_on_one_adapter(1)
-            .required_limits(limits),
-        "4 KiB buffers",
-    ) else {
-        return;
-    };
-    let r = &group.ranks()[0];
-    let mut rng = Rng::new(22);
-    for dtype in [DType::BF16, DType::F16] {
-        for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
-            let (k, n) = (100, 70);
-            let shape = layout.stored_shape(k, n);
-            let (h, wide) = halves(&mut rng, dtype, k * n);
-            let half = Tensor::from_half(r, dtype, &h, shape).unwrap();
-            assert!(half.buffers().len() > 1, "the weight is banded");
-            assert_eq!(bits(&half.to_host().unwrap()), bits(&wide));
-            let full = Tensor::from_host(r, &wide, shape).unwrap();
-            for m in [1, 5, 20] {
-                let x = Tensor::from_host(r, &rng.normal(m * k), [m, k]).unwrap();
-                let run = |w: &Tensor| {
-                    let y = ops::matmul(&x, w, None, layout, Activation::Identity).unwrap();
-                    y.to_host().unwrap()
-                };
-                assert_eq!(
-                    bits(&run(&half)),
-                    bits(&run(&full)),
-                    "{dtype} {layout:?} m {m}"
-                );
+    // 4 KiB buffers: a [100, 70] weight lies in bands of 12 rows, the f32 rows a band
+    // holds, whatever its type: a product's K blocks and output cuts follow the bands, so
+    // the same bands give the same sums (the skinny family splits K inside each block).
+    for kernel in [GemmKernel::Auto, GemmKernel::Skinny] {
+        let Some(group) = small_buffers(kernel) else {
+            return;
+        };
+        let r = &group.ranks()[0];
+        let mut rng = Rng::new(22);
+        for dtype in [DType::BF16, DType::F16] {
+            for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                let (k, n) = (100, 70);
+                let shape = layout.stored_shape(k, n);
+                let (h, wide) = halves(&mut rng, dtype, k * n);
+                let half = Tensor::from_half(r, dtype, &h, shape).unwrap();
+                let full = Tensor::from_host(r, &wide, shape).unwrap();
+                assert!(half.buffers().len() > 1, "the weight is banded");
+                assert_eq!(half.buffers().len(), full.buffers().len());
+                assert_eq!(bits(&half.to_host().unwrap()), bits(&wide));
+                for m in [1, 5, 20] {
+                    let x = Tensor::from_host(r, &rng.normal(m * k), [m, k]).unwrap();
+                    let run = |w: &Tensor| {
+                        let y = ops::matmul(&x, w, None, layout, Activation::Identity).unwrap();
+                        y.to_host().unwrap()
+                    };
+                    let ctx = format!("{kernel:?} {dtype} {layout:?} m {m}");
+                    assert_eq!(bits(&run(&half)), bits(&run(&full)), "{ctx}");
+                }
             }
         }
+        // An odd count of halves: the last word is padded and the value read back exactly.
+        let (h, wide) = halves(&mut rng, DType::F16, 3 * 7);
+        let t = Tensor::from_half(r, DType::F16, &h, [3, 7]).unwrap();
+        assert_eq!(bits(&t.to_host().unwrap()), bits(&wide));
     }
-    // An odd count of halves: the last word is padded and the value read back exactly.
-    let (h, wide) = halves(&mut rng, DType::F16, 3 * 7);
-    let t = Tensor::from_half(r, DType::F16, &h, [3, 7]).unwrap();
-    assert_eq!(bits(&t.to_host().unwrap()), bits(&wide));
 }
 
 /// A tp-invariant MLP (hidden 64, ffn 128, gelu) whose weights are `dtype` shards (or f32
@@ -283,11 +291,40 @@ fn half_tensors_are_refused_everywhere_but_as_gemm_weights() {
         .iter()
         .map(|r| Tensor::from_half(r, DType::F16, &[0x3c00; 8], [2, 4]).unwrap())
         .collect();
-    let partial = DistTensor::from_locals(&group, parts, Placement::Partial).unwrap();
+    let partial = DistTensor::from_locals(&group, parts.clone(), Placement::Partial).unwrap();
     assert!(matches!(
         partial.all_reduce(),
         Err(Error::InvalidArgument { .. })
     ));
+    // A transport called directly refuses them too (the device one on one device).
+    use wgpu_tp::Collective;
+    let Some(shared) = common::cached_group(2, true, Numerics::Fast) else {
+        return;
+    };
+    let on_one: Vec<Tensor> = shared
+        .ranks()
+        .iter()
+        .map(|r| Tensor::from_half(r, DType::F16, &[0x3c00; 8], [2, 4]).unwrap())
+        .collect();
+    for (c, parts) in [
+        (&wgpu_tp::HostCollective as &dyn Collective, &parts),
+        (&wgpu_tp::DeviceCollective, &on_one),
+    ] {
+        let e = pollster::block_on(c.all_reduce(parts));
+        assert!(matches!(e, Err(Error::InvalidArgument { .. })), "{e:?}");
+        let e = pollster::block_on(c.broadcast(parts, 0));
+        assert!(matches!(e, Err(Error::InvalidArgument { .. })), "{e:?}");
+    }
+    // Half weights that name no half type.
+    let bad = wgpu_tp::nn::GatedMlp::new(
+        &group,
+        4,
+        4,
+        |_| Ok(wgpu_tp::nn::HostWeights::Half(DType::F32, vec![0; 8])),
+        |_| Ok(wgpu_tp::nn::HostWeights::Half(DType::F32, vec![0; 8])),
+        |_| Ok(wgpu_tp::nn::HostWeights::Half(DType::F32, vec![0; 8])),
+    );
+    assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
     // A half bias for a layer, refused when it is made.
     let shards = |dtype: Option<DType>| -> Vec<Tensor> {
         group
@@ -312,15 +349,7 @@ fn half_tensors_are_refused_everywhere_but_as_gemm_weights() {
 #[test]
 fn a_half_embedding_table_looks_up_the_widened_rows() {
     // 4 KiB buffers: a [90, 30] table of halves (5,400 bytes) lies in two bands.
-    let mut limits = wgpu_tp::wgpu::Limits::downlevel_defaults();
-    limits.max_buffer_size = 4096;
-    limits.max_storage_buffer_binding_size = 4096;
-    let Some(group) = common::build(
-        Group::builder()
-            .ranks_on_one_adapter(1)
-            .required_limits(limits),
-        "4 KiB buffers",
-    ) else {
+    let Some(group) = small_buffers(GemmKernel::Auto) else {
         return;
     };
     let r = &group.ranks()[0];

@@ -4,16 +4,14 @@
 //! the synthetic Llama of section `model` written in bf16 against the same in f32 (the
 //! two models taking turns step by step).
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wgpu_tp::load::Checkpoint;
-use wgpu_tp::model::Transformer;
 use wgpu_tp::reference::{write_synthetic_llama_as, Rng};
 use wgpu_tp::{ops::matmul, Activation, DType, Group, Rank, Tensor, WeightLayout};
 
 use crate::best;
-use crate::model::MODEL;
+use crate::model::{decode_seconds, MODEL};
 
 pub struct Figures {
     pub gemm_bf16w_vs_f32: f64,
@@ -35,33 +33,6 @@ fn product_time(rank: &Rank, m: usize, w: &Tensor, reps: usize) -> Res<Duration>
         drop(y);
         Ok::<(), wgpu_tp::Error>(())
     })?)
-}
-
-/// Seconds per decode step of each checkpoint in `dirs` at tp 1 (the median of 16 steps
-/// after an 8-token prefill), the models taking turns step by step.
-fn decode_steps(group: &Group, dirs: &[PathBuf]) -> Res<Vec<f64>> {
-    let prompt: Vec<u32> = (0..8).map(|i| 1 + 37 * i).collect();
-    let mut runs = Vec::new();
-    for dir in dirs {
-        let model = Transformer::from_checkpoint(group, &Checkpoint::open(dir)?)?;
-        let mut cache = model.new_cache(prompt.len() + 17)?;
-        let next = model.next_token(&prompt, &mut cache)?;
-        runs.push((model, cache, next, Vec::new()));
-    }
-    for _ in 0..16 {
-        for (model, cache, next, times) in &mut runs {
-            let t = Instant::now();
-            *next = model.next_token(&[*next], cache)?;
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(runs
-        .into_iter()
-        .map(|(_, _, _, mut t)| {
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        })
-        .collect())
 }
 
 pub fn run(reps: usize) -> Res<Figures> {
@@ -96,7 +67,8 @@ pub fn run(reps: usize) -> Res<Figures> {
     let dirs = [root.join("bf16"), root.join("f32")];
     write_synthetic_llama_as(&dirs[0], &MODEL, 5, DType::BF16)?;
     write_synthetic_llama_as(&dirs[1], &MODEL, 5, DType::F32)?;
-    let steps = decode_steps(&group, &dirs)?;
+    let (c16, c32) = (Checkpoint::open(&dirs[0])?, Checkpoint::open(&dirs[1])?);
+    let steps = decode_seconds(&[(&group, &c16), (&group, &c32)])?;
     let _ = std::fs::remove_dir_all(&root);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("\nbf16 weights against f32 weights of the same values (best of {reps})");

@@ -36,16 +36,15 @@ fn dir() -> PathBuf {
     std::env::temp_dir().join("wgpu-tp-bench-model")
 }
 
-/// Seconds per decode step of each group's model (after an 8-token prefill), the median
-/// of 16 steps. The models take turns step by step, so a change in the machine's speed
-/// (it is shared) falls on all of them alike.
-fn decode_seconds(
-    groups: &[&Group],
-    checkpoint: &Checkpoint,
+/// Seconds per decode step of each (group, checkpoint) model (after an 8-token prefill),
+/// the median of 16 steps. The models take turns step by step, so a change in the
+/// machine's speed (it is shared) falls on all of them alike.
+pub fn decode_seconds(
+    models: &[(&Group, &Checkpoint)],
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| 1 + 37 * i).collect();
-    let mut runs = Vec::with_capacity(groups.len());
-    for group in groups {
+    let mut runs = Vec::with_capacity(models.len());
+    for (group, checkpoint) in models {
         let model = Transformer::from_checkpoint(group, checkpoint)?;
         let mut cache = model.new_cache(PROMPT + STEPS + 1)?;
         let next = model.next_token(&prompt, &mut cache)?;
@@ -117,7 +116,8 @@ pub fn run() -> Result<Figures, Box<dyn std::error::Error>> {
     let one = Group::builder().ranks_on_one_adapter(1).build()?;
     let devices = Group::builder().ranks_on_one_adapter(4).build()?;
     let sharing = Group::builder().ranks_sharing_one_device(4).build()?;
-    let times = decode_seconds(&[&one, &devices, &sharing], &checkpoint)?;
+    let c = &checkpoint;
+    let times = decode_seconds(&[(&one, c), (&devices, c), (&sharing, c)])?;
     let (tp1, tp4, shared) = (times[0], times[1], times[2]);
     // The bytes each of 4 devices holds with the weights loaded, against the ideal: the
     // 2-D weights split 4 ways plus the replicated norms and rotary tables.

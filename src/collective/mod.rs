@@ -26,7 +26,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A transport for the four collectives between the ranks of one process. `inputs[r]`
 /// lives on rank `r`; the output has one tensor per rank, in rank order. Inputs are
-/// already checked (count, ranks, shapes). A group spanning processes does not use it.
+/// already checked (count, ranks, shapes, f32). A group spanning processes does not use it.
 ///
 /// Implementations must submit every rank's work before waiting on any, and reduce in a
 /// fixed rank order, so the same inputs give the same bits on every run.
@@ -91,7 +91,10 @@ pub(crate) fn check_same_shapes(op: &'static str, inputs: &[Tensor]) -> Result<[
     }
 }
 
+/// The first input; refuses no inputs, and half-precision ones (the collectives move and
+/// sum f32 values).
 fn check_not_empty<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Tensor> {
+    inputs.iter().try_for_each(|t| t.require_f32(op))?;
     inputs
         .first()
         .ok_or_else(|| Error::shape(op, "at least one tensor", "none"))

@@ -13,7 +13,8 @@ use crate::tensor::Tensor;
 pub enum HostWeights {
     /// f32 values.
     F32(Vec<f32>),
-    /// The bit patterns of values of a half type (`DType::F16` or `DType::BF16`).
+    /// The bit patterns of values of a half type, `DType::F16` or `DType::BF16` (with
+    /// `DType::F32` it is refused wherever it is used).
     Half(DType, Vec<u16>),
 }
 
@@ -60,7 +61,8 @@ impl HostWeights {
         }
     }
 
-    /// The values as f32 (half ones widened exactly).
+    /// The values as f32 (half ones widened exactly; NaN for `Half(DType::F32, _)`, which
+    /// holds no values of a half type).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             HostWeights::F32(v) => v.clone(),
@@ -70,6 +72,7 @@ impl HostWeights {
 
     /// Uploads them to `rank` as a `shape` tensor of their own type.
     pub(crate) fn upload(&self, rank: &Rank, shape: [usize; 2]) -> Result<Tensor> {
+        // Tensor::from_half refuses Half(DType::F32, _).
         match self {
             HostWeights::F32(v) => Tensor::from_host(rank, v, shape),
             HostWeights::Half(t, v) => Tensor::from_half(rank, *t, v, shape),
@@ -92,6 +95,12 @@ impl HostWeights {
     }
 
     fn join(op: &'static str, parts: &[&HostWeights], how: Join) -> Result<HostWeights> {
+        if parts
+            .iter()
+            .any(|p| matches!(p, HostWeights::Half(DType::F32, _)))
+        {
+            return Err(Error::invalid(op, "half weights of DType::F32"));
+        }
         let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
         if let Some(p) = parts.iter().find(|p| p.dtype() != dtype) {
             return Err(Error::invalid(

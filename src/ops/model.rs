@@ -268,6 +268,29 @@ fn fused_widths(
     Ok((cols - cache_cols, kv))
 }
 
+/// Refuses a cache or rotary table that does not reach the last of `qkv`'s rows, the
+/// positions `pos0..`.
+fn check_rows(
+    op: &'static str,
+    qkv: &Tensor,
+    cache: &Tensor,
+    table: Option<&Tensor>,
+    head_dim: usize,
+    pos0: usize,
+) -> Result<()> {
+    let end = pos0 + qkv.shape()[0];
+    check(
+        op,
+        cache.shape()[0] >= end,
+        format!("a cache of >= {end} rows"),
+        cache.shape(),
+    )?;
+    match table {
+        Some(t) => check_table(op, t, head_dim, end),
+        None => Ok(()),
+    }
+}
+
 /// Writes the keys and values of fused query/key/value rows `qkv: [rows, q + 2 kv]`
 /// (`[q | k | v]`, heads of `head_dim`) into rows `pos0..` of `cache: [capacity, 2 kv]`
 /// (rows `[k | v]`), the keys turned by the rotary `table` when there is one (see
@@ -286,16 +309,7 @@ pub fn write_kv(
     let op = "write_kv";
     let (q, kv) = fused_widths(op, qkv, cache, head_dim)?;
     let rows = qkv.shape()[0];
-    let capacity = cache.shape()[0];
-    check(
-        op,
-        capacity >= pos0 + rows,
-        format!("a cache of >= {} rows", pos0 + rows),
-        cache.shape(),
-    )?;
-    if let Some(t) = table {
-        check_table(op, t, head_dim, pos0 + rows)?;
-    }
+    check_rows(op, qkv, cache, table, head_dim, pos0)?;
     let p = ModelParams {
         cols: (q + 2 * kv) as u32,
         heads: (q / head_dim) as u32,
@@ -339,15 +353,7 @@ pub fn attention(
     let (cols, kv_cols) = fused_widths(op, qkv, cache, hd)?;
     let rows = qkv.shape()[0];
     let capacity = cache.shape()[0];
-    check(
-        op,
-        capacity >= pos0 + rows,
-        format!("a cache of >= {} rows", pos0 + rows),
-        cache.shape(),
-    )?;
-    if let Some(t) = table {
-        check_table(op, t, hd, pos0 + rows)?;
-    }
+    check_rows(op, qkv, cache, table, hd, pos0)?;
     let heads = cols / hd;
     let kv_heads = kv_cols / hd;
     let group = span.group.max(1);

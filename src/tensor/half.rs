@@ -11,9 +11,10 @@ use crate::rank::Rank;
 impl Tensor {
     /// Uploads `bits`, the row-major 16-bit values of a `[rows, cols]` matrix of `dtype`
     /// (bf16 or f16), to `rank` as they are: two values to a 32-bit word, half the bytes
-    /// of f32 (each band's last word padded when it holds an odd count). Only a GEMM
-    /// reads it, as weights, widening each value exactly to f32 (`ops::matmul`,
-    /// the layers' `from_shards`); [`Tensor::to_host`] widens it the same way.
+    /// of f32 (each band's last word padded when it holds an odd count). A GEMM reads it
+    /// as weights and the embedding lookup as its table, widening each value exactly to
+    /// f32 (`ops::matmul`, the layers' `from_shards`, `ops::embed`); [`Tensor::to_host`]
+    /// widens it the same way. Everything else refuses it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `DType::F32` (use [`Tensor::from_host`]);

@@ -81,22 +81,12 @@ pub(crate) fn check_one_band(rank: &Rank, shape: [usize; 2], op: &'static str) -
     Ok(())
 }
 
-/// Rows per band for f32 tensors with `cols` columns on `rank`: as many as fit both
-/// limits.
+/// Rows per band for tensors with `cols` columns on `rank`: as many f32 rows as fit both
+/// limits. Half tensors take the same rows (their bands half full), so a product's blocks,
+/// which follow the weight's bands, and its bits do not depend on the weight's type.
 pub(crate) fn band_rows(rank: &Rank, cols: usize, op: &'static str) -> Result<usize> {
-    band_rows_of(rank, cols, DType::F32, op)
-}
-
-/// Rows per band for `dtype` tensors with `cols` columns on `rank`.
-fn band_rows_of(rank: &Rank, cols: usize, dtype: DType, op: &'static str) -> Result<usize> {
     let (limit, limit_name) = band_limit(rank);
-    // A half band's padding (at most 6 bytes) must fit too.
-    let limit = if dtype == DType::F32 {
-        limit
-    } else {
-        limit.saturating_sub(8)
-    };
-    let row = (cols * dtype.size()) as u64;
+    let row = cols as u64 * 4;
     if row > limit {
         // A band holds whole rows: one row must fit.
         return Err(Error::BufferTooLarge {
@@ -231,13 +221,15 @@ impl Tensor {
     /// A `dtype` tensor whose contents are unspecified.
     fn alloc(rank: &Rank, shape: [usize; 2], dtype: DType, op: &'static str) -> Result<Self> {
         check_shape(op, shape)?;
-        let per = band_rows_of(rank, shape[1], dtype, op)?;
+        let per = band_rows(rank, shape[1], op)?;
         rank.check_health(op)?;
         let bands = (0..shape[0])
             .step_by(per)
             .map(|r0| {
                 let rows = r0..(r0 + per).min(shape[0]);
                 let values = (rows.len() * shape[1]) as u64;
+                // A half band's bytes padded to whole vec2<u32> words (within the f32
+                // size, but for a band of one value).
                 let bytes = match dtype {
                     DType::F32 => values * 4,
                     DType::F16 | DType::BF16 => (values * 2).next_multiple_of(8),
@@ -311,7 +303,7 @@ impl Tensor {
     }
 
     /// Refuses a tensor that is not f32 where `op` reads or writes f32 values (every op
-    /// but a GEMM's weights).
+    /// but a GEMM's weights and an embedding table).
     pub(crate) fn require_f32(&self, op: &'static str) -> Result<()> {
         if self.dtype == DType::F32 {
             return Ok(());
@@ -319,7 +311,8 @@ impl Tensor {
         Err(Error::invalid(
             op,
             format!(
-                "a {} tensor: only GEMM weights may be half precision; this takes f32",
+                "a {} tensor: only GEMM weights and embedding tables may be half precision; \
+                 this takes f32",
                 self.dtype
             ),
         ))

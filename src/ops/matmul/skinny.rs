@@ -107,6 +107,8 @@ fn chunks(rank: &Rank, v: Skinny, layout: WeightLayout, [m, n, k]: [usize; 3]) -
         let len = gemm_skinny::SWEEP_ROWS;
         return (k.div_ceil(len).max(1), len);
     }
+    // Counted as f32 whatever the weights' type: half weights split where f32 ones do, so
+    // both give the same bits.
     let weight_bytes = (k as u64).saturating_mul(n as u64).saturating_mul(4);
     if !v.gpu && weight_bytes < SKINNY_CPU_SPLIT_MIN_BYTES && groups >= crate::rank::cores() {
         // Every core has a workgroup already, and what more would balance is worth less
@@ -230,7 +232,11 @@ impl SkinnyBlock {
                     grid,
                 },
                 Dispatch {
-                    key: finish,
+                    // finish reads no weights: one pipeline whatever their type.
+                    key: &PipelineKey {
+                        weights: crate::DType::F32,
+                        ..finish.clone()
+                    },
                     buffers: &[s, bufs[1], bufs[2], bufs[3]],
                     params: bytemuck::bytes_of(&sum),
                     grid: finish_grid,
