@@ -212,25 +212,29 @@ fn a_bf16_checkpoint_keeps_its_weights_at_two_bytes_a_value() {
     let Some(group) = common::group(2) else {
         return;
     };
-    let bytes = |precision: &str| {
-        let checkpoint = Checkpoint::open(fixture_in("tiny-llama", precision)).unwrap();
+    let bytes = |name: &str, precision: &str| {
+        let checkpoint = Checkpoint::open(fixture_in(name, precision)).unwrap();
         let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
         group.wait_idle().unwrap();
         let held: u64 = group.ranks().iter().map(|r| r.tensor_bytes()).sum();
         drop(model);
         held
     };
-    let (f32_bytes, bf16_bytes) = (bytes(""), bytes("bf16"));
     // The tiny Llama: hidden 64, 2 layers of q, k, v, o (64 x 64, 32 x 64, 32 x 64,
     // 64 x 64) and gate, up, down (3 x 128 x 64), head 128 x 64, embeddings 128 x 64:
-    // 90,112 weights, 2 bytes each instead of 4 (every rank's shard an even count: no
-    // padding); the norms (5 x 64) and the rotary table (64 x 16) stay f32.
-    let weights = 90_112u64;
-    assert_eq!(
-        f32_bytes - bf16_bytes,
-        2 * weights,
-        "{f32_bytes} vs {bf16_bytes}"
-    );
+    // 90,112 weights. The tiny GPT-2: hidden 64, 2 layers of c_attn (64 x 192), c_proj
+    // (64 x 64), c_fc (64 x 256) and the MLP's c_proj (256 x 64), the embeddings and the
+    // head tied to them (2 x 128 x 64): 114,688. Each 2 bytes instead of 4 (every rank's
+    // shard an even count: no padding); the norms, biases, rotary table and GPT-2's
+    // learned positions stay f32.
+    for (name, weights) in [("tiny-llama", 90_112u64), ("tiny-gpt2", 114_688)] {
+        let (f32_bytes, bf16_bytes) = (bytes(name, ""), bytes(name, "bf16"));
+        assert_eq!(
+            f32_bytes - bf16_bytes,
+            2 * weights,
+            "{name}: {f32_bytes} vs {bf16_bytes}"
+        );
+    }
 }
 
 #[test]

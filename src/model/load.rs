@@ -1,24 +1,19 @@
 //! `Transformer::from_checkpoint`: every layer of a Llama-family or GPT-2 checkpoint, each
 //! rank reading only its shards.
 
-use std::ops::Range;
-
 use super::{Block, Mlp, Transformer};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::load::{Architecture, Checkpoint};
 use crate::nn::{
-    AttentionShape, GatedMlp, HeadWeights, HostLinear, Norm, NormKind, ParallelAttention,
-    ParallelLmHead, ParallelMlp, Rotary, VocabParallelEmbedding,
+    AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Norm,
+    NormKind, ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig,
+    RowParallelLinear, VocabParallelEmbedding,
 };
 use crate::settings::{Activation, WeightLayout};
-use crate::shard::slice_host;
-
-/// Columns `cols` of the row-major `[rows, n]` matrix `m`.
-fn columns(m: &[f32], n: usize, cols: Range<usize>) -> Result<Vec<f32>> {
-    slice_host(m, n, 0, m.len() / n.max(1), cols.start, cols.len())
-}
+use crate::shard::{offsets, split_sizes};
+use crate::tensor::Tensor;
 
 impl Transformer {
     /// Loads `checkpoint` onto `group`: every rank uploads only its shards (vocabulary
@@ -109,7 +104,7 @@ impl Transformer {
                 }
             } else {
                 let p = format!("h.{l}");
-                let qkv_w = ck.f32(&format!("{p}.attn.c_attn.weight"))?;
+                let c_attn = format!("{p}.attn.c_attn.weight");
                 let qkv_b = ck.f32(&format!("{p}.attn.c_attn.bias"))?;
                 let attention = ParallelAttention::new(
                     group,
@@ -118,17 +113,16 @@ impl Transformer {
                     None,
                     |q, _| {
                         // Fused [hidden, 3 hidden] (Conv1D): q, k, v column blocks, each
-                        // split by head.
+                        // split by head, read from the file in its type.
                         let block = |i: usize| q.start * hd + i * h..q.end * hd + i * h;
-                        let (w, b) = (&qkv_w, &qkv_b);
                         Ok(HeadWeights {
-                            q: columns(w, 3 * h, block(0))?.into(),
-                            k: columns(w, 3 * h, block(1))?.into(),
-                            v: columns(w, 3 * h, block(2))?.into(),
-                            bias: Some([0, 1, 2].map(|i| b[block(i)].to_vec())),
+                            q: ck.cols(&c_attn, block(0))?,
+                            k: ck.cols(&c_attn, block(1))?,
+                            v: ck.cols(&c_attn, block(2))?,
+                            bias: Some([0, 1, 2].map(|i| qkv_b[block(i)].to_vec())),
                         })
                     },
-                    |rows| ck.rows_f32(&format!("{p}.attn.c_proj.weight"), rows),
+                    |rows| ck.rows(&format!("{p}.attn.c_proj.weight"), rows),
                     Some(&ck.f32(&format!("{p}.attn.c_proj.bias"))?),
                 )?;
                 let act = match c.activation.as_str() {
@@ -142,21 +136,7 @@ impl Transformer {
                         ))
                     }
                 };
-                let (fc_w, fc_b) = (
-                    ck.f32(&format!("{p}.mlp.c_fc.weight"))?,
-                    ck.f32(&format!("{p}.mlp.c_fc.bias"))?,
-                );
-                let (pr_w, pr_b) = (
-                    ck.f32(&format!("{p}.mlp.c_proj.weight"))?,
-                    ck.f32(&format!("{p}.mlp.c_proj.bias"))?,
-                );
-                let i = c.intermediate_size;
-                let mlp = ParallelMlp::from_full(
-                    group,
-                    HostLinear::new(&fc_w, h, i, WeightLayout::InOut).with_bias(&fc_b),
-                    HostLinear::new(&pr_w, i, h, WeightLayout::InOut).with_bias(&pr_b),
-                    act,
-                )?;
+                let mlp = gpt2_mlp(group, ck, &p, c.intermediate_size, act)?;
                 Block {
                     norm1: norm(&format!("{p}.ln_1"))?,
                     attention,
@@ -179,8 +159,8 @@ impl Transformer {
         } else {
             (norm("ln_f")?, embed_name)
         };
-        // The GEMM weights and the embeddings keep the checkpoint's type (Llama's
-        // projections, the head, the table); norms and GPT-2's blocks are read as f32.
+        // Every GEMM weight and the embeddings keep the checkpoint's type; norms, biases
+        // and GPT-2's learned positions are read as f32.
         let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| ck.rows(head_name, r))?;
         Ok(Transformer {
             config: c,
@@ -192,4 +172,41 @@ impl Transformer {
             head,
         })
     }
+}
+
+/// GPT-2's MLP of block `p`: `c_fc` (Conv1D `[hidden, inner]`) column-parallel and `c_proj`
+/// (`[inner, hidden]`) row-parallel, each rank reading its columns and rows in the file's
+/// type; the biases f32.
+fn gpt2_mlp(
+    group: &Group,
+    ck: &Checkpoint,
+    p: &str,
+    inner: usize,
+    act: Activation,
+) -> Result<ParallelMlp> {
+    let h = ck.config().hidden_size;
+    let sizes = split_sizes(inner, group.world_size())?;
+    let starts = offsets(&sizes);
+    let (fc_w, pr_w) = (
+        format!("{p}.mlp.c_fc.weight"),
+        format!("{p}.mlp.c_proj.weight"),
+    );
+    let fc_b = ck.f32(&format!("{p}.mlp.c_fc.bias"))?;
+    let (mut w1, mut b1, mut w2, mut b2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let pr_b = ck.f32(&format!("{p}.mlp.c_proj.bias"))?;
+    for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+        let part = starts[r]..starts[r] + sizes[r];
+        w1.push(ck.cols(&fc_w, part.clone())?.upload(rank, [h, sizes[r]])?);
+        b1.push(Tensor::from_host(rank, &fc_b[part.clone()], [1, sizes[r]])?);
+        w2.push(ck.rows(&pr_w, part)?.upload(rank, [sizes[r], h])?);
+        b2.push(Tensor::from_host(rank, &pr_b, [1, h])?);
+    }
+    let layout = WeightLayout::InOut;
+    let cfg1 = ColumnParallelConfig::default()
+        .gather_output(false)
+        .activation(act);
+    let fc1 = ColumnParallelLinear::from_shards(group, w1, Some(b1), layout, cfg1)?;
+    let cfg2 = RowParallelConfig::default().input_is_parallel(true);
+    let fc2 = RowParallelLinear::from_shards(group, w2, Some(b2), layout, cfg2)?;
+    ParallelMlp::from_layers(fc1, fc2)
 }
