@@ -6,6 +6,8 @@
 //! never pass by skipping.
 #![allow(dead_code)]
 
+pub mod half;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
