@@ -5,7 +5,7 @@
 //   0: a    storage, read       input; [rows, cols] (slice: [*, p.a_cols])
 //   1: b    storage, read       add: same shape as out; add_row: [cols]; otherwise unused
 //   2: out  storage, read_write [rows, cols] (place: [*, p.a_cols])
-//   3: p    uniform Params
+//   3: params uniform array<Params, 2>, two equal copies
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // p.row_stride (p.row_stride = gx * 256) handles element g = p.base + i of the band, for
@@ -27,16 +27,23 @@ struct Params {
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(3) var<uniform> params: array<Params, 2>;
 
-fn index(gid: vec3<u32>) -> u32 {
+fn load_params() -> Params {
+    return params[params[0].count & 1u];
+}
+
+fn index(p: Params, gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * p.row_stride;
 }
 
 // out = act(a)
 @compute @workgroup_size(256, 1, 1)
 fn activation(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         let g = p.base + i;
         out[g] = activate(a[g]);
@@ -46,7 +53,8 @@ fn activation(@builtin(global_invocation_id) gid: vec3<u32>) {
 // out = a + b
 @compute @workgroup_size(256, 1, 1)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         let g = p.base + i;
         out[g] = a[g] + b[g];
@@ -56,7 +64,8 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
 // out[r, c] = a[r, c] + b[c]   (a bias broadcast over rows)
 @compute @workgroup_size(256, 1, 1)
 fn add_row(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         let g = p.base + i;
         out[g] = a[g] + b[g % p.cols];
@@ -66,7 +75,8 @@ fn add_row(@builtin(global_invocation_id) gid: vec3<u32>) {
 // out[r, c] = a[(p.row0 + r) * p.a_cols + p.col0 + c]   (a window of a)
 @compute @workgroup_size(256, 1, 1)
 fn slice(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         let g = p.base + i;
         let r = g / p.cols;
@@ -80,7 +90,8 @@ fn slice(@builtin(global_invocation_id) gid: vec3<u32>) {
 // several dispatches can assemble one matrix from blocks)
 @compute @workgroup_size(256, 1, 1)
 fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         let g = p.base + i;
         let r = g / p.cols;
@@ -93,7 +104,8 @@ fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
 // the sign of every addend, for the zero addends of Replicate -> Partial)
 @compute @workgroup_size(256, 1, 1)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
+    let p = load_params();
+    let i = index(p, gid);
     if (i < p.count) {
         out[p.base + i] = bitcast<f32>(p.value);
     }

@@ -26,7 +26,7 @@
 //                                row n (output column n) starts at (p.w_offset + n * p.ldw) / 4
 //   2: bias  storage, read       vec4 j at (p.bias_offset / 4) + j; read only when HAS_BIAS
 //   3: y     storage, read_write row m starts at vec4 (p.y_offset + m * p.ldy) / 4
-//   4: p     uniform Params
+//   4: params uniform array<Params, 2>, two equal copies
 // p.accumulate != 0: Y starts from its current value (K split in blocks, epilogue on the
 // last one), which keeps the fma order, and the bits, of an unsplit sum.
 //
@@ -41,28 +41,34 @@
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
-@group(0) @binding(4) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<Params, 2>;
+
+fn load_params() -> Params {
+    return params[params[0].m & 1u];
+}
 
 fn activate4(v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));
 }
 
 // Where row `row` (clamped to the last one), vec4 column `c4` of Y lives.
-fn y_at(row: u32, c4: u32) -> u32 {
+fn y_at(p: Params, row: u32, c4: u32) -> u32 {
     return (p.y_offset + min(row, p.m - 1u) * p.ldy) / 4u + c4;
 }
 
 // The starting value of an accumulator: 0, or Y's partial sum from earlier K blocks.
-fn start(row: u32, c4: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), y[y_at(row, c4)], p.accumulate != 0u);
+fn start(p: Params, row: u32, c4: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), y[y_at(p, row, c4)], p.accumulate != 0u);
 }
 
-fn store_row(row: u32, c4: u32, v: vec4<f32>) {
+fn store_row(p: Params, row: u32, c4: u32, v: vec4<f32>) {
     if (row < p.m && c4 < p.n / 4u) {
         var b = vec4<f32>(0.0);
         if (HAS_BIAS) {
             b = bias[p.bias_offset / 4u + c4];
         }
-        y[y_at(row, c4)] = activate4(v + b);
+        y[y_at(p, row, c4)] = activate4(v + b);
     }
 }

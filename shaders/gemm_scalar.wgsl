@@ -5,7 +5,7 @@
 //   1: w     storage, read       [in, out] when W_OUT_IN == false, [out, in] when true
 //   2: bias  storage, read       read only when HAS_BIAS (otherwise any buffer)
 //   3: y     storage, read_write
-//   4: p     uniform Params
+//   4: params uniform array<Params, 2>, two equal copies
 
 override W_OUT_IN: bool = false;
 
@@ -13,10 +13,16 @@ override W_OUT_IN: bool = false;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<Params, 2>;
+
+fn load_params() -> Params {
+    return params[params[0].m & 1u];
+}
 
 // X[row, kk], 0 outside X.
-fn load_x(row: u32, kk: u32) -> f32 {
+fn load_x(p: Params, row: u32, kk: u32) -> f32 {
     if (row < p.m && kk < p.k) {
         return x[p.x_offset + row * p.ldx + kk];
     }
@@ -24,7 +30,7 @@ fn load_x(row: u32, kk: u32) -> f32 {
 }
 
 // W[kk, col] in either layout, 0 outside W.
-fn load_w(kk: u32, col: u32) -> f32 {
+fn load_w(p: Params, kk: u32, col: u32) -> f32 {
     if (kk < p.k && col < p.n) {
         if (W_OUT_IN) {
             return w[p.w_offset + col * p.ldw + kk];

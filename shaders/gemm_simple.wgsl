@@ -13,6 +13,7 @@
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
     let row = gid.y;
     let col = gid.x;
     if (row >= p.m || col >= p.n) {

@@ -14,9 +14,9 @@
 //   3: y     storage, read_write main entries: Y, or the partial sums when K is split
 //                                (chunk s, row m from unit (y_offset + (s M + m) ldy) / WIDTH);
 //                                finish: Y
-//   4: p     uniform Params      main entries: K chunk of workgroup row s is
-//                                [s k_chunk, min((s + 1) k_chunk, K)); finish: p.k is the
-//                                number of chunks to add
+//   4: params uniform array<Params, 2>, two equal copies, read as p: main entries: K
+//                                chunk of workgroup row s is [s k_chunk, min((s + 1) k_chunk,
+//                                K)); finish: p.k is the number of chunks to add
 //
 // Dispatch (src/kernels/gemm_skinny.rs gives the sizes and the lane mappings):
 //   lanes along N or K: workgroups (ceil(N / columns per workgroup), chunks, 1), each
@@ -37,10 +37,16 @@
 @group(0) @binding(1) var<storage, read> w: array<T>;
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read_write> y: array<T>;
-@group(0) @binding(4) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<Params, 2>;
+
+fn load_params() -> Params {
+    return params[params[0].m & 1u];
+}
 
 // The starting value of the accumulator of row `row` (clamped to the last one), unit `c`.
-fn start(row: u32, c: u32) -> T {
+fn start(p: Params, row: u32, c: u32) -> T {
     if (p.accumulate != 0u) {
         return y[(p.y_offset + min(row, p.m - 1u) * p.ldy) / WIDTH + c];
     }
@@ -49,7 +55,7 @@ fn start(row: u32, c: u32) -> T {
 
 // Stores row `row`, unit `c` of chunk `chunk`'s result, with the epilogue, when both are
 // inside Y.
-fn store(row: u32, c: u32, chunk: u32, v: T) {
+fn store(p: Params, row: u32, c: u32, chunk: u32, v: T) {
     if (row < p.m && c < p.n / WIDTH) {
         var out = v;
         if (HAS_BIAS) {
@@ -60,7 +66,7 @@ fn store(row: u32, c: u32, chunk: u32, v: T) {
 }
 
 // Y's row `row`, unit `c` from the p.k chunks' partial sums in x.
-fn finish_unit(row: u32, c: u32) {
+fn finish_unit(p: Params, row: u32, c: u32) {
     let nt = p.n / WIDTH;
     if (row >= p.m || c >= nt) {
         return;

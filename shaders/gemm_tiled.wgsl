@@ -27,6 +27,7 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
+    let p = load_params();
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
     let tid = lid.y * 16u + lid.x;
@@ -48,16 +49,16 @@ fn main(
             // X tile: consecutive invocations walk k (contiguous in X).
             let ar = e / TILE_K;
             let ak = e % TILE_K;
-            a_tile[ak * TILE_M + ar] = load_x(row0 + ar, k0 + ak);
+            a_tile[ak * TILE_M + ar] = load_x(p, row0 + ar, k0 + ak);
             // W tile: consecutive invocations walk the contiguous axis of W.
             if (W_OUT_IN) {
                 let bc = e / TILE_K;
                 let bk = e % TILE_K;
-                b_tile[bk * TILE_N + bc] = load_w(k0 + bk, col0 + bc);
+                b_tile[bk * TILE_N + bc] = load_w(p, k0 + bk, col0 + bc);
             } else {
                 let bk = e / TILE_N;
                 let bc = e % TILE_N;
-                b_tile[bk * TILE_N + bc] = load_w(k0 + bk, col0 + bc);
+                b_tile[bk * TILE_N + bc] = load_w(p, k0 + bk, col0 + bc);
             }
         }
         workgroupBarrier();

@@ -30,6 +30,7 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
+    let p = load_params();
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     let tid = lid.y * 16u + lid.x;
@@ -54,23 +55,23 @@ fn main(
         let ar = tid / 2u;
         let ak = (tid % 2u) * 4u;
         for (var j = 0u; j < 4u; j++) {
-            a_tile[(ak + j) * 32u + ar / 4u][ar % 4u] = load_x(row0 + ar, k0 + ak + j);
+            a_tile[(ak + j) * 32u + ar / 4u][ar % 4u] = load_x(p, row0 + ar, k0 + ak + j);
         }
         // W: walk its contiguous axis.
         if (W_OUT_IN) {
             let bc = tid / 2u;
             let bk = (tid % 2u) * 4u;
             for (var j = 0u; j < 4u; j++) {
-                b_tile[(bk + j) * 32u + bc / 4u][bc % 4u] = load_w(k0 + bk + j, col0 + bc);
+                b_tile[(bk + j) * 32u + bc / 4u][bc % 4u] = load_w(p, k0 + bk + j, col0 + bc);
             }
         } else {
             let bk = tid / 32u;
             let bc = (tid % 32u) * 4u;
             b_tile[bk * 32u + bc / 4u] = vec4<f32>(
-                load_w(k0 + bk, col0 + bc),
-                load_w(k0 + bk, col0 + bc + 1u),
-                load_w(k0 + bk, col0 + bc + 2u),
-                load_w(k0 + bk, col0 + bc + 3u),
+                load_w(p, k0 + bk, col0 + bc),
+                load_w(p, k0 + bk, col0 + bc + 1u),
+                load_w(p, k0 + bk, col0 + bc + 2u),
+                load_w(p, k0 + bk, col0 + bc + 3u),
             );
         }
         workgroupBarrier();

@@ -7,7 +7,7 @@
 //   1: b    storage, read        second input (per entry; unused ones get a dummy)
 //   2: c    storage, read        third input (per entry)
 //   3: out  storage, read_write  the output
-//   4: p    uniform Params
+//   4: params uniform array<Params, 2>, two equal copies
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // p.row_stride handles item p.base + i for i < p.count (an item is per entry: a row, an
@@ -51,9 +51,15 @@ struct Params {
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> c: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<Params, 2>;
 
-fn item(gid: vec3<u32>) -> u32 {
+fn load_params() -> Params {
+    return params[params[0].count & 1u];
+}
+
+fn item(p: Params, gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * p.row_stride;
 }
 
@@ -61,7 +67,8 @@ fn item(gid: vec3<u32>) -> u32 {
 // a: [rows, cols], b: weight [cols]; item = a row.
 @compute @workgroup_size(256, 1, 1)
 fn rms_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -82,7 +89,8 @@ fn rms_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 // a: [rows, cols], b: weight [cols], c: bias [cols]; item = a row.
 @compute @workgroup_size(256, 1, 1)
 fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -113,7 +121,8 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 // cols].
 @compute @workgroup_size(256, 1, 1)
 fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -134,7 +143,8 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
 // halves, (t, head, j).
 @compute @workgroup_size(256, 1, 1)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -145,21 +155,21 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = (g % per_row) / half;
     let j = g % half;
     let at = t * p.cols + h * p.head_dim + j;
-    let turned = turn(a[at], a[at + half], p.pos0 + t, j);
+    let turned = turn(p, a[at], a[at + half], p.pos0 + t, j);
     out[at] = turned.x;
     out[at + half] = turned.y;
 }
 
 // The pair (x1, x2) of a head turned by the angle of [pos, j] in the rotary table, read
 // from b (rope, kv_write) or c (attention).
-fn turn(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
+fn turn(p: Params, x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
     let cs = pos * p.head_dim + j;
     let co = b[cs];
     let si = b[cs + p.head_dim / 2u];
     return vec2<f32>(x1 * co - x2 * si, x2 * co + x1 * si);
 }
 
-fn turn_c(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
+fn turn_c(p: Params, x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
     let cs = pos * p.head_dim + j;
     let co = c[cs];
     let si = c[cs + p.head_dim / 2u];
@@ -172,7 +182,8 @@ fn turn_c(x1: f32, x2: f32, pos: u32, j: u32) -> vec2<f32> {
 // the pairs j and j + half of that head's key and value.
 @compute @workgroup_size(256, 1, 1)
 fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -186,7 +197,7 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     let to = (p.pos0 + t) * 2u * p.kv_cols + h * p.head_dim + j;
     var key = vec2<f32>(a[k], a[k + half]);
     if (p.flag != 0u) {
-        key = turn(key.x, key.y, p.pos0 + t, j);
+        key = turn(p, key.x, key.y, p.pos0 + t, j);
     }
     out[to] = key.x;
     out[to + half] = key.y;
@@ -198,7 +209,8 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
 // item = an element of out [rows, cols].
 @compute @workgroup_size(256, 1, 1)
 fn silu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -222,7 +234,8 @@ const MAX_HEAD_DIM: u32 = 256u;
 // position order.
 @compute @workgroup_size(256, 1, 1)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = item(gid);
+    let p = load_params();
+    let i = item(p, gid);
     if (i >= p.count) {
         return;
     }
@@ -242,7 +255,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     if (p.flag != 0u) {
         for (var j = 0u; j < half; j++) {
-            let turned = turn_c(qt[j], qt[j + half], last, j);
+            let turned = turn_c(p, qt[j], qt[j + half], last, j);
             qt[j] = turned.x;
             qt[j + half] = turned.y;
         }

@@ -5,7 +5,7 @@
 // which src/collective/device.rs checks; other lengths use elementwise.wgsl's `add`):
 //   0..3: a, b, c, d  storage, read        the addends; only the first p.count are read
 //   4:    out         storage, read_write  ((a + b) + c) + d, cut to p.count terms
-//   5:    p           uniform Params
+//   5:    params      uniform array<Params, 2>, two equal copies
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // p.row_stride (p.row_stride = gx * 256) handles vec4 p.base + i, for i < p.len. (vec4
@@ -31,10 +31,17 @@ struct Params {
 @group(0) @binding(2) var<storage, read> c: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> d: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(5) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(5) var<uniform> params: array<Params, 2>;
+
+fn load_params() -> Params {
+    return params[params[0].len & 1u];
+}
 
 @compute @workgroup_size(256, 1, 1)
 fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
     let l = gid.x + gid.y * p.row_stride;
     if (l >= p.len) {
         return;

@@ -10,7 +10,7 @@
 //                                                       p.count are read (the rest may be
 //                                                       any buffer)
 //   8:    out                     storage, read_write  their sum
-//   9:    p                       uniform Params
+//   9:    params                  uniform array<Params, 2>, two equal copies
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // p.row_stride (p.row_stride = gx * 256) handles vec4 p.base + i, for i < p.len.
@@ -41,7 +41,13 @@ struct Params {
 @group(0) @binding(6) var<storage, read> g: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> h: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(9) var<uniform> p: Params;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(9) var<uniform> params: array<Params, 2>;
+
+fn load_params() -> Params {
+    return params[params[0].len & 1u];
+}
 
 // The sum of the first n of (x0, ..., x7) along the tree: pairs, then quads, then the two
 // quads, each join present only when its right side has an addend. Named values, no array:
@@ -80,6 +86,7 @@ fn tree(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
 
 @compute @workgroup_size(256, 1, 1)
 fn sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
     let l = gid.x + gid.y * p.row_stride;
     if (l >= p.len) {
         return;

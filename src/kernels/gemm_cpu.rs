@@ -47,6 +47,7 @@ fn entry(name: &str, layout: WeightLayout, rows: usize, cols4: usize) -> String 
         "@compute @workgroup_size({LANES}, 1, 1)\nfn {name}(\n\
          {I1}@builtin(local_invocation_id) lid: vec3<u32>,\n\
          {I1}@builtin(workgroup_id) wid: vec3<u32>,\n) {{\n\
+             {I1}let p = load_params();\n\
          {I1}let n4 = p.n / 4u;\n\
          {I1}let k4 = p.k / 4u;\n\
          {I1}let first = (wid.x * {LANES}u + lid.x) * COLS4;\n\
@@ -67,7 +68,7 @@ fn entry(name: &str, layout: WeightLayout, rows: usize, cols4: usize) -> String 
     s += &format!("{I1}let wo = p.w_offset / 4u;\n{I1}let lw = p.ldw / 4u;\n");
     for i in 0..rows {
         s += &line(I1, cols4, |j| {
-            format!("var a{i}_{j} = start(row0 + {i}u, c{j});")
+            format!("var a{i}_{j} = start(p, row0 + {i}u, c{j});")
         });
     }
     s += &format!("{I1}for (var kq = 0u; kq < k4; kq++) {{\n");
@@ -102,7 +103,7 @@ fn entry(name: &str, layout: WeightLayout, rows: usize, cols4: usize) -> String 
     s += &format!("{I1}}}\n");
     for i in 0..rows {
         s += &line(I1, cols4, |j| {
-            format!("store_row(row0 + {i}u, first + {j}u, a{i}_{j});")
+            format!("store_row(p, row0 + {i}u, first + {j}u, a{i}_{j});")
         });
     }
     s += "}\n";

@@ -226,9 +226,10 @@ impl Skinny {
              fn finish(\n\
              \x20   @builtin(global_invocation_id) gid: vec3<u32>,\n\
              \x20   @builtin(num_workgroups) groups: vec3<u32>,\n) {{\n\
+             \x20   let p = load_params();\n\
              \x20   for (var row = gid.y; row < p.m; row += groups.y) {{\n\
              \x20       for (var c = gid.x; c < p.n / WIDTH; c += groups.x * {FINISH_LANES}u) {{\n\
-             \x20           finish_unit(row, c);\n\
+             \x20           finish_unit(p, row, c);\n\
              \x20       }}\n\
              \x20   }}\n}}\n"
         );
@@ -267,6 +268,7 @@ impl Skinny {
             "@compute @workgroup_size({lanes}, 1, 1)\nfn {name}(\n\
              {I1}@builtin(local_invocation_id) lid: vec3<u32>,\n\
              {I1}@builtin(workgroup_id) wid: vec3<u32>,\n) {{\n\
+             {I1}let p = load_params();\n\
              {I1}let nt = p.n / WIDTH;\n\
              {I1}let first = {first};\n\
              {I1}let chunk = wid.y;\n\
@@ -289,7 +291,7 @@ impl Skinny {
                     let start = if along_k {
                         "ZERO".to_string()
                     } else {
-                        format!("start({i}u, c{j})")
+                        format!("start(p, {i}u, c{j})")
                     };
                     format!("var a{i}_{j} = {start};")
                 })
@@ -313,18 +315,18 @@ impl Skinny {
                  {I1}for (var t = lid.x; t < {block}u; t += {lanes}u) {{\n\
                  {I2}let i = t / {units}u;\n\
                  {I2}let c = first + t % {units}u;\n\
-                 {I2}var sum = start(i, min(c, nt - 1u));\n\
+                 {I2}var sum = start(p, i, min(c, nt - 1u));\n\
                  {I2}for (var l = 0u; l < {lanes}u; l++) {{\n\
                  {I2}    sum = sum + red[l * {block}u + t];\n\
                  {I2}}}\n\
-                 {I2}store(i, c, chunk, sum);\n\
+                 {I2}store(p, i, c, chunk, sum);\n\
                  {I1}}}\n"
             );
         } else {
             for i in 0..rows {
                 for j in 0..units {
                     s += &format!(
-                        "{I1}store({i}u, first + {}u, chunk, a{i}_{j});\n",
+                        "{I1}store(p, {i}u, first + {}u, chunk, a{i}_{j});\n",
                         self.unit_offset(j, mapping)
                     );
                 }

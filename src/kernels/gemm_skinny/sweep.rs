@@ -21,6 +21,7 @@ impl Skinny {
              {I1}@builtin(local_invocation_id) lid: vec3<u32>,\n\
              {I1}@builtin(workgroup_id) wid: vec3<u32>,\n\
              {I1}@builtin(num_workgroups) groups: vec3<u32>,\n) {{\n\
+             {I1}let p = load_params();\n\
              {I1}let nt = p.n / WIDTH;\n\
              {I1}let block = wid.y * {SWEEP_LANES}u + lid.x;\n\
              {I1}let k0 = block * p.k_chunk;\n\
@@ -85,7 +86,7 @@ impl Skinny {
             }
         }
         for i in 0..self.rows {
-            s += &format!("{I3}store({i}u, c, block, a{i}_0);\n");
+            s += &format!("{I3}store(p, {i}u, c, block, a{i}_0);\n");
         }
         s += &format!("{I2}}}\n");
         s

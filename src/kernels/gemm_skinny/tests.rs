@@ -79,7 +79,7 @@ fn every_sweep_row_and_accumulator_is_used() {
             }
         }
         for i in 0..v.rows {
-            let store = format!("store({i}u, c, block, a{i}_0);");
+            let store = format!("store(p, {i}u, c, block, a{i}_0);");
             assert_eq!(src.matches(&store).count(), 2, "{v:?}");
         }
         assert!(!src.contains(&format!("a{}_0", v.rows)), "{v:?}");
