@@ -122,6 +122,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A result that is not a number where one is needed: a token picked from logits
+    /// holding NaN or an infinity (weights or inputs that were not finite).
+    NonFinite {
+        /// The operation.
+        op: &'static str,
+        /// What was not finite.
+        message: String,
+    },
     /// The device was lost (driver reset, `Device::destroy`, ...).
     DeviceLost {
         /// The rank whose device is gone.
@@ -225,6 +233,7 @@ impl fmt::Display for Error {
                 write!(f, "{op}: collective between processes failed: {message}")
             }
             Error::Checkpoint { what, message } => write!(f, "checkpoint: {what}: {message}"),
+            Error::NonFinite { op, message } => write!(f, "{op}: not finite: {message}"),
             Error::DeviceLost { rank, message } => write!(f, "rank {rank}: device lost: {message}"),
         }
     }

@@ -59,9 +59,19 @@ fn usize_field(v: &Value, key: &str) -> Result<usize> {
     usize::try_from(n).map_err(|_| what())
 }
 
-fn float_field(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
+/// `key` as a number; `None` when absent (or null), an error when it is something else.
+fn float_field(v: &Value, key: &str) -> Result<Option<f64>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| {
+            checkpoint_error("config.json", format!("`{key}` is {x}, not a number"))
+        }),
+    }
 }
+
+/// The largest count a config may give: every kernel takes its sizes and offsets as
+/// 32-bit integers, so nothing larger could run.
+const MAX_COUNT: usize = u32::MAX as usize;
 
 fn positive(key: &str, n: usize) -> Result<usize> {
     if n == 0 {
@@ -118,10 +128,10 @@ impl ModelConfig {
                 format!("rotary scaling {rope_type:?} is not supported (only the default)"),
             ));
         }
-        let rope_theta = params
-            .and_then(|p| float_field(p, "rope_theta"))
-            .or_else(|| float_field(v, "rope_theta"))
-            .unwrap_or(10_000.0);
+        let rope_theta = match params.map(|p| float_field(p, "rope_theta")).transpose()? {
+            Some(Some(theta)) => theta,
+            _ => float_field(v, "rope_theta")?.unwrap_or(10_000.0),
+        };
         // What the layers do not implement is refused, never silently left out.
         for (key, what) in [
             ("attention_bias", "biases on the attention projections"),
@@ -166,7 +176,7 @@ impl ModelConfig {
             num_kv_heads,
             head_dim,
             max_positions,
-            norm_eps: float_field(v, "rms_norm_eps").unwrap_or(1e-6),
+            norm_eps: float_field(v, "rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: Some(rope_theta),
             tie_word_embeddings: v
                 .get("tie_word_embeddings")
@@ -202,7 +212,7 @@ impl ModelConfig {
         let hidden_size = usize_field(v, "n_embd")?;
         let num_heads = positive("n_head", usize_field(v, "n_head")?)?;
         let intermediate_size = match v.get("n_inner") {
-            Some(Value::Null) | None => 4 * hidden_size,
+            Some(Value::Null) | None => hidden_size.saturating_mul(4),
             Some(_) => usize_field(v, "n_inner")?,
         };
         Ok(ModelConfig {
@@ -215,7 +225,7 @@ impl ModelConfig {
             num_kv_heads: num_heads,
             head_dim: hidden_size / num_heads,
             max_positions: usize_field(v, "n_positions")?,
-            norm_eps: float_field(v, "layer_norm_epsilon").unwrap_or(1e-5),
+            norm_eps: float_field(v, "layer_norm_epsilon")?.unwrap_or(1e-5),
             rope_theta: None,
             // transformers 4.x configs of GPT-2 often omit it; tied is the default.
             tie_word_embeddings: v
@@ -232,16 +242,67 @@ impl ModelConfig {
     }
 
     fn check(&self) -> Result<()> {
+        // Named as the family's config.json names them (head sizes and GPT-2's key/value
+        // heads are derived).
+        let gpt2 = self.architecture == Architecture::Gpt2;
+        let name =
+            |llama: &'static str, gpt2_key: &'static str| if gpt2 { gpt2_key } else { llama };
         for (key, n) in [
-            ("vocab size", self.vocab_size),
-            ("hidden size", self.hidden_size),
-            ("intermediate size", self.intermediate_size),
-            ("layer count", self.num_layers),
-            ("key/value heads", self.num_kv_heads),
+            ("vocab_size", self.vocab_size),
+            (name("hidden_size", "n_embd"), self.hidden_size),
+            (name("intermediate_size", "n_inner"), self.intermediate_size),
+            (name("num_hidden_layers", "n_layer"), self.num_layers),
+            (name("num_attention_heads", "n_head"), self.num_heads),
+            (name("num_key_value_heads", "n_head"), self.num_kv_heads),
             ("head size", self.head_dim),
-            ("positions", self.max_positions),
+            (
+                name("max_position_embeddings", "n_positions"),
+                self.max_positions,
+            ),
         ] {
             positive(key, n)?;
+            if n > MAX_COUNT {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("{key} {n} is too large (the kernels count to {MAX_COUNT})"),
+                ));
+            }
+        }
+        // The widest rows the tensors have, each within the kernels' counts too.
+        let (h, heads) = (self.hidden_size, self.num_heads);
+        for (what, a, b) in [
+            ("query heads x head size", heads, self.head_dim),
+            ("3 x hidden size (a fused qkv)", 3, h),
+        ] {
+            match a.checked_mul(b) {
+                Some(n) if n <= MAX_COUNT => {}
+                _ => {
+                    return Err(checkpoint_error(
+                        "config.json",
+                        format!(
+                            "{what} = {a} x {b} is too large (the kernels count to {MAX_COUNT})"
+                        ),
+                    ))
+                }
+            }
+        }
+        // Values that would make every logit NaN, refused rather than run.
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "norm epsilon {} (it must be a positive number)",
+                    self.norm_eps
+                ),
+            ));
+        }
+        if let Some(theta) = self.rope_theta {
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("rope_theta {theta} (it must be a positive number)"),
+                ));
+            }
         }
         if self.architecture == Architecture::Gpt2
             && !self.hidden_size.is_multiple_of(self.num_heads)

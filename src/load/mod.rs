@@ -136,6 +136,26 @@ impl Checkpoint {
             _ => "",
         }
         .to_string();
+        // Each block has its tensors: a layer count the files cannot hold is refused before
+        // the list of what they must hold is made (it would be as long as the count).
+        let per_layer = match config.architecture {
+            Architecture::Llama => 9,
+            Architecture::Gpt2 => 12,
+        };
+        if config.num_layers > tensors.len() / per_layer {
+            let key = match config.architecture {
+                Architecture::Llama => "num_hidden_layers",
+                Architecture::Gpt2 => "n_layer",
+            };
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{key} {} is more layers than the files hold ({} tensors, {per_layer} a layer)",
+                    config.num_layers,
+                    tensors.len()
+                ),
+            ));
+        }
         let checkpoint = Checkpoint {
             dir,
             config,

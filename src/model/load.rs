@@ -15,6 +15,10 @@ use crate::settings::{Activation, WeightLayout};
 use crate::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
+/// Positions the rotary table covers when a model is loaded (at most the model's); a cache
+/// made longer grows it.
+const ROTARY_START: usize = 256;
+
 impl Transformer {
     /// Loads `checkpoint` onto `group`: every rank uploads only its shards (vocabulary
     /// rows, heads, intermediate features) and the replicated norms.
@@ -52,7 +56,14 @@ impl Transformer {
         let embedding =
             VocabParallelEmbedding::from_rows(group, c.vocab_size, h, |r| ck.rows(embed_name, r))?;
         let rotary = match c.rope_theta {
-            Some(theta) => Some(Rotary::new(group, hd, c.max_positions, theta)?),
+            // Sized by use: the caches grow it (never by the config's maximum, which may be
+            // far more than any cache made).
+            Some(theta) => Some(Rotary::new(
+                group,
+                hd,
+                c.max_positions.min(ROTARY_START),
+                theta,
+            )?),
             None => None,
         };
         let positions = if llama {
@@ -162,7 +173,10 @@ impl Transformer {
         // Every GEMM weight and the embeddings keep the checkpoint's type; norms, biases
         // and GPT-2's learned positions are read as f32.
         let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| ck.rows(head_name, r))?;
+        // Each model loaded is another: caches check which made them.
+        static MODELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Transformer {
+            id: MODELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config: c,
             group: group.clone(),
             embedding,

@@ -35,6 +35,8 @@ struct Block {
 /// A model on a group.
 #[derive(Debug, Clone)]
 pub struct Transformer {
+    /// Which model this is (clones share it): a cache serves only the model that made it.
+    id: u64,
     config: ModelConfig,
     group: Group,
     embedding: VocabParallelEmbedding,
@@ -48,6 +50,8 @@ pub struct Transformer {
 /// The key/value caches of every block.
 #[derive(Debug)]
 pub struct Cache {
+    /// The [`Transformer`] that made it.
+    model: u64,
     layers: Vec<KvCache>,
     /// Set while a forward runs and cleared when it succeeds: a forward that failed half
     /// way left the layers' caches at different lengths.
@@ -97,6 +101,7 @@ impl Transformer {
             .map(|b| b.attention.new_cache(capacity))
             .collect::<Result<_>>()?;
         Ok(Cache {
+            model: self.id,
             layers,
             broken: false,
         })
@@ -128,6 +133,12 @@ impl Transformer {
     /// The final hidden states of `ids`, the positions after those `cache` holds, in
     /// pieces of at most [`Transformer::max_tokens`] rows, one forward each.
     async fn hidden_async(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<DistTensor>> {
+        if cache.model != self.id {
+            return Err(Error::invalid(
+                "transformer.forward",
+                "the cache was made by another model (Transformer::new_cache of this one)",
+            ));
+        }
         if cache.broken {
             return Err(Error::invalid(
                 "transformer.forward",
@@ -220,8 +231,8 @@ impl Transformer {
     /// The logits of `ids` (`[ids.len(), vocab]` on the host), continuing `cache`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for ids past the vocabulary or positions past the
-    /// cache; GPU and collective errors.
+    /// [`Error::InvalidArgument`] for ids past the vocabulary, positions past the cache,
+    /// or a cache another model made; GPU and collective errors.
     pub async fn logits_async(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
         let mut logits = Vec::with_capacity(ids.len() * self.config.vocab_size);
         for x in self.hidden_async(ids, cache).await? {
@@ -242,7 +253,8 @@ impl Transformer {
     /// logits are never gathered).
     ///
     /// # Errors
-    /// As [`Transformer::logits_async`].
+    /// As [`Transformer::logits_async`]; [`Error::NonFinite`] when the logits are not all
+    /// finite numbers (no token is an answer then).
     pub async fn next_token_async(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
         let pieces = self.hidden_async(ids, cache).await?;
         let last = pieces
@@ -266,7 +278,23 @@ impl Transformer {
     /// As [`Transformer::logits_async`]; [`Error::InvalidArgument`] for an empty prompt or
     /// more positions than the model has.
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
-        let mut cache = self.new_cache((prompt.len() + max_new).min(self.config.max_positions))?;
+        let most = self.config.max_positions;
+        let positions = prompt
+            .len()
+            .checked_add(max_new)
+            .filter(|&n| n <= most)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "transformer.generate",
+                    format!(
+                        "{} prompt tokens and {max_new} new ones: more positions than the \
+                         model's {most}",
+                        prompt.len()
+                    ),
+                )
+            })?;
+        // The cache is checked against the devices first: `out` is no larger than it.
+        let mut cache = self.new_cache(positions)?;
         let mut out = Vec::with_capacity(max_new);
         let mut next = self.next_token(prompt, &mut cache)?;
         for _ in 0..max_new {

@@ -5,6 +5,7 @@
 //! the output projection row-parallel: one all-reduce.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use super::{HostWeights, RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
@@ -18,9 +19,22 @@ use crate::tensor::Tensor;
 
 /// The rotary table, `[positions, head_dim]` on every rank: row `p` holds the cosines of
 /// `p * theta^(-2j / head_dim)` for `j < head_dim / 2`, then their sines.
+///
+/// Sized by use: it covers the positions asked for when made, and grows (to at least
+/// twice as many) when an attention layer makes a cache longer than it covers
+/// ([`ParallelAttention::new_cache`]); a row's values do not depend on the table's size.
+/// Cheap to clone: clones share one table.
 #[derive(Debug, Clone)]
 pub struct Rotary {
-    table: DistTensor,
+    inner: Arc<RotaryInner>,
+}
+
+#[derive(Debug)]
+struct RotaryInner {
+    group: Group,
+    head_dim: usize,
+    theta: f64,
+    table: Mutex<DistTensor>,
 }
 
 impl Rotary {
@@ -28,7 +42,9 @@ impl Rotary {
     /// inverse frequencies and the angles in f32), with cosine and sine rounded from f64.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an odd or zero `head_dim` or no positions;
+    /// [`Error::InvalidArgument`] for an odd or zero `head_dim`, no positions, or a
+    /// `theta` that is not a positive number; [`Error::BufferTooLarge`] for a table over
+    /// one buffer binding of some rank (checked before anything is allocated);
     /// allocation errors.
     pub fn new(group: &Group, head_dim: usize, positions: usize, theta: f64) -> Result<Self> {
         let op = "rotary.new";
@@ -37,6 +53,34 @@ impl Rotary {
                 op,
                 format!("head size {head_dim} (even), {positions} positions"),
             ));
+        }
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!("theta {theta}: it must be a positive number"),
+            ));
+        }
+        let table = Self::table(group, head_dim, positions, theta, op)?;
+        Ok(Rotary {
+            inner: Arc::new(RotaryInner {
+                group: group.clone(),
+                head_dim,
+                theta,
+                table: Mutex::new(table),
+            }),
+        })
+    }
+
+    /// The rows `0..positions` on every rank, once each fits one buffer binding.
+    fn table(
+        group: &Group,
+        head_dim: usize,
+        positions: usize,
+        theta: f64,
+        op: &'static str,
+    ) -> Result<DistTensor> {
+        for rank in group.ranks() {
+            crate::tensor::check_one_band(rank, [positions, head_dim], op)?;
         }
         let half = head_dim / 2;
         let inv: Vec<f32> = (0..half)
@@ -48,9 +92,58 @@ impl Rotary {
             table.extend(angles.iter().map(|a| a.cos() as f32));
             table.extend(angles.iter().map(|a| a.sin() as f32));
         }
-        Ok(Rotary {
-            table: DistTensor::replicate(group, &table, [positions, head_dim])?,
-        })
+        DistTensor::replicate(group, &table, [positions, head_dim])
+    }
+
+    /// Positions the table covers now.
+    pub fn positions(&self) -> usize {
+        self.current().map_or(0, |t| t.shape()[0])
+    }
+
+    /// The table as it is now.
+    fn current(&self) -> Result<DistTensor> {
+        self.inner
+            .table
+            .lock()
+            .map(|t| t.clone())
+            .map_err(|_| Error::invalid("rotary", "table lock poisoned by a panicking thread"))
+    }
+
+    /// Grows the table to cover `positions` (to twice what it covered, when that fits one
+    /// buffer binding of every rank); nothing when it does already.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] when `positions` rows do not fit one buffer binding;
+    /// allocation errors.
+    pub fn cover(&self, positions: usize) -> Result<()> {
+        let op = "rotary.cover";
+        let mut table = self
+            .inner
+            .table
+            .lock()
+            .map_err(|_| Error::invalid(op, "table lock poisoned by a panicking thread"))?;
+        let have = table.shape()[0];
+        if positions <= have {
+            return Ok(());
+        }
+        let RotaryInner {
+            group,
+            head_dim,
+            theta,
+            ..
+        } = &*self.inner;
+        let doubled = have.saturating_mul(2);
+        let fits = group
+            .ranks()
+            .iter()
+            .all(|rank| crate::tensor::check_one_band(rank, [doubled, *head_dim], op).is_ok());
+        let rows = if fits {
+            doubled.max(positions)
+        } else {
+            positions
+        };
+        *table = Self::table(group, *head_dim, rows, *theta, op)?;
+        Ok(())
     }
 }
 
@@ -262,16 +355,23 @@ impl ParallelAttention {
         &self.heads
     }
 
-    /// An empty cache for up to `capacity` positions.
+    /// An empty cache for up to `capacity` positions (the rotary table, if any, grown to
+    /// cover them: [`Rotary::cover`]).
     ///
     /// # Errors
     /// [`Error::BufferTooLarge`] when a rank's cache, `[capacity, 2 x its key/value heads
     /// x head_dim]`, is over what one buffer binding holds (the attention kernel binds it
-    /// whole); allocation errors.
+    /// whole) or the rotary table would be; allocation errors.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let op = "parallel_attention.new_cache";
         let hd = self.shape.head_dim;
         let mut kv = Vec::new();
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            crate::tensor::check_one_band(rank, [capacity, 2 * self.kv[r].len() * hd], op)?;
+        }
+        if let Some(rotary) = &self.rotary {
+            rotary.cover(capacity)?;
+        }
         for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
             let shape = [capacity, 2 * self.kv[r].len() * hd];
             crate::tensor::check_one_band(rank, shape, op)?;
@@ -323,6 +423,7 @@ impl ParallelAttention {
         }
         let hd = self.shape.head_dim;
         let group_size = self.shape.heads / self.shape.kv_heads;
+        let rotary = self.rotary.as_ref().map(Rotary::current).transpose()?;
         let mut outs = Vec::with_capacity(self.qkv.len());
         for (i, r) in self.group.local_range().enumerate() {
             let qkv = Product {
@@ -336,7 +437,7 @@ impl ParallelAttention {
                 blocks: INVARIANT_BLOCKS,
             }
             .run()?;
-            let table = self.rotary.as_ref().map(|t| &t.table.locals()[i]);
+            let table = rotary.as_ref().map(|t| &t.locals()[i]);
             ops::write_kv(&qkv, &cache.kv[i], table, hd, pos0)?;
             let span = HeadSpan {
                 first_q: self.heads[r].start,

@@ -83,7 +83,8 @@ impl ParallelLmHead {
     /// all-gather.
     ///
     /// # Errors
-    /// As [`ParallelLmHead::logits_async`]; read-back and collective errors.
+    /// As [`ParallelLmHead::logits_async`]; read-back and collective errors;
+    /// [`Error::NonFinite`] when a logit of the row is NaN or the largest is infinite.
     pub async fn greedy_async(&self, x: &DistTensor) -> Result<u32> {
         let tokens = x.shape()[0];
         let group = x.group().clone();
@@ -127,6 +128,14 @@ impl ParallelLmHead {
             if better || best == u32::MAX {
                 (best, best_value) = (id, value);
             }
+        }
+        // A NaN anywhere wins above, and an infinity is the largest: a token picked from
+        // logits that are not all finite is no answer.
+        if !best_value.is_finite() {
+            return Err(Error::NonFinite {
+                op: "parallel_lm_head.greedy",
+                message: format!("the largest logit is {best_value} (token {best})"),
+            });
         }
         Ok(best)
     }

@@ -119,7 +119,8 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
 /// table may be banded (a large vocabulary shard): each band fills the rows it holds.
 ///
 /// # Errors
-/// [`Error::Shape`] unless `ids` is one row; wgpu errors.
+/// [`Error::Shape`] unless `ids` is one row; [`Error::InvalidArgument`] for rows past the
+/// 2^32 token ids (`first + n > 2^32`); wgpu errors.
 pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
     let op = "embed";
     let [n, cols] = table.shape();
@@ -130,6 +131,13 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
         ids.shape(),
     )?;
     let tokens = ids.shape()[1];
+    // Token ids are u32: the table's rows must be numbered within them.
+    if first.checked_add(n).is_none_or(|last| last > 1 << 32) {
+        return Err(Error::invalid(
+            op,
+            format!("vocabulary rows {first}..{first}+{n} are past the 2^32 token ids"),
+        ));
+    }
     // The first band writes -0.0 to the rows it does not hold, the others their own rows.
     let out = Tensor::output(table.rank(), [tokens, cols], op)?;
     let rank = out.rank();
@@ -180,7 +188,7 @@ pub fn rope(x: &Tensor, table: &Tensor, head_dim: usize, pos0: usize) -> Result<
         format!("[*, heads x {head_dim}] (even)"),
         x.shape(),
     )?;
-    check_table(op, table, head_dim, pos0 + rows)?;
+    check_table(op, table, head_dim, end(op, pos0, rows)?)?;
     let heads = cols / head_dim;
     let out = Tensor::output(x.rank(), x.shape(), op)?;
     let p = ModelParams {
@@ -199,6 +207,17 @@ pub fn rope(x: &Tensor, table: &Tensor, head_dim: usize, pos0: usize) -> Result<
         p,
     )?;
     Ok(out)
+}
+
+/// The position after `rows` rows from `pos0`, or an error when it overflows.
+fn end(op: &'static str, pos0: usize, rows: usize) -> Result<usize> {
+    pos0.checked_add(rows).ok_or_else(|| {
+        Error::shape(
+            op,
+            "positions within the cache and the table",
+            format!("{rows} rows from position {pos0}"),
+        )
+    })
 }
 
 fn check_table(op: &'static str, table: &Tensor, head_dim: usize, positions: usize) -> Result<()> {
@@ -278,7 +297,7 @@ fn check_rows(
     head_dim: usize,
     pos0: usize,
 ) -> Result<()> {
-    let end = pos0 + qkv.shape()[0];
+    let end = end(op, pos0, qkv.shape()[0])?;
     check(
         op,
         cache.shape()[0] >= end,
