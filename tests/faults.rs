@@ -29,6 +29,58 @@ fn a_destroyed_device_is_reported_lost_on_the_next_call() {
     assert_eq!(x.locals()[0].to_host().unwrap(), vec![1.0; 4]);
 }
 
+/// A device destroyed while all-reduces run on it (16 MiB each, several chunks through
+/// staging buffers), at six moments into the run: the call in flight and every later one
+/// report `DeviceLost` for that rank, never a mapping error of a buffer the destruction
+/// took.
+#[test]
+fn a_device_destroyed_during_an_all_reduce_is_reported_lost() {
+    for halves in [1, 3, 4, 5, 7, 9] {
+        let Some(group) = common::fresh_group(2) else {
+            return;
+        };
+        let n = 4 << 20;
+        let parts: Vec<Tensor> = group
+            .ranks()
+            .iter()
+            .map(|r| Tensor::from_host(r, &vec![1.0f32; n], [1024, n / 1024]).unwrap())
+            .collect();
+        let x = DistTensor::from_locals(&group, parts, Placement::Partial).unwrap();
+        // Two all-reduces first (the second timed), to time the destruction into the
+        // middle of the later ones.
+        assert!(x.all_reduce().unwrap().locals()[0].to_host().unwrap()[7] == 2.0);
+        let start = std::time::Instant::now();
+        x.all_reduce().unwrap();
+        let one = start.elapsed();
+        let rank1 = group.ranks()[1].clone();
+        let destroyer = std::thread::spawn(move || {
+            std::thread::sleep(one * halves / 2);
+            rank1.device().destroy();
+        });
+        // Until the device is gone, and two calls more (at most 200 in all).
+        let (mut errors, mut after) = (Vec::new(), 0);
+        for _ in 0..200 {
+            if let Err(e) = x.all_reduce() {
+                errors.push(e);
+            }
+            if destroyer.is_finished() {
+                after += 1;
+                if after > 2 {
+                    break;
+                }
+            }
+        }
+        destroyer.join().unwrap();
+        assert!(!errors.is_empty(), "no all-reduce saw the destruction");
+        for e in &errors {
+            assert!(
+                matches!(e, Error::DeviceLost { rank: 1, .. }),
+                "destroyed after {halves} half all-reduces: {e:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn wgpu_errors_outside_our_scopes_become_errors_not_panics() {
     // An app using a rank's device directly makes an invalid buffer (mapped at creation

@@ -133,13 +133,17 @@ async fn finish_chunk(
         let views = mapped
             .iter()
             .map(|(r, b)| {
-                b.slice(..chunk.bytes)
-                    .get_mapped_range()
-                    .map_err(|e| Error::Map {
+                b.slice(..chunk.bytes).get_mapped_range().map_err(|e| {
+                    // A staging buffer is only ever destroyed with its device: say so.
+                    r.loss_or(
                         op,
-                        rank: r.index(),
-                        message: e.to_string(),
-                    })
+                        Error::Map {
+                            op,
+                            rank: r.index(),
+                            message: e.to_string(),
+                        },
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         drop(gl);

@@ -59,15 +59,17 @@ impl Rank {
             })
         });
         {
-            let mut view =
-                staging
-                    .slice(..bytes)
-                    .get_mapped_range_mut()
-                    .map_err(|e| Error::Map {
+            let mut view = staging.slice(..bytes).get_mapped_range_mut().map_err(|e| {
+                // Only a device's destruction destroys its staging buffers.
+                self.loss_or(
+                    "upload",
+                    Error::Map {
                         op: "upload",
                         rank: self.index(),
                         message: e.to_string(),
-                    })?;
+                    },
+                )
+            })?;
             view.copy_from_slice(data);
         }
         staging.unmap();
