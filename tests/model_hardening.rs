@@ -2,13 +2,15 @@
 //! gives that no device could hold, values that make the model meaningless, weights that
 //! are not numbers, caches of another model, positions past the cache, and a seeded fuzz
 //! of config values and tensor headers. Each must end in an `Error` (or the right answer),
-//! never a panic, an abort, or an `Ok` holding something that is not a number.
+//! never a panic, an abort, or an `Ok` holding something that is not a number; and the
+//! fuzz must not grow the process (its tests run one at a time: `ALONE`).
 
 mod common;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 use wgpu_tp::load::Checkpoint;
@@ -16,6 +18,20 @@ use wgpu_tp::model::Transformer;
 use wgpu_tp::nn::Rotary;
 use wgpu_tp::reference::{write_synthetic_llama, Rng, SyntheticLlama};
 use wgpu_tp::{ops, Error, Tensor};
+
+/// Held by every test of this binary: the fuzz reads the whole process's resident set.
+static ALONE: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process's resident set in bytes (Linux), or None elsewhere.
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
 
 /// A fresh folder for one test's files.
 fn scratch(test: &str) -> PathBuf {
@@ -66,6 +82,7 @@ fn checkpoint_message(r: wgpu_tp::Result<Checkpoint>) -> String {
 
 #[test]
 fn huge_config_sizes_are_refused_before_anything_is_allocated() {
+    let _alone = alone();
     let dir = tiny("huge-sizes", &TINY);
     // 2^40 layers: refused naming the field, before a list of 2^40 layers' tensors is made.
     set_config(&dir, &["num_hidden_layers"], (1u64 << 40).into());
@@ -112,6 +129,7 @@ fn huge_config_sizes_are_refused_before_anything_is_allocated() {
 
 #[test]
 fn rotary_tables_past_a_buffer_are_refused() {
+    let _alone = alone();
     let Some(group) = common::group(2) else {
         return;
     };
@@ -135,6 +153,7 @@ fn rotary_tables_past_a_buffer_are_refused() {
 
 #[test]
 fn generate_past_the_models_positions_is_refused() {
+    let _alone = alone();
     let Some(group) = common::group(2) else {
         return;
     };
@@ -154,6 +173,7 @@ fn generate_past_the_models_positions_is_refused() {
 
 #[test]
 fn meaningless_config_values_are_refused() {
+    let _alone = alone();
     let dir = tiny("meaningless", &TINY);
     for (key, value) in [
         (&["rms_norm_eps"][..], Value::from(-1.0)),
@@ -203,6 +223,7 @@ fn poison(dir: &Path, name: &str, value: f32) {
 
 #[test]
 fn non_finite_logits_are_an_error_not_a_token() {
+    let _alone = alone();
     let Some(group) = common::group(2) else {
         return;
     };
@@ -224,6 +245,7 @@ fn non_finite_logits_are_an_error_not_a_token() {
 
 #[test]
 fn a_cache_from_another_model_is_refused() {
+    let _alone = alone();
     let Some(group) = common::group(2) else {
         return;
     };
@@ -248,6 +270,7 @@ fn a_cache_from_another_model_is_refused() {
 
 #[test]
 fn positions_and_offsets_past_the_cache_are_refused() {
+    let _alone = alone();
     let Some(group) = common::group(1) else {
         return;
     };
@@ -392,6 +415,7 @@ impl Base {
 /// panics (an abort would end the test binary).
 #[test]
 fn fuzzed_configs_and_headers_end_in_errors_or_numbers() {
+    let _alone = alone();
     let Some(group) = common::group(2) else {
         return;
     };
@@ -435,7 +459,7 @@ fn fuzzed_configs_and_headers_end_in_errors_or_numbers() {
         ),
     ];
     let mut rng = Rng::new(2026);
-    let (mut ran, mut refused) = (0, 0);
+    let (mut ran, mut refused, mut warm) = (0, 0, None);
     for case in 0..400 {
         let base = &bases[case % 2];
         let dir = &base.dir;
@@ -476,6 +500,15 @@ fn fuzzed_configs_and_headers_end_in_errors_or_numbers() {
             Ok(false) => refused += 1,
             Err(_) => panic!("case {case} ({what}) panicked"),
         }
+        if case == 99 {
+            warm = rss();
+        }
+    }
+    // The 300 cases after the first 100 (pipelines compiled, buffers cached) keep the
+    // process flat: a leak of one tensor or one shader a case would be megabytes.
+    if let (Some(warm), Some(now)) = (warm, rss()) {
+        let grown = now.saturating_sub(warm) >> 20;
+        assert!(grown < 16, "300 fuzz cases grew the process by {grown} MiB");
     }
     eprintln!("{ran} ran, {refused} refused");
     // The cases reach both ends: some run (values within the limits), most are refused.
