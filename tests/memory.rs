@@ -15,18 +15,11 @@ use wgpu_tp::{
 /// Held by every test of this binary: each reads the whole process's resident set.
 static ALONE: Mutex<()> = Mutex::new(());
 
-/// The process's resident set in bytes (Linux), or None elsewhere.
-fn rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 #[test]
 fn uploads_do_not_hold_their_staging_memory() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let group = group_or_skip!(1);
-    let Some(start) = rss() else {
+    let Some(start) = common::rss() else {
         return;
     };
     let r = &group.ranks()[0];
@@ -38,7 +31,7 @@ fn uploads_do_not_hold_their_staging_memory() {
     for _ in 0..100 {
         drop(Tensor::from_host(r, &data, [2048, 1024]).unwrap());
     }
-    let grown = rss().unwrap().saturating_sub(start);
+    let grown = common::rss().unwrap().saturating_sub(start);
     // One tensor's buffer (on lavapipe device memory is host memory) and a few staging
     // copies in flight at most: well under 16 of the 100 uploads.
     assert!(
@@ -47,11 +40,11 @@ fn uploads_do_not_hold_their_staging_memory() {
         grown >> 20
     );
     // 20 weight matrices kept: they cost their size once (device memory), not twice.
-    let before = rss().unwrap();
+    let before = common::rss().unwrap();
     let kept: Vec<Tensor> = (0..20)
         .map(|_| Tensor::from_host(r, &data, [2048, 1024]).unwrap())
         .collect();
-    let grown = rss().unwrap().saturating_sub(before);
+    let grown = common::rss().unwrap().saturating_sub(before);
     assert!(
         grown < 20 * bytes + 20 * bytes / 4,
         "20 kept uploads of 8 MiB grew RSS by {} MiB",
@@ -67,7 +60,7 @@ fn uploads_do_not_hold_their_staging_memory() {
 const FLAT_BYTES: u64 = 16 << 20;
 
 fn growth_mb(from: u64) -> f64 {
-    rss().unwrap_or(0).saturating_sub(from) as f64 / (1u64 << 20) as f64
+    common::rss().unwrap_or(0).saturating_sub(from) as f64 / (1u64 << 20) as f64
 }
 
 /// An MLP (hidden 64, ffn 256, relu, tp 2) under every GEMM family, with both weight
@@ -77,7 +70,7 @@ fn growth_mb(from: u64) -> f64 {
 #[test]
 fn forwards_of_every_gemm_family_and_batch_keep_memory_flat() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    if rss().is_none() {
+    if common::rss().is_none() {
         return;
     }
     let (hidden, ffn) = (64, 256);
@@ -132,7 +125,7 @@ fn forwards_of_every_gemm_family_and_batch_keep_memory_flat() {
             }
         };
         forwards(2);
-        let start = rss().unwrap();
+        let start = common::rss().unwrap();
         forwards(12);
         let grown = growth_mb(start);
         if grown > worst.0 {
@@ -152,7 +145,7 @@ fn forwards_of_every_gemm_family_and_batch_keep_memory_flat() {
 #[test]
 fn building_and_dropping_groups_keeps_memory_flat() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    if rss().is_none() {
+    if common::rss().is_none() {
         return;
     }
     let (hidden, ffn, batch) = (64, 256, 8);
@@ -185,7 +178,7 @@ fn building_and_dropping_groups_keeps_memory_flat() {
             return;
         }
     }
-    let start = rss().unwrap();
+    let start = common::rss().unwrap();
     for _ in 0..40 {
         cycle();
     }
@@ -202,7 +195,7 @@ fn building_and_dropping_groups_keeps_memory_flat() {
 #[test]
 fn decode_steps_of_a_model_keep_memory_flat() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    if rss().is_none() {
+    if common::rss().is_none() {
         return;
     }
     let Some(group) = common::build(Group::builder().ranks_on_one_adapter(2), "decode soak") else {
@@ -217,7 +210,7 @@ fn decode_steps_of_a_model_keep_memory_flat() {
     for _ in 0..2 {
         assert_eq!(model.generate(&prompt, 12).unwrap(), first);
     }
-    let start = rss().unwrap();
+    let start = common::rss().unwrap();
     for _ in 0..10 {
         assert_eq!(model.generate(&prompt, 12).unwrap(), first);
     }

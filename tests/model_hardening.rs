@@ -26,13 +26,6 @@ fn alone() -> MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The process's resident set in bytes (Linux), or None elsewhere.
-fn rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 /// A fresh folder for one test's files.
 fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgpu-tp-{}-{test}", std::process::id()));
@@ -501,12 +494,12 @@ fn fuzzed_configs_and_headers_end_in_errors_or_numbers() {
             Err(_) => panic!("case {case} ({what}) panicked"),
         }
         if case == 99 {
-            warm = rss();
+            warm = common::rss();
         }
     }
     // The 300 cases after the first 100 (pipelines compiled, buffers cached) keep the
     // process flat: a leak of one tensor or one shader a case would be megabytes.
-    if let (Some(warm), Some(now)) = (warm, rss()) {
+    if let (Some(warm), Some(now)) = (warm, common::rss()) {
         let grown = now.saturating_sub(warm) >> 20;
         assert!(grown < 16, "300 fuzz cases grew the process by {grown} MiB");
     }

@@ -234,8 +234,10 @@ impl Transformer {
     /// [`Error::InvalidArgument`] for ids past the vocabulary, positions past the cache,
     /// or a cache another model made; GPU and collective errors.
     pub async fn logits_async(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
-        let mut logits = Vec::with_capacity(ids.len() * self.config.vocab_size);
-        for x in self.hidden_async(ids, cache).await? {
+        // After the forward's checks: the ids fit the cache, so the logits fit memory.
+        let pieces = self.hidden_async(ids, cache).await?;
+        let mut logits = Vec::with_capacity(ids.len().saturating_mul(self.config.vocab_size));
+        for x in pieces {
             logits.extend(self.head.full_logits_async(&x).await?);
         }
         Ok(logits)

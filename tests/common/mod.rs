@@ -19,6 +19,13 @@ use wgpu_tp::{
 /// The tp sizes every layer and collective is checked at.
 pub const TP_SIZES: [usize; 5] = [1, 2, 3, 4, 8];
 
+/// The process's resident set in bytes (Linux), or None elsewhere.
+pub fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
