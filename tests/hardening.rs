@@ -233,6 +233,59 @@ fn handed_out_buffers_are_never_reused_and_a_device_is_one_rank() {
     );
 }
 
+/// A device of a fresh instance of its own, as two parts of an app (or two libraries)
+/// make them; `None` locally without an adapter.
+fn device_of_its_own_instance() -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
+        Ok(a) => a,
+        Err(e) if !common::in_ci() => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        Err(e) => panic!("no adapter: {e}"),
+    };
+    Some(pollster::block_on(adapter.request_device(&Default::default())).unwrap())
+}
+
+#[test]
+fn devices_of_two_instances_are_two_ranks() {
+    let (Some(a), Some(b)) = (device_of_its_own_instance(), device_of_its_own_instance()) else {
+        return;
+    };
+    // wgpu numbers devices per instance: the first of each has the same id and compares
+    // equal, which is what refused them as "given twice" before.
+    assert!(
+        a.0 == b.0,
+        "the two instances' first devices share their id"
+    );
+    let group = Group::builder()
+        .from_devices(vec![a.clone(), b])
+        .build()
+        .expect("two devices of two instances are two ranks");
+    assert_eq!(group.world_size(), 2);
+    assert!(!group.ranks()[0].shares_device_with(&group.ranks()[1]));
+    let x = DistTensor::replicate(&group, &[1.5; 6], [2, 3]).unwrap();
+    let y = x
+        .redistribute(Placement::Partial)
+        .unwrap()
+        .all_reduce()
+        .unwrap();
+    assert_eq!(y.to_host_per_rank().unwrap(), vec![vec![1.5; 6]; 2]);
+    // The same device twice is still one device.
+    let e = Group::builder()
+        .from_devices(vec![a.clone(), a])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { message, .. } if message.contains("device 1 was given twice")),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn replicate_partial_replicate_keeps_negative_zero() {
     for tp in [2, 3] {

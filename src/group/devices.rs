@@ -17,7 +17,7 @@ pub(super) async fn make_devices(
     let mut logical = 1;
     let devices = match source {
         Source::Devices(d) => {
-            if let Some(i) = (1..d.len()).find(|&i| d[..i].iter().any(|(p, _)| *p == d[i].0)) {
+            if let Some(i) = given_twice(&d).await {
                 return Err(Error::invalid(
                     "group.build",
                     format!(
@@ -81,6 +81,45 @@ pub(super) async fn make_devices(
         }
     };
     Ok((devices, logical))
+}
+
+/// The first device of `devices` that is an earlier one again, if any.
+async fn given_twice(devices: &[(wgpu::Device, wgpu::Queue)]) -> Option<usize> {
+    for i in 1..devices.len() {
+        for (p, _) in &devices[..i] {
+            if same_device(p, &devices[i].0).await {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+/// True when `a` and `b` are handles of one device.
+///
+/// wgpu compares devices by their id within their instance, and devices of two
+/// instances can have the same id: equal ids are only a hint. The test that settles it
+/// uses nothing but the public API: error scopes live on the device (per thread), so
+/// with a scope pushed on `b` and then one on `a`, an error raised on `b` (a buffer of
+/// no usage: a validation error, nothing made) lands in `a`'s scope exactly when `a` is
+/// `b`. Neither scope lets the error reach the app's handler.
+async fn same_device(a: &wgpu::Device, b: &wgpu::Device) -> bool {
+    if a != b {
+        return false;
+    }
+    let on_b = b.push_error_scope(wgpu::ErrorFilter::Validation);
+    let on_a = a.push_error_scope(wgpu::ErrorFilter::Validation);
+    drop(b.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-tp device identity probe"),
+        size: 4,
+        usage: wgpu::BufferUsages::empty(),
+        mapped_at_creation: false,
+    }));
+    // Popped innermost first (on one device the scopes stack), before any await: a
+    // guard is not `Send`.
+    let (in_a, in_b) = (on_a.pop(), on_b.pop());
+    let (in_a, _) = (in_a.await, in_b.await);
+    in_a.is_some()
 }
 
 pub(super) fn check_count(n: usize) -> Result<()> {
