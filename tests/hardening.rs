@@ -287,6 +287,43 @@ fn devices_of_two_instances_are_two_ranks() {
 }
 
 #[test]
+fn a_callback_calling_into_the_crate_during_its_submission_does_not_deadlock() {
+    // A device of its own: the callback must not fire inside another test's call.
+    let Some(group) = common::fresh_group(1) else {
+        return;
+    };
+    let r = group.ranks()[0].clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The scenario on a thread of its own, bounded below: a deadlock fails the test.
+    std::thread::spawn(move || {
+        let a = Tensor::from_host(&r, &[1.0; 64], [1, 64]).unwrap();
+        // Nothing in flight: wgpu holds the callback for the next submission's upkeep,
+        // which runs it on the submitting thread, inside `Queue::submit`.
+        r.wait_idle().unwrap();
+        type Slot = Option<(std::thread::ThreadId, Result<Tensor, Error>)>;
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Slot::None));
+        let (a2, slot2) = (a.clone(), slot.clone());
+        r.queue().on_submitted_work_done(move || {
+            // The app calls back into the crate on the same rank: a dispatch, a submission.
+            let t = ops::add(&a2, &a2);
+            *slot2.lock().unwrap() = Some((std::thread::current().id(), t));
+        });
+        let outer = ops::add(&a, &a).unwrap();
+        let inner = slot.lock().unwrap().take();
+        let inner = inner.map(|(id, t)| (id, t.and_then(|t| t.to_host())));
+        tx.send((std::thread::current().id(), outer.to_host(), inner))
+            .unwrap();
+    });
+    let (me, outer, inner) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a callback calling into the crate deadlocked the submission");
+    assert_eq!(outer.unwrap(), vec![2.0; 64]);
+    let (ran_on, inner) = inner.expect("the callback ran inside the crate's submission");
+    assert_eq!(ran_on, me, "wgpu ran the callback on the submitting thread");
+    assert_eq!(inner.unwrap(), vec![2.0; 64]);
+}
+
+#[test]
 fn replicate_partial_replicate_keeps_negative_zero() {
     for tp in [2, 3] {
         for group in common::groups(tp) {

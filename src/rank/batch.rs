@@ -11,6 +11,11 @@
 //! error scopes of their own: if that submission fails (a buffer the app destroyed), the
 //! sections whose work it held get the error when they end, whichever thread submitted it.
 //!
+//! The kept work is taken out under a short lock and submitted under the device's
+//! reentrant submission gate (order.rs), never under a lock a wgpu callback could need:
+//! `Queue::submit` runs callbacks on the submitting thread, and an app's may call back
+//! into the crate on the same rank.
+//!
 //! One submission per op is what a decode step's many small kernels pay most for on a
 //! CPU adapter (llvmpipe wakes its queue thread for each), and the submission's fixed
 //! cost on a GPU; wgpu's own examples, burn and candle batch the same way.
@@ -128,7 +133,8 @@ impl Rank {
         };
         if full {
             let _gl = self.gl();
-            self.submit_kept(&mut self.kept());
+            let _order = self.order();
+            self.submit_kept();
         }
         Ok(())
     }
@@ -139,27 +145,37 @@ impl Rank {
         &self,
         cbs: impl IntoIterator<Item = wgpu::CommandBuffer>,
     ) -> wgpu::SubmissionIndex {
-        // Held through both submissions: another thread's cannot come between them.
-        let mut kept = self.kept();
-        self.submit_kept(&mut kept);
+        // The gate is held through both submissions: another thread's cannot come between
+        // them; a callback wgpu runs inside them on this thread may submit too (order.rs).
+        let _order = self.order();
+        self.submit_kept();
         self.queue().submit(cbs)
     }
 
     /// Submits the kept command buffers in error scopes of their own; on an error, the
-    /// sections whose work they held are told when they end. Under the GL lock.
-    fn submit_kept(&self, kept: &mut Kept) {
-        if kept.commands.is_empty() {
-            return;
-        }
+    /// sections whose work they held are told when they end. Under the GL lock and the
+    /// submission gate; the kept lock is only held to take the work out and to record a
+    /// loss, never across the submission.
+    fn submit_kept(&self) {
+        let (commands, sections) = {
+            let mut kept = self.kept();
+            if kept.commands.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut kept.commands),
+                std::mem::take(&mut kept.sections),
+            )
+        };
         let device = self.device();
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.queue().submit(std::mem::take(&mut kept.commands));
+        self.queue().submit(commands);
         let failed = resolve(validation.pop()).or(resolve(oom.pop()));
-        let sections = std::mem::take(&mut kept.sections);
         if let Some(e) = failed {
             let message = describe(&e);
-            kept.lost
+            self.kept()
+                .lost
                 .extend(sections.into_iter().map(|id| (id, message.clone())));
             // Uniforms made for the lost work may never have been written.
             self.kernels().forget_uniforms();
@@ -171,8 +187,9 @@ impl Rank {
     fn flush(&self, op: &'static str, id: u64) -> Result<()> {
         let lost = {
             let _gl = self.gl();
+            let _order = self.order();
+            self.submit_kept();
             let mut kept = self.kept();
-            self.submit_kept(&mut kept);
             let mine: Vec<String> = kept
                 .lost
                 .iter()
@@ -193,6 +210,10 @@ impl Rank {
                 },
             )),
         }
+    }
+
+    fn order(&self) -> super::order::OrderGuard<'_> {
+        self.inner.dev.order.hold()
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {

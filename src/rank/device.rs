@@ -38,6 +38,8 @@ pub(crate) struct DeviceCtx {
     pub(super) uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// Command buffers encoded in batched sections, not yet submitted (batch.rs).
     pub(super) pending: Mutex<super::batch::Kept>,
+    /// Held through each submission, so the device's stay in order (order.rs).
+    pub(super) order: super::order::SubmitOrder,
 }
 
 /// Whether a rank installs its uncaptured-error handler and device-lost callback on its
@@ -112,6 +114,7 @@ impl DeviceCtx {
             buffers_made: Default::default(),
             dispatches: Default::default(),
             pending: Mutex::new(Default::default()),
+            order: Default::default(),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 mod batch;
 mod device;
 mod dispatch;
+mod order;
 mod staging;
 mod wait;
 
