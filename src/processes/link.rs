@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mpi::environment::{Threading, Universe};
 use mpi::topology::{Communicator, SimpleCommunicator};
 
+use super::HeldByMpi;
 use crate::error::{Error, Result};
 
 /// The processes of an MPI communicator that a [`Group`](crate::Group) spans (one
@@ -180,34 +181,44 @@ impl Processes {
         let op = "group.build";
         let deadline = Instant::now() + timeout;
         let made = self.with_comm(op, |comm| {
-            // Heap slots MPI writes into: leaked if the duplication is abandoned.
+            // Heap slots MPI writes into: given back only once the duplication completed,
+            // leaked on every other way out (a deadline, an MPI_Test error).
             // SAFETY: reading MPI's null-communicator constant.
-            let mut slot = Box::new(unsafe { mpi::ffi::RSMPI_COMM_NULL });
-            let mut req = Box::new(std::mem::MaybeUninit::<mpi::ffi::MPI_Request>::uninit());
+            let mut slot = HeldByMpi::new(Box::new(unsafe { mpi::ffi::RSMPI_COMM_NULL }));
+            let mut req = HeldByMpi::new(Box::new(
+                std::mem::MaybeUninit::<mpi::ffi::MPI_Request>::uninit(),
+            ));
             // SAFETY: a live communicator; `slot` and `req` outlive the request.
-            let rc =
-                unsafe { mpi::ffi::MPI_Comm_idup(comm.as_raw(), &mut *slot, req.as_mut_ptr()) };
+            let rc = unsafe {
+                mpi::ffi::MPI_Comm_idup(
+                    comm.as_raw(),
+                    &mut **slot.get_mut(),
+                    req.get_mut().as_mut_ptr(),
+                )
+            };
             if rc != 0 {
+                // Nothing started: nothing of MPI's to leak.
+                drop((slot.release(), req.release()));
                 return Err(mpi_error(op, format!("MPI_Comm_idup failed ({rc})")));
             }
-            // SAFETY: initialized by MPI_Comm_idup.
-            let mut req = unsafe { req.assume_init() };
+            let req_ptr = req.get_mut().as_mut_ptr();
             loop {
                 let mut flag = 0;
-                // SAFETY: a request MPI_Comm_idup made; status ignored.
+                // SAFETY: the request MPI_Comm_idup made (initialized by it); status
+                // ignored.
                 let rc = unsafe {
-                    mpi::ffi::MPI_Test(&mut *req, &mut flag, mpi::ffi::RSMPI_STATUS_IGNORE)
+                    mpi::ffi::MPI_Test(req_ptr, &mut flag, mpi::ffi::RSMPI_STATUS_IGNORE)
                 };
                 if rc != 0 {
                     return Err(mpi_error(op, format!("MPI_Test failed ({rc})")));
                 }
                 if flag != 0 {
+                    let slot = slot.release();
+                    drop(req.release());
                     // SAFETY: a fresh intra-communicator, owned from here on.
                     return Ok(unsafe { SimpleCommunicator::from_raw(*slot) });
                 }
                 if Instant::now() >= deadline {
-                    std::mem::forget(slot);
-                    std::mem::forget(req);
                     return Err(mpi_error(
                         op,
                         format!("a peer process did not build the group within {timeout:?}"),

@@ -10,11 +10,14 @@
 
 #[cfg(feature = "mpi")]
 mod exchange;
+mod held;
 #[cfg(feature = "mpi")]
 mod link;
 #[cfg(not(feature = "mpi"))]
 mod stub;
 
+#[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
+pub(crate) use held::HeldByMpi;
 #[cfg(feature = "mpi")]
 pub use link::Processes;
 #[cfg(not(feature = "mpi"))]
