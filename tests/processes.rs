@@ -10,7 +10,10 @@
 //! - the tiny Llama and GPT-2 models generate their reference tokens with ranks over the
 //!   processes (3 processes: the 4 heads split 2 + 1 + 1);
 //! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
-//!   job (MPI's own behaviour) instead of hanging it.
+//!   job (MPI's own behaviour) instead of hanging it;
+//! - a collective dropped part way, a second one in flight on another thread, and
+//!   collectives out of step (checks.rs) poison the group: errors in every process, never
+//!   a wrong sum, a hang or an abort.
 //!
 //! Without `mpirun` on the PATH the launcher skips locally and fails under `CI=true`.
 
@@ -140,6 +143,25 @@ fn launcher() {
     assert_eq!(told, 2, "both processes report the mismatch");
     println!("out of step: both processes told");
 
+    // Misuse a group can meet: a collective dropped part way, a second one in flight on
+    // another thread, collectives out of step; errors everywhere, no wrong sum, no abort.
+    // (The workers leave MPI unfinalized, their groups broken, so mpirun fails the job:
+    // what counts is that each one reports.)
+    let Some((_, out, took)) = mpirun(2, "misuse", Duration::from_secs(180)) else {
+        return;
+    };
+    let done = out.lines().filter(|l| l.starts_with("DONE")).count();
+    assert_eq!(done, 2, "misuse: every worker ran every check");
+    for (marker, per_process) in [
+        ("CANCELLED-POISONS", 1),
+        ("IN-FLIGHT-REFUSED", 1),
+        ("OUT-OF-STEP-NAMED", 3),
+    ] {
+        let told = out.matches(marker).count();
+        assert_eq!(told, 2 * per_process, "{marker}: every process, every case");
+    }
+    println!("misuse: refused and poisoned in every process in {took:.1?}");
+
     // A dead peer: mpirun ends the whole job (MPI's behaviour) instead of hanging.
     let Some((ok, _, took)) = mpirun(2, "die", Duration::from_secs(120)) else {
         return;
@@ -238,6 +260,14 @@ fn worker(mode: &str) {
             assert!(matches!(x.all_reduce(), Err(Error::Processes { .. })));
             println!("DONE");
             // The group's communicator is broken: MPI cannot be finalized.
+            std::process::exit(0);
+        }
+        "misuse" => {
+            checks::a_cancelled_collective_poisons_its_group(&procs);
+            checks::a_second_collective_in_flight_on_one_group_is_refused(&procs);
+            checks::out_of_step_gathers_and_broadcasts_name_both(&procs);
+            println!("DONE");
+            // The groups' communicators are broken: MPI cannot be finalized.
             std::process::exit(0);
         }
         "die" => {

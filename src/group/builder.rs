@@ -228,11 +228,18 @@ impl GroupBuilder {
     ///
     /// Building is itself a collective (every process builds its groups in the same
     /// order), and so is every collective afterwards: the processes must run them in the
-    /// same order, one thread at a time per group. Each group talks on its own duplicate
-    /// of the communicator, so different groups may run on different threads at once. Between processes the collectives read the local ranks'
-    /// buffers back, exchange them with non-blocking MPI calls polled against
-    /// [`GroupBuilder::timeout`], sum in global rank order (the bits a single process
-    /// gives), and upload the result; a dead or stuck peer is an [`Error::Processes`].
+    /// same order, one thread at a time per group (a second collective while one is in
+    /// flight on the group is an [`Error::Processes`]). Each group talks on its own
+    /// duplicate of the communicator, so different groups may run on different threads at
+    /// once. Between processes the collectives read the local ranks' buffers back,
+    /// exchange them with non-blocking MPI calls polled against [`GroupBuilder::timeout`],
+    /// sum in global rank order (the bits a single process gives), and upload the result;
+    /// a dead or stuck peer, or processes out of step (another collective or shape in the
+    /// same place), is an [`Error::Processes`].
+    ///
+    /// A collective between processes that fails, is refused, or (async) is dropped before
+    /// it finished poisons the group: every later collective on it is an
+    /// [`Error::Processes`], as the processes are out of step for good.
     #[cfg(feature = "mpi")]
     pub fn processes(mut self, processes: Processes) -> Self {
         self.processes = Some(processes);
@@ -340,6 +347,7 @@ impl GroupBuilder {
                 collective,
                 stats: CollectiveStats::default(),
                 spread,
+                in_flight: Default::default(),
             }),
         })
     }

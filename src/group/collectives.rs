@@ -21,7 +21,8 @@ impl Group {
         let shape = check_same_shapes(op, inputs)?;
         self.stats().all_reduce.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
-            return self.poison_on_error(self.span_all_reduce(inputs).await);
+            let flight = self.take_off(op)?;
+            return flight.land(self.span_all_reduce(inputs).await);
         }
         let out = self.collective().all_reduce(inputs).await?;
         self.check_outputs(op, out, |_| shape)
@@ -34,7 +35,8 @@ impl Group {
         let shape = check_all_gather(op, inputs, dim)?;
         self.stats().all_gather.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
-            return self.poison_on_error(self.span_all_gather(inputs, dim).await);
+            let flight = self.take_off(op)?;
+            return flight.land(self.span_all_gather(inputs, dim).await);
         }
         let out = self.collective().all_gather(inputs, dim).await?;
         self.check_outputs(op, out, |_| shape)
@@ -52,7 +54,8 @@ impl Group {
         let shape = check_reduce_scatter(op, inputs, dim, sizes, self.world_size())?;
         self.stats().reduce_scatter.fetch_add(1, Ordering::Relaxed);
         if self.process_count() > 1 {
-            return self.poison_on_error(self.span_reduce_scatter(inputs, dim, sizes).await);
+            let flight = self.take_off(op)?;
+            return flight.land(self.span_reduce_scatter(inputs, dim, sizes).await);
         }
         let out = self.collective().reduce_scatter(inputs, dim, sizes).await?;
         self.check_outputs(op, out, |r| {
@@ -75,7 +78,8 @@ impl Group {
                 return Err(Error::invalid(op, msg));
             }
             self.stats().broadcast.fetch_add(1, Ordering::Relaxed);
-            return self.poison_on_error(self.span_broadcast(inputs, root).await);
+            let flight = self.take_off(op)?;
+            return flight.land(self.span_broadcast(inputs, root).await);
         }
         let shape = check_broadcast(op, inputs, root)?;
         self.stats().broadcast.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 mod builder;
 mod collectives;
 mod devices;
+mod flight;
+mod header;
 mod spanning;
 mod spread;
 
@@ -11,7 +13,7 @@ pub use builder::GroupBuilder;
 pub(crate) use spread::Spread;
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,9 @@ static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A set of ranks that compute together, and the collective that joins them.
 ///
-/// Cheap to clone; `Send + Sync`, so one group may serve several threads.
+/// Cheap to clone; `Send + Sync`, so one group may serve several threads (a group
+/// spanning processes runs its collectives one thread at a time: see
+/// `GroupBuilder::processes`, feature `mpi`).
 #[derive(Clone)]
 pub struct Group {
     inner: Arc<GroupInner>,
@@ -40,6 +44,8 @@ struct GroupInner {
     collective: Box<dyn Collective>,
     stats: CollectiveStats,
     spread: Spread,
+    /// A collective between processes is under way (flight.rs).
+    in_flight: AtomicBool,
 }
 
 impl fmt::Debug for Group {
@@ -112,16 +118,14 @@ impl Group {
         local.fold(self.inner.spread.band_bytes, u64::min)
     }
 
-    /// `result`, having marked the group's processes out of step when it is an error: a
-    /// collective between processes that failed in one process (in MPI or not) leaves the
-    /// others in a different place of the sequence, so every later one must refuse.
-    pub(crate) fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
-            if let Some(p) = &self.inner.spread.processes {
-                p.poison();
-            }
+    /// Marks the group's processes out of step (flight.rs): a collective between
+    /// processes that failed, was refused or was dropped part way in this process (in MPI
+    /// or not) leaves the others in a different place of the sequence, so every later one
+    /// must refuse.
+    pub(crate) fn poison(&self) {
+        if let Some(p) = &self.inner.spread.processes {
+            p.poison();
         }
-        result
     }
 
     /// The collective joining this process's ranks (between processes, the group moves

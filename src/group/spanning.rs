@@ -10,6 +10,9 @@
 //! code; an all-gather hands every process every region's sum. The bits are those of one
 //! process holding all ranks, whatever MPI's own reduction algorithm would have done.
 
+use super::header::{
+    out_of_step, ALL_GATHER, ALL_REDUCE, BROADCAST, FROM_LOCALS, REDUCE_SCATTER, TO_HOST,
+};
 use super::{Group, Spread};
 use crate::collective::{
     chunked_all_reduce, gathered_shape, give_host_chunk, sum_parallel, take_host_chunk, Cuts,
@@ -38,46 +41,31 @@ fn regions(n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
     (0..p).map(|c| bound(c)..bound(c + 1)).collect()
 }
 
-/// Words each process sends ahead of its blocks: which collective, on what shape, and
-/// how many values of it this exchange carries; processes out of step (a different
-/// collective or shape in the same place of the sequence) get an error, never each
-/// other's data.
+/// Words each process sends ahead of its blocks in an all-to-all: which collective, on
+/// what shape, and how many values of it this exchange carries (the header all-gather
+/// that starts every collective, header.rs, checked the collective and shape already;
+/// this checks each exchange of it).
 const HEADER: usize = 4;
-const ALL_REDUCE: u32 = 1;
-const REDUCE_SCATTER: u32 = 2;
 
-fn header(what: u32, shape: [usize; 2], len: usize) -> [f32; HEADER] {
-    [what, shape[0] as u32, shape[1] as u32, len as u32].map(f32::from_bits)
+fn header(what: u64, shape: [usize; 2], len: usize) -> [f32; HEADER] {
+    [what as u32, shape[0] as u32, shape[1] as u32, len as u32].map(f32::from_bits)
 }
 
-fn describe(h: &[f32]) -> String {
-    let w: Vec<u32> = h.iter().map(|v| v.to_bits()).collect();
-    let what = match w[0] {
-        ALL_REDUCE => "all_reduce".to_string(),
-        t if (REDUCE_SCATTER..=REDUCE_SCATTER + 1).contains(&t) => {
-            format!("reduce_scatter(dim {})", t - REDUCE_SCATTER)
-        }
-        t => format!("collective {t}"),
-    };
-    format!("{what} of [{}, {}] ({} values)", w[1], w[2], w[3])
-}
-
-/// Checks that process `p`'s header `theirs` is `ours`.
+/// Checks that process `p`'s in-band header `theirs` is `ours`.
 fn check_header(op: &'static str, p: usize, theirs: &[f32], ours: &[f32; HEADER]) -> Result<()> {
-    let same = theirs
-        .iter()
-        .zip(ours)
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    if same {
+    let words = |h: &[f32]| -> Vec<u64> { h.iter().map(|v| u64::from(v.to_bits())).collect() };
+    let (theirs, ours) = (words(theirs), words(ours));
+    if theirs == ours {
         return Ok(());
     }
-    Err(Error::Processes {
-        op,
-        message: format!(
-            "process {p} runs {} where this process runs {}: the processes are out of step",
-            describe(theirs),
-            describe(ours)
-        ),
+    Err(out_of_step(op, p, &theirs, &ours))
+}
+
+/// A digest of shard sizes, for the header: processes asked for different splits are out
+/// of step (FNV-1a).
+fn digest(sizes: &[usize]) -> u64 {
+    sizes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &s| {
+        (h ^ s as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -91,7 +79,8 @@ fn sum_addends(g: &Group, addends: &[&[f32]], len: usize) -> Vec<f32> {
 }
 
 impl Group {
-    fn timeout(&self) -> std::time::Duration {
+    /// How long an exchange between processes may wait for the others.
+    pub(super) fn span_timeout(&self) -> std::time::Duration {
         self.ranks()[0].timeout()
     }
 
@@ -102,9 +91,10 @@ impl Group {
         let op = "all_reduce";
         let spread = self.spread();
         let procs = link(spread)?;
-        let (me, timeout) = (procs.index(), self.timeout());
+        let (me, timeout) = (procs.index(), self.span_timeout());
         let numerics = self.ranks()[0].numerics();
         let shape = inputs[0].shape();
+        self.agree(op, procs, ALL_REDUCE, [shape[0] as u64, shape[1] as u64, 0])?;
         // send, recv, sum, gathered: taken once, handed back to the pool at the end (on
         // an error the exchange leaks the ones MPI may still touch).
         let mut bufs = Some([(); 4].map(|()| take_host_chunk(0)));
@@ -168,7 +158,8 @@ impl Group {
     }
 
     /// Every rank's tensor of the group on the host (the local ones read back, the
-    /// others from their processes), with its shape, in global rank order.
+    /// others from their processes), with its shape, in global rank order: what
+    /// `DistTensor::to_host` runs (a collective between processes).
     pub(crate) async fn gather_host(
         &self,
         op: &'static str,
@@ -179,8 +170,12 @@ impl Group {
             let shapes = inputs.iter().map(Tensor::shape).collect();
             return Ok((to_host(op, inputs).await?, shapes));
         };
-        let out = self.gather_host_span(op, inputs, procs).await;
-        self.poison_on_error(out)
+        let flight = self.take_off(op)?;
+        let out = async {
+            self.agree(op, procs, TO_HOST, [0; 3])?;
+            self.gather_host_span(op, inputs, procs).await
+        };
+        flight.land(out.await)
     }
 
     async fn gather_host_span(
@@ -189,13 +184,13 @@ impl Group {
         inputs: &[Tensor],
         procs: &Processes,
     ) -> Result<(Vec<Vec<f32>>, Vec<[usize; 2]>)> {
-        let shapes = self.gather_shapes(op, inputs)?;
+        let shapes = self.span_shapes(op, inputs, procs)?;
         let numel = |s: &[usize; 2]| s[0] * s[1];
         let data: Vec<f32> = to_host(op, inputs).await?.concat();
         let lens: Vec<usize> = (0..procs.count())
             .map(|p| self.ranks_of_process(p).map(|r| numel(&shapes[r])).sum())
             .collect();
-        let (_, all) = procs.all_gather(op, data, (Vec::new(), &lens), self.timeout())?;
+        let (_, all) = procs.all_gather(op, data, (Vec::new(), &lens), self.span_timeout())?;
         let mut parts = Vec::with_capacity(shapes.len());
         let mut at = 0;
         for s in &shapes {
@@ -206,7 +201,8 @@ impl Group {
     }
 
     /// The shape of every rank's tensor of the group (this process's `inputs` and the
-    /// other processes'), in global rank order.
+    /// other processes'), in global rank order: what `DistTensor::from_locals` runs (a
+    /// collective between processes).
     pub(crate) fn gather_shapes(
         &self,
         op: &'static str,
@@ -216,15 +212,27 @@ impl Group {
         let Some(procs) = spread.processes.as_ref() else {
             return Ok(inputs.iter().map(Tensor::shape).collect());
         };
+        let flight = self.take_off(op)?;
+        let out = self
+            .agree(op, procs, FROM_LOCALS, [0; 3])
+            .and_then(|()| self.span_shapes(op, inputs, procs));
+        flight.land(out)
+    }
+
+    /// The exchange of [`Group::gather_shapes`], inside a collective.
+    fn span_shapes(
+        &self,
+        op: &'static str,
+        inputs: &[Tensor],
+        procs: &Processes,
+    ) -> Result<Vec<[usize; 2]>> {
         let mine: Vec<u64> = inputs
             .iter()
             .flat_map(|t| t.shape().map(|d| d as u64))
             .collect();
-        let lens: Vec<usize> = spread.per_process.iter().map(|l| 2 * l).collect();
-        let all = procs.all_gather(op, mine, (Vec::new(), &lens), self.timeout());
-        Ok(self
-            .poison_on_error(all)?
-            .1
+        let lens: Vec<usize> = self.spread().per_process.iter().map(|l| 2 * l).collect();
+        let (_, all) = procs.all_gather(op, mine, (Vec::new(), &lens), self.span_timeout())?;
+        Ok(all
             .chunks(2)
             .map(|c| [c[0] as usize, c[1] as usize])
             .collect())
@@ -237,7 +245,10 @@ impl Group {
         dim: usize,
     ) -> Result<Vec<Tensor>> {
         let op = "all_gather";
-        let (parts, shapes) = self.gather_host(op, inputs).await?;
+        let procs = link(self.spread())?;
+        let across = inputs[0].shape()[1 - dim] as u64;
+        self.agree(op, procs, ALL_GATHER + dim as u64, [across, 0, 0])?;
+        let (parts, shapes) = self.gather_host_span(op, inputs, procs).await?;
         let shape = gathered_shape(op, &shapes, dim)?;
         let full = concat_host(&parts, &shapes, dim)?;
         Tensor::replicated(self.ranks(), &full, shape)
@@ -262,8 +273,10 @@ impl Group {
             start..start + sizes[ranks].iter().sum::<usize>()
         };
         let other = shape[1 - dim];
+        let args = [shape[0] as u64, shape[1] as u64, digest(sizes)];
+        self.agree(op, procs, REDUCE_SCATTER + dim as u64, args)?;
         let parts = to_host(op, inputs).await?;
-        let ours = header(REDUCE_SCATTER + dim as u32, shape, parts[0].len());
+        let ours = header(REDUCE_SCATTER + dim as u64, shape, parts[0].len());
         let mut send = Vec::with_capacity(parts.len() * (HEADER + parts[0].len()));
         let mut send_lens = Vec::with_capacity(procs.count());
         for q in 0..procs.count() {
@@ -289,7 +302,7 @@ impl Group {
             op,
             (send, &send_lens),
             (Vec::new(), &recv_lens),
-            self.timeout(),
+            self.span_timeout(),
         )?;
         let mut addends: Vec<&[f32]> = Vec::with_capacity(spread.world);
         let mut at = 0;
@@ -330,16 +343,17 @@ impl Group {
         let owner = (0..procs.count())
             .find(|&p| self.ranks_of_process(p).contains(&root))
             .ok_or_else(|| Error::invalid(op, format!("root {root} is not a rank")))?;
+        self.agree(op, procs, BROADCAST, [root as u64, 0, 0])?;
         let local = self.local_range();
         let held = local.contains(&root).then(|| &inputs[root - local.start]);
         let shape = held.map_or([0, 0], Tensor::shape).map(|d| d as u64);
-        let shape = procs.broadcast(op, shape.to_vec(), owner, self.timeout())?;
+        let shape = procs.broadcast(op, shape.to_vec(), owner, self.span_timeout())?;
         let shape = [shape[0] as usize, shape[1] as usize];
         let data = match held {
             Some(t) => to_host(op, std::slice::from_ref(t)).await?.concat(),
             None => vec![0.0; shape[0] * shape[1]],
         };
-        let data = procs.broadcast(op, data, owner, self.timeout())?;
+        let data = procs.broadcast(op, data, owner, self.span_timeout())?;
         Tensor::replicated(self.ranks(), &data, shape)
     }
 }

@@ -289,14 +289,18 @@ impl Processes {
         let broken = || {
             mpi_error(
                 op,
-                "an earlier collective between processes failed; MPI cannot recover from \
-                 that: end the process",
+                "an earlier collective between processes failed, was refused or did not \
+                 finish; MPI cannot recover from that: end the process",
             )
         };
         if self.comm.broken.load(Ordering::Relaxed) {
             return Err(broken());
         }
         let comm = self.comm.handle.lock().map_err(|_| broken())?;
+        // Another thread's exchange may have failed while this one waited for the lock.
+        if self.comm.broken.load(Ordering::Relaxed) {
+            return Err(broken());
+        }
         let out = f(&comm);
         if out.is_err() {
             self.poison();

@@ -11,6 +11,10 @@ use wgpu_tp::{
 
 use super::{build, common, local_count};
 
+use std::future::Future;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
 const SHAPE: [usize; 2] = [11, 13];
 
 /// The f64 sum of `parts` and its f32 bound: tp terms in any order err by at most
@@ -360,5 +364,128 @@ pub fn invariant_bits(procs: &Processes) {
                 );
             }
         }
+    }
+}
+
+/// A group of one rank per process whose exchanges wait at most `timeout`.
+fn group_with_timeout(procs: &Processes, timeout: Duration) -> Group {
+    Group::builder()
+        .processes(procs.clone())
+        .timeout(timeout)
+        .build()
+        .expect("group")
+}
+
+/// `Error::Processes` saying the group is poisoned.
+fn assert_poisoned(out: wgpu_tp::Result<DistTensor>, ctx: &str) {
+    match out {
+        Err(Error::Processes { message, .. }) => {
+            assert!(message.contains("earlier collective"), "{ctx}: {message}")
+        }
+        other => panic!("{ctx}: not refused as poisoned: {other:?}"),
+    }
+}
+
+/// An async all-reduce polled once (it exchanges its header, then waits for the
+/// read-back) and dropped part way, in every process: the group is poisoned, so the next
+/// all-reduce is an error in every process, never a sum paired with a stale exchange.
+pub fn a_cancelled_collective_poisons_its_group(procs: &Processes) {
+    let g = group_with_timeout(procs, Duration::from_secs(5));
+    let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
+    let x = x.redistribute(Placement::Partial).unwrap();
+    assert_eq!(x.all_reduce().unwrap().to_host().unwrap(), vec![1.0; 6]);
+    {
+        let mut fut = Box::pin(x.all_reduce_async());
+        let polled = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            polled.is_pending(),
+            "the first poll waits for the read-back"
+        );
+    }
+    assert_poisoned(x.all_reduce(), "after a cancelled all-reduce");
+    println!("CANCELLED-POISONS process {}", procs.index());
+}
+
+/// Two threads of process 0 run collectives on one group: the second, started while the
+/// first waits for the other processes, is refused (its exchanges would interleave with
+/// the first's) and poisons the group, so the first stops too; the other processes get an
+/// error within the timeout, and every later collective is refused everywhere.
+pub fn a_second_collective_in_flight_on_one_group_is_refused(procs: &Processes) {
+    let g = group_with_timeout(procs, Duration::from_secs(5));
+    let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
+    let x = x.redistribute(Placement::Partial).unwrap();
+    if procs.index() == 0 {
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| x.all_reduce());
+            let second = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                x.all_reduce()
+            });
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        match second {
+            Err(Error::Processes { message, .. }) => {
+                assert!(message.contains("in flight"), "{message}")
+            }
+            other => panic!("a second collective in flight: {other:?}"),
+        }
+        assert!(
+            matches!(first, Err(Error::Processes { .. })),
+            "the first stops at its next exchange: {first:?}"
+        );
+    } else {
+        // Joins after process 0's second thread was refused.
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = x.all_reduce();
+        assert!(
+            matches!(out, Err(Error::Processes { .. })),
+            "process 0 left the all-reduce part way: {out:?}"
+        );
+    }
+    assert_poisoned(x.all_reduce(), "after a refused collective");
+    println!("IN-FLIGHT-REFUSED process {}", procs.index());
+}
+
+/// Processes out of step: an all-gather against a broadcast, all-gathers along different
+/// dims (and sizes), broadcasts from different roots. Every process gets an
+/// `Error::Processes` naming both collectives (before, MPI paired equal sizes silently
+/// and aborted the job on different ones).
+pub fn out_of_step_gathers_and_broadcasts_name_both(procs: &Processes) {
+    let (p, n) = (procs.index(), procs.count());
+    let cases: [(&str, &str, &str); 3] = [
+        ("gather/broadcast", "all_gather(dim 0)", "broadcast(root 0)"),
+        ("gather dims", "all_gather(dim 0)", "all_gather(dim 1)"),
+        ("broadcast roots", "broadcast(root 0)", "broadcast(root 1)"),
+    ];
+    for (case, first, others) in cases {
+        let g = group_with_timeout(procs, Duration::from_secs(5));
+        let mine = if p == 0 { first } else { others };
+        let run = |what: &str| match what {
+            "all_gather(dim 0)" => DistTensor::shard(&g, &vec![1.0; 4 * n * 3], [4 * n, 3], 0)
+                .unwrap()
+                .all_gather(),
+            "all_gather(dim 1)" => DistTensor::shard(&g, &vec![1.0; 5 * 6 * n], [5, 6 * n], 1)
+                .unwrap()
+                .all_gather(),
+            "broadcast(root 0)" => DistTensor::replicate(&g, &[1.0; 6], [2, 3])
+                .unwrap()
+                .broadcast(0),
+            "broadcast(root 1)" => DistTensor::replicate(&g, &[1.0; 12], [3, 4])
+                .unwrap()
+                .broadcast(1),
+            other => unreachable!("{other}"),
+        };
+        match run(mine) {
+            Err(Error::Processes { message, .. }) => {
+                assert!(message.contains("out of step"), "{case}: {message}");
+                assert!(
+                    message.contains(first) && message.contains(others),
+                    "{case}: both named: {message}"
+                );
+            }
+            other => panic!("{case}: out of step: {other:?}"),
+        }
+        assert_poisoned(run(mine), case);
+        println!("OUT-OF-STEP-NAMED {case} process {p}");
     }
 }
