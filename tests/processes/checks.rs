@@ -390,7 +390,8 @@ fn assert_poisoned(out: wgpu_tp::Result<DistTensor>, ctx: &str) {
 /// read-back) and dropped part way, in every process: the group is poisoned, so the next
 /// all-reduce is an error in every process, never a sum paired with a stale exchange.
 pub fn a_cancelled_collective_poisons_its_group(procs: &Processes) {
-    let g = group_with_timeout(procs, Duration::from_secs(5));
+    // No wait here runs into the timeout: the default's margin is for a slow build.
+    let g = group_with_timeout(procs, wgpu_tp::DEFAULT_TIMEOUT);
     let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
     let x = x.redistribute(Placement::Partial).unwrap();
     assert_eq!(x.all_reduce().unwrap().to_host().unwrap(), vec![1.0; 6]);
@@ -411,7 +412,9 @@ pub fn a_cancelled_collective_poisons_its_group(procs: &Processes) {
 /// the first's) and poisons the group, so the first stops too; the other processes get an
 /// error within the timeout, and every later collective is refused everywhere.
 pub fn a_second_collective_in_flight_on_one_group_is_refused(procs: &Processes) {
-    let g = group_with_timeout(procs, Duration::from_secs(5));
+    // The other processes wait this long for process 0's exchange that never comes; it
+    // also bounds the group's build, which took over 5 s in a loaded CI run.
+    let g = group_with_timeout(procs, Duration::from_secs(15));
     let x = DistTensor::replicate(&g, &[1.0; 6], [2, 3]).unwrap();
     let x = x.redistribute(Placement::Partial).unwrap();
     if procs.index() == 0 {
@@ -458,7 +461,8 @@ pub fn out_of_step_gathers_and_broadcasts_name_both(procs: &Processes) {
         ("broadcast roots", "broadcast(root 0)", "broadcast(root 1)"),
     ];
     for (case, first, others) in cases {
-        let g = group_with_timeout(procs, Duration::from_secs(5));
+        // Every process learns at the header exchange: no wait runs into the timeout.
+        let g = group_with_timeout(procs, wgpu_tp::DEFAULT_TIMEOUT);
         let mine = if p == 0 { first } else { others };
         let run = |what: &str| match what {
             "all_gather(dim 0)" => DistTensor::shard(&g, &vec![1.0; 4 * n * 3], [4 * n, 3], 0)
