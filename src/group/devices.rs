@@ -107,17 +107,21 @@ async fn same_device(a: &wgpu::Device, b: &wgpu::Device) -> bool {
     if a != b {
         return false;
     }
-    let on_b = b.push_error_scope(wgpu::ErrorFilter::Validation);
-    let on_a = a.push_error_scope(wgpu::ErrorFilter::Validation);
-    drop(b.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("wgpu-tp device identity probe"),
-        size: 4,
-        usage: wgpu::BufferUsages::empty(),
-        mapped_at_creation: false,
-    }));
-    // Popped innermost first (on one device the scopes stack), before any await: a
-    // guard is not `Send`.
-    let (in_a, in_b) = (on_a.pop(), on_b.pop());
+    // Under the GL lock (src/gl.rs), as either may be a GL device; the pops come
+    // innermost first (on one device the scopes stack), before any await: neither guard
+    // is `Send`.
+    let (in_a, in_b) = {
+        let _gl = crate::gl::lock(true);
+        let on_b = b.push_error_scope(wgpu::ErrorFilter::Validation);
+        let on_a = a.push_error_scope(wgpu::ErrorFilter::Validation);
+        drop(b.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-tp device identity probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::empty(),
+            mapped_at_creation: false,
+        }));
+        (on_a.pop(), on_b.pop())
+    };
     let (in_a, _) = (in_a.await, in_b.await);
     in_a.is_some()
 }
