@@ -393,6 +393,14 @@ impl ParallelAttention {
         self.reduce_async(partial).await
     }
 
+    /// Blocking [`ParallelAttention::forward_async`].
+    ///
+    /// # Errors
+    /// As [`ParallelAttention::forward_async`].
+    pub fn forward(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_async(x, cache))
+    }
+
     /// The output projection's partial products, before its all-reduce; `cache` holds
     /// `x`'s positions after it.
     pub(crate) fn partial_forward(

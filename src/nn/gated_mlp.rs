@@ -95,6 +95,14 @@ impl GatedMlp {
         self.down.reduce_async(partial).await
     }
 
+    /// Blocking [`GatedMlp::forward_async`].
+    ///
+    /// # Errors
+    /// As [`GatedMlp::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_async(x))
+    }
+
     /// The widest row any rank holds per token: its `[gate | up]` row.
     pub(crate) fn row_width(&self) -> usize {
         2 * self.sizes.iter().copied().max().unwrap_or(0)
