@@ -155,13 +155,15 @@ fn generate_past_the_models_positions_is_refused() {
     for (prompt, new) in [
         (&[1u32, 2][..], usize::MAX),
         (&[1, 2, 3][..], 1 << 40),
-        (&[1, 2, 3][..], 62),
+        (&[1, 2, 3][..], 63),
     ] {
         let e = model.generate(prompt, new).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{new}: {e:?}");
     }
-    // Up to the model's 64 positions runs.
-    assert_eq!(model.generate(&[1, 2, 3], 61).unwrap().len(), 61);
+    // Up to the model's 64 positions runs: the last new token takes none.
+    assert_eq!(model.generate(&[1, 2, 3], 62).unwrap().len(), 62);
+    let full: Vec<u32> = (0..64).map(|i| i % 32).collect();
+    assert_eq!(model.generate(&full, 1).unwrap().len(), 1);
 }
 
 #[test]

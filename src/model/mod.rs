@@ -281,9 +281,10 @@ impl Transformer {
     /// more positions than the model has.
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
         let most = self.config.max_positions;
+        // The last new token is returned, never fed back: it takes no position.
         let positions = prompt
             .len()
-            .checked_add(max_new)
+            .checked_add(max_new.saturating_sub(1))
             .filter(|&n| n <= most)
             .ok_or_else(|| {
                 Error::invalid(
@@ -296,7 +297,7 @@ impl Transformer {
                 )
             })?;
         // The cache is checked against the devices first: `out` is no larger than it.
-        let mut cache = self.new_cache(positions)?;
+        let mut cache = self.new_cache(positions.max(1))?;
         let mut out = Vec::with_capacity(max_new);
         let mut next = self.next_token(prompt, &mut cache)?;
         for _ in 0..max_new {

@@ -117,12 +117,8 @@ impl Rotary {
     /// allocation errors.
     pub fn cover(&self, positions: usize) -> Result<()> {
         let op = "rotary.cover";
-        let mut table = self
-            .inner
-            .table
-            .lock()
-            .map_err(|_| Error::invalid(op, "table lock poisoned by a panicking thread"))?;
-        let have = table.shape()[0];
+        let poisoned = || Error::invalid(op, "table lock poisoned by a panicking thread");
+        let have = self.inner.table.lock().map_err(|_| poisoned())?.shape()[0];
         if positions <= have {
             return Ok(());
         }
@@ -130,7 +126,7 @@ impl Rotary {
             group,
             head_dim,
             theta,
-            ..
+            table: held,
         } = &*self.inner;
         let doubled = have.saturating_mul(2);
         let fits = group
@@ -142,7 +138,14 @@ impl Rotary {
         } else {
             positions
         };
-        *table = Self::table(group, *head_dim, rows, *theta, op)?;
+        // Built and uploaded with no lock held (an upload submits, and a forward reading
+        // the table may run inside another submission's callback); swapped in unless a
+        // larger one came first.
+        let table = Self::table(group, *head_dim, rows, *theta, op)?;
+        let mut held = held.lock().map_err(|_| poisoned())?;
+        if held.shape()[0] < rows {
+            *held = table;
+        }
         Ok(())
     }
 }
