@@ -12,19 +12,7 @@ fn app_device() -> Option<(
     wgpu::Queue,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 )> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
-        Ok(a) => a,
-        Err(e) if !common::in_ci() => {
-            eprintln!("skipping: {e}");
-            return None;
-        }
-        Err(e) => panic!("no adapter: {e}"),
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let (device, queue) = common::device_of_its_own_instance()?;
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
     device.on_uncaptured_error(std::sync::Arc::new(move |_| {

@@ -233,27 +233,12 @@ fn handed_out_buffers_are_never_reused_and_a_device_is_one_rank() {
     );
 }
 
-/// A device of a fresh instance of its own, as two parts of an app (or two libraries)
-/// make them; `None` locally without an adapter.
-fn device_of_its_own_instance() -> Option<(wgpu::Device, wgpu::Queue)> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
-        Ok(a) => a,
-        Err(e) if !common::in_ci() => {
-            eprintln!("skipping: {e}");
-            return None;
-        }
-        Err(e) => panic!("no adapter: {e}"),
-    };
-    Some(pollster::block_on(adapter.request_device(&Default::default())).unwrap())
-}
-
 #[test]
 fn devices_of_two_instances_are_two_ranks() {
-    let (Some(a), Some(b)) = (device_of_its_own_instance(), device_of_its_own_instance()) else {
+    let (Some(a), Some(b)) = (
+        common::device_of_its_own_instance(),
+        common::device_of_its_own_instance(),
+    ) else {
         return;
     };
     // wgpu numbers devices per instance: the first of each has the same id and compares

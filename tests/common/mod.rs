@@ -26,6 +26,25 @@ pub fn rss() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// A device of a fresh `wgpu::Instance` of its own, made the way an app makes its own;
+/// `None` locally without an adapter (under `CI=true` a missing adapter panics).
+pub fn device_of_its_own_instance() -> Option<(wgpu_tp::wgpu::Device, wgpu_tp::wgpu::Queue)> {
+    use wgpu_tp::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
+        Ok(a) => a,
+        Err(e) if !in_ci() => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        Err(e) => panic!("no adapter: {e}"),
+    };
+    Some(pollster::block_on(adapter.request_device(&Default::default())).unwrap())
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
