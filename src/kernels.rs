@@ -4,15 +4,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::kernels::dtype::DType;
 use uniforms::Uniforms;
 
+pub(crate) mod dtype;
 pub(crate) mod gemm_cpu;
 pub(crate) mod gemm_skinny;
 mod half;
 #[cfg(test)]
 mod portability;
+pub(crate) mod settings;
 mod uniforms;
 
 const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");

@@ -36,12 +36,9 @@
 
 #![warn(missing_docs)]
 
-mod adapters;
-pub mod collective;
+mod comm;
 mod dist;
-mod dtype;
 mod error;
-mod gl;
 mod group;
 mod kernels;
 #[cfg(feature = "safetensors")]
@@ -49,23 +46,21 @@ pub mod load;
 #[cfg(feature = "safetensors")]
 pub mod model;
 pub mod nn;
-mod numerics;
 pub mod ops;
 mod params;
-mod pool;
-mod processes;
 mod rank;
 #[cfg(feature = "reference")]
 pub mod reference;
-mod settings;
-pub mod shard;
 mod tensor;
 
-pub use collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
+#[cfg(feature = "mpi")]
+pub use comm::processes::Processes;
+pub use comm::{BoxFuture, Collective, CollectiveStats, DeviceCollective, HostCollective};
 pub use dist::{DistTensor, Placement};
-pub use dtype::DType;
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};
+pub use kernels::dtype::DType;
+pub use kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 /// The `mpi` crate (rsmpi) this crate was built with, for apps that make their own
 /// communicator ([`Processes::from_communicator`]).
 #[cfg(feature = "mpi")]
@@ -75,12 +70,9 @@ pub use nn::{
     RowParallelLinear,
 };
 pub use ops::gemm_kernel_for;
-pub use pool::DEFAULT_BUFFER_CACHE_BYTES;
-#[cfg(feature = "mpi")]
-pub use processes::Processes;
+pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
 pub use rank::Rank;
-pub use settings::{Activation, GemmKernel, Numerics, WeightLayout};
-pub use shard::split_sizes;
+pub use tensor::shard::split_sizes;
 pub use tensor::Tensor;
 pub use wgpu;
 

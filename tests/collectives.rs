@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{assert_same_bits, rank_order_sum, TP_SIZES};
+use common::{assert_same_bits, concat_host, rank_order_sum, split_host, TP_SIZES};
 use wgpu_tp::reference::Rng;
-use wgpu_tp::shard::{concat_host, split_host};
+
 use wgpu_tp::{split_sizes, DistTensor, Placement, Tensor};
 
 const SHAPE: [usize; 2] = [11, 13];
@@ -97,7 +97,7 @@ fn reduce_scatter_gives_each_rank_its_slice_of_the_sum() {
                 let y = partial(&group, &parts).reduce_scatter(dim).unwrap();
                 assert_eq!(y.placement(), Placement::Shard(dim));
                 let sizes = split_sizes(SHAPE[dim], tp).unwrap();
-                let expect = split_host(&exact, SHAPE, dim, &sizes).unwrap();
+                let expect = split_host(&exact, SHAPE, dim, &sizes);
                 for (r, v) in y.to_host_per_rank().unwrap().iter().enumerate() {
                     assert_same_bits(
                         v,
@@ -163,10 +163,10 @@ fn redistribute_covers_every_placement_pair() {
                     assert_same_bits(&y.to_host().unwrap(), &full, &ctx);
                     if let Placement::Shard(d) = to {
                         let sizes = split_sizes(SHAPE[d], tp).unwrap();
-                        let parts = split_host(&full, SHAPE, d, &sizes).unwrap();
+                        let parts = split_host(&full, SHAPE, d, &sizes);
                         let got = y.to_host_per_rank().unwrap();
                         let shapes: Vec<_> = y.locals().iter().map(Tensor::shape).collect();
-                        assert_same_bits(&concat_host(&got, &shapes, d).unwrap(), &full, &ctx);
+                        assert_same_bits(&concat_host(&got, &shapes, d), &full, &ctx);
                         for r in 0..tp {
                             assert_same_bits(&got[r], &parts[r], &format!("{ctx} rank {r}"));
                         }

@@ -2,7 +2,7 @@
 //! `Send + Sync`, and concurrent forwards give the same bits as one thread alone.
 //!
 //! Native backends and GL both: wgpu-hal's GL backend shares one EGL context between the
-//! adapters of an instance, so the crate serializes its GL calls (src/gl.rs); before that,
+//! adapters of an instance, so the crate serializes its GL calls (src/rank/gl.rs); before that,
 //! threads on GL ranks panicked inside wgpu-hal (eglMakeCurrent BadAccess).
 
 mod common;

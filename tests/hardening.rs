@@ -6,7 +6,7 @@ mod common;
 use common::lin;
 
 use common::build;
-use wgpu_tp::collective::BoxFuture;
+use wgpu_tp::BoxFuture;
 use wgpu_tp::{
     ops, wgpu, Activation, Collective, ColumnParallelConfig, ColumnParallelLinear,
     DeviceCollective, DistTensor, Error, Group, HostCollective, Numerics, ParallelMlp, Placement,

@@ -209,10 +209,9 @@ fn layers_from_shards_match_from_full() {
         let (w2, b2) = linear_data(&mut rng, IN, OUT, true);
         let x = rng.normal(BATCH * OUT);
         let sizes = wgpu_tp::split_sizes(IN, 3).unwrap();
-        let w1_parts = wgpu_tp::shard::split_host(&w1, [OUT, IN], 1, &sizes).unwrap();
-        let b1_parts =
-            wgpu_tp::shard::split_host(b1.as_ref().unwrap(), [1, IN], 1, &sizes).unwrap();
-        let w2_parts = wgpu_tp::shard::split_host(&w2, [IN, OUT], 0, &sizes).unwrap();
+        let w1_parts = common::split_host(&w1, [OUT, IN], 1, &sizes);
+        let b1_parts = common::split_host(b1.as_ref().unwrap(), [1, IN], 1, &sizes);
+        let w2_parts = common::split_host(&w2, [IN, OUT], 0, &sizes);
         let ranks = group.ranks();
         let t = |r: usize, d: &[f32], s: [usize; 2]| {
             wgpu_tp::Tensor::from_host(&ranks[r], d, s).unwrap()

@@ -112,7 +112,7 @@ fn add_add_row_and_slice_are_exact() {
         &biased,
         "add_row",
     );
-    let window = wgpu_tp::shard::slice_host(&a, cols, 2, 5, 17, 200).unwrap();
+    let window = common::slice_host(&a, cols, 2, 5, 17, 200);
     assert_same_bits(
         &ops::slice(&at, 2, 17, [5, 200]).unwrap().to_host().unwrap(),
         &window,

@@ -1,14 +1,14 @@
 //! `DistTensor` and `Placement`: one matrix spread over the ranks of a group.
-//! collectives.rs holds the verbs that change a placement.
+//! redistribute.rs holds the verbs that change a placement (each one collective of comm/).
 
-mod collectives;
+mod redistribute;
 
 use std::fmt;
 
-use crate::collective::{gathered_shape, sum_parts};
+use crate::comm::{gathered_shape, sum_parts};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::shard::{concat_host, offsets, slice_host, split_sizes};
+use crate::tensor::shard::{concat_host, offsets, slice_host, split_sizes};
 use crate::tensor::{check_shape, read_back, Tensor};
 
 /// How a [`DistTensor`]'s value is laid over the ranks (the PyTorch DTensor names).
@@ -131,7 +131,7 @@ impl DistTensor {
     /// placement.
     pub fn from_locals(group: &Group, locals: Vec<Tensor>, placement: Placement) -> Result<Self> {
         let op = "dist_tensor.from_locals";
-        group.check_locals(op, &locals)?;
+        group.comm().check_locals(op, &locals)?;
         let first = locals[0].shape();
         let (shape, sizes) = match placement {
             Placement::Replicate | Placement::Partial => {
@@ -142,7 +142,7 @@ impl DistTensor {
             }
             // The shape the shards gather to, checked as an all-gather checks its inputs.
             Placement::Shard(d) if d <= 1 => {
-                let shapes = group.gather_shapes(op, &locals)?;
+                let shapes = group.comm().gather_shapes(op, &locals)?;
                 let sizes = shapes.iter().map(|s| s[d]).collect();
                 (gathered_shape(op, &shapes, d)?, sizes)
             }
@@ -192,11 +192,11 @@ impl DistTensor {
         match self.placement {
             Placement::Replicate => Ok(read_back(op, &[&self.locals[0]]).await?.concat()),
             Placement::Shard(d) => {
-                let (parts, shapes) = self.group.gather_host(op, &self.locals).await?;
+                let (parts, shapes) = self.group.comm().gather_host(op, &self.locals).await?;
                 concat_host(&parts, &shapes, d)
             }
             Placement::Partial => {
-                let (parts, shapes) = self.group.gather_host(op, &self.locals).await?;
+                let (parts, shapes) = self.group.comm().gather_host(op, &self.locals).await?;
                 // Partials from another process of another shape (from_locals checks this
                 // process's only): refused, not summed out of bounds.
                 if let Some(s) = shapes.iter().find(|&&s| s != self.shape) {

@@ -5,17 +5,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::adapters::{backends_from_env, Finder};
 use super::devices::{check_count, make_devices};
-use super::spread::spread_over;
-use super::{Group, GroupInner, Spread, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
-use crate::adapters::{backends_from_env, Finder};
-use crate::collective::{Collective, CollectiveStats, DeviceCollective, HostCollective};
+use super::{Group, DEFAULT_TIMEOUT, NEXT_GROUP_ID};
+use crate::comm::Processes;
+use crate::comm::{spread_over, Collective, Comm, DeviceCollective, HostCollective, Spread};
 use crate::error::{Error, Result};
-use crate::numerics::INVARIANT_BLOCKS;
-use crate::pool::DEFAULT_BUFFER_CACHE_BYTES;
-use crate::processes::Processes;
+use crate::kernels::settings::{GemmKernel, Numerics};
+use crate::ops::numerics::INVARIANT_BLOCKS;
+use crate::rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
 use crate::rank::{DeviceCallbacks, DeviceCtx, Rank};
-use crate::settings::{GemmKernel, Numerics};
 
 /// Where the ranks of a group come from.
 pub(super) enum Source {
@@ -341,14 +340,7 @@ impl GroupBuilder {
             }
         });
         Ok(Group {
-            inner: Arc::new(GroupInner {
-                id,
-                ranks,
-                collective,
-                stats: CollectiveStats::default(),
-                spread,
-                in_flight: Default::default(),
-            }),
+            inner: Arc::new(Comm::new(id, ranks, collective, spread)),
         })
     }
 }

@@ -1,9 +1,9 @@
 //! The devices a group builder's source asks for.
 
 use super::builder::Source;
-use crate::adapters::{request_all, Finder};
+use crate::comm::Processes;
 use crate::error::{Error, Result};
-use crate::processes::Processes;
+use crate::group::adapters::{request_all, Finder};
 
 /// The devices of `source` (one per rank, or one for `logical` ranks sharing it), and
 /// `logical`.
@@ -107,11 +107,11 @@ async fn same_device(a: &wgpu::Device, b: &wgpu::Device) -> bool {
     if a != b {
         return false;
     }
-    // Under the GL lock (src/gl.rs), as either may be a GL device; the pops come
+    // Under the GL lock (src/rank/gl.rs), as either may be a GL device; the pops come
     // innermost first (on one device the scopes stack), before any await: neither guard
     // is `Send`.
     let (in_a, in_b) = {
-        let _gl = crate::gl::lock(true);
+        let _gl = crate::rank::gl::lock(true);
         let on_b = b.push_error_scope(wgpu::ErrorFilter::Validation);
         let on_a = a.push_error_scope(wgpu::ErrorFilter::Validation);
         drop(b.create_buffer(&wgpu::BufferDescriptor {

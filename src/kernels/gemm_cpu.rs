@@ -11,7 +11,7 @@
 //! [`ROWS`], [`COLS4`] and [`LANES`] are the only copy of the block's size: the GEMM's
 //! dispatch grid (src/ops/matmul.rs) is derived from them.
 
-use crate::settings::WeightLayout;
+use crate::kernels::settings::WeightLayout;
 
 /// Rows of Y per workgroup (and per invocation).
 pub(crate) const ROWS: usize = 16;

@@ -37,7 +37,7 @@
 //!
 //! [`GemmParams::k_chunk`]: crate::params::GemmParams
 
-use crate::settings::WeightLayout;
+use crate::kernels::settings::WeightLayout;
 
 /// The most rows of X the family is chosen for by [`GemmKernel::Auto`]; a product with
 /// more rows runs in blocks of this many, each reading the weights again.

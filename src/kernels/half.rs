@@ -11,7 +11,7 @@
 //! `vec4<f32>`, unit `i` the elements `4 i .. 4 i + 4`) reads unit `i` from the word pair
 //! `i` (an array of `vec2<u32>`).
 
-use crate::dtype::DType;
+use crate::kernels::dtype::DType;
 
 /// How a family's `w` binding is typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use super::gemm_skinny::Skinny;
 use super::Shader;
-use crate::dtype::DType;
+use crate::kernels::dtype::DType;
 
 /// The values each override constant takes in the crate (src/ops, src/kernels).
 fn domain(name: &str) -> &'static [f64] {

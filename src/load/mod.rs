@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
-pub use crate::dtype::DType;
 use crate::error::{Error, Result};
+pub use crate::kernels::dtype::DType;
 use crate::nn::HostWeights;
 
 pub(crate) fn checkpoint_error(what: impl Into<String>, message: impl Into<String>) -> Error {

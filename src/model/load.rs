@@ -5,14 +5,14 @@ use super::{Block, Mlp, Transformer};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
+use crate::kernels::settings::{Activation, WeightLayout};
 use crate::load::{Architecture, Checkpoint};
 use crate::nn::{
     AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Norm,
     NormKind, ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig,
     RowParallelLinear, VocabParallelEmbedding,
 };
-use crate::settings::{Activation, WeightLayout};
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
 /// Positions the rotary table covers when a model is loaded (at most the model's); a cache

@@ -11,10 +11,10 @@ use super::{HostWeights, RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
-use crate::numerics::INVARIANT_BLOCKS;
+use crate::kernels::settings::{Activation, WeightLayout};
+use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::ops::{self, HeadSpan, Product};
-use crate::settings::{Activation, WeightLayout};
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
 /// The rotary table, `[positions, head_dim]` on every rank: row `p` holds the cosines of

@@ -4,9 +4,9 @@ use super::{check_forward_fits, check_input, shard_features, weight_from_shards,
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::numerics::INVARIANT_BLOCKS;
+use crate::kernels::settings::{Activation, WeightLayout};
 use crate::ops;
-use crate::settings::{Activation, WeightLayout};
+use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::tensor::Tensor;
 
 /// Options of a [`ColumnParallelLinear`] (Megatron-LM's names and defaults).

@@ -7,7 +7,7 @@ use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::ops;
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
 /// The embedding table `[vocab, hidden]`, rank `r` holding rows

@@ -10,9 +10,9 @@ use super::{
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
+use crate::kernels::settings::WeightLayout;
 use crate::ops;
-use crate::settings::WeightLayout;
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 
 /// Input and output: `Replicate [tokens, hidden]`.
 #[derive(Debug, Clone)]

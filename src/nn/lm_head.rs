@@ -8,9 +8,9 @@ use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
+use crate::kernels::settings::WeightLayout;
 use crate::ops;
-use crate::settings::WeightLayout;
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::{read_back, Tensor};
 
 /// The head `[vocab, hidden]` (`OutIn`), rank `r` holding vocabulary rows

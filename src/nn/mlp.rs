@@ -6,7 +6,7 @@ use super::{
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
-use crate::settings::Activation;
+use crate::kernels::settings::Activation;
 
 /// The Megatron-LM MLP block: `fc2(act(fc1(x)))` with `fc1` column-parallel (output kept
 /// sharded, activation fused into its GEMM) and `fc2` row-parallel on those shards, so a

@@ -25,8 +25,8 @@ pub use weights::HostWeights;
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::numerics::INVARIANT_BLOCKS;
-use crate::settings::{Numerics, WeightLayout};
+use crate::kernels::settings::{Numerics, WeightLayout};
+use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::tensor::band_rows;
 
 /// A full (unsharded) linear layer on the host: `Y = X · W + bias`.

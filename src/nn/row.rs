@@ -4,10 +4,10 @@ use super::{check_forward_fits, check_input, shard_features, weight_from_shards,
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::numerics::INVARIANT_BLOCKS;
+use crate::kernels::settings::{Activation, WeightLayout};
 use crate::ops;
-use crate::settings::{Activation, WeightLayout};
-use crate::shard::offsets;
+use crate::ops::numerics::INVARIANT_BLOCKS;
+use crate::tensor::shard::offsets;
 use crate::tensor::Tensor;
 
 /// Options of a [`RowParallelLinear`] (Megatron-LM's names and defaults, and vLLM's

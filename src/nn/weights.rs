@@ -1,8 +1,8 @@
 //! `HostWeights`: a layer's weights on the host as a checkpoint holds them, f32 values or
 //! the 16-bit values of a half type, uploaded as they are.
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::kernels::dtype::DType;
 use crate::rank::Rank;
 use crate::tensor::Tensor;
 

@@ -3,10 +3,10 @@
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::settings::Activation;
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::params::ElementwiseParams;
 use crate::rank::Rank;
-use crate::settings::Activation;
 use crate::tensor::Tensor;
 
 /// True when `[start, start + len)` lies inside `[0, limit)`, without overflow.

@@ -27,11 +27,11 @@ mod skinny;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::kernels::{gemm_cpu, gemm_skinny, PipelineKey, Shader};
-use crate::numerics::INVARIANT_BLOCKS;
+use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::params::GemmParams;
 use crate::rank::Rank;
-use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::tensor::{Band, Tensor};
 use skinny::SkinnyBlock;
 

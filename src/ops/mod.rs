@@ -8,6 +8,7 @@
 mod elementwise;
 mod matmul;
 mod model;
+pub(crate) mod numerics;
 mod sum;
 
 use std::ops::Range;

@@ -2,11 +2,11 @@
 //! logical ranks, and the join of a tp-invariant product's K blocks.
 
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::settings::Numerics;
 use crate::kernels::{pieces, PipelineKey, Shader};
-use crate::numerics::tree_mid;
+use crate::ops::numerics::tree_mid;
 use crate::params::{ElementwiseParams, ReduceParams};
 use crate::rank::Rank;
-use crate::settings::Numerics;
 use crate::tensor::Tensor;
 
 /// Inputs bound by one dispatch of `reduce.wgsl`.

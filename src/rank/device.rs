@@ -5,14 +5,14 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::kernels::settings::{GemmKernel, Numerics};
 use crate::kernels::Kernels;
-use crate::pool::BufferPool;
-use crate::settings::{GemmKernel, Numerics};
+use crate::rank::pool::BufferPool;
 
 /// A device and everything kept per device: shared by the logical ranks on it.
 pub(crate) struct DeviceCtx {
     /// The wgpu objects (`device`, `queue`, `kernels`) are dropped by hand in `Drop`,
-    /// under the GL lock for a GL device (src/gl.rs).
+    /// under the GL lock for a GL device (src/rank/gl.rs).
     pub(super) device: ManuallyDrop<wgpu::Device>,
     pub(super) queue: ManuallyDrop<wgpu::Queue>,
     pub(super) info: wgpu::AdapterInfo,
@@ -121,7 +121,7 @@ impl DeviceCtx {
 
 impl Drop for DeviceCtx {
     fn drop(&mut self) {
-        let _gl = crate::gl::lock(self.info.backend == wgpu::Backend::Gl);
+        let _gl = crate::rank::gl::lock(self.info.backend == wgpu::Backend::Gl);
         self.pool.trim();
         if let Ok(mut pending) = self.pending.lock() {
             *pending = Default::default();

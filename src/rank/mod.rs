@@ -7,7 +7,9 @@ use std::time::Duration;
 mod batch;
 mod device;
 mod dispatch;
+pub(crate) mod gl;
 mod order;
+pub(crate) mod pool;
 mod staging;
 mod wait;
 
@@ -18,10 +20,10 @@ pub(crate) use dispatch::Dispatch;
 use device::describe;
 
 use crate::error::{Error, Result};
-use crate::gl::{self, GlGuard};
+use crate::kernels::settings::{GemmKernel, Numerics};
 use crate::kernels::Kernels;
-use crate::pool::BufferPool;
-use crate::settings::{GemmKernel, Numerics};
+use crate::rank::pool::BufferPool;
+use gl::GlGuard;
 use wait::resolve;
 pub(crate) use wait::{block_on, signal, Signal};
 
@@ -125,7 +127,7 @@ impl Rank {
     }
 
     /// Held around every call on this rank's device outside [`Rank::scoped`]: the
-    /// process-wide GL lock for a GL device (see src/gl.rs), nothing otherwise.
+    /// process-wide GL lock for a GL device (see src/rank/gl.rs), nothing otherwise.
     pub(crate) fn gl(&self) -> GlGuard {
         gl::lock(self.inner.dev.info.backend == wgpu::Backend::Gl)
     }

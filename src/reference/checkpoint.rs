@@ -177,7 +177,7 @@ fn to_f16(v: f32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::{to_bf16, to_f16};
-    use crate::dtype::{bf16_to_f32, f16_to_f32};
+    use crate::kernels::dtype::{bf16_to_f32, f16_to_f32};
 
     #[test]
     fn rounding_to_half_is_to_nearest_with_ties_to_even() {

@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
-use crate::settings::{Activation, WeightLayout};
+use crate::kernels::settings::{Activation, WeightLayout};
 
 /// Unit roundoff of f32.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;

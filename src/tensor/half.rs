@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use super::{check_shape, Tensor};
-use crate::dtype::DType;
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::dtype::DType;
 use crate::rank::Rank;
 
 impl Tensor {

@@ -10,13 +10,14 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::dtype::DType;
 use crate::error::{fmt_shape, Error, Result};
-use crate::pool::Pooled;
+use crate::kernels::dtype::DType;
+use crate::rank::pool::Pooled;
 use crate::rank::Rank;
 
 mod half;
 mod read;
+pub(crate) mod shard;
 
 use crate::rank::block_on;
 pub(crate) use read::{map_read, mapped, read_back, MapReceiver};

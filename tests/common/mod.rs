@@ -280,3 +280,61 @@ pub fn assert_every_rank_within(want: &Approx, y: &wgpu_tp::DistTensor, ctx: &st
         assert_within(want, v, &format!("{ctx} rank {r}"));
     }
 }
+
+/// The window `rows x cols` at `(row0, col0)` of the row-major `[_, src_cols]` matrix
+/// `src` (written here, not taken from the crate, so a test checks the crate's slicing
+/// against an independent one).
+#[allow(dead_code)]
+pub fn slice_host(
+    src: &[f32],
+    src_cols: usize,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+) -> Vec<f32> {
+    (row0..row0 + rows)
+        .flat_map(|r| {
+            src[r * src_cols + col0..r * src_cols + col0 + cols]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
+/// The row-major `[rows, cols]` matrix `src` cut along `dim` into shards of `sizes`.
+#[allow(dead_code)]
+pub fn split_host(src: &[f32], shape: [usize; 2], dim: usize, sizes: &[usize]) -> Vec<Vec<f32>> {
+    let [rows, cols] = shape;
+    assert_eq!(src.len(), rows * cols, "split_host: {shape:?}");
+    let mut start = 0;
+    sizes
+        .iter()
+        .map(|&len| {
+            let part = if dim == 0 {
+                slice_host(src, cols, start, len, 0, cols)
+            } else {
+                slice_host(src, cols, 0, rows, start, len)
+            };
+            start += len;
+            part
+        })
+        .collect()
+}
+
+/// The row-major shards `parts` (of `shapes`) put back together along `dim`.
+#[allow(dead_code)]
+pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Vec<f32> {
+    if dim == 0 {
+        return parts.concat();
+    }
+    let rows = shapes.first().map_or(0, |s| s[0]);
+    (0..rows)
+        .flat_map(|r| {
+            parts
+                .iter()
+                .zip(shapes)
+                .flat_map(move |(p, s)| p[r * s[1]..(r + 1) * s[1]].iter().copied())
+        })
+        .collect()
+}

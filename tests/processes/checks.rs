@@ -1,8 +1,8 @@
 //! The checks tests/processes.rs's workers run in every process (see its docs).
 
-use common::{assert_same_bits, assert_within, rank_order_sum};
+use common::{assert_same_bits, assert_within, concat_host, rank_order_sum, split_host};
 use wgpu_tp::reference::{self, Approx, Rng};
-use wgpu_tp::shard::{concat_host, split_host};
+
 use wgpu_tp::{
     split_sizes, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
     Numerics, ParallelMlp, Placement, Processes, RowParallelConfig, RowParallelLinear, Tensor,
@@ -49,7 +49,7 @@ pub fn check_collectives(g: &Group, ctx: &str) {
     for dim in 0..2 {
         // Reduce-scatter: each rank its (uneven) slice of the same sum.
         let sizes = split_sizes(SHAPE[dim], tp).unwrap();
-        let slices = split_host(&exact, SHAPE, dim, &sizes).unwrap();
+        let slices = split_host(&exact, SHAPE, dim, &sizes);
         let y = x.reduce_scatter(dim).unwrap();
         assert_eq!(y.shard_sizes(), &sizes[..]);
         for (v, r) in y.to_host_per_rank().unwrap().iter().zip(local.clone()) {
@@ -78,7 +78,7 @@ pub fn check_collectives(g: &Group, ctx: &str) {
         let own: Vec<usize> = (1..=tp).collect();
         let rows: usize = own.iter().sum();
         let data = common::normal_parts(&mut Rng::new(7), 1, rows * 3).remove(0);
-        let pieces = split_host(&data, [rows, 3], 0, &own).unwrap();
+        let pieces = split_host(&data, [rows, 3], 0, &own);
         let locals = g
             .ranks()
             .iter()
@@ -89,7 +89,7 @@ pub fn check_collectives(g: &Group, ctx: &str) {
         assert_eq!((t.shape(), t.shard_sizes()), ([rows, 3], &own[..]));
         let all = t.all_gather().unwrap().to_host().unwrap();
         let shapes: Vec<[usize; 2]> = own.iter().map(|&r| [r, 3]).collect();
-        assert_same_bits(&all, &concat_host(&pieces, &shapes, 0).unwrap(), ctx);
+        assert_same_bits(&all, &concat_host(&pieces, &shapes, 0), ctx);
     }
     // Broadcast from every root, wherever it lives.
     for root in 0..tp {
@@ -125,7 +125,7 @@ pub fn check_random_shapes(g: &Group, ctx: &str) {
         }
         let dim = case % 2;
         let sizes = split_sizes(shape[dim], tp).unwrap();
-        let slices = split_host(&exact, shape, dim, &sizes).unwrap();
+        let slices = split_host(&exact, shape, dim, &sizes);
         let y = x.reduce_scatter(dim).unwrap();
         for (v, r) in y.to_host_per_rank().unwrap().iter().zip(g.local_range()) {
             assert_same_bits(v, &slices[r], &format!("{ctx}: reduce_scatter dim {dim}"));

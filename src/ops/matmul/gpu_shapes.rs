@@ -4,8 +4,8 @@
 
 use std::cell::Cell;
 
+use crate::kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::reference::{self, Approx, Rng};
-use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::{ops, Error, Group, Tensor};
 
 thread_local! {

@@ -4,10 +4,10 @@
 
 use crate::error::Result;
 use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
+use crate::kernels::settings::{Numerics, WeightLayout};
 use crate::kernels::{PipelineKey, Shader};
 use crate::params::GemmParams;
 use crate::rank::{Dispatch, Rank};
-use crate::settings::{Numerics, WeightLayout};
 use crate::tensor::Tensor;
 
 /// The most K chunks of a skinny product.

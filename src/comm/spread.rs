@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::processes::Processes;
 use crate::error::{Error, Result};
-use crate::processes::Processes;
-use crate::settings::Numerics;
+use crate::kernels::settings::Numerics;
 
 /// How the group's ranks lie over processes: process `p` holds `per_process[p]` ranks,
 /// numbered process-major.
@@ -31,7 +31,7 @@ impl Spread {
             per_process: vec![n],
             first: 0,
             world: n,
-            chunk_bytes: crate::collective::CHUNK_BYTES,
+            chunk_bytes: super::CHUNK_BYTES,
             band_bytes: u64::MAX,
         }
     }
@@ -39,7 +39,7 @@ impl Spread {
 
 /// Every process's rank count and largest band, and a check that the processes agree on
 /// the numerics (their sums must be the same computation): one all-gather of three words.
-pub(super) fn spread_over(
+pub(crate) fn spread_over(
     processes: Processes,
     local: usize,
     numerics: Numerics,
@@ -68,7 +68,7 @@ pub(super) fn spread_over(
         per_process,
         first,
         processes: Some(processes),
-        chunk_bytes: smallest.min(crate::collective::CHUNK_BYTES),
+        chunk_bytes: smallest.min(super::CHUNK_BYTES),
         band_bytes: smallest,
     })
 }

@@ -4,7 +4,7 @@
 use super::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
 
 impl DistTensor {
@@ -40,16 +40,16 @@ impl DistTensor {
             | (Placement::Partial, Placement::Partial) => Ok(self.clone()),
             (Placement::Shard(a), Placement::Shard(b)) if a == b => Ok(self.clone()),
             (Placement::Partial, Placement::Replicate) => {
-                let out = g.all_reduce(&self.locals).await?;
+                let out = g.comm().all_reduce(&self.locals).await?;
                 Ok(self.with(out, target, Vec::new()))
             }
             (Placement::Shard(d), Placement::Replicate) => {
-                let out = g.all_gather(&self.locals, d).await?;
+                let out = g.comm().all_gather(&self.locals, d).await?;
                 Ok(self.with(out, target, Vec::new()))
             }
             (Placement::Partial, Placement::Shard(d)) => {
                 let sizes = split_sizes(self.shape[d], g.world_size())?;
-                let out = g.reduce_scatter(&self.locals, d, &sizes).await?;
+                let out = g.comm().reduce_scatter(&self.locals, d, &sizes).await?;
                 Ok(self.with(out, target, sizes))
             }
             (Placement::Replicate, Placement::Shard(d)) => {
@@ -155,7 +155,7 @@ impl DistTensor {
     /// # Errors
     /// [`Error::InvalidArgument`] when `root` is not a rank; collective errors.
     pub async fn broadcast_async(&self, root: usize) -> Result<DistTensor> {
-        let out = self.group.broadcast(&self.locals, root).await?;
+        let out = self.group.comm().broadcast(&self.locals, root).await?;
         let shape = out[0].shape();
         Ok(DistTensor::from_parts(
             &self.group,

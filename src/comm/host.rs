@@ -1,14 +1,12 @@
 //! The host collective: read every rank's buffer back, combine on the host in rank
 //! order, upload the result. Works between any ranks, whatever adapter or backend.
 
-use super::{
-    check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes, BoxFuture,
-    Collective,
-};
+use super::checked::{check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes};
+use super::transport::{BoxFuture, Collective};
 use crate::error::Result;
-use crate::numerics::{tree_into, tree_scratch};
-use crate::settings::Numerics;
-use crate::shard::{concat_host, split_host};
+use crate::kernels::settings::Numerics;
+use crate::ops::numerics::{tree_into, tree_scratch};
+use crate::tensor::shard::{concat_host, split_host};
 use crate::tensor::{read_back, Tensor};
 
 use super::chunked::{chunked_all_reduce, Cuts};

@@ -24,7 +24,7 @@ pub const DEFAULT_BUFFER_CACHE_BYTES: u64 = 256 << 20;
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     cap: u64,
-    /// A GL device's buffers are freed under the GL lock (src/gl.rs).
+    /// A GL device's buffers are freed under the GL lock (src/rank/gl.rs).
     gl: bool,
     free: Mutex<Free>,
     /// Bytes of the buffers tensors hold now (in use, not in the cache).
@@ -85,7 +85,7 @@ impl BufferPool {
     }
 
     fn give(&self, buffer: wgpu::Buffer) {
-        let _gl = crate::gl::lock(self.gl);
+        let _gl = crate::rank::gl::lock(self.gl);
         let bytes = buffer.size();
         if let Ok(mut free) = self.free.lock() {
             if bytes > self.cap {
@@ -117,7 +117,7 @@ impl BufferPool {
 
     /// Frees every kept buffer.
     pub(crate) fn trim(&self) {
-        let _gl = crate::gl::lock(self.gl);
+        let _gl = crate::rank::gl::lock(self.gl);
         if let Ok(mut free) = self.free.lock() {
             *free = Free::default();
         }
@@ -126,7 +126,7 @@ impl BufferPool {
 
 /// A tensor's buffer; goes back to its pool when the last tensor holding it is dropped,
 /// unless it was handed out ([`Pooled::export`]) or the pool is gone, and then is freed.
-/// Either way the one handle is dropped under the GL lock for a GL device (src/gl.rs).
+/// Either way the one handle is dropped under the GL lock for a GL device (src/rank/gl.rs).
 #[derive(Debug)]
 pub(crate) struct Pooled {
     /// Taken out only in `Drop`.
@@ -161,7 +161,7 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let _gl = crate::gl::lock(self.gl);
+        let _gl = crate::rank::gl::lock(self.gl);
         // SAFETY: `buffer` is never used again: this is `Drop`, and it is taken once.
         let buffer = unsafe { ManuallyDrop::take(&mut self.buffer) };
         if let Some(pool) = self.pool.upgrade() {

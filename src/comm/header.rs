@@ -5,9 +5,9 @@
 //! both, before any exchange whose size depends on them (MPI aborts the job on a size
 //! mismatch, and pairs equal sizes silently).
 
-use super::Group;
+use super::processes::Processes;
+use super::Comm;
 use crate::error::{Error, Result};
-use crate::processes::Processes;
 
 /// Words in a header: the collective, then three of its arguments.
 pub(super) const WORDS: usize = 4;
@@ -55,7 +55,7 @@ pub(super) fn out_of_step(op: &'static str, p: usize, theirs: &[u64], ours: &[u6
     }
 }
 
-impl Group {
+impl Comm {
     /// Checks that every process runs `what` with `args` here (see the module docs).
     pub(super) fn agree(
         &self,

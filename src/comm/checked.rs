@@ -2,18 +2,16 @@
 //! them, counted in [`CollectiveStats`](crate::CollectiveStats), and the transport's outputs
 //! are checked before anyone uses them (a custom [`Collective`](crate::Collective) is
 //! not trusted to return one tensor per rank, on that rank, of the right shape). A group
-//! spanning processes runs spanning.rs instead of the transport.
+//! spanning processes runs spanning.rs instead of the transport. The input checks the
+//! transports share are at the end.
 
 use std::sync::atomic::Ordering;
 
-use super::Group;
-use crate::collective::{
-    check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes,
-};
+use super::Comm;
 use crate::error::{fmt_shape, Error, Result};
 use crate::tensor::Tensor;
 
-impl Group {
+impl Comm {
     /// Every rank gets the elementwise sum of `inputs` (one per rank, in rank order).
     pub(crate) async fn all_reduce(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let op = "all_reduce";
@@ -109,4 +107,105 @@ impl Group {
         }
         Ok(out)
     }
+}
+
+/// The shape every input has (the inputs are not empty).
+pub(crate) fn check_same_shapes(op: &'static str, inputs: &[Tensor]) -> Result<[usize; 2]> {
+    let first = check_not_empty(op, inputs)?.shape();
+    match inputs.iter().find(|t| t.shape() != first) {
+        Some(t) => Err(Error::shape(op, fmt_shape(first), fmt_shape(t.shape()))),
+        None => Ok(first),
+    }
+}
+
+/// The first input; refuses no inputs, and half-precision ones (the collectives move and
+/// sum f32 values).
+fn check_not_empty<'a>(op: &'static str, inputs: &'a [Tensor]) -> Result<&'a Tensor> {
+    inputs.iter().try_for_each(|t| t.require_f32(op))?;
+    inputs
+        .first()
+        .ok_or_else(|| Error::shape(op, "at least one tensor", "none"))
+}
+
+fn check_dim(op: &'static str, dim: usize) -> Result<()> {
+    if dim > 1 {
+        return Err(Error::invalid(op, format!("dim must be 0 or 1, got {dim}")));
+    }
+    Ok(())
+}
+
+/// Checks an all-gather's inputs; returns the gathered shape.
+pub(crate) fn check_all_gather(
+    op: &'static str,
+    inputs: &[Tensor],
+    dim: usize,
+) -> Result<[usize; 2]> {
+    check_not_empty(op, inputs)?;
+    let shapes: Vec<[usize; 2]> = inputs.iter().map(Tensor::shape).collect();
+    gathered_shape(op, &shapes, dim)
+}
+
+/// The shape `shapes` (not empty) concatenate to along `dim`; an error when they differ
+/// along the other dimension.
+pub(crate) fn gathered_shape(
+    op: &'static str,
+    shapes: &[[usize; 2]],
+    dim: usize,
+) -> Result<[usize; 2]> {
+    check_dim(op, dim)?;
+    let first = *shapes
+        .first()
+        .ok_or_else(|| Error::shape(op, "at least one tensor", "none"))?;
+    let other = 1 - dim;
+    if let Some(s) = shapes.iter().find(|s| s[other] != first[other]) {
+        return Err(Error::shape(
+            op,
+            format!("dimension {other} of {} on every rank", first[other]),
+            fmt_shape(*s),
+        ));
+    }
+    let mut shape = first;
+    shape[dim] = shapes
+        .iter()
+        .try_fold(0usize, |a, s| a.checked_add(s[dim]))
+        .ok_or_else(|| Error::shape(op, "a gathered size that fits usize", "an overflow"))?;
+    Ok(shape)
+}
+
+/// Checks a reduce-scatter's inputs; returns the shape of the sum.
+/// `world` is the number of ranks in every process together (`inputs.len()` in one).
+pub(crate) fn check_reduce_scatter(
+    op: &'static str,
+    inputs: &[Tensor],
+    dim: usize,
+    sizes: &[usize],
+    world: usize,
+) -> Result<[usize; 2]> {
+    check_dim(op, dim)?;
+    let shape = check_same_shapes(op, inputs)?;
+    let n = shape[dim];
+    let total = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s));
+    if sizes.len() != world || total != Some(n) || sizes.contains(&0) {
+        return Err(Error::shape(
+            op,
+            format!("{world} non-zero shard sizes summing to {n}"),
+            format!("{sizes:?}"),
+        ));
+    }
+    Ok(shape)
+}
+
+/// Checks a broadcast's inputs; returns the root's shape.
+pub(crate) fn check_broadcast(
+    op: &'static str,
+    inputs: &[Tensor],
+    root: usize,
+) -> Result<[usize; 2]> {
+    check_not_empty(op, inputs)?;
+    inputs.get(root).map(Tensor::shape).ok_or_else(|| {
+        Error::invalid(
+            op,
+            format!("root {root} is not a rank of a group of {}", inputs.len()),
+        )
+    })
 }

@@ -1,10 +1,11 @@
 //! The on-device collective for logical ranks that share one device: a WGSL reduction
 //! over the ranks' buffers and buffer-to-buffer copies, with no host round trip.
 
-use super::{check_all_gather, check_broadcast, check_reduce_scatter, BoxFuture, Collective};
+use super::checked::{check_all_gather, check_broadcast, check_reduce_scatter};
+use super::transport::{BoxFuture, Collective};
 use crate::error::Result;
 use crate::ops::{self, one_device};
-use crate::shard::offsets;
+use crate::tensor::shard::offsets;
 use crate::tensor::Tensor;
 
 /// Joins logical ranks sharing one device ([`GroupBuilder::ranks_sharing_one_device`]

@@ -3,7 +3,7 @@
 //! the combination of chunk `i` and the upload of chunk `i - 1` overlap), a `combine` step
 //! turns the ranks' rows into the result's, and the result goes back through reused upload
 //! buffers. Only the combination differs: a sum in this process, or an exchange with the
-//! other processes (group/spanning.rs).
+//! other processes (spanning.rs).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -127,7 +127,7 @@ async fn finish_chunk(
     }
     let len = (chunk.bytes / 4) as usize;
     {
-        // GL ranks: one thread at a time in GL (src/gl.rs) while the ranges are taken;
+        // GL ranks: one thread at a time in GL (src/rank/gl.rs) while the ranges are taken;
         // reading them and the combination need no lock.
         let gl: Vec<_> = inputs.iter().map(|t| t.rank().gl()).collect();
         let views = mapped

@@ -15,25 +15,24 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Group;
+use super::Comm;
 use crate::error::{Error, Result};
 
 /// Held while a collective between processes runs; poisons the group when dropped before
 /// [`Flight::land`] saw it succeed.
 pub(crate) struct Flight<'a> {
-    group: &'a Group,
+    comm: &'a Comm,
     landed: bool,
 }
 
-impl Group {
+impl Comm {
     /// Starts a collective between processes on this group.
     ///
     /// # Errors
     /// [`Error::Processes`] when another is in flight (the group is poisoned).
     pub(crate) fn take_off(&self, op: &'static str) -> Result<Flight<'_>> {
         let free =
-            self.inner
-                .in_flight
+            self.in_flight
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire);
         if free.is_err() {
             self.poison();
@@ -46,7 +45,7 @@ impl Group {
             });
         }
         Ok(Flight {
-            group: self,
+            comm: self,
             landed: false,
         })
     }
@@ -63,8 +62,8 @@ impl Flight<'_> {
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
         if !self.landed {
-            self.group.poison();
+            self.comm.poison();
         }
-        self.group.inner.in_flight.store(false, Ordering::Release);
+        self.comm.in_flight.store(false, Ordering::Release);
     }
 }

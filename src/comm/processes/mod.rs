@@ -4,7 +4,7 @@
 //! [`GroupBuilder::processes`](crate::GroupBuilder::processes) spans every process of an
 //! MPI communicator: each process brings its local ranks, global rank numbers are
 //! process-major, and the collectives move host buffers between processes with
-//! non-blocking MPI calls polled against the group's timeout (spanning.rs in `group/`
+//! non-blocking MPI calls polled against the group's timeout (spanning.rs in `comm/`
 //! holds the algorithms). Without the feature, `Processes` is an empty type and nothing
 //! MPI is compiled.
 

@@ -10,16 +10,16 @@
 //! code; an all-gather hands every process every region's sum. The bits are those of one
 //! process holding all ranks, whatever MPI's own reduction algorithm would have done.
 
+use super::checked::gathered_shape;
+use super::chunked::{chunked_all_reduce, Cuts};
 use super::header::{
     out_of_step, ALL_GATHER, ALL_REDUCE, BROADCAST, FROM_LOCALS, REDUCE_SCATTER, TO_HOST,
 };
-use super::{Group, Spread};
-use crate::collective::{
-    chunked_all_reduce, gathered_shape, give_host_chunk, sum_parallel, take_host_chunk, Cuts,
-};
+use super::host::{give_host_chunk, sum_parallel, take_host_chunk};
+use super::processes::Processes;
+use super::{Comm, Spread};
 use crate::error::{Error, Result};
-use crate::processes::Processes;
-use crate::shard::{concat_host, offsets, split_host};
+use crate::tensor::shard::{concat_host, offsets, split_host};
 use crate::tensor::{read_back, Tensor};
 
 /// The processes of a spread that has several (the caller checked).
@@ -70,7 +70,7 @@ fn digest(sizes: &[usize]) -> u64 {
 }
 
 /// The elementwise sum of `addends` (every rank's, in global rank order).
-fn sum_addends(g: &Group, addends: &[&[f32]], len: usize) -> Vec<f32> {
+fn sum_addends(g: &Comm, addends: &[&[f32]], len: usize) -> Vec<f32> {
     let mut sum = vec![0.0; len];
     if len > 0 {
         sum_parallel(&mut sum, addends, g.ranks()[0].numerics());
@@ -78,7 +78,7 @@ fn sum_addends(g: &Group, addends: &[&[f32]], len: usize) -> Vec<f32> {
     sum
 }
 
-impl Group {
+impl Comm {
     /// How long an exchange between processes may wait for the others.
     pub(super) fn span_timeout(&self) -> std::time::Duration {
         self.ranks()[0].timeout()
@@ -219,7 +219,7 @@ impl Group {
         flight.land(out)
     }
 
-    /// The exchange of [`Group::gather_shapes`], inside a collective.
+    /// The exchange of [`Comm::gather_shapes`], inside a collective.
     fn span_shapes(
         &self,
         op: &'static str,
