@@ -24,7 +24,7 @@ static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A set of ranks that compute together, and the collective that joins them.
 ///
-/// A handle on the group's [`Comm`] (comm/), which holds the ranks: everything between
+/// A handle on the group's `Comm` (src/comm/), which holds the ranks: everything between
 /// ranks lives there, and this type is the public face of it.
 ///
 /// Cheap to clone; `Send + Sync`, so one group may serve several threads (a group
