@@ -1,6 +1,6 @@
 // GEMM for CPU adapters (lavapipe / llvmpipe), with a fused epilogue: Y = act(X . W + bias).
 // Requires activation.wgsl and gemm_params.wgsl prepended and the entry points appended
-// (src/kernels.rs does both).
+// (src/kernels/mod.rs does both).
 //
 // llvmpipe runs a workgroup of 8 invocations as one 256-bit SIMD vector, with no workgroup
 // memory worth having, and (Mesa 22.3, measured) every storage load costs one load per
@@ -19,7 +19,7 @@
 //
 // Bindings (vec4<f32>, row-major; each a band of rows of a tensor, src/tensor.rs; offsets
 // and leading dimensions in f32 elements, all multiples of 4, as are N and K, which
-// src/ops/matmul.rs checks):
+// src/ops/matmul/mod.rs checks):
 //   0: x     storage, read       row m of X starts at vec4 (p.x_offset + m * p.ldx) / 4
 //   1: w     storage, read       main_in_out (weights stored [in, out]): row k of W starts at
 //                                vec4 (p.w_offset + k * p.ldw) / 4; main_out_in ([out, in]):

@@ -1,5 +1,5 @@
 // Bindings and loads shared by the scalar GEMM shaders (gemm_simple, gemm_tiled,
-// gemm_tiled_large), prepended to each after gemm_params.wgsl by src/kernels.rs.
+// gemm_tiled_large), prepended to each after gemm_params.wgsl by src/kernels/mod.rs.
 // Bindings (f32, row-major, each a band of rows of a tensor; shapes in gemm_params.wgsl):
 //   0: x     storage, read
 //   1: w     storage, read       [in, out] when W_OUT_IN == false, [out, in] when true

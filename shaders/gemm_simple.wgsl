@@ -1,6 +1,6 @@
 // GEMM, one output element per invocation, with a fused epilogue: Y = act(X . W + bias).
 // The path for small or odd shapes (any M, N, K, either layout; no alignment needed).
-// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
+// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
 // Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
 // gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when

@@ -1,11 +1,11 @@
 // GEMM for few rows of X (decode steps), with split-K and a fused epilogue:
 // Y = act(X . W + bias). Requires activation.wgsl and gemm_params.wgsl prepended, and the
-// generated part appended (src/kernels/gemm_skinny.rs: the unit type T, f32 or vec4<f32>,
+// generated part appended (src/kernels/gemm_skinny/mod.rs: the unit type T, f32 or vec4<f32>,
 // its WIDTH in columns, ZERO, activate_t, the row block ROWS and the entry points).
 //
 // Bindings (array<T>, row-major, each a band of rows of a tensor; offsets and leading
 // dimensions in f32 elements as gemm_params.wgsl describes them, all multiples of WIDTH,
-// as are N and every K chunk, which src/ops/matmul.rs checks):
+// as are N and every K chunk, which src/ops/matmul/mod.rs checks):
 //   0: x     storage, read       main entries: X, row m from unit (x_offset + m ldx) / WIDTH;
 //                                finish: the partial sums, [chunks * M, N] row-major
 //   1: w     storage, read       [in, out] (main_in_out) or [out, in] (main_out_in) at
@@ -18,7 +18,7 @@
 //                                chunk of workgroup row s is [s k_chunk, min((s + 1) k_chunk,
 //                                K)); finish: p.k is the number of chunks to add
 //
-// Dispatch (src/kernels/gemm_skinny.rs gives the sizes and the lane mappings):
+// Dispatch (src/kernels/gemm_skinny/mod.rs gives the sizes and the lane mappings):
 //   lanes along N or K: workgroups (ceil(N / columns per workgroup), chunks, 1), each
 //     invocation a ROWS x (units) block of Y over its K chunk;
 //   sweep: workgroups (column groups, ceil(chunks / 8), 1) of 8, lane l of workgroup

@@ -1,6 +1,6 @@
 // GEMM for GPUs with large outputs: 128 x 128 tiles in workgroup memory, 8 x 8 register
 // blocks, vec4 workgroup reads; fused epilogue: Y = act(X . W + bias).
-// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
+// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
 // Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
 // gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when

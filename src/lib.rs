@@ -51,7 +51,6 @@ pub mod model;
 pub mod nn;
 mod numerics;
 pub mod ops;
-mod params;
 mod pool;
 mod processes;
 mod rank;

@@ -9,7 +9,7 @@
 //! `[in, out]`, an fma per k) and `main_out_in` (`[out, in]`, a dot product per 4 k).
 //!
 //! [`ROWS`], [`COLS4`] and [`LANES`] are the only copy of the block's size: the GEMM's
-//! dispatch grid (src/ops/matmul.rs) is derived from them.
+//! dispatch grid (src/ops/matmul/mod.rs) is derived from them.
 
 use crate::settings::WeightLayout;
 

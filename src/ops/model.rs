@@ -7,7 +7,7 @@
 use super::same_rank;
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::{pieces, PipelineKey, Shader};
-use crate::params::ModelParams;
+use crate::kernels::params::ModelParams;
 use crate::tensor::Tensor;
 
 fn key(entry: &'static str) -> PipelineKey {

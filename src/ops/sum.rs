@@ -4,7 +4,7 @@
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::numerics::tree_mid;
-use crate::params::{ElementwiseParams, ReduceParams};
+use crate::kernels::params::{ElementwiseParams, ReduceParams};
 use crate::rank::Rank;
 use crate::settings::Numerics;
 use crate::tensor::Tensor;

@@ -35,7 +35,7 @@
 //! The last two sum in a fixed order, so deterministically, but not in the order of an
 //! unsplit sum: never under tp-invariant numerics.
 //!
-//! [`GemmParams::k_chunk`]: crate::params::GemmParams
+//! [`GemmParams::k_chunk`]: crate::kernels::params::GemmParams
 
 use crate::settings::WeightLayout;
 

@@ -92,14 +92,14 @@ mod tests {
                 .map(str::to_string)
                 .collect()
         }
-        let gemm = fields(include_str!("../shaders/gemm_params.wgsl"));
+        let gemm = fields(include_str!("../../shaders/gemm_params.wgsl"));
         assert_eq!(
             gemm.len() * 4,
             std::mem::size_of::<GemmParams>(),
             "{gemm:?}"
         );
         assert_eq!(gemm[10], "accumulate");
-        let ew = fields(include_str!("../shaders/elementwise.wgsl"));
+        let ew = fields(include_str!("../../shaders/elementwise.wgsl"));
         assert_eq!(
             ew.len() * 4,
             std::mem::size_of::<ElementwiseParams>(),
@@ -107,8 +107,8 @@ mod tests {
         );
         assert_eq!(ew[7], "value");
         for wgsl in [
-            include_str!("../shaders/reduce.wgsl"),
-            include_str!("../shaders/reduce8.wgsl"),
+            include_str!("../../shaders/reduce.wgsl"),
+            include_str!("../../shaders/reduce8.wgsl"),
         ] {
             let red = fields(wgsl);
             assert_eq!(
@@ -118,7 +118,7 @@ mod tests {
             );
             assert_eq!(red[4], "tree");
         }
-        let model = fields(include_str!("../shaders/model.wgsl"));
+        let model = fields(include_str!("../../shaders/model.wgsl"));
         assert_eq!(
             model.len() * 4,
             std::mem::size_of::<ModelParams>(),

@@ -11,22 +11,23 @@ use uniforms::Uniforms;
 pub(crate) mod gemm_cpu;
 pub(crate) mod gemm_skinny;
 mod half;
+pub(crate) mod params;
 #[cfg(test)]
 mod portability;
 mod uniforms;
 
-const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
-const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");
-const GEMM_SCALAR_WGSL: &str = include_str!("../shaders/gemm_scalar.wgsl");
-const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
-const GEMM_TILED_LARGE_WGSL: &str = include_str!("../shaders/gemm_tiled_large.wgsl");
-const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
-const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
-const GEMM_SKINNY_WGSL: &str = include_str!("../shaders/gemm_skinny.wgsl");
-const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
-const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
-const REDUCE8_WGSL: &str = include_str!("../shaders/reduce8.wgsl");
-const MODEL_WGSL: &str = include_str!("../shaders/model.wgsl");
+const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+const GEMM_PARAMS_WGSL: &str = include_str!("../../shaders/gemm_params.wgsl");
+const GEMM_SCALAR_WGSL: &str = include_str!("../../shaders/gemm_scalar.wgsl");
+const GEMM_TILED_WGSL: &str = include_str!("../../shaders/gemm_tiled.wgsl");
+const GEMM_TILED_LARGE_WGSL: &str = include_str!("../../shaders/gemm_tiled_large.wgsl");
+const GEMM_CPU_WGSL: &str = include_str!("../../shaders/gemm_cpu.wgsl");
+const GEMM_SIMPLE_WGSL: &str = include_str!("../../shaders/gemm_simple.wgsl");
+const GEMM_SKINNY_WGSL: &str = include_str!("../../shaders/gemm_skinny.wgsl");
+const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
+const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE8_WGSL: &str = include_str!("../../shaders/reduce8.wgsl");
+const MODEL_WGSL: &str = include_str!("../../shaders/model.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -43,7 +44,7 @@ pub(crate) enum Shader {
     GemmCpu,
     /// `gemm_simple.wgsl`: same bindings.
     GemmSimple,
-    /// `gemm_skinny.wgsl` and the generated variant (`kernels/gemm_skinny.rs`): same
+    /// `gemm_skinny.wgsl` and the generated variant (`kernels/gemm_skinny/mod.rs`): same
     /// bindings.
     GemmSkinny(gemm_skinny::Skinny),
     /// `elementwise.wgsl`: a, b (read), out (read-write), params (uniform).
