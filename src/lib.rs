@@ -73,7 +73,6 @@ pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
-pub use ops::gemm_kernel_for;
 pub use pool::DEFAULT_BUFFER_CACHE_BYTES;
 #[cfg(feature = "mpi")]
 pub use processes::Processes;

@@ -1,8 +1,10 @@
 //! The uniform parameters of each shader, as `#[repr(C)]` structs that mirror the WGSL
-//! `struct Params` field for field (all `u32`, so the layouts agree without padding
+//! parameter structs field for field (one per entry point, but where entries share a meaning) (all `u32`, so the layouts agree without padding
 //! rules; each is a multiple of 16 bytes, as a uniform buffer binding wants).
 
 use bytemuck::{Pod, Zeroable};
+
+use super::Piece;
 
 /// `shaders/gemm_params.wgsl`'s `Params` (every GEMM family). Offsets and leading
 /// dimensions are in f32 elements within the band buffers bound.
@@ -53,26 +55,155 @@ pub(crate) struct ReduceParams {
     pub _pad: [u32; 3],
 }
 
-/// `shaders/model.wgsl`'s `Params` (what each field means per entry is in the shader).
+/// The parameters of a transformer kernel (`shaders/norms.wgsl`, `embedding.wgsl`,
+/// `rope.wgsl`, `kv_cache.wgsl`, `attention.wgsl`, `swiglu.wgsl`), each dispatched in
+/// pieces ([`crate::kernels::pieces`]): every struct starts with the piece's `count`,
+/// `row_stride` and `base`.
+pub(crate) trait PieceParams: Pod {
+    /// These parameters for one piece of the dispatch.
+    fn at(self, piece: &Piece) -> Self;
+}
+
+macro_rules! piece_params {
+    ($($t:ident),*) => {$(
+        impl PieceParams for $t {
+            fn at(self, piece: &Piece) -> Self {
+                $t {
+                    count: piece.count,
+                    row_stride: piece.stride,
+                    base: piece.base,
+                    ..self
+                }
+            }
+        }
+    )*};
+}
+
+piece_params!(
+    NormParams,
+    EmbedParams,
+    RopeParams,
+    FusedRows,
+    SiluMulParams
+);
+
+/// `shaders/norms.wgsl`'s `NormParams` (`rms_norm` and `layer_norm`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-pub(crate) struct ModelParams {
+pub(crate) struct NormParams {
     pub count: u32,
     pub row_stride: u32,
     pub base: u32,
+    pub cols: u32,
+    /// The epsilon, as f32 bits.
+    pub eps: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `shaders/embedding.wgsl`'s `EmbedParams` (`embed`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct EmbedParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    pub cols: u32,
+    /// The vocabulary row of the table band's first row.
+    pub first: u32,
+    /// The table band's rows.
     pub rows: u32,
+    /// 1: write -0.0 to the rows the band does not hold (the first band).
+    pub fill: u32,
+    pub _pad: u32,
+}
+
+/// `shaders/rope.wgsl`'s `RopeParams` (`rope`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct RopeParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
     pub cols: u32,
     pub heads: u32,
     pub head_dim: u32,
+    /// The position of row 0.
     pub pos0: u32,
+    pub _pad: u32,
+}
+
+/// The fields `shaders/kv_cache.wgsl`'s `KvWriteParams` and `attention.wgsl`'s
+/// `AttentionParams` begin with: the piece, the fused `[q | k | v]` rows and the cache.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct FusedRows {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    /// Columns of a fused row.
+    pub cols: u32,
+    /// Local query heads.
+    pub heads: u32,
+    pub head_dim: u32,
+    /// The position (cache row) of row 0.
+    pub pos0: u32,
+    /// Key (and value) columns of a cache row.
     pub kv_cols: u32,
+    /// 1: turn the keys (`kv_write`) or the queries (`attention`) by the rotary table.
+    pub rotate: u32,
+}
+
+/// `shaders/kv_cache.wgsl`'s `KvWriteParams` (`kv_write`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct KvWriteParams {
+    pub rows: FusedRows,
+    pub _pad: [u32; 3],
+}
+
+/// `shaders/attention.wgsl`'s `AttentionParams` (`attention`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct AttentionParams {
+    pub rows: FusedRows,
+    /// Query heads per key/value head.
     pub group: u32,
+    /// Global index of the first local query head.
     pub h0: u32,
+    /// Global index of the cache's first key/value head.
     pub k0: u32,
-    pub kv_rows: u32,
-    pub eps: u32,
+    /// `1 / sqrt(head_dim)`, as f32 bits.
     pub scale: u32,
-    pub flag: u32,
+    pub _pad: [u32; 3],
+}
+
+impl PieceParams for KvWriteParams {
+    fn at(self, piece: &Piece) -> Self {
+        KvWriteParams {
+            rows: self.rows.at(piece),
+            ..self
+        }
+    }
+}
+
+impl PieceParams for AttentionParams {
+    fn at(self, piece: &Piece) -> Self {
+        AttentionParams {
+            rows: self.rows.at(piece),
+            ..self
+        }
+    }
+}
+
+/// `shaders/swiglu.wgsl`'s `SiluMulParams` (`silu_mul`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct SiluMulParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    /// Columns of the output.
+    pub cols: u32,
 }
 
 #[cfg(test)]
@@ -82,24 +213,26 @@ mod tests {
     /// Each struct's fields, in order, as its WGSL file declares them.
     #[test]
     fn the_structs_mirror_the_wgsl_structs() {
-        fn fields(wgsl: &str) -> Vec<String> {
-            let body = &wgsl[wgsl.find("struct Params {").unwrap()..];
+        fn fields(wgsl: &str, name: &str) -> Vec<String> {
+            let body = &wgsl[wgsl.find(&format!("struct {name} {{")).unwrap()..];
             let body = &body[..body.find('}').unwrap()];
             body.lines()
                 .skip(1)
-                .filter_map(|l| l.trim().split(':').next())
+                .map(str::trim)
+                .filter(|l| !l.starts_with("//"))
+                .filter_map(|l| l.split(':').next())
                 .filter(|f| !f.is_empty())
                 .map(str::to_string)
                 .collect()
         }
-        let gemm = fields(include_str!("../../shaders/gemm_params.wgsl"));
+        let gemm = fields(include_str!("../../shaders/gemm_params.wgsl"), "Params");
         assert_eq!(
             gemm.len() * 4,
             std::mem::size_of::<GemmParams>(),
             "{gemm:?}"
         );
         assert_eq!(gemm[10], "accumulate");
-        let ew = fields(include_str!("../../shaders/elementwise.wgsl"));
+        let ew = fields(include_str!("../../shaders/elementwise.wgsl"), "Params");
         assert_eq!(
             ew.len() * 4,
             std::mem::size_of::<ElementwiseParams>(),
@@ -110,7 +243,7 @@ mod tests {
             include_str!("../../shaders/reduce.wgsl"),
             include_str!("../../shaders/reduce8.wgsl"),
         ] {
-            let red = fields(wgsl);
+            let red = fields(wgsl, "Params");
             assert_eq!(
                 red.len() * 4,
                 std::mem::size_of::<ReduceParams>(),
@@ -118,15 +251,53 @@ mod tests {
             );
             assert_eq!(red[4], "tree");
         }
-        let model = fields(include_str!("../../shaders/model.wgsl"));
-        assert_eq!(
-            model.len() * 4,
-            std::mem::size_of::<ModelParams>(),
-            "{model:?}"
-        );
-        assert_eq!((model[7].as_str(), model[14].as_str()), ("pos0", "scale"));
+        // The transformer kernels: each struct's size, its fields from `count`, and the
+        // field each names last before its padding.
+        for (wgsl, name, size, last) in [
+            (
+                include_str!("../../shaders/norms.wgsl"),
+                "NormParams",
+                std::mem::size_of::<NormParams>(),
+                (4, "eps"),
+            ),
+            (
+                include_str!("../../shaders/embedding.wgsl"),
+                "EmbedParams",
+                std::mem::size_of::<EmbedParams>(),
+                (6, "fill"),
+            ),
+            (
+                include_str!("../../shaders/rope.wgsl"),
+                "RopeParams",
+                std::mem::size_of::<RopeParams>(),
+                (6, "pos0"),
+            ),
+            (
+                include_str!("../../shaders/kv_cache.wgsl"),
+                "KvWriteParams",
+                std::mem::size_of::<KvWriteParams>(),
+                (8, "rotate"),
+            ),
+            (
+                include_str!("../../shaders/attention.wgsl"),
+                "AttentionParams",
+                std::mem::size_of::<AttentionParams>(),
+                (12, "scale"),
+            ),
+            (
+                include_str!("../../shaders/swiglu.wgsl"),
+                "SiluMulParams",
+                std::mem::size_of::<SiluMulParams>(),
+                (3, "cols"),
+            ),
+        ] {
+            let f = fields(wgsl, name);
+            assert_eq!(f.len() * 4, size, "{name}: {f:?}");
+            assert_eq!(&f[..3], ["count", "row_stride", "base"], "{name}");
+            assert_eq!(f[last.0], last.1, "{name}: {f:?}");
+            assert_eq!(size % 16, 0, "{name}");
+        }
         for size in [
-            std::mem::size_of::<ModelParams>(),
             std::mem::size_of::<GemmParams>(),
             std::mem::size_of::<ElementwiseParams>(),
             std::mem::size_of::<ReduceParams>(),

@@ -3,8 +3,8 @@
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
-use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::kernels::params::ElementwiseParams;
+use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::rank::Rank;
 use crate::settings::Activation;
 use crate::tensor::Tensor;

@@ -2,9 +2,9 @@
 //! logical ranks, and the join of a tp-invariant product's K blocks.
 
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::params::{ElementwiseParams, ReduceParams};
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::numerics::tree_mid;
-use crate::kernels::params::{ElementwiseParams, ReduceParams};
 use crate::rank::Rank;
 use crate::settings::Numerics;
 use crate::tensor::Tensor;

@@ -1,5 +1,5 @@
-//! The skinny GEMM family (`shaders/gemm_skinny.wgsl`), written out at pipeline-build
-//! time: products with few rows of X (decode steps, `m` up to [`MAX_ROWS`]), which read
+//! The skinny GEMM family (`shaders/gemm_skinny.wgsl` and its entry templates
+//! `gemm_skinny_entry.wgsl`, `gemm_skinny_sweep.wgsl`), filled at pipeline-build time: products with few rows of X (decode steps, `m` up to [`MAX_ROWS`]), which read
 //! each weight element once per call.
 //!
 //! An invocation keeps a block of `rows` rows x `units` column units of Y in named
@@ -37,7 +37,12 @@
 //!
 //! [`GemmParams::k_chunk`]: crate::kernels::params::GemmParams
 
+use super::template::{self, Slots};
+use crate::error::Result;
 use crate::settings::WeightLayout;
+
+const GEMM_SKINNY_WGSL: &str = include_str!("../../../shaders/gemm_skinny.wgsl");
+const GEMM_SKINNY_ENTRY_WGSL: &str = include_str!("../../../shaders/gemm_skinny_entry.wgsl");
 
 /// The most rows of X the family is chosen for by [`GemmKernel::Auto`]; a product with
 /// more rows runs in blocks of this many, each reading the weights again.
@@ -191,203 +196,58 @@ impl Skinny {
         }
     }
 
-    /// The generated part of the shader: the unit type, the block constants and the entry
-    /// points `main_in_out`, `main_out_in` and `finish`.
-    pub(crate) fn source(self) -> String {
-        let (t, zero) = if self.vec4 {
-            ("vec4<f32>", "vec4<f32>(0.0)")
-        } else {
-            ("f32", "0.0")
-        };
-        let act = if self.vec4 {
-            "vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w))"
-        } else {
-            "activate(v)"
-        };
-        let mut s = format!(
-            "alias T = {t};\nconst WIDTH: u32 = {w}u;\nconst ZERO: T = {zero};\n\n\
-             fn activate_t(v: T) -> T {{\n    return {act};\n}}\n\n",
-            w = self.width(),
-        );
-        if self.workgroup_bytes() > 0 {
-            let block = self.units(WeightLayout::OutIn) * self.rows;
-            s += &format!(
-                "// Each lane's block of sums, lane-major, for the sum across lanes.\n\
-                 var<workgroup> red: array<T, {}>;\n\n",
-                self.lanes() * block
-            );
-        }
-        s += &self.entry("main_in_out", WeightLayout::InOut);
-        s.push('\n');
-        s += &self.entry("main_out_in", WeightLayout::OutIn);
-        s.push('\n');
-        s += &format!(
-            "@compute @workgroup_size({FINISH_LANES}, 1, 1)\n\
-             fn finish(\n\
-             \x20   @builtin(global_invocation_id) gid: vec3<u32>,\n\
-             \x20   @builtin(num_workgroups) groups: vec3<u32>,\n) {{\n\
-             \x20   let p = load_params();\n\
-             \x20   for (var row = gid.y; row < p.m; row += groups.y) {{\n\
-             \x20       for (var c = gid.x; c < p.n / WIDTH; c += groups.x * {FINISH_LANES}u) {{\n\
-             \x20           finish_unit(p, row, c);\n\
-             \x20       }}\n\
-             \x20   }}\n}}\n"
-        );
-        s
+    /// The family's WGSL for this variant after the shared pieces (activation, parameters
+    /// and weight prelude): the main entries `main_in_out` and `main_out_in`
+    /// (`shaders/gemm_skinny_entry.wgsl` or `gemm_skinny_sweep.wgsl`), then
+    /// `shaders/gemm_skinny.wgsl` (the unit type, helpers and the `finish` entry), each a
+    /// template filled for the variant.
+    ///
+    /// # Errors
+    /// A template the crate wrote wrong (see [`template::render`]).
+    pub(crate) fn source(self) -> Result<String> {
+        let mut s = self.entry("main_in_out", WeightLayout::InOut)?;
+        s += "\n";
+        s += &self.entry("main_out_in", WeightLayout::OutIn)?;
+        s += "\n";
+        let block = self.units(WeightLayout::OutIn) * self.rows;
+        let slots = Slots::new()
+            .text("T", if self.vec4 { "vec4<f32>" } else { "f32" })
+            .text("ZERO", if self.vec4 { "vec4<f32>(0.0)" } else { "0.0" })
+            .num("WIDTH", self.width())
+            .flag("VEC4", self.vec4)
+            .flag("RED", self.workgroup_bytes() > 0)
+            .num("RED_LEN", self.lanes() * block)
+            .num("FINISH_LANES", FINISH_LANES);
+        s += &template::render("gemm_skinny.wgsl", GEMM_SKINNY_WGSL, &slots)?;
+        Ok(s)
     }
 
-    /// Unit `j`'s offset from the lane's first (along N: adjacent lanes own adjacent
-    /// units) or from the workgroup's first (along K).
-    fn unit_offset(self, j: usize, mapping: Lanes) -> usize {
-        match mapping {
-            Lanes::AlongN => j * self.lanes(),
-            Lanes::AlongK | Lanes::Sweep => j,
-        }
-    }
-
-    /// One main entry point, ending with its closing brace and a newline.
-    fn entry(self, name: &str, layout: WeightLayout) -> String {
-        const I1: &str = "    ";
-        const I2: &str = "        ";
+    /// One main entry point (see `shaders/gemm_skinny_entry.wgsl`).
+    fn entry(self, name: &str, layout: WeightLayout) -> Result<String> {
         let mapping = self.mapping(layout);
         if mapping == Lanes::Sweep {
             return self.sweep_entry(name);
         }
-        let (rows, units, lanes) = (self.rows, self.units(layout), self.lanes());
-        let along_k = mapping == Lanes::AlongK;
-        let (first, step0, step) = if along_k {
-            (format!("wid.x * {units}u"), "lid.x", format!("{lanes}u"))
-        } else {
-            (
-                format!("wid.x * {}u + lid.x", lanes * units),
-                "0u",
-                "1u".into(),
-            )
-        };
-        let mut s = format!(
-            "@compute @workgroup_size({lanes}, 1, 1)\nfn {name}(\n\
-             {I1}@builtin(local_invocation_id) lid: vec3<u32>,\n\
-             {I1}@builtin(workgroup_id) wid: vec3<u32>,\n) {{\n\
-             {I1}let p = load_params();\n\
-             {I1}let nt = p.n / WIDTH;\n\
-             {I1}let first = {first};\n\
-             {I1}let chunk = wid.y;\n\
-             {I1}let k0 = chunk * p.k_chunk;\n\
-             {I1}let k1 = min(k0 + p.k_chunk, p.k);\n"
-        );
-        for j in 0..units {
-            s += &format!(
-                "{I1}let c{j} = min(first + {}u, nt - 1u);\n",
-                self.unit_offset(j, mapping)
-            );
-        }
-        for i in 0..rows {
-            s += &format!("{I1}let x{i} = (p.x_offset + min({i}u, p.m - 1u) * p.ldx) / WIDTH;\n");
-        }
-        for i in 0..rows {
-            let line: Vec<String> = (0..units)
-                .map(|j| {
-                    // Along K the start value joins once, in the sum across lanes.
-                    let start = if along_k {
-                        "ZERO".to_string()
-                    } else {
-                        format!("start(p, {i}u, c{j})")
-                    };
-                    format!("var a{i}_{j} = {start};")
-                })
-                .collect();
-            s += &format!("{I1}{}\n", line.join(" "));
-        }
-        s += &self.quad_steps(layout, units, step0, &step);
-        if along_k {
-            let block = rows * units;
-            for i in 0..rows {
-                for j in 0..units {
-                    s += &format!(
-                        "{I1}red[lid.x * {block}u + {}u] = a{i}_{j};\n",
-                        i * units + j
-                    );
-                }
-            }
-            s += &format!(
-                "{I1}workgroupBarrier();\n\
-                 {I1}// Lane l's sums are red[l * {block} + t]: add them in lane order.\n\
-                 {I1}for (var t = lid.x; t < {block}u; t += {lanes}u) {{\n\
-                 {I2}let i = t / {units}u;\n\
-                 {I2}let c = first + t % {units}u;\n\
-                 {I2}var sum = start(p, i, min(c, nt - 1u));\n\
-                 {I2}for (var l = 0u; l < {lanes}u; l++) {{\n\
-                 {I2}    sum = sum + red[l * {block}u + t];\n\
-                 {I2}}}\n\
-                 {I2}store(p, i, c, chunk, sum);\n\
-                 {I1}}}\n"
-            );
-        } else {
-            for i in 0..rows {
-                for j in 0..units {
-                    s += &format!(
-                        "{I1}store(p, {i}u, first + {}u, chunk, a{i}_{j});\n",
-                        self.unit_offset(j, mapping)
-                    );
-                }
-            }
-        }
-        s += "}\n";
-        s
-    }
-
-    /// The K loop of a main entry in steps of WIDTH k (one `vec4` of X a row, a "quad"),
-    /// from `k0 / WIDTH + step0` by `step`: along N every step of the chunk in order;
-    /// along K (`[out, in]` weights) lane `l` the quads `l, l + lanes, ...`, so adjacent
-    /// lanes read adjacent 16 bytes of each row of W.
-    fn quad_steps(self, layout: WeightLayout, units: usize, step0: &str, step: &str) -> String {
-        const I1: &str = "    ";
-        const I2: &str = "        ";
-        let w = self.width();
-        let mut s =
-            format!("{I1}for (var kq = k0 / WIDTH + {step0}; kq < k1 / WIDTH; kq += {step}) {{\n");
-        // The weights of this K step: b{j}_{u} is W at k = WIDTH kq + u for unit j (InOut),
-        // or unit j's column 4 c + u at the 4 k of this step (OutIn, vec4).
-        for j in 0..units {
-            for u in 0..w {
-                let load = match (layout, self.vec4) {
-                    (WeightLayout::InOut, true) => {
-                        format!("w[(p.w_offset + (kq * 4u + {u}u) * p.ldw) / 4u + c{j}]")
-                    }
-                    (WeightLayout::OutIn, true) => {
-                        format!("w[(p.w_offset + (c{j} * 4u + {u}u) * p.ldw) / 4u + kq]")
-                    }
-                    (WeightLayout::InOut, false) => format!("w[p.w_offset + kq * p.ldw + c{j}]"),
-                    (WeightLayout::OutIn, false) => format!("w[p.w_offset + c{j} * p.ldw + kq]"),
-                };
-                s += &format!("{I2}let b{j}_{u} = {load};\n");
-            }
-        }
-        for i in 0..self.rows {
-            s += &format!("{I2}let v{i} = x[x{i} + kq];\n");
-            for j in 0..units {
-                let update = if !self.vec4 {
-                    format!("fma(v{i}, b{j}_0, a{i}_{j})")
+        let units = self.units(layout);
+        let slots = Slots::new()
+            .text("ENTRY", name)
+            .flag("ALONG_K", mapping == Lanes::AlongK)
+            .flag("IN_OUT", layout == WeightLayout::InOut)
+            .flag("VEC4", self.vec4)
+            .num("WIDTH", self.width())
+            .num("LANES", self.lanes())
+            .num("ROWS", self.rows)
+            .num("UNITS", units)
+            .num(
+                "UNIT_STRIDE",
+                if mapping == Lanes::AlongN {
+                    self.lanes()
                 } else {
-                    // fma in increasing k: x, y, z, w of v are k = 4 kq + 0..4.
-                    "xyzw"
-                        .chars()
-                        .enumerate()
-                        .fold(format!("a{i}_{j}"), |acc, (u, c)| {
-                            let b = match layout {
-                                WeightLayout::InOut => format!("b{j}_{u}"),
-                                WeightLayout::OutIn => format!(
-                                    "vec4<f32>(b{j}_0.{c}, b{j}_1.{c}, b{j}_2.{c}, b{j}_3.{c})"
-                                ),
-                            };
-                            format!("fma(vec4<f32>(v{i}.{c}), {b}, {acc})")
-                        })
-                };
-                s += &format!("{I2}a{i}_{j} = {update};\n");
-            }
-        }
-        s += &format!("{I1}}}\n");
-        s
+                    1
+                },
+            )
+            .num("BLOCK", self.rows * units);
+        template::render("gemm_skinny_entry.wgsl", GEMM_SKINNY_ENTRY_WGSL, &slots)
     }
 }
 

@@ -27,9 +27,9 @@ mod skinny;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::params::GemmParams;
 use crate::kernels::{gemm_cpu, gemm_skinny, PipelineKey, Shader};
 use crate::numerics::INVARIANT_BLOCKS;
-use crate::kernels::params::GemmParams;
 use crate::rank::Rank;
 use crate::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::tensor::{Band, Tensor};

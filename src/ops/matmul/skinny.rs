@@ -4,8 +4,8 @@
 
 use crate::error::Result;
 use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
-use crate::kernels::{PipelineKey, Shader};
 use crate::kernels::params::GemmParams;
+use crate::kernels::{PipelineKey, Shader};
 use crate::rank::{Dispatch, Rank};
 use crate::settings::{Numerics, WeightLayout};
 use crate::tensor::Tensor;
