@@ -253,43 +253,23 @@ mod tests {
         }
         // The transformer kernels: each struct's size, its fields from `count`, and the
         // field each names last before its padding.
+        macro_rules! kernel {
+            ($file:literal, $t:ident, $at:literal, $name:literal) => {
+                (
+                    include_str!(concat!("../../shaders/", $file)),
+                    stringify!($t),
+                    std::mem::size_of::<$t>(),
+                    ($at, $name),
+                )
+            };
+        }
         for (wgsl, name, size, last) in [
-            (
-                include_str!("../../shaders/norms.wgsl"),
-                "NormParams",
-                std::mem::size_of::<NormParams>(),
-                (4, "eps"),
-            ),
-            (
-                include_str!("../../shaders/embedding.wgsl"),
-                "EmbedParams",
-                std::mem::size_of::<EmbedParams>(),
-                (6, "fill"),
-            ),
-            (
-                include_str!("../../shaders/rope.wgsl"),
-                "RopeParams",
-                std::mem::size_of::<RopeParams>(),
-                (6, "pos0"),
-            ),
-            (
-                include_str!("../../shaders/kv_cache.wgsl"),
-                "KvWriteParams",
-                std::mem::size_of::<KvWriteParams>(),
-                (8, "rotate"),
-            ),
-            (
-                include_str!("../../shaders/attention.wgsl"),
-                "AttentionParams",
-                std::mem::size_of::<AttentionParams>(),
-                (12, "scale"),
-            ),
-            (
-                include_str!("../../shaders/swiglu.wgsl"),
-                "SiluMulParams",
-                std::mem::size_of::<SiluMulParams>(),
-                (3, "cols"),
-            ),
+            kernel!("norms.wgsl", NormParams, 4, "eps"),
+            kernel!("embedding.wgsl", EmbedParams, 6, "fill"),
+            kernel!("rope.wgsl", RopeParams, 6, "pos0"),
+            kernel!("kv_cache.wgsl", KvWriteParams, 8, "rotate"),
+            kernel!("attention.wgsl", AttentionParams, 12, "scale"),
+            kernel!("swiglu.wgsl", SiluMulParams, 3, "cols"),
         ] {
             let f = fields(wgsl, name);
             assert_eq!(f.len() * 4, size, "{name}: {f:?}");
