@@ -1,5 +1,5 @@
 // Activation functions shared by matmul.wgsl (fused epilogue) and elementwise.wgsl.
-// This file is prepended to both sources by src/kernels.rs; it has no bindings.
+// This file is prepended to both sources by src/kernels/mod.rs; it has no bindings.
 //
 // ACT selects the function (pipeline-overridable constant):
 //   0 = identity, 1 = ReLU, 2 = GeLU (tanh approximation), 3 = GeLU (exact, via erf).

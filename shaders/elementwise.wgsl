@@ -1,5 +1,5 @@
 // Elementwise kernels over row-major f32 matrices.
-// Requires shaders/activation.wgsl prepended (src/kernels.rs does it).
+// Requires shaders/activation.wgsl prepended (src/kernels/mod.rs does it).
 //
 // Every binding is one band of rows of a tensor (src/tensor.rs), row-major f32:
 //   0: a    storage, read       input; [rows, cols] (slice: [*, p.a_cols])

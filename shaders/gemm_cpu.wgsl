@@ -1,6 +1,7 @@
 // GEMM for CPU adapters (lavapipe / llvmpipe), with a fused epilogue: Y = act(X . W + bias).
-// Requires activation.wgsl and gemm_params.wgsl prepended and the entry points appended
-// (src/kernels.rs does both).
+// Requires activation.wgsl, gemm_params.wgsl and the weight format's prelude
+// (shaders/weights_*.wgsl, vec4 unit) prepended and the entry points appended
+// (src/kernels/gemm_cpu.rs does both).
 //
 // llvmpipe runs a workgroup of 8 invocations as one 256-bit SIMD vector, with no workgroup
 // memory worth having, and (Mesa 22.3, measured) every storage load costs one load per
@@ -11,17 +12,19 @@
 // on 2 cores: 1 x 4 blocks with scalar X loads 5 GFLOP/s, 16 x 4 with vec4 X 12, 16 x 16
 // 28.
 //
-// This file is the hand-written part. The constants ROWS and COLS4 and the entry points
-// main_in_out and main_out_in are written by src/kernels/gemm_cpu.rs when the pipeline is
-// built (WGSL cannot keep an indexed array in registers on llvmpipe, so every accumulator
-// is a named variable): a{i}_{j} holds row row0 + i, vec4 column first + j. ROWS, COLS4
-// and the 8 invocations per workgroup are the Rust constants the dispatch is sized by.
+// This file is a template (src/kernels/template.rs): the slots ROWS and COLS4 and the
+// entry points main_in_out and main_out_in (gemm_cpu_entry.wgsl) are filled when the
+// pipeline is built (WGSL cannot keep an indexed array in registers on llvmpipe, so every
+// accumulator is a named variable): a{i}_{j} holds row row0 + i, vec4 column first + j.
+// ROWS, COLS4 and the 8 invocations per workgroup are the Rust constants the dispatch is
+// sized by (src/kernels/gemm_cpu.rs).
 //
 // Bindings (vec4<f32>, row-major; each a band of rows of a tensor, src/tensor.rs; offsets
 // and leading dimensions in f32 elements, all multiples of 4, as are N and K, which
-// src/ops/matmul.rs checks):
+// src/ops/matmul/mod.rs checks):
 //   0: x     storage, read       row m of X starts at vec4 (p.x_offset + m * p.ldx) / 4
-//   1: w     storage, read       main_in_out (weights stored [in, out]): row k of W starts at
+//   1: w     storage, read       declared by the weight prelude, read only as load_w4(unit);
+//                                main_in_out (weights stored [in, out]): row k of W starts at
 //                                vec4 (p.w_offset + k * p.ldw) / 4; main_out_in ([out, in]):
 //                                row n (output column n) starts at (p.w_offset + n * p.ldw) / 4
 //   2: bias  storage, read       vec4 j at (p.bias_offset / 4) + j; read only when HAS_BIAS
@@ -38,12 +41,16 @@
 // depend only on its row of X and its column of W, never on its position.
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
 // The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
 // them once through load_params, at an index no compiler can fold to a constant.
 @group(0) @binding(4) var<uniform> params: array<Params, 2>;
+
+// Rows of Y per workgroup (and per invocation).
+const ROWS: u32 = {{ROWS}}u;
+// vec4 columns of Y per invocation.
+const COLS4: u32 = {{COLS4}}u;
 
 fn load_params() -> Params {
     return params[params[0].m & 1u];

@@ -1,5 +1,5 @@
 // The uniform parameters of every GEMM shader (gemm_cpu, gemm_simple, gemm_tiled,
-// gemm_tiled_large), prepended to each by src/kernels.rs. Offsets and leading dimensions
+// gemm_tiled_large), prepended to each by src/kernels/mod.rs. Offsets and leading dimensions
 // are in f32 elements, within the band buffers bound (see each shader's binding table):
 //   x (m, k) at x_offset + m * ldx + k; y (m, n) at y_offset + m * ldy + n;
 //   w at w_offset + k * ldw + n ([in, out]) or w_offset + n * ldw + k ([out, in]);

@@ -1,8 +1,11 @@
 // Bindings and loads shared by the scalar GEMM shaders (gemm_simple, gemm_tiled,
-// gemm_tiled_large), prepended to each after gemm_params.wgsl by src/kernels.rs.
+// gemm_tiled_large), prepended to each after gemm_params.wgsl and the weight prelude by
+// src/kernels/mod.rs.
 // Bindings (f32, row-major, each a band of rows of a tensor; shapes in gemm_params.wgsl):
 //   0: x     storage, read
-//   1: w     storage, read       [in, out] when W_OUT_IN == false, [out, in] when true
+//   1: w     storage, read       [in, out] when W_OUT_IN == false, [out, in] when true;
+//                                declared by the weight format's prelude (shaders/weights_*.wgsl,
+//                                scalar unit, placed before this file), read only through load_w
 //   2: bias  storage, read       read only when HAS_BIAS (otherwise any buffer)
 //   3: y     storage, read_write
 //   4: params uniform array<Params, 2>, two equal copies
@@ -10,7 +13,6 @@
 override W_OUT_IN: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 // The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
@@ -30,12 +32,12 @@ fn load_x(p: Params, row: u32, kk: u32) -> f32 {
 }
 
 // W[kk, col] in either layout, 0 outside W.
-fn load_w(p: Params, kk: u32, col: u32) -> f32 {
+fn load_w_at(p: Params, kk: u32, col: u32) -> f32 {
     if (kk < p.k && col < p.n) {
         if (W_OUT_IN) {
-            return w[p.w_offset + col * p.ldw + kk];
+            return load_w(p.w_offset + col * p.ldw + kk);
         }
-        return w[p.w_offset + kk * p.ldw + col];
+        return load_w(p.w_offset + kk * p.ldw + col);
     }
     return 0.0;
 }

@@ -1,6 +1,7 @@
 // GEMM, one output element per invocation, with a fused epilogue: Y = act(X . W + bias).
 // The path for small or odd shapes (any M, N, K, either layout; no alignment needed).
-// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
+// Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
+// scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
 // Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
 // gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when
@@ -25,11 +26,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (W_OUT_IN) {
         let ws = p.w_offset + col * p.ldw;
         for (var k = 0u; k < p.k; k++) {
-            acc = fma(x[xs + k], w[ws + k], acc);
+            acc = fma(x[xs + k], load_w(ws + k), acc);
         }
     } else {
         for (var k = 0u; k < p.k; k++) {
-            acc = fma(x[xs + k], w[p.w_offset + k * p.ldw + col], acc);
+            acc = fma(x[xs + k], load_w(p.w_offset + k * p.ldw + col), acc);
         }
     }
     if (HAS_BIAS) {

@@ -1,5 +1,6 @@
 // GEMM for GPUs: workgroup-memory tiles with register blocking, fused epilogue: Y = act(X . W + bias).
-// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
+// Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
+// scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
 // Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
 // gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when
@@ -54,11 +55,11 @@ fn main(
             if (W_OUT_IN) {
                 let bc = e / TILE_K;
                 let bk = e % TILE_K;
-                b_tile[bk * TILE_N + bc] = load_w(p, k0 + bk, col0 + bc);
+                b_tile[bk * TILE_N + bc] = load_w_at(p, k0 + bk, col0 + bc);
             } else {
                 let bk = e / TILE_N;
                 let bc = e % TILE_N;
-                b_tile[bk * TILE_N + bc] = load_w(p, k0 + bk, col0 + bc);
+                b_tile[bk * TILE_N + bc] = load_w_at(p, k0 + bk, col0 + bc);
             }
         }
         workgroupBarrier();

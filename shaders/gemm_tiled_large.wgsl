@@ -1,6 +1,7 @@
 // GEMM for GPUs with large outputs: 128 x 128 tiles in workgroup memory, 8 x 8 register
 // blocks, vec4 workgroup reads; fused epilogue: Y = act(X . W + bias).
-// Requires activation.wgsl, gemm_params.wgsl and gemm_scalar.wgsl prepended (src/kernels.rs).
+// Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
+// scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
 // Bindings: x, w, bias, y (f32, row-major bands) and the uniform p, declared in
 // gemm_scalar.wgsl; element addressing and p.accumulate (start from Y's partial sums when
@@ -62,16 +63,16 @@ fn main(
             let bc = tid / 2u;
             let bk = (tid % 2u) * 4u;
             for (var j = 0u; j < 4u; j++) {
-                b_tile[(bk + j) * 32u + bc / 4u][bc % 4u] = load_w(p, k0 + bk + j, col0 + bc);
+                b_tile[(bk + j) * 32u + bc / 4u][bc % 4u] = load_w_at(p, k0 + bk + j, col0 + bc);
             }
         } else {
             let bk = tid / 32u;
             let bc = (tid % 32u) * 4u;
             b_tile[bk * 32u + bc / 4u] = vec4<f32>(
-                load_w(p, k0 + bk, col0 + bc),
-                load_w(p, k0 + bk, col0 + bc + 1u),
-                load_w(p, k0 + bk, col0 + bc + 2u),
-                load_w(p, k0 + bk, col0 + bc + 3u),
+                load_w_at(p, k0 + bk, col0 + bc),
+                load_w_at(p, k0 + bk, col0 + bc + 1u),
+                load_w_at(p, k0 + bk, col0 + bc + 2u),
+                load_w_at(p, k0 + bk, col0 + bc + 3u),
             );
         }
         workgroupBarrier();

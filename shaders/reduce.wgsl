@@ -14,7 +14,7 @@
 //
 // The association is left to right, as in the host collective, so both give the same bits.
 
-// `tree` is read by reduce8.wgsl only (src/params.rs has one struct for both).
+// `tree` is read by reduce8.wgsl only (src/kernels/params.rs has one struct for both).
 struct Params {
     len: u32,
     count: u32,

@@ -47,7 +47,6 @@ pub mod load;
 pub mod model;
 pub mod nn;
 pub mod ops;
-mod params;
 mod rank;
 #[cfg(feature = "reference")]
 pub mod reference;
@@ -69,7 +68,6 @@ pub use nn::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
     RowParallelLinear,
 };
-pub use ops::gemm_kernel_for;
 pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
 pub use rank::Rank;
 pub use tensor::shard::split_sizes;

@@ -130,7 +130,10 @@ fn every_module_imports_only_the_layers_below_its_own() {
     sources(&src, &mut files);
     let level = |m: &str| LAYERS.iter().position(|l| *l == m);
     let exports = re_exports();
-    assert!(exports.get("Group").map(String::as_str) == Some("group"), "{exports:?}");
+    assert!(
+        exports.get("Group").map(String::as_str) == Some("group"),
+        "{exports:?}"
+    );
     let tests = test_files(&files);
     let mut wrong = Vec::new();
     let mut seen = BTreeSet::new();

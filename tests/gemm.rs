@@ -7,7 +7,7 @@ mod common;
 use common::{assert_within, in_layout, transpose};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
-    gemm_kernel_for, ops, Activation, DistTensor, GemmKernel, Group, HostLinear, RowParallelConfig,
+    ops, Activation, DistTensor, GemmKernel, Group, HostLinear, RowParallelConfig,
     RowParallelLinear, Tensor, WeightLayout,
 };
 
@@ -66,7 +66,7 @@ fn every_family_matches_the_reference() {
             let xt = Tensor::from_host(r, &x, [m, k]).unwrap();
             let bt = Tensor::from_host(r, &b, [1, n]).unwrap();
             for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
-                let ran = gemm_kernel_for(r, m, n, k, layout);
+                let ran = ops::gemm_kernel_for(r, m, n, k, layout);
                 assert_ne!(ran, GemmKernel::Auto);
                 if let Some(want) = expected(family, k, n, layout) {
                     assert_eq!(ran, want, "{family:?} [{m}, {k}] x [{k}, {n}] {layout:?}");

@@ -9,9 +9,8 @@ mod common;
 use common::{assert_same_bits, assert_within, in_layout, LinearCase};
 use wgpu_tp::reference::{self, Rng};
 use wgpu_tp::{
-    gemm_kernel_for, ops, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor,
-    GemmKernel, Group, Numerics, ParallelMlp, RowParallelConfig, RowParallelLinear, Tensor,
-    WeightLayout,
+    ops, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, GemmKernel, Group,
+    Numerics, ParallelMlp, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
 /// (k, n): aligned and wide (K not a multiple of 16: a sweep's last block is partial);
@@ -52,7 +51,7 @@ fn every_row_count_from_1_to_17_matches_the_reference() {
                 let stored = in_layout(&w, k, n, layout);
                 for group in [&skinny, &auto] {
                     let r = &group.ranks()[0];
-                    let ran = gemm_kernel_for(r, m, n, k, layout);
+                    let ran = ops::gemm_kernel_for(r, m, n, k, layout);
                     let want_skinny = group.ranks()[0].gemm_kernel() == GemmKernel::Skinny
                         || (m <= 16 && !(cpu && m * n * k < CPU_MIN_PRODUCT));
                     let ctx = format!("{:?} [{m}, {k}] x [{k}, {n}] {layout:?}", r.gemm_kernel());

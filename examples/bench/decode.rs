@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
-    gemm_kernel_for, ops::matmul, Activation, DistTensor, Group, HostLinear, ParallelMlp,
-    Placement, Rank, Tensor, WeightLayout,
+    ops::{self, matmul},
+    Activation, DistTensor, Group, HostLinear, ParallelMlp, Placement, Rank, Tensor, WeightLayout,
 };
 
 use crate::{best, median};
@@ -142,7 +142,7 @@ pub fn run(reps: usize) -> Res<Figures> {
         let t = gemv_time(rank, k, n, layout, reps)?.as_secs_f64();
         println!(
             "  [1, {k}] x [{k}, {n}] {layout} ({}): {:.2} ms, {:.2} x the copy",
-            gemm_kernel_for(rank, 1, n, k, layout),
+            ops::gemm_kernel_for(rank, 1, n, k, layout),
             t * 1e3,
             t / floor
         );

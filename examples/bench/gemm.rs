@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use wgpu_tp::reference::Rng;
-use wgpu_tp::{gemm_kernel_for, ops, Activation, Group, Tensor, WeightLayout};
+use wgpu_tp::{ops, Activation, Group, Tensor, WeightLayout};
 
 use crate::best;
 
@@ -138,7 +138,7 @@ pub fn run(sizes: &[usize], reps: usize) -> Result<Gemm, Box<dyn std::error::Err
         if diff > bound {
             return Err(format!("N = {n}: WGSL and CPU differ by {diff} (> {bound})").into());
         }
-        let kernel = gemm_kernel_for(rank, n, n, n, WeightLayout::InOut);
+        let kernel = ops::gemm_kernel_for(rank, n, n, n, WeightLayout::InOut);
         println!(
             "{n:>6} {:>8} {wgsl:>12.1} {:>14} {cpu:>12.1} {:>7.3}",
             format!("{kernel:?}"),

@@ -46,7 +46,12 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Reduce8,
-        Shader::Model,
+        Shader::Norms,
+        Shader::Embedding,
+        Shader::Rope,
+        Shader::KvCache,
+        Shader::Attention,
+        Shader::SiluMul,
     ]
     .into_iter()
     .chain(Skinny::all().into_iter().map(Shader::GemmSkinny));
@@ -62,13 +67,22 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             | Shader::Elementwise
             | Shader::Reduce
             | Shader::Reduce8
-            | Shader::Model => {}
+            | Shader::Norms
+            | Shader::Embedding
+            | Shader::Rope
+            | Shader::KvCache
+            | Shader::Attention
+            | Shader::SiluMul => {}
         }
-        // Every GEMM also reads half-precision weights (half.rs).
+        // Every shader that reads weights (each GEMM family, the embedding table) is built
+        // with the prelude of every weight format (shaders/weights_*.wgsl).
         for weights in [DType::F32, DType::F16, DType::BF16] {
-            let Some(source) = shader.source_for(weights) else {
+            if weights != DType::F32 && !shader.reads_weights() {
                 continue;
-            };
+            }
+            let source = shader
+                .source(weights)
+                .unwrap_or_else(|e| panic!("{shader:?} ({weights} weights): {e}"));
             let shader = format!("{shader:?} ({weights} weights)");
             let module =
                 naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{shader}: {e}"));
@@ -137,8 +151,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     // family's 2 entries x bias x 4 activations (16); elementwise's 6 entries x 4
     // activations (24); the reductions (2); the transformer kernels' 7 entries (7); the
     // skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU or GPU x ordered or
-    // fast) x 3 entries x bias x 4 activations (576); and every GEMM and the transformer
-    // kernels (for the embedding table) again for f16 and for bf16 weights (2 x (48 + 16
-    // + 576 + 7)). A new entry or constant changes the count.
-    assert_eq!(variants, 97 + 576 + 2 * 647, "variants translated");
+    // fast) x 3 entries x bias x 4 activations (576); and every GEMM and the embedding
+    // lookup again with the f16 and the bf16 weight preludes (2 x (48 + 16 + 576 + 1)). A
+    // new entry, constant or weight format changes the count.
+    assert_eq!(variants, 97 + 576 + 2 * 641, "variants translated");
 }

@@ -10,7 +10,17 @@ fn every_gemm_cpu_variant_validates() {
     use wgpu::naga;
     for rows in 1..=gemm_cpu::ROWS {
         for cols4 in 1..=gemm_cpu::COLS4 {
-            let src = gemm_cpu_source(rows, cols4);
+            let at = WeightsBinding {
+                binding: 1,
+                vec4: true,
+            };
+            let src = [
+                ACTIVATION_WGSL,
+                GEMM_PARAMS_WGSL,
+                &weights_prelude(DType::F32, at).unwrap(),
+                &gemm_cpu::source(rows, cols4).unwrap(),
+            ]
+            .join("\n");
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{rows} x {cols4}: {}", e.emit_to_string(&src)));
             naga::valid::Validator::new(
@@ -42,7 +52,7 @@ fn every_gemm_cpu_variant_validates() {
 #[test]
 fn gemm_cpu_entry_points_use_every_accumulator_once() {
     for (rows, cols4) in [(1, 1), (3, 2), (gemm_cpu::ROWS, gemm_cpu::COLS4)] {
-        let src = gemm_cpu::entry_points(rows, cols4);
+        let src = gemm_cpu::entry_points(rows, cols4).unwrap();
         for i in 0..rows + 1 {
             for j in 0..cols4 + 1 {
                 let want = usize::from(i < rows && j < cols4);

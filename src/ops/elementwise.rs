@@ -3,9 +3,9 @@
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::params::ElementwiseParams;
 use crate::kernels::settings::Activation;
 use crate::kernels::{pieces, PipelineKey, Shader};
-use crate::params::ElementwiseParams;
 use crate::rank::Rank;
 use crate::tensor::Tensor;
 

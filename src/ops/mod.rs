@@ -17,10 +17,8 @@ pub use elementwise::{activation, add, add_row, slice};
 pub(crate) use elementwise::{fill, place};
 pub(crate) use matmul::Product;
 pub use matmul::{gemm_kernel_for, matmul};
-pub use model::{
-    attention, embed, layer_norm, rms_norm, rope, silu_mul, write_kv, write_rows, HeadSpan,
-    MAX_HEAD_DIM,
-};
+pub(crate) use model::{attention, write_kv, HeadSpan, MAX_HEAD_DIM};
+pub use model::{embed, layer_norm, rms_norm, rope, silu_mul};
 pub(crate) use sum::{one_device, sum};
 
 use crate::error::{Error, Result};

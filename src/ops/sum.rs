@@ -2,10 +2,10 @@
 //! logical ranks, and the join of a tp-invariant product's K blocks.
 
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::params::{ElementwiseParams, ReduceParams};
 use crate::kernels::settings::Numerics;
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::ops::numerics::tree_mid;
-use crate::params::{ElementwiseParams, ReduceParams};
 use crate::rank::Rank;
 use crate::tensor::Tensor;
 

@@ -120,7 +120,7 @@ impl Rank {
         Arc::ptr_eq(&self.inner.dev, &other.inner.dev)
     }
 
-    /// The GEMM family this rank was asked for (see [`crate::gemm_kernel_for`] for what a
+    /// The GEMM family this rank was asked for (see `ops::gemm_kernel_for` for what a
     /// given shape runs).
     pub fn gemm_kernel(&self) -> GemmKernel {
         self.inner.dev.gemm

@@ -7,7 +7,7 @@ use super::*;
 #[test]
 fn every_accumulator_is_declared_updated_and_kept_once_per_entry() {
     for v in Skinny::all() {
-        let src = v.source();
+        let src = v.source().unwrap();
         let (in_out, out_in) = src.split_once("fn main_out_in(").expect("both entries");
         for (layout, text) in [(WeightLayout::InOut, in_out), (WeightLayout::OutIn, out_in)] {
             let text = text.split("fn finish(").next().unwrap_or(text);
@@ -67,10 +67,14 @@ fn every_sweep_row_and_accumulator_is_used() {
         if v.mapping(WeightLayout::InOut) != Lanes::Sweep {
             continue;
         }
-        let src = v.source();
+        let src = v.source().unwrap();
         // Twice each: the loop for whole blocks and the checked one.
         for r in 0..SWEEP_ROWS {
-            assert_eq!(src.matches(&format!("let b{r} = w[w{r} + c];")).count(), 2);
+            assert_eq!(
+                src.matches(&format!("let b{r} = load_wt(w{r} + c);"))
+                    .count(),
+                2
+            );
             for i in 0..v.rows {
                 let update = format!("a{i}_0 = fma(v{i}_{r}, b{r}, a{i}_0);");
                 assert_eq!(src.matches(&update).count(), 1, "{v:?} {update}");

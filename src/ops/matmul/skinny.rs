@@ -1,12 +1,12 @@
-//! How a skinny product (src/kernels/gemm_skinny.rs) is dispatched: which variant runs,
+//! How a skinny product (src/kernels/gemm_skinny/mod.rs) is dispatched: which variant runs,
 //! how many K chunks it takes, its workgroups, and the split path through a scratch
 //! tensor and `finish`.
 
 use crate::error::Result;
 use crate::kernels::gemm_skinny::{self, Lanes, Skinny};
+use crate::kernels::params::GemmParams;
 use crate::kernels::settings::{Numerics, WeightLayout};
 use crate::kernels::{PipelineKey, Shader};
-use crate::params::GemmParams;
 use crate::rank::{Dispatch, Rank};
 use crate::tensor::Tensor;
 

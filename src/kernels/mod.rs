@@ -6,47 +6,56 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::kernels::dtype::DType;
+use template::Slots;
 use uniforms::Uniforms;
 
 pub(crate) mod dtype;
 pub(crate) mod gemm_cpu;
 pub(crate) mod gemm_skinny;
-mod half;
+pub(crate) mod params;
 #[cfg(test)]
 mod portability;
 pub(crate) mod settings;
+pub(crate) mod template;
 mod uniforms;
 
-const ACTIVATION_WGSL: &str = include_str!("../shaders/activation.wgsl");
-const GEMM_PARAMS_WGSL: &str = include_str!("../shaders/gemm_params.wgsl");
-const GEMM_SCALAR_WGSL: &str = include_str!("../shaders/gemm_scalar.wgsl");
-const GEMM_TILED_WGSL: &str = include_str!("../shaders/gemm_tiled.wgsl");
-const GEMM_TILED_LARGE_WGSL: &str = include_str!("../shaders/gemm_tiled_large.wgsl");
-const GEMM_CPU_WGSL: &str = include_str!("../shaders/gemm_cpu.wgsl");
-const GEMM_SIMPLE_WGSL: &str = include_str!("../shaders/gemm_simple.wgsl");
-const GEMM_SKINNY_WGSL: &str = include_str!("../shaders/gemm_skinny.wgsl");
-const ELEMENTWISE_WGSL: &str = include_str!("../shaders/elementwise.wgsl");
-const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
-const REDUCE8_WGSL: &str = include_str!("../shaders/reduce8.wgsl");
-const MODEL_WGSL: &str = include_str!("../shaders/model.wgsl");
+const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+const GEMM_PARAMS_WGSL: &str = include_str!("../../shaders/gemm_params.wgsl");
+const GEMM_SCALAR_WGSL: &str = include_str!("../../shaders/gemm_scalar.wgsl");
+const GEMM_TILED_WGSL: &str = include_str!("../../shaders/gemm_tiled.wgsl");
+const GEMM_TILED_LARGE_WGSL: &str = include_str!("../../shaders/gemm_tiled_large.wgsl");
+const GEMM_SIMPLE_WGSL: &str = include_str!("../../shaders/gemm_simple.wgsl");
+const WEIGHTS_F32_WGSL: &str = include_str!("../../shaders/weights_f32.wgsl");
+const WEIGHTS_F16_WGSL: &str = include_str!("../../shaders/weights_f16.wgsl");
+const WEIGHTS_BF16_WGSL: &str = include_str!("../../shaders/weights_bf16.wgsl");
+const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
+const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE8_WGSL: &str = include_str!("../../shaders/reduce8.wgsl");
+const NORMS_WGSL: &str = include_str!("../../shaders/norms.wgsl");
+const EMBEDDING_WGSL: &str = include_str!("../../shaders/embedding.wgsl");
+const ROTARY_WGSL: &str = include_str!("../../shaders/rotary.wgsl");
+const ROPE_WGSL: &str = include_str!("../../shaders/rope.wgsl");
+const KV_CACHE_WGSL: &str = include_str!("../../shaders/kv_cache.wgsl");
+const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
+const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
 
-/// A shader file.
+/// A shader file (with the shared pieces it is built from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
     /// `gemm_tiled.wgsl`: x, w, bias (read), y (read-write), params (uniform).
     GemmTiled,
     /// `gemm_tiled_large.wgsl`: same bindings.
     GemmTiledLarge,
-    /// `gemm_cpu.wgsl` and its generated entry points (`kernels/gemm_cpu.rs`): same
-    /// bindings.
+    /// `gemm_cpu.wgsl` and its entry points (`gemm_cpu_entry.wgsl`, filled by
+    /// `kernels/gemm_cpu.rs`): same bindings.
     GemmCpu,
     /// `gemm_simple.wgsl`: same bindings.
     GemmSimple,
-    /// `gemm_skinny.wgsl` and the generated variant (`kernels/gemm_skinny.rs`): same
-    /// bindings.
+    /// `gemm_skinny.wgsl` and its entry points, filled per variant
+    /// (`kernels/gemm_skinny/mod.rs`): same bindings.
     GemmSkinny(gemm_skinny::Skinny),
     /// `elementwise.wgsl`: a, b (read), out (read-write), params (uniform).
     Elementwise,
@@ -54,9 +63,19 @@ pub(crate) enum Shader {
     Reduce,
     /// `reduce8.wgsl`: a .. h (read), out (read-write), params (uniform).
     Reduce8,
-    /// `model.wgsl`: a, b, c (read), out (read-write), params (uniform): the GEMMs'
-    /// layout.
-    Model,
+    /// `norms.wgsl` (`rms_norm`, `layer_norm`); this and the other transformer kernels
+    /// below bind the GEMMs' layout (each file says what it reads where).
+    Norms,
+    /// `embedding.wgsl` (`embed`): its table is the weights.
+    Embedding,
+    /// `rope.wgsl` after `rotary.wgsl`.
+    Rope,
+    /// `kv_cache.wgsl` (`kv_write`) after `rotary.wgsl`.
+    KvCache,
+    /// `attention.wgsl` after `rotary.wgsl`.
+    Attention,
+    /// `swiglu.wgsl` (`silu_mul`).
+    SiluMul,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -80,77 +99,112 @@ impl Layout {
     }
 }
 
-impl Shader {
-    /// The WGSL of this shader: its file after the shared pieces it uses.
-    fn source(self) -> String {
-        let parts: &[&str] = match self {
-            Shader::GemmTiled => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_WGSL],
-            Shader::GemmTiledLarge => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_TILED_LARGE_WGSL],
-            Shader::GemmSimple => &[GEMM_PARAMS_WGSL, GEMM_SCALAR_WGSL, GEMM_SIMPLE_WGSL],
-            Shader::GemmCpu => return gemm_cpu_source(gemm_cpu::ROWS, gemm_cpu::COLS4),
-            Shader::GemmSkinny(v) => {
-                return [
-                    ACTIVATION_WGSL,
-                    GEMM_PARAMS_WGSL,
-                    GEMM_SKINNY_WGSL,
-                    &v.source(),
-                ]
-                .join("\n")
-            }
-            Shader::Elementwise => &[ELEMENTWISE_WGSL],
-            Shader::Reduce => return REDUCE_WGSL.to_string(),
-            Shader::Reduce8 => return REDUCE8_WGSL.to_string(),
-            Shader::Model => return MODEL_WGSL.to_string(),
-        };
-        std::iter::once(ACTIVATION_WGSL)
-            .chain(parts.iter().copied())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
+/// Where a shader's weights are bound and the unit it reads them in (its prelude's
+/// slots, `shaders/weights_f32.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WeightsBinding {
+    binding: usize,
+    vec4: bool,
+}
 
-    /// The WGSL of this shader reading `weights` weights (see half.rs); `None` for a
-    /// shader that reads no weights, asked for half ones.
-    fn source_for(self, weights: DType) -> Option<String> {
-        let (name, unit) = match self {
-            _ if weights == DType::F32 => return Some(self.source()),
-            Shader::GemmTiled | Shader::GemmTiledLarge | Shader::GemmSimple => {
-                ('w', half::Unit::Scalar)
-            }
-            Shader::GemmCpu => ('w', half::Unit::Vec4),
-            Shader::GemmSkinny(v) if v.vec4 => ('w', half::Unit::Vec4),
-            Shader::GemmSkinny(_) => ('w', half::Unit::Scalar),
-            // The embedding lookup's table.
-            Shader::Model => ('a', half::Unit::Scalar),
+/// The prelude of weights of type `dtype` (`shaders/weights_*.wgsl`) for `at`.
+fn weights_prelude(dtype: DType, at: WeightsBinding) -> Result<String> {
+    let (name, src) = match dtype {
+        DType::F32 => ("weights_f32.wgsl", WEIGHTS_F32_WGSL),
+        DType::F16 => ("weights_f16.wgsl", WEIGHTS_F16_WGSL),
+        DType::BF16 => ("weights_bf16.wgsl", WEIGHTS_BF16_WGSL),
+    };
+    let slots = Slots::new()
+        .num("BINDING", at.binding)
+        .flag("VEC4", at.vec4);
+    template::render(name, src, &slots)
+}
+
+impl Shader {
+    /// Where this shader's weights are bound, if it reads any.
+    fn weights(self) -> Option<WeightsBinding> {
+        let (binding, vec4) = match self {
+            Shader::GemmTiled | Shader::GemmTiledLarge | Shader::GemmSimple => (1, false),
+            Shader::GemmCpu => (1, true),
+            Shader::GemmSkinny(v) => (1, v.vec4),
+            Shader::Embedding => (0, false),
             _ => return None,
         };
-        Some(half::packed_weights(&self.source(), name, unit, weights))
+        Some(WeightsBinding { binding, vec4 })
+    }
+
+    /// Whether this shader reads weights of any type (else f32 inputs only).
+    #[cfg(test)]
+    fn reads_weights(self) -> bool {
+        self.weights().is_some()
+    }
+
+    /// The WGSL of this shader reading `weights` weights: its file after the shared pieces
+    /// it uses and the prelude of the weights' format.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for weights other than f32 asked of a shader that reads
+    /// none; a template the crate wrote wrong.
+    fn source(self, weights: DType) -> Result<String> {
+        let prelude = match self.weights() {
+            Some(at) => weights_prelude(weights, at)?,
+            None if weights == DType::F32 => String::new(),
+            None => {
+                return Err(Error::invalid(
+                    "kernels",
+                    format!("{self:?} reads no {weights} weights"),
+                ))
+            }
+        };
+        let scalar_gemm = [
+            ACTIVATION_WGSL,
+            GEMM_PARAMS_WGSL,
+            &prelude,
+            GEMM_SCALAR_WGSL,
+        ];
+        let parts: Vec<&str> = match self {
+            Shader::GemmTiled => [&scalar_gemm[..], &[GEMM_TILED_WGSL]].concat(),
+            Shader::GemmTiledLarge => [&scalar_gemm[..], &[GEMM_TILED_LARGE_WGSL]].concat(),
+            Shader::GemmSimple => [&scalar_gemm[..], &[GEMM_SIMPLE_WGSL]].concat(),
+            Shader::GemmCpu => {
+                let family = gemm_cpu::source(gemm_cpu::ROWS, gemm_cpu::COLS4)?;
+                return Ok([ACTIVATION_WGSL, GEMM_PARAMS_WGSL, &prelude, &family].join("\n"));
+            }
+            Shader::GemmSkinny(v) => {
+                let family = v.source()?;
+                return Ok([ACTIVATION_WGSL, GEMM_PARAMS_WGSL, &prelude, &family].join("\n"));
+            }
+            Shader::Elementwise => vec![ACTIVATION_WGSL, ELEMENTWISE_WGSL],
+            Shader::Reduce => vec![REDUCE_WGSL],
+            Shader::Reduce8 => vec![REDUCE8_WGSL],
+            Shader::Norms => vec![NORMS_WGSL],
+            Shader::Embedding => vec![&prelude, EMBEDDING_WGSL],
+            Shader::Rope => vec![ROTARY_WGSL, ROPE_WGSL],
+            Shader::KvCache => vec![ROTARY_WGSL, KV_CACHE_WGSL],
+            Shader::Attention => vec![ROTARY_WGSL, ATTENTION_WGSL],
+            Shader::SiluMul => vec![SWIGLU_WGSL],
+        };
+        Ok(parts.join("\n"))
     }
 
     fn layout(self) -> Layout {
         match self {
+            Shader::Elementwise => Layout::Elementwise,
+            Shader::Reduce => Layout::Reduce,
+            Shader::Reduce8 => Layout::Reduce8,
             Shader::GemmTiled
             | Shader::GemmTiledLarge
             | Shader::GemmCpu
             | Shader::GemmSimple
             | Shader::GemmSkinny(_)
-            | Shader::Model => Layout::Gemm,
-            Shader::Elementwise => Layout::Elementwise,
-            Shader::Reduce => Layout::Reduce,
-            Shader::Reduce8 => Layout::Reduce8,
+            | Shader::Norms
+            | Shader::Embedding
+            | Shader::Rope
+            | Shader::KvCache
+            | Shader::Attention
+            | Shader::SiluMul => Layout::Gemm,
         }
     }
-}
-
-/// The WGSL of `gemm_cpu.wgsl` with a `rows` x (4 `cols4`) register block: the shared
-/// pieces, the hand-written file, then the generated constants and entry points.
-fn gemm_cpu_source(rows: usize, cols4: usize) -> String {
-    [
-        ACTIVATION_WGSL,
-        GEMM_PARAMS_WGSL,
-        GEMM_CPU_WGSL,
-        &gemm_cpu::entry_points(rows, cols4),
-    ]
-    .join("\n")
 }
 
 /// A compiled pipeline's identity: shader, entry point, override constants, and the type
@@ -252,12 +306,7 @@ impl Kernels {
             match modules.get(&(key.shader, key.weights)) {
                 Some(m) => m.clone(),
                 None => {
-                    let source = key.shader.source_for(key.weights).ok_or_else(|| {
-                        Error::invalid(
-                            key.entry,
-                            format!("{:?} reads no {} weights", key.shader, key.weights),
-                        )
-                    })?;
+                    let source = key.shader.source(key.weights)?;
                     let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some("wgpu-tp shader"),
                         source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)),

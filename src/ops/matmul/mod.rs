@@ -14,7 +14,7 @@
 //!   workgroup memory, 256 invocations), so every adapter can run either;
 //! - [`GemmKernel::Simple`] (`shaders/gemm_simple.wgsl`): one output per invocation, for
 //!   small or odd shapes;
-//! - [`GemmKernel::Skinny`] (`shaders/gemm_skinny.wgsl`, `src/kernels/gemm_skinny.rs`)
+//! - [`GemmKernel::Skinny`] (`shaders/gemm_skinny.wgsl`, `src/kernels/gemm_skinny/mod.rs`)
 //!   for at most 16 rows of X on every adapter: each weight element read once, K split
 //!   into chunks whose partial sums a `finish` pass adds in order, lanes mapped per
 //!   adapter kind and layout; one chunk, lanes along N, under tp-invariant numerics.
@@ -27,10 +27,10 @@ mod skinny;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::params::GemmParams;
 use crate::kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::kernels::{gemm_cpu, gemm_skinny, PipelineKey, Shader};
 use crate::ops::numerics::INVARIANT_BLOCKS;
-use crate::params::GemmParams;
 use crate::rank::Rank;
 use crate::tensor::{Band, Tensor};
 use skinny::SkinnyBlock;

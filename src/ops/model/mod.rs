@@ -1,21 +1,27 @@
-//! The transformer kernels of `shaders/model.wgsl` on one rank: RMSNorm, LayerNorm, the
-//! embedding lookup of a vocabulary shard, rotary positions, SwiGLU and causal attention
-//! over a key/value cache. Their tensors must each be one buffer (one band), except the
+//! The transformer kernels on one rank: RMSNorm and LayerNorm (`shaders/norms.wgsl`), the
+//! embedding lookup of a vocabulary shard (`embedding.wgsl`), rotary positions
+//! (`rope.wgsl`), SwiGLU (`swiglu.wgsl`), and causal attention over a key/value cache
+//! (`kv_cache.wgsl`, `attention.wgsl`). Their tensors must each be one buffer (one band), except the
 //! embedding table (a large vocabulary shard is looked up band by band); a tensor larger
 //! than a buffer may be is refused with [`Error::BufferTooLarge`].
 
 use super::same_rank;
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::dtype::DType;
+use crate::kernels::params::{
+    AttentionParams, EmbedParams, FusedRows, KvWriteParams, NormParams, PieceParams, RopeParams,
+    SiluMulParams,
+};
 use crate::kernels::{pieces, PipelineKey, Shader};
-use crate::params::ModelParams;
+use crate::rank::Rank;
 use crate::tensor::Tensor;
 
-fn key(entry: &'static str) -> PipelineKey {
+fn key(shader: Shader, entry: &'static str, weights: DType) -> PipelineKey {
     PipelineKey {
-        shader: Shader::Model,
+        shader,
         entry,
         constants: Vec::new(),
-        weights: crate::DType::F32,
+        weights,
     }
 }
 
@@ -33,15 +39,15 @@ fn single<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
     }
 }
 
-/// Runs `entry` over `count` items into `out`, reading `inputs` (up to three; unused
-/// slots bind the first).
+/// Runs `entry` of `shader` over `count` items into `out`, reading `inputs` (up to three;
+/// unused slots bind the first).
 fn run(
     op: &'static str,
-    entry: &'static str,
+    (shader, entry): (Shader, &'static str),
     inputs: &[&Tensor],
     out: &Tensor,
     count: usize,
-    params: ModelParams,
+    params: impl PieceParams,
 ) -> Result<()> {
     let rank = out.rank();
     let mut bufs = Vec::with_capacity(5);
@@ -53,15 +59,28 @@ fn run(
         bufs.push(bufs[0]);
     }
     bufs.push(single(op, out)?);
-    let key = key(entry);
+    dispatch(
+        rank,
+        op,
+        &key(shader, entry, DType::F32),
+        &bufs,
+        count,
+        params,
+    )
+}
+
+/// Dispatches `key` over `count` items of `bufs` with `params`, in as many pieces as the
+/// rank's grid limit needs.
+fn dispatch(
+    rank: &Rank,
+    op: &'static str,
+    key: &PipelineKey,
+    bufs: &[&wgpu::Buffer],
+    count: usize,
+    params: impl PieceParams,
+) -> Result<()> {
     for piece in pieces(count, rank.limits().max_compute_workgroups_per_dimension) {
-        let p = ModelParams {
-            count: piece.count,
-            row_stride: piece.stride,
-            base: piece.base,
-            ..params
-        };
-        rank.dispatch(op, &key, &bufs, &p, piece.grid)?;
+        rank.dispatch(op, key, bufs, &params.at(&piece), piece.grid)?;
     }
     Ok(())
 }
@@ -87,13 +106,13 @@ fn norm(entry: &'static str, x: &Tensor, params: &[&Tensor], eps: f32) -> Result
         )?;
     }
     let out = Tensor::output(x.rank(), x.shape(), entry)?;
-    let p = ModelParams {
+    let p = NormParams {
         cols: cols as u32,
         eps: eps.to_bits(),
-        ..ModelParams::default()
+        ..NormParams::default()
     };
     let inputs: Vec<&Tensor> = std::iter::once(x).chain(params.iter().copied()).collect();
-    run(entry, entry, &inputs, &out, rows, p)?;
+    run(entry, (Shader::Norms, entry), &inputs, &out, rows, p)?;
     Ok(out)
 }
 
@@ -143,30 +162,20 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
     let rank = out.rank();
     same_rank(op, rank, ids.rank())?;
     let (ids_buf, out_buf) = (single(op, ids)?, single(op, &out)?);
-    // The table may be half precision (read through src/kernels/half.rs).
-    let key = PipelineKey {
-        weights: table.dtype(),
-        ..key("embed")
-    };
+    // The table may be half precision (read through its format's prelude,
+    // shaders/weights_*.wgsl).
+    let key = key(Shader::Embedding, "embed", table.dtype());
     debug_assert_eq!(table.bands().iter().map(|b| b.rows.len()).sum::<usize>(), n);
     for (i, band) in table.bands().iter().enumerate() {
         let bufs = [band.buffer(), ids_buf, ids_buf, out_buf];
-        for piece in pieces(
-            tokens * cols,
-            rank.limits().max_compute_workgroups_per_dimension,
-        ) {
-            let p = ModelParams {
-                count: piece.count,
-                row_stride: piece.stride,
-                base: piece.base,
-                cols: cols as u32,
-                pos0: (first + band.rows.start) as u32,
-                kv_cols: band.rows.len() as u32,
-                flag: u32::from(i == 0),
-                ..ModelParams::default()
-            };
-            rank.dispatch(op, &key, &bufs, &p, piece.grid)?;
-        }
+        let p = EmbedParams {
+            cols: cols as u32,
+            first: (first + band.rows.start) as u32,
+            rows: band.rows.len() as u32,
+            fill: u32::from(i == 0),
+            ..EmbedParams::default()
+        };
+        dispatch(rank, op, &key, &bufs, tokens * cols, p)?;
     }
     Ok(out)
 }
@@ -191,16 +200,16 @@ pub fn rope(x: &Tensor, table: &Tensor, head_dim: usize, pos0: usize) -> Result<
     check_table(op, table, head_dim, end(op, pos0, rows)?)?;
     let heads = cols / head_dim;
     let out = Tensor::output(x.rank(), x.shape(), op)?;
-    let p = ModelParams {
+    let p = RopeParams {
         cols: cols as u32,
         heads: heads as u32,
         head_dim: head_dim as u32,
         pos0: pos0 as u32,
-        ..ModelParams::default()
+        ..RopeParams::default()
     };
     run(
         op,
-        "rope",
+        (Shader::Rope, "rope"),
         &[x, table],
         &out,
         rows * heads * (head_dim / 2),
@@ -240,17 +249,17 @@ pub fn silu_mul(x: &Tensor) -> Result<Tensor> {
     check(op, cols % 2 == 0, "[*, 2 n]".into(), x.shape())?;
     let n = cols / 2;
     let out = Tensor::output(x.rank(), [rows, n], op)?;
-    let p = ModelParams {
+    let p = SiluMulParams {
         cols: n as u32,
-        ..ModelParams::default()
+        ..SiluMulParams::default()
     };
-    run(op, "silu_mul", &[x], &out, rows * n, p)?;
+    run(op, (Shader::SiluMul, "silu_mul"), &[x], &out, rows * n, p)?;
     Ok(out)
 }
 
 /// Where one rank's attention heads sit among the model's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadSpan {
+pub(crate) struct HeadSpan {
     /// Global index of the rank's first query head.
     pub first_q: usize,
     /// Global index of the first key/value head in the rank's cache.
@@ -261,14 +270,17 @@ pub struct HeadSpan {
     pub head_dim: usize,
 }
 
-/// The query, key/value and cache widths of fused `qkv: [rows, q + 2 kv]` rows and a
-/// `cache: [capacity, 2 kv]` (rows `[k | v]`), checked: `(q, kv)`.
-fn fused_widths(
+/// Fused query/key/value rows `qkv: [rows, q + 2 kv]` (`[q | k | v]`, heads of
+/// `head_dim`) from position `pos0` beside a `cache: [capacity, 2 kv]` (rows `[k | v]`)
+/// and an optional rotary `table`, checked: the kernels' shared parameters.
+fn fused_rows(
     op: &'static str,
     qkv: &Tensor,
     cache: &Tensor,
+    table: Option<&Tensor>,
     hd: usize,
-) -> Result<(usize, usize)> {
+    pos0: usize,
+) -> Result<FusedRows> {
     let (cols, cache_cols) = (qkv.shape()[1], cache.shape()[1]);
     let kv = cache_cols / 2;
     let ok = hd > 0
@@ -284,19 +296,7 @@ fn fused_widths(
         format!("fused rows [*, (heads + 2 kv_heads) x {hd}] beside a cache [*, 2 kv_heads x {hd}] of {cache_cols} columns"),
         qkv.shape(),
     )?;
-    Ok((cols - cache_cols, kv))
-}
-
-/// Refuses a cache or rotary table that does not reach the last of `qkv`'s rows, the
-/// positions `pos0..`.
-fn check_rows(
-    op: &'static str,
-    qkv: &Tensor,
-    cache: &Tensor,
-    table: Option<&Tensor>,
-    head_dim: usize,
-    pos0: usize,
-) -> Result<()> {
+    // The cache and the table must reach the last row's position.
     let end = end(op, pos0, qkv.shape()[0])?;
     check(
         op,
@@ -304,10 +304,18 @@ fn check_rows(
         format!("a cache of >= {end} rows"),
         cache.shape(),
     )?;
-    match table {
-        Some(t) => check_table(op, t, head_dim, end),
-        None => Ok(()),
+    if let Some(t) = table {
+        check_table(op, t, hd, end)?;
     }
+    Ok(FusedRows {
+        cols: cols as u32,
+        heads: ((cols - cache_cols) / hd) as u32,
+        head_dim: hd as u32,
+        pos0: pos0 as u32,
+        kv_cols: kv as u32,
+        rotate: u32::from(table.is_some()),
+        ..FusedRows::default()
+    })
 }
 
 /// Writes the keys and values of fused query/key/value rows `qkv: [rows, q + 2 kv]`
@@ -318,7 +326,7 @@ fn check_rows(
 /// # Errors
 /// [`Error::Shape`] when the widths disagree or the cache or table is too short; wgpu
 /// errors.
-pub fn write_kv(
+pub(crate) fn write_kv(
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
@@ -326,24 +334,18 @@ pub fn write_kv(
     pos0: usize,
 ) -> Result<()> {
     let op = "write_kv";
-    let (q, kv) = fused_widths(op, qkv, cache, head_dim)?;
-    let rows = qkv.shape()[0];
-    check_rows(op, qkv, cache, table, head_dim, pos0)?;
-    let p = ModelParams {
-        cols: (q + 2 * kv) as u32,
-        heads: (q / head_dim) as u32,
-        head_dim: head_dim as u32,
-        pos0: pos0 as u32,
-        kv_cols: kv as u32,
-        flag: u32::from(table.is_some()),
-        ..ModelParams::default()
+    let rows = fused_rows(op, qkv, cache, table, head_dim, pos0)?;
+    let items = qkv.shape()[0] * rows.kv_cols as usize / 2;
+    let p = KvWriteParams {
+        rows,
+        ..KvWriteParams::default()
     };
     let inputs: Vec<&Tensor> = std::iter::once(qkv).chain(table).collect();
-    run(op, "kv_write", &inputs, cache, rows * kv / 2, p)
+    run(op, (Shader::KvCache, "kv_write"), &inputs, cache, items, p)
 }
 
 /// The largest head [`attention`] takes.
-pub const MAX_HEAD_DIM: usize = 256;
+pub(crate) const MAX_HEAD_DIM: usize = 256;
 
 /// Causal attention of the queries of fused rows `qkv: [rows, q + 2 kv]` (row `t` at
 /// position `pos0 + t`, turned by the rotary `table` when there is one) over `cache:
@@ -354,7 +356,7 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// [`Error::Shape`] when the shapes disagree or the cache or table is too short;
 /// [`Error::InvalidArgument`] for heads over [`MAX_HEAD_DIM`] or a cache without the
 /// key/value heads the queries need; wgpu errors.
-pub fn attention(
+pub(crate) fn attention(
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
@@ -369,12 +371,10 @@ pub fn attention(
             format!("heads of {hd}; the kernel takes up to {MAX_HEAD_DIM}"),
         ));
     }
-    let (cols, kv_cols) = fused_widths(op, qkv, cache, hd)?;
+    let fused = fused_rows(op, qkv, cache, table, hd, pos0)?;
     let rows = qkv.shape()[0];
-    let capacity = cache.shape()[0];
-    check_rows(op, qkv, cache, table, hd, pos0)?;
-    let heads = cols / hd;
-    let kv_heads = kv_cols / hd;
+    let heads = fused.heads as usize;
+    let kv_heads = fused.kv_cols as usize / hd;
     let group = span.group.max(1);
     // Every local query head must find its key/value head in the cache.
     let (lo, hi) = (span.first_q / group, (span.first_q + heads - 1) / group);
@@ -390,30 +390,26 @@ pub fn attention(
             ),
         ));
     }
-    let out = Tensor::output(qkv.rank(), [rows, cols], op)?;
-    let p = ModelParams {
-        cols: (cols + 2 * kv_cols) as u32,
-        heads: heads as u32,
-        head_dim: hd as u32,
-        pos0: pos0 as u32,
-        kv_cols: kv_cols as u32,
+    let out = Tensor::output(qkv.rank(), [rows, heads * hd], op)?;
+    let p = AttentionParams {
+        rows: fused,
         group: group as u32,
         h0: span.first_q as u32,
         k0: span.first_kv as u32,
-        kv_rows: capacity as u32,
         scale: (1.0 / (hd as f32).sqrt()).to_bits(),
-        flag: u32::from(table.is_some()),
-        ..ModelParams::default()
+        ..AttentionParams::default()
     };
     let inputs: Vec<&Tensor> = [qkv, cache].into_iter().chain(table).collect();
-    run(op, "attention", &inputs, &out, rows * heads, p)?;
+    run(
+        op,
+        (Shader::Attention, "attention"),
+        &inputs,
+        &out,
+        rows * heads,
+        p,
+    )?;
     Ok(out)
 }
 
-/// Writes `rows` (`[n, cols]`) into rows `at..at + n` of `cache` (a key/value cache).
-///
-/// # Errors
-/// [`Error::Shape`] when they do not fit; wgpu errors.
-pub fn write_rows(cache: &Tensor, rows: &Tensor, at: usize) -> Result<()> {
-    super::place(rows, cache, [at, 0])
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+// Causal attention of a rank's local query heads over its key/value cache
+// (src/ops/model.rs `attention`), one (row, head) per invocation: softmax(q . k_j * scale)
+// over positions j <= pos0 + t, then the weighted sum of v_j. Requires rotary.wgsl
+// prepended (src/kernels/mod.rs). Row-major f32; each tensor binding is one buffer.
+//
+// A fused row is [q | k | v] (kv_cache.wgsl); a cache row is [k | v], 2 * kv_cols columns,
+// its rows up to pos0 + rows written (kv_cache.wgsl).
+//
+// Bindings (the GEMMs' layout):
+//   0: qkv     storage, read        fused rows [rows, cols], row t at position pos0 + t
+//                                   (the queries turned here, with `rotate`)
+//   1: cache   storage, read        [capacity, 2 kv_cols]
+//   2: table   storage, read        the rotary table [positions, head_dim] (rotary.wgsl);
+//                                   not read without `rotate` (any buffer)
+//   3: out     storage, read_write  [rows, heads * head_dim]
+//   4: params  uniform array<AttentionParams, 2>, two equal copies
+//
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
+// row_stride handles item base + i for i < count, an item a (row, local head) pair. Two
+// passes over the positions (max, then exp-sum and the weighted sum), each in position
+// order, in one invocation: a result depends only on its inputs.
+
+// The fields up to `rotate` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
+// src/kernels/params.rs FusedRows).
+struct AttentionParams {
+    count: u32,
+    row_stride: u32,
+    base: u32,
+    cols: u32,
+    // Local query heads.
+    heads: u32,
+    head_dim: u32,
+    // The position of row 0.
+    pos0: u32,
+    // Key (and value) columns of a cache row: local key/value heads * head_dim.
+    kv_cols: u32,
+    // 1: turn the queries by the rotary table; 0: take them as they are.
+    rotate: u32,
+    // Query heads per key/value head; the global indices of the first local query head
+    // and of the cache's first key/value head: local head h reads cache head
+    // (h0 + h) / group - k0.
+    group: u32,
+    h0: u32,
+    k0: u32,
+    // 1 / sqrt(head_dim), as f32 bits.
+    scale: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> qkv: array<f32>;
+@group(0) @binding(1) var<storage, read> cache: array<f32>;
+@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<AttentionParams, 2>;
+
+fn load_params() -> AttentionParams {
+    return params[params[0].count & 1u];
+}
+
+// The largest head attention takes (its turned query is kept per invocation; the same
+// bound as src/ops/model.rs MAX_HEAD_DIM).
+const MAX_HEAD_DIM: u32 = 256u;
+
+@compute @workgroup_size(256, 1, 1)
+fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let g = p.base + i;
+    let t = g / p.heads;
+    let h = g % p.heads;
+    let kvh = (p.h0 + h) / p.group - p.k0;
+    let q = t * p.cols + h * p.head_dim;
+    let o = (t * p.heads + h) * p.head_dim;
+    let stride = 2u * p.kv_cols;
+    let last = p.pos0 + t;
+    let scale = bitcast<f32>(p.scale);
+    let half = p.head_dim / 2u;
+    var qt: array<f32, MAX_HEAD_DIM>;
+    for (var e = 0u; e < p.head_dim; e++) {
+        qt[e] = qkv[q + e];
+    }
+    if (p.rotate != 0u) {
+        for (var j = 0u; j < half; j++) {
+            let turned = turn(qt[j], qt[j + half], last, j, p.head_dim);
+            qt[j] = turned.x;
+            qt[j + half] = turned.y;
+        }
+    }
+    var m = -3.4028235e38;
+    for (var j = 0u; j <= last; j++) {
+        let k = j * stride + kvh * p.head_dim;
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + qt[e] * cache[k + e];
+        }
+        m = max(m, s * scale);
+    }
+    for (var e = 0u; e < p.head_dim; e++) {
+        out[o + e] = 0.0;
+    }
+    var total = 0.0;
+    for (var j = 0u; j <= last; j++) {
+        let k = j * stride + kvh * p.head_dim;
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + qt[e] * cache[k + e];
+        }
+        let w = exp(s * scale - m);
+        total = total + w;
+        for (var e = 0u; e < p.head_dim; e++) {
+            out[o + e] = out[o + e] + w * cache[k + p.kv_cols + e];
+        }
+    }
+    let inv = 1.0 / total;
+    for (var e = 0u; e < p.head_dim; e++) {
+        out[o + e] = out[o + e] * inv;
+    }
+}

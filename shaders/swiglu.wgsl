@@ -1,0 +1,44 @@
+// SwiGLU, the gated activation of Llama's MLP (src/ops/model.rs `silu_mul`):
+// out[t, j] = silu(x[t, j]) * x[t, cols + j] for x = [gate | up]. Row-major f32; each
+// tensor binding is one buffer.
+//
+// Bindings (the GEMMs' layout; bindings 1 and 2 are not read):
+//   0: x       storage, read        [rows, 2 cols], [gate | up]
+//   3: out     storage, read_write  [rows, cols]
+//   4: params  uniform array<SiluMulParams, 2>, two equal copies
+//
+// Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
+// row_stride handles element base + i of out for i < count.
+
+struct SiluMulParams {
+    count: u32,
+    row_stride: u32,
+    base: u32,
+    // Columns of out.
+    cols: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
+// them once through load_params, at an index no compiler can fold to a constant.
+@group(0) @binding(4) var<uniform> params: array<SiluMulParams, 2>;
+
+fn load_params() -> SiluMulParams {
+    return params[params[0].count & 1u];
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn silu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let g = p.base + i;
+    let t = g / p.cols;
+    let j = g % p.cols;
+    let gate = x[t * 2u * p.cols + j];
+    let up = x[t * 2u * p.cols + p.cols + j];
+    out[g] = gate / (1.0 + exp(-gate)) * up;
+}
