@@ -71,7 +71,7 @@ pub use nn::{
 };
 pub use ops::gemm_kernel_for;
 pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
-pub use rank::Rank;
+pub use rank::{Rank, RankStats};
 pub use tensor::shard::split_sizes;
 pub use tensor::Tensor;
 pub use wgpu;
