@@ -1,7 +1,8 @@
 //! Decode-shaped work in its steady state makes no wgpu buffer: a small all-reduce after
 //! the first of its size, and a batch-1 MLP step (input upload, forward, read-back) after
-//! the first, reuse the tensors, staging, upload and parameter buffers earlier calls made (`Rank::stats().buffers_made`), on
-//! both kinds of group and with both numerics, and still give the right sums.
+//! the first, reuse the tensors, staging, upload and parameter buffers earlier calls made
+//! (`Rank::stats().buffers_made`), on both kinds of group and with both numerics, and
+//! still give the right sums.
 
 mod common;
 
