@@ -69,7 +69,7 @@ pub use nn::{
     RowParallelLinear,
 };
 pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
-pub use rank::Rank;
+pub use rank::{Rank, RankStats};
 pub use tensor::shard::split_sizes;
 pub use tensor::Tensor;
 pub use wgpu;

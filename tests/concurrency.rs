@@ -112,5 +112,5 @@ fn threads_freeing_gl_buffers_with_the_cache_off_do_not_race() {
             });
         }
     });
-    assert!(group.ranks().iter().all(|r| r.cached_bytes() == 0));
+    assert!(group.ranks().iter().all(|r| r.stats().cached_bytes == 0));
 }

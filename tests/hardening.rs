@@ -120,17 +120,17 @@ fn the_buffer_cache_stays_under_its_cap_and_trims() {
         mlp.forward(&x).unwrap().to_host().unwrap();
         for r in group.ranks() {
             assert!(
-                r.cached_bytes() <= cap,
+                r.stats().cached_bytes <= cap,
                 "batch {batch}: {} kept",
-                r.cached_bytes()
+                r.stats().cached_bytes
             );
-            most = most.max(r.cached_bytes());
+            most = most.max(r.stats().cached_bytes);
         }
     }
     assert!(most > cap / 2, "the cache was used ({most} bytes at most)");
     assert_eq!(group.ranks()[0].buffer_cache_cap(), cap);
     group.trim_caches();
-    assert!(group.ranks().iter().all(|r| r.cached_bytes() == 0));
+    assert!(group.ranks().iter().all(|r| r.stats().cached_bytes == 0));
     // The default cap, documented in README.
     let g = group_or_skip!(1);
     assert_eq!(

@@ -218,7 +218,7 @@ fn a_bf16_checkpoint_keeps_its_weights_at_two_bytes_a_value() {
         let checkpoint = Checkpoint::open(fixture_in(name, precision)).unwrap();
         let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
         group.wait_idle().unwrap();
-        let held: u64 = group.ranks().iter().map(|r| r.tensor_bytes()).sum();
+        let held: u64 = group.ranks().iter().map(|r| r.stats().tensor_bytes).sum();
         drop(model);
         held
     };
@@ -308,10 +308,10 @@ fn logical_ranks_sharing_a_device_normalize_a_replicated_value_once() {
     let norm = wgpu_tp::nn::Norm::new(&group, wgpu_tp::nn::NormKind::Rms, &w, None, 1e-5).unwrap();
     let x = wgpu_tp::DistTensor::replicate(&group, &[0.5; 32], [2, 16]).unwrap();
     let rank = &group.ranks()[0];
-    let before = rank.dispatches();
+    let before = rank.stats().dispatches;
     let y = norm.forward(&x).unwrap();
     // One dispatch on the shared device, not one per logical rank; every rank reads it.
-    assert_eq!(rank.dispatches() - before, 1);
+    assert_eq!(rank.stats().dispatches - before, 1);
     let per_rank = y.to_host_per_rank().unwrap();
     assert!(per_rank.iter().all(|v| v == &per_rank[0]));
 }

@@ -1,7 +1,8 @@
 //! Decode-shaped work in its steady state makes no wgpu buffer: a small all-reduce after
 //! the first of its size, and a batch-1 MLP step (input upload, forward, read-back) after
-//! the first, reuse the tensors, staging, upload and parameter buffers earlier calls made (`Rank::buffers_made`), on
-//! both kinds of group and with both numerics, and still give the right sums.
+//! the first, reuse the tensors, staging, upload and parameter buffers earlier calls made
+//! (`Rank::stats().buffers_made`), on both kinds of group and with both numerics, and
+//! still give the right sums.
 
 mod common;
 
@@ -23,7 +24,11 @@ fn own_group(tp: usize, shared: bool, numerics: Numerics) -> Option<Group> {
 }
 
 fn made(group: &Group) -> Vec<u64> {
-    group.ranks().iter().map(|r| r.buffers_made()).collect()
+    group
+        .ranks()
+        .iter()
+        .map(|r| r.stats().buffers_made)
+        .collect()
 }
 
 #[test]
@@ -142,10 +147,10 @@ fn a_shared_device_all_reduce_is_one_dispatch() {
             let rank = &shared.ranks()[0];
             sum(&shared); // the first compiles the pipeline
             let x = common::partial(&shared, &parts, [1, elems]);
-            let before = rank.dispatches();
+            let before = rank.stats().dispatches;
             let got = x.all_reduce().unwrap().to_host_per_rank().unwrap();
             let ctx = format!("{numerics:?} tp {tp}");
-            assert_eq!(rank.dispatches() - before, 1, "{ctx}");
+            assert_eq!(rank.stats().dispatches - before, 1, "{ctx}");
             for (r, (a, b)) in got.iter().zip(&want).enumerate() {
                 common::assert_same_bits(a, b, &format!("{ctx} rank {r}"));
             }

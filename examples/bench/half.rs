@@ -48,11 +48,11 @@ pub fn run(reps: usize) -> Res<Figures> {
         .iter()
         .map(|&h| f32::from_bits(u32::from(h) << 16))
         .collect();
-    let before = rank.tensor_bytes();
+    let before = rank.stats().tensor_bytes;
     let w16 = Tensor::from_half(rank, DType::BF16, &bits, [n, k])?;
-    let bytes16 = rank.tensor_bytes() - before;
+    let bytes16 = rank.stats().tensor_bytes - before;
     let w32 = Tensor::from_host(rank, &wide, [n, k])?;
-    let bytes32 = rank.tensor_bytes() - before - bytes16;
+    let bytes32 = rank.stats().tensor_bytes - before - bytes16;
     drop((bits, wide));
     let (gemm16, gemm32) = (
         product_time(rank, 64, &w16, reps)?,

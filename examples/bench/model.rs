@@ -89,7 +89,7 @@ pub fn load_worker(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let model = Transformer::from_checkpoint(&group, &checkpoint)?;
     group.wait_idle()?;
     let (peak, _) = rss();
-    let device: u64 = group.ranks().iter().map(|r| r.tensor_bytes()).sum();
+    let device: u64 = group.ranks().iter().map(|r| r.stats().tensor_bytes).sum();
     println!(
         "LOAD {} {} {device}",
         peak.saturating_sub(before),
@@ -126,7 +126,7 @@ pub fn run() -> Result<Figures, Box<dyn std::error::Error>> {
     let largest = devices
         .ranks()
         .iter()
-        .map(|r| r.tensor_bytes())
+        .map(|r| r.stats().tensor_bytes)
         .max()
         .unwrap_or(0);
     let (h, hd) = (MODEL.hidden as u64, (MODEL.hidden / MODEL.heads) as u64);

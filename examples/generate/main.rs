@@ -119,7 +119,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             group.process_index(),
             i.name,
             i.backend,
-            r.tensor_bytes()
+            r.stats().tensor_bytes
         );
     }
     say!("  loaded in {load:.2} s");

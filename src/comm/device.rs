@@ -1,8 +1,7 @@
 //! The on-device collective for logical ranks that share one device: a WGSL reduction
 //! over the ranks' buffers and buffer-to-buffer copies, with no host round trip.
 
-use super::checked::{check_all_gather, check_broadcast, check_reduce_scatter};
-use super::transport::{BoxFuture, Collective};
+use super::builtin::{Outputs, Scatter, Transport};
 use crate::error::Result;
 use crate::ops::{self, one_device};
 use crate::tensor::shard::offsets;
@@ -24,10 +23,8 @@ fn shared(t: &Tensor, inputs: &[Tensor]) -> Vec<Tensor> {
     inputs.iter().map(|i| t.shared_with(i.rank())).collect()
 }
 
-/// The `len` rows or columns of `t` from `start` along `dim`.
-fn window(t: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
-    let mut shape = t.shape();
-    shape[dim] = len;
+/// The window of `t` of `shape` from `start` along `dim`.
+fn window(t: &Tensor, dim: usize, start: usize, shape: [usize; 2]) -> Result<Tensor> {
     if dim == 0 {
         ops::slice(t, start, 0, shape)
     } else {
@@ -35,19 +32,14 @@ fn window(t: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
     }
 }
 
-impl Collective for DeviceCollective {
-    fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+impl Transport for DeviceCollective {
+    fn sum<'a>(&'a self, inputs: &'a [Tensor]) -> Outputs<'a> {
         Box::pin(async move { Ok(shared(&ops::sum("all_reduce", inputs)?, inputs)) })
     }
 
-    fn all_gather<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        dim: usize,
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn gather<'a>(&'a self, inputs: &'a [Tensor], dim: usize, shape: [usize; 2]) -> Outputs<'a> {
         Box::pin(async move {
             let op = "all_gather";
-            let shape = check_all_gather(op, inputs, dim)?;
             let rank = one_device(op, inputs)?;
             let sizes: Vec<usize> = inputs.iter().map(|t| t.shape()[dim]).collect();
             let out = Tensor::output(rank, shape, op)?;
@@ -59,32 +51,21 @@ impl Collective for DeviceCollective {
         })
     }
 
-    fn reduce_scatter<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        dim: usize,
-        sizes: &'a [usize],
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn sum_scatter<'a>(&'a self, inputs: &'a [Tensor], cut: Scatter<'a>) -> Outputs<'a> {
         Box::pin(async move {
-            check_reduce_scatter("reduce_scatter", inputs, dim, sizes, inputs.len())?;
             let total = ops::sum("reduce_scatter", inputs)?;
             inputs
                 .iter()
-                .zip(offsets(sizes).into_iter().zip(sizes))
-                .map(
-                    |(t, (start, &len))| Ok(window(&total, dim, start, len)?.shared_with(t.rank())),
-                )
+                .zip(cut.windows())
+                .map(|(t, (start, shape))| {
+                    Ok(window(&total, cut.dim, start, shape)?.shared_with(t.rank()))
+                })
                 .collect()
         })
     }
 
-    fn broadcast<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        root: usize,
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn copy<'a>(&'a self, inputs: &'a [Tensor], root: usize) -> Outputs<'a> {
         Box::pin(async move {
-            check_broadcast("broadcast", inputs, root)?;
             one_device("broadcast", inputs)?;
             Ok(shared(&inputs[root], inputs))
         })

@@ -1,8 +1,8 @@
 //! The host collective: read every rank's buffer back, combine on the host in rank
 //! order, upload the result. Works between any ranks, whatever adapter or backend.
 
-use super::checked::{check_all_gather, check_broadcast, check_reduce_scatter, check_same_shapes};
-use super::transport::{BoxFuture, Collective};
+use super::builtin::{Outputs, Scatter, Transport};
+use super::checked::check_same_shapes;
 use crate::error::Result;
 use crate::kernels::settings::Numerics;
 use crate::ops::numerics::{tree_into, tree_scratch};
@@ -109,8 +109,8 @@ pub(crate) fn give_host_chunk(v: Vec<f32>) {
     }
 }
 
-impl Collective for HostCollective {
-    fn all_reduce<'a>(&'a self, inputs: &'a [Tensor]) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+impl Transport for HostCollective {
+    fn sum<'a>(&'a self, inputs: &'a [Tensor]) -> Outputs<'a> {
         Box::pin(async move {
             check_same_shapes("all_reduce", inputs)?;
             let numerics = inputs[0].rank().numerics();
@@ -124,50 +124,30 @@ impl Collective for HostCollective {
         })
     }
 
-    fn all_gather<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        dim: usize,
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn gather<'a>(&'a self, inputs: &'a [Tensor], dim: usize, shape: [usize; 2]) -> Outputs<'a> {
         Box::pin(async move {
-            let shape = check_all_gather("all_gather", inputs, dim)?;
             let parts = read_back("all_gather", &all(inputs)).await?;
             let shapes: Vec<[usize; 2]> = inputs.iter().map(Tensor::shape).collect();
             upload_all(inputs, &concat_host(&parts, &shapes, dim)?, shape)
         })
     }
 
-    fn reduce_scatter<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        dim: usize,
-        sizes: &'a [usize],
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn sum_scatter<'a>(&'a self, inputs: &'a [Tensor], cut: Scatter<'a>) -> Outputs<'a> {
         Box::pin(async move {
-            let shape = check_reduce_scatter("reduce_scatter", inputs, dim, sizes, inputs.len())?;
             let parts = read_back("reduce_scatter", &all(inputs)).await?;
             let sum = sum_parts(parts, inputs[0].rank().numerics());
-            let shards = split_host(&sum, shape, dim, sizes)?;
+            let shards = split_host(&sum, cut.shape, cut.dim, cut.sizes)?;
             inputs
                 .iter()
                 .zip(shards)
-                .zip(sizes)
-                .map(|((t, data), &len)| {
-                    let mut s = shape;
-                    s[dim] = len;
-                    Tensor::from_host(t.rank(), &data, s)
-                })
+                .zip(cut.windows())
+                .map(|((t, data), (_, shape))| Tensor::from_host(t.rank(), &data, shape))
                 .collect()
         })
     }
 
-    fn broadcast<'a>(
-        &'a self,
-        inputs: &'a [Tensor],
-        root: usize,
-    ) -> BoxFuture<'a, Result<Vec<Tensor>>> {
+    fn copy<'a>(&'a self, inputs: &'a [Tensor], root: usize) -> Outputs<'a> {
         Box::pin(async move {
-            check_broadcast("broadcast", inputs, root)?;
             let src = &inputs[root];
             let data = read_back("broadcast", &[src]).await?.concat();
             inputs

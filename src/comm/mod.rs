@@ -4,8 +4,9 @@
 //! ranks lie over processes (spread.rs) and the count of its collectives:
 //! - transport.rs: the [`Collective`] trait, the transport between the ranks of one
 //!   process, and its two implementations: host.rs (read back, sum on the host, upload)
-//!   and device.rs (the same sums in a WGSL reduction on a shared device); chunked.rs is
-//!   the host transport's pipelined all-reduce, reused between processes;
+//!   and device.rs (the same sums in a WGSL reduction on a shared device), with their
+//!   input checks and output shapes once in builtin.rs; chunked.rs is the host
+//!   transport's pipelined all-reduce, reused between processes;
 //! - checked.rs: the collectives a group runs, with every input and output checked;
 //! - between processes (feature `mpi`): processes/ is the MPI link, spanning.rs the
 //!   collectives over it, header.rs the per-collective check that every process runs the
@@ -13,6 +14,7 @@
 //!
 //! `dist/` turns placements into these collectives; `group/` makes the ranks.
 
+mod builtin;
 mod checked;
 mod chunked;
 mod device;

@@ -1,14 +1,16 @@
 //! `Transformer::from_checkpoint`: every layer of a Llama-family or GPT-2 checkpoint, each
 //! rank reading only its shards.
 
-use super::{Block, Mlp, Transformer};
+use std::sync::Arc;
+
+use super::{Block, Step, Transformer};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
 use crate::load::{Architecture, Checkpoint};
 use crate::nn::{
-    AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Norm,
+    AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Layer, Norm,
     NormKind, ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig,
     RowParallelLinear, VocabParallelEmbedding,
 };
@@ -74,88 +76,23 @@ impl Transformer {
         };
         let mut blocks = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
-            let block = if llama {
-                let p = format!("model.layers.{l}");
-                let attention = ParallelAttention::new(
-                    group,
-                    shape,
-                    WeightLayout::OutIn,
-                    rotary.clone(),
-                    |q, kv| {
-                        let name = |w: &str| format!("{p}.self_attn.{w}_proj.weight");
-                        Ok(HeadWeights {
-                            q: ck.rows(&name("q"), q.start * hd..q.end * hd)?,
-                            k: ck.rows(&name("k"), kv.start * hd..kv.end * hd)?,
-                            v: ck.rows(&name("v"), kv.start * hd..kv.end * hd)?,
-                            bias: None,
-                        })
-                    },
-                    |cols| ck.cols(&format!("{p}.self_attn.o_proj.weight"), cols),
-                    None,
-                )?;
-                let mlp = GatedMlp::new(
-                    group,
-                    h,
-                    c.intermediate_size,
-                    |r| ck.rows(&format!("{p}.mlp.gate_proj.weight"), r),
-                    |r| ck.rows(&format!("{p}.mlp.up_proj.weight"), r),
-                    |cols| ck.cols(&format!("{p}.mlp.down_proj.weight"), cols),
-                )?;
-                if c.activation != "silu" {
-                    return Err(Error::invalid(
-                        "transformer.from_checkpoint",
-                        format!("activation {:?}: the gated MLP runs silu", c.activation),
-                    ));
-                }
-                Block {
-                    norm1: norm(&format!("{p}.input_layernorm"))?,
-                    attention,
-                    norm2: norm(&format!("{p}.post_attention_layernorm"))?,
-                    mlp: Mlp::Gated(mlp),
-                }
+            let layers = if llama {
+                llama_layers(group, ck, shape, &rotary, l)?
             } else {
-                let p = format!("h.{l}");
-                let c_attn = format!("{p}.attn.c_attn.weight");
-                let qkv_b = ck.f32(&format!("{p}.attn.c_attn.bias"))?;
-                let attention = ParallelAttention::new(
-                    group,
-                    shape,
-                    WeightLayout::InOut,
-                    None,
-                    |q, _| {
-                        // Fused [hidden, 3 hidden] (Conv1D): q, k, v column blocks, each
-                        // split by head, read from the file in its type.
-                        let block = |i: usize| q.start * hd + i * h..q.end * hd + i * h;
-                        Ok(HeadWeights {
-                            q: ck.cols(&c_attn, block(0))?,
-                            k: ck.cols(&c_attn, block(1))?,
-                            v: ck.cols(&c_attn, block(2))?,
-                            bias: Some([0, 1, 2].map(|i| qkv_b[block(i)].to_vec())),
-                        })
-                    },
-                    |rows| ck.rows(&format!("{p}.attn.c_proj.weight"), rows),
-                    Some(&ck.f32(&format!("{p}.attn.c_proj.bias"))?),
-                )?;
-                let act = match c.activation.as_str() {
-                    "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-                    "gelu" => Activation::GeluErf,
-                    "relu" => Activation::Relu,
-                    other => {
-                        return Err(Error::invalid(
-                            "transformer.from_checkpoint",
-                            format!("activation {other:?} is not one the library runs"),
-                        ))
-                    }
-                };
-                let mlp = gpt2_mlp(group, ck, &p, c.intermediate_size, act)?;
-                Block {
-                    norm1: norm(&format!("{p}.ln_1"))?,
-                    attention,
-                    norm2: norm(&format!("{p}.ln_2"))?,
-                    mlp: Mlp::Plain(mlp),
-                }
+                gpt2_layers(group, ck, shape, l)?
             };
-            blocks.push(block);
+            // Each layer behind its norm, added to the residual.
+            let steps = layers.into_iter().map(|(norm_name, layer)| {
+                let norm = Some(norm(&norm_name)?);
+                Ok(Step {
+                    norm,
+                    layer,
+                    residual: true,
+                })
+            });
+            blocks.push(Block {
+                steps: steps.collect::<Result<_>>()?,
+            });
             // Let each device finish the block's uploads and free their staging copies
             // before the next block's: loading holds one block's host copies at a time.
             group.wait_idle()?;
@@ -223,4 +160,99 @@ fn gpt2_mlp(
     let cfg2 = RowParallelConfig::default().input_is_parallel(true);
     let fc2 = RowParallelLinear::from_shards(group, w2, Some(b2), layout, cfg2)?;
     ParallelMlp::from_layers(fc1, fc2)
+}
+
+/// A block's layers, each with the name of the norm before it.
+type Layers = [(String, Arc<dyn Layer>); 2];
+
+/// Llama block `l`: attention (rotary, grouped-query, no biases) and the gated MLP.
+fn llama_layers(
+    group: &Group,
+    ck: &Checkpoint,
+    shape: AttentionShape,
+    rotary: &Option<Rotary>,
+    l: usize,
+) -> Result<Layers> {
+    let c = ck.config();
+    let (h, hd) = (c.hidden_size, c.head_dim);
+    let p = format!("model.layers.{l}");
+    let attention = ParallelAttention::new(
+        group,
+        shape,
+        WeightLayout::OutIn,
+        rotary.clone(),
+        |q, kv| {
+            let name = |w: &str| format!("{p}.self_attn.{w}_proj.weight");
+            Ok(HeadWeights {
+                q: ck.rows(&name("q"), q.start * hd..q.end * hd)?,
+                k: ck.rows(&name("k"), kv.start * hd..kv.end * hd)?,
+                v: ck.rows(&name("v"), kv.start * hd..kv.end * hd)?,
+                bias: None,
+            })
+        },
+        |cols| ck.cols(&format!("{p}.self_attn.o_proj.weight"), cols),
+        None,
+    )?;
+    let mlp = GatedMlp::new(
+        group,
+        h,
+        c.intermediate_size,
+        |r| ck.rows(&format!("{p}.mlp.gate_proj.weight"), r),
+        |r| ck.rows(&format!("{p}.mlp.up_proj.weight"), r),
+        |cols| ck.cols(&format!("{p}.mlp.down_proj.weight"), cols),
+    )?;
+    if c.activation != "silu" {
+        return Err(Error::invalid(
+            "transformer.from_checkpoint",
+            format!("activation {:?}: the gated MLP runs silu", c.activation),
+        ));
+    }
+    Ok([
+        (format!("{p}.input_layernorm"), Arc::new(attention)),
+        (format!("{p}.post_attention_layernorm"), Arc::new(mlp)),
+    ])
+}
+
+/// GPT-2 block `l`: attention (fused query/key/value, biases, no rotary) and the plain MLP.
+fn gpt2_layers(group: &Group, ck: &Checkpoint, shape: AttentionShape, l: usize) -> Result<Layers> {
+    let c = ck.config();
+    let (h, hd) = (c.hidden_size, c.head_dim);
+    let p = format!("h.{l}");
+    let c_attn = format!("{p}.attn.c_attn.weight");
+    let qkv_b = ck.f32(&format!("{p}.attn.c_attn.bias"))?;
+    let attention = ParallelAttention::new(
+        group,
+        shape,
+        WeightLayout::InOut,
+        None,
+        |q, _| {
+            // Fused [hidden, 3 hidden] (Conv1D): q, k, v column blocks, each split by
+            // head, read from the file in its type.
+            let block = |i: usize| q.start * hd + i * h..q.end * hd + i * h;
+            Ok(HeadWeights {
+                q: ck.cols(&c_attn, block(0))?,
+                k: ck.cols(&c_attn, block(1))?,
+                v: ck.cols(&c_attn, block(2))?,
+                bias: Some([0, 1, 2].map(|i| qkv_b[block(i)].to_vec())),
+            })
+        },
+        |rows| ck.rows(&format!("{p}.attn.c_proj.weight"), rows),
+        Some(&ck.f32(&format!("{p}.attn.c_proj.bias"))?),
+    )?;
+    let act = match c.activation.as_str() {
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "gelu" => Activation::GeluErf,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(Error::invalid(
+                "transformer.from_checkpoint",
+                format!("activation {other:?} is not one the library runs"),
+            ))
+        }
+    };
+    let mlp = gpt2_mlp(group, ck, &p, c.intermediate_size, act)?;
+    Ok([
+        (format!("{p}.ln_1"), Arc::new(attention)),
+        (format!("{p}.ln_2"), Arc::new(mlp)),
+    ])
 }

@@ -3,34 +3,17 @@
 //! generation with a key/value cache per rank (feature `safetensors`). load.rs builds it
 //! from a checkpoint.
 
+mod block;
 mod load;
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::load::ModelConfig;
-use crate::nn::{
-    GatedMlp, KvCache, Norm, ParallelAttention, ParallelLmHead, ParallelMlp, VocabParallelEmbedding,
-};
+use crate::nn::{KvCache, Norm, ParallelLmHead, VocabParallelEmbedding};
 use crate::ops;
 use crate::rank::batched;
-
-/// The MLP of a block.
-#[derive(Debug, Clone)]
-enum Mlp {
-    Gated(GatedMlp),
-    Plain(ParallelMlp),
-}
-
-/// A decoder block: attention and MLP, each behind a norm and added to the residual (two
-/// all-reduces, as in Megatron-LM).
-#[derive(Debug, Clone)]
-struct Block {
-    norm1: Norm,
-    attention: ParallelAttention,
-    norm2: Norm,
-    mlp: Mlp,
-}
+use block::{Block, Step, Stream};
 
 /// A model on a group.
 #[derive(Debug, Clone)]
@@ -52,7 +35,8 @@ pub struct Transformer {
 pub struct Cache {
     /// The [`Transformer`] that made it.
     model: u64,
-    layers: Vec<KvCache>,
+    /// One per step of every block, in order: the caches of the steps whose layer keeps one.
+    layers: Vec<Option<KvCache>>,
     /// Set while a forward runs and cleared when it succeeds: a forward that failed half
     /// way left the layers' caches at different lengths.
     broken: bool,
@@ -61,12 +45,17 @@ pub struct Cache {
 impl Cache {
     /// Positions held.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, KvCache::len)
+        self.first().map_or(0, KvCache::len)
     }
 
     /// True before the first forward.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The first layer's cache (all hold the same positions).
+    fn first(&self) -> Option<&KvCache> {
+        self.layers.iter().flatten().next()
     }
 }
 
@@ -96,9 +85,8 @@ impl Transformer {
             ));
         }
         let layers = self
-            .blocks
-            .iter()
-            .map(|b| b.attention.new_cache(capacity))
+            .steps()
+            .map(|s| s.layer.empty_cache(capacity))
             .collect::<Result<_>>()?;
         Ok(Cache {
             model: self.id,
@@ -111,13 +99,8 @@ impl Transformer {
     /// the widest row any rank holds per token (the fused query/key/value row, the gated
     /// MLP's `[gate | up]`, the hidden state) times the tokens must fit one band.
     fn max_tokens(&self) -> usize {
-        let mut widest = self.config.hidden_size;
-        for b in &self.blocks {
-            widest = widest.max(b.attention.row_width());
-            if let Mlp::Gated(g) = &b.mlp {
-                widest = widest.max(g.row_width());
-            }
-        }
+        let rows = self.steps().map(|s| s.layer.row_width());
+        let widest = rows.fold(self.config.hidden_size, usize::max);
         // Every rank's size and limit, in every process: the processes agree on the pieces.
         let most = self.group.band_bytes() / (4 * widest.max(1) as u64);
         let most = usize::try_from(most).unwrap_or(usize::MAX);
@@ -147,7 +130,7 @@ impl Transformer {
         }
         // Refusals that change nothing come first; past them, a failure breaks the cache.
         self.embedding.check_ids("transformer.forward", ids)?;
-        let capacity = cache.layers.first().map_or(0, KvCache::capacity);
+        let capacity = cache.first().map_or(0, KvCache::capacity);
         if cache.len() + ids.len() > capacity {
             return Err(Error::invalid(
                 "transformer.forward",
@@ -196,36 +179,18 @@ impl Transformer {
                 Vec::new(),
             );
         }
-        // Between two all-reduces, everything each rank runs is one batched submission:
-        // the residual add, the norm and the layer's work up to its partial products.
-        let op = "transformer.forward";
-        let mut add: Option<DistTensor> = None;
-        for (block, kv) in self.blocks.iter().zip(&mut cache.layers) {
-            let partial;
-            (x, partial) = batched(op, || {
-                let x = residual(&x, add.as_ref())?;
-                let p = block
-                    .attention
-                    .partial_forward(&block.norm1.forward(&x)?, kv)?;
-                Ok((x, p))
-            })?;
-            let a = block.attention.reduce_async(partial).await?;
-            let partial;
-            (x, partial) = batched(op, || {
-                let x = residual(&x, Some(&a))?;
-                let h = block.norm2.forward(&x)?;
-                let p = match &block.mlp {
-                    Mlp::Gated(g) => g.partial_forward(&h)?,
-                    Mlp::Plain(p) => p.partial_forward(&h)?,
-                };
-                Ok((x, p))
-            })?;
-            add = Some(match &block.mlp {
-                Mlp::Gated(g) => g.reduce_async(partial).await?,
-                Mlp::Plain(p) => p.reduce_async(partial).await?,
-            });
+        let mut stream = Stream::new(x);
+        for (step, cache) in self.steps().zip(&mut cache.layers) {
+            stream = step.forward_async(stream, cache.as_mut()).await?;
         }
-        batched(op, || self.norm.forward(&residual(&x, add.as_ref())?))
+        batched("transformer.forward", || {
+            self.norm.forward(&stream.joined()?)
+        })
+    }
+
+    /// Every block's steps, in order.
+    fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.blocks.iter().flat_map(|b| &b.steps)
     }
 
     /// The logits of `ids` (`[ids.len(), vocab]` on the host), continuing `cache`.
@@ -309,27 +274,4 @@ impl Transformer {
         }
         Ok(out)
     }
-}
-
-/// `x + y` on every rank (both `Replicate`), once per buffer that logical ranks share;
-/// `x` itself without `y`.
-fn residual(x: &DistTensor, y: Option<&DistTensor>) -> Result<DistTensor> {
-    let Some(y) = y else {
-        return Ok(x.clone());
-    };
-    let mut locals: Vec<crate::Tensor> = Vec::with_capacity(x.locals().len());
-    for (i, (a, b)) in x.locals().iter().zip(y.locals()).enumerate() {
-        let j = (0..i).find(|&j| x.locals()[j].same_storage(a) && y.locals()[j].same_storage(b));
-        locals.push(match j {
-            Some(j) => locals[j].shared_with(a.rank()),
-            None => ops::add(a, b)?,
-        });
-    }
-    Ok(DistTensor::from_parts(
-        x.group(),
-        locals,
-        Placement::Replicate,
-        x.shape(),
-        Vec::new(),
-    ))
 }

@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use super::layer::{self, Layer};
 use super::{HostWeights, RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::ops::{self, HeadSpan, Product};
 use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
+use crate::BoxFuture;
 
 /// The rotary table, `[positions, head_dim]` on every rank: row `p` holds the cosines of
 /// `p * theta^(-2j / head_dim)` for `j < head_dim / 2`, then their sines.
@@ -346,13 +348,6 @@ impl ParallelAttention {
         })
     }
 
-    /// The widest row any rank holds per token: its fused query/key/value row.
-    pub(crate) fn row_width(&self) -> usize {
-        let rows = self.heads.iter().zip(&self.kv);
-        let widest = rows.map(|(q, kv)| q.len() + 2 * kv.len()).max();
-        widest.unwrap_or(0) * self.shape.head_dim
-    }
-
     /// Every rank's query heads (global ranges).
     pub fn heads_per_rank(&self) -> &[Range<usize>] {
         &self.heads
@@ -391,9 +386,7 @@ impl ParallelAttention {
     /// width; [`Error::InvalidArgument`] past the cache's capacity; GPU and collective
     /// errors.
     pub async fn forward_async(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
-        let op = "parallel_attention.forward";
-        let partial = crate::rank::batched(op, || self.partial_forward(x, cache))?;
-        self.reduce_async(partial).await
+        layer::forward_async(self, x, Some(cache)).await
     }
 
     /// Blocking [`ParallelAttention::forward_async`].
@@ -403,15 +396,19 @@ impl ParallelAttention {
     pub fn forward(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x, cache))
     }
+}
 
-    /// The output projection's partial products, before its all-reduce; `cache` holds
-    /// `x`'s positions after it.
-    pub(crate) fn partial_forward(
-        &self,
-        x: &DistTensor,
-        cache: &mut KvCache,
-    ) -> Result<DistTensor> {
-        let op = "parallel_attention.forward";
+/// The local product is the output projection's partial products of the attention of
+/// `x` (the cache, which it needs, holds `x`'s positions after it); the reduction the
+/// projection's.
+impl Layer for ParallelAttention {
+    fn op(&self) -> &'static str {
+        "parallel_attention.forward"
+    }
+
+    fn local_forward(&self, x: &DistTensor, cache: Option<&mut KvCache>) -> Result<DistTensor> {
+        let op = self.op();
+        let cache = cache.ok_or_else(|| Error::invalid(op, "attention needs a key/value cache"))?;
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         let [tokens, hidden] = x.shape();
         if hidden != self.shape.hidden {
@@ -467,12 +464,21 @@ impl ParallelAttention {
             [tokens, self.shape.heads * hd],
             sizes,
         );
-        self.o.partial_forward(&attended)
+        self.o.local_forward(&attended, None)
     }
 
-    /// The output projection's all-reduce of [`ParallelAttention::partial_forward`]'s
-    /// output.
-    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
-        self.o.reduce_async(partial).await
+    fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        self.o.reduce_async(partial)
+    }
+
+    /// The widest row any rank holds per token: its fused query/key/value row.
+    fn row_width(&self) -> usize {
+        let rows = self.heads.iter().zip(&self.kv);
+        let widest = rows.map(|(q, kv)| q.len() + 2 * kv.len()).max();
+        widest.unwrap_or(0) * self.shape.head_dim
+    }
+
+    fn empty_cache(&self, capacity: usize) -> Result<Option<KvCache>> {
+        self.new_cache(capacity).map(Some)
     }
 }

@@ -1,13 +1,15 @@
 //! `ColumnParallelLinear`: `W = [W0 | W1 | ...]`, rank r computes `X · Wr`.
 
-use super::{check_forward_fits, check_input, shard_features, weight_from_shards, HostLinear};
+use super::layer::{self, Layer};
+use super::linear::{ShardedLinear, Split};
+use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
-use crate::ops;
 use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::tensor::Tensor;
+use crate::BoxFuture;
 
 /// Options of a [`ColumnParallelLinear`] (Megatron-LM's names and defaults).
 ///
@@ -82,12 +84,7 @@ impl ColumnParallelConfig {
 /// with `skip_bias_add`).
 #[derive(Debug, Clone)]
 pub struct ColumnParallelLinear {
-    group: Group,
-    weight: DistTensor,
-    bias: Option<DistTensor>,
-    in_features: usize,
-    out_features: usize,
-    layout: WeightLayout,
+    lin: ShardedLinear,
     config: ColumnParallelConfig,
 }
 
@@ -104,14 +101,11 @@ impl ColumnParallelLinear {
         config: ColumnParallelConfig,
     ) -> Result<Self> {
         let op = "column_parallel.from_full";
-        full.check(op)?;
-        let weight = full.shard_weight(op, group, true)?;
-        let bias = full
-            .bias
-            .map(|b| DistTensor::shard(group, b, [1, full.out_features], 1))
-            .transpose()
-            .map_err(|e| e.with_op(op))?;
-        Self::new(op, group, weight, bias, full.layout, config)
+        Self::new(
+            op,
+            ShardedLinear::from_full(op, group, full, Split::Outputs)?,
+            config,
+        )
     }
 
     /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
@@ -129,30 +123,15 @@ impl ColumnParallelLinear {
         config: ColumnParallelConfig,
     ) -> Result<Self> {
         let op = "column_parallel.from_shards";
-        // Weights may be half precision (the GEMM widens them); biases are f32.
-        for b in biases.iter().flatten() {
-            b.require_f32(op)?;
-        }
-        let weight = weight_from_shards(op, group, weights, layout, true)?;
-        let bias = biases
-            .map(|b| DistTensor::from_locals(group, b, Placement::Shard(1)))
-            .transpose()?;
-        Self::new(op, group, weight, bias, layout, config)
+        let lin = ShardedLinear::from_shards(op, group, weights, biases, layout, Split::Outputs)?;
+        Self::new(op, lin, config)
     }
 
-    fn new(
-        op: &'static str,
-        group: &Group,
-        weight: DistTensor,
-        bias: Option<DistTensor>,
-        layout: WeightLayout,
-        config: ColumnParallelConfig,
-    ) -> Result<Self> {
-        let (in_features, out_features) = layout.in_out(weight.shape());
-        if let Some(b) = &bias {
-            let outs = shard_features(&weight, layout, false);
+    fn new(op: &'static str, lin: ShardedLinear, config: ColumnParallelConfig) -> Result<Self> {
+        let outs = lin.features_per_rank(Split::Outputs);
+        if let Some(b) = &lin.bias {
             let bias_cols: Vec<[usize; 2]> = b.locals().iter().map(Tensor::shape).collect();
-            let local = &outs[group.local_range()];
+            let local = &outs[lin.group.local_range()];
             if bias_cols.iter().zip(local).any(|(s, &o)| *s != [1, o]) {
                 return Err(Error::shape(
                     op,
@@ -165,7 +144,7 @@ impl ColumnParallelLinear {
                 ));
             }
         }
-        if config.skip_bias_add && bias.is_some() && config.activation != Activation::Identity {
+        if config.skip_bias_add && lin.bias.is_some() && config.activation != Activation::Identity {
             return Err(Error::invalid(
                 op,
                 format!(
@@ -175,56 +154,45 @@ impl ColumnParallelLinear {
                 ),
             ));
         }
-        let ks = vec![in_features; group.world_size()];
+        let ks = vec![lin.in_features; lin.group.world_size()];
         let widest = if config.gather_output {
-            out_features
+            lin.out_features
         } else {
-            shard_features(&weight, layout, false)
-                .into_iter()
-                .max()
-                .unwrap_or(0)
+            outs.into_iter().max().unwrap_or(0)
         };
-        check_forward_fits(op, group, &ks, INVARIANT_BLOCKS, widest)?;
-        Ok(ColumnParallelLinear {
-            group: group.clone(),
-            weight,
-            bias,
-            in_features,
-            out_features,
-            layout,
-            config,
-        })
+        check_forward_fits(op, &lin.group, &ks, INVARIANT_BLOCKS, widest)?;
+        Ok(ColumnParallelLinear { lin, config })
     }
 
     /// Input features.
     pub fn in_features(&self) -> usize {
-        self.in_features
+        self.lin.in_features
     }
 
     /// Output features (all ranks together).
     pub fn out_features(&self) -> usize {
-        self.out_features
+        self.lin.out_features
     }
 
     /// The output features each rank computes (every rank of every process).
     pub fn out_features_per_rank(&self) -> Vec<usize> {
-        shard_features(&self.weight, self.layout, false)
+        self.lin.features_per_rank(Split::Outputs)
     }
 
     /// The weight, `Shard` along its output-feature dimension.
     pub fn weight(&self) -> &DistTensor {
-        &self.weight
+        &self.lin.weight
     }
 
     /// How the weight is stored.
     pub fn layout(&self) -> WeightLayout {
-        self.layout
+        self.lin.layout
     }
 
     /// The bias (`Shard(1) [1, out]`, split like the output); with `skip_bias_add`, the
     /// caller adds it.
     pub fn bias(&self) -> Option<&DistTensor> {
-        self.bias.as_ref()
+        self.lin.bias.as_ref()
     }
 
     /// The options.
@@ -239,48 +207,7 @@ impl ColumnParallelLinear {
     /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] unless it has
     /// `in_features` columns; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let y = crate::rank::batched("column_parallel.forward", || self.local_forward(x))?;
-        if self.config.gather_output {
-            y.redistribute_async(Placement::Replicate).await
-        } else {
-            Ok(y)
-        }
-    }
-
-    /// Every rank's `act(X · W + b)` shard, `Shard(1)` (no gather).
-    pub(crate) fn local_forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        let op = "column_parallel.forward";
-        check_input(op, &self.group, x, self.in_features)?;
-        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-        let locals = (0..x.locals().len())
-            .map(|r| {
-                let x = &x.locals()[r];
-                ops::Product {
-                    op,
-                    x,
-                    cols: 0..self.in_features,
-                    w: &self.weight.locals()[r],
-                    bias: self
-                        .bias
-                        .as_ref()
-                        .filter(|_| !self.config.skip_bias_add)
-                        .map(|b| &b.locals()[r]),
-                    layout: self.layout,
-                    act: self.config.activation,
-                    blocks: INVARIANT_BLOCKS,
-                }
-                .run()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let outs = self.out_features_per_rank();
-        let shape = [x.shape()[0], self.out_features];
-        Ok(DistTensor::from_parts(
-            &self.group,
-            locals,
-            Placement::Shard(1),
-            shape,
-            outs,
-        ))
+        layer::forward_async(self, x, None).await
     }
 
     /// Blocking [`ColumnParallelLinear::forward_async`].
@@ -289,5 +216,49 @@ impl ColumnParallelLinear {
     /// As [`ColumnParallelLinear::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x))
+    }
+}
+
+/// The local product is every rank's `act(X · W + b)` shard, `Shard(1)`; the reduction
+/// the all-gather of `gather_output`, or nothing.
+impl Layer for ColumnParallelLinear {
+    fn op(&self) -> &'static str {
+        "column_parallel.forward"
+    }
+
+    fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
+        let (op, lin) = (self.op(), &self.lin);
+        check_input(op, &lin.group, x, lin.in_features)?;
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        let bias = lin.bias.as_ref().filter(|_| !self.config.skip_bias_add);
+        let locals = x
+            .locals()
+            .iter()
+            .enumerate()
+            .map(|(r, x)| {
+                crate::ops::Product {
+                    bias: bias.map(|b| &b.locals()[r]),
+                    act: self.config.activation,
+                    ..lin.product(op, r, x, 0..lin.in_features)
+                }
+                .run()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shape = [x.shape()[0], lin.out_features];
+        let outs = self.out_features_per_rank();
+        let placement = Placement::Shard(1);
+        Ok(DistTensor::from_parts(
+            &lin.group, locals, placement, shape, outs,
+        ))
+    }
+
+    fn reduce_async(&self, local: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        Box::pin(async move {
+            if self.config.gather_output {
+                local.redistribute_async(Placement::Replicate).await
+            } else {
+                Ok(local)
+            }
+        })
     }
 }

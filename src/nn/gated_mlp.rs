@@ -4,8 +4,10 @@
 
 use std::ops::Range;
 
+use super::layer::{self, Layer};
 use super::{
-    ColumnParallelConfig, ColumnParallelLinear, HostWeights, RowParallelConfig, RowParallelLinear,
+    ColumnParallelConfig, ColumnParallelLinear, HostWeights, KvCache, RowParallelConfig,
+    RowParallelLinear,
 };
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -13,6 +15,7 @@ use crate::group::Group;
 use crate::kernels::settings::WeightLayout;
 use crate::ops;
 use crate::tensor::shard::{offsets, split_sizes};
+use crate::BoxFuture;
 
 /// Input and output: `Replicate [tokens, hidden]`.
 #[derive(Debug, Clone)]
@@ -91,8 +94,7 @@ impl GatedMlp {
     /// # Errors
     /// As the column- and row-parallel layers' forwards.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let partial = crate::rank::batched("gated_mlp.forward", || self.partial_forward(x))?;
-        self.down.reduce_async(partial).await
+        layer::forward_async(self, x, None).await
     }
 
     /// Blocking [`GatedMlp::forward_async`].
@@ -102,15 +104,17 @@ impl GatedMlp {
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x))
     }
+}
 
-    /// The widest row any rank holds per token: its `[gate | up]` row.
-    pub(crate) fn row_width(&self) -> usize {
-        2 * self.sizes.iter().copied().max().unwrap_or(0)
+/// The local product is `down`'s partial products of `silu(gate(x)) * up(x)`; the
+/// reduction `down`'s.
+impl Layer for GatedMlp {
+    fn op(&self) -> &'static str {
+        "gated_mlp.forward"
     }
 
-    /// `down`'s partial products, before its all-reduce.
-    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        let gu = self.gate_up.local_forward(x)?;
+    fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
+        let gu = self.gate_up.local_forward(x, None)?;
         let locals = gu
             .locals()
             .iter()
@@ -124,11 +128,15 @@ impl GatedMlp {
             shape,
             self.sizes.clone(),
         );
-        self.down.partial_forward(&h)
+        self.down.local_forward(&h, None)
     }
 
-    /// `down`'s all-reduce of [`GatedMlp::partial_forward`]'s output.
-    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
-        self.down.reduce_async(partial).await
+    fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        self.down.reduce_async(partial)
+    }
+
+    /// The widest row any rank holds per token: its `[gate | up]` row.
+    fn row_width(&self) -> usize {
+        2 * self.sizes.iter().copied().max().unwrap_or(0)
     }
 }

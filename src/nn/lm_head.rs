@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights};
+use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights, Layer};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -97,7 +97,7 @@ impl ParallelLmHead {
                 let rows = x.map_locals(|_, t| ops::slice(t, tokens - 1, 0, [1, hidden]))?;
                 DistTensor::from_parts(&group, rows, Placement::Replicate, [1, hidden], Vec::new())
             };
-            Ok(self.col.local_forward(&last)?.locals().to_vec())
+            Ok(self.col.local_forward(&last, None)?.locals().to_vec())
         })?;
         let rows = read_back("parallel_lm_head.greedy", &lasts.iter().collect::<Vec<_>>()).await?;
         let mut all = Vec::with_capacity(2 * rows.len());

@@ -1,12 +1,15 @@
 //! `ParallelMlp`: column-parallel -> activation -> row-parallel, one all-reduce.
 
+use super::layer::{self, Layer};
 use super::{
-    ColumnParallelConfig, ColumnParallelLinear, HostLinear, RowParallelConfig, RowParallelLinear,
+    ColumnParallelConfig, ColumnParallelLinear, HostLinear, KvCache, RowParallelConfig,
+    RowParallelLinear,
 };
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::Activation;
+use crate::BoxFuture;
 
 /// The Megatron-LM MLP block: `fc2(act(fc1(x)))` with `fc1` column-parallel (output kept
 /// sharded, activation fused into its GEMM) and `fc2` row-parallel on those shards, so a
@@ -110,18 +113,7 @@ impl ParallelMlp {
     /// # Errors
     /// As the two layers' forwards.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let partial = crate::rank::batched("parallel_mlp.forward", || self.partial_forward(x))?;
-        self.fc2.reduce_async(partial).await
-    }
-
-    /// `fc2`'s partial products of `act(fc1(x))`, before its all-reduce.
-    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        self.fc2.partial_forward(&self.fc1.local_forward(x)?)
-    }
-
-    /// `fc2`'s all-reduce of [`ParallelMlp::partial_forward`]'s output.
-    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
-        self.fc2.reduce_async(partial).await
+        layer::forward_async(self, x, None).await
     }
 
     /// Blocking [`ParallelMlp::forward_async`].
@@ -130,5 +122,21 @@ impl ParallelMlp {
     /// As [`ParallelMlp::forward_async`].
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x))
+    }
+}
+
+/// The local product is `fc2`'s partial products of `act(fc1(x))`; the reduction `fc2`'s.
+impl Layer for ParallelMlp {
+    fn op(&self) -> &'static str {
+        "parallel_mlp.forward"
+    }
+
+    fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
+        self.fc2
+            .local_forward(&self.fc1.local_forward(x, None)?, None)
+    }
+
+    fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        self.fc2.reduce_async(partial)
     }
 }

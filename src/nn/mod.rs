@@ -6,6 +6,8 @@ mod attention;
 mod column;
 mod embedding;
 mod gated_mlp;
+mod layer;
+mod linear;
 mod lm_head;
 mod mlp;
 mod norm;
@@ -22,7 +24,9 @@ pub use norm::{Norm, NormKind};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;
 
-use crate::dist::{DistTensor, Placement};
+pub(crate) use layer::Layer;
+
+use crate::dist::DistTensor;
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::{Numerics, WeightLayout};
@@ -108,32 +112,6 @@ impl<'a> HostLinear<'a> {
         }
         Ok(())
     }
-
-    /// The weight sharded over `group` along its output (`by_output`) or input features;
-    /// argument errors name `op`.
-    fn shard_weight(&self, op: &'static str, group: &Group, by_output: bool) -> Result<DistTensor> {
-        let shape = self
-            .layout
-            .stored_shape(self.in_features, self.out_features);
-        let out_dim = self.layout.out_dim();
-        let dim = if by_output { out_dim } else { 1 - out_dim };
-        DistTensor::shard(group, self.weight, shape, dim).map_err(|e| e.with_op(op))
-    }
-}
-
-/// The input or output feature counts of every rank's weight shard (all processes'
-/// ranks, in global order).
-fn shard_features(weight: &DistTensor, layout: WeightLayout, inputs: bool) -> Vec<usize> {
-    let (i, o) = layout.in_out(weight.shape());
-    let feature_dim = if inputs {
-        1 - layout.out_dim()
-    } else {
-        layout.out_dim()
-    };
-    match weight.placement() {
-        Placement::Shard(d) if d == feature_dim => weight.shard_sizes().to_vec(),
-        _ => vec![if inputs { i } else { o }; weight.group().world_size()],
-    }
 }
 
 /// Checks that `x` belongs to `group` and has `features` columns.
@@ -149,23 +127,6 @@ fn check_input(op: &'static str, group: &Group, x: &DistTensor, features: usize)
         ));
     }
     Ok(())
-}
-
-/// Wraps per-rank weight shards; checks the group and that every shard has the same
-/// size along the dimension that is not split.
-fn weight_from_shards(
-    op: &'static str,
-    group: &Group,
-    shards: Vec<crate::Tensor>,
-    layout: WeightLayout,
-    by_output: bool,
-) -> Result<DistTensor> {
-    let out_dim = layout.out_dim();
-    let dim = if by_output { out_dim } else { 1 - out_dim };
-    DistTensor::from_locals(group, shards, Placement::Shard(dim)).map_err(|e| match e {
-        Error::Shape { expected, got, .. } => Error::Shape { op, expected, got },
-        other => other,
-    })
 }
 
 /// Refuses, when the layer is made, what its forward would refuse later: under

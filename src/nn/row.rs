@@ -1,14 +1,17 @@
 //! `RowParallelLinear`: `W` split by rows, rank r computes `Xr · Wr`, one all-reduce sums.
 
-use super::{check_forward_fits, check_input, shard_features, weight_from_shards, HostLinear};
+use super::layer::{self, Layer};
+use super::linear::{ShardedLinear, Split};
+use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
 use crate::group::Group;
-use crate::kernels::settings::{Activation, WeightLayout};
+use crate::kernels::settings::WeightLayout;
 use crate::ops;
 use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::tensor::shard::offsets;
 use crate::tensor::Tensor;
+use crate::BoxFuture;
 
 /// Options of a [`RowParallelLinear`] (Megatron-LM's names and defaults, and vLLM's
 /// `reduce_results`).
@@ -88,12 +91,7 @@ impl RowParallelConfig {
 /// Output: `Replicate [batch, out]`, or `Partial` without `reduce_results`.
 #[derive(Debug, Clone)]
 pub struct RowParallelLinear {
-    group: Group,
-    weight: DistTensor,
-    bias: Option<DistTensor>,
-    in_features: usize,
-    out_features: usize,
-    layout: WeightLayout,
+    lin: ShardedLinear,
     config: RowParallelConfig,
 }
 
@@ -111,14 +109,11 @@ impl RowParallelLinear {
         config: RowParallelConfig,
     ) -> Result<Self> {
         let op = "row_parallel.from_full";
-        full.check(op)?;
-        let weight = full.shard_weight(op, group, false)?;
-        let bias = full
-            .bias
-            .map(|b| DistTensor::replicate(group, b, [1, full.out_features]))
-            .transpose()
-            .map_err(|e| e.with_op(op))?;
-        Self::new(op, group, weight, bias, full.layout, config)
+        Self::new(
+            op,
+            ShardedLinear::from_full(op, group, full, Split::Inputs)?,
+            config,
+        )
     }
 
     /// Wraps shards a caller already has: `weights[r]` (stored per `layout`, any number of
@@ -137,27 +132,13 @@ impl RowParallelLinear {
         config: RowParallelConfig,
     ) -> Result<Self> {
         let op = "row_parallel.from_shards";
-        // Weights may be half precision (the GEMM widens them); biases are f32.
-        for b in biases.iter().flatten() {
-            b.require_f32(op)?;
-        }
-        let weight = weight_from_shards(op, group, weights, layout, false)?;
-        let bias = biases
-            .map(|b| DistTensor::from_locals(group, b, Placement::Replicate))
-            .transpose()?;
-        Self::new(op, group, weight, bias, layout, config)
+        let lin = ShardedLinear::from_shards(op, group, weights, biases, layout, Split::Inputs)?;
+        Self::new(op, lin, config)
     }
 
-    fn new(
-        op: &'static str,
-        group: &Group,
-        weight: DistTensor,
-        bias: Option<DistTensor>,
-        layout: WeightLayout,
-        config: RowParallelConfig,
-    ) -> Result<Self> {
-        let (in_features, out_features) = layout.in_out(weight.shape());
-        if let Some(b) = &bias {
+    fn new(op: &'static str, lin: ShardedLinear, config: RowParallelConfig) -> Result<Self> {
+        let out_features = lin.out_features;
+        if let Some(b) = &lin.bias {
             if b.shape() != [1, out_features] {
                 return Err(Error::shape(
                     op,
@@ -166,54 +147,47 @@ impl RowParallelLinear {
                 ));
             }
         }
-        if bias.is_some() && !config.reduce_results && !config.skip_bias_add {
+        if lin.bias.is_some() && !config.reduce_results && !config.skip_bias_add {
             return Err(Error::invalid(
                 op,
                 "reduce_results = false with a bias needs skip_bias_add = true: the bias is \
                  added once, after the reduction, so the caller adds it (from bias())",
             ));
         }
-        let ks = shard_features(&weight, layout, true);
-        check_forward_fits(op, group, &ks, INVARIANT_BLOCKS / ks.len(), out_features)?;
-        Ok(RowParallelLinear {
-            group: group.clone(),
-            weight,
-            bias,
-            in_features,
-            out_features,
-            layout,
-            config,
-        })
+        let ks = lin.features_per_rank(Split::Inputs);
+        let blocks = INVARIANT_BLOCKS / ks.len();
+        check_forward_fits(op, &lin.group, &ks, blocks, out_features)?;
+        Ok(RowParallelLinear { lin, config })
     }
 
     /// Input features (all ranks together).
     pub fn in_features(&self) -> usize {
-        self.in_features
+        self.lin.in_features
     }
 
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.out_features
+        self.lin.out_features
     }
 
     /// The input features each rank reads (every rank of every process).
     pub fn in_features_per_rank(&self) -> Vec<usize> {
-        shard_features(&self.weight, self.layout, true)
+        self.lin.features_per_rank(Split::Inputs)
     }
 
     /// The weight, `Shard` along its input-feature dimension.
     pub fn weight(&self) -> &DistTensor {
-        &self.weight
+        &self.lin.weight
     }
 
     /// The bias (`Replicate [1, out]`); with `skip_bias_add`, the caller adds it.
     pub fn bias(&self) -> Option<&DistTensor> {
-        self.bias.as_ref()
+        self.lin.bias.as_ref()
     }
 
     /// How the weight is stored.
     pub fn layout(&self) -> WeightLayout {
-        self.layout
+        self.lin.layout
     }
 
     /// The options.
@@ -230,20 +204,42 @@ impl RowParallelLinear {
     /// `Replicate` (without); [`Error::Shape`] when its columns or its shards do not match
     /// the weight's rows; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
-        let partial = crate::rank::batched("row_parallel.forward", || self.partial_forward(x))?;
-        self.reduce_async(partial).await
+        layer::forward_async(self, x, None).await
     }
 
-    /// Every rank's partial product, `Partial` (no bias).
-    pub(crate) fn partial_forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        let op = "row_parallel.forward";
-        check_input(op, &self.group, x, self.in_features)?;
+    /// Blocking [`RowParallelLinear::forward_async`].
+    ///
+    /// # Errors
+    /// As [`RowParallelLinear::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_async(x))
+    }
+}
+
+/// The local product is every rank's partial product `x[:, cols_r] · W_r`, `Partial`, with
+/// no bias (it is added once, after the reduction); the reduction its all-reduce and the
+/// bias, or nothing without `reduce_results`.
+impl Layer for RowParallelLinear {
+    fn op(&self) -> &'static str {
+        "row_parallel.forward"
+    }
+
+    fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
+        let (op, lin) = (self.op(), &self.lin);
+        check_input(op, &lin.group, x, lin.in_features)?;
         let ins = self.in_features_per_rank();
-        let local = self.group.local_range();
-        let w = self.weight.locals();
+        let local = lin.group.local_range();
         // Tp-invariant numerics: each rank sums whole K blocks, 8 / tp of them (equal
         // shards, checked when the layer was made).
         let blocks = INVARIANT_BLOCKS / ins.len();
+        let partial = |i: usize, cols| {
+            let x = &x.locals()[i];
+            ops::Product {
+                blocks,
+                ..lin.product(op, i, x, cols)
+            }
+            .run()
+        };
         let partials = if self.config.input_is_parallel {
             x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
             // The global sizes every process knows alike, so all refuse together.
@@ -256,87 +252,57 @@ impl RowParallelLinear {
             }
             let got = &ins[local];
             (0..got.len())
-                .map(|r| self.partial(&x.locals()[r], 0..got[r], &w[r], blocks))
+                .map(|r| partial(r, 0..got[r]))
                 .collect::<Result<Vec<_>>>()?
         } else {
             x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
             let starts = offsets(&ins);
             local
                 .enumerate()
-                .map(|(i, r)| {
-                    let cols = starts[r]..starts[r] + ins[r];
-                    self.partial(&x.locals()[i], cols, &w[i], blocks)
-                })
+                .map(|(i, r)| partial(i, starts[r]..starts[r] + ins[r]))
                 .collect::<Result<Vec<_>>>()?
         };
-        let shape = [x.shape()[0], self.out_features];
+        let shape = [x.shape()[0], lin.out_features];
+        let placement = Placement::Partial;
         Ok(DistTensor::from_parts(
-            &self.group,
+            &lin.group,
             partials,
-            Placement::Partial,
+            placement,
             shape,
             Vec::new(),
         ))
     }
 
-    /// The all-reduce of [`RowParallelLinear::partial_forward`]'s output and the bias;
-    /// the output itself without `reduce_results`.
-    pub(crate) async fn reduce_async(&self, partial: DistTensor) -> Result<DistTensor> {
-        if !self.config.reduce_results {
-            // No bias here: refused when the layer was made unless skip_bias_add.
-            return Ok(partial);
-        }
-        let y = partial.redistribute_async(Placement::Replicate).await?;
-        match (&self.bias, self.config.skip_bias_add) {
-            (Some(b), false) => {
-                let locals = crate::rank::batched("row_parallel.forward", || {
-                    y.locals()
-                        .iter()
-                        .zip(b.locals())
-                        .map(|(t, bias)| ops::add_row(t, bias))
-                        .collect::<Result<Vec<_>>>()
-                })?;
-                let shape = y.shape();
-                let replicate = Placement::Replicate;
-                Ok(DistTensor::from_parts(
-                    &self.group,
-                    locals,
-                    replicate,
-                    shape,
-                    Vec::new(),
-                ))
+    fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        Box::pin(async move {
+            if !self.config.reduce_results {
+                // No bias here: refused when the layer was made unless skip_bias_add.
+                return Ok(partial);
             }
-            _ => Ok(y),
-        }
-    }
-
-    /// One rank's partial product `x[:, cols] · W` (no bias: it is added once, after the
-    /// reduction), in `blocks` K blocks under tp-invariant numerics.
-    fn partial(
-        &self,
-        x: &Tensor,
-        cols: std::ops::Range<usize>,
-        w: &Tensor,
-        blocks: usize,
-    ) -> Result<Tensor> {
-        ops::Product {
-            op: "row_parallel.forward",
-            x,
-            cols,
-            w,
-            bias: None,
-            layout: self.layout,
-            act: Activation::Identity,
-            blocks,
-        }
-        .run()
-    }
-
-    /// Blocking [`RowParallelLinear::forward_async`].
-    ///
-    /// # Errors
-    /// As [`RowParallelLinear::forward_async`].
-    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
-        crate::rank::block_on(self.forward_async(x))
+            let y = partial.redistribute_async(Placement::Replicate).await?;
+            let Some(b) = self
+                .lin
+                .bias
+                .as_ref()
+                .filter(|_| !self.config.skip_bias_add)
+            else {
+                return Ok(y);
+            };
+            let locals = crate::rank::batched(self.op(), || {
+                y.locals()
+                    .iter()
+                    .zip(b.locals())
+                    .map(|(t, bias)| ops::add_row(t, bias))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let replicate = Placement::Replicate;
+            Ok(DistTensor::from_parts(
+                &self.lin.group,
+                locals,
+                replicate,
+                y.shape(),
+                Vec::new(),
+            ))
+        })
     }
 }

@@ -11,11 +11,13 @@ pub(crate) mod gl;
 mod order;
 pub(crate) mod pool;
 mod staging;
+mod stats;
 mod wait;
 
 pub(crate) use batch::batched;
 pub(crate) use device::{DeviceCallbacks, DeviceCtx};
 pub(crate) use dispatch::Dispatch;
+pub use stats::RankStats;
 
 use device::describe;
 
@@ -137,40 +139,22 @@ impl Rank {
         self.inner.dev.numerics
     }
 
-    /// Bytes of the buffers this rank's device holds for tensors now (shared by the
-    /// logical ranks on one device): what weights, caches and live activations occupy.
-    pub fn tensor_bytes(&self) -> u64 {
-        self.inner.dev.pool.live_bytes()
-    }
-
-    /// How many wgpu buffers this rank's device has made for the crate so far: tensors
-    /// (the cache's misses), read-back and upload staging, kernel parameters. Once a
-    /// workload reaches its steady state (a decode step after the first, an all-reduce
-    /// after the first of its size) it stays put: each call then reuses what earlier calls
-    /// made. Shared by the logical ranks of one device.
-    pub fn buffers_made(&self) -> u64 {
+    /// What this rank's device holds and has done so far, in one snapshot (shared by the
+    /// logical ranks of one device).
+    pub fn stats(&self) -> RankStats {
         use std::sync::atomic::Ordering;
-        self.inner.dev.buffers_made.load(Ordering::Relaxed) + self.kernels().uniforms_made()
-    }
-
-    /// How many kernel dispatches this rank's device has submitted for the crate so far
-    /// (shared by the logical ranks of one device): what a forward or a collective costs
-    /// in launches, e.g. one for an all-reduce of up to eight ranks sharing a device.
-    pub fn dispatches(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        self.inner.dev.dispatches.load(Ordering::Relaxed)
+        let dev = &self.inner.dev;
+        RankStats {
+            tensor_bytes: dev.pool.live_bytes(),
+            cached_bytes: dev.pool.bytes(),
+            buffers_made: dev.buffers_made.load(Ordering::Relaxed) + self.kernels().uniforms_made(),
+            dispatches: dev.dispatches.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn note_buffer_made(&self) {
         use std::sync::atomic::Ordering;
         self.inner.dev.buffers_made.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Bytes of free tensor buffers this rank's device keeps for reuse (shared by the
-    /// logical ranks of one device); never more than the group's
-    /// [`buffer_cache_bytes`](crate::GroupBuilder::buffer_cache_bytes).
-    pub fn cached_bytes(&self) -> u64 {
-        self.inner.dev.pool.bytes()
     }
 
     /// The most bytes of free tensor buffers this rank's device keeps.
