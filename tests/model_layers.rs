@@ -1,10 +1,12 @@
-//! The model layers (`nn::GatedMlp`, `nn::ParallelAttention`) beside their kernels'
-//! checks (src/ops/model/tests.rs): a blocking `forward` and `forward_async` alike.
+//! The model layers (`nn::GatedMlp`, `nn::ParallelAttention`, `nn::Norm`,
+//! `nn::ParallelLmHead`) beside their kernels' checks (src/ops/model/tests.rs): a blocking
+//! `forward` and `forward_async` alike.
 
 mod common;
 
 /// Every layer has a blocking `forward` beside `forward_async`, with the same bits: the
-/// gated MLP and the attention (two positions, then one more from the cache) at tp 2.
+/// gated MLP, the attention (two positions, then one more from the cache), the norm and
+/// the LM head at tp 2.
 #[test]
 fn the_model_layers_forward_blocking_and_async_alike() {
     use wgpu_tp::nn::{AttentionShape, GatedMlp, HeadWeights, ParallelAttention, Rotary};
@@ -88,4 +90,26 @@ fn the_model_layers_forward_blocking_and_async_alike() {
         assert!(a.iter().all(|v| v.is_finite()));
     }
     assert_eq!((c1.len(), c2.len()), (3, 3));
+
+    // The norm (no communication) and the vocab-parallel LM head (logits `Shard(1)`).
+    use wgpu_tp::nn::{Norm, NormKind, ParallelLmHead};
+    let norm = Norm::new(&group, NormKind::Rms, &rng.normal(h), None, 1e-5).unwrap();
+    let a = norm.forward(&two).unwrap().to_host().unwrap();
+    let b = pollster::block_on(norm.forward_async(&two))
+        .unwrap()
+        .to_host()
+        .unwrap();
+    common::assert_same_bits(&a, &b, "norm");
+    let vocab = 7;
+    let table = rng.normal(vocab * h);
+    let head = ParallelLmHead::from_rows(&group, vocab, h, |r| Ok(rows(&table, r, h))).unwrap();
+    let a = head.forward(&two).unwrap();
+    assert_eq!(a.shape(), [2, vocab]);
+    let a = a.to_host().unwrap();
+    let b = pollster::block_on(head.forward_async(&two))
+        .unwrap()
+        .to_host()
+        .unwrap();
+    common::assert_same_bits(&a, &b, "lm head");
+    assert!(a.iter().chain(&b).all(|v| v.is_finite()));
 }

@@ -64,16 +64,24 @@ impl ParallelLmHead {
     ///
     /// # Errors
     /// As [`ColumnParallelLinear::forward_async`].
-    pub async fn logits_async(&self, x: &DistTensor) -> Result<DistTensor> {
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
         self.col.forward_async(x).await
+    }
+
+    /// Blocking [`ParallelLmHead::forward_async`].
+    ///
+    /// # Errors
+    /// As [`ParallelLmHead::forward_async`].
+    pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_async(x))
     }
 
     /// The full logits on the host, `[tokens, vocab]` row-major (an all-gather).
     ///
     /// # Errors
-    /// As [`ParallelLmHead::logits_async`] and the gather.
+    /// As [`ParallelLmHead::forward_async`] and the gather.
     pub async fn full_logits_async(&self, x: &DistTensor) -> Result<Vec<f32>> {
-        self.logits_async(x).await?.to_host_async().await
+        self.forward_async(x).await?.to_host_async().await
     }
 
     /// The greedy token after the last row of `x`: each rank computes and reads back its
@@ -83,7 +91,7 @@ impl ParallelLmHead {
     /// all-gather.
     ///
     /// # Errors
-    /// As [`ParallelLmHead::logits_async`]; read-back and collective errors;
+    /// As [`ParallelLmHead::forward_async`]; read-back and collective errors;
     /// [`Error::NonFinite`] when a logit of the row is NaN or the largest is infinite.
     pub async fn greedy_async(&self, x: &DistTensor) -> Result<u32> {
         let tokens = x.shape()[0];

@@ -63,6 +63,15 @@ impl Norm {
         })
     }
 
+    /// [`Norm::forward`], for apps that run an executor: a norm needs no communication
+    /// and never waits (its work is submitted, and read when a later step needs it).
+    ///
+    /// # Errors
+    /// As [`Norm::forward`].
+    pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        self.forward(x)
+    }
+
     /// The normalized rows, on every rank.
     ///
     /// # Errors
