@@ -9,8 +9,8 @@ use crate::nn::{KvCache, Layer, Norm};
 use crate::ops;
 use crate::rank::batched;
 
-/// One step of a block: `layer(norm(x))`, added to the residual stream `x` (or, without
-/// `residual`, replacing it).
+/// One step of a block: `layer(norm(x))`, added to the residual stream `x` (every family
+/// so far adds each step's output; a step that replaces the stream would be a field here).
 ///
 /// The layer is an `Arc<dyn Layer>` rather than an enum of the layer types: a step only
 /// runs the trait's two halves, so a family with another layer (a sliding-window
@@ -20,7 +20,6 @@ use crate::rank::batched;
 pub(super) struct Step {
     pub(super) norm: Option<Norm>,
     pub(super) layer: Arc<dyn Layer>,
-    pub(super) residual: bool,
 }
 
 /// A decoder block: its steps in order (Llama and GPT-2: attention, then the MLP, each
@@ -57,11 +56,7 @@ impl Step {
             Ok((x, local))
         })?;
         let y = self.layer.reduce_async(local).await?;
-        Ok(if self.residual {
-            Stream { x, add: Some(y) }
-        } else {
-            Stream { x: y, add: None }
-        })
+        Ok(Stream { x, add: Some(y) })
     }
 }
 

@@ -84,11 +84,7 @@ impl Transformer {
             // Each layer behind its norm, added to the residual.
             let steps = layers.into_iter().map(|(norm_name, layer)| {
                 let norm = Some(norm(&norm_name)?);
-                Ok(Step {
-                    norm,
-                    layer,
-                    residual: true,
-                })
+                Ok(Step { norm, layer })
             });
             blocks.push(Block {
                 steps: steps.collect::<Result<_>>()?,
