@@ -19,7 +19,17 @@ tests/fixtures/models/tiny-gpt2/    GPT2LMHeadModel, float32, random weights
     (bos/eos set to 127 = vocab_size - 1, as GPT-2's 50256 would be out of
     range for a 128-token vocabulary).
 
-Each folder holds:
+tests/fixtures/models/tiny-llama3/  LlamaForCausalLM, float32, random weights,
+    the sizes of tiny-llama, with Llama 3.x rotary scaling: rope_parameters
+    {rope_type llama3, rope_theta 10000, factor 8, low_freq_factor 1,
+    high_freq_factor 4, original_max_position_embeddings 32} (with head_dim
+    16 the 8 frequencies fall in all three bands: kept, interpolated,
+    divided by the factor), and a 36-token prompt, longer than the original
+    32 positions. Also, for the same weights, linear scaling (factor 4):
+    config.linear.json, config.linear.v4.json and the *_linear references.
+    Float32 weights only.
+
+Each of tiny-llama and tiny-gpt2 holds:
     model.safetensors       float32 weights, as save_pretrained writes them
     model.bf16.safetensors  the same tensors (same names) rounded to bfloat16
     model.f16.safetensors   the same tensors (same names) rounded to float16
@@ -48,6 +58,15 @@ Each folder holds:
                                               much numerical slack argmax has)
                             torch_version, transformers_version,
                             attn_implementation
+
+tiny-llama3 holds model.safetensors, config.json and config.v4.json (llama3
+scaling; the 4.x form has top-level rope_theta and rope_scaling {rope_type,
+factor, ...}), config.linear.json and config.linear.v4.json (linear scaling;
+the 4.x form spells it the old way, rope_scaling {type, factor}), and
+reference.json with prompt_ids (36 tokens), logits, greedy_ids,
+greedy_ids_no_cache, greedy_min_margin, inv_freq (the float32 inverse
+frequencies transformers computed) and the same with the suffix _linear for
+linear scaling.
 
 Greedy decoding never stops early: end-of-sequence stopping is switched off,
 so every list has exactly 16 tokens (new tokens only, the prompt excluded).
@@ -88,12 +107,19 @@ How to run
     /tmp/venv-fixtures/bin/pip install torch transformers safetensors
     /tmp/venv-fixtures/bin/python scripts/make_model_fixtures.py
 
-It rewrites both folders completely, then reloads each model with
+It rewrites every folder completely, then reloads each model with
 from_pretrained and checks that it reproduces reference.json exactly.
+Fixture names as arguments rewrite only those, e.g.
+
+    /tmp/venv-fixtures/bin/python scripts/make_model_fixtures.py tiny-llama3
+
+(tiny-llama3 was made that way with torch 2.15.0 and transformers 5.25.0;
+the other two are as the versions above made them.)
 """
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -113,9 +139,23 @@ INITIALIZER_RANGE = 0.1
 NORM_WEIGHT_STD = 0.2
 BIAS_STD = 0.1
 
+# The rotary scalings of tiny-llama3 (5.x rope_parameters) and its prompt,
+# longer than the original context length so that positions past it run.
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
+LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+LONG_PROMPT_IDS = [(37 * i + 11) % 128 for i in range(36)]
+
 # Seeds chosen so that every greedy list has several distinct tokens and a
 # clear top-1/top-2 gap at each step (checked below).
 LLAMA_SEED = 1
+LLAMA3_SEED = 5
 GPT2_SEED = 28
 
 # The rounded weight files: suffix in the file name and reference keys.
@@ -127,7 +167,8 @@ V4_OMITTED_DEFAULTS = {"pad_token_id": None, "add_cross_attention": False, "tie_
 V4_TRANSFORMERS_VERSION = "4.55.4"  # the last 4.x whose config.json says "torch_dtype"
 
 
-def build_llama(seed):
+def build_llama(seed, rope_parameters=None):
+    rope = {} if rope_parameters is None else {"rope_parameters": dict(rope_parameters)}
     config = LlamaConfig(
         vocab_size=128,
         hidden_size=64,
@@ -137,12 +178,13 @@ def build_llama(seed):
         num_key_value_heads=2,
         max_position_embeddings=64,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
+        **({} if rope_parameters else {"rope_theta": 10000.0}),
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,
         initializer_range=INITIALIZER_RANGE,
         attn_implementation=ATTN_IMPLEMENTATION,
+        **rope,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -184,10 +226,10 @@ def randomize_1d_params(model, seed):
             param.copy_(1.0 + NORM_WEIGHT_STD * noise)
 
 
-def load_float32(folder, weights_file="model.safetensors"):
+def load_float32(folder, weights_file="model.safetensors", config_file="config.json"):
     """Load a fixture folder with from_pretrained, upcasting any weights to float32."""
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(folder / "config.json", Path(tmp) / "config.json")
+        shutil.copy(folder / config_file, Path(tmp) / "config.json")
         shutil.copy(folder / weights_file, Path(tmp) / "model.safetensors")
         model = transformers.AutoModelForCausalLM.from_pretrained(
             tmp, dtype=torch.float32, attn_implementation=ATTN_IMPLEMENTATION
@@ -198,19 +240,19 @@ def load_float32(folder, weights_file="model.safetensors"):
 
 
 @torch.no_grad()
-def prompt_logits(model):
-    logits = model(torch.tensor([PROMPT_IDS])).logits[0]
-    assert logits.dtype == torch.float32 and logits.shape == (len(PROMPT_IDS), model.config.vocab_size)
+def prompt_logits(model, prompt_ids=PROMPT_IDS):
+    logits = model(torch.tensor([prompt_ids])).logits[0]
+    assert logits.dtype == torch.float32 and logits.shape == (len(prompt_ids), model.config.vocab_size)
     return logits
 
 
 @torch.no_grad()
-def generate_greedy(model, use_cache):
+def generate_greedy(model, use_cache, prompt_ids=PROMPT_IDS):
     # generate() fills unset options from model.generation_config, so switch
     # end-of-sequence stopping off there to always get MAX_NEW_TOKENS tokens.
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
-    prompt = torch.tensor([PROMPT_IDS])
+    prompt = torch.tensor([prompt_ids])
     out = model.generate(
         prompt,
         attention_mask=torch.ones_like(prompt),
@@ -218,29 +260,29 @@ def generate_greedy(model, use_cache):
         do_sample=False,
         use_cache=use_cache,
     )
-    new_ids = out[0, len(PROMPT_IDS) :].tolist()
+    new_ids = out[0, len(prompt_ids) :].tolist()
     assert len(new_ids) == MAX_NEW_TOKENS
     return new_ids
 
 
 @torch.no_grad()
-def argmax_loop(model):
+def argmax_loop(model, prompt_ids=PROMPT_IDS):
     """Greedy decoding by full forwards: the new ids and the smallest top-1/top-2 gap."""
-    ids = list(PROMPT_IDS)
+    ids = list(prompt_ids)
     margins = []
     for _ in range(MAX_NEW_TOKENS):
         last = model(torch.tensor([ids])).logits[0, -1]
         top2 = torch.topk(last, 2)
         margins.append(float(top2.values[0] - top2.values[1]))
         ids.append(int(top2.indices[0]))
-    return ids[len(PROMPT_IDS) :], min(margins)
+    return ids[len(prompt_ids) :], min(margins)
 
 
-def greedy_reference(model):
+def greedy_reference(model, prompt_ids=PROMPT_IDS):
     """Greedy ids with and without the KV cache, checked against each other and an argmax loop."""
-    with_cache = generate_greedy(model, use_cache=True)
-    without_cache = generate_greedy(model, use_cache=False)
-    looped, margin = argmax_loop(model)
+    with_cache = generate_greedy(model, use_cache=True, prompt_ids=prompt_ids)
+    without_cache = generate_greedy(model, use_cache=False, prompt_ids=prompt_ids)
+    looped, margin = argmax_loop(model, prompt_ids)
     assert with_cache == without_cache == looped, (with_cache, without_cache, looped)
     assert len(set(with_cache)) >= 3, f"greedy output is degenerate: {with_cache}"
     assert margin > 1e-3, f"greedy top-1/top-2 gap too small: {margin}"
@@ -263,9 +305,16 @@ def to_v4_config(v5):
     v4["torch_dtype"] = v4.pop("dtype")
     rope = v4.pop("rope_parameters", None)
     if rope is not None:
-        assert rope.get("rope_type") == "default", "only plain RoPE is converted"
-        v4["rope_theta"] = rope["rope_theta"]
-        v4["rope_scaling"] = None
+        rope = dict(rope)
+        v4["rope_theta"] = rope.pop("rope_theta")
+        if rope["rope_type"] == "default":
+            v4["rope_scaling"] = None
+        elif rope["rope_type"] == "linear":
+            # Linear-scaled 4.x checkpoints spell the type the old way.
+            v4["rope_scaling"] = {"type": "linear", "factor": rope["factor"]}
+        else:
+            assert rope["rope_type"] == "llama3", rope
+            v4["rope_scaling"] = rope
     for key, default in V4_OMITTED_DEFAULTS.items():
         if key in v4 and v4[key] == default:
             del v4[key]
@@ -386,15 +435,88 @@ def verify(folder, original):
     print(f"  greedy_ids_f16  {ref['greedy_ids_f16']}")
 
 
+def make_scaled_fixture(name, seed):
+    """tiny-llama3: llama3 scaling (config.json) and linear scaling (config.linear.json), f32 only."""
+    folder = OUT_ROOT / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    ref = {"prompt_ids": LONG_PROMPT_IDS}
+    logits = {}
+    for suffix, rope in (("", LLAMA3_ROPE), ("_linear", LINEAR_ROPE)):
+        model = build_llama(seed, rope)
+        config_name = "config.json" if suffix == "" else "config.linear.json"
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            if suffix == "":
+                shutil.copy(Path(tmp) / "model.safetensors", folder / "model.safetensors")
+            else:
+                # The same weights: only the rotary scaling differs.
+                with safe_open(Path(tmp) / "model.safetensors", framework="pt") as a, safe_open(
+                    folder / "model.safetensors", framework="pt"
+                ) as b:
+                    assert sorted(a.keys()) == sorted(b.keys())
+                    for key in a.keys():
+                        assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
+            shutil.copy(Path(tmp) / "config.json", folder / config_name)
+        config_v5 = json.loads((folder / config_name).read_text())
+        assert config_v5["dtype"] == "float32"
+        assert config_v5["rope_parameters"] == rope, config_v5["rope_parameters"]
+        write_json(folder / config_name.replace(".json", ".v4.json"), to_v4_config(config_v5))
+        greedy, greedy_no_cache, margin = greedy_reference(model, LONG_PROMPT_IDS)
+        ref[f"greedy_ids{suffix}"] = greedy
+        ref[f"greedy_ids_no_cache{suffix}"] = greedy_no_cache
+        ref[f"greedy_min_margin{suffix}"] = margin
+        ref[f"inv_freq{suffix}"] = model.model.rotary_emb.inv_freq.tolist()
+        logits[f"logits{suffix}"] = prompt_logits(model, LONG_PROMPT_IDS).tolist()
+    ref["torch_version"] = torch.__version__
+    ref["transformers_version"] = transformers.__version__
+    ref["attn_implementation"] = ATTN_IMPLEMENTATION
+    ref.update(logits)
+    write_reference(folder / "reference.json", ref)
+    return folder
+
+
+def verify_scaled(folder, seed):
+    """Reload tiny-llama3 from disk with each config, both forms, and check reference.json."""
+    ref = json.loads((folder / "reference.json").read_text())
+    for suffix, rope in (("", LLAMA3_ROPE), ("_linear", LINEAR_ROPE)):
+        config_name = "config.json" if suffix == "" else "config.linear.json"
+        model = load_float32(folder, config_file=config_name)
+        original_state = build_llama(seed, rope).state_dict()
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, original_state[name]), name
+        inv_freq = torch.tensor(ref[f"inv_freq{suffix}"], dtype=torch.float32)
+        assert torch.equal(model.model.rotary_emb.inv_freq, inv_freq), suffix
+        expected = torch.tensor(ref[f"logits{suffix}"], dtype=torch.float32)
+        assert torch.equal(prompt_logits(model, LONG_PROMPT_IDS), expected), suffix
+        assert generate_greedy(model, True, LONG_PROMPT_IDS) == ref[f"greedy_ids{suffix}"], suffix
+        # The 4.x form must describe the same model, and give the same logits.
+        v4_name = config_name.replace(".json", ".v4.json")
+        v4 = type(model.config).from_dict(json.loads((folder / v4_name).read_text()))
+        # (transformers keeps the old spelling `type` beside the `rope_type` it adds.)
+        v4_rope = {k: v for k, v in v4.rope_parameters.items() if k != "type"}
+        assert v4_rope == model.config.rope_parameters == rope, (v4.rope_parameters, rope)
+        v4_model = load_float32(folder, config_file=v4_name)
+        assert torch.equal(prompt_logits(v4_model, LONG_PROMPT_IDS), expected), v4_name
+        print(f"  {config_name}: greedy_ids {ref[f'greedy_ids{suffix}']}")
+    print(f"{folder.relative_to(OUT_ROOT.parent.parent.parent)}: verified")
+
+
 def main():
     assert int(transformers.__version__.split(".")[0]) >= 5, "needs transformers 5.x"
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(1)  # fixed reduction order, reproducible last bits
     torch.use_deterministic_algorithms(True)
+    only = set(sys.argv[1:])
     for name, build, seed in (("tiny-llama", build_llama, LLAMA_SEED), ("tiny-gpt2", build_gpt2, GPT2_SEED)):
+        if only and name not in only:
+            continue
         model = build(seed)
         folder = make_fixture(name, model)
         verify(folder, model)
+    if not only or "tiny-llama3" in only:
+        verify_scaled(make_scaled_fixture("tiny-llama3", LLAMA3_SEED), LLAMA3_SEED)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, safetensors {safetensors.__version__}")
 
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype as StDtype;
 use wgpu_tp::load::{Architecture, Checkpoint};
+use wgpu_tp::nn::{RopeScaling, Rotary};
 use wgpu_tp::Error;
 
 fn fixture(name: &str) -> PathBuf {
@@ -110,6 +111,146 @@ fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
         gpt2.rows_f32("wte.weight", 127..129),
         Err(Error::Checkpoint { .. })
     ));
+}
+
+/// tiny-llama3's configs: llama3 scaling in the 5.x form (`rope_parameters`) and the 4.x
+/// form (`rope_theta`, `rope_scaling`), linear scaling likewise (4.x spelling it `type`),
+/// read alike; and the inverse frequencies the loader's rotary table uses are, bit for
+/// bit, the float32 ones transformers computed for that fixture.
+#[test]
+fn scaled_rotary_configs_of_transformers_4_and_5_read_alike_and_give_its_frequencies() {
+    let text = std::fs::read_to_string(fixture("tiny-llama3").join("reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_positions: 32,
+    };
+    let linear = RopeScaling::Linear { factor: 4.0 };
+    for (configs, scaling, key) in [
+        (["config.json", "config.v4.json"], llama3, "inv_freq"),
+        (
+            ["config.linear.json", "config.linear.v4.json"],
+            linear,
+            "inv_freq_linear",
+        ),
+    ] {
+        let [v5, v4] = configs.map(|config| {
+            let dir = copy(
+                &format!("scaled-{config}"),
+                "tiny-llama3",
+                "model.safetensors",
+                config,
+            );
+            Checkpoint::open(&dir).unwrap().config().clone()
+        });
+        assert_eq!(v4, v5, "{configs:?}");
+        assert_eq!(v5.rope_scaling, scaling, "{configs:?}");
+        assert_eq!(v5.rope_theta, Some(10_000.0));
+        let ours = Rotary::inverse_frequencies(v5.head_dim, 10_000.0, v5.rope_scaling);
+        let theirs: Vec<f32> = reference[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ours), bits(&theirs), "{key}: {ours:?} vs {theirs:?}");
+    }
+    // The unscaled frequencies are plain tiny-llama's.
+    let plain = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    assert_eq!(plain.config().rope_scaling, RopeScaling::None);
+}
+
+/// Rotary scaling the loader does not do (`dynamic`, `yarn`, `longrope`, an unknown type),
+/// and a llama3 or linear block missing a parameter or holding a bad one, are refused
+/// with an error naming the key and the value, in either config form: never loaded as
+/// some other model.
+#[test]
+fn unsupported_or_incomplete_rotary_scaling_is_refused_naming_the_key() {
+    let dir = scratch("rope-refused");
+    let v5: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-llama3").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let v4: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-llama3").join("config.v4.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("tiny-llama3").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let refused = |config: &serde_json::Value, says: &[&str]| {
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let (what, message) = open_error(&dir);
+        assert_eq!(what, "config.json", "{message}");
+        for s in says {
+            assert!(
+                message.contains(s),
+                "{config}: {message:?} does not say {s:?}"
+            );
+        }
+    };
+    for (form, base, block) in [
+        ("5.x", &v5, "rope_parameters"),
+        ("4.x", &v4, "rope_scaling"),
+    ] {
+        for rope_type in ["dynamic", "yarn", "longrope", "su-per-long"] {
+            let mut c = base.clone();
+            c[block]["rope_type"] = serde_json::json!(rope_type);
+            refused(
+                &c,
+                &[&format!("{block}.rope_type"), &format!("{rope_type:?}")],
+            );
+        }
+        // The older spelling `type` is read as well.
+        let mut c = base.clone();
+        c[block].as_object_mut().unwrap().remove("rope_type");
+        c[block]["type"] = serde_json::json!("yarn");
+        refused(&c, &[&format!("{block}.type"), "\"yarn\""]);
+        for key in [
+            "factor",
+            "low_freq_factor",
+            "high_freq_factor",
+            "original_max_position_embeddings",
+        ] {
+            let mut c = base.clone();
+            c[block].as_object_mut().unwrap().remove(key);
+            refused(&c, &[&format!("{block}.{key}"), "missing", "llama3"]);
+            let mut c = base.clone();
+            c[block][key] = serde_json::json!("eight");
+            refused(&c, &[&format!("{block}.{key}"), "\"eight\""]);
+        }
+        // Values that would give no model at all, or NaN frequencies.
+        for (key, value, says) in [
+            ("factor", serde_json::json!(0.0), "factor 0"),
+            (
+                "high_freq_factor",
+                serde_json::json!(1.0),
+                "high_freq_factor 1",
+            ),
+            (
+                "original_max_position_embeddings",
+                serde_json::json!(0),
+                "original_max_position_embeddings 0",
+            ),
+        ] {
+            let mut c = base.clone();
+            c[block][key] = value;
+            refused(&c, &[block, says]);
+        }
+        // Linear scaling without its factor.
+        let mut c = base.clone();
+        c[block] = if form == "5.x" {
+            serde_json::json!({"rope_type": "linear", "rope_theta": 10000.0})
+        } else {
+            serde_json::json!({"type": "linear"})
+        };
+        refused(&c, &[&format!("{block}.factor"), "missing", "linear"]);
+    }
 }
 
 #[test]
@@ -271,7 +412,7 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
         ("{\"model_type\": \"gpt2\", \"n_embd\": 64}", "n_head"),
         // What the layers do not implement is refused, not ignored: 4.x-style scaling,
         // projection biases, a sliding window, GPT-2 variants.
-        ("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 8}}", "linear"),
+        ("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 8}}", "dynamic"),
         ("{\"model_type\": \"llama\", \"attention_bias\": true}", "attention_bias"),
         ("{\"model_type\": \"mistral\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", "sliding_window"),
         ("{\"model_type\": \"gpt2\", \"tie_word_embeddings\": false}", "untied"),

@@ -1,7 +1,8 @@
 //! The tiny Llama and GPT-2 fixtures (random weights, made by
 //! `scripts/make_model_fixtures.py` with Hugging Face transformers in float32) run on our
 //! ranks against the reference the script saved: the logits of a fixed prompt, and the
-//! greedy tokens; at tp 1, 2, 3 (heads split unevenly) and 4, on both kinds of group and
+//! greedy tokens (also with Llama 3.x and linear rotary scaling); at tp 1, 2, 3 (heads
+//! split unevenly) and 4, on both kinds of group and
 //! on a group mixing a Vulkan and a GL rank; decoding from the key/value cache equals
 //! recomputing the whole sequence; and under `Numerics::TpInvariant` a synthetic model
 //! gives the same logits bits at tp 1, 2, 4 and 8.
@@ -117,7 +118,30 @@ fn fixture_in(name: &str, precision: &str) -> PathBuf {
 fn check_model(name: &str, precision: &str) {
     let want = reference(name, precision);
     let checkpoint = Checkpoint::open(fixture_in(name, precision)).unwrap();
+    check_against(name, precision, &checkpoint, &want);
+}
+
+/// Fixture `name`'s f32 weights with its `config` file as `config.json`, in a scratch
+/// folder.
+fn fixture_with_config(name: &str, config: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-tp-{}-{name}-{config}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture(name).join(config), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        fixture(name).join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `checkpoint` at tp 1, 2, 3 and 4 (and on a mixed group) against `want`: the logits of
+/// every prompt position within the bound, the greedy tokens exactly, and decoding from
+/// the cache equal to recomputing.
+fn check_against(name: &str, variant: &str, checkpoint: &Checkpoint, want: &Reference) {
     let bound = logit_bound();
+    // Room for the prompt and one more token (tiny-llama3's prompt is longer than 32).
+    let cache_len = (want.prompt.len() + 1).max(32);
     // The greedy tokens can only follow the reference if the bound is below half the
     // smallest gap between the best and second-best logit the reference saw.
     assert!(
@@ -137,11 +161,11 @@ fn check_model(name: &str, precision: &str) {
                 .map(|r| r.adapter_info().backend)
                 .collect();
             let ctx = format!(
-                "{name} {precision} tp {tp} ({} ranks, {backends:?})",
+                "{name} {variant} tp {tp} ({} ranks, {backends:?})",
                 group.ranks().len()
             );
-            let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
-            let mut cache = model.new_cache(32).unwrap();
+            let model = Transformer::from_checkpoint(&group, checkpoint).unwrap();
+            let mut cache = model.new_cache(cache_len).unwrap();
             let logits = model.logits(&want.prompt, &mut cache).unwrap();
             let vocab = model.config().vocab_size;
             let mut worst = 0.0f64;
@@ -161,9 +185,9 @@ fn check_model(name: &str, precision: &str) {
             // its first greedy token, one step after the prompt vs all at once.
             let mut longer = want.prompt.clone();
             longer.push(want.greedy[0]);
-            let mut fresh = model.new_cache(32).unwrap();
+            let mut fresh = model.new_cache(cache_len).unwrap();
             let all = model.logits(&longer, &mut fresh).unwrap();
-            let mut step = model.new_cache(32).unwrap();
+            let mut step = model.new_cache(cache_len).unwrap();
             model.logits(&want.prompt, &mut step).unwrap();
             let last = model
                 .logits(&longer[longer.len() - 1..], &mut step)
@@ -185,6 +209,33 @@ fn check_model(name: &str, precision: &str) {
 #[test]
 fn tiny_llama_matches_transformers() {
     check_model("tiny-llama", "");
+}
+
+/// Llama 3.x rotary scaling (factor 8, the band 1 to 4 of 32 original positions) on a
+/// 36-token prompt, so that positions past the original length run; read from the 5.x
+/// config (`rope_parameters`) and from the 4.x one (`rope_theta` and `rope_scaling`).
+#[test]
+fn tiny_llama3_rotary_scaling_matches_transformers() {
+    let want = reference("tiny-llama3", "");
+    assert!(
+        want.prompt.len() > 32,
+        "the prompt must outrun the original length"
+    );
+    for config in ["config.json", "config.v4.json"] {
+        let checkpoint = Checkpoint::open(fixture_with_config("tiny-llama3", config)).unwrap();
+        check_against("tiny-llama3", config, &checkpoint, &want);
+    }
+}
+
+/// Linear rotary scaling (factor 4) on the same weights and prompt, from the 5.x config
+/// and from the 4.x one (which spells it `rope_scaling: {type: linear}`).
+#[test]
+fn tiny_llama3_weights_with_linear_rotary_scaling_match_transformers() {
+    let want = reference("tiny-llama3", "linear");
+    for config in ["config.linear.json", "config.linear.v4.json"] {
+        let checkpoint = Checkpoint::open(fixture_with_config("tiny-llama3", config)).unwrap();
+        check_against("tiny-llama3", config, &checkpoint, &want);
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::checkpoint_error;
 use crate::error::Result;
+use crate::nn::RopeScaling;
 
 /// The model families the loader knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// Base of the rotary frequencies (Llama), none for learned positions (GPT-2).
     pub rope_theta: Option<f64>,
+    /// How the rotary frequencies are scaled (`rope_type` linear, llama3); none for the
+    /// default and for learned positions.
+    pub rope_scaling: RopeScaling,
     /// The LM head is the embedding table.
     pub tie_word_embeddings: bool,
     /// The MLP's activation, as the config names it (`silu`, `gelu_new`, ...).
@@ -80,13 +84,98 @@ fn positive(key: &str, n: usize) -> Result<usize> {
     Ok(n)
 }
 
+/// The rotary scaling a Llama config asks for: from `rope_parameters` (5.x) when it names
+/// a type, else from `rope_scaling` (4.x); transformers reads `rope_type`, or else the
+/// older `type`. Only `default`, `linear` and `llama3` are taken; any other type, and a
+/// missing or bad parameter, is an error naming the key.
+fn rope_scaling(v: &Value) -> Result<RopeScaling> {
+    let typed = |key: &'static str| {
+        v.get(key)
+            .filter(|b| b.get("rope_type").or_else(|| b.get("type")).is_some())
+            .map(|b| (key, b))
+    };
+    let Some((key, block)) = typed("rope_parameters").or_else(|| typed("rope_scaling")) else {
+        return Ok(RopeScaling::None);
+    };
+    let type_key = if block.get("rope_type").is_some() {
+        "rope_type"
+    } else {
+        "type"
+    };
+    let raw = block.get(type_key).unwrap_or(&Value::Null);
+    let rope_type = raw.as_str().ok_or_else(|| {
+        checkpoint_error(
+            "config.json",
+            format!("{key}.{type_key} is {raw}, not a name"),
+        )
+    })?;
+    let number = |name: &str| -> Result<f64> {
+        match block.get(name) {
+            Some(x) => x.as_f64().ok_or_else(|| {
+                checkpoint_error(
+                    "config.json",
+                    format!("{key}.{name} is {x}, not a number (rotary scaling {rope_type:?})"),
+                )
+            }),
+            None => Err(checkpoint_error(
+                "config.json",
+                format!("{key}.{name} is missing (rotary scaling {rope_type:?} needs it)"),
+            )),
+        }
+    };
+    let scaling = match rope_type {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: number("factor")?,
+        },
+        "llama3" => {
+            let name = "original_max_position_embeddings";
+            let original = match block.get(name) {
+                None => Err(format!("{key}.{name} is missing")),
+                Some(x) => x
+                    .as_u64()
+                    .ok_or_else(|| format!("{key}.{name} is {x}, not a count")),
+            }
+            .map_err(|e| {
+                checkpoint_error(
+                    "config.json",
+                    format!("{e} (rotary scaling \"llama3\" needs it)"),
+                )
+            })?;
+            RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_positions: usize::try_from(original).unwrap_or(usize::MAX),
+            }
+        }
+        other => {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{key}.{type_key} {other:?}: this rotary scaling is not supported \
+                     (only default, linear and llama3)"
+                ),
+            ))
+        }
+    };
+    if let Some(problem) = scaling.problem() {
+        return Err(checkpoint_error(
+            "config.json",
+            format!("{key} ({rope_type}): {problem}"),
+        ));
+    }
+    Ok(scaling)
+}
+
 impl ModelConfig {
     /// Parses the text of a `config.json`.
     ///
     /// # Errors
     /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the field: not JSON, an
     /// unknown `model_type`, a missing or zero size, heads that do not divide the hidden
-    /// size, rotary scaling other than the default.
+    /// size, rotary scaling other than default, linear and llama3 (or with a missing or
+    /// bad parameter).
     pub fn parse(text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| checkpoint_error("config.json", format!("not JSON: {e}")))?;
@@ -112,26 +201,14 @@ impl ModelConfig {
     }
 
     fn llama(v: &Value, dtype: Option<String>) -> Result<Self> {
-        // 5.x: `rope_parameters: {rope_theta, rope_type}`; 4.x: `rope_theta` and an
-        // optional `rope_scaling`.
-        let params = v.get("rope_parameters");
-        // transformers reads `rope_type`, or else the older `type`.
-        let scaling = v.get("rope_scaling").filter(|s| !s.is_null());
-        let rope_type = params
-            .and_then(|p| p.get("rope_type"))
-            .or_else(|| scaling.and_then(|s| s.get("rope_type").or_else(|| s.get("type"))))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        if rope_type != "default" {
-            return Err(checkpoint_error(
-                "config.json",
-                format!("rotary scaling {rope_type:?} is not supported (only the default)"),
-            ));
-        }
+        // 5.x: `rope_parameters: {rope_theta, rope_type, ...}`; 4.x: `rope_theta` and an
+        // optional `rope_scaling: {rope_type, ...}`.
+        let params = v.get("rope_parameters").filter(|p| !p.is_null());
         let rope_theta = match params.map(|p| float_field(p, "rope_theta")).transpose()? {
             Some(Some(theta)) => theta,
             _ => float_field(v, "rope_theta")?.unwrap_or(10_000.0),
         };
+        let rope_scaling = rope_scaling(v)?;
         // What the layers do not implement is refused, never silently left out.
         for (key, what) in [
             ("attention_bias", "biases on the attention projections"),
@@ -178,6 +255,7 @@ impl ModelConfig {
             max_positions,
             norm_eps: float_field(v, "rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: Some(rope_theta),
+            rope_scaling,
             tie_word_embeddings: v
                 .get("tie_word_embeddings")
                 .and_then(Value::as_bool)
@@ -227,6 +305,7 @@ impl ModelConfig {
             max_positions: usize_field(v, "n_positions")?,
             norm_eps: float_field(v, "layer_norm_epsilon")?.unwrap_or(1e-5),
             rope_theta: None,
+            rope_scaling: RopeScaling::None,
             // transformers 4.x configs of GPT-2 often omit it; tied is the default.
             tie_word_embeddings: v
                 .get("tie_word_embeddings")

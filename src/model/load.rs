@@ -60,11 +60,12 @@ impl Transformer {
         let rotary = match c.rope_theta {
             // Sized by use: the caches grow it (never by the config's maximum, which may be
             // far more than any cache made).
-            Some(theta) => Some(Rotary::new(
+            Some(theta) => Some(Rotary::with_scaling(
                 group,
                 hd,
                 c.max_positions.min(ROTARY_START),
                 theta,
+                c.rope_scaling,
             )?),
             None => None,
         };

@@ -14,7 +14,7 @@ mod norm;
 mod row;
 mod weights;
 
-pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention, Rotary};
+pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention, RopeScaling, Rotary};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::GatedMlp;
