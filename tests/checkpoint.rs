@@ -250,6 +250,18 @@ fn unsupported_or_incomplete_rotary_scaling_is_refused_naming_the_key() {
             serde_json::json!({"type": "linear"})
         };
         refused(&c, &[&format!("{block}.factor"), "missing", "linear"]);
+        // Rotary on half of each head (the layers turn whole heads); 1 is every column.
+        let mut c = base.clone();
+        c["partial_rotary_factor"] = serde_json::json!(0.5);
+        refused(&c, &["partial_rotary_factor 0.5", "part of each head"]);
+        c["partial_rotary_factor"] = serde_json::json!(1.0);
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        Checkpoint::open(&dir).unwrap();
+        if form == "5.x" {
+            let mut c = base.clone();
+            c[block]["partial_rotary_factor"] = serde_json::json!(0.5);
+            refused(&c, &["rope_parameters.partial_rotary_factor 0.5"]);
+        }
     }
 }
 

@@ -209,6 +209,23 @@ impl ModelConfig {
             _ => float_field(v, "rope_theta")?.unwrap_or(10_000.0),
         };
         let rope_scaling = rope_scaling(v)?;
+        // Rotary on part of each head (top level, or in 5.x's `rope_parameters`): the
+        // layers turn whole heads, so any factor but 1 would be another model.
+        for (block, key) in [
+            (Some(v), "partial_rotary_factor"),
+            (params, "rope_parameters.partial_rotary_factor"),
+        ] {
+            let factor = block
+                .map(|b| float_field(b, "partial_rotary_factor"))
+                .transpose()?
+                .flatten();
+            if let Some(f) = factor.filter(|&f| f != 1.0) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("{key} {f}: rotary embeddings on part of each head are not supported"),
+                ));
+            }
+        }
         // What the layers do not implement is refused, never silently left out.
         for (key, what) in [
             ("attention_bias", "biases on the attention projections"),
