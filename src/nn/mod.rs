@@ -11,16 +11,18 @@ mod linear;
 mod lm_head;
 mod mlp;
 mod norm;
+mod rotary;
 mod row;
 mod weights;
 
-pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention, RopeScaling, Rotary};
+pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::GatedMlp;
 pub use lm_head::ParallelLmHead;
 pub use mlp::ParallelMlp;
 pub use norm::{Norm, NormKind};
+pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;
 
