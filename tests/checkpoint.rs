@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
 use safetensors::Dtype as StDtype;
-use wgpu_tp::load::{Architecture, Checkpoint};
+use wgpu_tp::load::Checkpoint;
+use wgpu_tp::model::{Architecture, ModelConfig};
 use wgpu_tp::nn::{RopeScaling, Rotary};
 use wgpu_tp::Error;
 
@@ -53,8 +54,15 @@ fn write(path: &Path, t: &HashMap<String, (StDtype, Vec<usize>, Vec<u8>)>) {
 }
 
 /// The error opening `dir` gives; panics if it opens.
+/// The checkpoint in `dir` and its config, read by its family (which checks the tensors).
+fn open(dir: impl AsRef<Path>) -> wgpu_tp::Result<(Checkpoint, ModelConfig)> {
+    let checkpoint = Checkpoint::open(dir)?;
+    let config = ModelConfig::read(&checkpoint)?;
+    Ok((checkpoint, config))
+}
+
 fn open_error(dir: &Path) -> (String, String) {
-    match Checkpoint::open(dir) {
+    match open(dir) {
         Err(Error::Checkpoint { what, message }) => (what, message),
         other => panic!("expected a checkpoint error, got {other:?}"),
     }
@@ -62,8 +70,8 @@ fn open_error(dir: &Path) -> (String, String) {
 
 #[test]
 fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
-    let llama = Checkpoint::open(fixture("tiny-llama")).unwrap();
-    let c = llama.config();
+    let (_, c) = open(fixture("tiny-llama")).unwrap();
+    let c = &c;
     assert_eq!(c.architecture, Architecture::Llama);
     let sizes = (
         c.vocab_size,
@@ -79,8 +87,8 @@ fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
         (c.activation.as_str(), c.dtype.as_deref()),
         ("silu", Some("float32"))
     );
-    let gpt2 = Checkpoint::open(fixture("tiny-gpt2")).unwrap();
-    let g = gpt2.config();
+    let (gpt2, g) = open(fixture("tiny-gpt2")).unwrap();
+    let g = &g;
     assert_eq!(g.architecture, Architecture::Gpt2);
     // n_inner: null means 4 x n_embd.
     assert_eq!(
@@ -97,18 +105,20 @@ fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
             "model.safetensors",
             "config.v4.json",
         );
-        let v4 = Checkpoint::open(&dir).unwrap();
-        assert_eq!(v4.config(), cfg, "{name}: 4.x config");
+        let (_, v4) = open(&dir).unwrap();
+        assert_eq!(&v4, cfg, "{name}: 4.x config");
     }
-    // Values come through as stored: the GPT-2 file prefixes `transformer.`.
-    let wte = gpt2.f32("wte.weight").unwrap();
+    // Values come through as stored, under the names the file gives them (this GPT-2
+    // file nests them under `transformer.`, which its family reads).
+    assert!(gpt2.f32("wte.weight").is_err());
+    let wte = gpt2.f32("transformer.wte.weight").unwrap();
     let raw = tensors(&fixture("tiny-gpt2").join("model.safetensors"));
     let want: Vec<f32> = bytemuck::pod_collect_to_vec(&raw["transformer.wte.weight"].2);
     assert_eq!(wte, want);
-    let rows = gpt2.rows_f32("wte.weight", 5..7).unwrap();
+    let rows = gpt2.rows_f32("transformer.wte.weight", 5..7).unwrap();
     assert_eq!(rows, want[5 * 64..7 * 64]);
     assert!(matches!(
-        gpt2.rows_f32("wte.weight", 127..129),
+        gpt2.rows_f32("transformer.wte.weight", 127..129),
         Err(Error::Checkpoint { .. })
     ));
 }
@@ -143,7 +153,7 @@ fn scaled_rotary_configs_of_transformers_4_and_5_read_alike_and_give_its_frequen
                 "model.safetensors",
                 config,
             );
-            Checkpoint::open(&dir).unwrap().config().clone()
+            open(&dir).unwrap().1
         });
         assert_eq!(v4, v5, "{configs:?}");
         assert_eq!(v5.rope_scaling, scaling, "{configs:?}");
@@ -159,8 +169,8 @@ fn scaled_rotary_configs_of_transformers_4_and_5_read_alike_and_give_its_frequen
         assert_eq!(bits(&ours), bits(&theirs), "{key}: {ours:?} vs {theirs:?}");
     }
     // The unscaled frequencies are plain tiny-llama's.
-    let plain = Checkpoint::open(fixture("tiny-llama")).unwrap();
-    assert_eq!(plain.config().rope_scaling, RopeScaling::None);
+    let (_, plain) = open(fixture("tiny-llama")).unwrap();
+    assert_eq!(plain.rope_scaling, RopeScaling::None);
 }
 
 /// Rotary scaling the loader does not do (`dynamic`, `yarn`, `longrope`, an unknown type),
@@ -256,7 +266,7 @@ fn unsupported_or_incomplete_rotary_scaling_is_refused_naming_the_key() {
         refused(&c, &["partial_rotary_factor 0.5", "part of each head"]);
         c["partial_rotary_factor"] = serde_json::json!(1.0);
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
-        Checkpoint::open(&dir).unwrap();
+        open(&dir).unwrap();
         if form == "5.x" {
             let mut c = base.clone();
             c[block]["partial_rotary_factor"] = serde_json::json!(0.5);
@@ -403,6 +413,11 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
     );
     std::fs::copy(fixture("tiny-llama/config.json"), dir.join("config.json")).unwrap();
     assert!(open_error(&dir).0.ends_with("model.safetensors"));
+    std::fs::copy(
+        fixture("tiny-llama/model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
     // Heads wider than the attention kernel takes (it keeps a turned query per
     // invocation): refused when the config is read, not at the first forward.
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();

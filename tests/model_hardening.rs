@@ -66,6 +66,13 @@ fn set_config(dir: &Path, key: &[&str], value: Value) {
     std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
 }
 
+/// The checkpoint in `dir`, its config read by its family (which checks the tensors).
+fn open(dir: &Path) -> wgpu_tp::Result<Checkpoint> {
+    let checkpoint = Checkpoint::open(dir)?;
+    wgpu_tp::model::ModelConfig::read(&checkpoint)?;
+    Ok(checkpoint)
+}
+
 fn checkpoint_message(r: wgpu_tp::Result<Checkpoint>) -> String {
     match r {
         Err(Error::Checkpoint { message, .. }) => message,
@@ -79,10 +86,10 @@ fn huge_config_sizes_are_refused_before_anything_is_allocated() {
     let dir = tiny("huge-sizes", &TINY);
     // 2^40 layers: refused naming the field, before a list of 2^40 layers' tensors is made.
     set_config(&dir, &["num_hidden_layers"], (1u64 << 40).into());
-    let m = checkpoint_message(Checkpoint::open(&dir));
+    let m = checkpoint_message(open(&dir));
     assert!(m.contains("num_hidden_layers 1099511627776"), "{m}");
     set_config(&dir, &["num_hidden_layers"], 3.into());
-    let m = checkpoint_message(Checkpoint::open(&dir));
+    let m = checkpoint_message(open(&dir));
     assert!(m.contains("num_hidden_layers 3"), "{m}");
     set_config(&dir, &["num_hidden_layers"], 2.into());
     // Counts past what a kernel can address, and products that overflow.
@@ -98,7 +105,7 @@ fn huge_config_sizes_are_refused_before_anything_is_allocated() {
     ] {
         let before = config(&dir);
         set_config(&dir, &[key], value.into());
-        let m = checkpoint_message(Checkpoint::open(&dir));
+        let m = checkpoint_message(open(&dir));
         assert!(m.contains(says), "{key}: {m}");
         std::fs::write(dir.join("config.json"), before.to_string()).unwrap();
     }
@@ -180,7 +187,7 @@ fn meaningless_config_values_are_refused() {
     ] {
         let before = config(&dir);
         set_config(&dir, key, value.clone());
-        let m = checkpoint_message(Checkpoint::open(&dir));
+        let m = checkpoint_message(open(&dir));
         let field = key[key.len() - 1];
         assert!(
             m.contains(field) || m.contains("epsilon"),

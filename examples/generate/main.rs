@@ -93,7 +93,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Ranks::SharedDevice => builder.ranks_sharing_one_device(n),
     };
     let group = builder.build()?;
-    let c = checkpoint.config();
+    let c = &wgpu_tp::model::ModelConfig::read(&checkpoint)?;
     say!(
         "wgpu-tp generate: {} ({:?}, {} layers, hidden {}, {} heads / {} kv, vocab {}), tp {}, \
          {} process(es), {} bytes of weights on disk",

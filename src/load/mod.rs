@@ -2,15 +2,17 @@
 //! `model.safetensors` or several files listed in `model.safetensors.index.json`, memory
 //! mapped, so a rank's shard is read straight from the page cache and the file is never
 //! copied whole into memory.
+//!
+//! This layer knows file formats, not model families: a [`Checkpoint`] is named tensors
+//! and the parsed `config.json`. What the config means, which tensors a model needs and
+//! their shapes are the family's (`crate::model`: `ModelConfig::read`).
 
-mod config;
 mod files;
 
 use files::{extend, file_names, map, release};
 #[cfg(feature = "tokenizer")]
 mod tokenizer;
 
-pub use config::{Architecture, ModelConfig};
 #[cfg(feature = "tokenizer")]
 pub use tokenizer::Tokenizer;
 
@@ -46,21 +48,18 @@ struct Entry {
     bytes: Range<usize>,
 }
 
-/// An opened checkpoint: its config and its tensors, memory-mapped.
+/// An opened checkpoint: its `config.json` and its tensors, memory-mapped.
 pub struct Checkpoint {
     dir: PathBuf,
-    config: ModelConfig,
+    config: serde_json::Value,
     files: Vec<Mapped>,
     tensors: HashMap<String, Entry>,
-    /// `transformer.` for GPT-2 files saved from `GPT2LMHeadModel`, else empty.
-    prefix: String,
 }
 
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
-            .field("config", &self.config)
             .field("files", &self.files.len())
             .field("tensors", &self.tensors.len())
             .finish()
@@ -68,16 +67,17 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens the checkpoint in `dir`: parses `config.json`, maps the weight files, reads
-    /// their headers, and checks that every tensor the config implies is there with its
-    /// shape and a dtype the loader reads (f32, f16, bf16). `dir` may also name one
+    /// Opens the checkpoint in `dir`: reads `config.json` (which must be a JSON object),
+    /// maps the weight files and reads their headers. `dir` may also name one
     /// `.safetensors` file, whose folder holds `config.json` (a folder with the same
     /// weights in several precisions, `model.bf16.safetensors` beside `model.safetensors`).
+    /// Whether the tensors are the ones the config implies is checked by the model family
+    /// (`ModelConfig::read`, `Transformer::from_checkpoint`).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the file or tensor: a missing or unreadable file, a
-    /// truncated or corrupt header, a missing tensor, a wrong shape, an unsupported
-    /// dtype, a tensor in two files, a config that does not match the tensors.
+    /// config that is not a JSON object, a truncated or corrupt header, a tensor ending
+    /// past its file, a tensor in two files.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref();
         let (dir, names) = if path.is_file() {
@@ -90,7 +90,11 @@ impl Checkpoint {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| checkpoint_error(config_path.display().to_string(), e.to_string()))?;
-        let config = ModelConfig::parse(&text)?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| checkpoint_error("config.json", format!("not JSON: {e}")))?;
+        if !config.is_object() {
+            return Err(checkpoint_error("config.json", "is not a JSON object"));
+        }
         let mut files = Vec::new();
         let mut tensors = HashMap::new();
         for name in names {
@@ -131,47 +135,27 @@ impl Checkpoint {
             }
             files.push(Mapped { path, map });
         }
-        let prefix = match config.architecture {
-            Architecture::Gpt2 if tensors.contains_key("transformer.wte.weight") => "transformer.",
-            _ => "",
-        }
-        .to_string();
-        // Each block has its tensors: a layer count the files cannot hold is refused before
-        // the list of what they must hold is made (it would be as long as the count).
-        let per_layer = match config.architecture {
-            Architecture::Llama => 9,
-            Architecture::Gpt2 => 12,
-        };
-        if config.num_layers > tensors.len() / per_layer {
-            let key = match config.architecture {
-                Architecture::Llama => "num_hidden_layers",
-                Architecture::Gpt2 => "n_layer",
-            };
-            return Err(checkpoint_error(
-                "config.json",
-                format!(
-                    "{key} {} is more layers than the files hold ({} tensors, {per_layer} a layer)",
-                    config.num_layers,
-                    tensors.len()
-                ),
-            ));
-        }
-        let checkpoint = Checkpoint {
+        Ok(Checkpoint {
             dir,
             config,
             files,
             tensors,
-            prefix,
-        };
-        for (name, shape) in checkpoint.config.expected_tensors() {
-            checkpoint.check(&name, &shape)?;
-        }
-        Ok(checkpoint)
+        })
     }
 
-    /// The model's config.
-    pub fn config(&self) -> &ModelConfig {
+    /// The parsed `config.json` (a JSON object), as the file holds it.
+    pub fn config_json(&self) -> &serde_json::Value {
         &self.config
+    }
+
+    /// True when the checkpoint holds a tensor named `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// How many tensors the checkpoint holds.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
     }
 
     /// The folder it was opened from.
@@ -185,7 +169,7 @@ impl Checkpoint {
     }
 
     fn entry(&self, name: &str) -> Result<(&Entry, String)> {
-        let full = format!("{}{name}", self.prefix);
+        let full = name.to_string();
         match self.tensors.get(&full) {
             Some(e) => Ok((e, full)),
             None => Err(checkpoint_error(

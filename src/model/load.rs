@@ -1,18 +1,20 @@
-//! `Transformer::from_checkpoint`: every layer of a Llama-family or GPT-2 checkpoint, each
-//! rank reading only its shards.
+//! `Transformer::from_checkpoint`: any family's recipe (src/model/families) built layer by
+//! layer, each rank reading only its shards.
 
 use std::sync::Arc;
 
-use super::{Block, Step, Transformer};
+use super::recipe::{Mlp, Qkv, Recipe};
+use super::weights::Weights;
+use super::{families, Block, ModelConfig, Step, Transformer};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
-use crate::load::{Architecture, Checkpoint};
+use crate::load::Checkpoint;
 use crate::nn::{
     AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Layer, Norm,
-    NormKind, ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig,
-    RowParallelLinear, VocabParallelEmbedding,
+    ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig, RowParallelLinear,
+    VocabParallelEmbedding,
 };
 use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
@@ -21,92 +23,81 @@ use crate::tensor::Tensor;
 /// made longer grows it.
 const ROTARY_START: usize = 256;
 
+/// What building a model needs at every layer.
+struct Build<'a> {
+    group: &'a Group,
+    c: &'a ModelConfig,
+    recipe: &'a Recipe,
+    rotary: Option<Rotary>,
+}
+
 impl Transformer {
-    /// Loads `checkpoint` onto `group`: every rank uploads only its shards (vocabulary
-    /// rows, heads, intermediate features) and the replicated norms.
+    /// Loads `checkpoint` onto `group` by its family's recipe: every rank uploads only its
+    /// shards (vocabulary rows, heads, intermediate features) and the replicated norms.
+    /// Every GEMM weight and the embeddings keep the checkpoint's type; norms, biases and
+    /// learned positions are read as f32.
     ///
     /// # Errors
-    /// Checkpoint errors; [`Error::InvalidArgument`] when tp exceeds the heads, the
-    /// vocabulary or the intermediate size, or for an activation the library lacks;
+    /// As [`ModelConfig::read`]; [`Error::InvalidArgument`] when tp exceeds the heads,
+    /// the vocabulary or the intermediate size, or for an activation the library lacks;
     /// allocation errors.
     pub fn from_checkpoint(group: &Group, checkpoint: &Checkpoint) -> Result<Self> {
-        let c = checkpoint.config().clone();
-        let ck = checkpoint;
-        let (h, hd) = (c.hidden_size, c.head_dim);
-        let shape = AttentionShape {
-            hidden: h,
-            heads: c.num_heads,
-            kv_heads: c.num_kv_heads,
-            head_dim: hd,
-        };
-        let eps = c.norm_eps as f32;
-        let llama = c.architecture == Architecture::Llama;
-        let (kind, embed_name) = if llama {
-            (NormKind::Rms, "model.embed_tokens.weight")
-        } else {
-            (NormKind::Layer, "wte.weight")
-        };
-        let norm = |prefix: &str| -> Result<Norm> {
-            let w = ck.f32(&format!("{prefix}.weight"))?;
-            let b = if llama {
-                None
-            } else {
-                Some(ck.f32(&format!("{prefix}.bias"))?)
-            };
-            Norm::new(group, kind, &w, b.as_deref(), eps)
-        };
-        let embedding =
-            VocabParallelEmbedding::from_rows(group, c.vocab_size, h, |r| ck.rows(embed_name, r))?;
+        let (c, recipe) = families::read(checkpoint)?;
+        let root = Weights::new(checkpoint, &recipe.prefix);
+        let h = c.hidden_size;
         let rotary = match c.rope_theta {
             // Sized by use: the caches grow it (never by the config's maximum, which may be
             // far more than any cache made).
             Some(theta) => Some(Rotary::with_scaling(
                 group,
-                hd,
+                c.head_dim,
                 c.max_positions.min(ROTARY_START),
                 theta,
                 c.rope_scaling,
             )?),
             None => None,
         };
-        let positions = if llama {
-            None
-        } else {
-            let wpe = ck.f32("wpe.weight")?;
-            Some(DistTensor::replicate(group, &wpe, [c.max_positions, h])?)
+        let b = Build {
+            group,
+            c: &c,
+            recipe: &recipe,
+            rotary,
+        };
+        let embed = root.pp(&recipe.embed);
+        let embedding =
+            VocabParallelEmbedding::from_rows(group, c.vocab_size, h, |r| embed.rows("weight", r))?;
+        let positions = match &recipe.positions {
+            Some(name) => {
+                let wpe = root.pp(name).f32("weight")?;
+                Some(DistTensor::replicate(group, &wpe, [c.max_positions, h])?)
+            }
+            None => None,
         };
         let mut blocks = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
-            let layers = if llama {
-                llama_layers(group, ck, shape, &rotary, l)?
-            } else {
-                gpt2_layers(group, ck, shape, l)?
-            };
+            let w = root.pp(&recipe.blocks).pp(l);
+            let a = &recipe.attention;
+            let attention: Arc<dyn Layer> = Arc::new(b.attention(&w)?);
+            let mlp = b.mlp(&w)?;
             // Each layer behind its norm, added to the residual.
-            let steps = layers.into_iter().map(|(norm_name, layer)| {
-                let norm = Some(norm(&norm_name)?);
-                Ok(Step { norm, layer })
-            });
-            blocks.push(Block {
-                steps: steps.collect::<Result<_>>()?,
-            });
+            let steps = vec![
+                Step {
+                    norm: Some(b.norm(&w.pp(&a.norm))?),
+                    layer: attention,
+                },
+                Step {
+                    norm: Some(b.norm(&w.pp(&recipe.mlp.norm))?),
+                    layer: mlp,
+                },
+            ];
+            blocks.push(Block { steps });
             // Let each device finish the block's uploads and free their staging copies
             // before the next block's: loading holds one block's host copies at a time.
             group.wait_idle()?;
         }
-        let (final_norm, head_name) = if llama {
-            let head = if c.tie_word_embeddings {
-                embed_name
-            } else {
-                "lm_head.weight"
-            };
-            (norm("model.norm")?, head)
-        } else {
-            (norm("ln_f")?, embed_name)
-        };
-        // Every GEMM weight and the embeddings keep the checkpoint's type; norms, biases
-        // and GPT-2's learned positions are read as f32.
-        let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| ck.rows(head_name, r))?;
+        let norm = b.norm(&root.pp(&recipe.final_norm))?;
+        let head = root.pp(recipe.head.as_ref().unwrap_or(&recipe.embed));
+        let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| head.rows("weight", r))?;
         // Each model loaded is another: caches check which made them.
         static MODELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Transformer {
@@ -116,140 +107,174 @@ impl Transformer {
             embedding,
             positions,
             blocks,
-            norm: final_norm,
+            norm,
             head,
         })
     }
 }
 
-/// GPT-2's MLP of block `p`: `c_fc` (Conv1D `[hidden, inner]`) column-parallel and `c_proj`
-/// (`[inner, hidden]`) row-parallel, each rank reading its columns and rows in the file's
-/// type; the biases f32.
-fn gpt2_mlp(
-    group: &Group,
-    ck: &Checkpoint,
-    p: &str,
-    inner: usize,
-    act: Activation,
-) -> Result<ParallelMlp> {
-    let h = ck.config().hidden_size;
-    let sizes = split_sizes(inner, group.world_size())?;
-    let starts = offsets(&sizes);
-    let (fc_w, pr_w) = (
-        format!("{p}.mlp.c_fc.weight"),
-        format!("{p}.mlp.c_proj.weight"),
-    );
-    let fc_b = ck.f32(&format!("{p}.mlp.c_fc.bias"))?;
-    let (mut w1, mut b1, mut w2, mut b2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let pr_b = ck.f32(&format!("{p}.mlp.c_proj.bias"))?;
-    for (rank, r) in group.ranks().iter().zip(group.local_range()) {
-        let part = starts[r]..starts[r] + sizes[r];
-        w1.push(ck.cols(&fc_w, part.clone())?.upload(rank, [h, sizes[r]])?);
-        b1.push(Tensor::from_host(rank, &fc_b[part.clone()], [1, sizes[r]])?);
-        w2.push(ck.rows(&pr_w, part)?.upload(rank, [sizes[r], h])?);
-        b2.push(Tensor::from_host(rank, &pr_b, [1, h])?);
+impl Build<'_> {
+    /// The norm `w` (`weight`, and `bias` when the recipe's norms have one).
+    fn norm(&self, w: &Weights) -> Result<Norm> {
+        let n = self.recipe.norm;
+        let bias = if n.bias { Some(w.f32("bias")?) } else { None };
+        let eps = self.c.norm_eps as f32;
+        Norm::new(self.group, n.kind, &w.f32("weight")?, bias.as_deref(), eps)
     }
-    let layout = WeightLayout::InOut;
-    let cfg1 = ColumnParallelConfig::default()
-        .gather_output(false)
-        .activation(act);
-    let fc1 = ColumnParallelLinear::from_shards(group, w1, Some(b1), layout, cfg1)?;
-    let cfg2 = RowParallelConfig::default().input_is_parallel(true);
-    let fc2 = RowParallelLinear::from_shards(group, w2, Some(b2), layout, cfg2)?;
-    ParallelMlp::from_layers(fc1, fc2)
-}
 
-/// A block's layers, each with the name of the norm before it.
-type Layers = [(String, Arc<dyn Layer>); 2];
-
-/// Llama block `l`: attention (rotary, grouped-query, no biases) and the gated MLP.
-fn llama_layers(
-    group: &Group,
-    ck: &Checkpoint,
-    shape: AttentionShape,
-    rotary: &Option<Rotary>,
-    l: usize,
-) -> Result<Layers> {
-    let c = ck.config();
-    let (h, hd) = (c.hidden_size, c.head_dim);
-    let p = format!("model.layers.{l}");
-    let attention = ParallelAttention::new(
-        group,
-        shape,
-        WeightLayout::OutIn,
-        rotary.clone(),
-        |q, kv| {
-            let name = |w: &str| format!("{p}.self_attn.{w}_proj.weight");
-            Ok(HeadWeights {
-                q: ck.rows(&name("q"), q.start * hd..q.end * hd)?,
-                k: ck.rows(&name("k"), kv.start * hd..kv.end * hd)?,
-                v: ck.rows(&name("v"), kv.start * hd..kv.end * hd)?,
-                bias: None,
-            })
-        },
-        |cols| ck.cols(&format!("{p}.self_attn.o_proj.weight"), cols),
-        None,
-    )?;
-    let mlp = GatedMlp::new(
-        group,
-        h,
-        c.intermediate_size,
-        |r| ck.rows(&format!("{p}.mlp.gate_proj.weight"), r),
-        |r| ck.rows(&format!("{p}.mlp.up_proj.weight"), r),
-        |cols| ck.cols(&format!("{p}.mlp.down_proj.weight"), cols),
-    )?;
-    if c.activation != "silu" {
-        return Err(Error::invalid(
-            "transformer.from_checkpoint",
-            format!("activation {:?}: the gated MLP runs silu", c.activation),
-        ));
-    }
-    Ok([
-        (format!("{p}.input_layernorm"), Arc::new(attention)),
-        (format!("{p}.post_attention_layernorm"), Arc::new(mlp)),
-    ])
-}
-
-/// GPT-2 block `l`: attention (fused query/key/value, biases, no rotary) and the plain MLP.
-fn gpt2_layers(group: &Group, ck: &Checkpoint, shape: AttentionShape, l: usize) -> Result<Layers> {
-    let c = ck.config();
-    let (h, hd) = (c.hidden_size, c.head_dim);
-    let p = format!("h.{l}");
-    let c_attn = format!("{p}.attn.c_attn.weight");
-    let qkv_b = ck.f32(&format!("{p}.attn.c_attn.bias"))?;
-    let attention = ParallelAttention::new(
-        group,
-        shape,
-        WeightLayout::InOut,
-        None,
-        |q, _| {
-            // Fused [hidden, 3 hidden] (Conv1D): q, k, v column blocks, each split by
-            // head, read from the file in its type.
-            let block = |i: usize| q.start * hd + i * h..q.end * hd + i * h;
-            Ok(HeadWeights {
-                q: ck.cols(&c_attn, block(0))?,
-                k: ck.cols(&c_attn, block(1))?,
-                v: ck.cols(&c_attn, block(2))?,
-                bias: Some([0, 1, 2].map(|i| qkv_b[block(i)].to_vec())),
-            })
-        },
-        |rows| ck.rows(&format!("{p}.attn.c_proj.weight"), rows),
-        Some(&ck.f32(&format!("{p}.attn.c_proj.bias"))?),
-    )?;
-    let act = match c.activation.as_str() {
-        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-        "gelu" => Activation::GeluErf,
-        "relu" => Activation::Relu,
-        other => {
+    /// Block `w`'s attention: each rank reads its query heads' and key/value heads' rows
+    /// (columns, for `[in, out]` weights) of the projections, separate or fused.
+    fn attention(&self, w: &Weights) -> Result<ParallelAttention> {
+        let (c, a, layout) = (self.c, &self.recipe.attention, self.recipe.layout);
+        let hd = c.head_dim;
+        let shape = AttentionShape {
+            hidden: c.hidden_size,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: hd,
+        };
+        if a.qk_norm.is_some() {
             return Err(Error::invalid(
                 "transformer.from_checkpoint",
-                format!("activation {other:?} is not one the library runs"),
-            ))
+                "RMSNorm on query and key heads is not implemented yet",
+            ));
         }
-    };
-    let mlp = gpt2_mlp(group, ck, &p, c.intermediate_size, act)?;
-    Ok([
-        (format!("{p}.ln_1"), Arc::new(attention)),
-        (format!("{p}.ln_2"), Arc::new(mlp)),
-    ])
+        // The output features of the q, k, v projections: each its module and the offset
+        // of its first feature (0, or its block's in a fused module).
+        let (q_all, kv_all) = (c.num_heads * hd, c.num_kv_heads * hd);
+        let parts: [(String, usize); 3] = match &a.qkv {
+            Qkv::Separate(names) => names.clone().map(|n| (n, 0)),
+            Qkv::Fused(n) => [
+                (n.clone(), 0),
+                (n.clone(), q_all),
+                (n.clone(), q_all + kv_all),
+            ],
+        };
+        let features = |i: usize, heads: std::ops::Range<usize>| {
+            let (name, at) = &parts[i];
+            let range = at + heads.start * hd..at + heads.end * hd;
+            let m = w.pp(name);
+            let weights = match layout {
+                WeightLayout::OutIn => m.rows("weight", range.clone())?,
+                WeightLayout::InOut => m.cols("weight", range.clone())?,
+            };
+            let bias = if a.qkv_bias {
+                Some(m.f32("bias")?[range].to_vec())
+            } else {
+                None
+            };
+            Ok::<_, Error>((weights, bias))
+        };
+        let o = w.pp(&a.o);
+        let o_bias = if a.o_bias { Some(o.f32("bias")?) } else { None };
+        ParallelAttention::new(
+            self.group,
+            shape,
+            layout,
+            self.rotary.clone(),
+            |q, kv| {
+                let (q, bq) = features(0, q)?;
+                let (k, bk) = features(1, kv.clone())?;
+                let (v, bv) = features(2, kv)?;
+                let bias = match (bq, bk, bv) {
+                    (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+                    _ => None,
+                };
+                Ok(HeadWeights { q, k, v, bias })
+            },
+            |inputs| match layout {
+                WeightLayout::OutIn => o.cols("weight", inputs),
+                WeightLayout::InOut => o.rows("weight", inputs),
+            },
+            o_bias.as_deref(),
+        )
+    }
+
+    /// Block `w`'s MLP.
+    fn mlp(&self, w: &Weights) -> Result<Arc<dyn Layer>> {
+        let (c, m) = (self.c, &self.recipe.mlp);
+        let op = "transformer.from_checkpoint";
+        match &m.kind {
+            Mlp::Gated { gate, up, down } => {
+                if m.bias || self.recipe.layout != WeightLayout::OutIn {
+                    return Err(Error::invalid(
+                        op,
+                        "the gated MLP takes nn.Linear weights without biases",
+                    ));
+                }
+                if c.activation != "silu" {
+                    return Err(Error::invalid(
+                        op,
+                        format!("activation {:?}: the gated MLP runs silu", c.activation),
+                    ));
+                }
+                let (gate, up, down) = (w.pp(gate), w.pp(up), w.pp(down));
+                let mlp = GatedMlp::new(
+                    self.group,
+                    c.hidden_size,
+                    c.intermediate_size,
+                    |r| gate.rows("weight", r),
+                    |r| up.rows("weight", r),
+                    |cols| down.cols("weight", cols),
+                )?;
+                Ok(Arc::new(mlp))
+            }
+            Mlp::Plain { fc, proj } => {
+                let act = match c.activation.as_str() {
+                    "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+                    "gelu" => Activation::GeluErf,
+                    "relu" => Activation::Relu,
+                    other => {
+                        return Err(Error::invalid(
+                            op,
+                            format!("activation {other:?} is not one the library runs"),
+                        ))
+                    }
+                };
+                Ok(Arc::new(self.plain_mlp(&w.pp(fc), &w.pp(proj), act)?))
+            }
+        }
+    }
+
+    /// A plain MLP: `fc` column-parallel and `proj` row-parallel, each rank reading its
+    /// features of both in the file's type; the biases (if any) f32.
+    fn plain_mlp(&self, fc: &Weights, proj: &Weights, act: Activation) -> Result<ParallelMlp> {
+        let (group, h, layout) = (self.group, self.c.hidden_size, self.recipe.layout);
+        let inner = self.c.intermediate_size;
+        let sizes = split_sizes(inner, group.world_size())?;
+        let starts = offsets(&sizes);
+        let bias = self.recipe.mlp.bias;
+        let (fc_b, pr_b) = if bias {
+            (Some(fc.f32("bias")?), Some(proj.f32("bias")?))
+        } else {
+            (None, None)
+        };
+        let (mut w1, mut b1, mut w2, mut b2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (rank, r) in group.ranks().iter().zip(group.local_range()) {
+            let part = starts[r]..starts[r] + sizes[r];
+            let (a, b) = match layout {
+                WeightLayout::InOut => (
+                    fc.cols("weight", part.clone())?,
+                    proj.rows("weight", part.clone())?,
+                ),
+                WeightLayout::OutIn => (
+                    fc.rows("weight", part.clone())?,
+                    proj.cols("weight", part.clone())?,
+                ),
+            };
+            w1.push(a.upload(rank, layout.stored_shape(h, sizes[r]))?);
+            w2.push(b.upload(rank, layout.stored_shape(sizes[r], h))?);
+            if let (Some(fb), Some(pb)) = (&fc_b, &pr_b) {
+                b1.push(Tensor::from_host(rank, &fb[part], [1, sizes[r]])?);
+                b2.push(Tensor::from_host(rank, pb, [1, h])?);
+            }
+        }
+        let cfg1 = ColumnParallelConfig::default()
+            .gather_output(false)
+            .activation(act);
+        let fc1 = ColumnParallelLinear::from_shards(group, w1, bias.then_some(b1), layout, cfg1)?;
+        let cfg2 = RowParallelConfig::default().input_is_parallel(true);
+        let fc2 = RowParallelLinear::from_shards(group, w2, bias.then_some(b2), layout, cfg2)?;
+        ParallelMlp::from_layers(fc1, fc2)
+    }
 }

@@ -1,15 +1,22 @@
-//! `Transformer`: a decoder-only model (Llama family or GPT-2) loaded from a
-//! [`Checkpoint`](crate::load::Checkpoint) onto a group, each rank reading only its shards' rows; greedy
-//! generation with a key/value cache per rank (feature `safetensors`). load.rs builds it
-//! from a checkpoint.
+//! `Transformer`: a decoder-only model loaded from a
+//! [`Checkpoint`](crate::load::Checkpoint) onto a group, each rank reading only its
+//! shards' rows; greedy generation with a key/value cache per rank (feature
+//! `safetensors`). Each family (Llama, Mistral, Qwen2, Qwen3, GPT-2) is a module of
+//! `families/` that reads its config and names its tensors in a recipe (recipe.rs);
+//! load.rs builds any recipe, through a scoped reader of the checkpoint (weights.rs).
 
 mod block;
+mod config;
+mod families;
 mod load;
+mod recipe;
+mod weights;
+
+pub use config::{Architecture, ModelConfig};
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
-use crate::load::ModelConfig;
 use crate::nn::{KvCache, Norm, ParallelLmHead, VocabParallelEmbedding};
 use crate::ops;
 use crate::rank::batched;

@@ -1,0 +1,318 @@
+//! What a model's `config.json` says, under one set of names for every family
+//! ([`ModelConfig`]), and the parts of it families share: the rotary block (5.x's
+//! `rope_parameters`, 4.x's `rope_theta` + `rope_scaling`) and the checks of sizes. Each
+//! family reads its own keys (src/model/families).
+
+use serde_json::Value;
+
+use super::families;
+use crate::error::Result;
+use crate::load::{checkpoint_error, Checkpoint};
+use crate::nn::RopeScaling;
+
+/// The model families the loader knows (`model_type` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Llama 1-3 (`llama`): RMSNorm, rotary positions (default, linear or llama3
+    /// scaling), grouped-query attention, SwiGLU MLP; weights `[out, in]`.
+    Llama,
+    /// Mistral (`mistral`): Llama's layers, with sliding-window attention when the config
+    /// gives a window.
+    Mistral,
+    /// Qwen2 and Qwen2.5 (`qwen2`): Llama's layers with biases on the query, key and
+    /// value projections.
+    Qwen2,
+    /// Qwen3 (`qwen3`): Llama's layers with RMSNorm on each query and key head before
+    /// rotary, and heads whose total may differ from the hidden size.
+    Qwen3,
+    /// GPT-2 (`gpt2`): LayerNorm, learned positions, fused QKV (`c_attn`), GELU MLP;
+    /// Conv1D weights `[in, out]`; tied embeddings.
+    Gpt2,
+}
+
+/// What a model's `config.json` says, under one set of names for both families.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModelConfig {
+    /// The family.
+    pub architecture: Architecture,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// The MLP's inner size.
+    pub intermediate_size: usize,
+    /// Decoder blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `num_heads`).
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Longest sequence the positions cover.
+    pub max_positions: usize,
+    /// Epsilon of the norms.
+    pub norm_eps: f64,
+    /// Base of the rotary frequencies (Llama), none for learned positions (GPT-2).
+    pub rope_theta: Option<f64>,
+    /// How the rotary frequencies are scaled (`rope_type` linear, llama3); none for the
+    /// default and for learned positions.
+    pub rope_scaling: RopeScaling,
+    /// The LM head is the embedding table.
+    pub tie_word_embeddings: bool,
+    /// The MLP's activation, as the config names it (`silu`, `gelu_new`, ...).
+    pub activation: String,
+    /// The dtype the checkpoint was saved in, when the config says (`float32`, ...).
+    pub dtype: Option<String>,
+    /// Sliding-window attention: a query sees the keys of the last `window` positions
+    /// (itself included); none for full causal attention.
+    pub sliding_window: Option<usize>,
+}
+
+/// `key` as a number; `None` when absent (or null), an error when it is something else.
+pub(super) fn float_field(v: &Value, key: &str) -> Result<Option<f64>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| {
+            checkpoint_error("config.json", format!("`{key}` is {x}, not a number"))
+        }),
+    }
+}
+
+/// The largest count a config may give: every kernel takes its sizes and offsets as
+/// 32-bit integers, so nothing larger could run.
+const MAX_COUNT: usize = u32::MAX as usize;
+
+pub(super) fn positive(key: &str, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(checkpoint_error("config.json", format!("`{key}` is 0")));
+    }
+    Ok(n)
+}
+
+/// The rotary scaling a Llama config asks for: from `rope_parameters` (5.x) when it names
+/// a type, else from `rope_scaling` (4.x); transformers reads `rope_type`, or else the
+/// older `type`. Only `default`, `linear` and `llama3` are taken; any other type, and a
+/// missing or bad parameter, is an error naming the key.
+fn rope_scaling(v: &Value) -> Result<RopeScaling> {
+    let typed = |key: &'static str| {
+        v.get(key)
+            .filter(|b| b.get("rope_type").or_else(|| b.get("type")).is_some())
+            .map(|b| (key, b))
+    };
+    let Some((key, block)) = typed("rope_parameters").or_else(|| typed("rope_scaling")) else {
+        return Ok(RopeScaling::None);
+    };
+    let type_key = if block.get("rope_type").is_some() {
+        "rope_type"
+    } else {
+        "type"
+    };
+    let raw = block.get(type_key).unwrap_or(&Value::Null);
+    let rope_type = raw.as_str().ok_or_else(|| {
+        checkpoint_error(
+            "config.json",
+            format!("{key}.{type_key} is {raw}, not a name"),
+        )
+    })?;
+    let number = |name: &str| -> Result<f64> {
+        match block.get(name) {
+            Some(x) => x.as_f64().ok_or_else(|| {
+                checkpoint_error(
+                    "config.json",
+                    format!("{key}.{name} is {x}, not a number (rotary scaling {rope_type:?})"),
+                )
+            }),
+            None => Err(checkpoint_error(
+                "config.json",
+                format!("{key}.{name} is missing (rotary scaling {rope_type:?} needs it)"),
+            )),
+        }
+    };
+    let scaling = match rope_type {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: number("factor")?,
+        },
+        "llama3" => {
+            let name = "original_max_position_embeddings";
+            let original = match block.get(name) {
+                None => Err(format!("{key}.{name} is missing")),
+                Some(x) => x
+                    .as_u64()
+                    .ok_or_else(|| format!("{key}.{name} is {x}, not a count")),
+            }
+            .map_err(|e| {
+                checkpoint_error(
+                    "config.json",
+                    format!("{e} (rotary scaling \"llama3\" needs it)"),
+                )
+            })?;
+            RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_positions: usize::try_from(original).unwrap_or(usize::MAX),
+            }
+        }
+        other => {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{key}.{type_key} {other:?}: this rotary scaling is not supported \
+                     (only default, linear and llama3)"
+                ),
+            ))
+        }
+    };
+    if let Some(problem) = scaling.problem() {
+        return Err(checkpoint_error(
+            "config.json",
+            format!("{key} ({rope_type}): {problem}"),
+        ));
+    }
+    Ok(scaling)
+}
+
+/// A Llama-like config's rotary embeddings: the base (5.x: in `rope_parameters`; 4.x: top
+/// level; 10000 when neither says) and the scaling. Rotary on part of each head (top
+/// level, or in `rope_parameters`) is refused: the layers turn whole heads, so any factor
+/// but 1 would be another model.
+pub(super) fn rotary(v: &Value) -> Result<(f64, RopeScaling)> {
+    let params = v.get("rope_parameters").filter(|p| !p.is_null());
+    let theta = match params.map(|p| float_field(p, "rope_theta")).transpose()? {
+        Some(Some(theta)) => theta,
+        _ => float_field(v, "rope_theta")?.unwrap_or(10_000.0),
+    };
+    let scaling = rope_scaling(v)?;
+    for (block, key) in [
+        (Some(v), "partial_rotary_factor"),
+        (params, "rope_parameters.partial_rotary_factor"),
+    ] {
+        let factor = block
+            .map(|b| float_field(b, "partial_rotary_factor"))
+            .transpose()?
+            .flatten();
+        if let Some(f) = factor.filter(|&f| f != 1.0) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!("{key} {f}: rotary embeddings on part of each head are not supported"),
+            ));
+        }
+    }
+    Ok((theta, scaling))
+}
+
+impl ModelConfig {
+    /// The config of `checkpoint`, read by its family (`model_type`), after checking that
+    /// the checkpoint holds every tensor the config implies, with its shape and a dtype
+    /// the loader reads (f32, f16, bf16).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the key or tensor: an
+    /// unknown `model_type`, a missing, mistyped or zero size, heads that do not fit,
+    /// what the layers do not implement (a rotary scaling other than default, linear
+    /// and llama3, rotary on part of each head, ...), a missing tensor, a wrong shape or
+    /// dtype.
+    pub fn read(checkpoint: &Checkpoint) -> Result<Self> {
+        Ok(families::read(checkpoint)?.0)
+    }
+
+    pub(super) fn check(&self) -> Result<()> {
+        // Named as the family's config.json names them (head sizes and GPT-2's key/value
+        // heads are derived).
+        let gpt2 = self.architecture == Architecture::Gpt2;
+        let name =
+            |llama: &'static str, gpt2_key: &'static str| if gpt2 { gpt2_key } else { llama };
+        for (key, n) in [
+            ("vocab_size", self.vocab_size),
+            (name("hidden_size", "n_embd"), self.hidden_size),
+            (name("intermediate_size", "n_inner"), self.intermediate_size),
+            (name("num_hidden_layers", "n_layer"), self.num_layers),
+            (name("num_attention_heads", "n_head"), self.num_heads),
+            (name("num_key_value_heads", "n_head"), self.num_kv_heads),
+            ("head size", self.head_dim),
+            (
+                name("max_position_embeddings", "n_positions"),
+                self.max_positions,
+            ),
+        ] {
+            positive(key, n)?;
+            if n > MAX_COUNT {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("{key} {n} is too large (the kernels count to {MAX_COUNT})"),
+                ));
+            }
+        }
+        // The widest rows the tensors have, each within the kernels' counts too.
+        let (h, heads) = (self.hidden_size, self.num_heads);
+        for (what, a, b) in [
+            ("query heads x head size", heads, self.head_dim),
+            ("3 x hidden size (a fused qkv)", 3, h),
+        ] {
+            match a.checked_mul(b) {
+                Some(n) if n <= MAX_COUNT => {}
+                _ => {
+                    return Err(checkpoint_error(
+                        "config.json",
+                        format!(
+                            "{what} = {a} x {b} is too large (the kernels count to {MAX_COUNT})"
+                        ),
+                    ))
+                }
+            }
+        }
+        // Values that would make every logit NaN, refused rather than run.
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "norm epsilon {} (it must be a positive number)",
+                    self.norm_eps
+                ),
+            ));
+        }
+        if let Some(theta) = self.rope_theta {
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("rope_theta {theta} (it must be a positive number)"),
+                ));
+            }
+        }
+        if self.architecture == Architecture::Gpt2
+            && !self.hidden_size.is_multiple_of(self.num_heads)
+        {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{} heads do not divide the hidden size {}",
+                    self.num_heads, self.hidden_size
+                ),
+            ));
+        }
+        let largest = crate::ops::MAX_HEAD_DIM;
+        if self.head_dim > largest {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "head size {}: the attention kernel takes heads of up to {largest}",
+                    self.head_dim
+                ),
+            ));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(checkpoint_error(
+                "config.json",
+                format!(
+                    "{} query heads are not a multiple of {} key/value heads",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

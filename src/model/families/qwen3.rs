@@ -1,0 +1,41 @@
+//! Qwen3 (`model_type` qwen3): Llama's layers with an RMSNorm over each query and key
+//! head before rotary (`q_norm`, `k_norm`, weights `[head_dim]`), `head_dim` set by the
+//! config (its heads may total more or less than the hidden size), optional
+//! `attention_bias` on q, k, v and o.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{decode, Decoder};
+use crate::error::Result;
+use crate::load::checkpoint_error;
+use crate::model::recipe::Recipe;
+use crate::model::{Architecture, ModelConfig};
+
+/// Qwen3's own keys.
+#[derive(Debug, Deserialize)]
+struct Keys {
+    use_sliding_window: Option<bool>,
+}
+
+pub(super) fn read(v: &Value) -> Result<(ModelConfig, Recipe)> {
+    let d: Decoder = decode(v)?;
+    let keys: Keys = decode(v)?;
+    if keys.use_sliding_window == Some(true) {
+        return Err(checkpoint_error(
+            "config.json",
+            format!(
+                "use_sliding_window (window {:?}): sliding-window attention is not supported",
+                d.sliding_window
+            ),
+        ));
+    }
+    Decoder::refuse(
+        d.attention_bias,
+        "attention_bias",
+        "biases on the attention projections",
+    )?;
+    let config = d.config(v, Architecture::Qwen3)?;
+    let recipe = Decoder::recipe(&config, false, true);
+    Ok((config, recipe))
+}
