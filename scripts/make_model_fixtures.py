@@ -503,6 +503,99 @@ def verify_scaled(folder, seed):
     print(f"{folder.relative_to(OUT_ROOT.parent.parent.parent)}: verified")
 
 
+# The families beyond Llama and GPT-2: each a tiny random model of its own
+# config class, chosen so that every part of the family runs: 6 query heads
+# over 2 key/value heads (uneven at tp 4, key/value heads fewer than tp), the
+# long prompt, random norm weights and biases. f32 weights, the 5.x config
+# and its 4.x form, transformers' logits at every prompt position and its
+# greedy tokens (with and without its cache, checked equal).
+FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11}
+
+
+def build_family(name, seed):
+    common = dict(
+        vocab_size=128,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        initializer_range=INITIALIZER_RANGE,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    if name == "tiny-qwen2":
+        # Qwen2.5's shape: biases on q, k, v (always), tied head, theta 1e6,
+        # a window named but unused (use_sliding_window false).
+        config = transformers.Qwen2Config(
+            hidden_size=96,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            use_sliding_window=False,
+            sliding_window=4096,
+            **common,
+        )
+        model_class = transformers.Qwen2ForCausalLM
+    elif name == "tiny-qwen3":
+        # Qwen3: q_norm/k_norm over each head, head_dim 32 with 6 heads over a
+        # hidden size of 64 (the heads total 192), untied head.
+        config = transformers.Qwen3Config(
+            hidden_size=64,
+            head_dim=32,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            attention_bias=False,
+            **common,
+        )
+        model_class = transformers.Qwen3ForCausalLM
+    else:
+        raise ValueError(name)
+    torch.manual_seed(seed)
+    model = model_class(config)
+    randomize_1d_params(model, seed)
+    return model.eval()
+
+
+def make_family_fixture(name, seed):
+    folder = OUT_ROOT / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    model = build_family(name, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copy(Path(tmp) / "model.safetensors", folder / "model.safetensors")
+        shutil.copy(Path(tmp) / "config.json", folder / "config.json")
+    config_v5 = json.loads((folder / "config.json").read_text())
+    assert config_v5["dtype"] == "float32"
+    v4 = to_v4_config(config_v5)
+    v4.pop("layer_types", None)  # 4.x before 4.56 derived it, never wrote it
+    # 4.x omitted a key only when it held both PretrainedConfig's default and the
+    # class's own (Qwen2's tie_word_embeddings defaults to False, so True is written).
+    class_default = type(model.config)().tie_word_embeddings
+    if config_v5["tie_word_embeddings"] != class_default:
+        v4["tie_word_embeddings"] = config_v5["tie_word_embeddings"]
+    write_json(folder / "config.v4.json", v4)
+    greedy, greedy_no_cache, margin = greedy_reference(model, LONG_PROMPT_IDS)
+    ref = {
+        "prompt_ids": LONG_PROMPT_IDS,
+        "greedy_ids": greedy,
+        "greedy_ids_no_cache": greedy_no_cache,
+        "greedy_min_margin": margin,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "attn_implementation": ATTN_IMPLEMENTATION,
+        "logits": prompt_logits(model, LONG_PROMPT_IDS).tolist(),
+    }
+    write_reference(folder / "reference.json", ref)
+    # Reloaded from disk, both config forms give the same logits.
+    expected = torch.tensor(ref["logits"], dtype=torch.float32)
+    for config_file in ("config.json", "config.v4.json"):
+        again = load_float32(folder, config_file=config_file)
+        assert torch.equal(prompt_logits(again, LONG_PROMPT_IDS), expected), config_file
+    print(f"{name}: verified, greedy_ids {greedy}")
+
+
 def main():
     assert int(transformers.__version__.split(".")[0]) >= 5, "needs transformers 5.x"
     transformers.utils.logging.disable_progress_bar()
@@ -517,6 +610,9 @@ def main():
         verify(folder, model)
     if not only or "tiny-llama3" in only:
         verify_scaled(make_scaled_fixture("tiny-llama3", LLAMA3_SEED), LLAMA3_SEED)
+    for name, seed in FAMILY_SEEDS.items():
+        if not only or name in only:
+            make_family_fixture(name, seed)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, safetensors {safetensors.__version__}")
 
 

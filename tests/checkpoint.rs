@@ -470,3 +470,67 @@ fn a_tokenizer_beside_the_weights_turns_text_into_the_reference_ids_and_back() {
         other => panic!("a broken tokenizer.json: {other:?}"),
     }
 }
+
+/// The newer families' fixtures read alike from the 5.x and the 4.x config, with the
+/// family's knobs; what a family's config asks for and the layers lack is refused naming
+/// the key.
+#[test]
+fn family_configs_of_transformers_4_and_5_read_alike() {
+    for (name, architecture, heads, tied) in [("tiny-qwen2", Architecture::Qwen2, (6, 2, 16), true)]
+    {
+        let (_, v5) = open(fixture(name)).unwrap();
+        let dir = copy(
+            &format!("v4-{name}"),
+            name,
+            "model.safetensors",
+            "config.v4.json",
+        );
+        let (_, v4) = open(&dir).unwrap();
+        assert_eq!(v4, v5, "{name}");
+        assert_eq!(v5.architecture, architecture);
+        assert_eq!((v5.num_heads, v5.num_kv_heads, v5.head_dim), heads);
+        assert_eq!(v5.tie_word_embeddings, tied);
+        assert_eq!(v5.rope_theta, Some(1e6));
+    }
+    let dir = copy(
+        "qwen2-refused",
+        "tiny-qwen2",
+        "model.safetensors",
+        "config.json",
+    );
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    for (key, value, says) in [
+        (
+            "use_sliding_window",
+            serde_json::json!(true),
+            "use_sliding_window",
+        ),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "sliding_attention"]),
+            "layer_types[1] \"sliding_attention\"",
+        ),
+        ("hidden_size", serde_json::json!("wide"), "`hidden_size`"),
+    ] {
+        let mut c = base.clone();
+        c[key] = value;
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let (what, message) = open_error(&dir);
+        assert!(
+            what == "config.json" && message.contains(says),
+            "{key}: {message}"
+        );
+    }
+    // Without the q, k, v biases the config implies, the checkpoint is refused.
+    let path = dir.join("model.safetensors");
+    let mut t = tensors(&path);
+    t.remove("model.layers.0.self_attn.k_proj.bias");
+    write(&path, &t);
+    std::fs::write(dir.join("config.json"), base.to_string()).unwrap();
+    let (what, message) = open_error(&dir);
+    assert!(
+        what == "model.layers.0.self_attn.k_proj.bias" && message.contains("missing"),
+        "{what}: {message}"
+    );
+}

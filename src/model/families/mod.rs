@@ -108,12 +108,22 @@ struct Decoder {
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
     sliding_window: Option<usize>,
+    /// 5.x: each layer's attention, `full_attention` or `sliding_attention`.
+    layer_types: Option<Vec<String>>,
 }
 
 impl Decoder {
     /// The common config of family `architecture` (`v` the whole `config.json`).
     fn config(&self, v: &Value, architecture: Architecture) -> Result<ModelConfig> {
         let (rope_theta, rope_scaling) = rotary(v)?;
+        for (l, kind) in self.layer_types.iter().flatten().enumerate() {
+            if kind != "full_attention" {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("layer_types[{l}] {kind:?}: only full_attention is supported"),
+                ));
+            }
+        }
         let hidden_size = need(self.hidden_size, "hidden_size")?;
         let num_heads = positive(
             "num_attention_heads",
