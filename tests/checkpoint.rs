@@ -476,8 +476,11 @@ fn a_tokenizer_beside_the_weights_turns_text_into_the_reference_ids_and_back() {
 /// the key.
 #[test]
 fn family_configs_of_transformers_4_and_5_read_alike() {
-    for (name, architecture, heads, tied) in [("tiny-qwen2", Architecture::Qwen2, (6, 2, 16), true)]
-    {
+    for (name, architecture, heads, tied) in [
+        ("tiny-qwen2", Architecture::Qwen2, (6, 2, 16), true),
+        // head_dim 32: the heads total 192 over a hidden size of 64.
+        ("tiny-qwen3", Architecture::Qwen3, (6, 2, 32), false),
+    ] {
         let (_, v5) = open(fixture(name)).unwrap();
         let dir = copy(
             &format!("v4-{name}"),
