@@ -150,6 +150,28 @@ LLAMA3_ROPE = {
     "original_max_position_embeddings": 32,
 }
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+# YaRN (Qwen2.5's long-context form: factor and original length; the
+# attention factor inferred, 0.1 ln 4 + 1), LongRoPE (Phi-3's form: a factor per
+# frequency, short and long; the factor inferred from 64 / 32 positions and
+# the attention factor from it) and dynamic NTK (which changes nothing within
+# max_position_embeddings, and is checked to change nothing).
+YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 32}
+LONGROPE_ROPE = {
+    "rope_type": "longrope",
+    "rope_theta": 10000.0,
+    "short_factor": [1.0, 1.0, 1.02, 1.05, 1.1, 1.2, 1.4, 1.6],
+    "long_factor": [1.0, 1.1, 1.3, 1.8, 2.5, 3.5, 5.0, 7.0],
+    "original_max_position_embeddings": 32,
+}
+DYNAMIC_ROPE = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
+# Each scaling of tiny-llama3: the suffix of its config file and reference keys.
+SCALED_ROPES = (
+    ("", LLAMA3_ROPE),
+    ("_linear", LINEAR_ROPE),
+    ("_yarn", YARN_ROPE),
+    ("_longrope", LONGROPE_ROPE),
+    ("_dynamic", DYNAMIC_ROPE),
+)
 LONG_PROMPT_IDS = [(37 * i + 11) % 128 for i in range(36)]
 
 # Seeds chosen so that every greedy list has several distinct tokens and a
@@ -313,7 +335,7 @@ def to_v4_config(v5):
             # Linear-scaled 4.x checkpoints spell the type the old way.
             v4["rope_scaling"] = {"type": "linear", "factor": rope["factor"]}
         else:
-            assert rope["rope_type"] == "llama3", rope
+            assert rope["rope_type"] in ("llama3", "yarn", "longrope", "dynamic"), rope
             v4["rope_scaling"] = rope
     for key, default in V4_OMITTED_DEFAULTS.items():
         if key in v4 and v4[key] == default:
@@ -443,9 +465,12 @@ def make_scaled_fixture(name, seed):
     folder.mkdir(parents=True)
     ref = {"prompt_ids": LONG_PROMPT_IDS}
     logits = {}
-    for suffix, rope in (("", LLAMA3_ROPE), ("_linear", LINEAR_ROPE)):
+    for suffix, rope in SCALED_ROPES:
         model = build_llama(seed, rope)
-        config_name = "config.json" if suffix == "" else "config.linear.json"
+        config_name = "config.json" if suffix == "" else f"config.{suffix[1:]}.json"
+        # Before any forward (dynamic and longrope rewrite the buffer in one).
+        inv_freq = model.model.rotary_emb.inv_freq.clone()
+        attention_factor = model.model.rotary_emb.attention_scaling
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             if suffix == "":
@@ -461,14 +486,22 @@ def make_scaled_fixture(name, seed):
             shutil.copy(Path(tmp) / "config.json", folder / config_name)
         config_v5 = json.loads((folder / config_name).read_text())
         assert config_v5["dtype"] == "float32"
-        assert config_v5["rope_parameters"] == rope, config_v5["rope_parameters"]
+        saved_rope = {k: v for k, v in config_v5["rope_parameters"].items() if k not in rope}
+        assert {k: config_v5["rope_parameters"][k] for k in rope} == rope, config_v5["rope_parameters"]
+        # (5.x writes the original length it defaulted for longrope.)
+        assert saved_rope in ({}, {"original_max_position_embeddings": 64}), saved_rope
         write_json(folder / config_name.replace(".json", ".v4.json"), to_v4_config(config_v5))
         greedy, greedy_no_cache, margin = greedy_reference(model, LONG_PROMPT_IDS)
         ref[f"greedy_ids{suffix}"] = greedy
         ref[f"greedy_ids_no_cache{suffix}"] = greedy_no_cache
         ref[f"greedy_min_margin{suffix}"] = margin
-        ref[f"inv_freq{suffix}"] = model.model.rotary_emb.inv_freq.tolist()
+        ref[f"inv_freq{suffix}"] = inv_freq.tolist()
+        if suffix in ("_yarn", "_longrope"):
+            ref[f"attention_factor{suffix}"] = attention_factor
         logits[f"logits{suffix}"] = prompt_logits(model, LONG_PROMPT_IDS).tolist()
+        if suffix == "_longrope":
+            # The prompt ends past the original 32 positions: the long factors ran.
+            ref["inv_freq_longrope_long"] = model.model.rotary_emb.inv_freq.tolist()
     ref["torch_version"] = torch.__version__
     ref["transformers_version"] = transformers.__version__
     ref["attn_implementation"] = ATTN_IMPLEMENTATION
@@ -480,14 +513,18 @@ def make_scaled_fixture(name, seed):
 def verify_scaled(folder, seed):
     """Reload tiny-llama3 from disk with each config, both forms, and check reference.json."""
     ref = json.loads((folder / "reference.json").read_text())
-    for suffix, rope in (("", LLAMA3_ROPE), ("_linear", LINEAR_ROPE)):
-        config_name = "config.json" if suffix == "" else "config.linear.json"
+    for suffix, rope in SCALED_ROPES:
+        config_name = "config.json" if suffix == "" else f"config.{suffix[1:]}.json"
         model = load_float32(folder, config_file=config_name)
         original_state = build_llama(seed, rope).state_dict()
         for name, tensor in model.state_dict().items():
             assert torch.equal(tensor, original_state[name]), name
         inv_freq = torch.tensor(ref[f"inv_freq{suffix}"], dtype=torch.float32)
         assert torch.equal(model.model.rotary_emb.inv_freq, inv_freq), suffix
+        if suffix == "_dynamic":
+            # Within max_position_embeddings dynamic NTK is the default rotary.
+            default = build_llama(seed, {"rope_type": "default", "rope_theta": 10000.0})
+            assert torch.equal(default.model.rotary_emb.inv_freq, inv_freq)
         expected = torch.tensor(ref[f"logits{suffix}"], dtype=torch.float32)
         assert torch.equal(prompt_logits(model, LONG_PROMPT_IDS), expected), suffix
         assert generate_greedy(model, True, LONG_PROMPT_IDS) == ref[f"greedy_ids{suffix}"], suffix
@@ -496,7 +533,7 @@ def verify_scaled(folder, seed):
         v4 = type(model.config).from_dict(json.loads((folder / v4_name).read_text()))
         # (transformers keeps the old spelling `type` beside the `rope_type` it adds.)
         v4_rope = {k: v for k, v in v4.rope_parameters.items() if k != "type"}
-        assert v4_rope == model.config.rope_parameters == rope, (v4.rope_parameters, rope)
+        assert v4_rope == model.config.rope_parameters, (v4.rope_parameters, rope)
         v4_model = load_float32(folder, config_file=v4_name)
         assert torch.equal(prompt_logits(v4_model, LONG_PROMPT_IDS), expected), v4_name
         print(f"  {config_name}: greedy_ids {ref[f'greedy_ids{suffix}']}")

@@ -123,10 +123,11 @@ fn both_fixtures_open_with_the_configs_of_transformers_4_and_5() {
     ));
 }
 
-/// tiny-llama3's configs: llama3 scaling in the 5.x form (`rope_parameters`) and the 4.x
-/// form (`rope_theta`, `rope_scaling`), linear scaling likewise (4.x spelling it `type`),
-/// read alike; and the inverse frequencies the loader's rotary table uses are, bit for
-/// bit, the float32 ones transformers computed for that fixture.
+/// tiny-llama3's configs: every scaling in the 5.x form (`rope_parameters`) and the 4.x
+/// form (`rope_theta`, `rope_scaling`; linear spelling its type `type`), read alike; and
+/// the inverse frequencies and attention factors the loader's rotary table uses are, bit
+/// for bit, the float32 ones transformers computed for that fixture (LongRoPE's short and
+/// long sets both; dynamic NTK's, within the model's positions, the default ones).
 #[test]
 fn scaled_rotary_configs_of_transformers_4_and_5_read_alike_and_give_its_frequencies() {
     let text = std::fs::read_to_string(fixture("tiny-llama3").join("reference.json")).unwrap();
@@ -138,42 +139,66 @@ fn scaled_rotary_configs_of_transformers_4_and_5_read_alike_and_give_its_frequen
         original_max_positions: 32,
     };
     let linear = RopeScaling::Linear { factor: 4.0 };
-    for (configs, scaling, key) in [
-        (["config.json", "config.v4.json"], llama3, "inv_freq"),
-        (
-            ["config.linear.json", "config.linear.v4.json"],
-            linear,
-            "inv_freq_linear",
-        ),
-    ] {
-        let [v5, v4] = configs.map(|config| {
-            let dir = copy(
-                &format!("scaled-{config}"),
-                "tiny-llama3",
-                "model.safetensors",
-                config,
-            );
-            open(&dir).unwrap().1
-        });
-        assert_eq!(v4, v5, "{configs:?}");
-        assert_eq!(v5.rope_scaling, scaling, "{configs:?}");
-        assert_eq!(v5.rope_theta, Some(10_000.0));
-        let ours = Rotary::inverse_frequencies(v5.head_dim, 10_000.0, v5.rope_scaling);
-        let theirs: Vec<f32> = reference[key]
+    let floats = |key: &str| -> Vec<f32> {
+        reference[key]
             .as_array()
             .unwrap()
             .iter()
             .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            .collect()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (name, scaling) in [
+        ("", Some(llama3)),
+        ("linear", Some(linear)),
+        ("yarn", None),
+        ("longrope", None),
+        ("dynamic", None),
+    ] {
+        let suffix = if name.is_empty() {
+            String::new()
+        } else {
+            format!("_{name}")
+        };
+        let stem = if name.is_empty() {
+            "config".to_string()
+        } else {
+            format!("config.{name}")
+        };
+        let [v5, v4] = [format!("{stem}.json"), format!("{stem}.v4.json")].map(|config| {
+            let dir = copy(
+                &format!("scaled-{config}"),
+                "tiny-llama3",
+                "model.safetensors",
+                &config,
+            );
+            open(&dir).unwrap().1
+        });
+        assert_eq!(v4, v5, "{stem}");
+        if let Some(scaling) = scaling {
+            assert_eq!(v5.rope_scaling, scaling, "{stem}");
+        }
+        assert_eq!(v5.rope_theta, Some(10_000.0));
+        let key = format!("inv_freq{suffix}");
+        let ours = Rotary::inverse_frequencies(v5.head_dim, 10_000.0, &v5.rope_scaling);
+        let theirs = floats(&key);
         assert_eq!(bits(&ours), bits(&theirs), "{key}: {ours:?} vs {theirs:?}");
+        if let Some(factor) = reference.get(format!("attention_factor{suffix}")) {
+            assert_eq!(v5.rope_scaling.attention_factor(), factor.as_f64().unwrap());
+        }
+        if name == "longrope" {
+            let ours = Rotary::long_inverse_frequencies(v5.head_dim, 10_000.0, &v5.rope_scaling);
+            let theirs = floats("inv_freq_longrope_long");
+            assert_eq!(bits(&ours), bits(&theirs), "long: {ours:?} vs {theirs:?}");
+            assert_ne!(bits(&ours), bits(&floats("inv_freq_longrope")));
+        }
     }
     // The unscaled frequencies are plain tiny-llama's.
     let (_, plain) = open(fixture("tiny-llama")).unwrap();
     assert_eq!(plain.rope_scaling, RopeScaling::None);
 }
 
-/// Rotary scaling the loader does not do (`dynamic`, `yarn`, `longrope`, an unknown type),
+/// Rotary scaling the loader does not do (an unknown type),
 /// and a llama3 or linear block missing a parameter or holding a bad one, are refused
 /// with an error naming the key and the value, in either config form: never loaded as
 /// some other model.
@@ -208,7 +233,7 @@ fn unsupported_or_incomplete_rotary_scaling_is_refused_naming_the_key() {
         ("5.x", &v5, "rope_parameters"),
         ("4.x", &v4, "rope_scaling"),
     ] {
-        for rope_type in ["dynamic", "yarn", "longrope", "su-per-long"] {
+        for rope_type in ["su-per-long", "mrope"] {
             let mut c = base.clone();
             c[block]["rope_type"] = serde_json::json!(rope_type);
             refused(
@@ -219,8 +244,8 @@ fn unsupported_or_incomplete_rotary_scaling_is_refused_naming_the_key() {
         // The older spelling `type` is read as well.
         let mut c = base.clone();
         c[block].as_object_mut().unwrap().remove("rope_type");
-        c[block]["type"] = serde_json::json!("yarn");
-        refused(&c, &[&format!("{block}.type"), "\"yarn\""]);
+        c[block]["type"] = serde_json::json!("ntk-by-parts");
+        refused(&c, &[&format!("{block}.type"), "\"ntk-by-parts\""]);
         for key in [
             "factor",
             "low_freq_factor",

@@ -250,6 +250,25 @@ fn tiny_qwen2_matches_transformers() {
     }
 }
 
+/// YaRN (factor 4 over 32 original positions: a ramp over the frequencies and cos/sin
+/// scaled by its attention factor), LongRoPE (a factor per frequency; the 36-token prompt
+/// ends past the original 32 positions, so the long factors turn every forward, as in
+/// transformers) and dynamic NTK (the default frequencies within the model's positions)
+/// on tiny-llama3's weights, from both config forms.
+#[test]
+fn tiny_llama3_weights_with_yarn_longrope_and_dynamic_scaling_match_transformers() {
+    for name in ["yarn", "longrope", "dynamic"] {
+        let want = reference("tiny-llama3", name);
+        for config in [
+            format!("config.{name}.json"),
+            format!("config.{name}.v4.json"),
+        ] {
+            let checkpoint = Checkpoint::open(fixture_with_config("tiny-llama3", &config)).unwrap();
+            check_against("tiny-llama3", &config, &checkpoint, &want);
+        }
+    }
+}
+
 #[test]
 fn tiny_gpt2_matches_transformers() {
     check_model("tiny-gpt2", "");

@@ -94,7 +94,10 @@ pub(super) fn positive(key: &str, n: usize) -> Result<usize> {
 
 /// The rotary scaling a Llama config asks for: from `rope_parameters` (5.x) when it names
 /// a type, else from `rope_scaling` (4.x); transformers reads `rope_type`, or else the
-/// older `type`. Only `default`, `linear` and `llama3` are taken; any other type, and a
+/// older `type`. `default`, `linear`, `llama3`, `dynamic`, `yarn` and `longrope` are
+/// taken, with transformers' defaults for what they leave out (yarn's and longrope's
+/// original length: the top-level `original_max_position_embeddings` first, as Phi-3
+/// writes it, then the block's, then `max_position_embeddings`); any other type, and a
 /// missing or bad parameter, is an error naming the key.
 fn rope_scaling(v: &Value) -> Result<RopeScaling> {
     let typed = |key: &'static str| {
@@ -131,8 +134,125 @@ fn rope_scaling(v: &Value) -> Result<RopeScaling> {
             )),
         }
     };
+    // An optional number: absent or null is `None`.
+    let maybe = |name: &str| -> Result<Option<f64>> {
+        match block.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => number(name).map(Some),
+        }
+    };
+    let count = |b: &Value, name: &str, shown: &str| -> Result<Option<usize>> {
+        match b.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
+                .ok_or_else(|| {
+                    checkpoint_error("config.json", format!("{shown} is {x}, not a count"))
+                }),
+        }
+    };
+    let max_positions = count(v, "max_position_embeddings", "max_position_embeddings")?;
+    let need_max = || {
+        max_positions.ok_or_else(|| {
+            checkpoint_error(
+                "config.json",
+                format!(
+                    "max_position_embeddings is missing (rotary scaling {rope_type:?} needs it)"
+                ),
+            )
+        })
+    };
+    // yarn's and longrope's original length, where transformers finds it.
+    let original = || -> Result<usize> {
+        let name = "original_max_position_embeddings";
+        match count(v, name, name)? {
+            Some(n) => Ok(n),
+            None => match count(block, name, &format!("{key}.{name}"))? {
+                Some(n) => Ok(n),
+                None => need_max(),
+            },
+        }
+    };
     let scaling = match rope_type {
         "default" => RopeScaling::None,
+        "dynamic" => RopeScaling::Dynamic {
+            factor: number("factor")?,
+            max_positions: need_max()?,
+        },
+        "yarn" => {
+            let original = original()?;
+            let factor = match maybe("factor")? {
+                Some(f) => f,
+                None => need_max()? as f64 / original as f64,
+            };
+            // transformers' `yarn_get_mscale`.
+            let mscale = |scale: f64, m: f64| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * m * scale.ln() + 1.0
+                }
+            };
+            let attention_factor = match maybe("attention_factor")? {
+                Some(a) => a,
+                None => match (maybe("mscale")?, maybe("mscale_all_dim")?) {
+                    (Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                        mscale(factor, m) / mscale(factor, all)
+                    }
+                    _ => mscale(factor, 1.0),
+                },
+            };
+            // `or 32`, `or 1`: a zero is the default too.
+            let beta = |name: &str, default: f64| -> Result<f64> {
+                Ok(maybe(name)?.filter(|&b| b != 0.0).unwrap_or(default))
+            };
+            let truncate = match block.get("truncate") {
+                None | Some(Value::Null) => true,
+                Some(x) => x.as_bool().ok_or_else(|| {
+                    checkpoint_error(
+                        "config.json",
+                        format!("{key}.truncate is {x}, not true or false"),
+                    )
+                })?,
+            };
+            RopeScaling::Yarn {
+                factor,
+                original_max_positions: original,
+                attention_factor,
+                beta_fast: beta("beta_fast", 32.0)?,
+                beta_slow: beta("beta_slow", 1.0)?,
+                truncate,
+            }
+        }
+        "longrope" => {
+            let list = |name: &str| -> Result<Vec<f64>> {
+                let bad = || {
+                    checkpoint_error(
+                        "config.json",
+                        format!("{key}.{name} is missing or not a list of numbers (rotary scaling \"longrope\")"),
+                    )
+                };
+                let items = block.get(name).and_then(Value::as_array).ok_or_else(bad)?;
+                items.iter().map(|x| x.as_f64().ok_or_else(bad)).collect()
+            };
+            let original = original()?;
+            let factor = match maybe("factor")? {
+                Some(f) => f,
+                None => need_max()? as f64 / original as f64,
+            };
+            let attention_factor = match maybe("attention_factor")? {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            RopeScaling::LongRope {
+                short: list("short_factor")?,
+                long: list("long_factor")?,
+                original_max_positions: original,
+                attention_factor,
+            }
+        }
         "linear" => RopeScaling::Linear {
             factor: number("factor")?,
         },
@@ -162,7 +282,7 @@ fn rope_scaling(v: &Value) -> Result<RopeScaling> {
                 "config.json",
                 format!(
                     "{key}.{type_key} {other:?}: this rotary scaling is not supported \
-                     (only default, linear and llama3)"
+                     (only default, linear, llama3, dynamic, yarn and longrope)"
                 ),
             ))
         }
@@ -293,6 +413,21 @@ impl ModelConfig {
                     self.num_heads, self.hidden_size
                 ),
             ));
+        }
+        if let RopeScaling::LongRope { short, long, .. } = &self.rope_scaling {
+            for (name, list) in [("short_factor", short), ("long_factor", long)] {
+                if list.len() != self.head_dim / 2 {
+                    return Err(checkpoint_error(
+                        "config.json",
+                        format!(
+                            "longrope {name} has {} values; head size {} has {} frequencies",
+                            list.len(),
+                            self.head_dim,
+                            self.head_dim / 2
+                        ),
+                    ));
+                }
+            }
         }
         let largest = crate::ops::MAX_HEAD_DIM;
         if self.head_dim > largest {

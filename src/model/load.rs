@@ -53,7 +53,7 @@ impl Transformer {
                 c.head_dim,
                 c.max_positions.min(ROTARY_START),
                 theta,
-                c.rope_scaling,
+                c.rope_scaling.clone(),
             )?),
             None => None,
         };

@@ -298,7 +298,13 @@ impl Layer for ParallelAttention {
         }
         let hd = self.shape.head_dim;
         let group_size = self.shape.heads / self.shape.kv_heads;
-        let rotary = self.rotary.as_ref().map(Rotary::current).transpose()?;
+        // (LongRoPE turns a forward by the table its last position picks.)
+        let end = pos0 + tokens;
+        let rotary = self
+            .rotary
+            .as_ref()
+            .map(|r| r.current_for(end))
+            .transpose()?;
         let mut outs = Vec::with_capacity(self.qkv.len());
         for (i, r) in self.group.local_range().enumerate() {
             let qkv = Product {
