@@ -546,7 +546,7 @@ def verify_scaled(folder, seed):
 # long prompt, random norm weights and biases. f32 weights, the 5.x config
 # and its 4.x form, transformers' logits at every prompt position and its
 # greedy tokens (with and without its cache, checked equal).
-FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11}
+FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13}
 
 
 def build_family(name, seed):
@@ -585,6 +585,27 @@ def build_family(name, seed):
             **common,
         )
         model_class = transformers.Qwen3ForCausalLM
+    elif name == "tiny-phi3":
+        # Phi-3.5's shape: fused qkv_proj and gate_up_proj, LongRoPE with the
+        # original length at the top level (32: the long prompt ends past it,
+        # so the long factors run), no window.
+        config = transformers.Phi3Config(
+            hidden_size=96,
+            tie_word_embeddings=False,
+            original_max_position_embeddings=32,
+            rope_parameters={
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "short_factor": LONGROPE_ROPE["short_factor"],
+                "long_factor": LONGROPE_ROPE["long_factor"],
+            },
+            sliding_window=None,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            **common,
+        )
+        model_class = transformers.Phi3ForCausalLM
     else:
         raise ValueError(name)
     torch.manual_seed(seed)

@@ -505,6 +505,7 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
         ("tiny-qwen2", Architecture::Qwen2, (6, 2, 16), true),
         // head_dim 32: the heads total 192 over a hidden size of 64.
         ("tiny-qwen3", Architecture::Qwen3, (6, 2, 32), false),
+        ("tiny-phi3", Architecture::Phi3, (6, 2, 16), false),
     ] {
         let (_, v5) = open(fixture(name)).unwrap();
         let dir = copy(
@@ -518,7 +519,8 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
         assert_eq!(v5.architecture, architecture);
         assert_eq!((v5.num_heads, v5.num_kv_heads, v5.head_dim), heads);
         assert_eq!(v5.tie_word_embeddings, tied);
-        assert_eq!(v5.rope_theta, Some(1e6));
+        let theta = if name == "tiny-phi3" { 1e4 } else { 1e6 };
+        assert_eq!(v5.rope_theta, Some(theta));
     }
     let dir = copy(
         "qwen2-refused",

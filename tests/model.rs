@@ -269,6 +269,19 @@ fn tiny_llama3_weights_with_yarn_longrope_and_dynamic_scaling_match_transformers
     }
 }
 
+/// Phi-3.5's layers: the fused `qkv_proj` split per head block and `gate_up_proj` per
+/// half (6 heads over 2 key/value heads), LongRoPE with the original length at the top
+/// level (the 36-token prompt ends past its 32, so the long factors turn it); from both
+/// config forms.
+#[test]
+fn tiny_phi3_matches_transformers() {
+    let want = reference("tiny-phi3", "");
+    for config in ["config.json", "config.v4.json"] {
+        let checkpoint = Checkpoint::open(fixture_with_config("tiny-phi3", config)).unwrap();
+        check_against("tiny-phi3", config, &checkpoint, &want);
+    }
+}
+
 #[test]
 fn tiny_gpt2_matches_transformers() {
     check_model("tiny-gpt2", "");

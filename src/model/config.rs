@@ -26,6 +26,9 @@ pub enum Architecture {
     /// Qwen3 (`qwen3`): Llama's layers with RMSNorm on each query and key head before
     /// rotary, and heads whose total may differ from the hidden size.
     Qwen3,
+    /// Phi-3 and Phi-3.5 (`phi3`): Llama's layers with fused `qkv_proj` and
+    /// `gate_up_proj`; rotary default or longrope.
+    Phi3,
     /// GPT-2 (`gpt2`): LayerNorm, learned positions, fused QKV (`c_attn`), GELU MLP;
     /// Conv1D weights `[in, out]`; tied embeddings.
     Gpt2,

@@ -196,29 +196,14 @@ impl Build<'_> {
         let op = "transformer.from_checkpoint";
         match &m.kind {
             Mlp::Gated { gate, up, down } => {
-                if m.bias || self.recipe.layout != WeightLayout::OutIn {
-                    return Err(Error::invalid(
-                        op,
-                        "the gated MLP takes nn.Linear weights without biases",
-                    ));
-                }
-                if c.activation != "silu" {
-                    return Err(Error::invalid(
-                        op,
-                        format!("activation {:?}: the gated MLP runs silu", c.activation),
-                    ));
-                }
-                let (gate, up, down) = (w.pp(gate), w.pp(up), w.pp(down));
-                let mlp = GatedMlp::new(
-                    self.group,
-                    c.hidden_size,
-                    c.intermediate_size,
-                    |r| gate.rows("weight", r),
-                    |r| up.rows("weight", r),
-                    |cols| down.cols("weight", cols),
-                )?;
-                Ok(Arc::new(mlp))
+                self.gated_mlp((w.pp(gate), 0), (w.pp(up), 0), &w.pp(down))
             }
+            // The up half of a fused module starts at row `inner`.
+            Mlp::GatedFused { gate_up, down } => self.gated_mlp(
+                (w.pp(gate_up), 0),
+                (w.pp(gate_up), c.intermediate_size),
+                &w.pp(down),
+            ),
             Mlp::Plain { fc, proj } => {
                 let act = match c.activation.as_str() {
                     "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
@@ -234,6 +219,41 @@ impl Build<'_> {
                 Ok(Arc::new(self.plain_mlp(&w.pp(fc), &w.pp(proj), act)?))
             }
         }
+    }
+
+    /// A gated MLP whose gate and up projections are the rows of `gate.0` and `up.0`
+    /// from `gate.1` and `up.1` on, and whose down projection is `down`.
+    fn gated_mlp(
+        &self,
+        gate: (Weights, usize),
+        up: (Weights, usize),
+        down: &Weights,
+    ) -> Result<Arc<dyn Layer>> {
+        let (c, op) = (self.c, "transformer.from_checkpoint");
+        if self.recipe.mlp.bias || self.recipe.layout != WeightLayout::OutIn {
+            return Err(Error::invalid(
+                op,
+                "the gated MLP takes nn.Linear weights without biases",
+            ));
+        }
+        if c.activation != "silu" {
+            return Err(Error::invalid(
+                op,
+                format!("activation {:?}: the gated MLP runs silu", c.activation),
+            ));
+        }
+        let rows = |(m, at): &(Weights, usize), r: std::ops::Range<usize>| {
+            m.rows("weight", at + r.start..at + r.end)
+        };
+        let mlp = GatedMlp::new(
+            self.group,
+            c.hidden_size,
+            c.intermediate_size,
+            |r| rows(&gate, r),
+            |r| rows(&up, r),
+            |cols| down.cols("weight", cols),
+        )?;
+        Ok(Arc::new(mlp))
     }
 
     /// A plain MLP: `fc` column-parallel and `proj` row-parallel, each rank reading its

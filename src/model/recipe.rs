@@ -81,6 +81,9 @@ pub(crate) enum Mlp {
         up: String,
         down: String,
     },
+    /// `down(act(gate(x)) * up(x))` with gate and up one module whose outputs are
+    /// `[gate | up]` (Phi-3's `gate_up_proj`).
+    GatedFused { gate_up: String, down: String },
     /// `proj(act(fc(x)))`.
     Plain { fc: String, proj: String },
 }
@@ -132,6 +135,10 @@ impl Recipe {
                 Mlp::Gated { gate, up, down } => {
                     module(format!("{b}.{gate}"), stored(h, i), bias(i));
                     module(format!("{b}.{up}"), stored(h, i), bias(i));
+                    module(format!("{b}.{down}"), stored(i, h), bias(h));
+                }
+                Mlp::GatedFused { gate_up, down } => {
+                    module(format!("{b}.{gate_up}"), stored(h, 2 * i), bias(2 * i));
                     module(format!("{b}.{down}"), stored(i, h), bias(h));
                 }
                 Mlp::Plain { fc, proj } => {

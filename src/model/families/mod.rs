@@ -8,6 +8,7 @@
 
 mod gpt2;
 mod llama;
+mod phi3;
 mod qwen2;
 mod qwen3;
 
@@ -33,13 +34,14 @@ pub(super) fn read(checkpoint: &Checkpoint) -> Result<(ModelConfig, Recipe)> {
         "mistral" => llama::read(v, Architecture::Mistral)?,
         "qwen2" => qwen2::read(v)?,
         "qwen3" => qwen3::read(v)?,
+        "phi3" => phi3::read(v)?,
         "gpt2" => gpt2::read(v, checkpoint)?,
         other => {
             return Err(checkpoint_error(
                 "config.json",
                 format!(
                     "model_type {other:?} is not one the loader knows (llama, mistral, qwen2, \
-                     qwen3, gpt2)"
+                     qwen3, phi3, gpt2)"
                 ),
             ))
         }
