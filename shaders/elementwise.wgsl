@@ -100,6 +100,17 @@ fn place(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// out = a * bitcast<f32>(p.value)   (one f32 product per element: Gemma's embeddings
+// times sqrt(hidden))
+@compute @workgroup_size(256, 1, 1)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = index(p, gid);
+    if (i < p.count) {
+        out[p.base + i] = a[p.base + i] * bitcast<f32>(p.value);
+    }
+}
+
 // out = bitcast<f32>(p.value)   (a constant fill: -0.0, the additive identity that keeps
 // the sign of every addend, for the zero addends of Replicate -> Partial)
 @compute @workgroup_size(256, 1, 1)

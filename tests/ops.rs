@@ -85,7 +85,7 @@ fn activations_match_the_reference_even_at_extreme_inputs() {
 }
 
 #[test]
-fn add_add_row_and_slice_are_exact() {
+fn add_add_row_scale_and_slice_are_exact() {
     let group = group_or_skip!(1);
     let r = &group.ranks()[0];
     let (rows, cols) = (9, 300);
@@ -111,6 +111,14 @@ fn add_add_row_and_slice_are_exact() {
         &ops::add_row(&at, &rowt).unwrap().to_host().unwrap(),
         &biased,
         "add_row",
+    );
+    // Gemma's embedding scale, sqrt(2304) rounded to f32: one product each.
+    let s = 2304f32.sqrt();
+    let scaled: Vec<f32> = a.iter().map(|x| x * s).collect();
+    assert_same_bits(
+        &ops::scale(&at, s).unwrap().to_host().unwrap(),
+        &scaled,
+        "scale",
     );
     let window = common::slice_host(&a, cols, 2, 5, 17, 200);
     assert_same_bits(

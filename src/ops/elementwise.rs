@@ -1,5 +1,5 @@
 //! The elementwise kernels of `shaders/elementwise.wgsl`, band by band: activation, add,
-//! add_row, slice, place, fill.
+//! add_row, scale, slice, place, fill.
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
@@ -132,6 +132,29 @@ pub fn add_row(a: &Tensor, row: &Tensor) -> Result<Tensor> {
         ));
     }
     map_bands("add_row", "add_row", Activation::Identity, a, Some(row))
+}
+
+/// `a * s` elementwise, each product one f32 rounding (as torch multiplies an f32 tensor
+/// by an f32 scalar).
+///
+/// # Errors
+/// wgpu errors.
+pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
+    let op = "scale";
+    a.require_f32(op)?;
+    let rank = a.rank();
+    let out = Tensor::output(rank, a.shape(), op)?;
+    let key = elementwise_key("scale", Activation::Identity);
+    let cols = a.shape()[1];
+    for (ab, ob) in a.bands().iter().zip(out.bands()) {
+        let bufs = [ab.buffer(), ab.buffer(), ob.buffer()];
+        let entry = ElementwiseParams {
+            value: s.to_bits(),
+            ..dims(cols, cols, 0, 0)
+        };
+        run_elementwise(rank, op, &key, bufs, 0, ab.rows.len() * cols, entry)?;
+    }
+    Ok(out)
 }
 
 /// The `[rows, cols]` window of `a` whose top-left element is `(row0, col0)`.

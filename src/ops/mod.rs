@@ -13,7 +13,7 @@ mod sum;
 
 use std::ops::Range;
 
-pub use elementwise::{activation, add, add_row, slice};
+pub use elementwise::{activation, add, add_row, scale, slice};
 pub(crate) use elementwise::{fill, place};
 pub(crate) use matmul::Product;
 pub use matmul::{gemm_kernel_for, matmul};
