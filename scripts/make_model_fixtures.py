@@ -546,7 +546,7 @@ def verify_scaled(folder, seed):
 # long prompt, random norm weights and biases. f32 weights, the 5.x config
 # and its 4.x form, transformers' logits at every prompt position and its
 # greedy tokens (with and without its cache, checked equal).
-FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13}
+FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13, "tiny-gemma2": 14, "tiny-gemma3": 14}
 
 
 def build_family(name, seed):
@@ -606,12 +606,67 @@ def build_family(name, seed):
             **common,
         )
         model_class = transformers.Phi3ForCausalLM
+    elif name in ("tiny-gemma2", "tiny-gemma3"):
+        # Gemma's layers: (1 + w) RMSNorms before and after attention and MLP,
+        # embeddings times sqrt(hidden), GeGLU, query_pre_attn_scalar (24, not
+        # head_dim 32), head_dim * heads (192) != hidden (96), layers alternating
+        # sliding (a window of 8 < the 36-token prompt) and full attention.
+        # Gemma 2 caps attention logits and final logits (small caps, so that
+        # they matter for these small logits); Gemma 3 norms each query and key
+        # head and gives its sliding layers their own rotary base, its full
+        # layers linear scaling.
+        gemma = dict(
+            hidden_size=96,
+            head_dim=32,
+            query_pre_attn_scalar=24,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        )
+        if name == "tiny-gemma2":
+            config = transformers.Gemma2Config(
+                attn_logit_softcapping=2.0,
+                final_logit_softcapping=3.0,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                **gemma,
+                **common,
+            )
+            model_class = transformers.Gemma2ForCausalLM
+        else:
+            config = transformers.Gemma3TextConfig(
+                rope_parameters={
+                    "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 4.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                },
+                **gemma,
+                **common,
+            )
+            model_class = transformers.Gemma3ForCausalLM
     else:
         raise ValueError(name)
     torch.manual_seed(seed)
     model = model_class(config)
     randomize_1d_params(model, seed)
     return model.eval()
+
+
+def gemma3_v4_config(v5):
+    """Gemma 3's 5.x config (rope_parameters per layer type) in the 4.x form:
+    rope_theta and rope_scaling of the full layers, rope_local_base_freq of the
+    sliding ones, layer_types as 4.5x writes them."""
+    v4 = dict(v5)
+    v4["torch_dtype"] = v4.pop("dtype")
+    rope = v4.pop("rope_parameters")
+    full, sliding = dict(rope["full_attention"]), dict(rope["sliding_attention"])
+    v4["rope_theta"] = full.pop("rope_theta")
+    v4["rope_local_base_freq"] = sliding.pop("rope_theta")
+    assert sliding == {"rope_type": "default"}, sliding
+    v4["rope_scaling"] = None if full["rope_type"] == "default" else full
+    v4["transformers_version"] = V4_TRANSFORMERS_VERSION
+    return v4
 
 
 def make_family_fixture(name, seed):
@@ -626,8 +681,12 @@ def make_family_fixture(name, seed):
         shutil.copy(Path(tmp) / "config.json", folder / "config.json")
     config_v5 = json.loads((folder / "config.json").read_text())
     assert config_v5["dtype"] == "float32"
-    v4 = to_v4_config(config_v5)
-    v4.pop("layer_types", None)  # 4.x before 4.56 derived it, never wrote it
+    if name == "tiny-gemma3":
+        v4 = gemma3_v4_config(config_v5)
+    else:
+        v4 = to_v4_config(config_v5)
+    if not name.startswith("tiny-gemma"):
+        v4.pop("layer_types", None)  # 4.x before 4.56 derived it, never wrote it
     # 4.x omitted a key only when it held both PretrainedConfig's default and the
     # class's own (Qwen2's tie_word_embeddings defaults to False, so True is written).
     class_default = type(model.config)().tie_word_embeddings

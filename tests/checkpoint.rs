@@ -466,7 +466,7 @@ fn bad_files_get_an_error_naming_the_file_or_tensor() {
         // projection biases, a sliding window, GPT-2 variants.
         ("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 8}}", "dynamic"),
         ("{\"model_type\": \"llama\", \"attention_bias\": true}", "attention_bias"),
-        ("{\"model_type\": \"mistral\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", "sliding_window"),
+        ("{\"model_type\": \"llama\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", "sliding_window"),
         ("{\"model_type\": \"gpt2\", \"tie_word_embeddings\": false}", "untied"),
         ("{\"model_type\": \"gpt2\", \"scale_attn_by_inverse_layer_idx\": true}", "by layer"),
     ] {
@@ -506,6 +506,8 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
         // head_dim 32: the heads total 192 over a hidden size of 64.
         ("tiny-qwen3", Architecture::Qwen3, (6, 2, 32), false),
         ("tiny-phi3", Architecture::Phi3, (6, 2, 16), false),
+        ("tiny-gemma2", Architecture::Gemma2, (6, 2, 32), true),
+        ("tiny-gemma3", Architecture::Gemma3, (6, 2, 32), true),
     ] {
         let (_, v5) = open(fixture(name)).unwrap();
         let dir = copy(
@@ -519,7 +521,10 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
         assert_eq!(v5.architecture, architecture);
         assert_eq!((v5.num_heads, v5.num_kv_heads, v5.head_dim), heads);
         assert_eq!(v5.tie_word_embeddings, tied);
-        let theta = if name == "tiny-phi3" { 1e4 } else { 1e6 };
+        let theta = match name {
+            "tiny-phi3" | "tiny-gemma2" => 1e4,
+            _ => 1e6,
+        };
         assert_eq!(v5.rope_theta, Some(theta));
     }
     let dir = copy(
@@ -530,20 +535,37 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
     );
     let base: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    // Qwen2's window: only with use_sliding_window, from max_window_layers on, or in the
+    // layers layer_types lists.
+    let read = |c: &serde_json::Value| {
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let (_, config) = open(&dir).unwrap();
+        [config.window(0), config.window(1)]
+    };
+    let mut c = base.clone();
+    c["sliding_window"] = serde_json::json!(4);
+    c.as_object_mut().unwrap().remove("layer_types");
+    assert_eq!(read(&c), [None, None], "use_sliding_window false");
+    c["use_sliding_window"] = serde_json::json!(true);
+    c["max_window_layers"] = serde_json::json!(1);
+    assert_eq!(read(&c), [None, Some(4)]);
+    c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
+    assert_eq!(read(&c), [Some(4), None]);
     for (key, value, says) in [
         (
-            "use_sliding_window",
-            serde_json::json!(true),
-            "use_sliding_window",
+            "layer_types",
+            serde_json::json!(["full_attention", "chunked_attention"]),
+            "layer_types[1] \"chunked_attention\"",
         ),
         (
             "layer_types",
-            serde_json::json!(["full_attention", "sliding_attention"]),
-            "layer_types[1] \"sliding_attention\"",
+            serde_json::json!(["full_attention", "full_attention", "full_attention"]),
+            "layer_types lists 3 layers of 2",
         ),
+        ("sliding_window", serde_json::json!(0), "sliding_window 0"),
         ("hidden_size", serde_json::json!("wide"), "`hidden_size`"),
     ] {
-        let mut c = base.clone();
+        let mut c = c.clone();
         c[key] = value;
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         let (what, message) = open_error(&dir);

@@ -9,8 +9,9 @@ use crate::nn::{KvCache, Layer, Norm};
 use crate::ops;
 use crate::rank::batched;
 
-/// One step of a block: `layer(norm(x))`, added to the residual stream `x` (every family
-/// so far adds each step's output; a step that replaces the stream would be a field here).
+/// One step of a block: `post_norm(layer(norm(x)))`, added to the residual stream `x`
+/// (every family so far adds each step's output; a step that replaces the stream would
+/// be a field here). Gemma's steps have both norms, the others only the first.
 ///
 /// The layer is an `Arc<dyn Layer>` rather than an enum of the layer types: a step only
 /// runs the trait's two halves, so a family with another layer (a sliding-window
@@ -20,6 +21,7 @@ use crate::rank::batched;
 pub(super) struct Step {
     pub(super) norm: Option<Norm>,
     pub(super) layer: Arc<dyn Layer>,
+    pub(super) post_norm: Option<Norm>,
 }
 
 /// A decoder block: its steps in order (Llama and GPT-2: attention, then the MLP, each
@@ -29,12 +31,14 @@ pub(super) struct Block {
     pub(super) steps: Vec<Step>,
 }
 
-/// The hidden state between steps, and a step's output not yet added to it: the add runs
-/// in the next step's submission (or the final norm's), so everything each rank runs
-/// between two collectives is one batched submission.
+/// The hidden state between steps, and a step's output not yet added to it (with the
+/// norm it passes first, if any): the norm and the add run in the next step's submission
+/// (or the final norm's), so everything each rank runs between two collectives is one
+/// batched submission.
 pub(super) struct Stream {
     x: DistTensor,
     add: Option<DistTensor>,
+    add_norm: Option<Norm>,
 }
 
 impl Step {
@@ -56,22 +60,38 @@ impl Step {
             Ok((x, local))
         })?;
         let y = self.layer.reduce_async(local).await?;
-        Ok(Stream { x, add: Some(y) })
+        Ok(Stream {
+            x,
+            add: Some(y),
+            add_norm: self.post_norm.clone(),
+        })
     }
 }
 
 impl Stream {
     /// The stream at `x`, nothing pending.
     pub(super) fn new(x: DistTensor) -> Self {
-        Stream { x, add: None }
+        Stream {
+            x,
+            add: None,
+            add_norm: None,
+        }
     }
 
-    /// The hidden state with the pending output added: `x + add` on every rank (both
-    /// `Replicate`), once per buffer that logical ranks share; `x` itself with nothing
-    /// pending.
+    /// The hidden state with the pending output added: `x + add` (or `x +
+    /// add_norm(add)`) on every rank (both `Replicate`), once per buffer that logical
+    /// ranks share; `x` itself with nothing pending.
     pub(super) fn joined(&self) -> Result<DistTensor> {
         let (x, Some(y)) = (&self.x, &self.add) else {
             return Ok(self.x.clone());
+        };
+        let normed;
+        let y = match &self.add_norm {
+            Some(norm) => {
+                normed = norm.forward(y)?;
+                &normed
+            }
+            None => y,
         };
         let mut locals: Vec<crate::Tensor> = Vec::with_capacity(x.locals().len());
         for (i, (a, b)) in x.locals().iter().zip(y.locals()).enumerate() {

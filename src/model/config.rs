@@ -29,9 +29,32 @@ pub enum Architecture {
     /// Phi-3 and Phi-3.5 (`phi3`): Llama's layers with fused `qkv_proj` and
     /// `gate_up_proj`; rotary default or longrope.
     Phi3,
+    /// Gemma 2 (`gemma2`): `1 + w` RMSNorms before and after each layer, embeddings
+    /// times `sqrt(hidden)`, GeGLU, soft-capped attention and final logits, layers
+    /// alternating sliding-window and full attention.
+    Gemma2,
+    /// Gemma 3's text model (`gemma3_text`): Gemma 2's layers without the caps, with
+    /// RMSNorm on each query and key head, the sliding layers on their own rotary base.
+    Gemma3,
     /// GPT-2 (`gpt2`): LayerNorm, learned positions, fused QKV (`c_attn`), GELU MLP;
     /// Conv1D weights `[in, out]`; tied embeddings.
     Gpt2,
+}
+
+/// Which layers of a model attend through its sliding window.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlidingLayers {
+    /// Every layer (Mistral, Phi-3).
+    #[default]
+    All,
+    /// Layer `l` when `listed[l]` (5.x's `layer_types`: `sliding_attention`).
+    Listed(Vec<bool>),
+    /// Every layer but each `n`-th: layer `l` is full when `(l + 1) % n == 0` (Gemma 2's
+    /// alternation, `n` 2; Gemma 3's `sliding_window_pattern`).
+    AllButEvery(usize),
+    /// Layers from this one on (Qwen2's `max_window_layers`).
+    From(usize),
 }
 
 /// What a model's `config.json` says, under one set of names for both families.
@@ -70,8 +93,22 @@ pub struct ModelConfig {
     /// The dtype the checkpoint was saved in, when the config says (`float32`, ...).
     pub dtype: Option<String>,
     /// Sliding-window attention: a query sees the keys of the last `window` positions
-    /// (itself included); none for full causal attention.
+    /// (itself included), in the layers `sliding_layers` names; none for full causal
+    /// attention everywhere. [`ModelConfig::window`] gives a layer's.
     pub sliding_window: Option<usize>,
+    /// The layers the window applies to.
+    pub sliding_layers: SlidingLayers,
+    /// The rotary base and scaling of the sliding-window layers when they differ from
+    /// the others' (Gemma 3's `rope_local_base_freq`, 5.x's per-layer-type
+    /// `rope_parameters`).
+    pub local_rope: Option<(f64, RopeScaling)>,
+    /// The attention scale is `query_pre_attn_scalar ** -0.5` (Gemma) instead of
+    /// `head_dim ** -0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Attention logits capped to `tanh(s / cap) * cap` (Gemma 2).
+    pub attn_logit_softcapping: Option<f64>,
+    /// Final logits capped likewise (Gemma 2).
+    pub final_logit_softcapping: Option<f64>,
 }
 
 /// `key` as a number; `None` when absent (or null), an error when it is something else.
@@ -329,6 +366,17 @@ pub(super) fn rotary(v: &Value) -> Result<(f64, RopeScaling)> {
 }
 
 impl ModelConfig {
+    /// Layer `layer`'s attention window, if it slides.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        let slides = match &self.sliding_layers {
+            SlidingLayers::All => true,
+            SlidingLayers::Listed(listed) => listed.get(layer).copied().unwrap_or(false),
+            SlidingLayers::AllButEvery(n) => !(layer + 1).is_multiple_of((*n).max(1)),
+            SlidingLayers::From(first) => layer >= *first,
+        };
+        self.sliding_window.filter(|_| slides)
+    }
+
     /// The config of `checkpoint`, read by its family (`model_type`), after checking that
     /// the checkpoint holds every tensor the config implies, with its shape and a dtype
     /// the loader reads (f32, f16, bf16).
@@ -431,6 +479,25 @@ impl ModelConfig {
                     ));
                 }
             }
+        }
+        if self.sliding_window == Some(0) {
+            return Err(checkpoint_error("config.json", "sliding_window 0"));
+        }
+        match &self.sliding_layers {
+            SlidingLayers::Listed(listed) if listed.len() != self.num_layers => {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!(
+                        "layer_types lists {} layers of {}",
+                        listed.len(),
+                        self.num_layers
+                    ),
+                ))
+            }
+            SlidingLayers::AllButEvery(0) => {
+                return Err(checkpoint_error("config.json", "sliding_window_pattern 0"))
+            }
+            _ => {}
         }
         let largest = crate::ops::MAX_HEAD_DIM;
         if self.head_dim > largest {

@@ -43,6 +43,22 @@ impl Transformer {
     /// allocation errors.
     pub fn from_checkpoint(group: &Group, checkpoint: &Checkpoint) -> Result<Self> {
         let (c, recipe) = families::read(checkpoint)?;
+        let lacking = [
+            (
+                "a sliding window",
+                (0..c.num_layers).any(|l| c.window(l).is_some()),
+            ),
+            ("query_pre_attn_scalar", c.query_pre_attn_scalar.is_some()),
+            ("attention soft-capping", c.attn_logit_softcapping.is_some()),
+            ("final soft-capping", c.final_logit_softcapping.is_some()),
+            ("a local rotary base", c.local_rope.is_some()),
+        ];
+        if let Some((what, _)) = lacking.iter().find(|(_, set)| *set) {
+            return Err(Error::invalid(
+                "transformer.from_checkpoint",
+                format!("{what} is not in the layers yet"),
+            ));
+        }
         let root = Weights::new(checkpoint, &recipe.prefix);
         let h = c.hidden_size;
         let rotary = match c.rope_theta {
@@ -80,14 +96,17 @@ impl Transformer {
             let attention: Arc<dyn Layer> = Arc::new(b.attention(&w)?);
             let mlp = b.mlp(&w)?;
             // Each layer behind its norm, added to the residual.
+            let post = |name: &Option<String>| name.as_ref().map(|n| b.norm(&w.pp(n))).transpose();
             let steps = vec![
                 Step {
                     norm: Some(b.norm(&w.pp(&a.norm))?),
                     layer: attention,
+                    post_norm: post(&a.post_norm)?,
                 },
                 Step {
                     norm: Some(b.norm(&w.pp(&recipe.mlp.norm))?),
                     layer: mlp,
+                    post_norm: post(&recipe.mlp.post_norm)?,
                 },
             ];
             blocks.push(Block { steps });
@@ -105,6 +124,9 @@ impl Transformer {
             config: c,
             group: group.clone(),
             embedding,
+            // sqrt(hidden) in f64 rounded to f32, as transformers' `hidden_size**0.5`
+            // becomes an f32 tensor.
+            embed_scale: recipe.embed_scale.then(|| (h as f64).sqrt() as f32),
             positions,
             blocks,
             norm,
@@ -114,12 +136,17 @@ impl Transformer {
 }
 
 impl Build<'_> {
-    /// The norm `w` (`weight`, and `bias` when the recipe's norms have one).
+    /// The norm `w` (`weight`, and `bias` when the recipe's norms have one; `1 +
+    /// weight`, summed in f32 here as transformers sums it, for Gemma's).
     fn norm(&self, w: &Weights) -> Result<Norm> {
         let n = self.recipe.norm;
         let bias = if n.bias { Some(w.f32("bias")?) } else { None };
         let eps = self.c.norm_eps as f32;
-        Norm::new(self.group, n.kind, &w.f32("weight")?, bias.as_deref(), eps)
+        let mut weight = w.f32("weight")?;
+        if n.plus_one {
+            weight.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Norm::new(self.group, n.kind, &weight, bias.as_deref(), eps)
     }
 
     /// Block `w`'s attention: each rank reads its query heads' and key/value heads' rows

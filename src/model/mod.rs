@@ -12,7 +12,7 @@ mod load;
 mod recipe;
 mod weights;
 
-pub use config::{Architecture, ModelConfig};
+pub use config::{Architecture, ModelConfig, SlidingLayers};
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ pub struct Transformer {
     config: ModelConfig,
     group: Group,
     embedding: VocabParallelEmbedding,
+    /// What the embeddings are multiplied by (Gemma's `sqrt(hidden)` in f32).
+    embed_scale: Option<f32>,
     /// GPT-2's learned positions, `[positions, hidden]` on every rank.
     positions: Option<DistTensor>,
     blocks: Vec<Block>,
@@ -161,6 +163,21 @@ impl Transformer {
     async fn hidden_inner(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
         let pos0 = cache.len();
         let mut x = self.embedding.forward_async(ids).await?;
+        if let Some(s) = self.embed_scale {
+            let locals = batched("transformer.forward", || {
+                x.locals()
+                    .iter()
+                    .map(|t| ops::scale(t, s))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            x = DistTensor::from_parts(
+                &self.group,
+                locals,
+                Placement::Replicate,
+                x.shape(),
+                Vec::new(),
+            );
+        }
         if let Some(wpe) = &self.positions {
             if pos0 + ids.len() > self.config.max_positions {
                 return Err(Error::invalid(

@@ -15,6 +15,8 @@ pub(crate) struct Recipe {
     pub(crate) prefix: String,
     /// The token embedding table `[vocab, hidden]`.
     pub(crate) embed: String,
+    /// The embeddings are multiplied by `sqrt(hidden)` rounded to f32 (Gemma).
+    pub(crate) embed_scale: bool,
     /// Learned positions `[positions, hidden]` (GPT-2); none for rotary models.
     pub(crate) positions: Option<String>,
     /// The blocks' common prefix: block `l` is `{blocks}.{l}`.
@@ -31,18 +33,21 @@ pub(crate) struct Recipe {
     pub(crate) mlp: MlpRecipe,
 }
 
-/// The kind of every norm, and whether it has a bias.
+/// The kind of every norm, whether it has a bias, and whether it multiplies by
+/// `1 + weight` (Gemma's RMSNorm, the sum rounded to f32 first as transformers does).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NormRecipe {
     pub(crate) kind: NormKind,
     pub(crate) bias: bool,
+    pub(crate) plus_one: bool,
 }
 
 /// A block's attention step.
 #[derive(Debug, Clone)]
 pub(crate) struct AttentionRecipe {
-    /// The norm before it.
+    /// The norm before it, and the one after it (Gemma), before the residual add.
     pub(crate) norm: String,
+    pub(crate) post_norm: Option<String>,
     pub(crate) qkv: Qkv,
     /// Biases on the query, key and value projections.
     pub(crate) qkv_bias: bool,
@@ -65,8 +70,9 @@ pub(crate) enum Qkv {
 /// A block's MLP step.
 #[derive(Debug, Clone)]
 pub(crate) struct MlpRecipe {
-    /// The norm before it.
+    /// The norm before it, and the one after it (Gemma).
     pub(crate) norm: String,
+    pub(crate) post_norm: Option<String>,
     pub(crate) kind: Mlp,
     /// Biases on its projections.
     pub(crate) bias: bool,
@@ -123,6 +129,9 @@ impl Recipe {
                     module(format!("{b}.{name}"), stored(h, n), qkv_bias(n));
                 }
             }
+            if let Some(n) = &a.post_norm {
+                module(format!("{b}.{n}"), vec![h], norm_bias);
+            }
             if let Some(names) = &a.qk_norm {
                 for n in names {
                     module(format!("{b}.{n}"), vec![c.head_dim], None);
@@ -130,6 +139,9 @@ impl Recipe {
             }
             module(format!("{b}.{}", a.o), stored(q, h), a.o_bias.then_some(h));
             module(format!("{b}.{}", m.norm), vec![h], norm_bias);
+            if let Some(n) = &m.post_norm {
+                module(format!("{b}.{n}"), vec![h], norm_bias);
+            }
             let bias = |n: usize| m.bias.then_some(n);
             match &m.kind {
                 Mlp::Gated { gate, up, down } => {

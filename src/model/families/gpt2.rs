@@ -12,7 +12,7 @@ use crate::kernels::settings::WeightLayout;
 use crate::load::{checkpoint_error, Checkpoint};
 use crate::model::config::{float_field, positive};
 use crate::model::recipe::{AttentionRecipe, Mlp, MlpRecipe, NormRecipe, Qkv, Recipe};
-use crate::model::{Architecture, ModelConfig};
+use crate::model::{Architecture, ModelConfig, SlidingLayers};
 use crate::nn::{NormKind, RopeScaling};
 
 /// GPT-2's keys.
@@ -79,6 +79,11 @@ pub(super) fn read(v: &Value, checkpoint: &Checkpoint) -> Result<(ModelConfig, R
         activation: k.activation_function.unwrap_or_else(|| "gelu_new".into()),
         dtype: dtype(v),
         sliding_window: None,
+        sliding_layers: SlidingLayers::All,
+        local_rope: None,
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
     };
     let s = |x: &str| x.to_string();
     let prefix = if checkpoint.contains("transformer.wte.weight") {
@@ -89,6 +94,7 @@ pub(super) fn read(v: &Value, checkpoint: &Checkpoint) -> Result<(ModelConfig, R
     let recipe = Recipe {
         prefix: s(prefix),
         embed: s("wte"),
+        embed_scale: false,
         positions: Some(s("wpe")),
         blocks: s("h"),
         final_norm: s("ln_f"),
@@ -96,10 +102,12 @@ pub(super) fn read(v: &Value, checkpoint: &Checkpoint) -> Result<(ModelConfig, R
         norm: NormRecipe {
             kind: NormKind::Layer,
             bias: true,
+            plus_one: false,
         },
         layout: WeightLayout::InOut,
         attention: AttentionRecipe {
             norm: s("ln_1"),
+            post_norm: None,
             qkv: Qkv::Fused(s("attn.c_attn")),
             qkv_bias: true,
             o: s("attn.c_proj"),
@@ -108,6 +116,7 @@ pub(super) fn read(v: &Value, checkpoint: &Checkpoint) -> Result<(ModelConfig, R
         },
         mlp: MlpRecipe {
             norm: s("ln_2"),
+            post_norm: None,
             kind: Mlp::Plain {
                 fc: s("mlp.c_fc"),
                 proj: s("mlp.c_proj"),

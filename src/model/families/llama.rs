@@ -1,6 +1,7 @@
 //! Llama 1-3 (`model_type` llama) and Mistral (`mistral`): Llama's layers, no biases;
-//! rotary default, linear or llama3; Mistral's sliding window when its config gives one
-//! shorter than the model's positions.
+//! any rotary scaling; Mistral's sliding window (`sliding_window`) in every layer (or
+//! those `layer_types` lists). Llama has no window: a config giving one shorter than its
+//! positions is refused.
 
 use serde_json::Value;
 
@@ -8,7 +9,7 @@ use super::{decode, Decoder};
 use crate::error::Result;
 use crate::load::checkpoint_error;
 use crate::model::recipe::Recipe;
-use crate::model::{Architecture, ModelConfig};
+use crate::model::{Architecture, ModelConfig, SlidingLayers};
 
 pub(super) fn read(v: &Value, architecture: Architecture) -> Result<(ModelConfig, Recipe)> {
     let d: Decoder = decode(v)?;
@@ -18,16 +19,21 @@ pub(super) fn read(v: &Value, architecture: Architecture) -> Result<(ModelConfig
         "biases on the attention projections",
     )?;
     Decoder::refuse(d.mlp_bias, "mlp_bias", "biases on the MLP projections")?;
-    // A window as long as the positions is no window.
-    if let Some(window) = d.sliding_window {
-        if d.max_position_embeddings.is_none_or(|most| window < most) {
-            return Err(checkpoint_error(
-                "config.json",
-                format!("sliding_window {window}: sliding-window attention is not supported"),
-            ));
+    if architecture == Architecture::Llama {
+        // A window as long as the positions is no window.
+        if let Some(window) = d.sliding_window {
+            if d.max_position_embeddings.is_none_or(|most| window < most) {
+                return Err(checkpoint_error(
+                    "config.json",
+                    format!("sliding_window {window}: Llama's layers have no sliding window"),
+                ));
+            }
         }
     }
-    let config = d.config(v, architecture)?;
+    let mut config = d.config(v, architecture)?;
+    if architecture == Architecture::Mistral {
+        config = d.with_window(config, d.sliding_window, SlidingLayers::All)?;
+    }
     let recipe = Decoder::recipe(&config, false, false);
     Ok((config, recipe))
 }

@@ -6,6 +6,7 @@
 //! names); each reads what is its own, and refuses what the layers do not implement,
 //! naming the key.
 
+mod gemma;
 mod gpt2;
 mod llama;
 mod phi3;
@@ -18,7 +19,7 @@ use serde_json::Value;
 
 use super::config::{float_field, positive, rotary};
 use super::recipe::{AttentionRecipe, Mlp, MlpRecipe, NormRecipe, Qkv, Recipe};
-use super::{Architecture, ModelConfig};
+use super::{Architecture, ModelConfig, SlidingLayers};
 use crate::error::Result;
 use crate::kernels::settings::WeightLayout;
 use crate::load::{checkpoint_error, Checkpoint};
@@ -35,13 +36,15 @@ pub(super) fn read(checkpoint: &Checkpoint) -> Result<(ModelConfig, Recipe)> {
         "qwen2" => qwen2::read(v)?,
         "qwen3" => qwen3::read(v)?,
         "phi3" => phi3::read(v)?,
+        "gemma2" => gemma::read(v, Architecture::Gemma2)?,
+        "gemma3_text" => gemma::read(v, Architecture::Gemma3)?,
         "gpt2" => gpt2::read(v, checkpoint)?,
         other => {
             return Err(checkpoint_error(
                 "config.json",
                 format!(
                     "model_type {other:?} is not one the loader knows (llama, mistral, qwen2, \
-                     qwen3, phi3, gpt2)"
+                     qwen3, phi3, gemma2, gemma3_text, gpt2)"
                 ),
             ))
         }
@@ -118,14 +121,6 @@ impl Decoder {
     /// The common config of family `architecture` (`v` the whole `config.json`).
     fn config(&self, v: &Value, architecture: Architecture) -> Result<ModelConfig> {
         let (rope_theta, rope_scaling) = rotary(v)?;
-        for (l, kind) in self.layer_types.iter().flatten().enumerate() {
-            if kind != "full_attention" {
-                return Err(checkpoint_error(
-                    "config.json",
-                    format!("layer_types[{l}] {kind:?}: only full_attention is supported"),
-                ));
-            }
-        }
         let hidden_size = need(self.hidden_size, "hidden_size")?;
         let num_heads = positive(
             "num_attention_heads",
@@ -148,7 +143,56 @@ impl Decoder {
             activation: self.hidden_act.clone().unwrap_or_else(|| "silu".into()),
             dtype: dtype(v),
             sliding_window: None,
+            sliding_layers: SlidingLayers::All,
+            local_rope: None,
+            query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
+    }
+
+    /// The layers 5.x's `layer_types` lists as `sliding_attention`, or `None` without a
+    /// list; any other kind is refused, naming it.
+    fn listed(&self) -> Result<Option<SlidingLayers>> {
+        let Some(kinds) = &self.layer_types else {
+            return Ok(None);
+        };
+        let mut slides = Vec::with_capacity(kinds.len());
+        for (l, kind) in kinds.iter().enumerate() {
+            slides.push(match kind.as_str() {
+                "full_attention" => false,
+                "sliding_attention" => true,
+                other => {
+                    return Err(checkpoint_error(
+                        "config.json",
+                        format!(
+                            "layer_types[{l}] {other:?}: only full_attention and \
+                             sliding_attention are supported"
+                        ),
+                    ))
+                }
+            });
+        }
+        Ok(Some(SlidingLayers::Listed(slides)))
+    }
+
+    /// `config` with the window in the layers `layers` names (or `layer_types` lists,
+    /// when the config has it); without a window, [`SlidingLayers::All`] (no layer
+    /// slides).
+    fn with_window(
+        &self,
+        mut config: ModelConfig,
+        window: Option<usize>,
+        layers: SlidingLayers,
+    ) -> Result<ModelConfig> {
+        let listed = self.listed()?;
+        // Without a window no layer slides, whatever the list says (as transformers).
+        config.sliding_layers = match window {
+            Some(_) => listed.unwrap_or(layers),
+            None => SlidingLayers::All,
+        };
+        config.sliding_window = window;
+        Ok(config)
     }
 
     /// Refuses `key` set to true: `what` the layers do not implement.
@@ -171,6 +215,7 @@ impl Decoder {
         Recipe {
             prefix: String::new(),
             embed: s("model.embed_tokens"),
+            embed_scale: false,
             positions: None,
             blocks: s("model.layers"),
             final_norm: s("model.norm"),
@@ -178,10 +223,12 @@ impl Decoder {
             norm: NormRecipe {
                 kind: NormKind::Rms,
                 bias: false,
+                plus_one: false,
             },
             layout: WeightLayout::OutIn,
             attention: AttentionRecipe {
                 norm: s("input_layernorm"),
+                post_norm: None,
                 qkv: Qkv::Separate(["q", "k", "v"].map(|p| format!("self_attn.{p}_proj"))),
                 qkv_bias,
                 o: s("self_attn.o_proj"),
@@ -190,6 +237,7 @@ impl Decoder {
             },
             mlp: MlpRecipe {
                 norm: s("post_attention_layernorm"),
+                post_norm: None,
                 kind: Mlp::Gated {
                     gate: s("mlp.gate_proj"),
                     up: s("mlp.up_proj"),

@@ -9,29 +9,22 @@ use serde_json::Value;
 
 use super::{decode, Decoder};
 use crate::error::Result;
-use crate::load::checkpoint_error;
 use crate::model::recipe::{Mlp, Qkv, Recipe};
-use crate::model::{Architecture, ModelConfig};
+use crate::model::{Architecture, ModelConfig, SlidingLayers};
 
 /// Phi3Config's `original_max_position_embeddings` when a config leaves it out.
 const ORIGINAL_POSITIONS: u64 = 4096;
 
 pub(super) fn read(v: &Value) -> Result<(ModelConfig, Recipe)> {
     let d: Decoder = decode(v)?;
-    if let Some(window) = d.sliding_window {
-        if d.max_position_embeddings.is_none_or(|most| window < most) {
-            return Err(checkpoint_error(
-                "config.json",
-                format!("sliding_window {window}: sliding-window attention is not supported"),
-            ));
-        }
-    }
     let mut v = v.clone();
     if let Some(top) = v.as_object_mut() {
         top.entry("original_max_position_embeddings")
             .or_insert(ORIGINAL_POSITIONS.into());
     }
     let config = d.config(&v, Architecture::Phi3)?;
+    // Phi-3-mini-4k's window (2047) in every layer.
+    let config = d.with_window(config, d.sliding_window, SlidingLayers::All)?;
     let mut recipe = Decoder::recipe(&config, false, false);
     recipe.attention.qkv = Qkv::Fused("self_attn.qkv_proj".into());
     recipe.mlp.kind = Mlp::GatedFused {
