@@ -546,7 +546,7 @@ def verify_scaled(folder, seed):
 # long prompt, random norm weights and biases. f32 weights, the 5.x config
 # and its 4.x form, transformers' logits at every prompt position and its
 # greedy tokens (with and without its cache, checked equal).
-FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13, "tiny-gemma2": 14, "tiny-gemma3": 14}
+FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13, "tiny-gemma2": 14, "tiny-gemma3": 14, "tiny-mistral": 16}
 
 
 def build_family(name, seed):
@@ -585,6 +585,17 @@ def build_family(name, seed):
             **common,
         )
         model_class = transformers.Qwen3ForCausalLM
+    elif name == "tiny-mistral":
+        # Mistral's sliding window: 8 positions, shorter than the 36-token prompt,
+        # in every layer; untied head.
+        config = transformers.MistralConfig(
+            hidden_size=96,
+            tie_word_embeddings=False,
+            sliding_window=8,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            **common,
+        )
+        model_class = transformers.MistralForCausalLM
     elif name == "tiny-phi3":
         # Phi-3.5's shape: fused qkv_proj and gate_up_proj, LongRoPE with the
         # original length at the top level (32: the long prompt ends past it,
