@@ -97,7 +97,10 @@ pub(crate) struct NormParams {
     pub cols: u32,
     /// The epsilon, as f32 bits.
     pub eps: u32,
-    pub _pad: [u32; 3],
+    /// `head_rms_norm`: the size of a head and the query heads of a fused row.
+    pub head_dim: u32,
+    pub heads: u32,
+    pub _pad: u32,
 }
 
 /// `shaders/embedding.wgsl`'s `EmbedParams` (`embed`).
@@ -172,9 +175,13 @@ pub(crate) struct AttentionParams {
     pub h0: u32,
     /// Global index of the cache's first key/value head.
     pub k0: u32,
-    /// `1 / sqrt(head_dim)`, as f32 bits.
+    /// The logits' scale (`1 / sqrt(head_dim)` unless overridden), as f32 bits.
     pub scale: u32,
-    pub _pad: [u32; 3],
+    /// Positions a query sees, itself included; 0: every one before it.
+    pub window: u32,
+    /// The logits' soft cap, as f32 bits (read by `attention_softcap` only).
+    pub softcap: u32,
+    pub _pad: u32,
 }
 
 impl PieceParams for KvWriteParams {
@@ -195,7 +202,7 @@ impl PieceParams for AttentionParams {
     }
 }
 
-/// `shaders/swiglu.wgsl`'s `SiluMulParams` (`silu_mul`).
+/// `shaders/swiglu.wgsl`'s `SiluMulParams` (`silu_mul`, `gelu_tanh_mul`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct SiluMulParams {
@@ -264,11 +271,11 @@ mod tests {
             };
         }
         for (wgsl, name, size, last) in [
-            kernel!("norms.wgsl", NormParams, 4, "eps"),
+            kernel!("norms.wgsl", NormParams, 6, "heads"),
             kernel!("embedding.wgsl", EmbedParams, 6, "fill"),
             kernel!("rope.wgsl", RopeParams, 6, "pos0"),
             kernel!("kv_cache.wgsl", KvWriteParams, 8, "rotate"),
-            kernel!("attention.wgsl", AttentionParams, 12, "scale"),
+            kernel!("attention.wgsl", AttentionParams, 14, "softcap"),
             kernel!("swiglu.wgsl", SiluMulParams, 3, "cols"),
         ] {
             let f = fields(wgsl, name);
