@@ -2,7 +2,10 @@
 //! head more when tp does not divide them), grouped-query attention with each rank
 //! holding the key/value heads its query heads read (replicated when there are fewer than
 //! tp), rotary positions or none, causal attention over a per-rank key/value cache, and
-//! the output projection row-parallel: one all-reduce.
+//! the output projection row-parallel: one all-reduce. [`AttentionOptions`] carry the
+//! knobs of the families after Llama: a sliding window (Mistral, Gemma 2/3, Qwen3's
+//! sliding layers), per-head query/key RMSNorm (Qwen3, Gemma 3), another logit scale and
+//! soft-capping (Gemma 2).
 
 use std::ops::Range;
 
@@ -46,6 +49,63 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// RMSNorm of each query and key head before rotary positions (Qwen3's `q_norm` and
+/// `k_norm`): `x / sqrt(mean(x^2) + eps) * w` over each head's `head_dim` values in f32,
+/// as transformers' `Qwen3RMSNorm`. Gemma 3 multiplies by `1 + w`: pass `1 + w` here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QkNorm {
+    /// The query heads' weight, `head_dim` values shared by every head.
+    pub q: Vec<f32>,
+    /// The key heads' weight, likewise.
+    pub k: Vec<f32>,
+    /// The epsilon (the model's `rms_norm_eps`).
+    pub eps: f32,
+}
+
+/// The attention's per-layer knobs, as Hugging Face transformers 5 applies them; the
+/// default is Llama's attention.
+///
+/// ```
+/// use wgpu_tp::nn::AttentionOptions;
+///
+/// // Gemma 2's sliding layer: a window of 4096, query_pre_attn_scalar 256, cap 50.
+/// let gemma2 = AttentionOptions {
+///     window: Some(4096),
+///     scale: Some(256f32.powf(-0.5)),
+///     softcap: Some(50.0),
+///     ..AttentionOptions::default()
+/// };
+/// assert!(gemma2.qk_norm.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttentionOptions {
+    /// Sliding-window attention: a query at position `i` sees the keys at positions `j`
+    /// with `i - window < j <= i` (`window` positions, its own included), transformers'
+    /// `sliding_window_causal_mask_function(sliding_window)` (`kv_idx > q_idx -
+    /// sliding_window` and causal). The kernel reads no cache row older than that; the
+    /// cache still holds every position. `None`: every position up to the query's.
+    pub window: Option<usize>,
+    /// The scale of the query-key dot products, else `head_dim ** -0.5` rounded in f32
+    /// (Gemma: `query_pre_attn_scalar ** -0.5`; compute it in f64 and round it to f32, as
+    /// torch does multiplying an f32 tensor by a Python float).
+    pub scale: Option<f32>,
+    /// Attention-logit soft-capping (Gemma 2's `attn_logit_softcapping`): the logits are
+    /// `tanh(s * scale / cap) * cap`, scaled first, then capped, then masked, as
+    /// transformers' `eager_attention_forward`.
+    pub softcap: Option<f32>,
+    /// Per-head RMSNorm of the queries and keys before rotary positions.
+    pub qk_norm: Option<QkNorm>,
+}
+
+/// The options as the forward uses them: the logits and positions, and each local rank's
+/// query and key norm weights `[1, head_dim]` with the epsilon.
+#[derive(Debug, Clone, Default)]
+struct Applied {
+    options: AttentionOptions,
+    scores: ops::Scores,
+    qk_norm: Option<(Vec<[Tensor; 2]>, f32)>,
+}
+
 /// The key/value cache of one attention layer: per local rank `[capacity, 2 x kv heads x
 /// head_dim]`, each row its position's keys then values, and how many positions it holds.
 #[derive(Debug)]
@@ -87,6 +147,7 @@ pub struct ParallelAttention {
     bias: Option<Vec<Tensor>>,
     rotary: Option<Rotary>,
     o: RowParallelLinear,
+    options: Applied,
 }
 
 impl ParallelAttention {
@@ -212,7 +273,66 @@ impl ParallelAttention {
             bias,
             rotary,
             o,
+            options: Applied::default(),
         })
+    }
+
+    /// The same layer with `options` (replacing any it had): [`ParallelAttention::new`]
+    /// then this is the layer of a family after Llama. Default options leave it Llama's,
+    /// with the same bits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a window of 0, a scale or soft cap that is not a
+    /// positive finite number, or a norm epsilon that is negative or not finite;
+    /// [`Error::Shape`] for norm weights other than `head_dim` values; allocation errors.
+    pub fn with_options(mut self, options: AttentionOptions) -> Result<Self> {
+        let op = "parallel_attention.with_options";
+        let scores = ops::Scores {
+            scale: options.scale,
+            softcap: options.softcap,
+            window: options.window,
+        };
+        scores.check(op)?;
+        let hd = self.shape.head_dim;
+        let qk_norm = match &options.qk_norm {
+            None => None,
+            Some(norm) => {
+                if !(norm.eps.is_finite() && norm.eps >= 0.0) {
+                    return Err(Error::invalid(
+                        op,
+                        format!("a norm epsilon of {}", norm.eps),
+                    ));
+                }
+                for (what, w) in [("q_norm", &norm.q), ("k_norm", &norm.k)] {
+                    if w.len() != hd {
+                        return Err(Error::shape(
+                            op,
+                            format!("{what} weight of head_dim = {hd} values"),
+                            format!("{}", w.len()),
+                        ));
+                    }
+                }
+                let mut weights = Vec::new();
+                for rank in self.group.ranks() {
+                    weights.push([
+                        Tensor::from_host(rank, &norm.q, [1, hd])?,
+                        Tensor::from_host(rank, &norm.k, [1, hd])?,
+                    ]);
+                }
+                Some((weights, norm.eps))
+            }
+        };
+        self.options = Applied {
+            options,
+            scores,
+            qk_norm,
+        };
+        Ok(self)
+    }
+
+    /// The options the layer runs with.
+    pub fn options(&self) -> &AttentionOptions {
+        &self.options.options
     }
 
     /// Every rank's query heads (global ranges).
@@ -312,6 +432,16 @@ impl Layer for ParallelAttention {
                 blocks: INVARIANT_BLOCKS,
             }
             .run()?;
+            // The norm is a pass of its own over the fused rows: write_kv moves the keys a
+            // pair at a time and the norm needs a whole head, and the kernels without it
+            // stay as they were (their bits too).
+            let qkv = match &self.options.qk_norm {
+                None => qkv,
+                Some((weights, eps)) => {
+                    let [wq, wk] = &weights[i];
+                    ops::head_rms_norm(&qkv, wq, wk, self.heads[r].len(), hd, *eps)?
+                }
+            };
             let table = rotary.as_ref().map(|t| &t.locals()[i]);
             ops::write_kv(&qkv, &cache.kv[i], table, hd, pos0)?;
             let span = HeadSpan {
@@ -320,7 +450,15 @@ impl Layer for ParallelAttention {
                 group: group_size,
                 head_dim: hd,
             };
-            outs.push(ops::attention(&qkv, &cache.kv[i], table, span, pos0)?);
+            let scores = self.options.scores;
+            outs.push(ops::attention_with(
+                &qkv,
+                &cache.kv[i],
+                table,
+                span,
+                pos0,
+                scores,
+            )?);
         }
         cache.len += tokens;
         let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
