@@ -6,7 +6,11 @@
 //! 1, 2, 3 and 4 (6 query heads over 2 key/value heads: uneven at tp 4, the key/value
 //! heads replicated past tp 2) on both kinds of group. The attention runs a prefill longer
 //! than the window, then decode steps from the cache, and a fresh prefill of the whole
-//! sequence: each within the bound of the same reference rows.
+//! sequence: each within the bound of the same reference rows. And transformers' own
+//! layers (Gemma 2's and Gemma 3's sliding attention, Qwen3's, Gemma 2's MLP; made by
+//! scripts/make_attention_fixtures.py into tests/fixtures/attention_options.json): their
+//! f32 outputs within the same bound of the reference, so the reference's semantics are
+//! theirs, and ours within it too.
 
 mod common;
 
@@ -17,7 +21,7 @@ use wgpu_tp::nn::{
 use wgpu_tp::reference::{self, gamma, Approx, Rng, F32_UNIT_ROUNDOFF as U};
 use wgpu_tp::{DistTensor, Error, Group, WeightLayout};
 
-const HIDDEN: usize = 16;
+const HIDDEN: usize = 12;
 const HEADS: usize = 6;
 const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = 8;
@@ -101,9 +105,12 @@ fn turn((x, dx): (Vec<f64>, Vec<f64>), table: &[f32], pos: usize) -> (Vec<f64>, 
         let (w1, w2) = (x1.abs() + dx[j], x2.abs() + dx[j + half]);
         y[j] = x1 * c - x2 * s;
         y[j + half] = x2 * c + x1 * s;
-        dy[j] = c.abs() * dx[j] + s.abs() * dx[j + half] + gamma(2) * (w1 * c.abs() + w2 * s.abs());
+        // γ(4): two roundings of ours, and two for a cosine and sine rounded otherwise
+        // (transformers computes them in f32, within an ulp; the test holds its outputs
+        // to this bound too).
+        dy[j] = c.abs() * dx[j] + s.abs() * dx[j + half] + gamma(4) * (w1 * c.abs() + w2 * s.abs());
         dy[j + half] =
-            c.abs() * dx[j + half] + s.abs() * dx[j] + gamma(2) * (w2 * c.abs() + w1 * s.abs());
+            c.abs() * dx[j + half] + s.abs() * dx[j] + gamma(4) * (w2 * c.abs() + w1 * s.abs());
     }
     (y, dy)
 }
@@ -256,6 +263,77 @@ fn layer(
     .unwrap()
 }
 
+/// The layer with `options` at tp 1-4 on both kinds of group against `want` (the
+/// reference of `x`'s `POSITIONS` rows): a prefill of `PREFILL`, decode steps to the end,
+/// and a fresh prefill of all; decoding and recomputing agree within the bound too. The
+/// largest difference and the groups run.
+fn check_layer(
+    name: &str,
+    x: &[f32],
+    w: &Weights,
+    rotary: bool,
+    options: &AttentionOptions,
+    want: &Approx,
+) -> (f64, usize) {
+    let (mut worst, mut ran) = (0.0f64, 0);
+    for tp in [1, 2, 3, 4] {
+        for (kind, group) in common::groups(tp).into_iter().enumerate() {
+            let ctx = format!("{name}, tp {tp}, group kind {kind}");
+            let attention = layer(&group, w, rotary, options);
+            assert_eq!(attention.options(), options);
+            let check = |got: &[f32], r: std::ops::Range<usize>, what: &str| {
+                let c = approx_rows(want, r.clone(), HIDDEN).check(got);
+                assert!(c.pass, "{ctx}, {what} rows {r:?}: {c:?}");
+                c.max_abs_diff
+            };
+            let mut cache = attention.new_cache(POSITIONS).unwrap();
+            let prefill =
+                DistTensor::replicate(&group, &x[..PREFILL * HIDDEN], [PREFILL, HIDDEN]).unwrap();
+            let got = attention
+                .forward(&prefill, &mut cache)
+                .unwrap()
+                .to_host()
+                .unwrap();
+            worst = worst.max(check(&got, 0..PREFILL, "prefill"));
+            let mut decoded = Vec::new();
+            for p in PREFILL..POSITIONS {
+                let one = &x[p * HIDDEN..(p + 1) * HIDDEN];
+                let one = DistTensor::replicate(&group, one, [1, HIDDEN]).unwrap();
+                let got = attention
+                    .forward(&one, &mut cache)
+                    .unwrap()
+                    .to_host()
+                    .unwrap();
+                worst = worst.max(check(&got, p..p + 1, "decode"));
+                decoded.extend(got);
+            }
+            assert_eq!(cache.len(), POSITIONS);
+            let mut fresh = attention.new_cache(POSITIONS).unwrap();
+            let all = DistTensor::replicate(&group, x, [POSITIONS, HIDDEN]).unwrap();
+            let got = attention
+                .forward(&all, &mut fresh)
+                .unwrap()
+                .to_host()
+                .unwrap();
+            worst = worst.max(check(&got, 0..POSITIONS, "recomputed"));
+            // Decoding from the cache equals recomputing: the same kernels over the same
+            // cache rows; only the projections' grouping of rows may differ, so within the
+            // reference's bound of those rows.
+            let tail = approx_rows(want, PREFILL..POSITIONS, HIDDEN);
+            for ((a, b), bound) in decoded
+                .iter()
+                .zip(&got[PREFILL * HIDDEN..])
+                .zip(&tail.bound)
+            {
+                let d = f64::from((a - b).abs());
+                assert!(d <= *bound, "{ctx}: decoded {a} vs recomputed {b}");
+            }
+            ran += 1;
+        }
+    }
+    (worst, ran)
+}
+
 /// Each option alone and all together (Gemma 2's sliding layer with a query/key norm),
 /// with rotary positions (and the cap once without): prefill of 7 past a window of 3 or
 /// 4, 3 decode steps, and a fresh prefill of all 10, each row within its reference bound
@@ -337,67 +415,8 @@ fn attention_options_match_the_f64_layer_at_tp_1_to_4_prefill_then_decode() {
             .zip(&want.bound)
             .any(|((a, b), bound)| (a - b).abs() > 10.0 * bound);
         assert!(moved, "{name}: no different from the plain attention");
-        let mut worst = 0.0f64;
-        for tp in [1, 2, 3, 4] {
-            for (kind, group) in common::groups(tp).into_iter().enumerate() {
-                let ctx = format!("{name}, tp {tp}, group kind {kind}");
-                let attention = layer(&group, &w, *rotary, options);
-                assert_eq!(attention.options(), options);
-                let check = |got: &[f32], r: std::ops::Range<usize>, what: &str| {
-                    let c = approx_rows(&want, r.clone(), HIDDEN).check(got);
-                    assert!(c.pass, "{ctx}, {what} rows {r:?}: {c:?}");
-                    c.max_abs_diff
-                };
-                let mut cache = attention.new_cache(POSITIONS).unwrap();
-                let prefill =
-                    DistTensor::replicate(&group, &x[..PREFILL * HIDDEN], [PREFILL, HIDDEN])
-                        .unwrap();
-                let got = attention
-                    .forward(&prefill, &mut cache)
-                    .unwrap()
-                    .to_host()
-                    .unwrap();
-                worst = worst.max(check(&got, 0..PREFILL, "prefill"));
-                let mut decoded = Vec::new();
-                for p in PREFILL..POSITIONS {
-                    let one = DistTensor::replicate(
-                        &group,
-                        &x[p * HIDDEN..(p + 1) * HIDDEN],
-                        [1, HIDDEN],
-                    )
-                    .unwrap();
-                    let got = attention
-                        .forward(&one, &mut cache)
-                        .unwrap()
-                        .to_host()
-                        .unwrap();
-                    worst = worst.max(check(&got, p..p + 1, "decode"));
-                    decoded.extend(got);
-                }
-                assert_eq!(cache.len(), POSITIONS);
-                let mut fresh = attention.new_cache(POSITIONS).unwrap();
-                let all = DistTensor::replicate(&group, &x, [POSITIONS, HIDDEN]).unwrap();
-                let got = attention
-                    .forward(&all, &mut fresh)
-                    .unwrap()
-                    .to_host()
-                    .unwrap();
-                worst = worst.max(check(&got, 0..POSITIONS, "recomputed"));
-                // Decoding from the cache equals recomputing: the same kernels over the
-                // same cache rows; only the projections' grouping of rows may differ, so
-                // within the reference's bound of those rows.
-                let tail = approx_rows(&want, PREFILL..POSITIONS, HIDDEN);
-                for ((a, b), bound) in decoded
-                    .iter()
-                    .zip(&got[PREFILL * HIDDEN..])
-                    .zip(&tail.bound)
-                {
-                    let d = f64::from((a - b).abs());
-                    assert!(d <= *bound, "{ctx}: decoded {a} vs recomputed {b}");
-                }
-                ran += 1;
-            }
-        }
+        let (worst, n) = check_layer(name, &x, &w, *rotary, options, &want);
+        ran += n;
         let bound = want.bound.iter().copied().fold(0.0, f64::max);
         eprintln!("{name}: max |diff| {worst:.3e} (largest bound {bound:.3e})");
     }
@@ -482,18 +501,21 @@ fn attention_options_that_cannot_be_are_refused() {
     common::assert_same_bits(&a, &b, "default options");
 }
 
-/// GeGLU (Gemma's gated MLP) at tp 1-4 on both kinds of group against the f64 MLP; the
-/// activation names as Hugging Face writes them.
-#[test]
-fn the_gated_mlp_with_gelu_tanh_matches_the_f64_geglu() {
-    let (h, i, tokens) = (16, 20, 3);
-    let mut rng = Rng::new(9);
-    let (gate, up, down) = (rng.normal(i * h), rng.normal(i * h), rng.normal(h * i));
-    let x = rng.normal(tokens * h);
+/// The f64 GeGLU MLP `down(gelu(gate(x)) * up(x))` of `x: [tokens, h]` (weights `[out, in]`)
+/// with its bound.
+fn reference_geglu(
+    x: &[f32],
+    tokens: usize,
+    h: usize,
+    i: usize,
+    gate: &[f32],
+    up: &[f32],
+    down: &[f32],
+) -> Approx {
     let layout = WeightLayout::OutIn;
-    let xa = Approx::exact(&x);
-    let g = reference::linear(&xa, [tokens, h], &gate, i, layout, None).unwrap();
-    let u = reference::linear(&xa, [tokens, h], &up, i, layout, None).unwrap();
+    let xa = Approx::exact(x);
+    let g = reference::linear(&xa, [tokens, h], gate, i, layout, None).unwrap();
+    let u = reference::linear(&xa, [tokens, h], up, i, layout, None).unwrap();
     let (beta, kappa) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
     let gelu = |g: f64| 0.5 * g * (1.0 + (beta * (g + kappa * g * g * g)).tanh());
     let mut mid = Approx {
@@ -514,7 +536,18 @@ fn the_gated_mlp_with_gelu_tanh_matches_the_f64_geglu() {
         mid.bound
             .push((1.13 * dg + own) * (uv.abs() + du) + a.abs() * du + U * (a * uv).abs());
     }
-    let want = reference::linear(&mid, [tokens, i], &down, h, layout, None).unwrap();
+    reference::linear(&mid, [tokens, i], down, h, layout, None).unwrap()
+}
+
+/// GeGLU (Gemma's gated MLP) at tp 1-4 on both kinds of group against the f64 MLP; the
+/// activation names as Hugging Face writes them.
+#[test]
+fn the_gated_mlp_with_gelu_tanh_matches_the_f64_geglu() {
+    let (h, i, tokens) = (HIDDEN, 20, 3);
+    let mut rng = Rng::new(9);
+    let (gate, up, down) = (rng.normal(i * h), rng.normal(i * h), rng.normal(h * i));
+    let x = rng.normal(tokens * h);
+    let want = reference_geglu(&x, tokens, h, i, &gate, &up, &down);
     let mut worst = 0.0f64;
     for tp in [1, 2, 3, 4] {
         for (kind, group) in common::groups(tp).into_iter().enumerate() {
@@ -558,4 +591,155 @@ fn the_gated_mlp_with_gelu_tanh_matches_the_f64_geglu() {
             "{name}: {e:?}"
         );
     }
+}
+
+/// The fixture's case `name` (tests/fixtures/attention_options.json).
+fn fixture(name: &str) -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/attention_options.json"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    all[name].clone()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// transformers' Gemma 2 sliding attention (window 3, query_pre_attn_scalar 32, cap 3),
+/// Qwen3's (q_norm, k_norm, the default scale) and Gemma 3's sliding attention (window 4,
+/// query_pre_attn_scalar 24, norms with 1 + w): their f32 outputs within the bound of our
+/// f64 reference (the same semantics: a window off by one, the cap before the scale or
+/// the norm after rotary would be far outside it), and ours within it at tp 1-4 on both
+/// kinds of group, prefill then decode.
+#[test]
+fn attention_options_match_transformers_gemma2_qwen3_and_gemma3_layers() {
+    for name in ["gemma2_sliding", "qwen3", "gemma3_sliding"] {
+        let case = fixture(name);
+        let w = Weights {
+            q: floats(&case["q"]),
+            k: floats(&case["k"]),
+            v: floats(&case["v"]),
+            o: floats(&case["o"]),
+        };
+        let x = floats(&case["x"]);
+        assert_eq!(x.len(), POSITIONS * HIDDEN, "{name}: x");
+        // Qwen3 scales by head_dim ** -0.5: the default; the Gemmas by
+        // query_pre_attn_scalar ** -0.5, computed in f64 and rounded to f32 as torch
+        // multiplies an f32 tensor by a Python float.
+        let scale = (name != "qwen3").then(|| case["scale"].as_f64().unwrap() as f32);
+        let options = AttentionOptions {
+            window: case["window"].as_u64().map(|w| w as usize),
+            scale,
+            softcap: case["softcap"].as_f64().map(|c| c as f32),
+            qk_norm: case.get("q_norm").map(|q| QkNorm {
+                q: floats(q),
+                k: floats(&case["k_norm"]),
+                eps: case["eps"].as_f64().unwrap() as f32,
+            }),
+        };
+        let table = rotary_table(POSITIONS);
+        let want = reference_attention(&x, POSITIONS, &w, &options, Some(&table));
+        let theirs = floats(&case["out"]);
+        let c = want.check(&theirs);
+        assert!(
+            c.pass,
+            "{name}: transformers' output outside our reference's bound: {c:?}"
+        );
+        // The bound tells the semantics apart: the window one longer or shorter, or any
+        // option left out, puts transformers' output outside it.
+        let mut others = Vec::new();
+        if let Some(wn) = options.window {
+            for other in [Some(wn - 1), Some(wn + 1), None] {
+                others.push(AttentionOptions {
+                    window: other,
+                    ..options.clone()
+                });
+            }
+        }
+        if options.scale.is_some() {
+            others.push(AttentionOptions {
+                scale: None,
+                ..options.clone()
+            });
+        }
+        if options.softcap.is_some() {
+            others.push(AttentionOptions {
+                softcap: None,
+                ..options.clone()
+            });
+        }
+        if options.qk_norm.is_some() {
+            others.push(AttentionOptions {
+                qk_norm: None,
+                ..options.clone()
+            });
+        }
+        for other in &others {
+            let r = reference_attention(&x, POSITIONS, &w, other, Some(&table));
+            assert!(
+                !r.check(&theirs).pass,
+                "{name}: {other:?} within the bound too"
+            );
+        }
+        let (worst, ran) = check_layer(name, &x, &w, true, &options, &want);
+        if common::in_ci() {
+            assert_eq!(ran, 8, "{name}: every tp on both kinds of group");
+        }
+        eprintln!(
+            "{name}: transformers vs f64 reference {:.3e}, ours vs reference {worst:.3e} (largest bound {:.3e})",
+            c.max_abs_diff, c.tolerance
+        );
+    }
+}
+
+/// transformers' Gemma2MLP (gelu_pytorch_tanh) against ours at tp 1-4: both within the
+/// bound of the f64 GeGLU.
+#[test]
+fn the_gated_mlp_with_gelu_tanh_matches_transformers_gemma2_mlp() {
+    let case = fixture("gemma2_mlp");
+    let (h, i) = (HIDDEN, 20);
+    let (gate, up, down) = (
+        floats(&case["gate"]),
+        floats(&case["up"]),
+        floats(&case["down"]),
+    );
+    let x = floats(&case["x"]);
+    let tokens = x.len() / h;
+    let want = reference_geglu(&x, tokens, h, i, &gate, &up, &down);
+    let c = want.check(&floats(&case["out"]));
+    assert!(
+        c.pass,
+        "transformers' Gemma2MLP outside the f64 GeGLU's bound: {c:?}"
+    );
+    let mut worst = 0.0f64;
+    for tp in [1, 2, 3, 4] {
+        for (kind, group) in common::groups(tp).into_iter().enumerate() {
+            let mlp = GatedMlp::new(
+                &group,
+                h,
+                i,
+                |r| Ok(rows(&gate, r, h)),
+                |r| Ok(rows(&up, r, h)),
+                |c| Ok(columns(&down, h, i, c)),
+            )
+            .unwrap()
+            .with_activation(GatedActivation::GeluTanh);
+            let xd = DistTensor::replicate(&group, &x, [tokens, h]).unwrap();
+            let got = mlp.forward(&xd).unwrap().to_host().unwrap();
+            let ours = want.check(&got);
+            assert!(ours.pass, "tp {tp}, group kind {kind}: {ours:?}");
+            worst = worst.max(ours.max_abs_diff);
+        }
+    }
+    eprintln!(
+        "gemma2_mlp: transformers vs f64 reference {:.3e}, ours {worst:.3e} (largest bound {:.3e})",
+        c.max_abs_diff, c.tolerance
+    );
 }
