@@ -8,7 +8,8 @@
 // is one buffer.
 //
 // A fused row is [q | k | v] (kv_cache.wgsl); a cache row is [k | v], 2 * kv_cols columns,
-// its rows up to pos0 + rows written (kv_cache.wgsl).
+// its rows up to pos0 + rows written (kv_cache.wgsl), or in a ring (`ring`) position j's
+// in row j % ring, the window's positions written and not yet overwritten.
 //
 // Bindings (the GEMMs' layout):
 //   0: qkv     storage, read        fused rows [rows, cols], row t at position pos0 + t
@@ -28,7 +29,7 @@
 // Both entries run `attend`; `capped` is a constant at each call, so once inlined the
 // plain entry is the uncapped arithmetic alone (the same bits as before the cap existed).
 
-// The fields up to `rotate` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
+// The fields up to `ring` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
 // src/kernels/params.rs FusedRows).
 struct AttentionParams {
     count: u32,
@@ -44,6 +45,8 @@ struct AttentionParams {
     kv_cols: u32,
     // 1: turn the queries by the rotary table; 0: take them as they are.
     rotate: u32,
+    // Nonzero: the cache is a ring of `ring` rows, position j in row j % ring; 0: in row j.
+    ring: u32,
     // Query heads per key/value head; the global indices of the first local query head
     // and of the cache's first key/value head: local head h reads cache head
     // (h0 + h) / group - k0.
@@ -56,7 +59,6 @@ struct AttentionParams {
     window: u32,
     // The soft cap of the logits, as f32 bits (read by `attention_softcap` only).
     softcap: u32,
-    _pad0: u32,
 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -79,6 +81,14 @@ const MAX_HEAD_DIM: u32 = 256u;
 // changes no result and keeps every backend's tanh off arguments whose exponentials
 // overflow.
 const TANH_SATURATED: f32 = 10.0;
+
+// The cache row of position `pos`.
+fn slot(pos: u32, ring: u32) -> u32 {
+    if (ring == 0u) {
+        return pos;
+    }
+    return pos % ring;
+}
 
 // The logit of the dot product s: scaled, then capped when `capped`.
 fn logit(s: f32, scale: f32, cap: f32, capped: bool) -> f32 {
@@ -133,7 +143,7 @@ fn attend(gid: vec3<u32>, capped: bool) {
     }
     var m = -3.4028235e38;
     for (var j = first; j <= last; j++) {
-        let k = j * stride + kvh * p.head_dim;
+        let k = slot(j, p.ring) * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + qt[e] * cache[k + e];
@@ -145,7 +155,7 @@ fn attend(gid: vec3<u32>, capped: bool) {
     }
     var total = 0.0;
     for (var j = first; j <= last; j++) {
-        let k = j * stride + kvh * p.head_dim;
+        let k = slot(j, p.ring) * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + qt[e] * cache[k + e];

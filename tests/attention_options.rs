@@ -743,3 +743,90 @@ fn the_gated_mlp_with_gelu_tanh_matches_transformers_gemma2_mlp() {
         c.max_abs_diff, c.tolerance
     );
 }
+
+/// A window's ring cache (`window + chunk - 1` rows) gives the bits of the full cache: the
+/// same kernels over the same positions' keys and values, only in other rows. A prefill
+/// of a chunk, decode steps and chunks of up to 5 tokens again past three times the ring,
+/// with the window, the norm, the scale, the cap and rotary, at tp 1-4 on both kinds of
+/// group. Refused: a chunk over the ring, a ring without a window, chunks of 0.
+#[test]
+fn a_window_s_ring_cache_gives_the_full_cache_s_bits() {
+    let mut rng = Rng::new(31);
+    let w = Weights {
+        q: rng.normal(HEADS * HEAD_DIM * HIDDEN),
+        k: rng.normal(KV_HEADS * HEAD_DIM * HIDDEN),
+        v: rng.normal(KV_HEADS * HEAD_DIM * HIDDEN),
+        o: rng.normal(HIDDEN * HEADS * HEAD_DIM),
+    };
+    let (window, chunk) = (3, 5);
+    let options = AttentionOptions {
+        window: Some(window),
+        scale: Some(0.3),
+        softcap: Some(5.0),
+        qk_norm: Some(QkNorm {
+            q: rng.normal(HEAD_DIM),
+            k: rng.normal(HEAD_DIM),
+            eps: 1e-6,
+        }),
+    };
+    // Forwards of 5, 1, 1, 4, 1 x 6, 5, 2, 3: 30 positions through a ring of 7 rows.
+    let steps = [5, 1, 1, 4, 1, 1, 1, 1, 1, 1, 5, 2, 3];
+    let total: usize = steps.iter().sum();
+    let x = rng.normal(total * HIDDEN);
+    let mut ran = 0;
+    for tp in [1, 2, 3, 4] {
+        for (kind, group) in common::groups(tp).into_iter().enumerate() {
+            let ctx = format!("tp {tp}, group kind {kind}");
+            let attention = layer(&group, &w, true, &options);
+            let mut full = attention.new_cache(total).unwrap();
+            let mut ring = attention.new_window_cache(chunk).unwrap();
+            assert!(ring.is_ring() && !full.is_ring());
+            assert_eq!(ring.capacity(), window + chunk - 1);
+            let mut at = 0;
+            for n in steps {
+                let xs =
+                    DistTensor::replicate(&group, &x[at * HIDDEN..(at + n) * HIDDEN], [n, HIDDEN])
+                        .unwrap();
+                let a = attention
+                    .forward(&xs, &mut full)
+                    .unwrap()
+                    .to_host()
+                    .unwrap();
+                let b = attention
+                    .forward(&xs, &mut ring)
+                    .unwrap()
+                    .to_host()
+                    .unwrap();
+                common::assert_same_bits(&b, &a, &format!("{ctx}, positions {at}..{}", at + n));
+                at += n;
+            }
+            assert_eq!(ring.len(), total);
+            // A chunk over the ring is refused, and leaves the cache as it was.
+            let six = DistTensor::replicate(&group, &x[..6 * HIDDEN], [6, HIDDEN]).unwrap();
+            let e = attention.forward(&six, &mut ring).map(drop);
+            assert!(
+                matches!(e, Err(Error::InvalidArgument { .. })),
+                "{ctx}: {e:?}"
+            );
+            assert_eq!(ring.len(), total);
+            ran += 1;
+        }
+    }
+    if common::in_ci() {
+        assert_eq!(ran, 8, "every tp on both kinds of group");
+    }
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let plain = layer(&group, &w, true, &AttentionOptions::default());
+    let e = plain.new_window_cache(chunk).map(drop);
+    assert!(matches!(e, Err(Error::InvalidArgument { .. })), "{e:?}");
+    let windowed = layer(&group, &w, true, &options);
+    let e = windowed.new_window_cache(0).map(drop);
+    assert!(matches!(e, Err(Error::InvalidArgument { .. })), "{e:?}");
+    // A ring made for a window, used by the layer without it, is refused.
+    let mut ring = windowed.new_window_cache(chunk).unwrap();
+    let one = DistTensor::replicate(&group, &x[..HIDDEN], [1, HIDDEN]).unwrap();
+    let e = plain.forward(&one, &mut ring).map(drop);
+    assert!(matches!(e, Err(Error::InvalidArgument { .. })), "{e:?}");
+}

@@ -154,6 +154,8 @@ pub(crate) struct FusedRows {
     pub kv_cols: u32,
     /// 1: turn the keys (`kv_write`) or the queries (`attention`) by the rotary table.
     pub rotate: u32,
+    /// Nonzero: the cache is a ring of this many rows (position `p` in row `p % ring`).
+    pub ring: u32,
 }
 
 /// `shaders/kv_cache.wgsl`'s `KvWriteParams` (`kv_write`).
@@ -161,7 +163,7 @@ pub(crate) struct FusedRows {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct KvWriteParams {
     pub rows: FusedRows,
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// `shaders/attention.wgsl`'s `AttentionParams` (`attention`).
@@ -181,7 +183,6 @@ pub(crate) struct AttentionParams {
     pub window: u32,
     /// The logits' soft cap, as f32 bits (read by `attention_softcap` only).
     pub softcap: u32,
-    pub _pad: u32,
 }
 
 impl PieceParams for KvWriteParams {
@@ -274,8 +275,8 @@ mod tests {
             kernel!("norms.wgsl", NormParams, 6, "heads"),
             kernel!("embedding.wgsl", EmbedParams, 6, "fill"),
             kernel!("rope.wgsl", RopeParams, 6, "pos0"),
-            kernel!("kv_cache.wgsl", KvWriteParams, 8, "rotate"),
-            kernel!("attention.wgsl", AttentionParams, 14, "softcap"),
+            kernel!("kv_cache.wgsl", KvWriteParams, 9, "ring"),
+            kernel!("attention.wgsl", AttentionParams, 15, "softcap"),
             kernel!("swiglu.wgsl", SiluMulParams, 3, "cols"),
         ] {
             let f = fields(wgsl, name);

@@ -82,8 +82,10 @@ pub struct AttentionOptions {
     /// Sliding-window attention: a query at position `i` sees the keys at positions `j`
     /// with `i - window < j <= i` (`window` positions, its own included), transformers'
     /// `sliding_window_causal_mask_function(sliding_window)` (`kv_idx > q_idx -
-    /// sliding_window` and causal). The kernel reads no cache row older than that; the
-    /// cache still holds every position. `None`: every position up to the query's.
+    /// sliding_window` and causal). The kernel reads no cache row older than that; a
+    /// [`ParallelAttention::new_cache`] still holds every position, a
+    /// [`ParallelAttention::new_window_cache`] only the window's (and a chunk's). `None`:
+    /// every position up to the query's.
     pub window: Option<usize>,
     /// The scale of the query-key dot products, else `head_dim ** -0.5` rounded in f32
     /// (Gemma: `query_pre_attn_scalar ** -0.5`; compute it in f64 and round it to f32, as
@@ -108,14 +110,17 @@ struct Applied {
 
 /// The key/value cache of one attention layer: per local rank `[capacity, 2 x kv heads x
 /// head_dim]`, each row its position's keys then values, and how many positions it holds.
+/// A window's cache ([`ParallelAttention::new_window_cache`]) is a ring: position `p` in
+/// row `p % capacity`, the positions older than the window overwritten.
 #[derive(Debug)]
 pub struct KvCache {
     kv: Vec<Tensor>,
     len: usize,
+    ring: bool,
 }
 
 impl KvCache {
-    /// Positions held.
+    /// Positions seen (a ring holds the last `capacity` of them).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -125,9 +130,14 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Positions it can hold.
+    /// Rows: the positions it can hold, or a ring's size.
     pub fn capacity(&self) -> usize {
         self.kv.first().map_or(0, |t| t.shape()[0])
+    }
+
+    /// True for a window's ring ([`ParallelAttention::new_window_cache`]).
+    pub fn is_ring(&self) -> bool {
+        self.ring
     }
 }
 
@@ -291,6 +301,7 @@ impl ParallelAttention {
             scale: options.scale,
             softcap: options.softcap,
             window: options.window,
+            ring: false,
         };
         scores.check(op)?;
         let hd = self.shape.head_dim;
@@ -362,7 +373,46 @@ impl ParallelAttention {
             crate::tensor::check_one_band(rank, shape, op)?;
             kv.push(Tensor::output(rank, shape, op)?);
         }
-        Ok(KvCache { kv, len: 0 })
+        Ok(KvCache {
+            kv,
+            len: 0,
+            ring: false,
+        })
+    }
+
+    /// An empty ring cache for a layer with a window: `window + chunk - 1` rows, position
+    /// `p` in row `p % rows`, so any number of positions in forwards of up to `chunk`
+    /// tokens each (a prefill longer than that goes in pieces). Each forward then covers
+    /// its positions with the rotary table ([`Rotary::cover`]), which grows with them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a window ([`AttentionOptions::window`]) or for a
+    /// `chunk` of 0; as [`ParallelAttention::new_cache`].
+    pub fn new_window_cache(&self, chunk: usize) -> Result<KvCache> {
+        let op = "parallel_attention.new_window_cache";
+        let window = self
+            .options
+            .options
+            .window
+            .ok_or_else(|| Error::invalid(op, "a ring cache is for a layer with a window"))?;
+        let rows = window
+            .checked_add(chunk)
+            .filter(|_| chunk > 0)
+            .map(|n| n - 1)
+            .ok_or_else(|| Error::invalid(op, format!("chunks of {chunk} tokens")))?;
+        let hd = self.shape.head_dim;
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            crate::tensor::check_one_band(rank, [rows, 2 * self.kv[r].len() * hd], op)?;
+        }
+        let mut kv = Vec::new();
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            kv.push(Tensor::output(rank, [rows, 2 * self.kv[r].len() * hd], op)?);
+        }
+        Ok(KvCache {
+            kv,
+            len: 0,
+            ring: true,
+        })
     }
 
     /// Attention of `x`'s rows, the next positions after those `cache` holds, which it
@@ -370,7 +420,8 @@ impl ParallelAttention {
     ///
     /// # Errors
     /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] for another
-    /// width; [`Error::InvalidArgument`] past the cache's capacity; GPU and collective
+    /// width; [`Error::InvalidArgument`] past the cache's capacity (a ring: more rows than
+    /// its chunk, or a layer without the window it was made for); GPU and collective
     /// errors.
     pub async fn forward_async(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
         layer::forward_async(self, x, Some(cache)).await
@@ -406,7 +457,25 @@ impl Layer for ParallelAttention {
             ));
         }
         let pos0 = cache.len;
-        if pos0 + tokens > cache.capacity() {
+        if cache.ring {
+            // Every position a query sees must be in the ring, none overwritten by this
+            // forward's own: window + tokens - 1 rows.
+            let window = self.options.options.window;
+            if window.is_none_or(|w| w.saturating_add(tokens.saturating_sub(1)) > cache.capacity())
+            {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "{tokens} tokens into a ring of {} rows with a window of {window:?}: \
+                         at most rows - window + 1 at a time",
+                        cache.capacity()
+                    ),
+                ));
+            }
+            if let Some(rotary) = &self.rotary {
+                rotary.cover(pos0 + tokens)?;
+            }
+        } else if pos0 + tokens > cache.capacity() {
             return Err(Error::invalid(
                 op,
                 format!(
@@ -443,14 +512,17 @@ impl Layer for ParallelAttention {
                 }
             };
             let table = rotary.as_ref().map(|t| &t.locals()[i]);
-            ops::write_kv(&qkv, &cache.kv[i], table, hd, pos0)?;
+            ops::write_kv(&qkv, &cache.kv[i], table, (hd, pos0), cache.ring)?;
             let span = HeadSpan {
                 first_q: self.heads[r].start,
                 first_kv: self.kv[r].start,
                 group: group_size,
                 head_dim: hd,
             };
-            let scores = self.options.scores;
+            let scores = ops::Scores {
+                ring: cache.ring,
+                ..self.options.scores
+            };
             outs.push(ops::attention_with(
                 &qkv,
                 &cache.kv[i],

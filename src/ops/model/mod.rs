@@ -286,15 +286,16 @@ pub(crate) struct HeadSpan {
 }
 
 /// Fused query/key/value rows `qkv: [rows, q + 2 kv]` (`[q | k | v]`, heads of
-/// `head_dim`) from position `pos0` beside a `cache: [capacity, 2 kv]` (rows `[k | v]`)
-/// and an optional rotary `table`, checked: the kernels' shared parameters.
+/// `head_dim`) from position `pos0` beside a `cache: [capacity, 2 kv]` (rows `[k | v]`;
+/// with `ring`, a ring of `capacity` rows, position `p` in row `p % capacity`) and an
+/// optional rotary `table`, checked: the kernels' shared parameters.
 fn fused_rows(
     op: &'static str,
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
-    hd: usize,
-    pos0: usize,
+    (hd, pos0): (usize, usize),
+    ring: bool,
 ) -> Result<FusedRows> {
     let (cols, cache_cols) = (qkv.shape()[1], cache.shape()[1]);
     let kv = cache_cols / 2;
@@ -311,12 +312,14 @@ fn fused_rows(
         format!("fused rows [*, (heads + 2 kv_heads) x {hd}] beside a cache [*, 2 kv_heads x {hd}] of {cache_cols} columns"),
         qkv.shape(),
     )?;
-    // The cache and the table must reach the last row's position.
+    // The cache (a ring: the rows) and the table must reach the last row's position, which
+    // the kernels take as a u32.
     let end = end(op, pos0, qkv.shape()[0])?;
+    let need = if ring { qkv.shape()[0] } else { end };
     check(
         op,
-        cache.shape()[0] >= end,
-        format!("a cache of >= {end} rows"),
+        cache.shape()[0] >= need && u32::try_from(end).is_ok(),
+        format!("a cache of >= {need} rows, positions within u32"),
         cache.shape(),
     )?;
     if let Some(t) = table {
@@ -329,14 +332,15 @@ fn fused_rows(
         pos0: pos0 as u32,
         kv_cols: kv as u32,
         rotate: u32::from(table.is_some()),
+        ring: if ring { cache.shape()[0] as u32 } else { 0 },
         ..FusedRows::default()
     })
 }
 
 /// Writes the keys and values of fused query/key/value rows `qkv: [rows, q + 2 kv]`
 /// (`[q | k | v]`, heads of `head_dim`) into rows `pos0..` of `cache: [capacity, 2 kv]`
-/// (rows `[k | v]`), the keys turned by the rotary `table` when there is one (see
-/// [`rope`]).
+/// (rows `[k | v]`; with `ring`, position `p` into row `p % capacity`), the keys turned by
+/// the rotary `table` when there is one (see [`rope`]).
 ///
 /// # Errors
 /// [`Error::Shape`] when the widths disagree or the cache or table is too short; wgpu
@@ -345,11 +349,11 @@ pub(crate) fn write_kv(
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
-    head_dim: usize,
-    pos0: usize,
+    (head_dim, pos0): (usize, usize),
+    ring: bool,
 ) -> Result<()> {
     let op = "write_kv";
-    let rows = fused_rows(op, qkv, cache, table, head_dim, pos0)?;
+    let rows = fused_rows(op, qkv, cache, table, (head_dim, pos0), ring)?;
     let items = qkv.shape()[0] * rows.kv_cols as usize / 2;
     let p = KvWriteParams {
         rows,
@@ -422,6 +426,10 @@ pub(crate) struct Scores {
     pub softcap: Option<f32>,
     /// A query at position `i` sees the positions `j` with `i - window < j <= i`.
     pub window: Option<usize>,
+    /// The cache is a ring, position `j` in row `j % capacity` (with a window, and at
+    /// least `window + rows - 1` rows: every position a query of the call sees is there,
+    /// none overwritten by the call's own).
+    pub ring: bool,
 }
 
 impl Scores {
@@ -489,8 +497,24 @@ pub(crate) fn attention_with(
             format!("heads of {hd}; the kernel takes up to {MAX_HEAD_DIM}"),
         ));
     }
-    let fused = fused_rows(op, qkv, cache, table, hd, pos0)?;
+    let fused = fused_rows(op, qkv, cache, table, (hd, pos0), scores.ring)?;
     let rows = qkv.shape()[0];
+    if scores.ring {
+        let fits = scores
+            .window
+            .is_some_and(|w| w.saturating_add(rows.saturating_sub(1)) <= cache.shape()[0]);
+        if !fits {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{rows} rows over a ring of {} with a window of {:?}: a ring needs a \
+                     window and at least window + rows - 1 rows",
+                    cache.shape()[0],
+                    scores.window
+                ),
+            ));
+        }
+    }
     let heads = fused.heads as usize;
     let kv_heads = fused.kv_cols as usize / hd;
     let group = span.group.max(1);
@@ -523,7 +547,6 @@ pub(crate) fn attention_with(
             .window
             .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
         softcap: scores.softcap.unwrap_or(0.0).to_bits(),
-        ..AttentionParams::default()
     };
     let entry = if scores.softcap.is_some() {
         "attention_softcap"

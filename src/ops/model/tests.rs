@@ -218,8 +218,8 @@ fn write_kv_moves_keys_turned_and_values_into_the_cache_rows() {
             &up(&r, &qkv, [rows, q + 2 * kv]),
             &cache,
             rotary.then_some(&t),
-            hd,
-            pos0,
+            (hd, pos0),
+            false,
         )
         .unwrap();
         let got = cache.to_host().unwrap();
@@ -248,7 +248,7 @@ fn write_kv_moves_keys_turned_and_values_into_the_cache_rows() {
     // A cache too short for the rows is refused.
     let small = up(&r, &vec![0.0; (pos0 + 2) * 2 * kv], [pos0 + 2, 2 * kv]);
     let fused = up(&r, &qkv, [rows, q + 2 * kv]);
-    assert!(ops::write_kv(&fused, &small, None, hd, pos0).is_err());
+    assert!(ops::write_kv(&fused, &small, None, (hd, pos0), false).is_err());
 }
 
 #[test]
@@ -410,10 +410,13 @@ fn positions_and_offsets_past_the_cache_are_refused() {
         let shape = |e: crate::Result<()>| matches!(e, Err(Error::Shape { .. }));
         assert!(shape(ops::rope(&x, &table, hd, pos0).map(drop)), "{pos0}");
         assert!(
-            shape(ops::write_kv(&qkv, &cache, Some(&table), hd, pos0)),
+            shape(ops::write_kv(&qkv, &cache, Some(&table), (hd, pos0), false)),
             "{pos0}"
         );
-        assert!(shape(ops::write_kv(&qkv, &cache, None, hd, pos0)), "{pos0}");
+        assert!(
+            shape(ops::write_kv(&qkv, &cache, None, (hd, pos0), false)),
+            "{pos0}"
+        );
         assert!(
             shape(ops::attention(&qkv, &cache, Some(&table), span, pos0).map(drop)),
             "{pos0}"
@@ -584,6 +587,7 @@ fn attention_options_window_scale_and_softcap_match_the_f64_attention() {
             scale: Some(0.5),
             softcap: Some(4.0),
             window: Some(4),
+            ring: false,
         },
     ];
     for scores in cases {
