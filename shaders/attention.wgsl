@@ -1,10 +1,15 @@
 // Causal attention of a rank's local query heads over its key/value cache
-// (src/ops/model.rs `attention`), one (row, head) per invocation: softmax(q . k_j * scale)
-// over positions j <= pos0 + t, then the weighted sum of v_j. Requires rotary.wgsl
-// prepended (src/kernels/mod.rs). Row-major f32; each tensor binding is one buffer.
+// (src/ops/model/mod.rs `attention_with`), one (row, head) per invocation:
+// softmax(logit(q . k_j)) over positions j <= i = pos0 + t (and, with a window w,
+// j > i - w: Hugging Face's sliding_window_overlay), then the weighted sum of v_j.
+// logit(s) = s * scale, or with soft-capping (entry `attention_softcap`, Gemma 2)
+// tanh(s * scale / cap) * cap, the order of transformers' eager_attention_forward.
+// Requires rotary.wgsl prepended (src/kernels/mod.rs). Row-major f32; each tensor binding
+// is one buffer.
 //
 // A fused row is [q | k | v] (kv_cache.wgsl); a cache row is [k | v], 2 * kv_cols columns,
-// its rows up to pos0 + rows written (kv_cache.wgsl).
+// its rows up to pos0 + rows written (kv_cache.wgsl), or in a ring (`ring`) position j's
+// in row j % ring, the window's positions written and not yet overwritten.
 //
 // Bindings (the GEMMs' layout):
 //   0: qkv     storage, read        fused rows [rows, cols], row t at position pos0 + t
@@ -18,9 +23,13 @@
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
 // row_stride handles item base + i for i < count, an item a (row, local head) pair. Two
 // passes over the positions (max, then exp-sum and the weighted sum), each in position
-// order, in one invocation: a result depends only on its inputs.
+// order, in one invocation: a result depends only on its inputs. The loops start at the
+// window's first position: rows older than the window are never read.
+//
+// Both entries run `attend`; `capped` is a constant at each call, so once inlined the
+// plain entry is the uncapped arithmetic alone (the same bits as before the cap existed).
 
-// The fields up to `rotate` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
+// The fields up to `ring` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
 // src/kernels/params.rs FusedRows).
 struct AttentionParams {
     count: u32,
@@ -36,17 +45,20 @@ struct AttentionParams {
     kv_cols: u32,
     // 1: turn the queries by the rotary table; 0: take them as they are.
     rotate: u32,
+    // Nonzero: the cache is a ring of `ring` rows, position j in row j % ring; 0: in row j.
+    ring: u32,
     // Query heads per key/value head; the global indices of the first local query head
     // and of the cache's first key/value head: local head h reads cache head
     // (h0 + h) / group - k0.
     group: u32,
     h0: u32,
     k0: u32,
-    // 1 / sqrt(head_dim), as f32 bits.
+    // The logits' scale (1 / sqrt(head_dim) unless the model says otherwise), as f32 bits.
     scale: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Positions a query sees, itself included (the sliding window); 0: all before it.
+    window: u32,
+    // The soft cap of the logits, as f32 bits (read by `attention_softcap` only).
+    softcap: u32,
 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -65,8 +77,38 @@ fn load_params() -> AttentionParams {
 // bound as src/ops/model.rs MAX_HEAD_DIM).
 const MAX_HEAD_DIM: u32 = 256u;
 
+// |y| past which tanh(y) rounds to +-1 in f32 (1 - tanh(10) < 2^-27): clamping there
+// changes no result and keeps every backend's tanh off arguments whose exponentials
+// overflow.
+const TANH_SATURATED: f32 = 10.0;
+
+// The cache row of position `pos`.
+fn slot(pos: u32, ring: u32) -> u32 {
+    if (ring == 0u) {
+        return pos;
+    }
+    return pos % ring;
+}
+
+// The logit of the dot product s: scaled, then capped when `capped`.
+fn logit(s: f32, scale: f32, cap: f32, capped: bool) -> f32 {
+    if (capped) {
+        return tanh(clamp(s * scale / cap, -TANH_SATURATED, TANH_SATURATED)) * cap;
+    }
+    return s * scale;
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
+    attend(gid, false);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn attention_softcap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    attend(gid, true);
+}
+
+fn attend(gid: vec3<u32>, capped: bool) {
     let p = load_params();
     let i = gid.x + gid.y * p.row_stride;
     if (i >= p.count) {
@@ -81,6 +123,12 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
     let stride = 2u * p.kv_cols;
     let last = p.pos0 + t;
     let scale = bitcast<f32>(p.scale);
+    let cap = bitcast<f32>(p.softcap);
+    // The first position the query sees: i - window + 1, or 0.
+    var first = 0u;
+    if (p.window != 0u && last >= p.window) {
+        first = last + 1u - p.window;
+    }
     let half = p.head_dim / 2u;
     var qt: array<f32, MAX_HEAD_DIM>;
     for (var e = 0u; e < p.head_dim; e++) {
@@ -94,25 +142,25 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     var m = -3.4028235e38;
-    for (var j = 0u; j <= last; j++) {
-        let k = j * stride + kvh * p.head_dim;
+    for (var j = first; j <= last; j++) {
+        let k = slot(j, p.ring) * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + qt[e] * cache[k + e];
         }
-        m = max(m, s * scale);
+        m = max(m, logit(s, scale, cap, capped));
     }
     for (var e = 0u; e < p.head_dim; e++) {
         out[o + e] = 0.0;
     }
     var total = 0.0;
-    for (var j = 0u; j <= last; j++) {
-        let k = j * stride + kvh * p.head_dim;
+    for (var j = first; j <= last; j++) {
+        let k = slot(j, p.ring) * stride + kvh * p.head_dim;
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + qt[e] * cache[k + e];
         }
-        let w = exp(s * scale - m);
+        let w = exp(logit(s, scale, cap, capped) - m);
         total = total + w;
         for (var e = 0u; e < p.head_dim; e++) {
             out[o + e] = out[o + e] + w * cache[k + p.kv_cols + e];

@@ -1,5 +1,6 @@
-// Key/value cache writes (src/ops/model.rs `write_kv`): the keys (turned by the rotary
-// table with `rotate`) and the values of fused query/key/value rows into cache rows pos0.. .
+// Key/value cache writes (src/ops/model/mod.rs `write_kv`): the keys (turned by the rotary
+// table with `rotate`) and the values of fused query/key/value rows into the cache rows of
+// positions pos0.. (row p, or p % ring in a ring).
 // Requires rotary.wgsl prepended (src/kernels/mod.rs). Row-major f32; each tensor binding
 // is one buffer.
 //
@@ -31,9 +32,10 @@ struct KvWriteParams {
     kv_cols: u32,
     // 1: turn the keys by the rotary table; 0: write them as they are.
     rotate: u32,
+    // Nonzero: the cache is a ring of `ring` rows, position p in row p % ring; 0: in row p.
+    ring: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
@@ -45,6 +47,14 @@ struct KvWriteParams {
 
 fn load_params() -> KvWriteParams {
     return params[params[0].count & 1u];
+}
+
+// The cache row of position `pos`.
+fn slot(pos: u32, ring: u32) -> u32 {
+    if (ring == 0u) {
+        return pos;
+    }
+    return pos % ring;
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -61,7 +71,7 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = (g % per_row) / half;
     let j = g % half;
     let k = t * p.cols + p.heads * p.head_dim + h * p.head_dim + j;
-    let to = (p.pos0 + t) * 2u * p.kv_cols + h * p.head_dim + j;
+    let to = slot(p.pos0 + t, p.ring) * 2u * p.kv_cols + h * p.head_dim + j;
     var key = vec2<f32>(qkv[k], qkv[k + half]);
     if (p.rotate != 0u) {
         key = turn(key.x, key.y, p.pos0 + t, j, p.head_dim);

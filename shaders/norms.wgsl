@@ -1,16 +1,20 @@
-// Row norms of the transformer (src/ops/model.rs): RMSNorm (Llama) and LayerNorm (GPT-2).
+// Row norms of the transformer (src/ops/model/mod.rs): RMSNorm (Llama) and LayerNorm
+// (GPT-2), and RMSNorm of each query and key head of fused [q | k | v] rows (Qwen3's
+// q_norm and k_norm, Gemma 3's).
 // Row-major f32; each tensor binding is one buffer (these ops take single-band tensors,
 // which src/ops/model.rs checks).
 //
 // Bindings (the GEMMs' layout: four storage buffers, what downlevel devices allow):
 //   0: x       storage, read        [rows, cols], the rows normed
-//   1: weight  storage, read        [cols]
-//   2: bias    storage, read        [cols] (layer_norm; rms_norm binds any buffer here)
+//   1: weight  storage, read        [cols]; head_rms_norm: the query heads' [head_dim]
+//   2: bias    storage, read        [cols] (layer_norm; rms_norm binds any buffer here);
+//                                   head_rms_norm: the key heads' weight [head_dim]
 //   3: out     storage, read_write  [rows, cols]
 //   4: params  uniform array<NormParams, 2>, two equal copies
 //
 // Dispatch: workgroups (gx, gy, 1) of 256 invocations; invocation i = gid.x + gid.y *
-// row_stride handles row base + i for i < count. Every sum runs in a fixed order in one
+// row_stride handles row base + i for i < count (head_rms_norm: head base + i of the
+// rows' cols / head_dim heads). Every sum runs in a fixed order in one
 // invocation, so a result depends only on its inputs (the same bits on every rank).
 
 // The two norms' parameters mean the same: one struct (src/kernels/params.rs mirrors it).
@@ -22,9 +26,11 @@ struct NormParams {
     cols: u32,
     // The norm's epsilon, as f32 bits.
     eps: u32,
+    // head_rms_norm: the size of a head and the query heads of a fused row; the key heads
+    // follow them (as many as the value heads after those, which it copies unchanged).
+    head_dim: u32,
+    heads: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -83,5 +89,42 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
     let inv = 1.0 / sqrt(ss / f32(p.cols) + bitcast<f32>(p.eps));
     for (var k = 0u; k < p.cols; k++) {
         out[row + k] = (x[row + k] - mean) * inv * weight[k] + bias[k];
+    }
+}
+
+// RMSNorm of each query and key head of fused rows x = [q | k | v] (heads of head_dim):
+// out[head] = x[head] / sqrt(mean(x[head]^2) + eps) * w, w the query weight for the
+// `heads` query heads and the key weight for the key heads; value heads are copied.
+@compute @workgroup_size(256, 1, 1)
+fn head_rms_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let per_row = p.cols / p.head_dim;
+    let kv_heads = (per_row - p.heads) / 2u;
+    let h = (p.base + i) % per_row;
+    let at = (p.base + i) * p.head_dim;
+    if (h >= p.heads + kv_heads) {
+        for (var k = 0u; k < p.head_dim; k++) {
+            out[at + k] = x[at + k];
+        }
+        return;
+    }
+    var ss = 0.0;
+    for (var k = 0u; k < p.head_dim; k++) {
+        let v = x[at + k];
+        ss = ss + v * v;
+    }
+    let inv = 1.0 / sqrt(ss / f32(p.head_dim) + bitcast<f32>(p.eps));
+    if (h < p.heads) {
+        for (var k = 0u; k < p.head_dim; k++) {
+            out[at + k] = weight[k] * (x[at + k] * inv);
+        }
+    } else {
+        for (var k = 0u; k < p.head_dim; k++) {
+            out[at + k] = bias[k] * (x[at + k] * inv);
+        }
     }
 }

@@ -1,6 +1,7 @@
-// SwiGLU, the gated activation of Llama's MLP (src/ops/model.rs `silu_mul`):
-// out[t, j] = silu(x[t, j]) * x[t, cols + j] for x = [gate | up]. Row-major f32; each
-// tensor binding is one buffer.
+// The gated activations of the MLP (src/ops/model/mod.rs `gated_mul`): SwiGLU (Llama)
+// out[t, j] = silu(x[t, j]) * x[t, cols + j] for x = [gate | up] (entry silu_mul), and
+// GeGLU (Gemma) with gelu's tanh approximation, torch's gelu(approximate='tanh'), in its
+// place (entry gelu_tanh_mul). Row-major f32; each tensor binding is one buffer.
 //
 // Bindings (the GEMMs' layout; bindings 1 and 2 are not read):
 //   0: x       storage, read        [rows, 2 cols], [gate | up]
@@ -41,4 +42,31 @@ fn silu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gate = x[t * 2u * p.cols + j];
     let up = x[t * 2u * p.cols + p.cols + j];
     out[g] = gate / (1.0 + exp(-gate)) * up;
+}
+
+// |y| past which tanh(y) rounds to +-1 in f32 (1 - tanh(10) < 2^-27): clamping there
+// changes no result and keeps every backend's tanh off arguments whose exponentials
+// overflow.
+const TANH_SATURATED: f32 = 10.0;
+// sqrt(2 / pi) and the cubic's coefficient, as torch's GeluKernel writes them
+// (kBeta = M_SQRT2 * M_2_SQRTPI * 0.5, kKappa = 0.044715).
+const GELU_BETA: f32 = 0.7978845608028654;
+const GELU_KAPPA: f32 = 0.044715;
+
+@compute @workgroup_size(256, 1, 1)
+fn gelu_tanh_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let g = p.base + i;
+    let t = g / p.cols;
+    let j = g % p.cols;
+    let gate = x[t * 2u * p.cols + j];
+    let up = x[t * 2u * p.cols + p.cols + j];
+    // torch: 0.5 * x * (1 + tanh(kBeta * (x + kKappa * x^3))).
+    let inner = GELU_BETA * (gate + GELU_KAPPA * (gate * gate * gate));
+    let gelu = 0.5 * gate * (1.0 + tanh(clamp(inner, -TANH_SATURATED, TANH_SATURATED)));
+    out[g] = gelu * up;
 }

@@ -97,7 +97,10 @@ pub(crate) struct NormParams {
     pub cols: u32,
     /// The epsilon, as f32 bits.
     pub eps: u32,
-    pub _pad: [u32; 3],
+    /// `head_rms_norm`: the size of a head and the query heads of a fused row.
+    pub head_dim: u32,
+    pub heads: u32,
+    pub _pad: u32,
 }
 
 /// `shaders/embedding.wgsl`'s `EmbedParams` (`embed`).
@@ -151,6 +154,8 @@ pub(crate) struct FusedRows {
     pub kv_cols: u32,
     /// 1: turn the keys (`kv_write`) or the queries (`attention`) by the rotary table.
     pub rotate: u32,
+    /// Nonzero: the cache is a ring of this many rows (position `p` in row `p % ring`).
+    pub ring: u32,
 }
 
 /// `shaders/kv_cache.wgsl`'s `KvWriteParams` (`kv_write`).
@@ -158,7 +163,7 @@ pub(crate) struct FusedRows {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct KvWriteParams {
     pub rows: FusedRows,
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// `shaders/attention.wgsl`'s `AttentionParams` (`attention`).
@@ -172,9 +177,12 @@ pub(crate) struct AttentionParams {
     pub h0: u32,
     /// Global index of the cache's first key/value head.
     pub k0: u32,
-    /// `1 / sqrt(head_dim)`, as f32 bits.
+    /// The logits' scale (`1 / sqrt(head_dim)` unless overridden), as f32 bits.
     pub scale: u32,
-    pub _pad: [u32; 3],
+    /// Positions a query sees, itself included; 0: every one before it.
+    pub window: u32,
+    /// The logits' soft cap, as f32 bits (read by `attention_softcap` only).
+    pub softcap: u32,
 }
 
 impl PieceParams for KvWriteParams {
@@ -195,7 +203,7 @@ impl PieceParams for AttentionParams {
     }
 }
 
-/// `shaders/swiglu.wgsl`'s `SiluMulParams` (`silu_mul`).
+/// `shaders/swiglu.wgsl`'s `SiluMulParams` (`silu_mul`, `gelu_tanh_mul`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct SiluMulParams {
@@ -264,11 +272,11 @@ mod tests {
             };
         }
         for (wgsl, name, size, last) in [
-            kernel!("norms.wgsl", NormParams, 4, "eps"),
+            kernel!("norms.wgsl", NormParams, 6, "heads"),
             kernel!("embedding.wgsl", EmbedParams, 6, "fill"),
             kernel!("rope.wgsl", RopeParams, 6, "pos0"),
-            kernel!("kv_cache.wgsl", KvWriteParams, 8, "rotate"),
-            kernel!("attention.wgsl", AttentionParams, 12, "scale"),
+            kernel!("kv_cache.wgsl", KvWriteParams, 9, "ring"),
+            kernel!("attention.wgsl", AttentionParams, 15, "softcap"),
             kernel!("swiglu.wgsl", SiluMulParams, 3, "cols"),
         ] {
             let f = fields(wgsl, name);

@@ -149,10 +149,11 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     }
     // GEMM: tiled, tiled-large and simple x bias x 4 activations x 2 layouts (48), the CPU
     // family's 2 entries x bias x 4 activations (16); elementwise's 7 entries x 4
-    // activations (28); the reductions (2); the transformer kernels' 7 entries (7); the
-    // skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU or GPU x ordered or
-    // fast) x 3 entries x bias x 4 activations (576); and every GEMM and the embedding
-    // lookup again with the f16 and the bf16 weight preludes (2 x (48 + 16 + 576 + 1)). A
-    // new entry, constant or weight format changes the count.
-    assert_eq!(variants, 101 + 576 + 2 * 641, "variants translated");
+    // activations (28); the reductions (2); the transformer kernels' 10 entries (10: the
+    // norms' 3, embed, rope, kv_write, attention and attention_softcap, silu_mul and
+    // gelu_tanh_mul); the skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU
+    // or GPU x ordered or fast) x 3 entries x bias x 4 activations (576); and every GEMM
+    // and the embedding lookup again with the f16 and the bf16 weight preludes (2 x (48 +
+    // 16 + 576 + 1)). A new entry, constant or weight format changes the count.
+    assert_eq!(variants, 104 + 576 + 2 * 641, "variants translated");
 }

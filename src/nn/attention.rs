@@ -2,7 +2,10 @@
 //! head more when tp does not divide them), grouped-query attention with each rank
 //! holding the key/value heads its query heads read (replicated when there are fewer than
 //! tp), rotary positions or none, causal attention over a per-rank key/value cache, and
-//! the output projection row-parallel: one all-reduce.
+//! the output projection row-parallel: one all-reduce. [`AttentionOptions`] carry the
+//! knobs of the families after Llama: a sliding window (Mistral, Gemma 2/3, Qwen3's
+//! sliding layers), per-head query/key RMSNorm (Qwen3, Gemma 3), another logit scale and
+//! soft-capping (Gemma 2).
 
 use std::ops::Range;
 
@@ -46,16 +49,78 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// RMSNorm of each query and key head before rotary positions (Qwen3's `q_norm` and
+/// `k_norm`): `x / sqrt(mean(x^2) + eps) * w` over each head's `head_dim` values in f32,
+/// as transformers' `Qwen3RMSNorm`. Gemma 3 multiplies by `1 + w`: pass `1 + w` here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QkNorm {
+    /// The query heads' weight, `head_dim` values shared by every head.
+    pub q: Vec<f32>,
+    /// The key heads' weight, likewise.
+    pub k: Vec<f32>,
+    /// The epsilon (the model's `rms_norm_eps`).
+    pub eps: f32,
+}
+
+/// The attention's per-layer knobs, as Hugging Face transformers 5 applies them; the
+/// default is Llama's attention.
+///
+/// ```
+/// use wgpu_tp::nn::AttentionOptions;
+///
+/// // Gemma 2's sliding layer: a window of 4096, query_pre_attn_scalar 256, cap 50.
+/// let gemma2 = AttentionOptions {
+///     window: Some(4096),
+///     scale: Some(256f32.powf(-0.5)),
+///     softcap: Some(50.0),
+///     ..AttentionOptions::default()
+/// };
+/// assert!(gemma2.qk_norm.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttentionOptions {
+    /// Sliding-window attention: a query at position `i` sees the keys at positions `j`
+    /// with `i - window < j <= i` (`window` positions, its own included), transformers'
+    /// `sliding_window_causal_mask_function(sliding_window)` (`kv_idx > q_idx -
+    /// sliding_window` and causal). The kernel reads no cache row older than that; a
+    /// [`ParallelAttention::new_cache`] still holds every position, a
+    /// [`ParallelAttention::new_window_cache`] only the window's (and a chunk's). `None`:
+    /// every position up to the query's.
+    pub window: Option<usize>,
+    /// The scale of the query-key dot products, else `head_dim ** -0.5` rounded in f32
+    /// (Gemma: `query_pre_attn_scalar ** -0.5`; compute it in f64 and round it to f32, as
+    /// torch does multiplying an f32 tensor by a Python float).
+    pub scale: Option<f32>,
+    /// Attention-logit soft-capping (Gemma 2's `attn_logit_softcapping`): the logits are
+    /// `tanh(s * scale / cap) * cap`, scaled first, then capped, then masked, as
+    /// transformers' `eager_attention_forward`.
+    pub softcap: Option<f32>,
+    /// Per-head RMSNorm of the queries and keys before rotary positions.
+    pub qk_norm: Option<QkNorm>,
+}
+
+/// The options as the forward uses them: the logits and positions, and each local rank's
+/// query and key norm weights `[1, head_dim]` with the epsilon.
+#[derive(Debug, Clone, Default)]
+struct Applied {
+    options: AttentionOptions,
+    scores: ops::Scores,
+    qk_norm: Option<(Vec<[Tensor; 2]>, f32)>,
+}
+
 /// The key/value cache of one attention layer: per local rank `[capacity, 2 x kv heads x
 /// head_dim]`, each row its position's keys then values, and how many positions it holds.
+/// A window's cache ([`ParallelAttention::new_window_cache`]) is a ring: position `p` in
+/// row `p % capacity`, the positions older than the window overwritten.
 #[derive(Debug)]
 pub struct KvCache {
     kv: Vec<Tensor>,
     len: usize,
+    ring: bool,
 }
 
 impl KvCache {
-    /// Positions held.
+    /// Positions seen (a ring holds the last `capacity` of them).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -65,9 +130,14 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Positions it can hold.
+    /// Rows: the positions it can hold, or a ring's size.
     pub fn capacity(&self) -> usize {
         self.kv.first().map_or(0, |t| t.shape()[0])
+    }
+
+    /// True for a window's ring ([`ParallelAttention::new_window_cache`]).
+    pub fn is_ring(&self) -> bool {
+        self.ring
     }
 }
 
@@ -87,6 +157,7 @@ pub struct ParallelAttention {
     bias: Option<Vec<Tensor>>,
     rotary: Option<Rotary>,
     o: RowParallelLinear,
+    options: Applied,
 }
 
 impl ParallelAttention {
@@ -212,7 +283,67 @@ impl ParallelAttention {
             bias,
             rotary,
             o,
+            options: Applied::default(),
         })
+    }
+
+    /// The same layer with `options` (replacing any it had): [`ParallelAttention::new`]
+    /// then this is the layer of a family after Llama. Default options leave it Llama's,
+    /// with the same bits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a window of 0, a scale or soft cap that is not a
+    /// positive finite number, or a norm epsilon that is negative or not finite;
+    /// [`Error::Shape`] for norm weights other than `head_dim` values; allocation errors.
+    pub fn with_options(mut self, options: AttentionOptions) -> Result<Self> {
+        let op = "parallel_attention.with_options";
+        let scores = ops::Scores {
+            scale: options.scale,
+            softcap: options.softcap,
+            window: options.window,
+            ring: false,
+        };
+        scores.check(op)?;
+        let hd = self.shape.head_dim;
+        let qk_norm = match &options.qk_norm {
+            None => None,
+            Some(norm) => {
+                if !(norm.eps.is_finite() && norm.eps >= 0.0) {
+                    return Err(Error::invalid(
+                        op,
+                        format!("a norm epsilon of {}", norm.eps),
+                    ));
+                }
+                for (what, w) in [("q_norm", &norm.q), ("k_norm", &norm.k)] {
+                    if w.len() != hd {
+                        return Err(Error::shape(
+                            op,
+                            format!("{what} weight of head_dim = {hd} values"),
+                            format!("{}", w.len()),
+                        ));
+                    }
+                }
+                let mut weights = Vec::new();
+                for rank in self.group.ranks() {
+                    weights.push([
+                        Tensor::from_host(rank, &norm.q, [1, hd])?,
+                        Tensor::from_host(rank, &norm.k, [1, hd])?,
+                    ]);
+                }
+                Some((weights, norm.eps))
+            }
+        };
+        self.options = Applied {
+            options,
+            scores,
+            qk_norm,
+        };
+        Ok(self)
+    }
+
+    /// The options the layer runs with.
+    pub fn options(&self) -> &AttentionOptions {
+        &self.options.options
     }
 
     /// Every rank's query heads (global ranges).
@@ -242,7 +373,46 @@ impl ParallelAttention {
             crate::tensor::check_one_band(rank, shape, op)?;
             kv.push(Tensor::output(rank, shape, op)?);
         }
-        Ok(KvCache { kv, len: 0 })
+        Ok(KvCache {
+            kv,
+            len: 0,
+            ring: false,
+        })
+    }
+
+    /// An empty ring cache for a layer with a window: `window + chunk - 1` rows, position
+    /// `p` in row `p % rows`, so any number of positions in forwards of up to `chunk`
+    /// tokens each (a prefill longer than that goes in pieces). Each forward then covers
+    /// its positions with the rotary table ([`Rotary::cover`]), which grows with them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a window ([`AttentionOptions::window`]) or for a
+    /// `chunk` of 0; as [`ParallelAttention::new_cache`].
+    pub fn new_window_cache(&self, chunk: usize) -> Result<KvCache> {
+        let op = "parallel_attention.new_window_cache";
+        let window = self
+            .options
+            .options
+            .window
+            .ok_or_else(|| Error::invalid(op, "a ring cache is for a layer with a window"))?;
+        let rows = window
+            .checked_add(chunk)
+            .filter(|_| chunk > 0)
+            .map(|n| n - 1)
+            .ok_or_else(|| Error::invalid(op, format!("chunks of {chunk} tokens")))?;
+        let hd = self.shape.head_dim;
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            crate::tensor::check_one_band(rank, [rows, 2 * self.kv[r].len() * hd], op)?;
+        }
+        let mut kv = Vec::new();
+        for (rank, r) in self.group.ranks().iter().zip(self.group.local_range()) {
+            kv.push(Tensor::output(rank, [rows, 2 * self.kv[r].len() * hd], op)?);
+        }
+        Ok(KvCache {
+            kv,
+            len: 0,
+            ring: true,
+        })
     }
 
     /// Attention of `x`'s rows, the next positions after those `cache` holds, which it
@@ -250,7 +420,8 @@ impl ParallelAttention {
     ///
     /// # Errors
     /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] for another
-    /// width; [`Error::InvalidArgument`] past the cache's capacity; GPU and collective
+    /// width; [`Error::InvalidArgument`] past the cache's capacity (a ring: more rows than
+    /// its chunk, or a layer without the window it was made for); GPU and collective
     /// errors.
     pub async fn forward_async(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
         layer::forward_async(self, x, Some(cache)).await
@@ -286,7 +457,25 @@ impl Layer for ParallelAttention {
             ));
         }
         let pos0 = cache.len;
-        if pos0 + tokens > cache.capacity() {
+        if cache.ring {
+            // Every position a query sees must be in the ring, none overwritten by this
+            // forward's own: window + tokens - 1 rows.
+            let window = self.options.options.window;
+            if window.is_none_or(|w| w.saturating_add(tokens.saturating_sub(1)) > cache.capacity())
+            {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "{tokens} tokens into a ring of {} rows with a window of {window:?}: \
+                         at most rows - window + 1 at a time",
+                        cache.capacity()
+                    ),
+                ));
+            }
+            if let Some(rotary) = &self.rotary {
+                rotary.cover(pos0 + tokens)?;
+            }
+        } else if pos0 + tokens > cache.capacity() {
             return Err(Error::invalid(
                 op,
                 format!(
@@ -318,15 +507,36 @@ impl Layer for ParallelAttention {
                 blocks: INVARIANT_BLOCKS,
             }
             .run()?;
+            // The norm is a pass of its own over the fused rows: write_kv moves the keys a
+            // pair at a time and the norm needs a whole head, and the kernels without it
+            // stay as they were (their bits too).
+            let qkv = match &self.options.qk_norm {
+                None => qkv,
+                Some((weights, eps)) => {
+                    let [wq, wk] = &weights[i];
+                    ops::head_rms_norm(&qkv, wq, wk, self.heads[r].len(), hd, *eps)?
+                }
+            };
             let table = rotary.as_ref().map(|t| &t.locals()[i]);
-            ops::write_kv(&qkv, &cache.kv[i], table, hd, pos0)?;
+            ops::write_kv(&qkv, &cache.kv[i], table, (hd, pos0), cache.ring)?;
             let span = HeadSpan {
                 first_q: self.heads[r].start,
                 first_kv: self.kv[r].start,
                 group: group_size,
                 head_dim: hd,
             };
-            outs.push(ops::attention(&qkv, &cache.kv[i], table, span, pos0)?);
+            let scores = ops::Scores {
+                ring: cache.ring,
+                ..self.options.scores
+            };
+            outs.push(ops::attention_with(
+                &qkv,
+                &cache.kv[i],
+                table,
+                span,
+                pos0,
+                scores,
+            )?);
         }
         cache.len += tokens;
         let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();

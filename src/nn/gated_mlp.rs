@@ -1,6 +1,7 @@
-//! `GatedMlp`: the SwiGLU MLP of Llama, `down(silu(gate(x)) * up(x))`, with gate and up
-//! merged in one column-parallel weight (each rank `[gate_r | up_r]`) and down
-//! row-parallel on the same split: one all-reduce.
+//! `GatedMlp`: the SwiGLU MLP of Llama, `down(silu(gate(x)) * up(x))` (or Gemma's GeGLU,
+//! gelu in silu's place: [`GatedActivation`]), with gate and up merged in one
+//! column-parallel weight (each rank `[gate_r | up_r]`) and down row-parallel on the same
+//! split: one all-reduce.
 
 use std::ops::Range;
 
@@ -17,9 +18,50 @@ use crate::ops;
 use crate::tensor::shard::{offsets, split_sizes};
 use crate::BoxFuture;
 
+/// The activation of the gate, by its Hugging Face name (`hidden_act`, Gemma's
+/// `hidden_activation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GatedActivation {
+    /// `silu` (also named `swish`): `g / (1 + e^-g)`, SwiGLU (Llama, Mistral, Qwen).
+    #[default]
+    Silu,
+    /// `gelu_pytorch_tanh`: torch's `gelu(g, approximate='tanh')`, `0.5 g (1 + tanh(sqrt(2
+    /// / pi) (g + 0.044715 g^3)))`, GeGLU (Gemma).
+    GeluTanh,
+}
+
+impl GatedActivation {
+    /// The activation Hugging Face names `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name other than `silu`, `swish` and
+    /// `gelu_pytorch_tanh`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "silu" | "swish" => Ok(GatedActivation::Silu),
+            "gelu_pytorch_tanh" => Ok(GatedActivation::GeluTanh),
+            other => Err(Error::invalid(
+                "gated_mlp.activation",
+                format!(
+                    "activation {other:?}: the gated MLP takes silu, swish or gelu_pytorch_tanh"
+                ),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for GatedActivation {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::from_name(name)
+    }
+}
+
 /// Input and output: `Replicate [tokens, hidden]`.
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
+    activation: GatedActivation,
     gate_up: ColumnParallelLinear,
     down: RowParallelLinear,
     /// Every rank's intermediate features.
@@ -83,10 +125,24 @@ impl GatedMlp {
         )
         .map_err(|e| e.with_op(op))?;
         Ok(GatedMlp {
+            activation: GatedActivation::Silu,
             gate_up,
             down,
             sizes,
         })
+    }
+
+    /// The same MLP with `activation` on its gate ([`GatedMlp::new`] makes it with
+    /// [`GatedActivation::Silu`]).
+    #[must_use]
+    pub fn with_activation(mut self, activation: GatedActivation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// The activation of the gate.
+    pub fn activation(&self) -> GatedActivation {
+        self.activation
     }
 
     /// The MLP of `x`: one all-reduce.
@@ -106,7 +162,7 @@ impl GatedMlp {
     }
 }
 
-/// The local product is `down`'s partial products of `silu(gate(x)) * up(x)`; the
+/// The local product is `down`'s partial products of `act(gate(x)) * up(x)`; the
 /// reduction `down`'s.
 impl Layer for GatedMlp {
     fn op(&self) -> &'static str {
@@ -115,11 +171,11 @@ impl Layer for GatedMlp {
 
     fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
         let gu = self.gate_up.local_forward(x, None)?;
-        let locals = gu
-            .locals()
-            .iter()
-            .map(ops::silu_mul)
-            .collect::<Result<Vec<_>>>()?;
+        let act = match self.activation {
+            GatedActivation::Silu => ops::silu_mul,
+            GatedActivation::GeluTanh => ops::gelu_tanh_mul,
+        };
+        let locals = gu.locals().iter().map(act).collect::<Result<Vec<_>>>()?;
         let shape = [x.shape()[0], self.sizes.iter().sum()];
         let h = DistTensor::from_parts(
             x.group(),

@@ -15,10 +15,12 @@ mod rotary;
 mod row;
 mod weights;
 
-pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention};
+pub use attention::{
+    AttentionOptions, AttentionShape, HeadWeights, KvCache, ParallelAttention, QkNorm,
+};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
-pub use gated_mlp::GatedMlp;
+pub use gated_mlp::{GatedActivation, GatedMlp};
 pub use lm_head::ParallelLmHead;
 pub use mlp::ParallelMlp;
 pub use norm::{Norm, NormKind};

@@ -17,8 +17,10 @@ pub use elementwise::{activation, add, add_row, scale, slice};
 pub(crate) use elementwise::{fill, place};
 pub(crate) use matmul::Product;
 pub use matmul::{gemm_kernel_for, matmul};
-pub(crate) use model::{attention, write_kv, HeadSpan, MAX_HEAD_DIM};
-pub use model::{embed, layer_norm, rms_norm, rope, silu_mul};
+#[cfg(test)]
+pub(crate) use model::attention;
+pub(crate) use model::{attention_with, head_rms_norm, write_kv, HeadSpan, Scores, MAX_HEAD_DIM};
+pub use model::{embed, gelu_tanh_mul, layer_norm, rms_norm, rope, silu_mul};
 pub(crate) use sum::{one_device, sum};
 
 use crate::error::{Error, Result};

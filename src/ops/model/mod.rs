@@ -1,7 +1,8 @@
 //! The transformer kernels on one rank: RMSNorm and LayerNorm (`shaders/norms.wgsl`), the
 //! embedding lookup of a vocabulary shard (`embedding.wgsl`), rotary positions
-//! (`rope.wgsl`), SwiGLU (`swiglu.wgsl`), and causal attention over a key/value cache
-//! (`kv_cache.wgsl`, `attention.wgsl`). Their tensors must each be one buffer (one band), except the
+//! (`rope.wgsl`), SwiGLU and GeGLU (`swiglu.wgsl`), the per-head query/key RMSNorm
+//! (`norms.wgsl`), and causal attention over a key/value cache (`kv_cache.wgsl`,
+//! `attention.wgsl`), optionally windowed, rescaled and soft-capped. Their tensors must each be one buffer (one band), except the
 //! embedding table (a large vocabulary shard is looked up band by band); a tensor larger
 //! than a buffer may be is refused with [`Error::BufferTooLarge`].
 
@@ -244,7 +245,21 @@ fn check_table(op: &'static str, table: &Tensor, head_dim: usize, positions: usi
 /// # Errors
 /// [`Error::Shape`] for an odd column count; wgpu errors.
 pub fn silu_mul(x: &Tensor) -> Result<Tensor> {
-    let op = "silu_mul";
+    gated("silu_mul", x)
+}
+
+/// GeGLU: `gelu(gate) * up` for `x = [gate | up]: [rows, 2 n]`, giving `[rows, n]`, gelu
+/// by its tanh approximation as torch's `gelu(approximate='tanh')` (Hugging Face's
+/// `gelu_pytorch_tanh`): `0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))`.
+///
+/// # Errors
+/// [`Error::Shape`] for an odd column count; wgpu errors.
+pub fn gelu_tanh_mul(x: &Tensor) -> Result<Tensor> {
+    gated("gelu_tanh_mul", x)
+}
+
+/// The gated activation `op` (an entry of `swiglu.wgsl`) of `x = [gate | up]`.
+fn gated(op: &'static str, x: &Tensor) -> Result<Tensor> {
     let [rows, cols] = x.shape();
     check(op, cols % 2 == 0, "[*, 2 n]".into(), x.shape())?;
     let n = cols / 2;
@@ -253,7 +268,7 @@ pub fn silu_mul(x: &Tensor) -> Result<Tensor> {
         cols: n as u32,
         ..SiluMulParams::default()
     };
-    run(op, (Shader::SiluMul, "silu_mul"), &[x], &out, rows * n, p)?;
+    run(op, (Shader::SiluMul, op), &[x], &out, rows * n, p)?;
     Ok(out)
 }
 
@@ -271,15 +286,16 @@ pub(crate) struct HeadSpan {
 }
 
 /// Fused query/key/value rows `qkv: [rows, q + 2 kv]` (`[q | k | v]`, heads of
-/// `head_dim`) from position `pos0` beside a `cache: [capacity, 2 kv]` (rows `[k | v]`)
-/// and an optional rotary `table`, checked: the kernels' shared parameters.
+/// `head_dim`) from position `pos0` beside a `cache: [capacity, 2 kv]` (rows `[k | v]`;
+/// with `ring`, a ring of `capacity` rows, position `p` in row `p % capacity`) and an
+/// optional rotary `table`, checked: the kernels' shared parameters.
 fn fused_rows(
     op: &'static str,
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
-    hd: usize,
-    pos0: usize,
+    (hd, pos0): (usize, usize),
+    ring: bool,
 ) -> Result<FusedRows> {
     let (cols, cache_cols) = (qkv.shape()[1], cache.shape()[1]);
     let kv = cache_cols / 2;
@@ -296,12 +312,14 @@ fn fused_rows(
         format!("fused rows [*, (heads + 2 kv_heads) x {hd}] beside a cache [*, 2 kv_heads x {hd}] of {cache_cols} columns"),
         qkv.shape(),
     )?;
-    // The cache and the table must reach the last row's position.
+    // The cache (a ring: the rows) and the table must reach the last row's position, which
+    // the kernels take as a u32.
     let end = end(op, pos0, qkv.shape()[0])?;
+    let need = if ring { qkv.shape()[0] } else { end };
     check(
         op,
-        cache.shape()[0] >= end,
-        format!("a cache of >= {end} rows"),
+        cache.shape()[0] >= need && u32::try_from(end).is_ok(),
+        format!("a cache of >= {need} rows, positions within u32"),
         cache.shape(),
     )?;
     if let Some(t) = table {
@@ -314,14 +332,15 @@ fn fused_rows(
         pos0: pos0 as u32,
         kv_cols: kv as u32,
         rotate: u32::from(table.is_some()),
+        ring: if ring { cache.shape()[0] as u32 } else { 0 },
         ..FusedRows::default()
     })
 }
 
 /// Writes the keys and values of fused query/key/value rows `qkv: [rows, q + 2 kv]`
 /// (`[q | k | v]`, heads of `head_dim`) into rows `pos0..` of `cache: [capacity, 2 kv]`
-/// (rows `[k | v]`), the keys turned by the rotary `table` when there is one (see
-/// [`rope`]).
+/// (rows `[k | v]`; with `ring`, position `p` into row `p % capacity`), the keys turned by
+/// the rotary `table` when there is one (see [`rope`]).
 ///
 /// # Errors
 /// [`Error::Shape`] when the widths disagree or the cache or table is too short; wgpu
@@ -330,11 +349,11 @@ pub(crate) fn write_kv(
     qkv: &Tensor,
     cache: &Tensor,
     table: Option<&Tensor>,
-    head_dim: usize,
-    pos0: usize,
+    (head_dim, pos0): (usize, usize),
+    ring: bool,
 ) -> Result<()> {
     let op = "write_kv";
-    let rows = fused_rows(op, qkv, cache, table, head_dim, pos0)?;
+    let rows = fused_rows(op, qkv, cache, table, (head_dim, pos0), ring)?;
     let items = qkv.shape()[0] * rows.kv_cols as usize / 2;
     let p = KvWriteParams {
         rows,
@@ -344,18 +363,101 @@ pub(crate) fn write_kv(
     run(op, (Shader::KvCache, "kv_write"), &inputs, cache, items, p)
 }
 
-/// The largest head [`attention`] takes.
-pub(crate) const MAX_HEAD_DIM: usize = 256;
-
-/// Causal attention of the queries of fused rows `qkv: [rows, q + 2 kv]` (row `t` at
-/// position `pos0 + t`, turned by the rotary `table` when there is one) over `cache:
-/// [capacity, 2 kv]` (rows `[k | v]`), whose rows up to `pos0 + rows` hold the positions
-/// so far ([`write_kv`]): `[rows, q]`.
+/// RMSNorm of each query and each key head of fused rows `qkv: [rows, q + 2 kv]`
+/// (`[q | k | v]`, `heads` query heads of `head_dim`, then as many key heads as value
+/// heads), as Hugging Face's RMSNorm over the head (Qwen3's `q_norm`, `k_norm`):
+/// `x / sqrt(mean(x^2) + eps) * w` in f32, `w` = `q_weight` for the query heads and
+/// `k_weight` for the key heads (each `[1, head_dim]`, shared by the heads); the value
+/// heads are copied as they are. Gives new fused rows.
 ///
 /// # Errors
-/// [`Error::Shape`] when the shapes disagree or the cache or table is too short;
-/// [`Error::InvalidArgument`] for heads over [`MAX_HEAD_DIM`] or a cache without the
-/// key/value heads the queries need; wgpu errors.
+/// [`Error::Shape`] when the columns are not `(heads + 2 kv) x head_dim` for some kv
+/// heads or a weight is not `[1, head_dim]`; wgpu errors.
+pub(crate) fn head_rms_norm(
+    qkv: &Tensor,
+    q_weight: &Tensor,
+    k_weight: &Tensor,
+    heads: usize,
+    head_dim: usize,
+    eps: f32,
+) -> Result<Tensor> {
+    let op = "head_rms_norm";
+    let [rows, cols] = qkv.shape();
+    let per_row = cols.checked_div(head_dim).unwrap_or(0);
+    let ok = head_dim > 0
+        && cols.is_multiple_of(head_dim)
+        && per_row > heads
+        && (per_row - heads).is_multiple_of(2);
+    check(
+        op,
+        ok,
+        format!("fused rows [*, ({heads} + 2 kv_heads) x {head_dim}]"),
+        qkv.shape(),
+    )?;
+    for w in [q_weight, k_weight] {
+        check(
+            op,
+            w.shape() == [1, head_dim],
+            format!("a weight [1, {head_dim}]"),
+            w.shape(),
+        )?;
+    }
+    let out = Tensor::output(qkv.rank(), qkv.shape(), op)?;
+    let p = NormParams {
+        cols: cols as u32,
+        eps: eps.to_bits(),
+        head_dim: head_dim as u32,
+        heads: heads as u32,
+        ..NormParams::default()
+    };
+    let inputs = [qkv, q_weight, k_weight];
+    run(op, (Shader::Norms, op), &inputs, &out, rows * per_row, p)?;
+    Ok(out)
+}
+
+/// How attention turns a query's dot products into the logits of its softmax, and which
+/// positions it sees: the defaults are Llama's (`1 / sqrt(head_dim)`, no cap, every
+/// position up to the query's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Scores {
+    /// The scale of the dot products, else `1 / sqrt(head_dim)` (rounded in f32).
+    pub scale: Option<f32>,
+    /// Soft-capping: logits `tanh(s * scale / cap) * cap` (Gemma 2).
+    pub softcap: Option<f32>,
+    /// A query at position `i` sees the positions `j` with `i - window < j <= i`.
+    pub window: Option<usize>,
+    /// The cache is a ring, position `j` in row `j % capacity` (with a window, and at
+    /// least `window + rows - 1` rows: every position a query of the call sees is there,
+    /// none overwritten by the call's own).
+    pub ring: bool,
+}
+
+impl Scores {
+    /// Refuses a scale or cap that is not a positive finite number and a window of 0.
+    pub(crate) fn check(&self, op: &'static str) -> Result<()> {
+        for (what, v) in [("scale", self.scale), ("soft cap", self.softcap)] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(Error::invalid(
+                    op,
+                    format!("a {what} of {v}: it must be a positive finite number"),
+                ));
+            }
+        }
+        if self.window == Some(0) {
+            return Err(Error::invalid(
+                op,
+                "a window of 0 positions: a query sees at least itself",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The largest head [`attention_with`] takes.
+pub(crate) const MAX_HEAD_DIM: usize = 256;
+
+/// [`attention_with`] as Llama attends: default [`Scores`].
+#[cfg(test)]
 pub(crate) fn attention(
     qkv: &Tensor,
     cache: &Tensor,
@@ -363,7 +465,31 @@ pub(crate) fn attention(
     span: HeadSpan,
     pos0: usize,
 ) -> Result<Tensor> {
+    attention_with(qkv, cache, table, span, pos0, Scores::default())
+}
+
+/// Causal attention of the queries of fused rows `qkv: [rows, q + 2 kv]` (row `t` at
+/// position `pos0 + t`, turned by the rotary `table` when there is one) over `cache:
+/// [capacity, 2 kv]` (rows `[k | v]`), whose rows up to `pos0 + rows` hold the positions
+/// so far ([`write_kv`]): `[rows, q]`, with the logits and the positions `scores` says. A
+/// query at position `i` reads only the cache rows of the positions it sees (with a
+/// window, none before `i + 1 - window`).
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes disagree or the cache or table is too short;
+/// [`Error::InvalidArgument`] for heads over [`MAX_HEAD_DIM`], a cache without the
+/// key/value heads the queries need, or `scores` that [`Scores::check`] refuses; wgpu
+/// errors.
+pub(crate) fn attention_with(
+    qkv: &Tensor,
+    cache: &Tensor,
+    table: Option<&Tensor>,
+    span: HeadSpan,
+    pos0: usize,
+    scores: Scores,
+) -> Result<Tensor> {
     let op = "attention";
+    scores.check(op)?;
     let hd = span.head_dim;
     if hd > MAX_HEAD_DIM {
         return Err(Error::invalid(
@@ -371,8 +497,24 @@ pub(crate) fn attention(
             format!("heads of {hd}; the kernel takes up to {MAX_HEAD_DIM}"),
         ));
     }
-    let fused = fused_rows(op, qkv, cache, table, hd, pos0)?;
+    let fused = fused_rows(op, qkv, cache, table, (hd, pos0), scores.ring)?;
     let rows = qkv.shape()[0];
+    if scores.ring {
+        let fits = scores
+            .window
+            .is_some_and(|w| w.saturating_add(rows.saturating_sub(1)) <= cache.shape()[0]);
+        if !fits {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{rows} rows over a ring of {} with a window of {:?}: a ring needs a \
+                     window and at least window + rows - 1 rows",
+                    cache.shape()[0],
+                    scores.window
+                ),
+            ));
+        }
+    }
     let heads = fused.heads as usize;
     let kv_heads = fused.kv_cols as usize / hd;
     let group = span.group.max(1);
@@ -396,13 +538,25 @@ pub(crate) fn attention(
         group: group as u32,
         h0: span.first_q as u32,
         k0: span.first_kv as u32,
-        scale: (1.0 / (hd as f32).sqrt()).to_bits(),
-        ..AttentionParams::default()
+        scale: scores
+            .scale
+            .unwrap_or_else(|| 1.0 / (hd as f32).sqrt())
+            .to_bits(),
+        // A window past the u32 positions sees every one of them.
+        window: scores
+            .window
+            .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
+        softcap: scores.softcap.unwrap_or(0.0).to_bits(),
+    };
+    let entry = if scores.softcap.is_some() {
+        "attention_softcap"
+    } else {
+        "attention"
     };
     let inputs: Vec<&Tensor> = [qkv, cache].into_iter().chain(table).collect();
     run(
         op,
-        (Shader::Attention, "attention"),
+        (Shader::Attention, entry),
         &inputs,
         &out,
         rows * heads,

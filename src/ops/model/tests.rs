@@ -1,5 +1,5 @@
 //! The transformer kernels (`ops::{rms_norm, layer_norm, embed, rope, silu_mul,
-//! write_kv, attention}`, the last two crate-private) on one rank against f64 references on the host, each within a bound
+//! gelu_tanh_mul, head_rms_norm, write_kv, attention_with}`, the last three crate-private) on one rank against f64 references on the host, each within a bound
 //! derived from the f32 operations the kernel performs (u = 2^-24, the unit roundoff;
 //! γ(n) = n u / (1 - n u)).
 
@@ -30,6 +30,15 @@ fn up(r: &Rank, v: &[f32], shape: [usize; 2]) -> Tensor {
 /// Asserts `|got - want| <= tol` elementwise.
 fn close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let (mut worst, mut ratio) = (0.0f64, 0.0f64);
+    for ((g, w), t) in got.iter().zip(want).zip(tol) {
+        let d = (f64::from(*g) - w).abs();
+        worst = worst.max(d);
+        if *t > 0.0 {
+            ratio = ratio.max(d / t);
+        }
+    }
+    eprintln!("{what}: max |diff| {worst:.3e}, at most {ratio:.3} of the bound");
     for (i, ((g, w), t)) in got.iter().zip(want).zip(tol).enumerate() {
         let d = (f64::from(*g) - w).abs();
         assert!(
@@ -209,8 +218,8 @@ fn write_kv_moves_keys_turned_and_values_into_the_cache_rows() {
             &up(&r, &qkv, [rows, q + 2 * kv]),
             &cache,
             rotary.then_some(&t),
-            hd,
-            pos0,
+            (hd, pos0),
+            false,
         )
         .unwrap();
         let got = cache.to_host().unwrap();
@@ -239,7 +248,7 @@ fn write_kv_moves_keys_turned_and_values_into_the_cache_rows() {
     // A cache too short for the rows is refused.
     let small = up(&r, &vec![0.0; (pos0 + 2) * 2 * kv], [pos0 + 2, 2 * kv]);
     let fused = up(&r, &qkv, [rows, q + 2 * kv]);
-    assert!(ops::write_kv(&fused, &small, None, hd, pos0).is_err());
+    assert!(ops::write_kv(&fused, &small, None, (hd, pos0), false).is_err());
 }
 
 #[test]
@@ -401,10 +410,13 @@ fn positions_and_offsets_past_the_cache_are_refused() {
         let shape = |e: crate::Result<()>| matches!(e, Err(Error::Shape { .. }));
         assert!(shape(ops::rope(&x, &table, hd, pos0).map(drop)), "{pos0}");
         assert!(
-            shape(ops::write_kv(&qkv, &cache, Some(&table), hd, pos0)),
+            shape(ops::write_kv(&qkv, &cache, Some(&table), (hd, pos0), false)),
             "{pos0}"
         );
-        assert!(shape(ops::write_kv(&qkv, &cache, None, hd, pos0)), "{pos0}");
+        assert!(
+            shape(ops::write_kv(&qkv, &cache, None, (hd, pos0), false)),
+            "{pos0}"
+        );
         assert!(
             shape(ops::attention(&qkv, &cache, Some(&table), span, pos0).map(drop)),
             "{pos0}"
@@ -425,4 +437,346 @@ fn positions_and_offsets_past_the_cache_are_refused() {
         .to_host()
         .unwrap();
     assert!(got.iter().all(|v| v.to_bits() == (-0.0f32).to_bits()));
+}
+
+/// WGSL's tanh is as accurate as sinh / cosh, each as its exponentials (3 + 2|y| ulp
+/// each): near 0 the difference of e^y and e^-y loses the relative bound but keeps an
+/// absolute one of a few ulp of 1; near +-1 the quotient of two sums each off by (3 +
+/// 2|y|) ulp relatively is off by twice that. An absolute bound covering both, in ulps of
+/// 1 (2^-23); the kernels clamp |y| to 10, where tanh is +-1 in f32.
+fn tanh_err(y: f64) -> f64 {
+    (8.0 + 4.0 * y.abs().min(10.0)) * 2.0 * U
+}
+
+/// The f64 attention of one rank's fused rows over its cache with `scores`, and each
+/// output's bound (the existing test's derivation, plus the window, the scale and the cap).
+#[allow(clippy::too_many_arguments)]
+fn reference_attention(
+    qkv: &[f32],
+    cache: &[f32],
+    table: Option<&[f32]>,
+    span: HeadSpan,
+    pos0: usize,
+    (rows, heads, kv_heads): (usize, usize, usize),
+    scores: ops::Scores,
+) -> (Vec<f64>, Vec<f64>) {
+    let hd = span.head_dim;
+    let (qc, kc) = (heads * hd, kv_heads * hd);
+    let scale = f64::from(scores.scale.unwrap_or(1.0 / (hd as f32).sqrt()));
+    let (mut want, mut tol) = (vec![0.0; rows * qc], vec![0.0; rows * qc]);
+    for t in 0..rows {
+        let last = pos0 + t;
+        let first = scores.window.map_or(0, |w| (last + 1).saturating_sub(w));
+        for h in 0..heads {
+            let kv = (span.first_q + h) / span.group - span.first_kv;
+            let raw = &qkv[t * (qc + 2 * kc) + h * hd..][..hd];
+            let (qv, dq) = match table {
+                Some(table) => turned(raw, table, last),
+                None => (raw.iter().map(|v| f64::from(*v)).collect(), vec![0.0; hd]),
+            };
+            let (mut s, mut err) = (vec![], 0.0f64);
+            for j in first..=last {
+                let kj = &cache[j * 2 * kc + kv * hd..][..hd];
+                let dot: f64 = qv.iter().zip(kj).map(|(a, b)| a * f64::from(*b)).sum();
+                // The dot and the scale round γ(hd + 1) of the magnitude of the computed
+                // query's products; the query's own error adds Σ |dq k|.
+                let mag: f64 = qv
+                    .iter()
+                    .zip(&dq)
+                    .zip(kj)
+                    .map(|((a, d), b)| (a.abs() + d) * f64::from(*b).abs())
+                    .sum();
+                let carried: f64 = dq
+                    .iter()
+                    .zip(kj)
+                    .map(|(d, b)| d * f64::from(*b).abs())
+                    .sum();
+                let x = dot * scale;
+                let ex = (gamma(hd + 1) * mag + carried) * scale;
+                match scores.softcap {
+                    None => {
+                        s.push(x);
+                        err = err.max(ex);
+                    }
+                    Some(cap) => {
+                        // tanh(x / cap) * cap has slope <= 1 in x, so x's error passes
+                        // as it is; the division rounds u |x / cap| (u |x| after the
+                        // product by cap), tanh errs tanh_err (times cap), the product
+                        // rounds u |logit|.
+                        let cap = f64::from(cap);
+                        let logit = (x / cap).tanh() * cap;
+                        s.push(logit);
+                        let e = ex + U * x.abs() + cap * tanh_err(x / cap) + U * logit.abs();
+                        err = err.max(e);
+                    }
+                }
+            }
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let spread = s.iter().map(|x| m - x).fold(0.0, f64::max);
+            let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let total: f64 = w.iter().sum();
+            for e in 0..hd {
+                let vals: Vec<f64> = (first..=last)
+                    .map(|j| f64::from(cache[j * 2 * kc + kc + kv * hd + e]))
+                    .collect();
+                let at = t * qc + h * hd + e;
+                want[at] = w.iter().zip(&vals).map(|(a, b)| a * b).sum::<f64>() / total;
+                let vmax = vals.iter().map(|x| x.abs()).fold(0.0, f64::max);
+                // Each weight is off relatively by e^(2 err) - 1 from the logits plus exp's
+                // 3 + 2|x| ulp; numerator and denominator each carry it, and the
+                // position-ordered sums add γ(positions + 2).
+                let rel = (2.0 * err).exp_m1() + (3.0 + 2.0 * spread) * 2.0 * U;
+                tol[at] = (2.0 * rel + gamma(last - first + 3)) * vmax;
+            }
+        }
+    }
+    (want, tol)
+}
+
+/// The window, another scale and the soft cap, alone and together, with rotary and without,
+/// against the f64 attention within the bound `reference_attention` derives; a query never
+/// reads a cache row older than its window (those rows NaN, the bits unchanged); refused
+/// options are refused.
+#[test]
+fn attention_options_window_scale_and_softcap_match_the_f64_attention() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(11);
+    // 4 local query heads (global 2..6) over key/value heads 1..3 of groups of 2; rows at
+    // positions 5..9, so windows of 1..4 cut every row's view and some longer ones not.
+    let (rows, heads, hd, pos0, capacity, kv_heads) = (4, 4, 8, 5, 12, 2);
+    let span = HeadSpan {
+        first_q: 2,
+        first_kv: 1,
+        group: 2,
+        head_dim: hd,
+    };
+    let (qc, kc) = (heads * hd, kv_heads * hd);
+    // Queries 3x larger than N(0, 1), so the logits (|s| up to ~10) reach the cap's bend.
+    let qkv: Vec<f32> = rng
+        .normal(rows * (qc + 2 * kc))
+        .iter()
+        .map(|v| 3.0 * v)
+        .collect();
+    let cache = rng.normal(capacity * 2 * kc);
+    let table = rotary_table(capacity, hd);
+    let t_dev = up(&r, &table, [capacity, hd]);
+    let q_dev = up(&r, &qkv, [rows, qc + 2 * kc]);
+    let c_dev = up(&r, &cache, [capacity, 2 * kc]);
+    let cases = [
+        ops::Scores {
+            window: Some(3),
+            ..Default::default()
+        },
+        ops::Scores {
+            window: Some(1),
+            ..Default::default()
+        },
+        ops::Scores {
+            window: Some(7),
+            ..Default::default()
+        },
+        ops::Scores {
+            scale: Some(0.0625),
+            ..Default::default()
+        },
+        ops::Scores {
+            softcap: Some(2.5),
+            ..Default::default()
+        },
+        ops::Scores {
+            scale: Some(0.5),
+            softcap: Some(4.0),
+            window: Some(4),
+            ring: false,
+        },
+    ];
+    for scores in cases {
+        for rotary in [false, true] {
+            let table_used = rotary.then_some(&table[..]);
+            let got =
+                ops::attention_with(&q_dev, &c_dev, rotary.then_some(&t_dev), span, pos0, scores)
+                    .unwrap()
+                    .to_host()
+                    .unwrap();
+            let (want, tol) = reference_attention(
+                &qkv,
+                &cache,
+                table_used,
+                span,
+                pos0,
+                (rows, heads, kv_heads),
+                scores,
+            );
+            let what = format!("attention {scores:?}, rotary {rotary}");
+            close(&got, &want, &tol, &what);
+            // The plain attention differs (the option does something).
+            let plain = ops::attention(&q_dev, &c_dev, rotary.then_some(&t_dev), span, pos0)
+                .unwrap()
+                .to_host()
+                .unwrap();
+            assert_ne!(plain, got, "{what}: the same as without it");
+            if let Some(w) = scores.window {
+                // Rows no query's window reaches poisoned: the same bits.
+                let first = (pos0 + 1).saturating_sub(w);
+                let mut poisoned = cache.clone();
+                poisoned[..first * 2 * kc].fill(f32::NAN);
+                let again = ops::attention_with(
+                    &q_dev,
+                    &up(&r, &poisoned, [capacity, 2 * kc]),
+                    rotary.then_some(&t_dev),
+                    span,
+                    pos0,
+                    scores,
+                )
+                .unwrap()
+                .to_host()
+                .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&again),
+                    bits(&got),
+                    "{what}: read rows before the window"
+                );
+            }
+        }
+    }
+    // A window at least the positions is the plain attention, bit for bit.
+    let wide = ops::Scores {
+        window: Some(pos0 + rows),
+        ..Default::default()
+    };
+    let a = ops::attention_with(&q_dev, &c_dev, None, span, pos0, wide).unwrap();
+    let b = ops::attention(&q_dev, &c_dev, None, span, pos0).unwrap();
+    assert_eq!(a.to_host().unwrap(), b.to_host().unwrap());
+    for bad in [
+        ops::Scores {
+            window: Some(0),
+            ..Default::default()
+        },
+        ops::Scores {
+            scale: Some(f32::NAN),
+            ..Default::default()
+        },
+        ops::Scores {
+            scale: Some(-1.0),
+            ..Default::default()
+        },
+        ops::Scores {
+            softcap: Some(0.0),
+            ..Default::default()
+        },
+        ops::Scores {
+            softcap: Some(f32::INFINITY),
+            ..Default::default()
+        },
+    ] {
+        let e = ops::attention_with(&q_dev, &c_dev, None, span, pos0, bad).map(drop);
+        assert!(
+            matches!(e, Err(Error::InvalidArgument { .. })),
+            "{bad:?}: {e:?}"
+        );
+    }
+}
+
+/// Each query and key head normed with its weight (Qwen3's q_norm, k_norm), the value
+/// heads copied, against f64 within the bound of rms_norm over a head.
+#[test]
+fn head_rms_norm_norms_each_query_and_key_head_and_copies_the_values() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(13);
+    for (rows, heads, kv_heads, hd) in [(3, 4, 2, 8), (2, 3, 1, 6), (1, 2, 2, 128)] {
+        let cols = (heads + 2 * kv_heads) * hd;
+        let x = rng.normal(rows * cols);
+        let (wq, wk) = (rng.normal(hd), rng.normal(hd));
+        let eps = 1e-6f32;
+        let got = ops::head_rms_norm(
+            &up(&r, &x, [rows, cols]),
+            &up(&r, &wq, [1, hd]),
+            &up(&r, &wk, [1, hd]),
+            heads,
+            hd,
+            eps,
+        )
+        .unwrap()
+        .to_host()
+        .unwrap();
+        let (mut want, mut tol) = (vec![], vec![]);
+        for (i, head) in x.chunks(hd).enumerate() {
+            let h = i % (heads + 2 * kv_heads);
+            if h >= heads + kv_heads {
+                want.extend(head.iter().map(|v| f64::from(*v)));
+                tol.extend(std::iter::repeat_n(0.0, hd));
+                continue;
+            }
+            let w = if h < heads { &wq } else { &wk };
+            let row: Vec<f64> = head.iter().map(|&v| f64::from(v)).collect();
+            let inv =
+                1.0 / (row.iter().map(|v| v * v).sum::<f64>() / hd as f64 + f64::from(eps)).sqrt();
+            for (k, v) in row.iter().enumerate() {
+                let y = v * inv * f64::from(w[k]);
+                want.push(y);
+                // The sum of squares errs by γ(hd) relatively; the mean, the epsilon, the
+                // root, the division and the two products add 6 roundings.
+                tol.push(gamma(hd + 6) * y.abs());
+            }
+        }
+        close(
+            &got,
+            &want,
+            &tol,
+            &format!("head_rms_norm {heads}+{kv_heads} heads of {hd}"),
+        );
+    }
+    // Columns that are not heads + 2 kv heads, and weights of another length, are refused.
+    let x = up(&r, &rng.normal(2 * 5 * 4), [2, 20]);
+    let w = up(&r, &rng.normal(4), [1, 4]);
+    let e = ops::head_rms_norm(&x, &w, &w, 2, 4, 1e-6).map(drop);
+    assert!(matches!(e, Err(Error::Shape { .. })), "{e:?}");
+    let w3 = up(&r, &rng.normal(3), [1, 3]);
+    let e = ops::head_rms_norm(&x, &w, &w3, 3, 4, 1e-6).map(drop);
+    assert!(matches!(e, Err(Error::Shape { .. })), "{e:?}");
+}
+
+/// GeGLU: torch's tanh-approximated gelu of the gate times up, against f64 over gates from
+/// -30 to 30 (the tails, where tanh saturates, included).
+#[test]
+fn gelu_tanh_mul_is_torch_s_tanh_gelu_of_the_gate_times_up() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(17);
+    let (rows, n) = (4, 61);
+    let mut x = rng.normal(rows * 2 * n);
+    for (j, g) in x[..n].iter_mut().enumerate() {
+        *g = -30.0 + j as f32;
+    }
+    let got = ops::gelu_tanh_mul(&up(&r, &x, [rows, 2 * n]))
+        .unwrap()
+        .to_host()
+        .unwrap();
+    let (beta, kappa) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
+    let (mut want, mut tol) = (vec![], vec![]);
+    for row in x.chunks(2 * n) {
+        for j in 0..n {
+            let (g, u) = (f64::from(row[j]), f64::from(row[n + j]));
+            let inner = beta * (g + kappa * g * g * g);
+            let gelu = 0.5 * g * (1.0 + inner.tanh());
+            want.push(gelu * u);
+            // The inner sum: g^3 (2 roundings), kappa g^3, the sum, beta times it, and the
+            // constants' own roundings: γ(7) of its terms' magnitude; tanh has slope <= 1
+            // and errs tanh_err; 1 + tanh rounds u 2; 0.5 g is exact; the two products
+            // round γ(2) of the result.
+            let d_inner = gamma(7) * beta * (g.abs() + kappa * g.abs().powi(3));
+            let d_gelu = 0.5 * g.abs() * (d_inner.min(2.0) + tanh_err(inner) + 2.0 * U)
+                + gamma(2) * gelu.abs();
+            tol.push(d_gelu * u.abs());
+        }
+    }
+    close(&got, &want, &tol, "gelu_tanh_mul");
+    // Not silu's: the two differ past the bound.
+    let silu = ops::silu_mul(&up(&r, &x, [rows, 2 * n]))
+        .unwrap()
+        .to_host()
+        .unwrap();
+    assert_ne!(silu, got);
+    let odd = up(&r, &x[..rows * 3], [rows, 3]);
+    assert!(matches!(ops::gelu_tanh_mul(&odd), Err(Error::Shape { .. })));
 }
