@@ -282,6 +282,37 @@ fn tiny_phi3_matches_transformers() {
     }
 }
 
+/// Every family fixture (`tiny-<family>`) from both config forms.
+fn check_family(name: &str) {
+    let want = reference(name, "");
+    for config in ["config.json", "config.v4.json"] {
+        let checkpoint = Checkpoint::open(fixture_with_config(name, config)).unwrap();
+        check_against(name, config, &checkpoint, &want);
+    }
+}
+
+/// Mistral's sliding window (8 positions, in every layer) under the 36-token prompt:
+/// positions past the window are never read, prefill and cached decoding alike.
+#[test]
+fn tiny_mistral_sliding_window_matches_transformers() {
+    check_family("tiny-mistral");
+}
+
+/// Qwen3's RMSNorm on each query and key head before rotary, with head_dim 32 over a
+/// hidden size of 64 (the heads total 192).
+#[test]
+fn tiny_qwen3_matches_transformers() {
+    check_family("tiny-qwen3");
+}
+
+/// Gemma 3's text model: `1 + w` norms before and after attention and MLP, embeddings
+/// times sqrt(96), GeGLU, query_pre_attn_scalar 24, q/k norms, a sliding layer (window 8,
+/// rotary base 1e4) then a full one (base 1e6, linear scaling 4), tied head.
+#[test]
+fn tiny_gemma3_matches_transformers() {
+    check_family("tiny-gemma3");
+}
+
 #[test]
 fn tiny_gpt2_matches_transformers() {
     check_model("tiny-gpt2", "");

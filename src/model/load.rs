@@ -12,9 +12,9 @@ use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
 use crate::load::Checkpoint;
 use crate::nn::{
-    AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedMlp, HeadWeights, Layer, Norm,
-    ParallelAttention, ParallelLmHead, ParallelMlp, Rotary, RowParallelConfig, RowParallelLinear,
-    VocabParallelEmbedding,
+    AttentionOptions, AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedActivation,
+    GatedMlp, HeadWeights, Layer, Norm, ParallelAttention, ParallelLmHead, ParallelMlp, QkNorm,
+    Rotary, RowParallelConfig, RowParallelLinear, VocabParallelEmbedding,
 };
 use crate::tensor::shard::{offsets, split_sizes};
 use crate::tensor::Tensor;
@@ -29,6 +29,8 @@ struct Build<'a> {
     c: &'a ModelConfig,
     recipe: &'a Recipe,
     rotary: Option<Rotary>,
+    /// The sliding layers' table, when their rotary differs (Gemma 3).
+    local_rotary: Option<Rotary>,
 }
 
 impl Transformer {
@@ -43,20 +45,10 @@ impl Transformer {
     /// allocation errors.
     pub fn from_checkpoint(group: &Group, checkpoint: &Checkpoint) -> Result<Self> {
         let (c, recipe) = families::read(checkpoint)?;
-        let lacking = [
-            (
-                "a sliding window",
-                (0..c.num_layers).any(|l| c.window(l).is_some()),
-            ),
-            ("query_pre_attn_scalar", c.query_pre_attn_scalar.is_some()),
-            ("attention soft-capping", c.attn_logit_softcapping.is_some()),
-            ("final soft-capping", c.final_logit_softcapping.is_some()),
-            ("a local rotary base", c.local_rope.is_some()),
-        ];
-        if let Some((what, _)) = lacking.iter().find(|(_, set)| *set) {
+        if c.final_logit_softcapping.is_some() {
             return Err(Error::invalid(
                 "transformer.from_checkpoint",
-                format!("{what} is not in the layers yet"),
+                "final logit soft-capping is not in the head yet",
             ));
         }
         let root = Weights::new(checkpoint, &recipe.prefix);
@@ -73,11 +65,22 @@ impl Transformer {
             )?),
             None => None,
         };
+        let local_rotary = match &c.local_rope {
+            Some((theta, scaling)) => Some(Rotary::with_scaling(
+                group,
+                c.head_dim,
+                c.max_positions.min(ROTARY_START),
+                *theta,
+                scaling.clone(),
+            )?),
+            None => None,
+        };
         let b = Build {
             group,
             c: &c,
             recipe: &recipe,
             rotary,
+            local_rotary,
         };
         let embed = root.pp(&recipe.embed);
         let embedding =
@@ -93,7 +96,7 @@ impl Transformer {
         for l in 0..c.num_layers {
             let w = root.pp(&recipe.blocks).pp(l);
             let a = &recipe.attention;
-            let attention: Arc<dyn Layer> = Arc::new(b.attention(&w)?);
+            let attention: Arc<dyn Layer> = Arc::new(b.attention(&w, l)?);
             let mlp = b.mlp(&w)?;
             // Each layer behind its norm, added to the residual.
             let post = |name: &Option<String>| name.as_ref().map(|n| b.norm(&w.pp(n))).transpose();
@@ -142,16 +145,23 @@ impl Build<'_> {
         let n = self.recipe.norm;
         let bias = if n.bias { Some(w.f32("bias")?) } else { None };
         let eps = self.c.norm_eps as f32;
-        let mut weight = w.f32("weight")?;
-        if n.plus_one {
-            weight.iter_mut().for_each(|x| *x += 1.0);
-        }
+        let weight = self.norm_weight(w)?;
         Norm::new(self.group, n.kind, &weight, bias.as_deref(), eps)
     }
 
-    /// Block `w`'s attention: each rank reads its query heads' and key/value heads' rows
-    /// (columns, for `[in, out]` weights) of the projections, separate or fused.
-    fn attention(&self, w: &Weights) -> Result<ParallelAttention> {
+    /// Norm `w`'s weight in f32, plus one for Gemma's.
+    fn norm_weight(&self, w: &Weights) -> Result<Vec<f32>> {
+        let mut weight = w.f32("weight")?;
+        if self.recipe.norm.plus_one {
+            weight.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(weight)
+    }
+
+    /// Block `w`'s (layer `layer`'s) attention: each rank reads its query heads' and
+    /// key/value heads' rows (columns, for `[in, out]` weights) of the projections,
+    /// separate or fused; the layer's window, scale, cap and query/key norms.
+    fn attention(&self, w: &Weights, layer: usize) -> Result<ParallelAttention> {
         let (c, a, layout) = (self.c, &self.recipe.attention, self.recipe.layout);
         let hd = c.head_dim;
         let shape = AttentionShape {
@@ -160,12 +170,6 @@ impl Build<'_> {
             kv_heads: c.num_kv_heads,
             head_dim: hd,
         };
-        if a.qk_norm.is_some() {
-            return Err(Error::invalid(
-                "transformer.from_checkpoint",
-                "RMSNorm on query and key heads is not implemented yet",
-            ));
-        }
         // The output features of the q, k, v projections: each its module and the offset
         // of its first feature (0, or its block's in a fused module).
         let (q_all, kv_all) = (c.num_heads * hd, c.num_kv_heads * hd);
@@ -194,11 +198,31 @@ impl Build<'_> {
         };
         let o = w.pp(&a.o);
         let o_bias = if a.o_bias { Some(o.f32("bias")?) } else { None };
+        let window = c.window(layer);
+        let rotary = match (&self.local_rotary, window) {
+            (Some(local), Some(_)) => Some(local.clone()),
+            _ => self.rotary.clone(),
+        };
+        let qk_norm = match &a.qk_norm {
+            Some([q, k]) => Some(QkNorm {
+                q: self.norm_weight(&w.pp(q))?,
+                k: self.norm_weight(&w.pp(k))?,
+                eps: c.norm_eps as f32,
+            }),
+            None => None,
+        };
+        let options = AttentionOptions {
+            window,
+            // transformers: an f32 tensor times a Python float, which rounds to f32.
+            scale: c.query_pre_attn_scalar.map(|s| s.powf(-0.5) as f32),
+            softcap: c.attn_logit_softcapping.map(|cap| cap as f32),
+            qk_norm,
+        };
         ParallelAttention::new(
             self.group,
             shape,
             layout,
-            self.rotary.clone(),
+            rotary,
             |q, kv| {
                 let (q, bq) = features(0, q)?;
                 let (k, bk) = features(1, kv.clone())?;
@@ -214,7 +238,8 @@ impl Build<'_> {
                 WeightLayout::InOut => o.rows("weight", inputs),
             },
             o_bias.as_deref(),
-        )
+        )?
+        .with_options(options)
     }
 
     /// Block `w`'s MLP.
@@ -263,12 +288,7 @@ impl Build<'_> {
                 "the gated MLP takes nn.Linear weights without biases",
             ));
         }
-        if c.activation != "silu" {
-            return Err(Error::invalid(
-                op,
-                format!("activation {:?}: the gated MLP runs silu", c.activation),
-            ));
-        }
+        let activation = GatedActivation::from_name(&c.activation)?;
         let rows = |(m, at): &(Weights, usize), r: std::ops::Range<usize>| {
             m.rows("weight", at + r.start..at + r.end)
         };
@@ -279,7 +299,8 @@ impl Build<'_> {
             |r| rows(&gate, r),
             |r| rows(&up, r),
             |cols| down.cols("weight", cols),
-        )?;
+        )?
+        .with_activation(activation);
         Ok(Arc::new(mlp))
     }
 
