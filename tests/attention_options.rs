@@ -53,7 +53,7 @@ fn columns(w: &[f32], n_rows: usize, cols: usize, c: std::ops::Range<usize>) -> 
 /// The rotary table as `Rotary::new` makes it (angles `p * inv_freq` in f32, cosine and
 /// sine rounded from f64): the reference turns by the very values the GPU reads.
 fn rotary_table(positions: usize) -> Vec<f32> {
-    let inv = Rotary::inverse_frequencies(HEAD_DIM, THETA, RopeScaling::None);
+    let inv = Rotary::inverse_frequencies(HEAD_DIM, THETA, &RopeScaling::None);
     let mut table = Vec::new();
     for p in 0..positions {
         let angles: Vec<f64> = inv.iter().map(|f| f64::from(p as f32 * f)).collect();
