@@ -549,7 +549,19 @@ def verify_scaled(folder, seed):
 FAMILY_SEEDS = {"tiny-qwen2": 12, "tiny-qwen3": 11, "tiny-phi3": 13, "tiny-gemma2": 14, "tiny-gemma3": 14, "tiny-mistral": 16}
 
 
-def build_family(name, seed):
+# Variants of a family fixture: the same weights under another config
+# (config.<variant>.json and .v4.json; reference keys with _<variant>).
+FAMILY_VARIANTS = {
+    # Qwen2's window in the layers from max_window_layers (1) on: layer 0 full,
+    # layer 1 sliding over 8 positions.
+    "tiny-qwen2": {"window": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}},
+    # Phi-3-mini-4k's window (2047 there) in every layer, here 6.
+    "tiny-phi3": {"window": {"sliding_window": 6}},
+}
+
+
+def build_family(name, seed, extra=None):
+    extra = extra or {}
     common = dict(
         vocab_size=128,
         intermediate_size=128,
@@ -568,8 +580,7 @@ def build_family(name, seed):
             hidden_size=96,
             tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-            use_sliding_window=False,
-            sliding_window=4096,
+            **{"use_sliding_window": False, "sliding_window": 4096, **extra},
             **common,
         )
         model_class = transformers.Qwen2ForCausalLM
@@ -610,7 +621,7 @@ def build_family(name, seed):
                 "short_factor": LONGROPE_ROPE["short_factor"],
                 "long_factor": LONGROPE_ROPE["long_factor"],
             },
-            sliding_window=None,
+            **{"sliding_window": None, **extra},
             pad_token_id=0,
             bos_token_id=1,
             eos_token_id=2,
@@ -680,17 +691,22 @@ def gemma3_v4_config(v5):
     return v4
 
 
-def make_family_fixture(name, seed):
-    folder = OUT_ROOT / name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    model = build_family(name, seed)
+def write_family_configs(folder, name, model, stem):
+    """config<stem>.json as save_pretrained writes it, and its 4.x form."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        shutil.copy(Path(tmp) / "model.safetensors", folder / "model.safetensors")
-        shutil.copy(Path(tmp) / "config.json", folder / "config.json")
-    config_v5 = json.loads((folder / "config.json").read_text())
+        if stem == "":
+            shutil.copy(Path(tmp) / "model.safetensors", folder / "model.safetensors")
+        else:
+            # A variant keeps the fixture's weights.
+            with safe_open(Path(tmp) / "model.safetensors", framework="pt") as a, safe_open(
+                folder / "model.safetensors", framework="pt"
+            ) as b:
+                assert sorted(a.keys()) == sorted(b.keys())
+                for key in a.keys():
+                    assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
+        shutil.copy(Path(tmp) / "config.json", folder / f"config{stem}.json")
+    config_v5 = json.loads((folder / f"config{stem}.json").read_text())
     assert config_v5["dtype"] == "float32"
     if name == "tiny-gemma3":
         v4 = gemma3_v4_config(config_v5)
@@ -703,25 +719,40 @@ def make_family_fixture(name, seed):
     class_default = type(model.config)().tie_word_embeddings
     if config_v5["tie_word_embeddings"] != class_default:
         v4["tie_word_embeddings"] = config_v5["tie_word_embeddings"]
-    write_json(folder / "config.v4.json", v4)
-    greedy, greedy_no_cache, margin = greedy_reference(model, LONG_PROMPT_IDS)
-    ref = {
-        "prompt_ids": LONG_PROMPT_IDS,
-        "greedy_ids": greedy,
-        "greedy_ids_no_cache": greedy_no_cache,
-        "greedy_min_margin": margin,
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-        "attn_implementation": ATTN_IMPLEMENTATION,
-        "logits": prompt_logits(model, LONG_PROMPT_IDS).tolist(),
-    }
+    write_json(folder / f"config{stem}.v4.json", v4)
+
+
+def make_family_fixture(name, seed):
+    folder = OUT_ROOT / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    ref = {"prompt_ids": LONG_PROMPT_IDS}
+    logits = {}
+    variants = [("", {})] + [(f"_{v}", extra) for v, extra in FAMILY_VARIANTS.get(name, {}).items()]
+    for suffix, extra in variants:
+        model = build_family(name, seed, extra)
+        stem = suffix.replace("_", ".")
+        write_family_configs(folder, name, model, stem)
+        greedy, greedy_no_cache, margin = greedy_reference(model, LONG_PROMPT_IDS)
+        ref[f"greedy_ids{suffix}"] = greedy
+        ref[f"greedy_ids_no_cache{suffix}"] = greedy_no_cache
+        ref[f"greedy_min_margin{suffix}"] = margin
+        logits[f"logits{suffix}"] = prompt_logits(model, LONG_PROMPT_IDS).tolist()
+        print(f"{name}{stem}: greedy_ids {greedy}")
+    ref["torch_version"] = torch.__version__
+    ref["transformers_version"] = transformers.__version__
+    ref["attn_implementation"] = ATTN_IMPLEMENTATION
+    ref.update(logits)
     write_reference(folder / "reference.json", ref)
     # Reloaded from disk, both config forms give the same logits.
-    expected = torch.tensor(ref["logits"], dtype=torch.float32)
-    for config_file in ("config.json", "config.v4.json"):
-        again = load_float32(folder, config_file=config_file)
-        assert torch.equal(prompt_logits(again, LONG_PROMPT_IDS), expected), config_file
-    print(f"{name}: verified, greedy_ids {greedy}")
+    for suffix, _ in variants:
+        expected = torch.tensor(ref[f"logits{suffix}"], dtype=torch.float32)
+        stem = suffix.replace("_", ".")
+        for config_file in (f"config{stem}.json", f"config{stem}.v4.json"):
+            again = load_float32(folder, config_file=config_file)
+            assert torch.equal(prompt_logits(again, LONG_PROMPT_IDS), expected), config_file
+    print(f"{name}: verified")
 
 
 def main():

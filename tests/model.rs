@@ -282,27 +282,42 @@ fn tiny_phi3_matches_transformers() {
     }
 }
 
-/// Every family fixture (`tiny-<family>`) from both config forms.
-fn check_family(name: &str) {
-    let want = reference(name, "");
-    for config in ["config.json", "config.v4.json"] {
-        let checkpoint = Checkpoint::open(fixture_with_config(name, config)).unwrap();
-        check_against(name, config, &checkpoint, &want);
+/// A family fixture (`tiny-<family>`) from both config forms: its own config
+/// (`variant` "") or a variant's (`config.<variant>.json`, the same weights).
+fn check_family(name: &str, variant: &str) {
+    let want = reference(name, variant);
+    let stem = if variant.is_empty() {
+        "config".to_string()
+    } else {
+        format!("config.{variant}")
+    };
+    for config in [format!("{stem}.json"), format!("{stem}.v4.json")] {
+        let checkpoint = Checkpoint::open(fixture_with_config(name, &config)).unwrap();
+        check_against(name, &config, &checkpoint, &want);
     }
+}
+
+/// Qwen2's window from `max_window_layers` (1) on: layer 0 full, layer 1 sliding over 8
+/// positions (5.x lists them in `layer_types`, 4.x derives them); Phi-3's window (6) in
+/// every layer.
+#[test]
+fn qwen2_and_phi3_windows_match_transformers() {
+    check_family("tiny-qwen2", "window");
+    check_family("tiny-phi3", "window");
 }
 
 /// Mistral's sliding window (8 positions, in every layer) under the 36-token prompt:
 /// positions past the window are never read, prefill and cached decoding alike.
 #[test]
 fn tiny_mistral_sliding_window_matches_transformers() {
-    check_family("tiny-mistral");
+    check_family("tiny-mistral", "");
 }
 
 /// Qwen3's RMSNorm on each query and key head before rotary, with head_dim 32 over a
 /// hidden size of 64 (the heads total 192).
 #[test]
 fn tiny_qwen3_matches_transformers() {
-    check_family("tiny-qwen3");
+    check_family("tiny-qwen3", "");
 }
 
 /// Gemma 3's text model: `1 + w` norms before and after attention and MLP, embeddings
@@ -310,7 +325,7 @@ fn tiny_qwen3_matches_transformers() {
 /// rotary base 1e4) then a full one (base 1e6, linear scaling 4), tied head.
 #[test]
 fn tiny_gemma3_matches_transformers() {
-    check_family("tiny-gemma3");
+    check_family("tiny-gemma3", "");
 }
 
 #[test]
