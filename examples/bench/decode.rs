@@ -22,7 +22,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// The time to copy `bytes` from one device buffer to another on `rank`, waited for: the
 /// floor of a product that reads that many bytes of weights once.
-fn copy_time(rank: &Rank, bytes: u64, reps: usize) -> Res<Duration> {
+pub fn copy_time(rank: &Rank, bytes: u64, reps: usize) -> Res<Duration> {
     let device = rank.device();
     let make = || {
         device.create_buffer(&wgpu::BufferDescriptor {

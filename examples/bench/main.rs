@@ -10,6 +10,7 @@ mod gemm;
 mod half;
 mod layers;
 mod model;
+mod model_1b;
 mod mpi;
 mod plot;
 mod transfer;
@@ -36,7 +37,7 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, model, half, mpi, verify);
+    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, half, mpi, verify);
     /// default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -123,6 +124,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.push(("decode_shared_vs_devices", m.decode_shared_vs_devices));
         summary.push(("weights_per_rank_vs_ideal", m.weights_per_rank_vs_ideal));
         summary.push(("load_peak_rss_vs_file", m.load_peak_rss_vs_file));
+    }
+    if args.wants("model1b") {
+        let m = model_1b::run(args.reps)?;
+        summary.push(("decode_1b_vs_floor", m.decode_1b_vs_floor));
     }
     if args.wants("half") {
         let h = half::run(args.reps)?;
