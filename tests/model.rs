@@ -380,6 +380,43 @@ fn a_bf16_checkpoint_keeps_its_weights_at_two_bytes_a_value() {
     }
 }
 
+/// Under `Numerics::TpInvariant` every family's parts keep their bits at any tp: the
+/// window (Mistral, Phi-3, Gemma), q/k norms (Qwen3, Gemma 3), GeGLU, the embedding scale,
+/// `1 + w` and post norms, the fused projections, LongRoPE, q/k/v biases (Qwen2), on
+/// both kinds of group. (The fixtures' 6 heads and 128 inner features split evenly only
+/// at tp 1 and 2, as tp-invariant numerics need.)
+#[test]
+fn every_family_keeps_its_logits_bits_at_tp_1_and_2_under_tp_invariant_numerics() {
+    for (name, config) in [
+        ("tiny-mistral", "config.json"),
+        ("tiny-qwen2", "config.window.json"),
+        ("tiny-qwen3", "config.json"),
+        ("tiny-phi3", "config.window.json"),
+        ("tiny-gemma3", "config.json"),
+    ] {
+        let checkpoint = Checkpoint::open(fixture_with_config(name, config)).unwrap();
+        let prompt = &reference(name, "").prompt;
+        let mut first: Option<(Vec<f32>, Vec<u32>)> = None;
+        for (tp, shared) in [(1, false), (2, false), (2, true)] {
+            let Some(group) = common::cached_group(tp, shared, Numerics::TpInvariant) else {
+                return;
+            };
+            let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+            let mut cache = model.new_cache(prompt.len()).unwrap();
+            let logits = model.logits(prompt, &mut cache).unwrap();
+            let tokens = model.generate(prompt, 4).unwrap();
+            match &first {
+                None => first = Some((logits, tokens)),
+                Some((l, t)) => {
+                    let ctx = format!("{name} {config}, tp {tp}, shared {shared}");
+                    common::assert_same_bits(&logits, l, &ctx);
+                    assert_eq!(&tokens, t, "{ctx}: tokens");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn tp_invariant_logits_keep_their_bits_at_tp_1_2_4_and_8() {
     // 8 query heads over 4 key/value heads, every inner size a multiple of 8 (the
