@@ -4,7 +4,9 @@
 //! from a checkpoint.
 
 mod block;
+mod generate;
 mod load;
+mod sampling;
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -14,6 +16,8 @@ use crate::nn::{KvCache, Norm, ParallelLmHead, VocabParallelEmbedding};
 use crate::ops;
 use crate::rank::batched;
 use block::{Block, Step, Stream};
+pub use generate::TokenStream;
+pub use sampling::{Sampler, Sampling, SplitMix64};
 
 /// A model on a group.
 #[derive(Debug, Clone)]
@@ -236,6 +240,49 @@ impl Transformer {
     /// As [`Transformer::logits_async`].
     pub fn next_token(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
         crate::rank::block_on(self.next_token_async(ids, cache))
+    }
+
+    /// The next token after `ids`, continuing `cache`, chosen by `sampler` (see
+    /// [`Sampling`] for the chain and its exactness): `ids` join the sequence the
+    /// repetition penalty looks at. Only each rank's best candidates cross ranks.
+    ///
+    /// # Errors
+    /// As [`Transformer::next_token_async`]; [`Error::InvalidArgument`] when the chain
+    /// would keep more tokens than were proposed (see [`Sampling`]).
+    pub async fn next_token_with_async(
+        &self,
+        ids: &[u32],
+        cache: &mut Cache,
+        sampler: &mut Sampler,
+    ) -> Result<u32> {
+        let pieces = self.hidden_async(ids, cache).await?;
+        let last = pieces
+            .last()
+            .ok_or_else(|| Error::invalid("transformer.forward", "no ids"))?;
+        sampler.observe(ids);
+        let o = *sampler.options();
+        if o.is_greedy() && o.repetition_penalty_is_off() {
+            return self.head.greedy_async(last).await;
+        }
+        let s = &*sampler;
+        let candidates = self
+            .head
+            .candidates_async(last, o.proposals(), &|id, x| s.adjust(id, x))
+            .await?;
+        sampler.choose(&candidates)
+    }
+
+    /// Blocking [`Transformer::next_token_with_async`].
+    ///
+    /// # Errors
+    /// As [`Transformer::next_token_with_async`].
+    pub fn next_token_with(
+        &self,
+        ids: &[u32],
+        cache: &mut Cache,
+        sampler: &mut Sampler,
+    ) -> Result<u32> {
+        crate::rank::block_on(self.next_token_with_async(ids, cache, sampler))
     }
 
     /// Greedy generation: the prompt in one forward (prefill), then one token at a time

@@ -19,7 +19,7 @@ pub use attention::{AttentionShape, HeadWeights, KvCache, ParallelAttention};
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::GatedMlp;
-pub use lm_head::ParallelLmHead;
+pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::ParallelMlp;
 pub use norm::{Norm, NormKind};
 pub use rotary::{RopeScaling, Rotary};
