@@ -7,6 +7,8 @@ mod block;
 mod generate;
 mod load;
 mod sampling;
+#[cfg(feature = "tokenizer")]
+mod text;
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -18,6 +20,8 @@ use crate::rank::batched;
 use block::{Block, Step, Stream};
 pub use generate::TokenStream;
 pub use sampling::{Sampler, Sampling, SplitMix64};
+#[cfg(feature = "tokenizer")]
+pub use text::TextStream;
 
 /// A model on a group.
 #[derive(Debug, Clone)]
