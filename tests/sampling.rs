@@ -359,3 +359,54 @@ fn the_random_stream_is_splitmix64() {
         (0xE220_A839_7B1D_CDAFu64 >> 11) as f64 / 2f64.powi(53)
     );
 }
+
+#[test]
+fn the_head_proposes_k_per_rank_and_sums_the_rest() {
+    use wgpu_tp::nn::ParallelLmHead;
+    use wgpu_tp::reference::Rng;
+    use wgpu_tp::DistTensor;
+    let (vocab, hidden) = (50, 16);
+    let mut rng = Rng::new(3);
+    let w = rng.normal(vocab * hidden);
+    let x = rng.normal(2 * hidden);
+    for tp in [1, 2, 3, 4] {
+        for group in common::groups(tp) {
+            let ctx = format!("tp {tp} ({} ranks)", group.ranks().len());
+            let head = ParallelLmHead::from_rows(&group, vocab, hidden, |r| {
+                Ok(w[r.start * hidden..r.end * hidden].to_vec())
+            })
+            .unwrap();
+            let xs = DistTensor::replicate(&group, &x, [2, hidden]).unwrap();
+            let full = head.forward(&xs).unwrap().to_host().unwrap();
+            let last = &full[vocab..];
+            let c = head.candidates(&xs, 5, &|_, v| v / 2.0).unwrap();
+            // 5 from each rank (every shard holds at least 12), and one rest each.
+            assert_eq!(c.best.len(), 5 * tp, "{ctx}");
+            assert_eq!(c.rest.len(), tp, "{ctx}");
+            // The first 5 are the best 5 of the row (by value, then id), values adjusted.
+            let mut order: Vec<usize> = (0..vocab).collect();
+            order.sort_by(|&a, &b| last[b].partial_cmp(&last[a]).unwrap().then(a.cmp(&b)));
+            for (i, &(v, id)) in c.best[..5].iter().enumerate() {
+                assert_eq!(id as usize, order[i], "{ctx}");
+                assert_eq!(v, last[order[i]] / 2.0, "{ctx}");
+            }
+            // The listed and the rest's sums make the whole row's sum of exp(x / 2): each
+            // side is a sum of 50 f64 terms below 1e3 (|x| < 15 here), so they agree to a
+            // relative 1e-12, far above f64's 50 ulp of rounding.
+            let m = f64::from(c.best[0].0);
+            let listed: f64 = c.best.iter().map(|&(v, _)| (f64::from(v) - m).exp()).sum();
+            let rest: f64 = c
+                .rest
+                .iter()
+                .flatten()
+                .map(|&(most, sum)| sum * (f64::from(most) - m).exp())
+                .sum();
+            let want: f64 = last.iter().map(|&v| (f64::from(v / 2.0) - m).exp()).sum();
+            assert!(
+                ((listed + rest) - want).abs() <= 1e-12 * want,
+                "{ctx}: {} vs {want}",
+                listed + rest
+            );
+        }
+    }
+}

@@ -187,6 +187,8 @@ impl ParallelLmHead {
                 format!("{count} candidates of {vocab} ids (1 or more, ids below 2^24)"),
             ));
         }
+        // No rank has more to propose than the vocabulary.
+        let count = count.min(vocab);
         let group = x.group().clone();
         let (rows, lasts) = self.last_rows_async(x, op).await?;
         let mut proposals = Vec::with_capacity(rows.len());
@@ -213,6 +215,19 @@ impl ParallelLmHead {
             best,
             rest: proposals.into_iter().map(|p| p.rest).collect(),
         })
+    }
+
+    /// Blocking [`ParallelLmHead::candidates_async`].
+    ///
+    /// # Errors
+    /// As [`ParallelLmHead::candidates_async`].
+    pub fn candidates(
+        &self,
+        x: &DistTensor,
+        count: usize,
+        adjust: &(dyn Fn(u32, f32) -> f32 + Sync),
+    ) -> Result<Candidates> {
+        crate::rank::block_on(self.candidates_async(x, count, adjust))
     }
 }
 
