@@ -47,8 +47,8 @@ fn tokenizer() -> Tokenizer {
 
 #[test]
 fn eos_ids_come_from_generation_config_else_config() {
-    // The fixture's generation_config.json says [2, 76]; its config.json says 2.
-    assert_eq!(tokenizer().eos_ids(), &[2, 76]);
+    // The fixture's generation_config.json says [2, 126]; its config.json says 2.
+    assert_eq!(tokenizer().eos_ids(), &[2, 126]);
     let config = std::fs::read_to_string(fixture("tiny-llama/config.json")).unwrap();
     let only_config = scratch("eos-config", &[("config.json", &config)]);
     assert_eq!(Tokenizer::eos_token_ids(&only_config).unwrap(), vec![2]);
@@ -91,25 +91,35 @@ fn stop_ids_end_the_stream_and_are_included() {
     let reference = json(&fixture("tiny-llama/reference.json"));
     let prompt = ids(&reference["prompt_ids"]);
     let greedy = ids(&reference["greedy_ids"]);
-    // Without stop ids, all 16 of transformers' greedy tokens.
+    // Without stop ids: 20 tokens, the first 16 transformers' greedy ones.
     let all = model
-        .generate_with(&prompt, 16, Sampling::default(), &[])
+        .generate_with(&prompt, 20, Sampling::default(), &[])
         .unwrap();
-    assert_eq!(all, greedy);
-    // With the fixture's [2, 76]: 76 is the 4th greedy token, and the last one given.
+    assert_eq!(all.len(), 20);
+    assert_eq!(all[..16], greedy);
+    // With the fixture's [2, 126]: 126 is the 16th greedy token (and not before), and
+    // the last one given.
     let eos = tokenizer().eos_ids().to_vec();
     let stopped = model
-        .generate_with(&prompt, 16, Sampling::default(), &eos)
+        .generate_with(&prompt, 20, Sampling::default(), &eos)
         .unwrap();
-    assert_eq!(stopped, greedy[..4], "stops after the first stop id");
-    assert_eq!(stopped[3], 76);
+    assert_eq!(
+        stopped, greedy,
+        "stops after the first stop id, including it"
+    );
+    assert_eq!(stopped[15], 126);
     let mut stream = model
-        .stream(&prompt, 16, Sampling::default())
+        .stream(&prompt, 20, Sampling::default())
         .unwrap()
         .stop_ids(&eos);
-    assert_eq!(stream.by_ref().count(), 4);
+    assert_eq!(stream.by_ref().count(), 16);
     assert!(stream.next().is_none(), "nothing after the stop id");
-    assert_eq!(stream.produced(), 4);
+    assert_eq!(stream.produced(), 16);
+    // An early stop id ends it there: 76, the 4th.
+    let early = model
+        .generate_with(&prompt, 20, Sampling::default(), &[76])
+        .unwrap();
+    assert_eq!(early, greedy[..4]);
 }
 
 #[test]
