@@ -345,3 +345,47 @@ fn decode(m: &[f32]) -> Proposal {
     });
     Proposal { best, rest }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode, propose, Proposal};
+
+    /// A proposal survives the message ranks in other processes send: fewer pairs than
+    /// the count, `-inf` values, the largest id the encoding allows, and a rest whose f64
+    /// sum needs all 64 bits.
+    #[test]
+    fn a_proposal_round_trips_through_its_message() {
+        let p = Proposal {
+            best: vec![(2.5, 7), (f32::NEG_INFINITY, (1 << 24) - 1)],
+            rest: Some((-1.25, std::f64::consts::PI * 1e10)),
+        };
+        let back = decode(&encode(&p, 3));
+        assert_eq!(back.best, p.best);
+        assert_eq!(
+            back.rest.map(|(m, s)| (m, s.to_bits())),
+            Some((-1.25, (std::f64::consts::PI * 1e10).to_bits()))
+        );
+        let none = Proposal {
+            best: vec![(0.0, 0)],
+            rest: None,
+        };
+        let back = decode(&encode(&none, 1));
+        assert_eq!((back.best, back.rest), (none.best, None));
+    }
+
+    #[test]
+    fn a_shard_proposes_its_best_and_sums_the_rest() {
+        let row = [1.0, 3.0, 3.0, -2.0, f32::NEG_INFINITY, 0.5];
+        let p = propose(&row, 10, 3, &|_, x| x).unwrap();
+        // Equal values: the lower id first.
+        assert_eq!(p.best, vec![(3.0, 11), (3.0, 12), (1.0, 10)]);
+        let (most, sum) = p.rest.unwrap();
+        assert_eq!(most, 0.5);
+        let want = 1.0 + (-2.5f64).exp();
+        assert!((sum - want).abs() <= 1e-15 * want, "{sum} vs {want}");
+        assert!(propose(&[1.0, f32::NAN], 0, 1, &|_, x| x).is_err());
+        assert!(propose(&[1.0, f32::INFINITY], 0, 1, &|_, x| x).is_err());
+        // All of a small shard, no rest.
+        assert!(propose(&row, 0, 8, &|_, x| x).unwrap().rest.is_none());
+    }
+}
