@@ -2,7 +2,8 @@
 //! exactly the ones a host reference picks by applying the documented chain (repetition
 //! penalty, temperature, top-k, top-p, min-p, SplitMix64 draw) to the full logits
 //! (`Transformer::logits`), at tp 1, 2, 3 and 4 on both kinds of group; with a seed and
-//! `Numerics::TpInvariant` the same tokens at tp 1, 2 and 4; bad options and chains the
+//! `Numerics::TpInvariant` the same tokens at tp 1, 2 and 4 (devices and logical ranks
+//! sharing one device); bad options and chains the
 //! candidates cannot decide are refused; the random stream is SplitMix64's.
 
 mod common;
@@ -280,8 +281,8 @@ fn seeded_sampling_gives_the_same_tokens_at_tp_1_2_and_4_under_tp_invariant_nume
             .seed(3),
     ];
     let mut first: Option<Vec<Vec<u32>>> = None;
-    for tp in [1, 2, 4] {
-        let Some(group) = common::cached_group(tp, false, Numerics::TpInvariant) else {
+    for (tp, shared) in [(1, false), (2, false), (2, true), (4, false), (4, true)] {
+        let Some(group) = common::cached_group(tp, shared, Numerics::TpInvariant) else {
             return;
         };
         let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
@@ -295,7 +296,7 @@ fn seeded_sampling_gives_the_same_tokens_at_tp_1_2_and_4_under_tp_invariant_nume
         }
         match &first {
             None => first = Some(got),
-            Some(want) => assert_eq!(&got, want, "tp {tp}"),
+            Some(want) => assert_eq!(&got, want, "tp {tp}, shared {shared}"),
         }
     }
 }
