@@ -1,7 +1,7 @@
 //! Generation as apps use it, on the tiny Llama fixture: end-of-sequence ids read from
 //! `generation_config.json` (else `config.json`) end the stream, the stop id included;
 //! the stream yields the tokens `generate_with` returns; text streams in whole characters
-//! and ends before a stop string; the chat template renders as transformers'
+//! and ends before a stop string (also in an app's loop over the stream); the chat template renders as transformers'
 //! `apply_chat_template` did (tests/fixtures/models/tiny-llama/chat_reference.json).
 
 mod common;
@@ -120,6 +120,39 @@ fn stop_ids_end_the_stream_and_are_included() {
         .generate_with(&prompt, 20, Sampling::default(), &[76])
         .unwrap();
     assert_eq!(early, greedy[..4]);
+}
+
+#[test]
+fn an_app_loop_stops_at_a_stop_string_in_the_generated_text() {
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let checkpoint = Checkpoint::open(fixture("tiny-llama")).unwrap();
+    let model = Transformer::from_checkpoint(&group, &checkpoint).unwrap();
+    let tok = tokenizer();
+    let prompt = tok.encode("t1 t17 t42 t99 t3 t64 t5").unwrap();
+    // The greedy text is "t70 t93 t15 t76 t70 t8 ...": stop at "t15 t76".
+    let mut text = TextStream::new(&tok).stop_strings(&["t15 t76"]);
+    let mut shown = String::new();
+    let mut tokens = Vec::new();
+    for t in model
+        .stream(&prompt, 16, Sampling::default())
+        .unwrap()
+        .stop_ids(tok.eos_ids())
+    {
+        tokens.push(t.unwrap());
+        shown.push_str(&text.push(tokens[tokens.len() - 1]).unwrap());
+        if text.is_stopped() {
+            break;
+        }
+    }
+    shown.push_str(&text.finish().unwrap());
+    assert_eq!(
+        tokens,
+        [70, 93, 15, 76],
+        "no token past the stop string's last"
+    );
+    assert_eq!(shown, "t70 t93 ");
 }
 
 #[test]

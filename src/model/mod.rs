@@ -1,7 +1,9 @@
 //! `Transformer`: a decoder-only model (Llama family or GPT-2) loaded from a
 //! [`Checkpoint`](crate::load::Checkpoint) onto a group, each rank reading only its shards' rows; greedy
 //! generation with a key/value cache per rank (feature `safetensors`). load.rs builds it
-//! from a checkpoint.
+//! from a checkpoint; sampling.rs chooses sampled tokens from the head's candidates
+//! ([`Sampling`]), generate.rs streams them ([`TokenStream`]), text.rs turns them into
+//! text as they come (`TextStream`, feature `tokenizer`).
 
 mod block;
 mod generate;
