@@ -68,6 +68,20 @@ greedy_ids_no_cache, greedy_min_margin, inv_freq (the float32 inverse
 frequencies transformers computed) and the same with the suffix _linear for
 linear scaling.
 
+tiny-llama also holds the generation files (the step "tiny-llama-generation",
+run after tiny-llama, or alone by that name: it rewrites only these three):
+    tokenizer_config.json   PreTrainedTokenizerFast over the word-level
+                            tokenizer.json, bos "t1", eos "t2", and SmolLM2's
+                            published ChatML chat_template
+    generation_config.json  GenerationConfig(bos_token_id 1, eos_token_id
+                            [2, 126]) as save_pretrained writes it (126 is
+                            the 16th and last greedy token of reference.json,
+                            and only there: a run of 20 stops after 16, and
+                            .ci/run's runs of 16 give all 16)
+    chat_reference.json     cases: messages, add_generation_prompt, and what
+                            apply_chat_template gives: text (tokenize=False)
+                            and ids (tokenize=True)
+
 Greedy decoding never stops early: end-of-sequence stopping is switched off,
 so every list has exactly 16 tokens (new tokens only, the prompt excluded).
 The script checks generate() against a plain argmax loop over full forwards.
@@ -755,6 +769,76 @@ def make_family_fixture(name, seed):
     print(f"{name}: verified")
 
 
+# SmolLM2-135M-Instruct's chat template, verbatim (HuggingFaceTB/SmolLM2-135M-Instruct,
+# tokenizer_config.json): ChatML with a default system message.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+GENERATION_EOS_IDS = [2, 126]
+# Words without "t1" or "t2" in them: transformers matches the special tokens bos "t1"
+# and eos "t2" inside longer words ("t17" -> "t1", "7"), which tokenizer.json alone
+# (what the Rust side reads) does not know.
+CHAT_CASES = [
+    {"messages": [{"role": "user", "content": "t5 t9 t37"}], "add_generation_prompt": True},
+    {
+        "messages": [
+            {"role": "system", "content": "t3 t4"},
+            {"role": "user", "content": "t30 t33"},
+            {"role": "assistant", "content": "t40"},
+            {"role": "user", "content": "t41 t45"},
+        ],
+        "add_generation_prompt": True,
+    },
+    {"messages": [{"role": "user", "content": "t7  t8"}], "add_generation_prompt": False},
+]
+
+
+def make_generation_files(name="tiny-llama"):
+    """tokenizer_config.json, generation_config.json and chat_reference.json beside
+    the weights of `name` (its tokenizer.json must exist); nothing else is touched."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    folder = OUT_ROOT / name
+    assert (folder / "tokenizer.json").exists(), "make tiny-llama first"
+    reference = json.loads((folder / "reference.json").read_text())
+    assert reference["greedy_ids"][15] == GENERATION_EOS_IDS[1]
+    assert GENERATION_EOS_IDS[1] not in reference["greedy_ids"][:15]
+    assert GENERATION_EOS_IDS[0] not in reference["greedy_ids"]
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "t1",
+        "eos_token": "t2",
+        "unk_token": "t0",
+        "model_max_length": 64,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": SMOLLM2_CHAT_TEMPLATE,
+    }
+    write_json(folder / "tokenizer_config.json", config)
+    GenerationConfig(bos_token_id=1, eos_token_id=GENERATION_EOS_IDS).save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    cases = []
+    for case in CHAT_CASES:
+        text = tok.apply_chat_template(case["messages"], tokenize=False,
+                                       add_generation_prompt=case["add_generation_prompt"])
+        ids = tok.apply_chat_template(case["messages"], tokenize=True,
+                                      add_generation_prompt=case["add_generation_prompt"])
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        assert ids == tok(text, add_special_tokens=False)["input_ids"]
+        cases.append({**case, "text": text, "ids": list(ids)})
+    write_json(folder / "chat_reference.json", {
+        "transformers_version": transformers.__version__,
+        "cases": cases,
+    })
+    print(f"{folder.relative_to(OUT_ROOT.parent.parent.parent)}: generation files written")
+
+
 def main():
     assert int(transformers.__version__.split(".")[0]) >= 5, "needs transformers 5.x"
     transformers.utils.logging.disable_progress_bar()
@@ -767,6 +851,10 @@ def main():
         model = build(seed)
         folder = make_fixture(name, model)
         verify(folder, model)
+        if name == "tiny-llama":
+            make_generation_files(name)
+    if "tiny-llama-generation" in only and "tiny-llama" not in only:
+        make_generation_files("tiny-llama")
     if not only or "tiny-llama3" in only:
         verify_scaled(make_scaled_fixture("tiny-llama3", LLAMA3_SEED), LLAMA3_SEED)
     for name, seed in FAMILY_SEEDS.items():

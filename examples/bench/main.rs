@@ -13,6 +13,7 @@ mod model;
 mod model_1b;
 mod mpi;
 mod plot;
+mod sampling;
 mod transfer;
 
 use std::time::{Duration, Instant};
@@ -37,7 +38,8 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, half, mpi, verify);
+    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, half, sampling,
+    /// mpi, verify);
     /// default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -135,6 +137,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.push(("gemv_bf16w_vs_f32", h.gemv_bf16w_vs_f32));
         summary.push(("weights_bytes_bf16_vs_f32", h.weights_bytes_bf16_vs_f32));
         summary.push(("decode_bf16_vs_f32", h.decode_bf16_vs_f32));
+    }
+    if args.wants("sampling") {
+        summary.push(("sample_vs_greedy", sampling::sample_vs_greedy()?));
     }
     if args.wants("mpi") {
         if let Some(m) = mpi::run(args.allreduce_mib, args.reps)? {

@@ -1,23 +1,31 @@
-//! Greedy generation with a Hugging Face checkpoint (Llama family or GPT-2, safetensors)
-//! sharded over wgpu ranks.
+//! Generation with a Hugging Face checkpoint (Llama family or GPT-2, safetensors)
+//! sharded over wgpu ranks: greedy, or sampled (`--temperature`, `--top-k`, `--top-p`,
+//! `--min-p`, `--repetition-penalty`, `--seed`), ending at the checkpoint's
+//! end-of-sequence ids (`generation_config.json`, else `config.json`), a `--stop` string
+//! or `--max-new-tokens`.
 //!
 //! ```text
 //! cargo run --release --example generate -- --model tests/fixtures/models/tiny-llama \
 //!     --tp-size 4 --prompt-ids 1,17,42 --max-new-tokens 16
+//! cargo run --release --example generate -- --model tests/fixtures/models/tiny-llama \
+//!     --tp-size 2 --chat "t5 t9" --temperature 0.8 --top-p 0.9 --seed 1
 //! ```
 //!
-//! Prints the tokens (and their text, when a `tokenizer.json` sits beside the weights;
-//! `--prompt TEXT` then takes the prompt as text), the prefill and decode rates, and the
-//! bytes of tensors each rank's device holds once the weights are loaded. Under `mpirun` (built with `--features
+//! Prints the text as it comes, when a `tokenizer.json` sits beside the weights
+//! (`--prompt TEXT` then takes the prompt as text, `--chat QUESTION` renders it with
+//! the chat template of `tokenizer_config.json`, after `--system`), then the tokens, the
+//! prefill and decode rates, and the bytes of tensors each rank's device holds once the
+//! weights are loaded. Under `mpirun` (built with `--features
 //! mpi`) the ranks spread over the processes as in `verify`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use wgpu_tp::load::Checkpoint;
-use wgpu_tp::model::Transformer;
+use wgpu_tp::model::{Sampling, TextStream, Transformer};
 use wgpu_tp::{wgpu, Group, Numerics};
 
 #[path = "../verify/spmd.rs"]
@@ -34,7 +42,7 @@ enum Ranks {
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "Greedy generation with a safetensors checkpoint on wgpu ranks")]
+#[command(about = "Generation with a safetensors checkpoint on wgpu ranks")]
 struct Args {
     /// Folder with config.json and model.safetensors (or model.safetensors.index.json),
     /// or one .safetensors file in such a folder (e.g. its bf16 weights). f16 and bf16
@@ -45,14 +53,46 @@ struct Args {
     #[arg(short, long, default_value_t = 1)]
     tp_size: usize,
     /// The prompt's token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required_unless_present = "prompt")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["prompt", "chat"])]
     prompt_ids: Vec<u32>,
     /// The prompt as text, through the tokenizer.json beside the weights.
-    #[arg(long, conflicts_with = "prompt_ids")]
+    #[arg(long, conflicts_with_all = ["prompt_ids", "chat"])]
     prompt: Option<String>,
+    /// A question, as the user's message of a chat rendered with the chat template of
+    /// the tokenizer_config.json beside the weights.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    chat: Option<String>,
+    /// The system message before --chat's question.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
     /// Tokens to generate.
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (transformers' default 50); 0 is off.
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Keep the most likely tokens up to this probability; 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep the tokens at least this times as likely as the most likely; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Divides the positive logits (multiplies the negative ones) of tokens already in
+    /// the sequence; 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// The seed of the random stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop strings (repeatable); the text ends before one.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Do not stop at the checkpoint's end-of-sequence ids.
+    #[arg(long)]
+    ignore_eos: bool,
     /// How ranks are made.
     #[arg(long, value_enum, default_value_t = Ranks::OneAdapter)]
     ranks: Ranks,
@@ -124,43 +164,86 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     say!("  loaded in {load:.2} s");
     let tokenizer = wgpu_tp::load::Tokenizer::beside(checkpoint.dir())?;
-    let prompt = &match (&args.prompt, &tokenizer) {
-        (Some(text), Some(t)) => t.encode(text)?,
-        (Some(_), None) => {
-            return Err(format!(
-                "--prompt needs a tokenizer.json in {}",
-                checkpoint.dir().display()
-            )
-            .into())
+    let needs = |flag: &str| {
+        format!(
+            "{flag} needs a tokenizer.json in {}",
+            checkpoint.dir().display()
+        )
+    };
+    let prompt = &match (&args.prompt, &args.chat, &tokenizer) {
+        (Some(text), _, Some(t)) => t.encode(text)?,
+        (_, Some(question), Some(t)) => {
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push(("system", system.as_str()));
+            }
+            messages.push(("user", question.as_str()));
+            t.encode_chat(&messages, true)?
         }
-        (None, _) => args.prompt_ids.clone(),
+        (Some(_), _, None) => return Err(needs("--prompt").into()),
+        (_, Some(_), None) => return Err(needs("--chat").into()),
+        (None, None, _) => args.prompt_ids.clone(),
     };
     if prompt.is_empty() {
         return Err("an empty prompt".into());
     }
-    let capacity = (prompt.len() + args.max_new_tokens).min(c.max_positions);
-    let mut cache = model.new_cache(capacity)?;
-    let t = Instant::now();
-    let first = model.next_token(prompt, &mut cache)?;
-    let prefill = t.elapsed().as_secs_f64();
-    let mut tokens = vec![first];
-    tokens.truncate(args.max_new_tokens);
-    let t = Instant::now();
-    while !tokens.is_empty() && tokens.len() < args.max_new_tokens {
-        let last = tokens[tokens.len() - 1];
-        tokens.push(model.next_token(&[last], &mut cache)?);
-    }
-    let decode = t.elapsed().as_secs_f64();
-    let steps = tokens.len().saturating_sub(1);
-    say!("prompt ids: {prompt:?}");
-    say!("generated:  {tokens:?}");
+    let sampling = Sampling::default()
+        .temperature(args.temperature)
+        .top_k(args.top_k)
+        .top_p(args.top_p)
+        .min_p(args.min_p)
+        .repetition_penalty(args.repetition_penalty)
+        .seed(args.seed);
+    let eos = match (&tokenizer, args.ignore_eos) {
+        (_, true) => Vec::new(),
+        (Some(t), false) => t.eos_ids().to_vec(),
+        (None, false) => wgpu_tp::load::Tokenizer::eos_token_ids(checkpoint.dir())?,
+    };
+    let most = c.max_positions.saturating_sub(prompt.len()) + 1;
+    let max_new = args.max_new_tokens.min(most);
+    let mut text = tokenizer
+        .as_ref()
+        .map(|t| TextStream::new(t).stop_strings(&args.stop));
     if let Some(t) = &tokenizer {
-        say!(
-            "text:       {:?} -> {:?}",
-            t.decode(prompt)?,
-            t.decode(&tokens)?
-        );
+        say!("prompt: {:?}", t.decode(prompt)?);
     }
+    let mut stream = model.stream(prompt, max_new, sampling)?.stop_ids(&eos);
+    let mut tokens = Vec::new();
+    let t0 = Instant::now();
+    let mut first_at = None;
+    let show = |piece: &str| {
+        if spmd::lead() && !piece.is_empty() {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    for token in stream.by_ref() {
+        tokens.push(token?);
+        first_at.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+        if let Some(text) = &mut text {
+            show(&text.push(tokens[tokens.len() - 1])?);
+            if text.is_stopped() {
+                break;
+            }
+        }
+    }
+    let total = t0.elapsed().as_secs_f64();
+    if let Some(text) = &mut text {
+        show(&text.finish()?);
+        say!();
+    }
+    let prefill = first_at.unwrap_or(total);
+    let decode = total - prefill;
+    let steps = tokens.len().saturating_sub(1);
+    let why = if text.as_ref().is_some_and(TextStream::is_stopped) {
+        "a stop string"
+    } else if tokens.last().is_some_and(|t| eos.contains(t)) {
+        "an end-of-sequence id"
+    } else {
+        "--max-new-tokens"
+    };
+    say!("prompt ids: {prompt:?}");
+    say!("generated:  {tokens:?} (ended by {why})");
     say!(
         "prefill: {} tokens in {:.1} ms ({:.1} tokens/s); decode: {steps} tokens in {:.1} ms ({:.1} tokens/s)",
         prompt.len(),

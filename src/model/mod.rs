@@ -1,15 +1,22 @@
 //! `Transformer`: a decoder-only model loaded from a
 //! [`Checkpoint`](crate::load::Checkpoint) onto a group, each rank reading only its
-//! shards' rows; greedy generation with a key/value cache per rank (feature
-//! `safetensors`). Each family (Llama, Mistral, Qwen2, Qwen3, GPT-2) is a module of
-//! `families/` that reads its config and names its tensors in a recipe (recipe.rs);
-//! load.rs builds any recipe, through a scoped reader of the checkpoint (weights.rs).
+//! shards' rows, with a key/value cache per rank (feature `safetensors`). Each family
+//! (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3, GPT-2) is a module of `families/`
+//! that reads its config and names its tensors in a recipe (recipe.rs); load.rs builds
+//! any recipe, through a scoped reader of the checkpoint (weights.rs). sampling.rs
+//! chooses sampled tokens from the head's candidates ([`Sampling`]), generate.rs streams
+//! them ([`TokenStream`]), text.rs turns them into text as they come (`TextStream`,
+//! feature `tokenizer`).
 
 mod block;
 mod config;
 mod families;
+mod generate;
 mod load;
 mod recipe;
+mod sampling;
+#[cfg(feature = "tokenizer")]
+mod text;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, SlidingLayers};
@@ -21,6 +28,10 @@ use crate::nn::{KvCache, Norm, ParallelLmHead, VocabParallelEmbedding};
 use crate::ops;
 use crate::rank::batched;
 use block::{Block, Step, Stream};
+pub use generate::TokenStream;
+pub use sampling::{Sampler, Sampling, SplitMix64};
+#[cfg(feature = "tokenizer")]
+pub use text::TextStream;
 
 /// A model on a group.
 #[derive(Debug, Clone)]
@@ -260,6 +271,49 @@ impl Transformer {
     /// As [`Transformer::logits_async`].
     pub fn next_token(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
         crate::rank::block_on(self.next_token_async(ids, cache))
+    }
+
+    /// The next token after `ids`, continuing `cache`, chosen by `sampler` (see
+    /// [`Sampling`] for the chain and its exactness): `ids` join the sequence the
+    /// repetition penalty looks at. Only each rank's best candidates cross ranks.
+    ///
+    /// # Errors
+    /// As [`Transformer::next_token_async`]; [`Error::InvalidArgument`] when the chain
+    /// would keep more tokens than were proposed (see [`Sampling`]).
+    pub async fn next_token_with_async(
+        &self,
+        ids: &[u32],
+        cache: &mut Cache,
+        sampler: &mut Sampler,
+    ) -> Result<u32> {
+        let pieces = self.hidden_async(ids, cache).await?;
+        let last = pieces
+            .last()
+            .ok_or_else(|| Error::invalid("transformer.forward", "no ids"))?;
+        sampler.observe(ids);
+        let o = *sampler.options();
+        if o.is_greedy() && o.repetition_penalty_is_off() {
+            return self.head.greedy_async(last).await;
+        }
+        let s = &*sampler;
+        let candidates = self
+            .head
+            .candidates_async(last, o.proposals(), &|id, x| s.adjust(id, x))
+            .await?;
+        sampler.choose(&candidates)
+    }
+
+    /// Blocking [`Transformer::next_token_with_async`].
+    ///
+    /// # Errors
+    /// As [`Transformer::next_token_with_async`].
+    pub fn next_token_with(
+        &self,
+        ids: &[u32],
+        cache: &mut Cache,
+        sampler: &mut Sampler,
+    ) -> Result<u32> {
+        crate::rank::block_on(self.next_token_with_async(ids, cache, sampler))
     }
 
     /// Greedy generation: the prompt in one forward (prefill), then one token at a time

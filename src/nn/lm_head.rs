@@ -1,6 +1,7 @@
 //! `ParallelLmHead`: the language-model head column-parallel over the vocabulary, with
 //! greedy sampling that never gathers the full logits (each rank reports its best token,
-//! one all-gather of two numbers per rank picks the winner) and the full logits on request.
+//! one all-gather of two numbers per rank picks the winner), the candidates of sampling
+//! (each rank's best `k` and one sum for the rest) and the full logits on request.
 
 use std::ops::Range;
 
@@ -19,6 +20,7 @@ use crate::tensor::{read_back, Tensor};
 pub struct ParallelLmHead {
     col: ColumnParallelLinear,
     firsts: Vec<usize>,
+    vocab: usize,
 }
 
 impl ParallelLmHead {
@@ -57,7 +59,7 @@ impl ParallelLmHead {
             ColumnParallelConfig::default().gather_output(false),
         )
         .map_err(|e| e.with_op(op))?;
-        Ok(ParallelLmHead { col, firsts })
+        Ok(ParallelLmHead { col, firsts, vocab })
     }
 
     /// The logits, `Shard(1) [tokens, vocab]` (no communication).
@@ -94,20 +96,8 @@ impl ParallelLmHead {
     /// As [`ParallelLmHead::forward_async`]; read-back and collective errors;
     /// [`Error::NonFinite`] when a logit of the row is NaN or the largest is infinite.
     pub async fn greedy_async(&self, x: &DistTensor) -> Result<u32> {
-        let tokens = x.shape()[0];
         let group = x.group().clone();
-        let lasts = crate::rank::batched("parallel_lm_head.greedy", || {
-            // The logits of the last row alone, sharded (the layer never gathers them).
-            let last = if tokens == 1 {
-                x.clone()
-            } else {
-                let hidden = x.shape()[1];
-                let rows = x.map_locals(|_, t| ops::slice(t, tokens - 1, 0, [1, hidden]))?;
-                DistTensor::from_parts(&group, rows, Placement::Replicate, [1, hidden], Vec::new())
-            };
-            Ok(self.col.local_forward(&last, None)?.locals().to_vec())
-        })?;
-        let rows = read_back("parallel_lm_head.greedy", &lasts.iter().collect::<Vec<_>>()).await?;
+        let (rows, lasts) = self.last_rows_async(x, "parallel_lm_head.greedy").await?;
         let mut all = Vec::with_capacity(2 * rows.len());
         for (row, r) in rows.iter().zip(group.local_range()) {
             let (best, value) = argmax(row);
@@ -147,6 +137,98 @@ impl ParallelLmHead {
         }
         Ok(best)
     }
+
+    /// Every local rank's shard of the logits of the last row of `x`, read back, and the
+    /// tensors they were read from (the ranks to send from).
+    async fn last_rows_async(
+        &self,
+        x: &DistTensor,
+        op: &'static str,
+    ) -> Result<(Vec<Vec<f32>>, Vec<Tensor>)> {
+        let tokens = x.shape()[0];
+        let group = x.group().clone();
+        let lasts = crate::rank::batched(op, || {
+            // The logits of the last row alone, sharded (the layer never gathers them).
+            let last = if tokens == 1 {
+                x.clone()
+            } else {
+                let hidden = x.shape()[1];
+                let rows = x.map_locals(|_, t| ops::slice(t, tokens - 1, 0, [1, hidden]))?;
+                DistTensor::from_parts(&group, rows, Placement::Replicate, [1, hidden], Vec::new())
+            };
+            Ok(self.col.local_forward(&last, None)?.locals().to_vec())
+        })?;
+        let rows = read_back(op, &lasts.iter().collect::<Vec<_>>()).await?;
+        Ok((rows, lasts))
+    }
+
+    /// The sampling candidates after the last row of `x`: each rank reads back its shard
+    /// of that row's logits alone, maps every logit through `adjust(id, logit)` (the
+    /// repetition penalty and the temperature), keeps its best `count` (by value, the
+    /// lower id first among equals) and sums the rest as one (largest, sum of
+    /// `exp(value - largest)`) pair; ranks in other processes send theirs in one
+    /// all-gather of `2 * count + 7` numbers per rank. The full row never crosses ranks.
+    ///
+    /// # Errors
+    /// As [`ParallelLmHead::forward_async`]; read-back and collective errors;
+    /// [`Error::InvalidArgument`] for a `count` of 0 or past 2^24 ids;
+    /// [`Error::NonFinite`] when a logit is NaN or `+inf` (before or after `adjust`).
+    pub async fn candidates_async(
+        &self,
+        x: &DistTensor,
+        count: usize,
+        adjust: &(dyn Fn(u32, f32) -> f32 + Sync),
+    ) -> Result<Candidates> {
+        let op = "parallel_lm_head.candidates";
+        let vocab = self.vocab;
+        if count == 0 || vocab > 1 << 24 {
+            return Err(Error::invalid(
+                op,
+                format!("{count} candidates of {vocab} ids (1 or more, ids below 2^24)"),
+            ));
+        }
+        // No rank has more to propose than the vocabulary.
+        let count = count.min(vocab);
+        let group = x.group().clone();
+        let (rows, lasts) = self.last_rows_async(x, op).await?;
+        let mut proposals = Vec::with_capacity(rows.len());
+        for (row, r) in rows.iter().zip(group.local_range()) {
+            proposals.push(propose(row, self.firsts[r], count, adjust)?);
+        }
+        if group.process_count() > 1 {
+            // The other processes' proposals: one all-gather of a fixed-size message per
+            // rank (ids as exact f32 integers, the f64 sum as four 16-bit pieces).
+            let len = 2 * count + 7;
+            let mut parts = Vec::with_capacity(lasts.len());
+            for (p, t) in proposals.iter().zip(&lasts) {
+                parts.push(Tensor::from_host(t.rank(), &encode(p, count), [1, len])?);
+            }
+            let sizes = vec![len; group.world_size()];
+            let shape = [1, len * group.world_size()];
+            let parts = DistTensor::from_parts(&group, parts, Placement::Shard(1), shape, sizes);
+            let all = parts.to_host_async().await?;
+            proposals = all.chunks(len).map(decode).collect();
+        }
+        let mut best: Vec<(f32, u32)> = proposals.iter().flat_map(|p| p.best.clone()).collect();
+        best.sort_by(better_first);
+        Ok(Candidates {
+            best,
+            rest: proposals.into_iter().map(|p| p.rest).collect(),
+        })
+    }
+
+    /// Blocking [`ParallelLmHead::candidates_async`].
+    ///
+    /// # Errors
+    /// As [`ParallelLmHead::candidates_async`].
+    pub fn candidates(
+        &self,
+        x: &DistTensor,
+        count: usize,
+        adjust: &(dyn Fn(u32, f32) -> f32 + Sync),
+    ) -> Result<Candidates> {
+        crate::rank::block_on(self.candidates_async(x, count, adjust))
+    }
 }
 
 /// The index of the largest value (NaN counting as largest, the first among equals).
@@ -159,4 +241,151 @@ fn argmax(row: &[f32]) -> (usize, f32) {
         }
     }
     best
+}
+
+/// What [`ParallelLmHead::candidates_async`] proposes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidates {
+    /// Every rank's best `count` (value, id) pairs after `adjust` (all of its shard when
+    /// that is smaller), merged: the larger value first, the lower id first among equal
+    /// values (`-0.0 == 0.0`). Its first `count` are the best `count` of the whole
+    /// vocabulary; past them, tokens in `rest` may outrank the ones listed.
+    pub best: Vec<(f32, u32)>,
+    /// Per rank, in rank order: the tokens of its shard not in `best`, as their largest
+    /// value and the sum of `exp(value - largest)` in f64 (in the shard's own order);
+    /// `None` when there are none or all are `-inf`.
+    pub rest: Vec<Option<(f32, f64)>>,
+}
+
+/// One rank's proposal.
+struct Proposal {
+    best: Vec<(f32, u32)>,
+    rest: Option<(f32, f64)>,
+}
+
+/// The order of candidates: the larger value first, then the lower id.
+fn better_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.partial_cmp(&a.0)
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(a.1.cmp(&b.1))
+}
+
+/// A shard's best `count` after `adjust` and the sum of the rest.
+fn propose(
+    row: &[f32],
+    first: usize,
+    count: usize,
+    adjust: &(dyn Fn(u32, f32) -> f32 + Sync),
+) -> Result<Proposal> {
+    let mut all = Vec::with_capacity(row.len());
+    for (i, &raw) in row.iter().enumerate() {
+        let id = (first + i) as u32;
+        let v = adjust(id, raw);
+        if raw.is_nan() || raw == f32::INFINITY || v.is_nan() || v == f32::INFINITY {
+            return Err(Error::NonFinite {
+                op: "parallel_lm_head.candidates",
+                message: format!("logit {raw} of token {id} (adjusted {v})"),
+            });
+        }
+        all.push((v, id));
+    }
+    let rest = if all.len() > count {
+        all.select_nth_unstable_by(count, better_first);
+        let rest = all.split_off(count);
+        let most = rest.iter().fold(f32::NEG_INFINITY, |m, &(v, _)| m.max(v));
+        (most > f32::NEG_INFINITY).then(|| {
+            let sum = rest
+                .iter()
+                .map(|&(v, _)| (f64::from(v) - f64::from(most)).exp())
+                .sum::<f64>();
+            (most, sum)
+        })
+    } else {
+        None
+    };
+    all.sort_by(better_first);
+    Ok(Proposal { best: all, rest })
+}
+
+/// A proposal as `2 * count + 7` numbers: how many pairs, the pairs (ids as exact f32
+/// integers, zeros past the last), whether there is a rest, its largest value and its
+/// f64 sum as four 16-bit pieces (exact f32 integers, the high piece first).
+fn encode(p: &Proposal, count: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 2 * count + 7];
+    out[0] = p.best.len() as f32;
+    for (i, &(v, id)) in p.best.iter().enumerate() {
+        out[1 + 2 * i] = v;
+        out[2 + 2 * i] = id as f32;
+    }
+    let tail = &mut out[2 * count + 1..];
+    if let Some((most, sum)) = p.rest {
+        tail[0] = 1.0;
+        tail[1] = most;
+        let bits = sum.to_bits();
+        for (k, t) in tail[2..6].iter_mut().enumerate() {
+            *t = ((bits >> (48 - 16 * k)) & 0xffff) as f32;
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode`].
+fn decode(m: &[f32]) -> Proposal {
+    let count = (m.len() - 7) / 2;
+    let n = (m[0] as usize).min(count);
+    let best = (0..n)
+        .map(|i| (m[1 + 2 * i], m[2 + 2 * i] as u32))
+        .collect();
+    let tail = &m[2 * count + 1..];
+    let rest = (tail[0] == 1.0).then(|| {
+        let bits = tail[2..6]
+            .iter()
+            .fold(0u64, |b, &piece| (b << 16) | u64::from(piece as u16));
+        (tail[1], f64::from_bits(bits))
+    });
+    Proposal { best, rest }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode, propose, Proposal};
+
+    /// A proposal survives the message ranks in other processes send: fewer pairs than
+    /// the count, `-inf` values, the largest id the encoding allows, and a rest whose f64
+    /// sum needs all 64 bits.
+    #[test]
+    fn a_proposal_round_trips_through_its_message() {
+        let p = Proposal {
+            best: vec![(2.5, 7), (f32::NEG_INFINITY, (1 << 24) - 1)],
+            rest: Some((-1.25, std::f64::consts::PI * 1e10)),
+        };
+        let back = decode(&encode(&p, 3));
+        assert_eq!(back.best, p.best);
+        assert_eq!(
+            back.rest.map(|(m, s)| (m, s.to_bits())),
+            Some((-1.25, (std::f64::consts::PI * 1e10).to_bits()))
+        );
+        let none = Proposal {
+            best: vec![(0.0, 0)],
+            rest: None,
+        };
+        let back = decode(&encode(&none, 1));
+        assert_eq!((back.best, back.rest), (none.best, None));
+    }
+
+    #[test]
+    fn a_shard_proposes_its_best_and_sums_the_rest() {
+        let row = [1.0, 3.0, 3.0, -2.0, f32::NEG_INFINITY, 0.5];
+        let p = propose(&row, 10, 3, &|_, x| x).unwrap();
+        // Equal values: the lower id first.
+        assert_eq!(p.best, vec![(3.0, 11), (3.0, 12), (1.0, 10)]);
+        let (most, sum) = p.rest.unwrap();
+        assert_eq!(most, 0.5);
+        let want = 1.0 + (-2.5f64).exp();
+        assert!((sum - want).abs() <= 1e-15 * want, "{sum} vs {want}");
+        assert!(propose(&[1.0, f32::NAN], 0, 1, &|_, x| x).is_err());
+        assert!(propose(&[1.0, f32::INFINITY], 0, 1, &|_, x| x).is_err());
+        // All of a small shard, no rest.
+        assert!(propose(&row, 0, 8, &|_, x| x).unwrap().rest.is_none());
+    }
 }

@@ -21,7 +21,7 @@ pub use attention::{
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::{GatedActivation, GatedMlp};
-pub use lm_head::ParallelLmHead;
+pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::ParallelMlp;
 pub use norm::{Norm, NormKind};
 pub use rotary::{RopeScaling, Rotary};
