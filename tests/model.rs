@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use wgpu_tp::load::Checkpoint;
 use wgpu_tp::model::Transformer;
+use wgpu_tp::nn::ParallelLmHead;
 use wgpu_tp::reference::{write_synthetic_llama, SyntheticLlama};
-use wgpu_tp::{wgpu, Group, Numerics};
+use wgpu_tp::{wgpu, DistTensor, Group, Numerics};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -328,6 +329,53 @@ fn tiny_gemma3_matches_transformers() {
     check_family("tiny-gemma3", "");
 }
 
+/// Gemma 2: Gemma 3's layers without q/k norms, the attention logits capped at 2 and
+/// the final logits at 3 (small caps, so that they matter for these logits), every
+/// other layer sliding over 8 positions.
+#[test]
+fn tiny_gemma2_matches_transformers() {
+    check_family("tiny-gemma2", "");
+}
+
+/// A capped head's logits are `tanh(v / cap) * cap` of the plain head's, in f32, bit
+/// for bit, in the full logits and the greedy token alike; a cap that is not a positive
+/// number is refused.
+#[test]
+fn a_soft_capped_head_caps_every_logit_it_reads() {
+    let Some(group) = common::group(2) else {
+        return;
+    };
+    let (vocab, hidden) = (40, 8);
+    let w: Vec<f32> = (0..vocab * hidden)
+        .map(|i| ((i * 7919 % 97) as f32 - 48.0) / 8.0)
+        .collect();
+    let rows = |r: std::ops::Range<usize>| Ok(w[r.start * hidden..r.end * hidden].to_vec());
+    let plain = ParallelLmHead::from_rows(&group, vocab, hidden, rows).unwrap();
+    let capped = plain.clone().with_softcap(3.0).unwrap();
+    let x: Vec<f32> = (0..2 * hidden).map(|i| (i as f32 - 7.0) / 4.0).collect();
+    let x = DistTensor::replicate(&group, &x, [2, hidden]).unwrap();
+    let raw = pollster::block_on(plain.full_logits_async(&x)).unwrap();
+    let want: Vec<f32> = raw.iter().map(|v| (v / 3.0).tanh() * 3.0).collect();
+    let got = pollster::block_on(capped.full_logits_async(&x)).unwrap();
+    common::assert_same_bits(&got, &want, "capped logits");
+    assert!(
+        raw.iter().any(|v| v.abs() > 3.0),
+        "the cap must matter here"
+    );
+    let last = &want[vocab..];
+    let best = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b });
+    assert_eq!(
+        pollster::block_on(capped.greedy_async(&x)).unwrap(),
+        best as u32
+    );
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            plain.clone().with_softcap(bad),
+            Err(wgpu_tp::Error::InvalidArgument { .. })
+        ));
+    }
+}
+
 #[test]
 fn tiny_gpt2_matches_transformers() {
     check_model("tiny-gpt2", "");
@@ -381,7 +429,8 @@ fn a_bf16_checkpoint_keeps_its_weights_at_two_bytes_a_value() {
 }
 
 /// Under `Numerics::TpInvariant` every family's parts keep their bits at any tp: the
-/// window (Mistral, Phi-3, Gemma), q/k norms (Qwen3, Gemma 3), GeGLU, the embedding scale,
+/// window (Mistral, Phi-3, Gemma), q/k norms (Qwen3, Gemma 3), soft-caps (Gemma 2), GeGLU,
+/// the embedding scale,
 /// `1 + w` and post norms, the fused projections, LongRoPE, q/k/v biases (Qwen2), on
 /// both kinds of group. (The fixtures' 6 heads and 128 inner features split evenly only
 /// at tp 1 and 2, as tp-invariant numerics need.)
@@ -392,6 +441,7 @@ fn every_family_keeps_its_logits_bits_at_tp_1_and_2_under_tp_invariant_numerics(
         ("tiny-qwen2", "config.window.json"),
         ("tiny-qwen3", "config.json"),
         ("tiny-phi3", "config.window.json"),
+        ("tiny-gemma2", "config.json"),
         ("tiny-gemma3", "config.json"),
     ] {
         let checkpoint = Checkpoint::open(fixture_with_config(name, config)).unwrap();

@@ -45,12 +45,6 @@ impl Transformer {
     /// allocation errors.
     pub fn from_checkpoint(group: &Group, checkpoint: &Checkpoint) -> Result<Self> {
         let (c, recipe) = families::read(checkpoint)?;
-        if c.final_logit_softcapping.is_some() {
-            return Err(Error::invalid(
-                "transformer.from_checkpoint",
-                "final logit soft-capping is not in the head yet",
-            ));
-        }
         let root = Weights::new(checkpoint, &recipe.prefix);
         let h = c.hidden_size;
         let rotary = match c.rope_theta {
@@ -119,7 +113,12 @@ impl Transformer {
         }
         let norm = b.norm(&root.pp(&recipe.final_norm))?;
         let head = root.pp(recipe.head.as_ref().unwrap_or(&recipe.embed));
-        let head = ParallelLmHead::from_rows(group, c.vocab_size, h, |r| head.rows("weight", r))?;
+        let mut head =
+            ParallelLmHead::from_rows(group, c.vocab_size, h, |r| head.rows("weight", r))?;
+        if let Some(cap) = c.final_logit_softcapping {
+            // A Python float times an f32 tensor: the cap rounds to f32.
+            head = head.with_softcap(cap as f32)?;
+        }
         // Each model loaded is another: caches check which made them.
         static MODELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Transformer {

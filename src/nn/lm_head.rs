@@ -21,6 +21,8 @@ pub struct ParallelLmHead {
     col: ColumnParallelLinear,
     firsts: Vec<usize>,
     vocab: usize,
+    /// Final logits capped to `tanh(v / cap) * cap` on the host (Gemma 2).
+    softcap: Option<f32>,
 }
 
 impl ParallelLmHead {
@@ -59,7 +61,12 @@ impl ParallelLmHead {
             ColumnParallelConfig::default().gather_output(false),
         )
         .map_err(|e| e.with_op(op))?;
-        Ok(ParallelLmHead { col, firsts, vocab })
+        Ok(ParallelLmHead {
+            col,
+            firsts,
+            vocab,
+            softcap: None,
+        })
     }
 
     /// The logits, `Shard(1) [tokens, vocab]` (no communication).
@@ -78,12 +85,40 @@ impl ParallelLmHead {
         crate::rank::block_on(self.forward_async(x))
     }
 
-    /// The full logits on the host, `[tokens, vocab]` row-major (an all-gather).
+    /// The head with its logits soft-capped: every logit read on the host (the full
+    /// logits, the greedy token's and the sampling candidates') is `tanh(v / cap) * cap`,
+    /// each operation in f32 as transformers' `final_logit_softcapping` does (Gemma 2).
+    /// [`ParallelLmHead::forward_async`] still gives the products before the cap.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a cap that is not a positive finite number.
+    pub fn with_softcap(mut self, cap: f32) -> Result<Self> {
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(Error::invalid(
+                "parallel_lm_head.with_softcap",
+                format!("cap {cap}: it must be a positive number"),
+            ));
+        }
+        self.softcap = Some(cap);
+        Ok(self)
+    }
+
+    /// `values` soft-capped in place, if the head caps.
+    fn cap(&self, values: &mut [f32]) {
+        if let Some(cap) = self.softcap {
+            values.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+        }
+    }
+
+    /// The full logits on the host, `[tokens, vocab]` row-major (an all-gather),
+    /// soft-capped if the head caps.
     ///
     /// # Errors
     /// As [`ParallelLmHead::forward_async`] and the gather.
     pub async fn full_logits_async(&self, x: &DistTensor) -> Result<Vec<f32>> {
-        self.forward_async(x).await?.to_host_async().await
+        let mut logits = self.forward_async(x).await?.to_host_async().await?;
+        self.cap(&mut logits);
+        Ok(logits)
     }
 
     /// The greedy token after the last row of `x`: each rank computes and reads back its
@@ -158,7 +193,8 @@ impl ParallelLmHead {
             };
             Ok(self.col.local_forward(&last, None)?.locals().to_vec())
         })?;
-        let rows = read_back(op, &lasts.iter().collect::<Vec<_>>()).await?;
+        let mut rows = read_back(op, &lasts.iter().collect::<Vec<_>>()).await?;
+        rows.iter_mut().for_each(|row| self.cap(row));
         Ok((rows, lasts))
     }
 
