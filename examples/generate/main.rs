@@ -1,4 +1,5 @@
-//! Generation with a Hugging Face checkpoint (Llama family or GPT-2, safetensors)
+//! Generation with a Hugging Face checkpoint (safetensors; Llama 1-3, Mistral, Qwen2/2.5,
+//! Qwen3, Phi-3, Gemma 2 and 3, GPT-2)
 //! sharded over wgpu ranks: greedy, or sampled (`--temperature`, `--top-k`, `--top-p`,
 //! `--min-p`, `--repetition-penalty`, `--seed`), ending at the checkpoint's
 //! end-of-sequence ids (`generation_config.json`, else `config.json`), a `--stop` string
