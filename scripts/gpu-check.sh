@@ -136,12 +136,12 @@ done
 # The bench's GPU lines, in what is left of the 8 minutes.
 left=$((470 - $(elapsed)))
 if [ "$left" -gt 30 ]; then
-    timeout "$left" "$dir/bench" --only gemm,decode,model --sizes 1024,2048,4096 --reps 5 \
+    timeout "$left" "$dir/bench" --only gemm,decode,model,model1b --sizes 1024,2048,4096 --reps 5 \
         --plot "$dir/gemm.svg" >"$dir/bench.txt" 2>&1
     rc=$?
     cat "$dir/bench.txt" >>"$log"
     say "bench (exit $rc):"
-    grep -E 'GF/s|^ +[0-9]+ +[A-Za-z]+ +[0-9.]+|copy of 64|x the copy|MLP 1024|decode step|^[a-z0-9_]+: [0-9.]+$' "$dir/bench.txt" |
+    grep -E 'GF/s|^ +[0-9]+ +[A-Za-z]+ +[0-9.]+|copy of 64|x the copy|MLP 1024|decode step|bf16 \[out, in\]|products alone|^[a-z0-9_]+: [0-9.]+$' "$dir/bench.txt" |
         sed "s/\$/$(mark)/" | tee -a "$summary"
     say "  compare the WGSL GFLOP/s with the adapter's f32 peak (an H100/H200 SXM: about 67,000)"
 else
