@@ -32,7 +32,9 @@ pub(super) fn read(v: &Value, architecture: Architecture) -> Result<(ModelConfig
     }
     let mut config = d.config(v, architecture)?;
     if architecture == Architecture::Mistral {
-        config = d.with_window(config, d.sliding_window, SlidingLayers::All)?;
+        // MistralConfig's default window is 4096 (a config without the key has it).
+        let window = d.window_or(v, Some(4096));
+        config = d.with_window(config, window, SlidingLayers::All)?;
     }
     let recipe = Decoder::recipe(&config, false, false);
     Ok((config, recipe))

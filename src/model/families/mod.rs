@@ -195,6 +195,15 @@ impl Decoder {
         Ok(config)
     }
 
+    /// The config's `sliding_window`: `default` (the family's config class default) when
+    /// the key is absent, none when it is null.
+    fn window_or(&self, v: &Value, default: Option<usize>) -> Option<usize> {
+        match v.get("sliding_window") {
+            None => default,
+            Some(_) => self.sliding_window,
+        }
+    }
+
     /// Refuses `key` set to true: `what` the layers do not implement.
     fn refuse(flag: Option<bool>, key: &str, what: &str) -> Result<()> {
         if flag == Some(true) {
