@@ -8,11 +8,13 @@
 //! their shapes are the family's (`crate::model`: `ModelConfig::read`).
 
 mod files;
+mod gguf;
 
 use files::{extend, file_names, map, release};
 #[cfg(feature = "tokenizer")]
 mod tokenizer;
 
+pub use gguf::{GgmlType, Gguf, GgufTensor, MetaValue};
 #[cfg(feature = "tokenizer")]
 pub use tokenizer::Tokenizer;
 
