@@ -551,6 +551,10 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
     assert_eq!(read(&c), [None, Some(4)]);
     c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
     assert_eq!(read(&c), [Some(4), None]);
+    // Without the key, the config class's 4096.
+    let mut d = c.clone();
+    d.as_object_mut().unwrap().remove("sliding_window");
+    assert_eq!(read(&d), [Some(4096), None]);
     for (key, value, says) in [
         (
             "layer_types",

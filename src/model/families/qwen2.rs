@@ -18,17 +18,22 @@ struct Keys {
     max_window_layers: Option<usize>,
 }
 
-pub(super) fn read(v: &Value) -> Result<(ModelConfig, Recipe)> {
-    let d: Decoder = decode(v)?;
+/// `config` with Qwen's window (Qwen2 and Qwen3 alike): only with `use_sliding_window`,
+/// 4096 when the config has no `sliding_window` key (as the config classes default it),
+/// in the layers from `max_window_layers` (28 by default) on, or those `layer_types`
+/// lists.
+pub(super) fn with_window(d: &Decoder, v: &Value, config: ModelConfig) -> Result<ModelConfig> {
     let keys: Keys = decode(v)?;
-    let config = d.config(v, Architecture::Qwen2)?;
-    // The window only with `use_sliding_window`, in the layers from `max_window_layers`
-    // (28 by default) on, or those `layer_types` lists.
     let window = d
-        .sliding_window
+        .window_or(v, Some(4096))
         .filter(|_| keys.use_sliding_window == Some(true));
     let first = keys.max_window_layers.unwrap_or(28);
-    let config = d.with_window(config, window, SlidingLayers::From(first))?;
+    d.with_window(config, window, SlidingLayers::From(first))
+}
+
+pub(super) fn read(v: &Value) -> Result<(ModelConfig, Recipe)> {
+    let d: Decoder = decode(v)?;
+    let config = with_window(&d, v, d.config(v, Architecture::Qwen2)?)?;
     let recipe = Decoder::recipe(&config, true, false);
     Ok((config, recipe))
 }
