@@ -3,28 +3,13 @@
 // values a kernel's bits are its f32 bits). Two values a 32-bit word, the first in the low
 // half: the little-endian bytes of the 16-bit values, as a checkpoint holds them. Plain
 // WGSL (bit operations only): no SHADER_F16 needed. Slots and the contract of a prelude:
-// weights_f32.wgsl.
+// weights_f32.wgsl. Requires f16.wgsl before it.
 //
 //   scalar: w storage, read, array<u32>: weight i in word i / 2 (low half when i is even);
 //           load_w(i) -> f32
 //   vec4:   w storage, read, array<vec2<u32>>: unit i (weights 4 i .. 4 i + 4) in the word
 //           pair i; load_w4(i) -> vec4<f32>
 
-// IEEE binary16 bits (the low 16 of `h`) to the equal f32, in integer operations:
-// `unpack2x16float` would need a capability some backends lack (naga's
-// `SHADER_FLOAT16_IN_FLOAT32`). Subnormals are `m * 2^-24`, a normal f32.
-fn f16_to_f32(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    if (e == 0u) {
-        return bitcast<f32>(sign | bitcast<u32>(ldexp(f32(m), -24)));
-    }
-    if (e == 31u) {
-        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
-}
 //# if VEC4
 
 @group(0) @binding({{BINDING}}) var<storage, read> w: array<vec2<u32>>;

@@ -15,6 +15,7 @@ pub(crate) mod gemm_skinny;
 pub(crate) mod params;
 #[cfg(test)]
 mod portability;
+pub(crate) mod quant;
 pub(crate) mod settings;
 pub(crate) mod template;
 mod uniforms;
@@ -28,6 +29,15 @@ const GEMM_SIMPLE_WGSL: &str = include_str!("../../shaders/gemm_simple.wgsl");
 const WEIGHTS_F32_WGSL: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16_WGSL: &str = include_str!("../../shaders/weights_f16.wgsl");
 const WEIGHTS_BF16_WGSL: &str = include_str!("../../shaders/weights_bf16.wgsl");
+const F16_WGSL: &str = include_str!("../../shaders/f16.wgsl");
+const WEIGHTS_QUANT_WGSL: &str = include_str!("../../shaders/weights_quant.wgsl");
+const WEIGHTS_Q8_0_WGSL: &str = include_str!("../../shaders/weights_q8_0.wgsl");
+const WEIGHTS_Q4_0_WGSL: &str = include_str!("../../shaders/weights_q4_0.wgsl");
+const WEIGHTS_Q4_1_WGSL: &str = include_str!("../../shaders/weights_q4_1.wgsl");
+const WEIGHTS_Q5_0_WGSL: &str = include_str!("../../shaders/weights_q5_0.wgsl");
+const WEIGHTS_Q4_K_WGSL: &str = include_str!("../../shaders/weights_q4_k.wgsl");
+const WEIGHTS_Q5_K_WGSL: &str = include_str!("../../shaders/weights_q5_k.wgsl");
+const WEIGHTS_Q6_K_WGSL: &str = include_str!("../../shaders/weights_q6_k.wgsl");
 const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
 const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE8_WGSL: &str = include_str!("../../shaders/reduce8.wgsl");
@@ -107,17 +117,30 @@ struct WeightsBinding {
     vec4: bool,
 }
 
-/// The prelude of weights of type `dtype` (`shaders/weights_*.wgsl`) for `at`.
+/// The prelude of weights of type `dtype` (`shaders/weights_*.wgsl`) for `at`: f16.wgsl
+/// first where the format holds f16 values, and the quantized formats after the binding
+/// and byte readers they share (weights_quant.wgsl).
 fn weights_prelude(dtype: DType, at: WeightsBinding) -> Result<String> {
-    let (name, src) = match dtype {
-        DType::F32 => ("weights_f32.wgsl", WEIGHTS_F32_WGSL),
-        DType::F16 => ("weights_f16.wgsl", WEIGHTS_F16_WGSL),
-        DType::BF16 => ("weights_bf16.wgsl", WEIGHTS_BF16_WGSL),
-    };
     let slots = Slots::new()
         .num("BINDING", at.binding)
         .flag("VEC4", at.vec4);
-    template::render(name, src, &slots)
+    let src = match dtype {
+        DType::F32 => return template::render("weights_f32.wgsl", WEIGHTS_F32_WGSL, &slots),
+        DType::BF16 => return template::render("weights_bf16.wgsl", WEIGHTS_BF16_WGSL, &slots),
+        DType::F16 => {
+            let prelude = template::render("weights_f16.wgsl", WEIGHTS_F16_WGSL, &slots)?;
+            return Ok([F16_WGSL, &prelude].join("\n"));
+        }
+        DType::Q8_0 => WEIGHTS_Q8_0_WGSL,
+        DType::Q4_0 => WEIGHTS_Q4_0_WGSL,
+        DType::Q4_1 => WEIGHTS_Q4_1_WGSL,
+        DType::Q5_0 => WEIGHTS_Q5_0_WGSL,
+        DType::Q4K => WEIGHTS_Q4_K_WGSL,
+        DType::Q5K => WEIGHTS_Q5_K_WGSL,
+        DType::Q6K => WEIGHTS_Q6_K_WGSL,
+    };
+    let common = template::render("weights_quant.wgsl", WEIGHTS_QUANT_WGSL, &slots)?;
+    Ok([F16_WGSL, &common, src].join("\n"))
 }
 
 impl Shader {

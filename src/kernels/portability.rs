@@ -76,7 +76,7 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
         }
         // Every shader that reads weights (each GEMM family, the embedding table) is built
         // with the prelude of every weight format (shaders/weights_*.wgsl).
-        for weights in [DType::F32, DType::F16, DType::BF16] {
+        for weights in DType::ALL {
             if weights != DType::F32 && !shader.reads_weights() {
                 continue;
             }
@@ -153,7 +153,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     // norms' 3, embed, rope, kv_write, attention and attention_softcap, silu_mul and
     // gelu_tanh_mul); the skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU
     // or GPU x ordered or fast) x 3 entries x bias x 4 activations (576); and every GEMM
-    // and the embedding lookup again with the f16 and the bf16 weight preludes (2 x (48 +
-    // 16 + 576 + 1)). A new entry, constant or weight format changes the count.
-    assert_eq!(variants, 104 + 576 + 2 * 641, "variants translated");
+    // and the embedding lookup again with each of the 9 other weight preludes: f16, bf16
+    // and the 7 quantized formats (9 x (48 + 16 + 576 + 1)). A new entry, constant or
+    // weight format changes the count.
+    assert_eq!(variants, 104 + 576 + 9 * 641, "variants translated");
 }

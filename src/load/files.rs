@@ -21,6 +21,7 @@ pub(super) fn extend(out: &mut HostWeights, bytes: &[u8]) {
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]])),
         ),
+        HostWeights::Packed(_, v) => v.extend_from_slice(bytes),
     }
 }
 

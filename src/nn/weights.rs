@@ -1,5 +1,6 @@
-//! `HostWeights`: a layer's weights on the host as a checkpoint holds them, f32 values or
-//! the 16-bit values of a half type, uploaded as they are.
+//! `HostWeights`: a layer's weights on the host as a checkpoint holds them, f32 values,
+//! the 16-bit values of a half type or a GGUF file's quantized blocks, uploaded as they
+//! are.
 
 use crate::error::{Error, Result};
 use crate::kernels::dtype::DType;
@@ -16,6 +17,11 @@ pub enum HostWeights {
     /// The bit patterns of values of a half type, `DType::F16` or `DType::BF16` (with
     /// `DType::F32` it is refused wherever it is used).
     Half(DType, Vec<u16>),
+    /// Whole rows of quantized blocks of a type such as `DType::Q4K`, as a GGUF file holds
+    /// them (kept so on the device: see [`Tensor::from_packed`]). A layer takes them only
+    /// as `[out, in]` weights (`WeightLayout::OutIn`) whose inputs a rank holds in whole
+    /// blocks.
+    Packed(DType, Vec<u8>),
 }
 
 impl Default for HostWeights {
@@ -36,6 +42,7 @@ impl HostWeights {
     pub(crate) fn empty(dtype: DType, capacity: usize) -> Self {
         match dtype {
             DType::F32 => HostWeights::F32(Vec::with_capacity(capacity)),
+            t if t.is_quantized() => HostWeights::Packed(t, Vec::with_capacity(t.bytes_of(capacity))),
             t => HostWeights::Half(t, Vec::with_capacity(capacity)),
         }
     }
@@ -45,6 +52,7 @@ impl HostWeights {
         match self {
             HostWeights::F32(v) => v.len(),
             HostWeights::Half(_, v) => v.len(),
+            HostWeights::Packed(t, v) => v.len() / t.block_bytes() * t.block_values(),
         }
     }
 
@@ -57,16 +65,21 @@ impl HostWeights {
     pub fn dtype(&self) -> DType {
         match self {
             HostWeights::F32(_) => DType::F32,
-            HostWeights::Half(t, _) => *t,
+            HostWeights::Half(t, _) | HostWeights::Packed(t, _) => *t,
         }
     }
 
-    /// The values as f32 (half ones widened exactly; NaN for `Half(DType::F32, _)`, which
-    /// holds no values of a half type).
+    /// The values as f32 (half ones widened exactly, quantized ones decoded as the
+    /// kernels decode them; NaN for `Half(DType::F32, _)`, which holds no values of a half
+    /// type, and for `Packed` bytes that are not whole blocks of a quantized type).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             HostWeights::F32(v) => v.clone(),
             HostWeights::Half(t, v) => v.iter().map(|&h| t.widen(h)).collect(),
+            HostWeights::Packed(t, v) => match t.dequantize(v) {
+                Ok(values) if t.is_quantized() => values,
+                _ => vec![f32::NAN; self.len()],
+            },
         }
     }
 
@@ -76,6 +89,7 @@ impl HostWeights {
         match self {
             HostWeights::F32(v) => Tensor::from_host(rank, v, shape),
             HostWeights::Half(t, v) => Tensor::from_half(rank, *t, v, shape),
+            HostWeights::Packed(t, v) => Tensor::from_packed(rank, *t, v, shape),
         }
     }
 
@@ -101,6 +115,9 @@ impl HostWeights {
         {
             return Err(Error::invalid(op, "half weights of DType::F32"));
         }
+        if parts.iter().any(|p| matches!(p, HostWeights::Packed(..))) {
+            return Self::join_packed(op, parts, how);
+        }
         let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
         if let Some(p) = parts.iter().find(|p| p.dtype() != dtype) {
             return Err(Error::invalid(
@@ -112,20 +129,47 @@ impl HostWeights {
             .iter()
             .filter_map(|p| match p {
                 HostWeights::F32(v) => Some(v.as_slice()),
-                HostWeights::Half(..) => None,
+                _ => None,
             })
             .collect();
         let halves: Vec<&[u16]> = parts
             .iter()
             .filter_map(|p| match p {
                 HostWeights::Half(_, v) => Some(v.as_slice()),
-                HostWeights::F32(_) => None,
+                _ => None,
             })
             .collect();
         Ok(match dtype {
             DType::F32 => HostWeights::F32(how.apply(&f32s)),
             t => HostWeights::Half(t, how.apply(&halves)),
         })
+    }
+}
+
+impl HostWeights {
+    /// `join` of parts one of which is quantized: rows of blocks one after another (the
+    /// `[out, in]` weights of several outputs); side by side would cut blocks.
+    fn join_packed(op: &'static str, parts: &[&HostWeights], how: Join) -> Result<HostWeights> {
+        let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
+        let mut bytes = Vec::new();
+        for p in parts {
+            match p {
+                HostWeights::Packed(t, v) if *t == dtype => bytes.extend_from_slice(v),
+                _ => {
+                    return Err(Error::invalid(
+                        op,
+                        format!("weights of {dtype} and of {} to be joined", p.dtype()),
+                    ))
+                }
+            }
+        }
+        if matches!(how, Join::SideBySide(_)) {
+            return Err(Error::invalid(
+                op,
+                format!("{dtype} weights join as [out, in] rows (WeightLayout::OutIn) only"),
+            ));
+        }
+        Ok(HostWeights::Packed(dtype, bytes))
     }
 }
 

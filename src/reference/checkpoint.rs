@@ -47,13 +47,20 @@ pub fn write_synthetic_llama(dir: &Path, m: &SyntheticLlama, seed: u64) -> Resul
 /// even) and stored as such, as a half-precision checkpoint holds them.
 ///
 /// # Errors
-/// As [`write_synthetic_llama`].
+/// As [`write_synthetic_llama`]; [`Error::InvalidArgument`] for a quantized type, which
+/// safetensors does not hold.
 pub fn write_synthetic_llama_as(
     dir: &Path,
     m: &SyntheticLlama,
     seed: u64,
     dtype: crate::DType,
 ) -> Result<u64> {
+    if dtype.is_quantized() {
+        return Err(crate::Error::invalid(
+            "write_synthetic_llama",
+            format!("{dtype} weights are not a safetensors type"),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let hd = m.hidden / m.heads.max(1);
     let config = format!(
@@ -73,7 +80,7 @@ pub fn write_synthetic_llama_as(
         match dtype {
             crate::DType::F32 => "float32",
             crate::DType::F16 => "float16",
-            crate::DType::BF16 => "bfloat16",
+            _ => "bfloat16",
         }
     );
     let config_path = dir.join("config.json");
@@ -121,7 +128,7 @@ pub fn write_synthetic_llama_as(
                 .map(|(_, _, w)| w.iter().flat_map(|&v| to_bf16(v).to_le_bytes()).collect())
                 .collect(),
         ),
-        crate::DType::F16 => (
+        _ => (
             safetensors::Dtype::F16,
             tensors
                 .iter()

@@ -16,6 +16,7 @@ use crate::rank::pool::Pooled;
 use crate::rank::Rank;
 
 mod half;
+mod packed;
 mod read;
 pub(crate) mod shard;
 
@@ -230,10 +231,13 @@ impl Tensor {
                 let rows = r0..(r0 + per).min(shape[0]);
                 let values = (rows.len() * shape[1]) as u64;
                 // A half band's bytes padded to whole vec2<u32> words (within the f32
-                // size, but for a band of one value).
+                // size, but for a band of one value); a quantized band's to whole words
+                // and one more, which its prelude's unaligned reads may touch
+                // (shaders/weights_quant.wgsl).
                 let bytes = match dtype {
                     DType::F32 => values * 4,
                     DType::F16 | DType::BF16 => (values * 2).next_multiple_of(8),
+                    q => (rows.len() * q.bytes_of(shape[1])).next_multiple_of(4) as u64 + 4,
                 };
                 let buffer = match rank.buffer_pool().take(bytes) {
                     Some(b) => b,

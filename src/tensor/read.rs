@@ -55,7 +55,7 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
         for band in t.bands.iter() {
             // Whole words: a half tensor's odd last value comes with its padding.
             let elems = band.rows.len() * t.shape[1];
-            let bytes = (elems * t.dtype.size()).next_multiple_of(4) as u64;
+            let bytes = t.dtype.bytes_of(elems).next_multiple_of(4) as u64;
             copies.push(rank.scoped(op, || {
                 let staging = rank.take_staging(bytes);
                 let mut enc = rank
@@ -109,6 +109,10 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
                         Ok(v) => values.extend_from_slice(v),
                         Err(_) => values.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&view)),
                     }
+                } else if t.dtype.is_quantized() {
+                    // Blocks decoded as the kernels decode them; the padding left out.
+                    let used = t.dtype.bytes_of(elems);
+                    values.extend(t.dtype.dequantize(&view[..used])?);
                 } else {
                     // Half values widened exactly; the padding after the last is left out.
                     values.extend(

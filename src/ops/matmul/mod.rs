@@ -322,7 +322,17 @@ impl Product<'_> {
             ));
         }
         same_rank(op, x.rank(), w.rank())?;
-        // Weights may be half precision; X and the bias are f32.
+        if w.dtype().is_quantized() && layout != WeightLayout::OutIn {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{} weights are blocks along their rows' inputs: they multiply as \
+                     [out, in] (WeightLayout::OutIn), not {layout}",
+                    w.dtype()
+                ),
+            ));
+        }
+        // Weights may be half precision or quantized; X and the bias are f32.
         x.require_f32(op)?;
         if let Some(b) = self.bias {
             same_rank(op, x.rank(), b.rank())?;

@@ -1,0 +1,25 @@
+// Weight prelude: GGUF Q4_K, super-blocks of 256 values in 144 bytes: d (f16) at 0, dmin
+// (f16) at 2, 12 bytes of eight 6-bit scales and minima at 4 (k4_scale_min), 128 bytes of
+// nibbles at 16: values 64 c .. 64 c + 32 are the low nibbles of bytes 32 c .. 32 c + 32,
+// values 64 c + 32 .. 64 c + 64 their high nibbles. Value j of block s = j / 32:
+// (d * sc[s]) * nibble - dmin * m[s] (both products exact). After f16.wgsl and
+// weights_quant.wgsl (binding, shape and contract there; k4_factors).
+
+fn load_w(i: u32) -> f32 {
+    let b = (i >> 8u) * 144u;
+    let j = i & 255u;
+    let s = j >> 5u;
+    let f = k4_factors(b, s);
+    let q = (w_byte(b + 16u + 32u * (j >> 6u) + (j & 31u)) >> (4u * (s & 1u))) & 15u;
+    return f.x * f32(q) - f.y;
+}
+
+fn load_w4(i: u32) -> vec4<f32> {
+    let v = 4u * i;
+    let b = (v >> 8u) * 144u;
+    let j = v & 255u;
+    let s = j >> 5u;
+    let f = k4_factors(b, s);
+    let q = (bytes4(w[(b + 16u + 32u * (j >> 6u) + (j & 31u)) >> 2u]) >> vec4<u32>(4u * (s & 1u))) & vec4<u32>(15u);
+    return f.x * vec4<f32>(q) - vec4<f32>(f.y);
+}

@@ -1,0 +1,27 @@
+// Weight prelude: GGUF Q6_K, super-blocks of 256 values in 210 bytes: 128 bytes ql at 0,
+// 64 bytes qh at 128, 16 signed 8-bit scales at 192, d (f16) at 208. Value j = 128 h + p
+// (p < 128): its low four bits are nibble p / 64 (low, then high) of ql byte 64 h + p % 64,
+// its top two bits are bits 2 (p / 32) of qh byte 32 h + p % 32; value j =
+// (d * scale[j / 16]) * (q - 32). After f16.wgsl and weights_quant.wgsl (binding, shape
+// and contract there).
+
+fn load_w(i: u32) -> f32 {
+    let b = (i >> 8u) * 210u;
+    let j = i & 255u;
+    let h = j >> 7u;
+    let low = (w_byte(b + 64u * h + (j & 63u)) >> (4u * ((j >> 6u) & 1u))) & 15u;
+    let high = (w_byte(b + 128u + 32u * h + (j & 31u)) >> (2u * ((j >> 5u) & 3u))) & 3u;
+    let ds = w_half(b + 208u) * f32(signed8(w_byte(b + 192u + (j >> 4u))));
+    return ds * f32(i32(low | (high << 4u)) - 32);
+}
+
+fn load_w4(i: u32) -> vec4<f32> {
+    let v = 4u * i;
+    let b = (v >> 8u) * 210u;
+    let j = v & 255u;
+    let h = j >> 7u;
+    let low = (bytes4(w_word(b + 64u * h + (j & 63u))) >> vec4<u32>(4u * ((j >> 6u) & 1u))) & vec4<u32>(15u);
+    let high = (bytes4(w_word(b + 128u + 32u * h + (j & 31u))) >> vec4<u32>(2u * ((j >> 5u) & 3u))) & vec4<u32>(3u);
+    let ds = w_half(b + 208u) * f32(signed8(w_byte(b + 192u + (j >> 4u))));
+    return ds * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - vec4<i32>(32));
+}
