@@ -70,7 +70,7 @@ pub use nn::{
 };
 pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
 pub use rank::{Rank, RankStats};
-pub use tensor::shard::split_sizes;
+pub use tensor::shard::{split_in_units, split_sizes};
 pub use tensor::Tensor;
 pub use wgpu;
 

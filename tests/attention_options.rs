@@ -239,6 +239,7 @@ fn layer(
         heads: HEADS,
         kv_heads: KV_HEADS,
         head_dim: HEAD_DIM,
+        o_block: 1,
     };
     let rotary = rotary.then(|| Rotary::new(group, HEAD_DIM, POSITIONS, THETA).unwrap());
     let hd = HEAD_DIM;

@@ -45,6 +45,7 @@ fn the_model_layers_forward_blocking_and_async_alike() {
         heads: 2,
         kv_heads: 1,
         head_dim: hd,
+        o_block: 1,
     };
     let (q, k, v, o) = (
         rng.normal(2 * hd * h),

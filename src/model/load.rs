@@ -168,6 +168,7 @@ impl Build<'_> {
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: hd,
+            o_block: 1,
         };
         // The output features of the q, k, v projections: each its module and the offset
         // of its first feature (0, or its block's in a fused module).

@@ -18,7 +18,7 @@ use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
 use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::ops::{self, HeadSpan, Product};
-use crate::tensor::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_in_units};
 use crate::tensor::Tensor;
 use crate::BoxFuture;
 
@@ -47,6 +47,12 @@ pub struct AttentionShape {
     pub kv_heads: usize,
     /// Size of a head.
     pub head_dim: usize,
+    /// The input features of the output projection split only at multiples of this many:
+    /// 1 for dense weights, a quantized type's block values (32 or 256) so that each rank's
+    /// columns of quantized `[out, in]` weights are whole blocks. Heads then split in the
+    /// fewest whole heads making whole blocks, as even as that allows
+    /// ([`split_in_units`](crate::split_in_units)).
+    pub o_block: usize,
 }
 
 /// RMSNorm of each query and key head before rotary positions (Qwen3's `q_norm` and
@@ -184,6 +190,7 @@ impl ParallelAttention {
             heads: nh,
             kv_heads,
             head_dim: hd,
+            o_block,
         } = shape;
         if kv_heads == 0 || nh % kv_heads != 0 || hd == 0 || hd > ops::MAX_HEAD_DIM {
             return Err(Error::invalid(
@@ -195,7 +202,9 @@ impl ParallelAttention {
             ));
         }
         let group_size = nh / kv_heads;
-        let sizes = split_sizes(nh, group.world_size()).map_err(|e| e.with_op(op))?;
+        // The fewest heads whose features are whole blocks of the o projection's inputs.
+        let unit = o_block.max(1) / gcd(o_block.max(1), hd);
+        let sizes = split_in_units(nh, group.world_size(), unit).map_err(|e| e.with_op(op))?;
         let heads: Vec<Range<usize>> = offsets(&sizes)
             .into_iter()
             .zip(&sizes)
@@ -563,5 +572,14 @@ impl Layer for ParallelAttention {
 
     fn empty_cache(&self, capacity: usize) -> Result<Option<KvCache>> {
         self.new_cache(capacity).map(Some)
+    }
+}
+
+/// The greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::WeightLayout;
 use crate::ops;
-use crate::tensor::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_in_units};
 use crate::BoxFuture;
 
 /// The activation of the gate, by its Hugging Face name (`hidden_act`, Gemma's
@@ -80,12 +80,33 @@ impl GatedMlp {
         group: &Group,
         hidden: usize,
         intermediate: usize,
+        gate: impl FnMut(Range<usize>) -> Result<W>,
+        up: impl FnMut(Range<usize>) -> Result<W>,
+        down: impl FnMut(Range<usize>) -> Result<W>,
+    ) -> Result<Self> {
+        Self::new_in_blocks(group, hidden, intermediate, 1, gate, up, down)
+    }
+
+    /// [`GatedMlp::new`] with the intermediate features split only at multiples of
+    /// `block` (as even as whole blocks allow, [`split_in_units`](crate::split_in_units)):
+    /// a quantized `down_proj`'s block values (32 or 256), so each rank's columns of it
+    /// are whole blocks.
+    ///
+    /// # Errors
+    /// As [`GatedMlp::new`]; [`Error::InvalidArgument`] when the tp size exceeds the whole
+    /// blocks.
+    pub fn new_in_blocks<W: Into<HostWeights>>(
+        group: &Group,
+        hidden: usize,
+        intermediate: usize,
+        block: usize,
         mut gate: impl FnMut(Range<usize>) -> Result<W>,
         mut up: impl FnMut(Range<usize>) -> Result<W>,
         mut down: impl FnMut(Range<usize>) -> Result<W>,
     ) -> Result<Self> {
         let op = "gated_mlp.new";
-        let sizes = split_sizes(intermediate, group.world_size()).map_err(|e| e.with_op(op))?;
+        let sizes = split_in_units(intermediate, group.world_size(), block)
+            .map_err(|e| e.with_op(op))?;
         let starts = offsets(&sizes);
         let mut first = Vec::new();
         let mut second = Vec::new();

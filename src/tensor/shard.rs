@@ -37,6 +37,42 @@ pub fn split_sizes(n: usize, world: usize) -> Result<Vec<usize>> {
     Ok((0..world).map(|r| base + usize::from(r < extra)).collect())
 }
 
+/// The lengths of the `world` shards of a dimension of length `n` cut only at multiples of
+/// `unit` (and at `n`): the split rule applied to the `n.div_ceil(unit)` units, the last
+/// unit short when `unit` does not divide `n` — as even as whole units allow. This is how
+/// quantized weights split along their inputs: `unit` is the blocks' values (32 or 256), or
+/// the heads whose features make whole blocks. `unit` 1 is [`split_sizes`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `unit` is 0, or as [`split_sizes`] over the units (a tp
+/// size over the number of whole units).
+pub fn split_in_units(n: usize, world: usize, unit: usize) -> Result<Vec<usize>> {
+    if unit == 0 {
+        return Err(Error::invalid("split_in_units", "a unit of 0 elements"));
+    }
+    let units = n.div_ceil(unit);
+    let mut sizes: Vec<usize> = split_sizes(units, world)
+        .map_err(|e| match unit {
+            1 => e,
+            _ => Error::invalid(
+                "split_in_units",
+                format!(
+                    "tp size {world} is larger than the {units} whole units of {unit} that \
+                     {n} elements split in (quantized blocks are never cut)"
+                ),
+            ),
+        })?
+        .into_iter()
+        .map(|u| u * unit)
+        .collect();
+    // The ranks' units cover units * unit >= n: the last (it holds the fewest) gives the
+    // rest back, keeping at least one element since the rest is under a unit.
+    if let Some(last) = sizes.last_mut() {
+        *last -= units * unit - n;
+    }
+    Ok(sizes)
+}
+
 /// The start offset of every shard, given the shard lengths (an exclusive prefix sum).
 pub fn offsets(sizes: &[usize]) -> Vec<usize> {
     sizes
