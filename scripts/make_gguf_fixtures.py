@@ -4,13 +4,20 @@ package (PyPI `gguf`, 0.19.0 made them). Run by hand, never by CI; the files are
 committed.
 
     pip install gguf numpy
-    python3 scripts/make_gguf_fixtures.py
+    python3 scripts/make_gguf_fixtures.py          # both parts
+    python3 scripts/make_gguf_fixtures.py quant    # only quant/
 
 header.gguf: every metadata type GGUFWriter writes (strings, integers of each width,
 floats, a bool, arrays of strings and of integers), general.alignment 64, and tensors
 of types F32, F16, Q8_0 and Q4_K, the quantized ones as raw block bytes (shapes given
 in values, as the writer takes them for quantized data). header.json lists what the
 reader must find: each key's value and each tensor's shape, type, offset and bytes (hex).
+
+quant/{type}.blocks and quant/{type}.f32: for each quantized type the library reads, 40
+blocks (random bytes; the f16 scales of the first ones set to extremes: the largest
+finite, its negative, the smallest and largest subnormals, +0, -0 and 1; the rest random
+finite; one block whose quant bytes count 0, 1, ..., so every quant value appears) and
+the little-endian f32 values the package's `gguf.quants.dequantize` gives for them.
 """
 
 import json
@@ -20,6 +27,42 @@ import gguf
 import numpy as np
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "gguf"
+
+
+# (name, GGML type, block bytes, byte offsets of the f16 scale fields, the quant bytes)
+QUANT = [
+    ("q8_0", gguf.GGMLQuantizationType.Q8_0, 34, [0], (2, 34)),
+    ("q4_0", gguf.GGMLQuantizationType.Q4_0, 18, [0], (2, 18)),
+    ("q4_1", gguf.GGMLQuantizationType.Q4_1, 20, [0, 2], (4, 20)),
+    ("q5_0", gguf.GGMLQuantizationType.Q5_0, 22, [0], (2, 22)),
+    ("q4_k", gguf.GGMLQuantizationType.Q4_K, 144, [0, 2], (4, 144)),
+    ("q5_k", gguf.GGMLQuantizationType.Q5_K, 176, [0, 2], (4, 176)),
+    ("q6_k", gguf.GGMLQuantizationType.Q6_K, 210, [208], (0, 208)),
+]
+EXTREMES = [0x7BFF, 0xFBFF, 0x0001, 0x03FF, 0x0000, 0x8000, 0x3C00]
+
+
+def quant():
+    out = OUT / "quant"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(23)
+    for name, qtype, size, scales, (q0, q1) in QUANT:
+        blocks = rng.integers(0, 256, (40, size), dtype=np.uint8)
+        for b in range(40):
+            for j, at in enumerate(scales):
+                if b < len(EXTREMES):
+                    bits = EXTREMES[(b + j) % len(EXTREMES)]
+                else:
+                    # A random finite f16: any sign and mantissa, exponent below 31.
+                    bits = int(rng.integers(0, 1 << 16)) & 0xFBFF
+                blocks[b, at:at + 2] = np.frombuffer(np.uint16(bits).tobytes(), dtype=np.uint8)
+        # Every quant value: the quant bytes of block 7 count up.
+        blocks[7, q0:q1] = np.arange(q1 - q0, dtype=np.uint8)
+        values = gguf.quants.dequantize(blocks, qtype).astype("<f4")
+        assert values.size == 40 * gguf.GGML_QUANT_SIZES[qtype][0]
+        (out / f"{name}.blocks").write_bytes(blocks.tobytes())
+        (out / f"{name}.f32").write_bytes(values.tobytes())
+        print(name, blocks.nbytes, values.nbytes, "bytes")
 
 
 def main():
@@ -78,4 +121,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] != ["quant"]:
+        main()
+    quant()

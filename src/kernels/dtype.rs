@@ -35,16 +35,16 @@ pub enum DType {
 impl DType {
     /// Every type, in declaration order.
     pub const ALL: [DType; 10] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
     ];
 }
 

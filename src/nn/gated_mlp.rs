@@ -105,8 +105,8 @@ impl GatedMlp {
         mut down: impl FnMut(Range<usize>) -> Result<W>,
     ) -> Result<Self> {
         let op = "gated_mlp.new";
-        let sizes = split_in_units(intermediate, group.world_size(), block)
-            .map_err(|e| e.with_op(op))?;
+        let sizes =
+            split_in_units(intermediate, group.world_size(), block).map_err(|e| e.with_op(op))?;
         let starts = offsets(&sizes);
         let mut first = Vec::new();
         let mut second = Vec::new();

@@ -42,7 +42,9 @@ impl HostWeights {
     pub(crate) fn empty(dtype: DType, capacity: usize) -> Self {
         match dtype {
             DType::F32 => HostWeights::F32(Vec::with_capacity(capacity)),
-            t if t.is_quantized() => HostWeights::Packed(t, Vec::with_capacity(t.bytes_of(capacity))),
+            t if t.is_quantized() => {
+                HostWeights::Packed(t, Vec::with_capacity(t.bytes_of(capacity)))
+            }
             t => HostWeights::Half(t, Vec::with_capacity(capacity)),
         }
     }

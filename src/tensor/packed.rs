@@ -48,7 +48,11 @@ impl Tensor {
         if bytes.len() != shape[0] * row {
             return Err(Error::shape(
                 op,
-                format!("{} bytes ({row} a row) for {}", shape[0] * row, fmt_shape(shape)),
+                format!(
+                    "{} bytes ({row} a row) for {}",
+                    shape[0] * row,
+                    fmt_shape(shape)
+                ),
                 format!("{} bytes", bytes.len()),
             ));
         }
