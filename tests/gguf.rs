@@ -427,3 +427,46 @@ fn a_file_from_llama_cpps_gguf_package_reads_as_its_reader_reads_it() {
         assert_eq!(hex, w["hex"].as_str().unwrap(), "{}", t.name);
     }
 }
+
+#[test]
+fn a_synthetic_gguf_llama_reads_back_as_written() {
+    use wgpu_tp::reference::{write_synthetic_llama_gguf, SyntheticLlama};
+    use wgpu_tp::DType;
+    let m = SyntheticLlama {
+        vocab: 40,
+        hidden: 256,
+        intermediate: 512,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        positions: 64,
+    };
+    let dir = std::env::temp_dir().join(format!("wgpu-tp-synthetic-gguf-{}", std::process::id()));
+    let path = dir.join("model.gguf");
+    let size = write_synthetic_llama_gguf(&path, &m, 3, DType::Q4K, DType::Q6K).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    let g = wgpu_tp::load::Gguf::open(&path).unwrap();
+    assert_eq!(g.tensors().len(), 1 + 9 * 2 + 2);
+    assert_eq!(
+        g.get("llama.block_count").and_then(|v| v.as_count()),
+        Some(2)
+    );
+    let q = g
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.1.attn_q.weight")
+        .unwrap();
+    assert_eq!(q.dims, vec![256, 256]);
+    assert_eq!(q.bytes.len(), 256 * 144);
+    let values = DType::Q4K
+        .dequantize(g.tensor_bytes("blk.1.attn_q.weight").unwrap())
+        .unwrap();
+    // Random weights of modest size: finite, not all zero, each scale d, dmin under 2^-10
+    // (exponents up to 2^-11, mantissas under 2), so |d sc q - dmin m| <= 2^-10 * 63 * 15 < 1.
+    assert!(values.iter().all(|v| v.is_finite() && v.abs() < 1.0));
+    assert!(values.iter().any(|v| *v != 0.0));
+    // Not whole blocks.
+    let bad = SyntheticLlama { hidden: 128, ..m };
+    assert!(write_synthetic_llama_gguf(&path, &bad, 3, DType::Q4K, DType::Q6K).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -152,14 +152,14 @@ pub fn write_synthetic_llama_as(
 }
 
 /// `v` rounded to bfloat16 (to nearest, ties to even; finite values only here).
-fn to_bf16(v: f32) -> u16 {
+pub(super) fn to_bf16(v: f32) -> u16 {
     let b = v.to_bits();
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// `v` rounded to IEEE binary16 (to nearest, ties to even; values far under 65504 here,
 /// subnormals included).
-fn to_f16(v: f32) -> u16 {
+pub(super) fn to_f16(v: f32) -> u16 {
     let b = v.to_bits();
     let sign = ((b >> 16) & 0x8000) as u16;
     let a = v.abs();

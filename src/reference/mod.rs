@@ -14,7 +14,12 @@
 mod checkpoint;
 
 #[cfg(feature = "safetensors")]
+mod gguf;
+
+#[cfg(feature = "safetensors")]
 pub use checkpoint::{write_synthetic_llama, write_synthetic_llama_as, SyntheticLlama};
+#[cfg(feature = "safetensors")]
+pub use gguf::write_synthetic_llama_gguf;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
