@@ -4,7 +4,9 @@
 // [out, in]), ALONG_K (the lanes share the workgroup's units and take turns over the K
 // steps; otherwise each lane owns its own units), VEC4 (units of 4 columns), LANES per
 // workgroup, ROWS x UNITS accumulators per lane, unit j at UNIT_STRIDE j from the first
-// (LANES along N: adjacent lanes own adjacent units; 1 along K), BLOCK = ROWS UNITS.
+// (LANES along N: adjacent lanes own adjacent units; 1 along K), BLOCK = ROWS UNITS,
+// QUANT (a quantized format's prelude, vec4 [out, in] along N only: its loads in two
+// halves, the block factors kept per column, weights_quant.wgsl).
 // Every accumulator is a named variable (llvmpipe keeps an indexed array in memory):
 // a{i}_{j} holds row i, unit c{j}.
 @compute @workgroup_size({{LANES}}, 1, 1)
@@ -38,6 +40,15 @@ fn {{ENTRY}}(
     //# end
     //# end
     //# end
+    //# if QUANT
+    // Quantized weights: each column's block factors (the prelude's w_factors), read when
+    // the loop enters a group of W_GROUP units and kept for the group's units.
+    //# for j in 0..UNITS
+    //# for u in 0..WIDTH
+    var f{{j}}_{{u}} = vec2<f32>(0.0);
+    //# end
+    //# end
+    //# end
     // The K loop in steps of WIDTH k (one unit of X a row, a "quad"): along N every step of
     // the chunk in order; along K lane l the quads l, l + LANES, ..., so adjacent lanes read
     // adjacent 16 bytes of each row of W.
@@ -46,6 +57,16 @@ fn {{ENTRY}}(
     //# else
     for (var kq = k0 / WIDTH + 0u; kq < k1 / WIDTH; kq += 1u) {
     //# end
+        //# if QUANT
+        // Every column's units share the group boundaries: ldw is whole blocks.
+        if (kq == k0 / WIDTH || (p.w_offset / 4u + kq) % W_GROUP == 0u) {
+            //# for j in 0..UNITS
+            //# for u in 0..WIDTH
+            f{{j}}_{{u}} = w_factors((p.w_offset + (c{{j}} * 4u + {{u}}u) * p.ldw) / 4u + kq);
+            //# end
+            //# end
+        }
+        //# end
         // The weights of this K step: b{j}_{u} is W at k = WIDTH kq + u for unit j
         // ([in, out]), or unit j's column 4 c + u at the 4 k of this step ([out, in], vec4).
         //# for j in 0..UNITS
@@ -54,7 +75,11 @@ fn {{ENTRY}}(
         //# if IN_OUT
         let b{{j}}_{{u}} = load_w4((p.w_offset + (kq * 4u + {{u}}u) * p.ldw) / 4u + c{{j}});
         //# else
+        //# if QUANT
+        let b{{j}}_{{u}} = load_w4_in((p.w_offset + (c{{j}} * 4u + {{u}}u) * p.ldw) / 4u + kq, f{{j}}_{{u}});
+        //# else
         let b{{j}}_{{u}} = load_w4((p.w_offset + (c{{j}} * 4u + {{u}}u) * p.ldw) / 4u + kq);
+        //# end
         //# end
         //# else
         //# if IN_OUT

@@ -10,10 +10,21 @@ fn load_w(i: u32) -> f32 {
     return w_half(b) * f32(i32(q) - 8);
 }
 
-fn load_w4(i: u32) -> vec4<f32> {
+const W_GROUP: u32 = 8u;
+
+// (d, unused).
+fn w_factors(i: u32) -> vec2<f32> {
+    return vec2<f32>(w_half((i >> 3u) * 18u), 0.0);
+}
+
+fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
     let v = 4u * i;
     let b = (v >> 5u) * 18u;
     let j = v & 31u;
-    let q = (bytes4(w_word(b + 2u + (j & 15u))) >> vec4<u32>((j >> 4u) * 4u)) & vec4<u32>(15u);
-    return w_half(b) * vec4<f32>(vec4<i32>(q) - vec4<i32>(8));
+    // q - 8 is exact in f32.
+    return f.x * (nibbles4(w_word(b + 2u + (j & 15u)), (j >> 4u) * 4u) - vec4<f32>(8.0));
+}
+
+fn load_w4(i: u32) -> vec4<f32> {
+    return load_w4_in(i, w_factors(i));
 }

@@ -10,10 +10,22 @@ fn load_w(i: u32) -> f32 {
     return w_half(b) * f32(q) + w_half(b + 2u);
 }
 
-fn load_w4(i: u32) -> vec4<f32> {
+const W_GROUP: u32 = 8u;
+
+// (d, m).
+fn w_factors(i: u32) -> vec2<f32> {
+    let b = (i >> 3u) * 20u;
+    return vec2<f32>(w_half(b), w_half(b + 2u));
+}
+
+fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
     let v = 4u * i;
     let b = (v >> 5u) * 20u;
     let j = v & 31u;
-    let q = (bytes4(w_word(b + 4u + (j & 15u))) >> vec4<u32>((j >> 4u) * 4u)) & vec4<u32>(15u);
-    return w_half(b) * vec4<f32>(q) + vec4<f32>(w_half(b + 2u));
+    // d * q is exact, so the fused form rounds as the separate one.
+    return fma(vec4<f32>(f.x), nibbles4(w_word(b + 4u + (j & 15u)), (j >> 4u) * 4u), vec4<f32>(f.y));
+}
+
+fn load_w4(i: u32) -> vec4<f32> {
+    return load_w4_in(i, w_factors(i));
 }

@@ -14,12 +14,22 @@ fn load_w(i: u32) -> f32 {
     return f.x * f32(q) - f.y;
 }
 
-fn load_w4(i: u32) -> vec4<f32> {
+const W_GROUP: u32 = 8u;
+
+// (d * sc, dmin * m) of unit i's block of 32.
+fn w_factors(i: u32) -> vec2<f32> {
+    return k4_factors((i >> 6u) * 144u, (i >> 3u) & 7u);
+}
+
+fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
     let v = 4u * i;
     let b = (v >> 8u) * 144u;
     let j = v & 255u;
-    let s = j >> 5u;
-    let f = k4_factors(b, s);
-    let q = (bytes4(w[(b + 16u + 32u * (j >> 6u) + (j & 31u)) >> 2u]) >> vec4<u32>(4u * (s & 1u))) & vec4<u32>(15u);
-    return f.x * vec4<f32>(q) - vec4<f32>(f.y);
+    let q = nibbles4(w[(b + 16u + 32u * (j >> 6u) + (j & 31u)) >> 2u], 4u * ((j >> 5u) & 1u));
+    // d * sc * q is exact, so the fused form rounds as the separate one.
+    return fma(vec4<f32>(f.x), q, vec4<f32>(-f.y));
+}
+
+fn load_w4(i: u32) -> vec4<f32> {
+    return load_w4_in(i, w_factors(i));
 }

@@ -11,7 +11,12 @@
 //     words plus one, so a 4-byte read at the band's last byte stays inside the buffer;
 //   load_w(i) -> f32 (scalar) and load_w4(i) -> vec4<f32> (vec4: values 4 i .. 4 i + 4,
 //     which never cross a block of 32) in each format's file, decoded as
-//     src/kernels/quant.rs does on the host.
+//     src/kernels/quant.rs does on the host;
+//   for a loop over consecutive vec4 units (gemm_skinny_entry.wgsl with QUANT), the same
+//   load in two halves: W_GROUP, the units sharing a block's factors (aligned groups of
+//   W_GROUP units in the value index), w_factors(i) -> vec2<f32> those factors for unit i,
+//   and load_w4_in(i, f) = load_w4(i) for f = w_factors(i) (the same f32 operations on the
+//   same values, so the same bits), which reads only the unit's quant bytes.
 
 @group(0) @binding({{BINDING}}) var<storage, read> w: array<u32>;
 
@@ -38,6 +43,12 @@ fn w_word(o: u32) -> u32 {
 // The four bytes of a word, low first.
 fn bytes4(word: u32) -> vec4<u32> {
     return vec4<u32>(word & 0xffu, (word >> 8u) & 0xffu, (word >> 16u) & 0xffu, word >> 24u);
+}
+
+// The low nibbles of the four bytes of `word >> shift`, low byte first, as f32.
+fn nibbles4(word: u32, shift: u32) -> vec4<f32> {
+    let n = (word >> shift) & 0x0f0f0f0fu;
+    return vec4<f32>(vec4<u32>(n & 0xffu, (n >> 8u) & 0xffu, (n >> 16u) & 0xffu, n >> 24u));
 }
 
 // A byte's value as a signed 8-bit integer.

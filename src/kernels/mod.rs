@@ -194,7 +194,7 @@ impl Shader {
                 return Ok([ACTIVATION_WGSL, GEMM_PARAMS_WGSL, &prelude, &family].join("\n"));
             }
             Shader::GemmSkinny(v) => {
-                let family = v.source()?;
+                let family = v.source(weights.is_quantized())?;
                 return Ok([ACTIVATION_WGSL, GEMM_PARAMS_WGSL, &prelude, &family].join("\n"));
             }
             Shader::Elementwise => vec![ACTIVATION_WGSL, ELEMENTWISE_WGSL],

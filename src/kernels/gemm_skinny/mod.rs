@@ -202,12 +202,17 @@ impl Skinny {
     /// `shaders/gemm_skinny.wgsl` (the unit type, helpers and the `finish` entry), each a
     /// template filled for the variant.
     ///
+    /// `quant`: the weights are a quantized format, whose prelude splits its vec4 load in
+    /// block factors and quant bytes (`shaders/weights_quant.wgsl`); a vec4 `[out, in]`
+    /// entry along N keeps each column's factors over their group of units (the same
+    /// values, so the same bits).
+    ///
     /// # Errors
     /// A template the crate wrote wrong (see [`template::render`]).
-    pub(crate) fn source(self) -> Result<String> {
-        let mut s = self.entry("main_in_out", WeightLayout::InOut)?;
+    pub(crate) fn source(self, quant: bool) -> Result<String> {
+        let mut s = self.entry("main_in_out", WeightLayout::InOut, false)?;
         s += "\n";
-        s += &self.entry("main_out_in", WeightLayout::OutIn)?;
+        s += &self.entry("main_out_in", WeightLayout::OutIn, quant)?;
         s += "\n";
         let block = self.units(WeightLayout::OutIn) * self.rows;
         let slots = Slots::new()
@@ -223,7 +228,7 @@ impl Skinny {
     }
 
     /// One main entry point (see `shaders/gemm_skinny_entry.wgsl`).
-    fn entry(self, name: &str, layout: WeightLayout) -> Result<String> {
+    fn entry(self, name: &str, layout: WeightLayout, quant: bool) -> Result<String> {
         let mapping = self.mapping(layout);
         if mapping == Lanes::Sweep {
             return self.sweep_entry(name);
@@ -234,6 +239,10 @@ impl Skinny {
             .flag("ALONG_K", mapping == Lanes::AlongK)
             .flag("IN_OUT", layout == WeightLayout::InOut)
             .flag("VEC4", self.vec4)
+            .flag(
+                "QUANT",
+                quant && self.vec4 && mapping == Lanes::AlongN && layout == WeightLayout::OutIn,
+            )
             .num("WIDTH", self.width())
             .num("LANES", self.lanes())
             .num("ROWS", self.rows)

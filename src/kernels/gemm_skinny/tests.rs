@@ -7,7 +7,7 @@ use super::*;
 #[test]
 fn every_accumulator_is_declared_updated_and_kept_once_per_entry() {
     for v in Skinny::all() {
-        let src = v.source().unwrap();
+        let src = v.source(false).unwrap();
         let (in_out, out_in) = src.split_once("fn main_out_in(").expect("both entries");
         for (layout, text) in [(WeightLayout::InOut, in_out), (WeightLayout::OutIn, out_in)] {
             let text = text.split("fn finish(").next().unwrap_or(text);
@@ -67,7 +67,7 @@ fn every_sweep_row_and_accumulator_is_used() {
         if v.mapping(WeightLayout::InOut) != Lanes::Sweep {
             continue;
         }
-        let src = v.source().unwrap();
+        let src = v.source(false).unwrap();
         // Twice each: the loop for whole blocks and the checked one.
         for r in 0..SWEEP_ROWS {
             assert_eq!(
