@@ -17,6 +17,8 @@ gguf-py, 0.19).
   ignore_merges, <|begin_of_text|> added by the post-processor), written as
   `_set_vocab_gpt2` does: model "gpt2", pre "llama-bpe", tokens, token types (added
   special tokens CONTROL, other added tokens USER_DEFINED), merges.
+  `bpe_gpt2`, `bpe_qwen2`, `bpe_smollm`: its vocabulary and merges under those
+  families' pre-tokenizers (pre "gpt2", "qwen2", "smollm"), without bos.
 - `spm`: SentencePiece-style BPE with byte fallback as Llama 2 / TinyLlama's
   tokenizer.json (<unk> <s> </s>, <0x00>..<0xFF>, then the merged pieces, scored by
   merge order as SentencePiece scores them, then the single characters; Prepend("▁") +
@@ -101,6 +103,12 @@ BPE_TEXTS = TEXTS + [
     "call <tool_call>{\"name\": \"f\"}<tool_call> done",
     "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
 ]
+# Decomposed accents (NFC composes them for Qwen2), digit runs, contractions in capitals.
+VARIANT_TEXTS = [
+    "cafe\u0301 nai\u0308ve",
+    "I'M SURE YOU'LL SEE 1234567890",
+    "x=123456;y=7",
+]
 SPM_TEXTS = TEXTS + [
     "<s>Hello</s> world<s>",
     "a</s>b <unk> c",
@@ -108,6 +116,11 @@ SPM_TEXTS = TEXTS + [
 
 LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
@@ -249,9 +262,46 @@ def make_bpe():
     finish(w, tensor=True)
 
     ref = reference(tok, BPE_TEXTS, BPE_TEMPLATE, "<|begin_of_text|>", "<|end_of_text|>")
-    ref.update({"bos_id": bos, "eos_ids": [eos, eot], "bos_token": "<|begin_of_text|>",
-                "eos_token": "<|end_of_text|>", "vocab_size": n})
+    ref.update({"bos_id": bos, "add_bos": True, "eos_ids": [eos, eot],
+                "bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+                "vocab_size": n})
     write_json("bpe.reference.json", ref)
+
+    # The same vocabulary and merges under the other families' pre-tokenizers (as their
+    # tokenizer.json files have them), without bos: only the GGUF and the reference ids.
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    variants = {
+        "gpt2": (None, byte_level),
+        "qwen2": ({"type": "NFC"}, {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_REGEX}, "behavior": "Isolated",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+             "use_regex": False}]}),
+        "smollm": (None, {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True}, byte_level]}),
+    }
+    for pre, (normalizer, pre_tokenizer) in variants.items():
+        d = json.loads(tok.to_str())
+        d["normalizer"] = normalizer
+        d["pre_tokenizer"] = pre_tokenizer
+        d["post_processor"] = None
+        d["model"]["ignore_merges"] = False
+        variant = Tokenizer.from_str(json.dumps(d))
+        w = writer(f"bpe_{pre}.gguf", "gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(bos)
+        w.add_eos_token_id(eos)
+        w.add_add_bos_token(False)
+        w.add_chat_template(BPE_TEMPLATE)
+        finish(w)
+        ref = reference(variant, BPE_TEXTS + VARIANT_TEXTS, BPE_TEMPLATE,
+                        "<|begin_of_text|>", "<|end_of_text|>")
+        ref.update({"bos_id": bos, "add_bos": False, "eos_ids": [eos]})
+        write_json(f"bpe_{pre}.reference.json", ref)
     return tokens, types, merges
 
 
@@ -322,8 +372,8 @@ def make_spm():
     finish(w)
 
     ref = reference(tok, SPM_TEXTS, SPM_TEMPLATE, "<s>", "</s>")
-    ref.update({"bos_id": 1, "eos_ids": [2], "bos_token": "<s>", "eos_token": "</s>",
-                "vocab_size": len(pieces)})
+    ref.update({"bos_id": 1, "add_bos": True, "eos_ids": [2], "bos_token": "<s>",
+                "eos_token": "</s>", "vocab_size": len(pieces)})
     write_json("spm.reference.json", ref)
 
 

@@ -1,10 +1,11 @@
 //! `Tokenizer::from_gguf` against Hugging Face's `tokenizers` (Python): two tokenizers
 //! trained by scripts/make_gguf_tokenizer_fixtures.py, a byte-level BPE as Llama 3's
 //! (`gpt2`, pre `llama-bpe`) and a SentencePiece BPE with byte fallback as Llama 2's
-//! (`llama`), each written as the GGUF metadata llama.cpp's converter writes; every text
-//! of the reference encodes to the ids `tokenizers` gives for the tokenizer.json (with
-//! and without bos) and decodes back to its text; the special tokens, end-of-sequence
-//! ids and chat template are the metadata's. Malformed metadata ends in
+//! (`llama`), the first also under GPT-2's, Qwen2's and SmolLM's pre-tokenizers, each
+//! written as the GGUF metadata llama.cpp's converter writes; every text of the
+//! reference encodes to the ids `tokenizers` gives for the tokenizer.json (with and
+//! without bos) and decodes back to its text; the special tokens, end-of-sequence ids and
+//! chat template are the metadata's. Malformed metadata ends in
 //! `Error::Checkpoint` naming the key.
 
 use std::path::PathBuf;
@@ -94,13 +95,26 @@ fn check(gguf: &str, reference_file: &str) {
         "{gguf}: eos ids"
     );
     let bos = r["bos_id"].as_u64().unwrap() as u32;
-    assert_eq!(t.encode("").unwrap(), vec![bos], "{gguf}: bos alone");
+    let add_bos = r["add_bos"].as_bool().unwrap();
+    let empty = if add_bos { vec![bos] } else { vec![] };
+    assert_eq!(t.encode("").unwrap(), empty, "{gguf}: bos alone");
     assert!(t.chat_template().is_some());
 }
 
 #[test]
 fn byte_level_bpe_matches_tokenizers() {
     check("bpe.gguf", "bpe.reference.json");
+}
+
+/// The same vocabulary under GPT-2's, Qwen2's (NFC) and SmolLM's pre-tokenizers.
+#[test]
+fn other_pre_tokenizers_match_tokenizers() {
+    for pre in ["gpt2", "qwen2", "smollm"] {
+        check(
+            &format!("bpe_{pre}.gguf"),
+            &format!("bpe_{pre}.reference.json"),
+        );
+    }
 }
 
 #[test]
