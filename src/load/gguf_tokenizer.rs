@@ -291,6 +291,21 @@ fn post_processor(bos: Option<(&str, u32)>, eos: Option<(&str, u32)>) -> Json {
 
 /// The tokenizer of `gguf`'s metadata (see the module's docs).
 pub(super) fn convert(gguf: &Gguf) -> Result<Converted> {
+    let (json, what, c) = parts(gguf)?;
+    let bytes = serde_json::to_vec(&json)
+        .map_err(|e| checkpoint_error("tokenizer.ggml.tokens", e.to_string()))?;
+    let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+        checkpoint_error(
+            what,
+            format!("does not make a tokenizer with tokenizer.ggml.tokens: {e}"),
+        )
+    })?;
+    Ok(Converted { inner, ..c })
+}
+
+/// The tokenizer.json of `gguf`'s metadata, the key to blame when `tokenizers` refuses
+/// it, and the rest of what the metadata says (its tokenizer a placeholder).
+fn parts(gguf: &Gguf) -> Result<(Json, &'static str, Converted)> {
     let model =
         text(gguf, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
     if model != "gpt2" && model != "llama" {
@@ -436,31 +451,117 @@ pub(super) fn convert(gguf: &Gguf) -> Result<Converted> {
         "decoder": decoder,
         "model": model_json,
     });
-    let bytes = serde_json::to_vec(&json)
-        .map_err(|e| checkpoint_error("tokenizer.ggml.tokens", e.to_string()))?;
     let what = if spm {
         "tokenizer.ggml.scores"
     } else {
         "tokenizer.ggml.merges"
     };
-    let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
-        checkpoint_error(
-            what,
-            format!("does not make a tokenizer with tokenizer.ggml.tokens: {e}"),
-        )
-    })?;
-
     let mut eos_ids = Vec::new();
     for i in [eos, eot, eom].into_iter().flatten() {
         if !eos_ids.contains(&i) {
             eos_ids.push(i);
         }
     }
-    Ok(Converted {
-        inner,
+    let rest = Converted {
+        inner: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
         chat_template: text(gguf, "tokenizer.chat_template")?.map(str::to_owned),
         bos_token: token(bos).map(str::to_owned),
         eos_token: token(eos).map(str::to_owned),
         eos_ids,
-    })
+    };
+    Ok((json, what, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/gguf/tokenizer")
+            .join(name)
+    }
+
+    /// The tokenizer.json built from the GGUF metadata is the fixture's tokenizer.json
+    /// (which the Python `tokenizers` wrote): the same vocabulary, the same merges in the
+    /// same order (for SentencePiece, derived from the scores), the same added tokens,
+    /// normalizer and pre-tokenizer.
+    #[test]
+    fn built_tokenizer_json_is_the_checkpoints() {
+        for name in ["bpe", "spm"] {
+            let gguf = Gguf::open(fixture(&format!("{name}.gguf"))).unwrap();
+            let (built, _, _) = parts(&gguf).unwrap();
+            let text = std::fs::read_to_string(fixture(&format!("{name}.tokenizer.json")));
+            let want: Json = serde_json::from_str(&text.unwrap()).unwrap();
+            // Llama 3 keeps its added tokens out of the model's vocabulary; the GGUF
+            // tokens array (and so the built vocabulary) has them, with the same ids.
+            let mut vocab = built["model"]["vocab"].as_object().unwrap().clone();
+            for a in want["added_tokens"].as_array().unwrap() {
+                let content = a["content"].as_str().unwrap();
+                if want["model"]["vocab"].get(content).is_none() {
+                    assert_eq!(vocab.remove(content).as_ref(), Some(&a["id"]), "{name}");
+                }
+            }
+            assert!(
+                Json::Object(vocab) == want["model"]["vocab"],
+                "{name}: vocab"
+            );
+            let merges = |v: &Json| -> Vec<String> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| match m {
+                        Json::String(s) => s.clone(),
+                        pair => format!(
+                            "{} {}",
+                            pair[0].as_str().unwrap(),
+                            pair[1].as_str().unwrap()
+                        ),
+                    })
+                    .collect()
+            };
+            let (got, expected) = (
+                merges(&built["model"]["merges"]),
+                merges(&want["model"]["merges"]),
+            );
+            assert_eq!(got.len(), expected.len(), "{name}: merges");
+            for (i, (g, w)) in got.iter().zip(&expected).enumerate() {
+                assert_eq!(g, w, "{name}: merge {i}");
+            }
+            for key in ["ignore_merges", "byte_fallback", "fuse_unk", "unk_token"] {
+                assert_eq!(built["model"][key], want["model"][key], "{name}: {key}");
+            }
+            for key in ["added_tokens", "normalizer", "pre_tokenizer"] {
+                assert_eq!(built[key], want[key], "{name}: {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn merges_from_scores_order_as_transformers() {
+        // "ab" (score -1) splits one way; "abc" (score -2) two ways, ordered by the
+        // lengths (longer left first); "bc" (score -1, later) after "ab".
+        let tokens = ["a", "b", "c", "ab", "bc", "abc"];
+        let scores = [-5.0, -5.0, -5.0, -1.0, -1.0, -2.0];
+        let vocab: HashMap<&str, u32> = tokens.iter().zip(0..).map(|(&t, i)| (t, i)).collect();
+        let merges = merges_from_scores(&tokens, &scores, &vocab);
+        let want = [("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|&(l, r)| (l.to_owned(), r.to_owned()))
+            .collect();
+        assert_eq!(merges, want);
+    }
+
+    #[test]
+    fn merges_split_at_the_first_space_after_the_first_byte() {
+        let merges = merges_from_metadata(&["a b", "Ġ t", "  x"]).unwrap();
+        assert_eq!(merges[0], ("a".to_owned(), "b".to_owned()));
+        assert_eq!(merges[1], ("Ġ".to_owned(), "t".to_owned()));
+        assert_eq!(merges[2], (" ".to_owned(), "x".to_owned()));
+        for bad in ["ab", "a ", ""] {
+            let e = merges_from_metadata(&[bad]).unwrap_err();
+            assert!(e.to_string().contains("tokenizer.ggml.merges"), "{e}");
+        }
+    }
 }
