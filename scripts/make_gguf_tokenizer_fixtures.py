@@ -17,8 +17,9 @@ gguf-py, 0.19).
   ignore_merges, <|begin_of_text|> added by the post-processor), written as
   `_set_vocab_gpt2` does: model "gpt2", pre "llama-bpe", tokens, token types (added
   special tokens CONTROL, other added tokens USER_DEFINED), merges.
-  `bpe_gpt2`, `bpe_qwen2`, `bpe_smollm`: its vocabulary and merges under those
-  families' pre-tokenizers (pre "gpt2", "qwen2", "smollm"), without bos.
+  `bpe_gpt2`, `bpe_qwen2`, `bpe_smollm`, `bpe_default`: its vocabulary and merges under
+  those families' pre-tokenizers (pre "gpt2", "qwen2", "smollm"; "default" is llama.cpp's
+  fallback regexes, applied in turn), without bos.
 - `spm`: SentencePiece-style BPE with byte fallback as Llama 2 / TinyLlama's
   tokenizer.json (<unk> <s> </s>, <0x00>..<0xFF>, then the merged pieces, scored by
   merge order as SentencePiece scores them, then the single characters; Prepend("▁") +
@@ -123,6 +124,13 @@ QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+DEFAULT_REGEXES = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+]
 
 BPE_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -273,6 +281,12 @@ def make_bpe():
                   "use_regex": True}
     variants = {
         "gpt2": (None, byte_level),
+        # llama.cpp's fallback regexes, in turn.
+        "default": (None, {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": False}
+            for r in DEFAULT_REGEXES] + [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": False}]}),
         "qwen2": ({"type": "NFC"}, {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": QWEN2_REGEX}, "behavior": "Isolated",
              "invert": False},

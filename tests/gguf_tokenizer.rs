@@ -1,7 +1,8 @@
 //! `Tokenizer::from_gguf` against Hugging Face's `tokenizers` (Python): two tokenizers
 //! trained by scripts/make_gguf_tokenizer_fixtures.py, a byte-level BPE as Llama 3's
 //! (`gpt2`, pre `llama-bpe`) and a SentencePiece BPE with byte fallback as Llama 2's
-//! (`llama`), the first also under GPT-2's, Qwen2's and SmolLM's pre-tokenizers, each
+//! (`llama`), the first also under GPT-2's, Qwen2's, SmolLM's and llama.cpp's default
+//! pre-tokenizers, each
 //! written as the GGUF metadata llama.cpp's converter writes; every text of the
 //! reference encodes to the ids `tokenizers` gives for the tokenizer.json (with and
 //! without bos) and decodes back to its text; the special tokens, end-of-sequence ids and
@@ -106,10 +107,11 @@ fn byte_level_bpe_matches_tokenizers() {
     check("bpe.gguf", "bpe.reference.json");
 }
 
-/// The same vocabulary under GPT-2's, Qwen2's (NFC) and SmolLM's pre-tokenizers.
+/// The same vocabulary under GPT-2's, Qwen2's (NFC) and SmolLM's pre-tokenizers, and
+/// llama.cpp's `default` regexes.
 #[test]
 fn other_pre_tokenizers_match_tokenizers() {
-    for pre in ["gpt2", "qwen2", "smollm"] {
+    for pre in ["gpt2", "qwen2", "smollm", "default"] {
         check(
             &format!("bpe_{pre}.gguf"),
             &format!("bpe_{pre}.reference.json"),

@@ -5,7 +5,8 @@
 //! Two models:
 //! - `gpt2`: byte-level BPE (`tokenizer.ggml.tokens`, `.merges`, `.token_type`), the
 //!   pre-tokenizer chosen by `tokenizer.ggml.pre` as the tokenizer.json of that family
-//!   writes it: `default`, `gpt2`, `gpt-2`, `phi-2` (GPT-2's byte-level regex);
+//!   writes it: `gpt2`, `gpt-2`, `phi-2` (GPT-2's byte-level regex); `default` (or no
+//!   key: llama.cpp's fallback, its four regexes in turn);
 //!   `llama3`, `llama-v3`, `llama-bpe` (Llama 3's split regex, merges ignored for a word
 //!   in the vocabulary); `qwen2`, `deepseek-r1-qwen` (Qwen2's regex, NFC); `smollm`,
 //!   `starcoder` (single digits, then GPT-2's regex).
@@ -38,6 +39,14 @@ const TYPE_USER_DEFINED: i128 = 4;
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split regex (Llama 3's with single digits), as its tokenizer.json writes it.
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// llama.cpp's regexes for `tokenizer.ggml.pre` `default` (and a file without the key).
+const DEFAULT_REGEXES: [&str; 4] = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
 
 /// The `tokenizer.ggml.pre` values this reader knows, for the error naming an unknown one.
 const KNOWN_PRE: &str = "default, gpt2, gpt-2, phi-2, llama3, llama-v3, llama-bpe, qwen2, \
@@ -165,7 +174,19 @@ fn byte_level_parts(pre: &str) -> Result<(Json, Json, bool, bool)> {
                "invert": false})
     };
     Ok(match pre {
-        "default" | "gpt2" | "gpt-2" | "phi-2" => (byte_level(true), Json::Null, false, false),
+        "gpt2" | "gpt-2" | "phi-2" => (byte_level(true), Json::Null, false, false),
+        // No family's tokenizer.json: llama.cpp's fallback for files without a known
+        // pre-tokenizer, its regexes applied in turn.
+        "default" => {
+            let mut splits: Vec<Json> = DEFAULT_REGEXES.iter().map(|r| split(r)).collect();
+            splits.push(byte_level(false));
+            (
+                json!({"type": "Sequence", "pretokenizers": splits}),
+                Json::Null,
+                false,
+                false,
+            )
+        }
         "llama3" | "llama-v3" | "llama-bpe" => (
             json!({"type": "Sequence",
                    "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),

@@ -129,7 +129,8 @@ impl Tokenizer {
     /// end-of-sequence ids `eos_token_id`, `eot_token_id`, `eom_token_id` (those present).
     ///
     /// `tokenizer.ggml.model` `gpt2` is byte-level BPE, its pre-tokenizer chosen by
-    /// `tokenizer.ggml.pre`: `default`, `gpt2`, `gpt-2`, `phi-2` (GPT-2), `llama3`,
+    /// `tokenizer.ggml.pre`: `gpt2`, `gpt-2`, `phi-2` (GPT-2), `default` (or none:
+    /// llama.cpp's fallback regexes), `llama3`,
     /// `llama-v3`, `llama-bpe` (Llama 3), `qwen2`, `deepseek-r1-qwen` (Qwen2), `smollm`,
     /// `starcoder` (single digits, then GPT-2's). `llama` is SentencePiece BPE with byte
     /// fallback (Llama 2, Mistral, TinyLlama), its merges derived from
