@@ -421,6 +421,30 @@ def make_bad(tokens, types, merges):
     w.add_bos_token_id(len(tokens))
     finish(w)
 
+    w = writer("bad_types.gguf", "gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_types(types[:-1])
+    w.add_token_merges(merges)
+    finish(w)
+
+    w = writer("bad_merge.gguf", "gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_merges(merges + ["notatoken Ġ"])
+    finish(w)
+
+    w = writer("bad_add_bos.gguf", "gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    w.add_add_bos_token(True)
+    finish(w)
+
+    w = writer("bad_no_scores.gguf", "llama")
+    w.add_token_list(["<unk>", "<s>", "</s>", "a", "b", "ab"])
+    finish(w)
+
     w = writer("bad_no_model.gguf", None)
     w.add_token_list(tokens)
     finish(w)

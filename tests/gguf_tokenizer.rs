@@ -171,4 +171,14 @@ fn malformed_metadata_is_refused_naming_the_key() {
     assert_eq!(what, "tokenizer.ggml.merges");
     let (what, _) = error_key("bad_bos.gguf");
     assert_eq!(what, "tokenizer.ggml.bos_token_id");
+    let (what, message) = error_key("bad_types.gguf");
+    assert_eq!(what, "tokenizer.ggml.token_type");
+    assert!(message.contains("items"), "{message}");
+    let (what, message) = error_key("bad_merge.gguf");
+    assert_eq!(what, "tokenizer.ggml.merges");
+    assert!(message.contains("notatoken"), "{message}");
+    let (what, _) = error_key("bad_add_bos.gguf");
+    assert_eq!(what, "tokenizer.ggml.add_bos_token");
+    let (what, _) = error_key("bad_no_scores.gguf");
+    assert_eq!(what, "tokenizer.ggml.scores");
 }

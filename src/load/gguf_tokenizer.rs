@@ -425,23 +425,22 @@ fn parts(gguf: &Gguf) -> Result<(Json, &'static str, Converted)> {
         (model, normalizer, pre_tokenizer, decoder, default_bos)
     };
 
-    let add_bos = flag(gguf, "tokenizer.ggml.add_bos_token")?.unwrap_or(default_bos);
-    let add_eos = flag(gguf, "tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-    let with_id = |key: &str, on: bool, i: Option<u32>| -> Result<Option<(&str, u32)>> {
-        if !on {
-            return Ok(None);
-        }
-        let i = i.ok_or_else(|| {
-            checkpoint_error(
+    // The token `key` asks for (absent: `default`); an error when the key asks for one
+    // the metadata does not name, none when only the default would have added it.
+    let added_by = |key: &str, default: bool, i: Option<u32>| -> Result<Option<(&str, u32)>> {
+        match (flag(gguf, key)?, i) {
+            (Some(false), _) | (None, None) => Ok(None),
+            (None, Some(i)) => Ok(default.then(|| (tokens[i as usize], i))),
+            (Some(true), Some(i)) => Ok(Some((tokens[i as usize], i))),
+            (Some(true), None) => Err(checkpoint_error(
                 key,
                 "is true, but the metadata names no such token (tokenizer.ggml.*_token_id)",
-            )
-        })?;
-        Ok(Some((tokens[i as usize], i)))
+            )),
+        }
     };
     let post = post_processor(
-        with_id("tokenizer.ggml.add_bos_token", add_bos, bos)?,
-        with_id("tokenizer.ggml.add_eos_token", add_eos, eos)?,
+        added_by("tokenizer.ggml.add_bos_token", default_bos, bos)?,
+        added_by("tokenizer.ggml.add_eos_token", false, eos)?,
     );
 
     // Added tokens: CONTROL and UNKNOWN tokens and the named special ones special,
