@@ -316,7 +316,6 @@ def make_bpe():
                         "<|begin_of_text|>", "<|end_of_text|>")
         ref.update({"bos_id": bos, "add_bos": False, "eos_ids": [eos]})
         write_json(f"bpe_{pre}.reference.json", ref)
-    return tokens, types, merges
 
 
 def make_spm():
@@ -391,70 +390,74 @@ def make_spm():
     write_json("spm.reference.json", ref)
 
 
-def make_bad(tokens, types, merges):
-    """Malformed tokenizer metadata, each wrong in one way (names say which)."""
-    w = writer("bad_model.gguf", "bert")
+def make_bad():
+    """Malformed tokenizer metadata, each wrong in one way (names say which), on a tiny
+    vocabulary that is otherwise whole."""
+    tokens = ["a", "b", "ab", "<|end|>"]
+    types = [1, 1, 1, 3]
+    merges = ["a b"]
+
+    def bpe(name, pre="llama-bpe", model="gpt2"):
+        w = writer(name, model)
+        if pre is not None:
+            w.add_tokenizer_pre(pre)
+        return w
+
+    w = bpe("bad_model.gguf", None, "bert")
     w.add_token_list(tokens)
     finish(w)
 
-    w = writer("bad_no_tokens.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_no_model.gguf", None, None)
+    w.add_token_list(tokens)
+    finish(w)
+
+    w = bpe("bad_no_tokens.gguf")
     w.add_token_merges(merges)
     finish(w)
 
-    w = writer("bad_pre.gguf", "gpt2")
-    w.add_tokenizer_pre("mystery-pre")
+    w = bpe("bad_pre.gguf", "mystery-pre")
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
     finish(w)
 
-    w = writer("bad_no_merges.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_no_merges.gguf")
     w.add_token_list(tokens)
     finish(w)
 
-    w = writer("bad_bos.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_bos.gguf")
     w.add_token_list(tokens)
     w.add_token_merges(merges)
     w.add_bos_token_id(len(tokens))
     finish(w)
 
-    w = writer("bad_types.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_types.gguf")
     w.add_token_list(tokens)
     w.add_token_types(types[:-1])
     w.add_token_merges(merges)
     finish(w)
 
-    w = writer("bad_merge.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_merge.gguf")
     w.add_token_list(tokens)
-    w.add_token_merges(merges + ["notatoken Ġ"])
+    w.add_token_merges(merges + ["notatoken b"])
     finish(w)
 
-    w = writer("bad_add_bos.gguf", "gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w = bpe("bad_add_bos.gguf")
     w.add_token_list(tokens)
     w.add_token_merges(merges)
     w.add_add_bos_token(True)
     finish(w)
 
-    w = writer("bad_no_scores.gguf", "llama")
+    w = bpe("bad_no_scores.gguf", None, "llama")
     w.add_token_list(["<unk>", "<s>", "</s>", "a", "b", "ab"])
-    finish(w)
-
-    w = writer("bad_no_model.gguf", None)
-    w.add_token_list(tokens)
     finish(w)
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    tokens, types, merges = make_bpe()
+    make_bpe()
     make_spm()
-    make_bad(tokens, types, merges)
+    make_bad()
     print("wrote", sorted(os.listdir(OUT)), file=sys.stderr)
 
 
