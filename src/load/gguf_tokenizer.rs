@@ -5,22 +5,24 @@
 //! Two models:
 //! - `gpt2`: byte-level BPE (`tokenizer.ggml.tokens`, `.merges`, `.token_type`), the
 //!   pre-tokenizer chosen by `tokenizer.ggml.pre` as the tokenizer.json of that family
-//!   writes it: `gpt2`, `gpt-2`, `phi-2` (GPT-2's byte-level regex); `default` (or no
-//!   key: llama.cpp's fallback, its four regexes in turn);
-//!   `llama3`, `llama-v3`, `llama-bpe` (Llama 3's split regex, merges ignored for a word
-//!   in the vocabulary); `qwen2`, `deepseek-r1-qwen` (Qwen2's regex, NFC); `smollm`,
-//!   `starcoder` (single digits, then GPT-2's regex).
+//!   writes it: `gpt2`, `gpt-2`, `phi-2` (GPT-2's byte-level regex); `llama3`,
+//!   `llama-v3`, `llama-bpe` (Llama 3's split regex, merges ignored for a word in the
+//!   vocabulary); `qwen2`, `deepseek-r1-qwen` (Qwen2's regex, NFC); `smollm`,
+//!   `starcoder` (single digits, then GPT-2's regex); `default` or no key (no family's:
+//!   llama.cpp's fallback, its four regexes in turn).
 //! - `llama`: SentencePiece BPE with byte fallback (`<0x00>`..`<0xFF>`) as transformers'
 //!   Llama converter writes it: the merges derived from `tokenizer.ggml.scores` (every
-//!   split of a piece into two pieces of the vocabulary, ordered by the piece's score),
-//!   `▁` for spaces and, with `tokenizer.ggml.add_space_prefix` (default true), one
-//!   prepended.
+//!   split of a piece into two pieces of the vocabulary, ordered by the piece's score;
+//!   `tokenizer.ggml.merges` instead when the file has them), `▁` for spaces and, with
+//!   `tokenizer.ggml.add_space_prefix` (default true), one prepended.
 //!
 //! Tokens of type CONTROL and UNKNOWN, and the bos, eos and unknown tokens, become special
 //! added tokens (matched whole, skipped when decoding); USER_DEFINED tokens added tokens
-//! that are kept when decoding. The post-processor adds bos / eos as
-//! `tokenizer.ggml.add_bos_token` / `add_eos_token` say (llama.cpp's defaults when they
-//! are absent: bos for `llama` and Llama 3's pre-tokenizer).
+//! that are kept when decoding. Every token is also in the model's vocabulary (Llama 3's
+//! tokenizer.json keeps its added tokens out of it; the ids are the same). The
+//! post-processor adds bos / eos as `tokenizer.ggml.add_bos_token` / `add_eos_token` say
+//! (llama.cpp's defaults when they are absent: bos for `llama` and Llama 3's
+//! pre-tokenizer).
 
 use std::collections::HashMap;
 

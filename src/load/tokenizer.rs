@@ -129,17 +129,17 @@ impl Tokenizer {
     /// end-of-sequence ids `eos_token_id`, `eot_token_id`, `eom_token_id` (those present).
     ///
     /// `tokenizer.ggml.model` `gpt2` is byte-level BPE, its pre-tokenizer chosen by
-    /// `tokenizer.ggml.pre`: `gpt2`, `gpt-2`, `phi-2` (GPT-2), `default` (or none:
-    /// llama.cpp's fallback regexes), `llama3`,
-    /// `llama-v3`, `llama-bpe` (Llama 3), `qwen2`, `deepseek-r1-qwen` (Qwen2), `smollm`,
-    /// `starcoder` (single digits, then GPT-2's). `llama` is SentencePiece BPE with byte
-    /// fallback (Llama 2, Mistral, TinyLlama), its merges derived from
-    /// `tokenizer.ggml.scores` as transformers' Llama converter derives them (or read from
-    /// `tokenizer.ggml.merges` when the file has them). CONTROL and UNKNOWN tokens and the
-    /// bos, eos and unknown tokens are special tokens, matched whole in the text and
-    /// skipped when decoding; USER_DEFINED tokens are matched whole and kept. bos / eos
-    /// are added as `tokenizer.ggml.add_bos_token` / `add_eos_token` say (absent: bos for
-    /// `llama` and Llama 3, as llama.cpp does).
+    /// `tokenizer.ggml.pre`: `gpt2`, `gpt-2`, `phi-2` (GPT-2), `llama3`, `llama-v3`,
+    /// `llama-bpe` (Llama 3), `qwen2`, `deepseek-r1-qwen` (Qwen2), `smollm`, `starcoder`
+    /// (single digits, then GPT-2's), `default` or none (llama.cpp's fallback regexes).
+    /// `llama` is SentencePiece BPE with byte fallback (Llama 2, Mistral, TinyLlama), its
+    /// merges derived from `tokenizer.ggml.scores` as transformers' Llama converter
+    /// derives them (or read from `tokenizer.ggml.merges` when the file has them).
+    /// CONTROL and UNKNOWN tokens and the bos, eos and unknown tokens are special tokens,
+    /// matched whole in the text and skipped when decoding; USER_DEFINED tokens are
+    /// matched whole and kept. bos / eos are added as `tokenizer.ggml.add_bos_token` /
+    /// `add_eos_token` say (absent: bos for `llama` and Llama 3, as llama.cpp does, when
+    /// the metadata names one).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the key: no `tokenizer.ggml.model` or one other than
