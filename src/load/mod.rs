@@ -9,6 +9,8 @@
 
 mod files;
 mod gguf;
+#[cfg(feature = "tokenizer")]
+mod gguf_tokenizer;
 
 use files::{extend, file_names, map, release};
 #[cfg(feature = "tokenizer")]

@@ -1,13 +1,15 @@
 //! Text in and out (feature `tokenizer`): the `tokenizer.json` a Hugging Face checkpoint
 //! keeps beside its weights, read with Hugging Face's own `tokenizers` crate; the chat
 //! template and special tokens of its `tokenizer_config.json` (rendered with minijinja);
-//! and the end-of-sequence ids of `generation_config.json` (else `config.json`).
+//! and the end-of-sequence ids of `generation_config.json` (else `config.json`). Or the
+//! tokenizer a GGUF file's metadata describes ([`Tokenizer::from_gguf`]).
 
 use std::path::Path;
 
 use serde_json::Value as Json;
 
 use super::checkpoint_error;
+use super::gguf::Gguf;
 use crate::error::{Error, Result};
 
 /// A checkpoint's tokenizer.
@@ -18,6 +20,8 @@ pub struct Tokenizer {
     bos_token: Option<String>,
     eos_token: Option<String>,
     eos_ids: Vec<u32>,
+    /// Where it was read from, for errors: `tokenizer.json` or `GGUF tokenizer metadata`.
+    source: &'static str,
 }
 
 /// A JSON file of `dir`, or `None` when it is not there.
@@ -114,10 +118,48 @@ impl Tokenizer {
             bos_token: config.get("bos_token").and_then(token_text),
             eos_token: config.get("eos_token").and_then(token_text),
             eos_ids: eos_token_ids(dir)?,
+            source: "tokenizer.json",
         }))
     }
 
-    /// The end-of-sequence ids of the folder it was read from.
+    /// The tokenizer described by a GGUF file's metadata (`tokenizer.ggml.*`, as llama.cpp
+    /// writes it), built as the checkpoint's `tokenizer.json` would build it: the same
+    /// ids for the same text. With the chat template of `tokenizer.chat_template`, the
+    /// bos and eos tokens of `tokenizer.ggml.bos_token_id` / `eos_token_id`, and the
+    /// end-of-sequence ids `eos_token_id`, `eot_token_id`, `eom_token_id` (those present).
+    ///
+    /// `tokenizer.ggml.model` `gpt2` is byte-level BPE, its pre-tokenizer chosen by
+    /// `tokenizer.ggml.pre`: `gpt2`, `gpt-2`, `phi-2` (GPT-2), `llama3`, `llama-v3`,
+    /// `llama-bpe` (Llama 3), `qwen2`, `deepseek-r1-qwen` (Qwen2), `smollm`, `starcoder`
+    /// (single digits, then GPT-2's), `default` or none (llama.cpp's fallback regexes).
+    /// `llama` is SentencePiece BPE with byte fallback (Llama 2, Mistral, TinyLlama), its
+    /// merges derived from `tokenizer.ggml.scores` as transformers' Llama converter
+    /// derives them (or read from `tokenizer.ggml.merges` when the file has them).
+    /// CONTROL and UNKNOWN tokens and the bos, eos and unknown tokens are special tokens,
+    /// matched whole in the text and skipped when decoding; USER_DEFINED tokens are
+    /// matched whole and kept. bos / eos are added as `tokenizer.ggml.add_bos_token` /
+    /// `add_eos_token` say (absent: bos for `llama` and Llama 3, as llama.cpp does, when
+    /// the metadata names one).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the key: no `tokenizer.ggml.model` or one other than
+    /// `gpt2` and `llama` (`bert`, `t5`, `rwkv`, ...), an unknown `tokenizer.ggml.pre`, no
+    /// tokens, no merges for `gpt2` (no scores for `llama`), a malformed merge, an array
+    /// whose length is not the vocabulary's, a special token id out of range, a value of
+    /// the wrong type.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
+        let c = super::gguf_tokenizer::convert(gguf)?;
+        Ok(Tokenizer {
+            inner: c.inner,
+            chat_template: c.chat_template,
+            bos_token: c.bos_token,
+            eos_token: c.eos_token,
+            eos_ids: c.eos_ids,
+            source: "GGUF tokenizer metadata",
+        })
+    }
+
+    /// The end-of-sequence ids of the folder (or GGUF file) it was read from.
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos_ids
     }
@@ -133,7 +175,7 @@ impl Tokenizer {
         eos_token_ids(dir)
     }
 
-    /// The chat template, when `tokenizer_config.json` has one.
+    /// The chat template, when `tokenizer_config.json` (or the GGUF metadata) has one.
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
@@ -158,7 +200,11 @@ impl Tokenizer {
                 "the tokenizer has no chat_template (tokenizer_config.json)",
             )
         })?;
-        let what = "tokenizer_config.json chat_template";
+        let what = if self.source == "tokenizer.json" {
+            "tokenizer_config.json chat_template"
+        } else {
+            "tokenizer.chat_template"
+        };
         let fail = |e: minijinja::Error| {
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
@@ -220,7 +266,7 @@ impl Tokenizer {
         let e = self
             .inner
             .encode(text, false)
-            .map_err(|e| checkpoint_error("tokenizer.json", e.to_string()))?;
+            .map_err(|e| checkpoint_error(self.source, e.to_string()))?;
         Ok(e.get_ids().to_vec())
     }
 
@@ -233,7 +279,7 @@ impl Tokenizer {
         let e = self
             .inner
             .encode(text, true)
-            .map_err(|e| checkpoint_error("tokenizer.json", e.to_string()))?;
+            .map_err(|e| checkpoint_error(self.source, e.to_string()))?;
         Ok(e.get_ids().to_vec())
     }
 
@@ -245,6 +291,6 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)
-            .map_err(|e| checkpoint_error("tokenizer.json", e.to_string()))
+            .map_err(|e| checkpoint_error(self.source, e.to_string()))
     }
 }
