@@ -41,11 +41,12 @@ fn {{ENTRY}}(
     //# end
     //# end
     //# if QUANT
-    // Quantized weights: each column's block factors (the prelude's w_factors), read when
-    // the loop enters a group of W_GROUP units and kept for the group's units.
+    // Quantized weights: each column's group (the prelude's w_group: block factors and
+    // where the bytes lie), read when the loop enters a group of W_GROUP units and kept
+    // for the group's units.
     //# for j in 0..UNITS
     //# for u in 0..WIDTH
-    var f{{j}}_{{u}} = vec2<f32>(0.0);
+    var f{{j}}_{{u}}: WGroup;
     //# end
     //# end
     //# end
@@ -62,7 +63,7 @@ fn {{ENTRY}}(
         if (kq == k0 / WIDTH || (p.w_offset / 4u + kq) % W_GROUP == 0u) {
             //# for j in 0..UNITS
             //# for u in 0..WIDTH
-            f{{j}}_{{u}} = w_factors((p.w_offset + (c{{j}} * 4u + {{u}}u) * p.ldw) / 4u + kq);
+            f{{j}}_{{u}} = w_group((p.w_offset + (c{{j}} * 4u + {{u}}u) * p.ldw) / 4u + kq);
             //# end
             //# end
         }

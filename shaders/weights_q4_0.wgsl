@@ -12,19 +12,18 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d, unused).
-fn w_factors(i: u32) -> vec2<f32> {
-    return vec2<f32>(w_half((i >> 3u) * 18u), 0.0);
+// f = (d, unused); at: the byte of the block's first quants.
+fn w_group(i: u32) -> WGroup {
+    let b = (i >> 3u) * 18u;
+    return WGroup(vec2<f32>(w_half(b), 0.0), b + 2u, 0u, 0u);
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 5u) * 18u;
-    let j = v & 31u;
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let j = 4u * (i & 7u);
     // q - 8 is exact in f32.
-    return f.x * (nibbles4(w_word(b + 2u + (j & 15u)), (j >> 4u) * 4u) - vec4<f32>(8.0));
+    return g.f.x * (nibbles4(w_word(g.at + (j & 15u)), (j >> 4u) * 4u) - vec4<f32>(8.0));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

@@ -12,20 +12,18 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d, m).
-fn w_factors(i: u32) -> vec2<f32> {
+// f = (d, m); at: the byte of the block's first quants.
+fn w_group(i: u32) -> WGroup {
     let b = (i >> 3u) * 20u;
-    return vec2<f32>(w_half(b), w_half(b + 2u));
+    return WGroup(vec2<f32>(w_half(b), w_half(b + 2u)), b + 4u, 0u, 0u);
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 5u) * 20u;
-    let j = v & 31u;
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let j = 4u * (i & 7u);
     // d * q is exact, so the fused form rounds as the separate one.
-    return fma(vec4<f32>(f.x), nibbles4(w_word(b + 4u + (j & 15u)), (j >> 4u) * 4u), vec4<f32>(f.y));
+    return fma(vec4<f32>(g.f.x), nibbles4(w_word(g.at + (j & 15u)), (j >> 4u) * 4u), vec4<f32>(g.f.y));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

@@ -16,20 +16,20 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d * sc, dmin * m) of unit i's block of 32.
-fn w_factors(i: u32) -> vec2<f32> {
-    return k4_factors((i >> 6u) * 144u, (i >> 3u) & 7u);
+// f = (d * sc, dmin * m) of the block of 32; at: the word of its first unit's nibbles;
+// shift: 0 (low nibbles) or 4 (high).
+fn w_group(i: u32) -> WGroup {
+    let b = (i >> 6u) * 144u;
+    let s = (i >> 3u) & 7u;
+    return WGroup(k4_factors(b, s), (b + 16u + 32u * (s >> 1u)) >> 2u, 0u, 4u * (s & 1u));
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 8u) * 144u;
-    let j = v & 255u;
-    let q = nibbles4(w[(b + 16u + 32u * (j >> 6u) + (j & 31u)) >> 2u], 4u * ((j >> 5u) & 1u));
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let q = nibbles4(w[g.at + (i & 7u)], g.shift);
     // d * sc * q is exact, so the fused form rounds as the separate one.
-    return fma(vec4<f32>(f.x), q, vec4<f32>(-f.y));
+    return fma(vec4<f32>(g.f.x), q, vec4<f32>(-g.f.y));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

@@ -13,20 +13,19 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d, unused).
-fn w_factors(i: u32) -> vec2<f32> {
-    return vec2<f32>(w_half((i >> 3u) * 22u), 0.0);
+// f = (d, unused); at: the byte of the block's low nibbles; at2: qh itself.
+fn w_group(i: u32) -> WGroup {
+    let b = (i >> 3u) * 22u;
+    return WGroup(vec2<f32>(w_half(b), 0.0), b + 6u, w_word(b + 2u), 0u);
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 5u) * 22u;
-    let j = v & 31u;
-    let low = (bytes4(w_word(b + 6u + (j & 15u))) >> vec4<u32>((j >> 4u) * 4u)) & vec4<u32>(15u);
-    let high = (vec4<u32>(w_word(b + 2u) >> j) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
-    return f.x * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - vec4<i32>(16));
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let j = 4u * (i & 7u);
+    let low = (bytes4(w_word(g.at + (j & 15u))) >> vec4<u32>((j >> 4u) * 4u)) & vec4<u32>(15u);
+    let high = (vec4<u32>(g.at2 >> j) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return g.f.x * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - vec4<i32>(16));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

@@ -17,21 +17,22 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d * sc, dmin * m) of unit i's block of 32.
-fn w_factors(i: u32) -> vec2<f32> {
-    return k4_factors((i >> 6u) * 176u, (i >> 3u) & 7u);
+// f = (d * sc, dmin * m) of the block of 32; at: the word of its first unit's nibbles;
+// at2: the word of its first unit's qh bytes; shift: the block's index s (its qh bit).
+fn w_group(i: u32) -> WGroup {
+    let b = (i >> 6u) * 176u;
+    let s = (i >> 3u) & 7u;
+    return WGroup(k4_factors(b, s), (b + 48u + 32u * (s >> 1u)) >> 2u, (b + 16u) >> 2u, s);
+}
+
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let low = nibbles4(w[g.at + (i & 7u)], 4u * (g.shift & 1u));
+    let high = vec4<f32>((bytes4(w[g.at2 + (i & 7u)]) >> vec4<u32>(g.shift)) & vec4<u32>(1u));
+    // low + 16 high is exact, and d * sc * q too, so the fused form rounds as the
+    // separate one.
+    return fma(vec4<f32>(g.f.x), low + 16.0 * high, vec4<f32>(-g.f.y));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
-}
-
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 8u) * 176u;
-    let j = v & 255u;
-    let s = j >> 5u;
-    let low = (bytes4(w[(b + 48u + 32u * (j >> 6u) + (j & 31u)) >> 2u]) >> vec4<u32>(4u * (s & 1u))) & vec4<u32>(15u);
-    let high = (bytes4(w[(b + 16u + (j & 31u)) >> 2u]) >> vec4<u32>(s)) & vec4<u32>(1u);
-    return f.x * vec4<f32>(low | (high << vec4<u32>(4u))) - vec4<f32>(f.y);
+    return load_w4_in(i, w_group(i));
 }

@@ -18,22 +18,25 @@ fn load_w(i: u32) -> f32 {
 // Units of 4 values under one scale of 16.
 const W_GROUP: u32 = 4u;
 
-// (d * scale, unused) of unit i's 16 values.
-fn w_factors(i: u32) -> vec2<f32> {
+// f = (d * scale, unused) of the 16 values; at, at2: the bytes of their first ql and qh;
+// shift: the ql nibble's shift, and the qh pair's 8 bits up.
+fn w_group(i: u32) -> WGroup {
     let b = (i >> 6u) * 210u;
-    return vec2<f32>(w_half(b + 208u) * f32(signed8(w_byte(b + 192u + ((i >> 2u) & 15u)))), 0.0);
+    // The group's first value.
+    let j = (4u * i) & 240u;
+    let h = j >> 7u;
+    let ds = w_half(b + 208u) * f32(signed8(w_byte(b + 192u + (j >> 4u))));
+    let shift = (4u * ((j >> 6u) & 1u)) | ((2u * ((j >> 5u) & 3u)) << 8u);
+    return WGroup(vec2<f32>(ds, 0.0), b + 64u * h + (j & 63u), b + 128u + 32u * h + (j & 31u), shift);
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 8u) * 210u;
-    let j = v & 255u;
-    let h = j >> 7u;
-    let low = (bytes4(w_word(b + 64u * h + (j & 63u))) >> vec4<u32>(4u * ((j >> 6u) & 1u))) & vec4<u32>(15u);
-    let high = (bytes4(w_word(b + 128u + 32u * h + (j & 31u))) >> vec4<u32>(2u * ((j >> 5u) & 3u))) & vec4<u32>(3u);
-    return f.x * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - vec4<i32>(32));
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let o = 4u * (i & 3u);
+    let low = (bytes4(w_word(g.at + o)) >> vec4<u32>(g.shift & 255u)) & vec4<u32>(15u);
+    let high = (bytes4(w_word(g.at2 + o)) >> vec4<u32>(g.shift >> 8u)) & vec4<u32>(3u);
+    return g.f.x * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - vec4<i32>(32));
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

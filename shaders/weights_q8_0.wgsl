@@ -9,18 +9,17 @@ fn load_w(i: u32) -> f32 {
 
 const W_GROUP: u32 = 8u;
 
-// (d, unused).
-fn w_factors(i: u32) -> vec2<f32> {
-    return vec2<f32>(w_half((i >> 3u) * 34u), 0.0);
+// f = (d, unused); at: the byte of the block's first quant.
+fn w_group(i: u32) -> WGroup {
+    let b = (i >> 3u) * 34u;
+    return WGroup(vec2<f32>(w_half(b), 0.0), b + 2u, 0u, 0u);
 }
 
-fn load_w4_in(i: u32, f: vec2<f32>) -> vec4<f32> {
-    let v = 4u * i;
-    let b = (v >> 5u) * 34u;
-    let q = bitcast<vec4<i32>>(bytes4(w_word(b + 2u + (v & 31u))) << vec4<u32>(24u)) >> vec4<u32>(24u);
-    return vec4<f32>(q) * f.x;
+fn load_w4_in(i: u32, g: WGroup) -> vec4<f32> {
+    let q = bitcast<vec4<i32>>(bytes4(w_word(g.at + 4u * (i & 7u))) << vec4<u32>(24u)) >> vec4<u32>(24u);
+    return vec4<f32>(q) * g.f.x;
 }
 
 fn load_w4(i: u32) -> vec4<f32> {
-    return load_w4_in(i, w_factors(i));
+    return load_w4_in(i, w_group(i));
 }

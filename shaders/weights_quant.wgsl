@@ -14,9 +14,19 @@
 //     src/kernels/quant.rs does on the host;
 //   for a loop over consecutive vec4 units (gemm_skinny_entry.wgsl with QUANT), the same
 //   load in two halves: W_GROUP, the units sharing a block's factors (aligned groups of
-//   W_GROUP units in the value index), w_factors(i) -> vec2<f32> those factors for unit i,
-//   and load_w4_in(i, f) = load_w4(i) for f = w_factors(i) (the same f32 operations on the
-//   same values, so the same bits), which reads only the unit's quant bytes.
+//   W_GROUP units in the value index), w_group(i) -> WGroup those factors and where the
+//   group's quant bytes lie, for any unit i of the group, and load_w4_in(i, g) = load_w4(i)
+//   for g = w_group(i) (the same f32 operations on the same values, so the same bits),
+//   which reads only the unit's quant bytes.
+
+// A group's factors (each format says which) and where its bytes lie: `at`, `at2` and
+// `shift` as the format's w_group sets them.
+struct WGroup {
+    f: vec2<f32>,
+    at: u32,
+    at2: u32,
+    shift: u32,
+}
 
 @group(0) @binding({{BINDING}}) var<storage, read> w: array<u32>;
 
