@@ -162,6 +162,13 @@ fn llama_q4_0_matches_transformers() {
     check_file("llama.q4_0", 2);
 }
 
+/// K-quants (Q4_K, Q5_K, Q6_K) with Q4_1, Q5_0 and Q8_0: the down projection's 512
+/// inputs are 2 Q6_K blocks, so tp 3 and 4 are refused.
+#[test]
+fn llama_k_quants_match_transformers() {
+    check_file("llama-k", 2);
+}
+
 /// The o projection's 96 inputs are 3 blocks (2 heads each): 4 and 2 heads at tp 2.
 #[test]
 fn qwen2_q8_0_matches_transformers() {
@@ -374,6 +381,30 @@ fn an_unknown_architecture_is_refused() {
     meta.insert("llama.expert_count".into(), MetaValue::Int(8));
     let (what, _) = checkpoint_error(&write("moe", &meta, &tensors));
     assert_eq!(what, "llama.expert_count");
+}
+
+/// Q5_1, Q2_K and Q3_K are read by the directory but not run: refused naming the tensor
+/// and the type.
+#[test]
+fn an_unsupported_tensor_type_is_refused() {
+    for (ty, block_values, block_bytes) in [
+        (GgmlType::Q5_1, 32, 24),
+        (GgmlType::Q2K, 256, 84),
+        (GgmlType::Q3K, 256, 110),
+    ] {
+        // tiny-llama-k's rows are 256 values: whole blocks of every type.
+        let (meta, mut tensors) = parts("llama-k.gguf");
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.0 == "blk.0.attn_v.weight")
+            .unwrap();
+        let (cols, rows) = (t.1[0], t.1[1]);
+        t.2 = code(ty);
+        t.3 = vec![0; rows * cols / block_values * block_bytes];
+        let (what, message) = checkpoint_error(&write("type", &meta, &tensors));
+        assert_eq!(what, "blk.0.attn_v.weight", "{message}");
+        assert!(message.contains(&format!("{ty:?}")), "{message}");
+    }
 }
 
 /// Columns of a quantized tensor are read only in whole blocks.
