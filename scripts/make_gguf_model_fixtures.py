@@ -31,6 +31,9 @@ does to the weights:
     llama.f16.gguf      2-D tensors f16, 1-D f32 (convert --outtype f16)
     llama.q4_0.gguf     2-D tensors Q4_0 but output.weight Q8_0 (as
                         llama-quantize keeps the head wider), 1-D f32
+    llama3.q8_0.gguf    tiny-llama3 (Llama 3.x rotary scaling), Q8_0: the
+                        converter bakes the scaling into a rope_freqs tensor,
+                        a divisor per frequency
 
 An f16 file of every family would pass 3 MB in all; the Q8_0 files test each
 family's names, metadata and transformations as well (the f16 path is the
@@ -65,6 +68,7 @@ layers turn at base 10000 unscaled (as the tiny model's already do).
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -227,6 +231,24 @@ def converted(folder):
         ]
         tensors["rope_factors_long.weight"] = np.asarray(rope["long_factor"], np.float32)
         tensors["rope_factors_short.weight"] = np.asarray(rope["short_factor"], np.float32)
+    elif kind == "llama3":
+        # LlamaModel.generate_extra_tensors: a divisor per frequency.
+        base, dim = rope["rope_theta"], head_dim
+        freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old = rope["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old / low, old / high
+        factors = []
+        for freq in freqs:
+            wavelen = 2 * math.pi / freq
+            if wavelen < high_wavelen:
+                factors.append(1)
+            elif wavelen > low_wavelen:
+                factors.append(factor)
+            else:
+                smooth = (old / wavelen - low) / (high - low)
+                factors.append(1 / ((1 - smooth) / factor + smooth))
+        tensors["rope_freqs.weight"] = torch.tensor(factors, dtype=torch.float32).numpy()
     elif kind != "default":
         raise ValueError(kind)
     if mt in ("gemma2", "gemma3_text", "phi3") and config.get("sliding_window"):
@@ -397,12 +419,13 @@ def family_file(fixture, stem, qtype):
 
 
 # tiny-llama-k's K-quant blocks: the byte offsets of each format's f16 scales, and the
-# f16 values chosen for them (values about N(0, 0.05)).
+# f16 values chosen for them (values of mean about 0 and deviation about 0.05: dmin
+# 7.5 d for 4-bit and 15.5 d for 5-bit quants centres d sc q - dmin m).
 K_BLOCKS = {
     # Q4_K: d, dmin, 12 bytes of 6-bit scales/mins, 128 bytes of 4-bit quants.
-    Q.Q4_K: ((0, 4.5e-4), (2, 2.2e-3)),
+    Q.Q4_K: ((0, 2.2e-4), (2, 1.65e-3)),
     # Q5_K: d, dmin, scales, 32 bytes of high bits, 128 of low nibbles.
-    Q.Q5_K: ((0, 2.2e-4), (2, 2.2e-3)),
+    Q.Q5_K: ((0, 1.1e-4), (2, 1.7e-3)),
     # Q6_K: 128 bytes low nibbles, 64 high bits, 16 int8 scales, d at 208.
     Q.Q6_K: ((208, 3.0e-5),),
 }
@@ -518,7 +541,12 @@ def main():
     torch.use_deterministic_algorithms(True)
     OUT.mkdir(parents=True, exist_ok=True)
     only = set(sys.argv[1:])
-    files = [("tiny-llama", "llama.f16", Q.F16), ("tiny-llama", "llama.q8_0", Q.Q8_0), ("tiny-llama", "llama.q4_0", Q.Q4_0)]
+    files = [
+        ("tiny-llama", "llama.f16", Q.F16),
+        ("tiny-llama", "llama.q8_0", Q.Q8_0),
+        ("tiny-llama", "llama.q4_0", Q.Q4_0),
+        ("tiny-llama3", "llama3.q8_0", Q.Q8_0),
+    ]
     for family in ("qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt2"):
         files += [(f"tiny-{family}", f"{family}.q8_0", Q.Q8_0)]
     for fixture, stem, qtype in files:

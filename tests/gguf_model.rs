@@ -162,6 +162,13 @@ fn llama_q4_0_matches_transformers() {
     check_file("llama.q4_0", 2);
 }
 
+/// Llama 3.x rotary scaling, which the converter bakes into `rope_freqs` (a divisor
+/// per frequency).
+#[test]
+fn llama3_q8_0_matches_transformers() {
+    check_file("llama3.q8_0", 2);
+}
+
 /// K-quants (Q4_K, Q5_K, Q6_K) with Q4_1, Q5_0 and Q8_0: the down projection's 512
 /// inputs are 2 Q6_K blocks, so tp 3 and 4 are refused.
 #[test]
