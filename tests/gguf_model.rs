@@ -427,3 +427,38 @@ fn columns_cutting_a_block_are_refused() {
     // Rows are whole blocks of any count.
     assert_eq!(gguf.rows(name, 3..5).unwrap().len(), 2 * 64);
 }
+
+/// What llama.cpp assumes when a key is absent: Gemma 2's window 4096 and caps 50 and
+/// 30; Gemma 3 without a window has none; the llama architecture without
+/// `head_count_kv` has as many key/value heads as query heads (here refused by the
+/// tensors' shapes, which say 2), and without `rope.freq_base` turns at 10000.
+#[test]
+fn absent_keys_take_llama_cpp_defaults() {
+    let (mut meta, tensors) = parts("gemma2.q8_0.gguf");
+    for key in [
+        "gemma2.attention.sliding_window",
+        "gemma2.attn_logit_softcapping",
+        "gemma2.final_logit_softcapping",
+    ] {
+        assert!(meta.remove(key).is_some(), "{key}");
+    }
+    let c = ModelConfig::read_gguf(&Gguf::open(write("gemma2", &meta, &tensors)).unwrap()).unwrap();
+    assert_eq!(c.sliding_window, Some(4096));
+    assert_eq!(c.attn_logit_softcapping, Some(50.0));
+    assert_eq!(c.final_logit_softcapping, Some(30.0));
+    assert_eq!(c.query_pre_attn_scalar, Some(c.head_dim as f64));
+
+    let (mut meta, tensors) = parts("gemma3.q8_0.gguf");
+    assert!(meta.remove("gemma3.attention.sliding_window").is_some());
+    let c = ModelConfig::read_gguf(&Gguf::open(write("gemma3", &meta, &tensors)).unwrap()).unwrap();
+    assert_eq!(c.sliding_window, None);
+    assert_eq!(c.window(0), None);
+
+    let (mut meta, tensors) = parts("llama.q8_0.gguf");
+    assert!(meta.remove("llama.rope.freq_base").is_some());
+    let c = ModelConfig::read_gguf(&Gguf::open(write("theta", &meta, &tensors)).unwrap()).unwrap();
+    assert_eq!(c.rope_theta, Some(10_000.0));
+    assert!(meta.remove("llama.attention.head_count_kv").is_some());
+    let (what, _) = checkpoint_error(&write("kv", &meta, &tensors));
+    assert_eq!(what, "blk.0.attn_k.weight");
+}

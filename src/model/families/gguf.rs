@@ -10,9 +10,11 @@
 //! (read back in order: `Recipe::permuted_qk`); Gemma's norm weights were stored as
 //! `w + 1` (used as they are); GPT-2's Conv1D weights were transposed to `[out, in]`
 //! and its tied head written out as `output`. What llama.cpp fixes rather than reads is
-//! fixed alike: Gemma's attention scale is `key_length ** -0.5`, Gemma 2's layers
-//! alternate sliding and full attention, Gemma 3's slide but every sixth and its
-//! sliding layers turn at base 10000 unscaled; the llama architecture has no window.
+//! fixed alike: Gemma's attention scale is `key_length ** -0.5` (the 27B models':
+//! `(hidden / heads) ** -0.5`), Gemma 2's layers alternate sliding and full attention
+//! (window 4096, caps 50 and 30 unless the file says), Gemma 3's slide but every sixth
+//! and its sliding layers turn at base 10000 unscaled; the llama architecture (Mistral
+//! files included) and Qwen have no window.
 
 use super::check_files;
 use crate::error::Result;
@@ -189,14 +191,16 @@ pub(crate) fn read(gguf: &Gguf) -> Result<(ModelConfig, Recipe)> {
     } else {
         rope_scaling(&m, gguf, head_dim)?
     };
-    // llama.cpp's windows: Gemma 2 and 3 and Phi-3 read `attention.sliding_window` (0 is
-    // none); its llama, Qwen and GPT-2 layers have none.
+    // llama.cpp's windows: Gemma 2's (4096 when the key is absent), Gemma 3's and
+    // Phi-3's `attention.sliding_window` (0 is none); its llama, Qwen and GPT-2 layers
+    // have none.
     let window = match architecture {
-        Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Phi3 => {
-            m.count("attention.sliding_window")?.filter(|&w| w > 0)
-        }
+        Architecture::Gemma2 => Some(m.count("attention.sliding_window")?.unwrap_or(4096)),
+        Architecture::Gemma3 | Architecture::Phi3 => m.count("attention.sliding_window")?,
         _ => None,
-    };
+    }
+    .filter(|&w| w > 0);
+    let layers = m.need("block_count")?;
     let sliding_layers = match architecture {
         Architecture::Gemma2 => SlidingLayers::AllButEvery(2),
         Architecture::Gemma3 => SlidingLayers::AllButEvery(6),
@@ -208,7 +212,7 @@ pub(crate) fn read(gguf: &Gguf) -> Result<(ModelConfig, Recipe)> {
         vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: m.need("feed_forward_length")?,
-        num_layers: m.need("block_count")?,
+        num_layers: layers,
         num_heads: heads,
         num_kv_heads: kv_heads,
         head_dim,
@@ -229,17 +233,32 @@ pub(crate) fn read(gguf: &Gguf) -> Result<(ModelConfig, Recipe)> {
         sliding_layers,
         // Gemma 3's sliding layers: llama.cpp's base 10000, unscaled.
         local_rope: (architecture == Architecture::Gemma3).then_some((10_000.0, RopeScaling::None)),
-        // llama.cpp scales Gemma's attention by key_length ** -0.5.
-        query_pre_attn_scalar: gemma.then_some(head_dim as f64),
+        // llama.cpp scales Gemma's attention by key_length ** -0.5, but the 27B models'
+        // (46 layers of Gemma 2, 62 of Gemma 3) by (hidden / heads) ** -0.5.
+        query_pre_attn_scalar: gemma.then(|| {
+            let big = match architecture {
+                Architecture::Gemma2 => layers == 46,
+                _ => layers == 62,
+            };
+            if big {
+                (hidden / heads) as f64
+            } else {
+                head_dim as f64
+            }
+        }),
+        // Gemma 2's caps (llama.cpp's defaults 50 and 30 when the keys are absent), Gemma
+        // 3's optional final cap; 0 is none.
         attn_logit_softcapping: match architecture {
-            Architecture::Gemma2 => m.number("attn_logit_softcapping")?,
+            Architecture::Gemma2 => Some(m.number("attn_logit_softcapping")?.unwrap_or(50.0)),
             _ => None,
-        },
-        final_logit_softcapping: if gemma {
-            m.number("final_logit_softcapping")?
-        } else {
-            None
-        },
+        }
+        .filter(|&c| c != 0.0),
+        final_logit_softcapping: match architecture {
+            Architecture::Gemma2 => Some(m.number("final_logit_softcapping")?.unwrap_or(30.0)),
+            Architecture::Gemma3 => m.number("final_logit_softcapping")?,
+            _ => None,
+        }
+        .filter(|&c| c != 0.0),
     };
     let recipe = recipe(architecture, head);
     check_files(
