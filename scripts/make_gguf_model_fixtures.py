@@ -29,8 +29,7 @@ does to the weights:
                         (convert --outtype q8_0), for every family: llama,
                         qwen2, qwen3, phi3, gemma2, gemma3, gpt2
     llama.f16.gguf      2-D tensors f16, 1-D f32 (convert --outtype f16)
-    llama.q4_0.gguf     2-D tensors Q4_0 but output.weight Q8_0 (as
-                        llama-quantize keeps the head wider), 1-D f32
+    llama.q4_0.gguf     2-D tensors Q4_0, 1-D f32
     llama3.q8_0.gguf    tiny-llama3 (Llama 3.x rotary scaling), Q8_0: the
                         converter bakes the scaling into a rope_freqs tensor,
                         a divisor per frequency
@@ -395,17 +394,11 @@ def write_ref(path, model, prompt):
     return margin, len(greedy)
 
 
-# As llama-quantize does for Q4_0, the head at a wider type (Q6_K there; the tiny rows of
-# 64 values are no whole K block, so Q8_0 as its fallback): at 4 bits throughout, the
-# tiny model's greedy path passes two near-equal logits.
-OVERRIDES = {("llama.q4_0", "output.weight"): Q.Q8_0}
-
-
 def family_file(fixture, stem, qtype):
     folder = SOURCES / fixture
     arch, tensors, config, meta = converted(folder)
     config["_fixture"] = fixture
-    stored = {name: store(w, OVERRIDES.get((stem, name), qtype)) for name, w in tensors.items()}
+    stored = {name: store(w, qtype) for name, w in tensors.items()}
     path = OUT / f"{stem}.gguf"
     write_gguf(path, arch, meta, stored)
     # tiny-llama's 7-token prompt; Phi-3's own 36 tokens, past its original 32
