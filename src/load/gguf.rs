@@ -1,8 +1,10 @@
 //! GGUF files (llama.cpp's format, versions 2 and 3), memory-mapped: the header, the
 //! metadata (every key and its typed value) and the tensor directory (name, shape, ggml
 //! type, where its bytes are), each bound checked against the file before anything is
-//! allocated from a count it gives. Reading the tensors' blocks and the families' use of
-//! the metadata build on this (issue "Quantized weights: GGUF files").
+//! allocated from a count it gives; and the tensors read as the layers take them
+//! ([`Gguf::rows`], [`Gguf::cols`] in whole blocks, [`Gguf::f32`]), a rank reading only
+//! its shard's bytes. The families' use of the metadata is `crate::model`'s
+//! (`Transformer::from_gguf`).
 //!
 //! Layout (little-endian): `GGUF`, version `u32`, tensor count `u64`, metadata count
 //! `u64`; the metadata, each a string key, a `u32` type and its value; the tensor
