@@ -462,3 +462,25 @@ fn absent_keys_take_llama_cpp_defaults() {
     let (what, _) = checkpoint_error(&write("kv", &meta, &tensors));
     assert_eq!(what, "blk.0.attn_k.weight");
 }
+
+/// A zero, mistyped or missing size is refused naming its key.
+#[test]
+fn bad_sizes_are_refused_naming_the_key() {
+    for (key, value) in [
+        ("llama.attention.head_count", Some(MetaValue::Int(0))),
+        ("llama.embedding_length", Some(MetaValue::Str("64".into()))),
+        (
+            "llama.feed_forward_length",
+            Some(MetaValue::Array(vec![MetaValue::Int(128); 2])),
+        ),
+        ("llama.block_count", None),
+    ] {
+        let (mut meta, tensors) = parts("llama.q8_0.gguf");
+        match value {
+            Some(v) => meta.insert(key.into(), v),
+            None => meta.remove(key),
+        };
+        let (what, message) = checkpoint_error(&write("key", &meta, &tensors));
+        assert_eq!(what, key, "{message}");
+    }
+}

@@ -76,7 +76,14 @@ pub(super) fn check_files(
     config: &ModelConfig,
     recipe: &Recipe,
 ) -> Result<()> {
-    config.check()?;
+    // The checks name config.json's keys; a GGUF file's config is its metadata.
+    config.check().map_err(|e| match e {
+        crate::Error::Checkpoint {
+            what: file,
+            message,
+        } if file == "config.json" => checkpoint_error(what, message),
+        other => other,
+    })?;
     // Each block has its tensors: a layer count the files cannot hold is refused before
     // the list of what they must hold is made (it would be as long as the count).
     let per_block = recipe.per_block(config);
