@@ -15,6 +15,11 @@
 //! (window 4096, caps 50 and 30 unless the file says), Gemma 3's slide but every sixth
 //! and its sliding layers turn at base 10000 unscaled; the llama architecture (Mistral
 //! files included) and Qwen have no window.
+//!
+//! Where llama.cpp and transformers differ the model follows transformers, as for
+//! safetensors checkpoints: Phi-3's LongRoPE takes its long factors for a forward that
+//! runs past the original length (llama.cpp picks by the context size). Rotary scalings
+//! other than linear, Llama 3's (`rope_freqs`) and LongRoPE (yarn, ...) are refused.
 
 use super::check_files;
 use crate::error::Result;
