@@ -1,8 +1,10 @@
 //! GGUF files (llama.cpp's format, versions 2 and 3), memory-mapped: the header, the
 //! metadata (every key and its typed value) and the tensor directory (name, shape, ggml
 //! type, where its bytes are), each bound checked against the file before anything is
-//! allocated from a count it gives. Reading the tensors' blocks and the families' use of
-//! the metadata build on this (issue "Quantized weights: GGUF files").
+//! allocated from a count it gives; and the tensors read as the layers take them
+//! ([`Gguf::rows`], [`Gguf::cols`] in whole blocks, [`Gguf::f32`]), a rank reading only
+//! its shard's bytes. The families' use of the metadata is `crate::model`'s
+//! (`Transformer::from_gguf`).
 //!
 //! Layout (little-endian): `GGUF`, version `u32`, tensor count `u64`, metadata count
 //! `u64`; the metadata, each a string key, a `u32` type and its value; the tensor
@@ -16,8 +18,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint_error;
-use super::files::map;
+use super::files::{extend, map, release};
 use crate::error::{Error, Result};
+use crate::kernels::dtype::DType;
+use crate::nn::HostWeights;
 
 /// A metadata value, as its type says.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +146,27 @@ impl GgmlType {
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
         }
+    }
+}
+
+impl GgmlType {
+    /// The element type the layers read this type as: f32, f16, bf16 and the block types
+    /// the kernels decode (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K); none for the others
+    /// (Q5_1, Q2_K, Q3_K).
+    pub fn dtype(self) -> Option<DType> {
+        Some(match self {
+            GgmlType::F32 => DType::F32,
+            GgmlType::F16 => DType::F16,
+            GgmlType::BF16 => DType::BF16,
+            GgmlType::Q8_0 => DType::Q8_0,
+            GgmlType::Q4_0 => DType::Q4_0,
+            GgmlType::Q4_1 => DType::Q4_1,
+            GgmlType::Q5_0 => DType::Q5_0,
+            GgmlType::Q4K => DType::Q4K,
+            GgmlType::Q5K => DType::Q5K,
+            GgmlType::Q6K => DType::Q6K,
+            GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q3K => return None,
+        })
     }
 }
 
@@ -480,5 +505,176 @@ impl Gguf {
                 checkpoint_error(name, format!("is not in {}", self.path.display()))
             })?;
         Ok(&self.map[t.bytes.clone()])
+    }
+
+    /// Tensor `name`'s directory entry.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when the file has no such tensor.
+    pub fn tensor(&self, name: &str) -> Result<&GgufTensor> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| checkpoint_error(name, format!("is not in {}", self.path.display())))
+    }
+
+    /// Whether the file holds tensor `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.iter().any(|t| t.name == name)
+    }
+
+    /// Tensor `name`'s shape outermost first, as safetensors and PyTorch give it (`[rows,
+    /// cols]` for a matrix: the reverse of the file's dimensions).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when the file has no such tensor.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.tensor(name)?.dims.iter().rev().copied().collect())
+    }
+
+    /// The element type the layers read tensor `name` as.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor: missing, or of a type the kernels do not
+    /// decode (Q5_1, Q2_K, Q3_K).
+    pub fn dtype(&self, name: &str) -> Result<DType> {
+        let t = self.tensor(name)?;
+        t.ggml_type.dtype().ok_or_else(|| {
+            checkpoint_error(
+                name,
+                format!(
+                    "is of ggml type {:?}, which the loader does not read (it reads F32, F16, \
+                     BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K and Q6_K)",
+                    t.ggml_type
+                ),
+            )
+        })
+    }
+
+    /// Checks that tensor `name` exists with `shape` (outermost first, as
+    /// [`Gguf::shape`]) and a type the loader reads, and returns that type.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor.
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<DType> {
+        let have = self.shape(name)?;
+        if have != shape {
+            return Err(checkpoint_error(
+                name,
+                format!(
+                    "has shape {have:?}, the metadata implies {shape:?} ({})",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.dtype(name)
+    }
+
+    /// Tensor `name` as a matrix `[rows, cols]` (a vector is one row), its type, and the
+    /// bytes of one row.
+    fn matrix(&self, name: &str) -> Result<(&GgufTensor, DType, usize, usize, usize)> {
+        let t = self.tensor(name)?;
+        let dtype = self.dtype(name)?;
+        let (rows, cols) = match t.dims[..] {
+            [n] => (1, n),
+            [c, r] => (r, c),
+            _ => {
+                return Err(checkpoint_error(
+                    name,
+                    format!("is {}-D, not a matrix", t.dims.len()),
+                ))
+            }
+        };
+        if !cols.is_multiple_of(dtype.block_values()) {
+            return Err(checkpoint_error(
+                name,
+                format!(
+                    "has rows of {cols} values, not whole {dtype} blocks of {}",
+                    dtype.block_values()
+                ),
+            ));
+        }
+        let row_bytes = dtype.bytes_of(cols);
+        if t.bytes.len() != rows * row_bytes {
+            return Err(checkpoint_error(
+                name,
+                format!(
+                    "holds {} bytes, its shape and type need {}",
+                    t.bytes.len(),
+                    rows * row_bytes
+                ),
+            ));
+        }
+        Ok((t, dtype, rows, cols, row_bytes))
+    }
+
+    /// Rows `rows` of tensor `name` (a matrix `[rows, cols]`, or a vector as one row) as
+    /// the file holds them: f32, the 16-bit values of f16/bf16, or whole rows of
+    /// quantized blocks ([`HostWeights::Packed`]); reads only those rows' bytes.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor: missing, of a type the loader does not
+    /// read, not a matrix, rows out of range.
+    pub fn rows(&self, name: &str, rows: Range<usize>) -> Result<HostWeights> {
+        let (t, dtype, n_rows, cols, row_bytes) = self.matrix(name)?;
+        if rows.start > rows.end || rows.end > n_rows {
+            return Err(checkpoint_error(
+                name,
+                format!("has {n_rows} rows, not {rows:?}"),
+            ));
+        }
+        let at = t.bytes.start + rows.start * row_bytes;
+        let span = at..at + rows.len() * row_bytes;
+        let mut out = HostWeights::empty(dtype, rows.len() * cols);
+        extend(&mut out, &self.map[span.clone()]);
+        release(&self.map, span);
+        Ok(out)
+    }
+
+    /// Columns `cols` of the matrix `name` as the file holds them (see [`Gguf::rows`]):
+    /// each row's byte range. For a quantized type the columns must be whole blocks.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the tensor: as [`Gguf::rows`], columns out of range,
+    /// or columns cutting a quantized block.
+    pub fn cols(&self, name: &str, cols: Range<usize>) -> Result<HostWeights> {
+        let (t, dtype, rows, n, row_bytes) = self.matrix(name)?;
+        if cols.start > cols.end || cols.end > n {
+            return Err(checkpoint_error(
+                name,
+                format!("has {n} columns, not {cols:?}"),
+            ));
+        }
+        let block = dtype.block_values();
+        if !cols.start.is_multiple_of(block) || !cols.end.is_multiple_of(block) {
+            return Err(checkpoint_error(
+                name,
+                format!("columns {cols:?} cut its {dtype} blocks of {block} values"),
+            ));
+        }
+        let (from, len) = (dtype.bytes_of(cols.start), dtype.bytes_of(cols.len()));
+        let mut out = HostWeights::empty(dtype, rows * cols.len());
+        for r in 0..rows {
+            let at = t.bytes.start + r * row_bytes + from;
+            extend(&mut out, &self.map[at..at + len]);
+        }
+        release(&self.map, t.bytes.clone());
+        Ok(out)
+    }
+
+    /// The whole tensor `name` as f32: f16/bf16 widened exactly, quantized blocks decoded
+    /// as the gguf package decodes them (norms, biases, positions).
+    ///
+    /// # Errors
+    /// As [`Gguf::rows`].
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let (_, dtype, rows, _, _) = self.matrix(name)?;
+        match self.rows(name, 0..rows)? {
+            HostWeights::F32(v) => Ok(v),
+            HostWeights::Packed(_, bytes) => dtype
+                .dequantize(&bytes)
+                .map_err(|e| checkpoint_error(name, e.to_string())),
+            half => Ok(half.to_f32()),
+        }
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::families;
 use crate::error::Result;
-use crate::load::{checkpoint_error, Checkpoint};
+use crate::load::{checkpoint_error, Checkpoint, Gguf};
 use crate::nn::RopeScaling;
 
 /// The model families the loader knows (`model_type` in `config.json`).
@@ -389,6 +389,20 @@ impl ModelConfig {
     /// dtype.
     pub fn read(checkpoint: &Checkpoint) -> Result<Self> {
         Ok(families::read(checkpoint)?.0)
+    }
+
+    /// The config of the model in the GGUF file `gguf`, from its metadata
+    /// (`general.architecture` and its `{arch}.*` keys, with what llama.cpp fixes for
+    /// each architecture), after checking that the file holds every tensor the config
+    /// implies, with its shape and a type the loader reads (see
+    /// [`Transformer::from_gguf`](crate::model::Transformer::from_gguf)).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the key or tensor: an
+    /// architecture the loader does not know, a missing or malformed key, a feature the
+    /// layers do not implement, a missing tensor, a wrong shape or an unsupported type.
+    pub fn read_gguf(gguf: &Gguf) -> Result<Self> {
+        Ok(families::read_gguf(gguf)?.0)
     }
 
     pub(super) fn check(&self) -> Result<()> {

@@ -4,19 +4,19 @@
 use std::sync::Arc;
 
 use super::recipe::{Mlp, Qkv, Recipe};
-use super::weights::Weights;
+use super::weights::{unpermute_heads, Source, Weights};
 use super::{families, Block, ModelConfig, Step, Transformer};
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::{Activation, WeightLayout};
-use crate::load::Checkpoint;
+use crate::load::{Checkpoint, Gguf};
 use crate::nn::{
     AttentionOptions, AttentionShape, ColumnParallelConfig, ColumnParallelLinear, GatedActivation,
-    GatedMlp, HeadWeights, Layer, Norm, ParallelAttention, ParallelLmHead, ParallelMlp, QkNorm,
-    Rotary, RowParallelConfig, RowParallelLinear, VocabParallelEmbedding,
+    GatedMlp, HeadWeights, HostWeights, Layer, Norm, ParallelAttention, ParallelLmHead,
+    ParallelMlp, QkNorm, Rotary, RowParallelConfig, RowParallelLinear, VocabParallelEmbedding,
 };
-use crate::tensor::shard::{offsets, split_sizes};
+use crate::tensor::shard::{offsets, split_in_units};
 use crate::tensor::Tensor;
 
 /// Positions the rotary table covers when a model is loaded (at most the model's); a cache
@@ -45,7 +45,33 @@ impl Transformer {
     /// allocation errors.
     pub fn from_checkpoint(group: &Group, checkpoint: &Checkpoint) -> Result<Self> {
         let (c, recipe) = families::read(checkpoint)?;
-        let root = Weights::new(checkpoint, &recipe.prefix);
+        Self::build(group, Source::Safetensors(checkpoint), c, recipe)
+    }
+
+    /// Loads the model in the GGUF file `gguf` onto `group`: its config from the file's
+    /// metadata (`general.architecture` llama, qwen2, qwen3, phi3, gemma2, gemma3 or
+    /// gpt2, and its `{arch}.*` keys), its tensors by llama.cpp's names. Every GEMM weight
+    /// and the embeddings keep the file's type, quantized blocks included (Q8_0, Q4_0,
+    /// Q4_1, Q5_0, Q4_K, Q5_K, Q6_K), read in the kernels; norms and biases are read as
+    /// f32. A projection whose inputs are split (the attention output's, the MLP's down
+    /// projection) is cut only at whole blocks of its type: the heads in the fewest
+    /// whole heads making whole blocks, the intermediate features in whole blocks.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the key or tensor: an architecture the loader does
+    /// not know, a missing or malformed key, a feature it does not run (mixtures of
+    /// experts, other rotary scalings), a missing tensor, a shape contradicting the
+    /// metadata, a tensor type the kernels do not decode (Q5_1, Q2_K, Q3_K);
+    /// [`Error::InvalidArgument`] when tp exceeds the heads, the vocabulary, or the
+    /// whole blocks of a split; allocation errors.
+    pub fn from_gguf(group: &Group, gguf: &Gguf) -> Result<Self> {
+        let (c, recipe) = families::read_gguf(gguf)?;
+        Self::build(group, Source::Gguf(gguf), c, recipe)
+    }
+
+    /// Builds the model `c` by `recipe` from `source`.
+    fn build(group: &Group, source: Source<'_>, c: ModelConfig, recipe: Recipe) -> Result<Self> {
+        let root = Weights::new(source, &recipe.prefix);
         let h = c.hidden_size;
         let rotary = match c.rope_theta {
             // Sized by use: the caches grow it (never by the config's maximum, which may be
@@ -163,12 +189,18 @@ impl Build<'_> {
     fn attention(&self, w: &Weights, layer: usize) -> Result<ParallelAttention> {
         let (c, a, layout) = (self.c, &self.recipe.attention, self.recipe.layout);
         let hd = c.head_dim;
+        let o = w.pp(&a.o);
+        // The o projection's inputs split at whole blocks of its type (1 for dense).
+        let o_block = match layout {
+            WeightLayout::OutIn => o.dtype("weight")?.block_values(),
+            WeightLayout::InOut => 1,
+        };
         let shape = AttentionShape {
             hidden: c.hidden_size,
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: hd,
-            o_block: 1,
+            o_block,
         };
         // The output features of the q, k, v projections: each its module and the offset
         // of its first feature (0, or its block's in a fused module).
@@ -181,14 +213,30 @@ impl Build<'_> {
                 (n.clone(), q_all + kv_all),
             ],
         };
+        // q, k and v are joined into one weight per rank, which has one type: when the
+        // file stores them in different ones (llama.cpp's mixed quantizations give v
+        // more bits), all three are decoded to f32 on the host (as the kernels decode
+        // them) and run as f32.
+        let types = parts
+            .iter()
+            .map(|(n, _)| w.pp(n).dtype("weight"))
+            .collect::<Result<Vec<_>>>()?;
+        let widen = types.iter().any(|t| *t != types[0]);
         let features = |i: usize, heads: std::ops::Range<usize>| {
             let (name, at) = &parts[i];
             let range = at + heads.start * hd..at + heads.end * hd;
             let m = w.pp(name);
-            let weights = match layout {
+            let mut weights = match layout {
                 WeightLayout::OutIn => m.rows("weight", range.clone())?,
                 WeightLayout::InOut => m.cols("weight", range.clone())?,
             };
+            // The query's and key's rows as the model orders them (GGUF llama files).
+            if self.recipe.permuted_qk && i < 2 {
+                weights = unpermute_heads(weights, range.len(), hd);
+            }
+            if widen {
+                weights = HostWeights::F32(weights.to_f32());
+            }
             let bias = if a.qkv_bias {
                 Some(m.f32("bias")?[range].to_vec())
             } else {
@@ -196,7 +244,6 @@ impl Build<'_> {
             };
             Ok::<_, Error>((weights, bias))
         };
-        let o = w.pp(&a.o);
         let o_bias = if a.o_bias { Some(o.f32("bias")?) } else { None };
         let window = c.window(layer);
         let rotary = match (&self.local_rotary, window) {
@@ -289,13 +336,24 @@ impl Build<'_> {
             ));
         }
         let activation = GatedActivation::from_name(&c.activation)?;
+        // Gate and up are joined into one weight per rank, of one type: stored in
+        // different types, both are decoded to f32 on the host and run as f32.
+        let widen = gate.0.dtype("weight")? != up.0.dtype("weight")?;
         let rows = |(m, at): &(Weights, usize), r: std::ops::Range<usize>| {
-            m.rows("weight", at + r.start..at + r.end)
+            let w = m.rows("weight", at + r.start..at + r.end)?;
+            Ok::<_, Error>(if widen {
+                HostWeights::F32(w.to_f32())
+            } else {
+                w
+            })
         };
-        let mlp = GatedMlp::new(
+        // The down projection's inputs split at whole blocks of its type.
+        let block = down.dtype("weight")?.block_values();
+        let mlp = GatedMlp::new_in_blocks(
             self.group,
             c.hidden_size,
             c.intermediate_size,
+            block,
             |r| rows(&gate, r),
             |r| rows(&up, r),
             |cols| down.cols("weight", cols),
@@ -309,7 +367,13 @@ impl Build<'_> {
     fn plain_mlp(&self, fc: &Weights, proj: &Weights, act: Activation) -> Result<ParallelMlp> {
         let (group, h, layout) = (self.group, self.c.hidden_size, self.recipe.layout);
         let inner = self.c.intermediate_size;
-        let sizes = split_sizes(inner, group.world_size())?;
+        // `proj`'s inputs split at whole blocks of its type (`[out, in]` weights).
+        let block = match layout {
+            WeightLayout::OutIn => proj.dtype("weight")?.block_values(),
+            WeightLayout::InOut => 1,
+        };
+        let sizes = split_in_units(inner, group.world_size(), block)
+            .map_err(|e| e.with_op("transformer.from_checkpoint"))?;
         let starts = offsets(&sizes);
         let bias = self.recipe.mlp.bias;
         let (fc_b, pr_b) = if bias {

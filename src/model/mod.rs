@@ -1,9 +1,11 @@
 //! `Transformer`: a decoder-only model loaded from a
-//! [`Checkpoint`](crate::load::Checkpoint) onto a group, each rank reading only its
-//! shards' rows, with a key/value cache per rank (feature `safetensors`). Each family
-//! (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and 3, GPT-2) is a module of `families/`
-//! that reads its config and names its tensors in a recipe (recipe.rs); load.rs builds
-//! any recipe, through a scoped reader of the checkpoint (weights.rs). sampling.rs
+//! [`Checkpoint`](crate::load::Checkpoint) or a [`Gguf`](crate::load::Gguf) file onto a
+//! group, each rank reading only its shards' rows, with a key/value cache per rank
+//! (feature `safetensors`). Each family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and
+//! 3, GPT-2) is a module of `families/` that reads its config and names its tensors in a
+//! recipe (recipe.rs); `families/gguf.rs` does the same from a GGUF file's metadata, with
+//! llama.cpp's names; load.rs builds any recipe, through a scoped reader of either file
+//! (weights.rs). sampling.rs
 //! chooses sampled tokens from the head's candidates ([`Sampling`]), generate.rs streams
 //! them ([`TokenStream`]), text.rs turns them into text as they come (`TextStream`,
 //! feature `tokenizer`).

@@ -31,6 +31,10 @@ pub(crate) struct Recipe {
     pub(crate) layout: WeightLayout,
     pub(crate) attention: AttentionRecipe,
     pub(crate) mlp: MlpRecipe,
+    /// The query and key rows are stored as llama.cpp's converter permuted them for the
+    /// llama architecture (each head's two halves interleaved): read back in the model's
+    /// order (`weights::unpermute_heads`).
+    pub(crate) permuted_qk: bool,
 }
 
 /// The kind of every norm, whether it has a bias, and whether it multiplies by

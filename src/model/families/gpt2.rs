@@ -123,6 +123,7 @@ pub(super) fn read(v: &Value, checkpoint: &Checkpoint) -> Result<(ModelConfig, R
             },
             bias: true,
         },
+        permuted_qk: false,
     };
     Ok((config, recipe))
 }

@@ -7,6 +7,7 @@
 //! naming the key.
 
 mod gemma;
+mod gguf;
 mod gpt2;
 mod llama;
 mod phi3;
@@ -19,11 +20,14 @@ use serde_json::Value;
 
 use super::config::{float_field, positive, rotary};
 use super::recipe::{AttentionRecipe, Mlp, MlpRecipe, NormRecipe, Qkv, Recipe};
+use super::weights::Source;
 use super::{Architecture, ModelConfig, SlidingLayers};
 use crate::error::Result;
 use crate::kernels::settings::WeightLayout;
 use crate::load::{checkpoint_error, Checkpoint};
 use crate::nn::NormKind;
+
+pub(super) use gguf::read as read_gguf;
 
 /// `checkpoint`'s config and recipe, by its `model_type`, after checking that it holds
 /// every tensor the recipe needs.
@@ -49,29 +53,55 @@ pub(super) fn read(checkpoint: &Checkpoint) -> Result<(ModelConfig, Recipe)> {
             ))
         }
     };
-    config.check()?;
+    check_files(
+        Source::Safetensors(checkpoint),
+        "config.json",
+        if config.architecture == Architecture::Gpt2 {
+            "n_layer"
+        } else {
+            "num_hidden_layers"
+        },
+        &config,
+        &recipe,
+    )?;
+    Ok((config, recipe))
+}
+
+/// Checks `config` (read from `what`, whose layer count is `layers_key`) and that
+/// `source` holds every tensor `recipe` needs with its shape, in a type the loader reads.
+pub(super) fn check_files(
+    source: Source<'_>,
+    what: &str,
+    layers_key: &str,
+    config: &ModelConfig,
+    recipe: &Recipe,
+) -> Result<()> {
+    // The checks name config.json's keys; a GGUF file's config is its metadata.
+    config.check().map_err(|e| match e {
+        crate::Error::Checkpoint {
+            what: file,
+            message,
+        } if file == "config.json" => checkpoint_error(what, message),
+        other => other,
+    })?;
     // Each block has its tensors: a layer count the files cannot hold is refused before
     // the list of what they must hold is made (it would be as long as the count).
-    let per_block = recipe.per_block(&config);
-    if config.num_layers > checkpoint.tensor_count() / per_block.max(1) {
+    let per_block = recipe.per_block(config);
+    if config.num_layers > source.tensor_count() / per_block.max(1) {
         return Err(checkpoint_error(
-            "config.json",
+            what,
             format!(
-                "{} {} is more layers than the files hold ({} tensors, {per_block} a layer)",
-                if config.architecture == Architecture::Gpt2 {
-                    "n_layer"
-                } else {
-                    "num_hidden_layers"
-                },
+                "{layers_key} {} is more layers than the files hold ({} tensors, {per_block} \
+                 a layer)",
                 config.num_layers,
-                checkpoint.tensor_count()
+                source.tensor_count()
             ),
         ));
     }
-    for (name, shape) in recipe.tensors(&config) {
-        checkpoint.check(&name, &shape)?;
+    for (name, shape) in recipe.tensors(config) {
+        source.check(&name, &shape)?;
     }
-    Ok((config, recipe))
+    Ok(())
 }
 
 /// `v` as a `T`, an error naming the key when a value has the wrong type.
@@ -254,6 +284,7 @@ impl Decoder {
                 },
                 bias: false,
             },
+            permuted_qk: false,
         }
     }
 }
