@@ -40,8 +40,15 @@ family's own safetensors one). Mistral files are the llama architecture, which
 llama.cpp runs without a window, so tiny-mistral (whose window matters) has
 none.
 
-llama-k.gguf: tiny-llama-k, a llama of its own (hidden 256, intermediate 512,
-8 heads of 32, 2 key/value heads, vocabulary 128, 2 layers) whose K-quant
+llama.q8_0-split-0000{1,2,3}-of-00003.gguf: llama.q8_0 split by the package's
+writer into three parts of at most 8 tensors (split.no, split.count,
+split.tensors.count), as llama.cpp's gguf-split writes them.
+
+llama-k.gguf: tiny-llama-k, a llama of its own (hidden 256, intermediate 1280 =
+5 Q6_K blocks of down's inputs, so tp 1-4 run and split them unevenly, 8 heads
+of 32, 2 key/value heads, 2 layers; its vocabulary and tokenizer those of
+tests/fixtures/gguf/tokenizer/bpe.gguf, whose tokenizer.* keys it copies, so
+generate takes text in and gives text out with nothing beside it) whose K-quant
 weights are blocks of chosen random bytes (d and dmin modest f16 values,
 random 6-bit scales and minimums and random quants; values about N(0, 0.05)):
 layer 0 q, k, v Q5_K and gate, up Q4_K; layer 1 q, k Q4_K and v Q6_K (mixed,
@@ -75,6 +82,7 @@ import numpy as np
 import torch
 import transformers
 from gguf import GGMLQuantizationType as Q
+import gguf
 from gguf import GGUFWriter, RopeScalingType
 from gguf.quants import dequantize, quantize
 from safetensors.torch import load_file
@@ -277,11 +285,27 @@ def stored_f32(array, qtype):
     return dequantize(array, qtype)
 
 
-def write_gguf(path, arch, meta, stored):
-    writer = GGUFWriter(str(path), arch)
+def tokenizer_fields():
+    """The tokenizer.* keys of tests/fixtures/gguf/tokenizer/bpe.gguf: {key: (value,
+    type, array element type)}."""
+    r = gguf.GGUFReader(str(OUT.parent / "tokenizer" / "bpe.gguf"))
+    out = {}
+    for key, field in r.fields.items():
+        if key.startswith("tokenizer."):
+            sub = field.types[1] if len(field.types) > 1 else None
+            out[key] = (field.contents(), field.types[0], sub)
+    return out
+
+
+def write_gguf(path, arch, meta, stored, split_max_tensors=0):
+    writer = GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     writer.add_name(path.stem)
     for method, value in meta:
-        getattr(writer, method)(value)
+        if method == "add_key_value":
+            key, v, t, sub = value
+            writer.add_key_value(key, v, t, sub_type=sub)
+        else:
+            getattr(writer, method)(value)
     for name, (array, qtype) in stored.items():
         writer.add_tensor(name, array, raw_dtype=qtype)
     writer.write_header_to_file()
@@ -401,6 +425,11 @@ def family_file(fixture, stem, qtype):
     stored = {name: store(w, qtype) for name, w in tensors.items()}
     path = OUT / f"{stem}.gguf"
     write_gguf(path, arch, meta, stored)
+    if stem == "llama.q8_0":
+        # The same model split by the package's writer as gguf-split splits one:
+        # llama.q8_0-split-0000N-of-00003.gguf, 8 tensors a part (the reference is
+        # llama.q8_0.json).
+        write_gguf(OUT / "llama.q8_0-split.gguf", arch, meta, stored, split_max_tensors=8)
     # tiny-llama's 7-token prompt; Phi-3's own 36 tokens, past its original 32
     # positions, so its long factors run.
     prompt = PROMPT_IDS
@@ -437,7 +466,9 @@ def random_k(rng, rows, cols, qtype):
 
 def llama_k(seed):
     rng = np.random.default_rng(seed)
-    hidden, inter, heads, kv, hd, vocab, layers = 256, 512, 8, 2, 32, 128, 2
+    tokenizer = tokenizer_fields()
+    vocab = len(tokenizer["tokenizer.ggml.tokens"][0])
+    hidden, inter, heads, kv, hd, layers = 256, 1280, 8, 2, 32, 2
     config = {
         "model_type": "llama",
         "architectures": ["LlamaForCausalLM"],
@@ -503,6 +534,7 @@ def llama_k(seed):
         ("add_rope_freq_base", 10000.0),
         ("add_layer_norm_rms_eps", 1e-5),
     ]
+    meta += [("add_key_value", (k, v, t, sub)) for k, (v, t, sub) in tokenizer.items()]
     # The Hugging Face weights: decoded, q and k rows back in the model's order.
     state = {}
     hf = {

@@ -89,7 +89,12 @@ fn logit_bound(want: &Reference, c: &ModelConfig) -> f64 {
 /// `stem`.gguf at tp 1-4 on both kinds of group against its reference: loads and
 /// matches up to tp `most`, is refused (whole blocks fewer than ranks) above it.
 fn check_file(stem: &str, most: usize) {
-    let gguf = Gguf::open(fixture(&format!("{stem}.gguf"))).unwrap();
+    check_file_as(&format!("{stem}.gguf"), stem, most);
+}
+
+/// [`check_file`] of the file `file` against `stem`'s reference.
+fn check_file_as(file: &str, stem: &str, most: usize) {
+    let gguf = Gguf::open(fixture(file)).unwrap();
     let want = reference(stem);
     let config = ModelConfig::read_gguf(&gguf).unwrap();
     let bound = logit_bound(&want, &config);
@@ -157,6 +162,43 @@ fn llama_q8_0_matches_transformers() {
     check_file("llama.q8_0", 2);
 }
 
+/// The same model split in three parts by the gguf package's writer, opened from its
+/// first part; a later part alone, or the parts without the last, are refused.
+#[test]
+fn a_split_gguf_reads_as_the_whole_file() {
+    let first = "llama.q8_0-split-00001-of-00003.gguf";
+    let whole = Gguf::open(fixture("llama.q8_0.gguf")).unwrap();
+    let split = Gguf::open(fixture(first)).unwrap();
+    assert_eq!(split.tensors().len(), whole.tensors().len());
+    assert!(split.tensors().iter().any(|t| t.file == 2));
+    for t in whole.tensors() {
+        assert_eq!(
+            split.tensor_bytes(&t.name).unwrap(),
+            whole.tensor_bytes(&t.name).unwrap(),
+            "{}",
+            t.name
+        );
+    }
+    check_file_as(first, "llama.q8_0", 2);
+    let second = Gguf::open(fixture("llama.q8_0-split-00002-of-00003.gguf"));
+    assert!(
+        matches!(second, Err(Error::Checkpoint { .. })),
+        "{second:?}"
+    );
+    let dir = std::env::temp_dir().join(format!("wgpu-tp-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for part in [1, 2] {
+        let name = format!("llama.q8_0-split-0000{part}-of-00003.gguf");
+        std::fs::copy(fixture(&name), dir.join(&name)).unwrap();
+    }
+    let missing = Gguf::open(dir.join(first));
+    std::fs::remove_dir_all(&dir).unwrap();
+    match missing {
+        Err(Error::Checkpoint { what, .. }) => assert!(what.contains("00003-of-00003"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn llama_q4_0_matches_transformers() {
     check_file("llama.q4_0", 2);
@@ -169,11 +211,37 @@ fn llama3_q8_0_matches_transformers() {
     check_file("llama3.q8_0", 2);
 }
 
-/// K-quants (Q4_K, Q5_K, Q6_K) with Q4_1, Q5_0 and Q8_0: the down projection's 512
-/// inputs are 2 Q6_K blocks, so tp 3 and 4 are refused.
+/// K-quants (Q4_K, Q5_K, Q6_K) with Q4_1, Q5_0 and Q8_0: the down projection's 1280
+/// inputs are 5 Q6_K blocks, split 3 + 2, 2 + 2 + 1 and 2 + 1 + 1 + 1.
 #[test]
 fn llama_k_quants_match_transformers() {
-    check_file("llama-k", 2);
+    check_file("llama-k", 4);
+}
+
+/// llama-k carries bpe.gguf's tokenizer metadata: the same tokenizer, so the same ids
+/// as `tokenizers` on the tokenizer fixture's texts, and its chat template.
+#[test]
+fn a_gguf_models_own_tokenizer_encodes_as_tokenizers_does() {
+    let gguf = Gguf::open(fixture("llama-k.gguf")).unwrap();
+    let config = ModelConfig::read_gguf(&gguf).unwrap();
+    let t = wgpu_tp::load::Tokenizer::from_gguf(&gguf).unwrap();
+    let path = fixture("../tokenizer/bpe.reference.json");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases = want["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(t.encode(text).unwrap(), ids, "{text:?}");
+        assert!(ids.iter().all(|&i| (i as usize) < config.vocab_size));
+    }
+    assert!(t.chat_template().is_some());
 }
 
 /// The o projection's 96 inputs are 3 blocks (2 heads each): 4 and 2 heads at tp 2.

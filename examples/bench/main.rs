@@ -13,6 +13,7 @@ mod model;
 mod model_1b;
 mod mpi;
 mod plot;
+mod quant;
 mod sampling;
 mod transfer;
 
@@ -38,8 +39,8 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, half, sampling,
-    /// mpi, verify);
+    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, quant, half,
+    /// sampling, mpi, verify);
     /// default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -130,6 +131,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.wants("model1b") {
         let m = model_1b::run(args.reps)?;
         summary.push(("decode_1b_vs_floor", m.decode_1b_vs_floor));
+    }
+    if args.wants("quant") {
+        let q = quant::run(args.reps)?;
+        summary.push(("weights_bytes_q4k_vs_f32", q.weights_bytes_q4k_vs_f32));
+        summary.push(("decode_q4k_vs_bf16", q.decode_q4k_vs_bf16));
+        summary.push(("decode_q4k_vs_floor", q.decode_q4k_vs_floor));
     }
     if args.wants("half") {
         let h = half::run(args.reps)?;

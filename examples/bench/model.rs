@@ -42,10 +42,18 @@ fn dir() -> PathBuf {
 pub fn decode_seconds(
     models: &[(&Group, &Checkpoint)],
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let built = models
+        .iter()
+        .map(|(group, checkpoint)| Transformer::from_checkpoint(group, checkpoint))
+        .collect::<Result<Vec<_>, _>>()?;
+    decode_seconds_of(built)
+}
+
+/// [`decode_seconds`] of models already loaded.
+pub fn decode_seconds_of(models: Vec<Transformer>) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| 1 + 37 * i).collect();
     let mut runs = Vec::with_capacity(models.len());
-    for (group, checkpoint) in models {
-        let model = Transformer::from_checkpoint(group, checkpoint)?;
+    for model in models {
         let mut cache = model.new_cache(PROMPT + STEPS + 1)?;
         let next = model.next_token(&prompt, &mut cache)?;
         runs.push((model, cache, next, Vec::with_capacity(STEPS)));

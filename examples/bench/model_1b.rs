@@ -21,7 +21,7 @@ pub struct Figures {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Llama-3.2-1B's sizes (its head untied here: the bytes a token reads are the same).
-const SHAPE: SyntheticLlama = SyntheticLlama {
+pub const SHAPE: SyntheticLlama = SyntheticLlama {
     vocab: 128_256,
     hidden: 2048,
     intermediate: 8192,
@@ -31,7 +31,7 @@ const SHAPE: SyntheticLlama = SyntheticLlama {
     positions: 4096,
 };
 
-fn dir() -> PathBuf {
+pub fn dir() -> PathBuf {
     std::env::temp_dir().join("wgpu-tp-bench-1b")
 }
 

@@ -1,6 +1,6 @@
-//! Generation with a Hugging Face checkpoint (safetensors; Llama 1-3, Mistral, Qwen2/2.5,
-//! Qwen3, Phi-3, Gemma 2 and 3, GPT-2)
-//! sharded over wgpu ranks: greedy, or sampled (`--temperature`, `--top-k`, `--top-p`,
+//! Generation with a Hugging Face checkpoint (safetensors) or a GGUF file (its blocks kept
+//! quantized on the devices; Llama 1-3, Mistral, Qwen2/2.5, Qwen3, Phi-3, Gemma 2 and 3,
+//! GPT-2) sharded over wgpu ranks: greedy, or sampled (`--temperature`, `--top-k`, `--top-p`,
 //! `--min-p`, `--repetition-penalty`, `--seed`), ending at the checkpoint's
 //! end-of-sequence ids (`generation_config.json`, else `config.json`), a `--stop` string
 //! or `--max-new-tokens`.
@@ -8,13 +8,16 @@
 //! ```text
 //! cargo run --release --example generate -- --model tests/fixtures/models/tiny-llama \
 //!     --tp-size 4 --prompt-ids 1,17,42 --max-new-tokens 16
+//! cargo run --release --example generate -- \
+//!     --model tests/fixtures/gguf/models/llama-k.gguf --tp-size 2 --chat "hello"
 //! cargo run --release --example generate -- --model tests/fixtures/models/tiny-llama \
 //!     --tp-size 2 --chat "t5 t9" --temperature 0.8 --top-p 0.9 --seed 1
 //! ```
 //!
-//! Prints the text as it comes, when a `tokenizer.json` sits beside the weights
-//! (`--prompt TEXT` then takes the prompt as text, `--chat QUESTION` renders it with
-//! the chat template of `tokenizer_config.json`, after `--system`), then the tokens, the
+//! Prints the text as it comes, when a `tokenizer.json` sits beside the weights or the
+//! GGUF file holds its tokenizer (`--prompt TEXT` then takes the prompt as text, `--chat
+//! QUESTION` renders it with the chat template of `tokenizer_config.json` or the file's,
+//! after `--system`), then the tokens, the
 //! prefill and decode rates, and the bytes of tensors each rank's device holds once the
 //! weights are loaded. Under `mpirun` (built with `--features
 //! mpi`) the ranks spread over the processes as in `verify`.
@@ -25,7 +28,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use wgpu_tp::load::Checkpoint;
+use wgpu_tp::load::{Checkpoint, Gguf, Tokenizer};
+use wgpu_tp::model::ModelConfig;
 use wgpu_tp::model::{Sampling, TextStream, Transformer};
 use wgpu_tp::{wgpu, Group, Numerics};
 
@@ -43,11 +47,12 @@ enum Ranks {
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "Generation with a safetensors checkpoint on wgpu ranks")]
+#[command(about = "Generation with a safetensors checkpoint or a GGUF file on wgpu ranks")]
 struct Args {
     /// Folder with config.json and model.safetensors (or model.safetensors.index.json),
-    /// or one .safetensors file in such a folder (e.g. its bf16 weights). f16 and bf16
-    /// weights stay at two bytes a value on the devices.
+    /// or one .safetensors file in such a folder (e.g. its bf16 weights), or a .gguf file
+    /// (the first of a split one). f16 and bf16 weights stay at two bytes a value on the
+    /// devices, quantized ones in their blocks.
     #[arg(long)]
     model: PathBuf,
     /// Tensor parallelism degree.
@@ -115,8 +120,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// The weights: a safetensors checkpoint, or a GGUF file.
+enum Weights {
+    Checkpoint(Checkpoint),
+    Gguf(Gguf),
+}
+
+impl Weights {
+    fn open(path: &std::path::Path) -> wgpu_tp::Result<Self> {
+        if path.extension().is_some_and(|e| e == "gguf") {
+            Ok(Weights::Gguf(Gguf::open(path)?))
+        } else {
+            Ok(Weights::Checkpoint(Checkpoint::open(path)?))
+        }
+    }
+
+    fn config(&self) -> wgpu_tp::Result<ModelConfig> {
+        match self {
+            Weights::Checkpoint(c) => ModelConfig::read(c),
+            Weights::Gguf(g) => ModelConfig::read_gguf(g),
+        }
+    }
+
+    fn load(&self, group: &Group) -> wgpu_tp::Result<Transformer> {
+        match self {
+            Weights::Checkpoint(c) => Transformer::from_checkpoint(group, c),
+            Weights::Gguf(g) => Transformer::from_gguf(group, g),
+        }
+    }
+
+    fn file_bytes(&self, path: &std::path::Path) -> u64 {
+        match self {
+            Weights::Checkpoint(c) => c.file_bytes(),
+            Weights::Gguf(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        }
+    }
+
+    /// The tokenizer: beside the checkpoint, or in the GGUF file's metadata.
+    fn tokenizer(&self) -> wgpu_tp::Result<Option<Tokenizer>> {
+        match self {
+            Weights::Checkpoint(c) => Tokenizer::beside(c.dir()),
+            Weights::Gguf(g) if g.get("tokenizer.ggml.model").is_some() => {
+                Tokenizer::from_gguf(g).map(Some)
+            }
+            Weights::Gguf(_) => Ok(None),
+        }
+    }
+
+    /// Where a missing tokenizer should be.
+    fn tokenizer_place(&self, path: &std::path::Path) -> String {
+        match self {
+            Weights::Checkpoint(c) => format!("a tokenizer.json in {}", c.dir().display()),
+            Weights::Gguf(_) => format!("tokenizer metadata in {}", path.display()),
+        }
+    }
+
+    /// The end-of-sequence ids without a tokenizer.
+    fn eos_ids(&self) -> wgpu_tp::Result<Vec<u32>> {
+        match self {
+            Weights::Checkpoint(c) => Tokenizer::eos_token_ids(c.dir()),
+            Weights::Gguf(g) => Ok(g
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(|v| v.as_count())
+                .and_then(|v| u32::try_from(v).ok())
+                .into_iter()
+                .collect()),
+        }
+    }
+}
+
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let checkpoint = Checkpoint::open(&args.model)?;
+    let weights = Weights::open(&args.model)?;
     let mut builder = Group::builder().numerics(args.numerics);
     if !args.backend.is_empty() {
         let list = args.backend.join(",");
@@ -134,7 +208,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Ranks::SharedDevice => builder.ranks_sharing_one_device(n),
     };
     let group = builder.build()?;
-    let c = &wgpu_tp::model::ModelConfig::read(&checkpoint)?;
+    let c = &weights.config()?;
     say!(
         "wgpu-tp generate: {} ({:?}, {} layers, hidden {}, {} heads / {} kv, vocab {}), tp {}, \
          {} process(es), {} bytes of weights on disk",
@@ -147,10 +221,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         c.vocab_size,
         group.world_size(),
         group.process_count(),
-        checkpoint.file_bytes()
+        weights.file_bytes(&args.model)
     );
     let t = Instant::now();
-    let model = Transformer::from_checkpoint(&group, &checkpoint)?;
+    let model = weights.load(&group)?;
     let load = t.elapsed().as_secs_f64();
     for r in group.ranks() {
         let i = r.adapter_info();
@@ -164,13 +238,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     say!("  loaded in {load:.2} s");
-    let tokenizer = wgpu_tp::load::Tokenizer::beside(checkpoint.dir())?;
-    let needs = |flag: &str| {
-        format!(
-            "{flag} needs a tokenizer.json in {}",
-            checkpoint.dir().display()
-        )
-    };
+    let tokenizer = weights.tokenizer()?;
+    let needs = |flag: &str| format!("{flag} needs {}", weights.tokenizer_place(&args.model));
     let prompt = &match (&args.prompt, &args.chat, &tokenizer) {
         (Some(text), _, Some(t)) => t.encode(text)?,
         (_, Some(question), Some(t)) => {
@@ -198,7 +267,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let eos = match (&tokenizer, args.ignore_eos) {
         (_, true) => Vec::new(),
         (Some(t), false) => t.eos_ids().to_vec(),
-        (None, false) => wgpu_tp::load::Tokenizer::eos_token_ids(checkpoint.dir())?,
+        (None, false) => weights.eos_ids()?,
     };
     let most = c.max_positions.saturating_sub(prompt.len()) + 1;
     let max_new = args.max_new_tokens.min(most);

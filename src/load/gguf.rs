@@ -181,12 +181,16 @@ pub struct GgufTensor {
     pub ggml_type: GgmlType,
     /// Its bytes in the file (inside the data section).
     pub bytes: Range<usize>,
+    /// The part of a split model holding it (0 for the first file, and for a model in
+    /// one file).
+    pub file: usize,
 }
 
 /// An opened GGUF file: its metadata and tensor directory, the file memory-mapped.
 pub struct Gguf {
     path: PathBuf,
-    map: memmap2::Mmap,
+    /// Each part's mapping (one for a model in one file).
+    maps: Vec<memmap2::Mmap>,
     version: u32,
     metadata: BTreeMap<String, MetaValue>,
     tensors: Vec<GgufTensor>,
@@ -329,22 +333,88 @@ impl Cursor<'_> {
 
 impl Gguf {
     /// Opens and maps the GGUF file at `path` and reads its header, metadata and tensor
-    /// directory.
+    /// directory. A model split by llama.cpp's `gguf-split` (`name-00001-of-00003.gguf`,
+    /// ...: the first part's metadata says `split.count`) is opened from its first part:
+    /// the others are found beside it, mapped, and their tensors joined to the directory
+    /// ([`GgufTensor::file`] says which part holds each).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the file, key or tensor: an unreadable file, bad
     /// magic, a version other than 2 and 3, a count, string or array longer than the
     /// file, a metadata type GGUF does not define, an unknown ggml type, a shape whose
     /// values are not whole blocks, tensor data outside the file, two tensors of one
-    /// name, an alignment that is not a power of two.
+    /// name, an alignment that is not a power of two; for a split model, a part other
+    /// than the first given, a part missing or numbered wrong, a tensor in two parts, or
+    /// a tensor count other than `split.tensors.count`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let map = map(&path)?;
+        let first = map(&path)?;
         let shown = path.display().to_string();
-        let (version, metadata, tensors) = Self::parse(&map, &shown)?;
+        let (version, metadata, mut tensors) = Self::parse(&first, &shown)?;
+        let mut maps = vec![first];
+        let count =
+            |m: &BTreeMap<String, MetaValue>, key: &str| m.get(key).and_then(MetaValue::as_count);
+        let parts = count(&metadata, "split.count").unwrap_or(1);
+        if parts > 1 {
+            if count(&metadata, "split.no") != Some(0) {
+                return Err(checkpoint_error(
+                    &shown,
+                    "is not the first part of its split model (split.no is not 0): open the \
+                     -00001-of- file",
+                ));
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stem = name
+                .strip_suffix(&format!("-00001-of-{parts:05}.gguf"))
+                .ok_or_else(|| {
+                    checkpoint_error(
+                        &shown,
+                        format!("is the first of {parts} parts but not named *-00001-of-{parts:05}.gguf"),
+                    )
+                })?;
+            for part in 1..parts {
+                let other =
+                    path.with_file_name(format!("{stem}-{:05}-of-{parts:05}.gguf", part + 1));
+                let other_shown = other.display().to_string();
+                let m = map(&other)?;
+                let (_, meta, more) = Self::parse(&m, &other_shown)?;
+                if count(&meta, "split.no") != Some(part)
+                    || count(&meta, "split.count") != Some(parts)
+                {
+                    return Err(checkpoint_error(
+                        other_shown,
+                        format!(
+                            "is not part {} of {parts} (split.no, split.count)",
+                            part + 1
+                        ),
+                    ));
+                }
+                for t in more {
+                    if tensors.iter().any(|u| u.name == t.name) {
+                        return Err(checkpoint_error(
+                            t.name,
+                            "is in two parts of the split model",
+                        ));
+                    }
+                    tensors.push(GgufTensor { file: part, ..t });
+                }
+                maps.push(m);
+            }
+            if let Some(want) = count(&metadata, "split.tensors.count") {
+                if want != tensors.len() {
+                    return Err(checkpoint_error(
+                        "split.tensors.count",
+                        format!(
+                            "is {want}, but the {parts} parts hold {} tensors",
+                            tensors.len()
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Gguf {
             path,
-            map,
+            maps,
             version,
             metadata,
             tensors,
@@ -467,6 +537,7 @@ impl Gguf {
                 dims,
                 ggml_type,
                 bytes: range,
+                file: 0,
             });
         }
         Ok((version, metadata, tensors))
@@ -504,7 +575,7 @@ impl Gguf {
             .ok_or_else(|| -> Error {
                 checkpoint_error(name, format!("is not in {}", self.path.display()))
             })?;
-        Ok(&self.map[t.bytes.clone()])
+        Ok(&self.maps[t.file][t.bytes.clone()])
     }
 
     /// Tensor `name`'s directory entry.
@@ -626,8 +697,8 @@ impl Gguf {
         let at = t.bytes.start + rows.start * row_bytes;
         let span = at..at + rows.len() * row_bytes;
         let mut out = HostWeights::empty(dtype, rows.len() * cols);
-        extend(&mut out, &self.map[span.clone()]);
-        release(&self.map, span);
+        extend(&mut out, &self.maps[t.file][span.clone()]);
+        release(&self.maps[t.file], span);
         Ok(out)
     }
 
@@ -656,9 +727,9 @@ impl Gguf {
         let mut out = HostWeights::empty(dtype, rows * cols.len());
         for r in 0..rows {
             let at = t.bytes.start + r * row_bytes + from;
-            extend(&mut out, &self.map[at..at + len]);
+            extend(&mut out, &self.maps[t.file][at..at + len]);
         }
-        release(&self.map, t.bytes.clone());
+        release(&self.maps[t.file], t.bytes.clone());
         Ok(out)
     }
 
