@@ -491,8 +491,8 @@ def llama_k(seed):
     norm = lambda: (1.0 + 0.2 * rng.standard_normal(hidden)).astype(np.float32)  # noqa: E731
     stored["token_embd.weight"] = (quantize(normal(vocab, hidden), Q.Q8_0), Q.Q8_0)
     # Layer 0: q, k, v Q5_K; gate, up Q4_K. Layer 1: q, k Q4_K and v Q6_K (mixed, as
-    # llama.cpp's Q4_K_M gives v more bits: the loader joins q, k, v and runs them as
-    # f32 then); gate, up Q4_1. Every layer: o Q5_0 (its 256 inputs would be a single K
+    # llama.cpp's Q4_K_M gives v more bits: the loader joins q, k, v as row blocks
+    # each in its own type); gate, up Q4_1. Every layer: o Q5_0 (its 256 inputs would be a single K
     # block: tp 1 only), down Q6_K.
     kinds = [
         {"attn_q": Q.Q5_K, "attn_k": Q.Q5_K, "attn_v": Q.Q5_K, "ffn_gate": Q.Q4_K, "ffn_up": Q.Q4_K},

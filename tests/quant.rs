@@ -288,36 +288,39 @@ fn splits_cut_only_at_whole_blocks_as_even_as_they_allow() {
     ));
 }
 
-/// A gated MLP (hidden 64, intermediate 5 blocks of `dtype`) at `group`'s tp, its weights
-/// `dtype` blocks or the f32 values they decode to, split at whole blocks: its output.
-fn gated_mlp_output(group: &Group, dtype: DType, quantized: bool, seed: u64) -> Vec<f32> {
+/// A gated MLP (hidden and intermediate 1 and 5 blocks of `dtype`) at `group`'s tp, its
+/// down projection `dtype` blocks, its gate `dtype` and its up `up_type` blocks (whole
+/// rows, of the same values a row: `up_type`'s blocks no longer than `dtype`'s), or the
+/// f32 values they decode to, split at whole blocks: its output.
+fn gated_mlp_output(group: &Group, types: [DType; 2], quantized: bool, seed: u64) -> Vec<f32> {
+    let [dtype, up_type] = types;
     let bv = dtype.block_values();
     let (hidden, inter) = (bv, 5 * bv);
     let mut rng = Rng::new(seed);
     let gate = random_blocks(&mut rng, dtype, inter * hidden / bv);
-    let up = random_blocks(&mut rng, dtype, inter * hidden / bv);
+    let up = random_blocks(&mut rng, up_type, inter * hidden / up_type.block_values());
     let down = random_blocks(&mut rng, dtype, hidden * inter / bv);
     let x = rng.normal(3 * hidden);
-    let hw = |bytes: Vec<u8>| {
+    let hw = |t: DType, bytes: Vec<u8>| {
         if quantized {
-            HostWeights::Packed(dtype, bytes)
+            HostWeights::Packed(t, bytes)
         } else {
-            HostWeights::F32(dtype.dequantize(&bytes).unwrap())
+            HostWeights::F32(t.dequantize(&bytes).unwrap())
         }
     };
     // Rows of [out, in] blocks, and columns cut at whole blocks.
     let row_bytes = |cols: usize| cols / bv * dtype.block_bytes();
-    let rows = |w: &[u8], r: std::ops::Range<usize>| {
-        let rb = row_bytes(hidden);
-        Ok(hw(w[r.start * rb..r.end * rb].to_vec()))
+    let rows = |t: DType, w: &[u8], r: std::ops::Range<usize>| {
+        let rb = t.bytes_of(hidden);
+        Ok(hw(t, w[r.start * rb..r.end * rb].to_vec()))
     };
     let mlp = GatedMlp::new_in_blocks(
         group,
         hidden,
         inter,
         bv,
-        |r| rows(&gate, r),
-        |r| rows(&up, r),
+        |r| rows(dtype, &gate, r),
+        |r| rows(up_type, &up, r),
         |cols| {
             assert_eq!(cols.start % bv, 0, "cut inside a block");
             let rb = row_bytes(inter);
@@ -325,7 +328,7 @@ fn gated_mlp_output(group: &Group, dtype: DType, quantized: bool, seed: u64) -> 
             let picked: Vec<u8> = (0..hidden)
                 .flat_map(|o| down[o * rb + c0..o * rb + c1].to_vec())
                 .collect();
-            Ok(hw(picked))
+            Ok(hw(dtype, picked))
         },
     )
     .unwrap();
@@ -335,14 +338,87 @@ fn gated_mlp_output(group: &Group, dtype: DType, quantized: bool, seed: u64) -> 
 
 #[test]
 fn a_gated_mlp_of_quantized_weights_gives_the_bits_of_its_decoded_weights_at_tp_1_to_4() {
-    for dtype in [DType::Q8_0, DType::Q4_1, DType::Q4K, DType::Q6K] {
+    // The last two: gate and up of different types, as llama.cpp's mixed quantizations
+    // store them; joined as row blocks each in its own type (HostWeights::Rows).
+    let types = [
+        [DType::Q8_0, DType::Q8_0],
+        [DType::Q4_1, DType::Q4_1],
+        [DType::Q4K, DType::Q4K],
+        [DType::Q6K, DType::Q6K],
+        [DType::Q4K, DType::Q6K],
+        [DType::Q4K, DType::Q8_0],
+    ];
+    for t in types {
         for tp in 1..=4 {
             for group in common::groups(tp) {
-                let q = gated_mlp_output(&group, dtype, true, 40 + tp as u64);
-                let f = gated_mlp_output(&group, dtype, false, 40 + tp as u64);
+                let q = gated_mlp_output(&group, t, true, 40 + tp as u64);
+                let f = gated_mlp_output(&group, t, false, 40 + tp as u64);
                 assert!(q.iter().all(|v| v.is_finite()));
-                assert_eq!(bits(&q), bits(&f), "{dtype} tp {tp}");
+                assert_eq!(bits(&q), bits(&f), "{t:?} tp {tp}");
             }
         }
     }
+}
+
+#[test]
+fn weights_joined_from_parts_of_several_types_keep_each_type() {
+    let Some(group) = common::group(1) else {
+        return;
+    };
+    let r = &group.ranks()[0];
+    let mut rng = Rng::new(33);
+    let cols = 256;
+    // Rows of Q4_K, Q6_K, bf16 and Q8_0 under one another.
+    let parts: Vec<(DType, usize)> = vec![
+        (DType::Q4K, 5),
+        (DType::Q6K, 3),
+        (DType::BF16, 2),
+        (DType::Q8_0, 4),
+    ];
+    let mut host = Vec::new();
+    let mut wide = Vec::new();
+    for &(t, rows) in &parts {
+        let h = if t == DType::BF16 {
+            let v: Vec<u16> = (0..rows * cols)
+                .map(|_| 0x3c00 + (rng.next_u64() % 512) as u16)
+                .collect();
+            wide.extend(v.iter().map(|&b| f32::from_bits(u32::from(b) << 16)));
+            HostWeights::Half(t, v)
+        } else {
+            let b = random_blocks(&mut rng, t, rows * cols / t.block_values());
+            wide.extend(t.dequantize(&b).unwrap());
+            HostWeights::Packed(t, b)
+        };
+        host.push(h);
+    }
+    let refs: Vec<&HostWeights> = host.iter().collect();
+    let joined = HostWeights::stacked(&refs).unwrap();
+    assert_eq!(joined.len(), 14 * cols);
+    assert_eq!(bits(&joined.to_f32()), bits(&wide));
+    let t = joined.upload(r, [14, cols]).unwrap();
+    assert!(t.is_mixed());
+    assert_eq!(t.dtype(), DType::Q4K);
+    assert_eq!(bits(&t.to_host().unwrap()), bits(&wide), "read back");
+    let full = Tensor::from_host(r, &wide, [14, cols]).unwrap();
+    for m in [1, 5] {
+        let x = Tensor::from_host(r, &rng.normal(m * cols), [m, cols]).unwrap();
+        let run = |w: &Tensor| {
+            ops::matmul(&x, w, None, WeightLayout::OutIn, Activation::Identity)
+                .unwrap()
+                .to_host()
+                .unwrap()
+        };
+        assert_eq!(bits(&run(&t)), bits(&run(&full)), "m {m}");
+    }
+    let ids = Tensor::from_ids(r, &[13, 0, 6, 9]).unwrap();
+    let rows = |t: &Tensor| ops::embed(t, 0, &ids).unwrap().to_host().unwrap();
+    assert_eq!(bits(&rows(&t)), bits(&rows(&full)), "embed");
+    // Mixed weights are weights only.
+    assert!(matches!(
+        ops::add(&t, &full),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let x2 = Tensor::from_host(r, &[1.0; 28], [2, 14]).unwrap();
+    let in_out = ops::matmul(&x2, &t, None, WeightLayout::InOut, Activation::Identity);
+    assert!(matches!(in_out, Err(Error::InvalidArgument { .. })));
 }

@@ -22,6 +22,8 @@ pub(super) fn extend(out: &mut HostWeights, bytes: &[u8]) {
                 .map(|b| u16::from_le_bytes([b[0], b[1]])),
         ),
         HostWeights::Packed(_, v) => v.extend_from_slice(bytes),
+        // Only joins make stacked parts; a read fills a single type.
+        HostWeights::Rows(_) => {}
     }
 }
 

@@ -213,15 +213,16 @@ impl Build<'_> {
                 (n.clone(), q_all + kv_all),
             ],
         };
-        // q, k and v are joined into one weight per rank, which has one type: when the
-        // file stores them in different ones (llama.cpp's mixed quantizations give v
-        // more bits), all three are decoded to f32 on the host (as the kernels decode
-        // them) and run as f32.
+        // q, k and v are joined into one weight per rank. `[out, in]` parts the file stores
+        // in different types (llama.cpp's mixed quantizations give v more bits) stay in
+        // their types, as row blocks of one tensor (HostWeights::Rows). `[in, out]` ones
+        // (side by side) cannot: they are decoded to f32 on the host, as the kernels
+        // decode them.
         let types = parts
             .iter()
             .map(|(n, _)| w.pp(n).dtype("weight"))
             .collect::<Result<Vec<_>>>()?;
-        let widen = types.iter().any(|t| *t != types[0]);
+        let widen = layout == WeightLayout::InOut && types.iter().any(|t| *t != types[0]);
         let features = |i: usize, heads: std::ops::Range<usize>| {
             let (name, at) = &parts[i];
             let range = at + heads.start * hd..at + heads.end * hd;
@@ -336,16 +337,10 @@ impl Build<'_> {
             ));
         }
         let activation = GatedActivation::from_name(&c.activation)?;
-        // Gate and up are joined into one weight per rank, of one type: stored in
-        // different types, both are decoded to f32 on the host and run as f32.
-        let widen = gate.0.dtype("weight")? != up.0.dtype("weight")?;
+        // Gate and up are joined into one weight per rank; stored in different types,
+        // they stay so, as row blocks of one tensor (HostWeights::Rows).
         let rows = |(m, at): &(Weights, usize), r: std::ops::Range<usize>| {
-            let w = m.rows("weight", at + r.start..at + r.end)?;
-            Ok::<_, Error>(if widen {
-                HostWeights::F32(w.to_f32())
-            } else {
-                w
-            })
+            m.rows("weight", at + r.start..at + r.end)
         };
         // The down projection's inputs split at whole blocks of its type.
         let block = down.dtype("weight")?.block_values();

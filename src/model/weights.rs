@@ -157,5 +157,7 @@ pub(super) fn unpermute_heads(w: HostWeights, n_rows: usize, head_dim: usize) ->
         HostWeights::F32(v) => HostWeights::F32(reorder(&v, n_rows, head_dim)),
         HostWeights::Half(t, v) => HostWeights::Half(t, reorder(&v, n_rows, head_dim)),
         HostWeights::Packed(t, v) => HostWeights::Packed(t, reorder(&v, n_rows, head_dim)),
+        // A read gives one type; stacked parts come from joins after this.
+        rows @ HostWeights::Rows(_) => rows,
     }
 }

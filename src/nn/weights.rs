@@ -22,6 +22,12 @@ pub enum HostWeights {
     /// as `[out, in]` weights (`WeightLayout::OutIn`) whose inputs a rank holds in whole
     /// blocks.
     Packed(DType, Vec<u8>),
+    /// `[out, in]` weights stacked from parts of different types, row blocks one under
+    /// the other (a fused q/k/v or gate/up whose parts a GGUF file stores in different
+    /// types, as llama.cpp's Q4_K_M gives v more bits): uploaded as one tensor whose
+    /// bands keep each part's type ([`Tensor::is_mixed`]), no part widened. Made by
+    /// joining such parts; each part holds whole rows.
+    Rows(Vec<HostWeights>),
 }
 
 impl Default for HostWeights {
@@ -55,6 +61,7 @@ impl HostWeights {
             HostWeights::F32(v) => v.len(),
             HostWeights::Half(_, v) => v.len(),
             HostWeights::Packed(t, v) => v.len() / t.block_bytes() * t.block_values(),
+            HostWeights::Rows(parts) => parts.iter().map(HostWeights::len).sum(),
         }
     }
 
@@ -68,6 +75,7 @@ impl HostWeights {
         match self {
             HostWeights::F32(_) => DType::F32,
             HostWeights::Half(t, _) | HostWeights::Packed(t, _) => *t,
+            HostWeights::Rows(parts) => parts.first().map_or(DType::F32, HostWeights::dtype),
         }
     }
 
@@ -82,20 +90,60 @@ impl HostWeights {
                 Ok(values) if t.is_quantized() => values,
                 _ => vec![f32::NAN; self.len()],
             },
+            HostWeights::Rows(parts) => parts.iter().flat_map(HostWeights::to_f32).collect(),
         }
     }
 
     /// Uploads them to `rank` as a `shape` tensor of their own type.
-    pub(crate) fn upload(&self, rank: &Rank, shape: [usize; 2]) -> Result<Tensor> {
+    ///
+    /// # Errors
+    /// As [`Tensor::from_host`], [`Tensor::from_half`] and [`Tensor::from_packed`];
+    /// [`Error::Shape`] for stacked parts that are not whole rows of `shape`.
+    pub fn upload(&self, rank: &Rank, shape: [usize; 2]) -> Result<Tensor> {
         // Tensor::from_half refuses Half(DType::F32, _).
         match self {
             HostWeights::F32(v) => Tensor::from_host(rank, v, shape),
             HostWeights::Half(t, v) => Tensor::from_half(rank, *t, v, shape),
             HostWeights::Packed(t, v) => Tensor::from_packed(rank, *t, v, shape),
+            HostWeights::Rows(parts) => {
+                let op = "host_weights.upload";
+                let cols = shape[1].max(1);
+                let mut tensors = Vec::with_capacity(parts.len());
+                let mut rows = 0;
+                for p in parts {
+                    if !p.len().is_multiple_of(cols) {
+                        return Err(Error::shape(
+                            op,
+                            format!("parts of whole rows of {cols} values"),
+                            format!("a part of {} values", p.len()),
+                        ));
+                    }
+                    rows += p.len() / cols;
+                    tensors.push(p.upload(rank, [p.len() / cols, cols])?);
+                }
+                if rows != shape[0] {
+                    return Err(Error::shape(
+                        op,
+                        format!("{} rows", shape[0]),
+                        format!("parts of {rows} rows"),
+                    ));
+                }
+                Tensor::stack_rows(&tensors)
+            }
         }
     }
 
     /// `parts` one after another (all of one type), or an error naming `op`.
+    /// `parts` one under the other: `[out, in]` weights of several outputs as one (as the
+    /// layers fuse q/k/v and gate/up). Parts of one type join into one of that type;
+    /// parts of several types into [`HostWeights::Rows`], each keeping its type.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `Half(DType::F32, _)`.
+    pub fn stacked(parts: &[&HostWeights]) -> Result<HostWeights> {
+        Self::concat("host_weights.stacked", parts)
+    }
+
     pub(crate) fn concat(op: &'static str, parts: &[&HostWeights]) -> Result<HostWeights> {
         Self::join(op, parts, Join::Concat)
     }
@@ -116,6 +164,21 @@ impl HostWeights {
             .any(|p| matches!(p, HostWeights::Half(DType::F32, _)))
         {
             return Err(Error::invalid(op, "half weights of DType::F32"));
+        }
+        let first = parts.first().map_or(DType::F32, |p| p.dtype());
+        let mixed = parts
+            .iter()
+            .any(|p| p.dtype() != first || matches!(p, HostWeights::Rows(_)));
+        if mixed && matches!(how, Join::Concat) {
+            // Row blocks of several types: kept apart, each in its own type.
+            let mut rows = Vec::new();
+            for p in parts {
+                match p {
+                    HostWeights::Rows(inner) => rows.extend(inner.iter().cloned()),
+                    p => rows.push((*p).clone()),
+                }
+            }
+            return Ok(HostWeights::Rows(rows));
         }
         if parts.iter().any(|p| matches!(p, HostWeights::Packed(..))) {
             return Self::join_packed(op, parts, how);

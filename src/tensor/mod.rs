@@ -39,11 +39,14 @@ pub struct Tensor {
 }
 
 /// Consecutive whole rows of a tensor, in one buffer (`rows.len() * cols` values; a half
-/// band's bytes padded to 8, whole `vec2<u32>` words for the vec4 GEMMs).
+/// band's bytes padded to 8, whole `vec2<u32>` words for the vec4 GEMMs), of one type:
+/// the tensor's, or for weights stacked from parts of several types
+/// ([`Tensor::stack_rows`]) its part's.
 #[derive(Debug, Clone)]
 pub(crate) struct Band {
     buffer: Arc<Pooled>,
     pub(crate) rows: Range<usize>,
+    pub(crate) dtype: DType,
 }
 
 impl Band {
@@ -254,6 +257,7 @@ impl Tensor {
                 Ok(Band {
                     buffer: Pooled::new(buffer, rank.buffer_pool()),
                     rows,
+                    dtype,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -302,15 +306,66 @@ impl Tensor {
         self.shape
     }
 
-    /// The element type.
+    /// The element type (for weights stacked from parts of several types, that of the
+    /// first part: [`Tensor::is_mixed`]).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// True for weights whose rows are parts of different types (a fused q/k/v whose v
+    /// a GGUF file quantized with more bits): each band holds one part's type, and a
+    /// product or lookup reads each band through its own type's prelude.
+    pub fn is_mixed(&self) -> bool {
+        self.bands.iter().any(|b| b.dtype != self.dtype)
+    }
+
+    /// `parts`, tensors of one rank with the same columns, one under the other: their
+    /// bands, shared (no copy), each keeping its type. The layers' fused weights whose
+    /// parts a file stores in different types.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no parts or parts of different ranks;
+    /// [`Error::Shape`] for parts of different columns.
+    pub(crate) fn stack_rows(parts: &[Tensor]) -> Result<Tensor> {
+        let op = "tensor.stack_rows";
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::invalid(op, "no parts to stack"))?;
+        let cols = first.shape[1];
+        let mut bands = Vec::new();
+        let mut rows = 0;
+        for p in parts {
+            if !p.rank.shares_device_with(&first.rank) || p.rank.index() != first.rank.index() {
+                return Err(Error::invalid(op, "parts of different ranks"));
+            }
+            if p.shape[1] != cols {
+                return Err(Error::shape(
+                    op,
+                    format!("parts of {cols} columns"),
+                    fmt_shape(p.shape),
+                ));
+            }
+            for b in p.bands.iter() {
+                bands.push(Band {
+                    buffer: b.buffer.clone(),
+                    rows: rows + b.rows.start..rows + b.rows.end,
+                    dtype: b.dtype,
+                });
+            }
+            rows += p.shape[0];
+        }
+        Ok(Tensor {
+            rank: first.rank.clone(),
+            bands: bands.into(),
+            shape: [rows, cols],
+            dtype: first.dtype,
+        })
     }
 
     /// Refuses a tensor that is not f32 where `op` reads or writes f32 values (every op
     /// but a GEMM's weights and an embedding table).
     pub(crate) fn require_f32(&self, op: &'static str) -> Result<()> {
-        if self.dtype == DType::F32 {
+        if self.dtype == DType::F32 && !self.is_mixed() {
             return Ok(());
         }
         Err(Error::invalid(

@@ -44,7 +44,7 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
     type Pending<'a> = (
         &'a Tensor,
         wgpu::Buffer,
-        (u64, usize),
+        (u64, usize, crate::DType),
         MapReceiver,
         wgpu::SubmissionIndex,
     );
@@ -55,14 +55,14 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
         for band in t.bands.iter() {
             // Whole words: a half tensor's odd last value comes with its padding.
             let elems = band.rows.len() * t.shape[1];
-            let bytes = t.dtype.bytes_of(elems).next_multiple_of(4) as u64;
+            let bytes = band.dtype.bytes_of(elems).next_multiple_of(4) as u64;
             copies.push(rank.scoped(op, || {
                 let staging = rank.take_staging(bytes);
                 let mut enc = rank
                     .device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
                 enc.copy_buffer_to_buffer(band.buffer(), 0, &staging, 0, bytes);
-                Ok((i, staging, (bytes, elems), Some(enc.finish())))
+                Ok((i, staging, (bytes, elems, band.dtype), Some(enc.finish())))
             })?);
         }
     }
@@ -95,7 +95,7 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
     let mut out = Vec::with_capacity(pending.len());
     for parts in pending {
         let mut values = Vec::new();
-        for (t, staging, (bytes, elems), rx, submission) in parts {
+        for (t, staging, (bytes, elems, dtype), rx, submission) in parts {
             let rank = t.rank.index();
             mapped(op, &t.rank, rx, submission).await?;
             let _gl = t.rank.gl();
@@ -104,21 +104,21 @@ pub(crate) async fn read_back(op: &'static str, tensors: &[&Tensor]) -> Result<V
                     let message = e.to_string();
                     t.rank.loss_or(op, Error::Map { op, rank, message })
                 })?;
-                if t.dtype == crate::DType::F32 {
+                if dtype == crate::DType::F32 {
                     match bytemuck::try_cast_slice::<u8, f32>(&view) {
                         Ok(v) => values.extend_from_slice(v),
                         Err(_) => values.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&view)),
                     }
-                } else if t.dtype.is_quantized() {
+                } else if dtype.is_quantized() {
                     // Blocks decoded as the kernels decode them; the padding left out.
-                    let used = t.dtype.bytes_of(elems);
-                    values.extend(t.dtype.dequantize(&view[..used])?);
+                    let used = dtype.bytes_of(elems);
+                    values.extend(dtype.dequantize(&view[..used])?);
                 } else {
                     // Half values widened exactly; the padding after the last is left out.
                     values.extend(
                         view.chunks_exact(2)
                             .take(elems)
-                            .map(|h| t.dtype.widen(u16::from_le_bytes([h[0], h[1]]))),
+                            .map(|h| dtype.widen(u16::from_le_bytes([h[0], h[1]]))),
                     );
                 }
             }

@@ -27,6 +27,7 @@ mod skinny;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::dtype::DType;
 use crate::kernels::params::GemmParams;
 use crate::kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 use crate::kernels::{gemm_cpu, gemm_skinny, PipelineKey, Shader};
@@ -169,7 +170,7 @@ fn matmul_window(
             SIMPLE_TILE * max,
         ),
     };
-    let key = |entry: &'static str, epilogue: bool| {
+    let key = |entry: &'static str, epilogue: bool, weights: DType| {
         let mut constants = vec![
             ("HAS_BIAS", u32::from(bias.is_some() && epilogue)),
             ("ACT", if epilogue { act.code() } else { 0 }),
@@ -181,7 +182,7 @@ fn matmul_window(
             shader,
             entry,
             constants,
-            weights: w.dtype(),
+            weights,
         }
     };
     // Output column blocks: within one dispatch, and inside one band of an OutIn W.
@@ -203,11 +204,12 @@ fn matmul_window(
                     let (n0, n1) = (cut[0], cut[1]);
                     for (i, (w_band, kr)) in k_blocks.iter().enumerate() {
                         let last = i + 1 == k_blocks.len();
-                        let (w_buf, ldw, w_offset) = match w_band {
-                            Some(b) => (b.buffer(), n, (kr.start - b.rows.start) * n + n0),
+                        let (w_buf, ldw, w_offset, wt) = match w_band {
+                            Some(b) => (b.buffer(), n, (kr.start - b.rows.start) * n + n0, b.dtype),
                             None => {
                                 let b = band_holding(w, n0);
-                                (b.buffer(), w_k, (n0 - b.rows.start) * w_k + kr.start)
+                                let at = (n0 - b.rows.start) * w_k + kr.start;
+                                (b.buffer(), w_k, at, b.dtype)
                             }
                         };
                         let bias_buf = bias.map_or(w_buf, |b| b.bands()[0].buffer());
@@ -228,13 +230,14 @@ fn matmul_window(
                         let bufs = [xb.buffer(), w_buf, bias_buf, yb.buffer()];
                         if kernel == GemmKernel::Skinny {
                             let block = SkinnyBlock::plan(rank, skinny, layout, params);
-                            block.run(op, rank, &bufs, &key(entry, last), &key("finish", last))?;
+                            let (main, finish) = (key(entry, last, wt), key("finish", last, wt));
+                            block.run(op, rank, &bufs, &main, &finish)?;
                             continue;
                         }
                         let grid = [(n1 - n0).div_ceil(tile[0]), rr.len().div_ceil(tile[1])];
                         rank.dispatch(
                             op,
-                            &key(entry, last),
+                            &key(entry, last, wt),
                             &bufs,
                             &params,
                             grid.map(|g| g as u32),
@@ -322,15 +325,17 @@ impl Product<'_> {
             ));
         }
         same_rank(op, x.rank(), w.rank())?;
-        if w.dtype().is_quantized() && layout != WeightLayout::OutIn {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "{} weights are blocks along their rows' inputs: they multiply as \
-                     [out, in] (WeightLayout::OutIn), not {layout}",
-                    w.dtype()
-                ),
-            ));
+        if let Some(b) = w.bands().iter().find(|b| b.dtype.is_quantized()) {
+            if layout != WeightLayout::OutIn {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "{} weights are blocks along their rows' inputs: they multiply as \
+                         [out, in] (WeightLayout::OutIn), not {layout}",
+                        b.dtype
+                    ),
+                ));
+            }
         }
         // Weights may be half precision or quantized; X and the bias are f32.
         x.require_f32(op)?;

@@ -165,9 +165,11 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
     let (ids_buf, out_buf) = (single(op, ids)?, single(op, &out)?);
     // The table may be half precision (read through its format's prelude,
     // shaders/weights_*.wgsl).
-    let key = key(Shader::Embedding, "embed", table.dtype());
     debug_assert_eq!(table.bands().iter().map(|b| b.rows.len()).sum::<usize>(), n);
     for (i, band) in table.bands().iter().enumerate() {
+        // Each band through its type's prelude (a table's bands share one type but for
+        // stacked parts, Tensor::stack_rows).
+        let key = key(Shader::Embedding, "embed", band.dtype);
         let bufs = [band.buffer(), ids_buf, ids_buf, out_buf];
         let p = EmbedParams {
             cols: cols as u32,
