@@ -35,6 +35,15 @@
 //! column ([`split_sizes`], as `torch.tensor_split`).
 
 #![warn(missing_docs)]
+// On wasm32 wgpu's objects are neither `Send` nor `Sync` (see `MaybeSend`): the ranks and
+// groups still share them through `Arc`, one code path for both targets.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
+// wasm32 (WebGPU in a browser): the async API only. Blocking calls, threads, MPI and
+// memory-mapped files are compiled out there (their docs say so); checkpoints come from
+// bytes the page fetched (`load::Checkpoint::from_bytes`).
+#[cfg(all(feature = "mpi", target_arch = "wasm32"))]
+compile_error!("feature `mpi` is not available on wasm32: a browser page has no MPI processes");
 
 mod comm;
 mod dist;
@@ -54,7 +63,9 @@ mod tensor;
 
 #[cfg(feature = "mpi")]
 pub use comm::processes::Processes;
-pub use comm::{BoxFuture, Collective, CollectiveStats, DeviceCollective, HostCollective};
+pub use comm::{
+    BoxFuture, Collective, CollectiveStats, DeviceCollective, HostCollective, MaybeSend, MaybeSync,
+};
 pub use dist::{DistTensor, Placement};
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, DEFAULT_TIMEOUT};

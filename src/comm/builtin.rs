@@ -19,7 +19,7 @@ mod sealed {
 
     /// What a built-in transport computes once a collective's inputs are checked. Sealed
     /// (public in a private module): only this crate's transports implement it.
-    pub trait Transport: Send + Sync {
+    pub trait Transport: crate::MaybeSend + crate::MaybeSync {
         /// The elementwise sum on every rank; the inputs are this method's to check (each
         /// transport's sum refuses in its own order).
         fn sum<'a>(&'a self, inputs: &'a [Tensor]) -> Outputs<'a>;

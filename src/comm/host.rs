@@ -72,7 +72,8 @@ fn sum_into(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     }
 }
 
-/// [`sum_into`], split over the machine's threads when `out` is large.
+/// [`sum_into`], split over the machine's threads when `out` is large (on wasm32,
+/// where `cores()` is 1, always [`sum_into`] on the caller's thread).
 pub(crate) fn sum_parallel(out: &mut [f32], parts: &[&[f32]], numerics: Numerics) {
     let threads = crate::rank::cores();
     if threads < 2 || out.len() < PARALLEL_ELEMENTS {

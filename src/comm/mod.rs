@@ -35,7 +35,7 @@ pub(crate) use host::sum_parts;
 pub use host::HostCollective;
 pub(crate) use processes::Processes;
 pub(crate) use spread::{spread_over, Spread};
-pub use transport::{BoxFuture, Collective, CollectiveStats};
+pub use transport::{BoxFuture, Collective, CollectiveStats, MaybeSend, MaybeSync};
 
 use crate::error::{Error, Result};
 use crate::rank::Rank;

@@ -20,6 +20,7 @@ pub(crate) struct Spread {
     pub(crate) chunk_bytes: u64,
     /// The largest band (buffer made and bound whole) of the other processes' devices
     /// too (`u64::MAX` in one process).
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) band_bytes: u64,
 }
 

@@ -211,8 +211,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::to_host_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::to_host_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_host(&self) -> Result<Vec<f32>> {
         crate::rank::block_on(self.to_host_async())
     }
@@ -228,8 +231,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::to_host_per_rank_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::to_host_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_host_per_rank(&self) -> Result<Vec<Vec<f32>>> {
         crate::rank::block_on(self.to_host_per_rank_async())
     }

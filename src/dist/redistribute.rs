@@ -92,8 +92,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::redistribute_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::redistribute_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn redistribute(&self, target: Placement) -> Result<DistTensor> {
         crate::rank::block_on(self.redistribute_async(target))
     }
@@ -109,8 +112,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::all_reduce_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::all_reduce_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn all_reduce(&self) -> Result<DistTensor> {
         crate::rank::block_on(self.all_reduce_async())
     }
@@ -127,8 +133,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::all_gather_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::all_gather_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn all_gather(&self) -> Result<DistTensor> {
         crate::rank::block_on(self.all_gather_async())
     }
@@ -144,8 +153,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::reduce_scatter_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::reduce_scatter_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn reduce_scatter(&self, dim: usize) -> Result<DistTensor> {
         crate::rank::block_on(self.reduce_scatter_async(dim))
     }
@@ -168,8 +180,11 @@ impl DistTensor {
 
     /// Blocking [`DistTensor::broadcast_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`DistTensor::broadcast_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn broadcast(&self, root: usize) -> Result<DistTensor> {
         crate::rank::block_on(self.broadcast_async(root))
     }

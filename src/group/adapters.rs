@@ -24,9 +24,7 @@ fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
 impl Finder {
     /// Matching adapters, best first.
     pub(crate) async fn adapters(&self) -> Result<Vec<wgpu::Adapter>> {
-        let mut found: Vec<wgpu::Adapter> = self
-            .instance
-            .enumerate_adapters(self.backends)
+        let mut found: Vec<wgpu::Adapter> = every(&self.instance, self.backends)
             .await
             .into_iter()
             .filter(|a| {
@@ -71,14 +69,34 @@ impl Finder {
     }
 }
 
+/// The adapters of `instance` on `backends`.
+#[cfg(not(target_arch = "wasm32"))]
+async fn every(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    instance.enumerate_adapters(backends).await
+}
+
+/// The adapter the browser gives (WebGPU lists no adapters: a page asks for one, and
+/// each request gives a fresh adapter object, one device each), high performance asked.
+#[cfg(target_arch = "wasm32")]
+async fn every(instance: &wgpu::Instance, _backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    instance
+        .request_adapter(&options)
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Every adapter wgpu finds on any backend, described for an error message.
 async fn every_adapter() -> Vec<String> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::all(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    instance
-        .enumerate_adapters(wgpu::Backends::all())
+    every(&instance, wgpu::Backends::all())
         .await
         .iter()
         .map(|a| {

@@ -247,8 +247,11 @@ impl GroupBuilder {
 
     /// Blocking [`GroupBuilder::build_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`GroupBuilder::build_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn build(self) -> Result<Group> {
         pollster::block_on(self.build_async())
     }

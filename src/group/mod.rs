@@ -29,7 +29,8 @@ static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// Cheap to clone; `Send + Sync`, so one group may serve several threads (a group
 /// spanning processes runs its collectives one thread at a time: see
-/// `GroupBuilder::processes`, feature `mpi`).
+/// `GroupBuilder::processes`, feature `mpi`). On wasm32 it is neither, as wgpu's WebGPU
+/// objects are not (see [`MaybeSend`](crate::MaybeSend)): a page uses it on its thread.
 #[derive(Clone)]
 pub struct Group {
     inner: Arc<Comm>,
@@ -93,6 +94,7 @@ impl Group {
 
     /// The largest band (a buffer made and bound whole) every rank of the group, in every
     /// process, can hold: what every process computes alike.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) fn band_bytes(&self) -> u64 {
         let local = self.ranks().iter().map(|r| {
             let l = r.limits();
@@ -126,8 +128,11 @@ impl Group {
 
     /// Blocking [`Group::wait_idle_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`Rank::wait_idle_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_idle(&self) -> Result<()> {
         crate::rank::block_on(self.wait_idle_async())
     }

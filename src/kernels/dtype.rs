@@ -86,6 +86,7 @@ impl DType {
     }
 
     /// Bytes per value of f32 and the half types (their block is one value).
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) fn size(self) -> usize {
         self.block_bytes()
     }

@@ -1,10 +1,14 @@
 //! The checkpoint's files: which they are, their maps, and reading values out of them.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::fs::File;
-use std::ops::Range;
+use std::ops::{Deref, Range};
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::checkpoint_error;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::Result;
 use crate::nn::HostWeights;
 
@@ -27,11 +31,41 @@ pub(super) fn extend(out: &mut HostWeights, bytes: &[u8]) {
     }
 }
 
+/// A weight file's bytes: memory-mapped from a path (not on wasm32, which has no file
+/// system), or held in memory as the app gave them (`from_bytes`: what a page fetched).
+pub(super) enum Bytes {
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped(memmap2::Mmap),
+    Held(Vec<u8>),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Bytes::Mapped(m) => m,
+            Bytes::Held(v) => v,
+        }
+    }
+}
+
 /// Lets the kernel drop the mapped pages wholly inside `bytes` from this process's
 /// resident set once they are read (they stay in the page cache and come back on the
 /// next read): loading a model then never holds the file in memory on top of the
-/// tensors made from it.
-pub(super) fn release(map: &memmap2::Mmap, bytes: Range<usize>) {
+/// tensors made from it. Bytes held in memory stay as they are.
+pub(super) fn release(map: &Bytes, bytes: Range<usize>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Bytes::Mapped(map) = map {
+        release_mapped(map, bytes);
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = (map, bytes);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn release_mapped(map: &memmap2::Mmap, bytes: Range<usize>) {
     #[cfg(unix)]
     {
         const PAGE: usize = 1 << 16; // a multiple of every page size in use; inward only
@@ -49,16 +83,20 @@ pub(super) fn release(map: &memmap2::Mmap, bytes: Range<usize>) {
 }
 
 /// Maps `path` read-only.
-pub(super) fn map(path: &Path) -> Result<memmap2::Mmap> {
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn map(path: &Path) -> Result<Bytes> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|e| checkpoint_error(&shown, e.to_string()))?;
     // SAFETY: the map is read-only and private to this process; a file truncated or
     // rewritten by another process while mapped is outside what any mmap user can guard
     // against (as for candle's and safetensors' own loaders).
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| checkpoint_error(&shown, e.to_string()))
+    unsafe { memmap2::Mmap::map(&file) }
+        .map(Bytes::Mapped)
+        .map_err(|e| checkpoint_error(&shown, e.to_string()))
 }
 
 /// The file names of a checkpoint in `dir`: `model.safetensors`, or those the index lists.
+#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn file_names(dir: &Path) -> Result<Vec<String>> {
     let index = dir.join("model.safetensors.index.json");
     if !index.exists() {

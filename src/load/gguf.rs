@@ -15,10 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+use std::path::PathBuf;
 
 use super::checkpoint_error;
-use super::files::{extend, map, release};
+#[cfg(not(target_arch = "wasm32"))]
+use super::files::map;
+use super::files::{extend, release, Bytes};
 use crate::error::{Error, Result};
 use crate::kernels::dtype::DType;
 use crate::nn::HostWeights;
@@ -190,7 +194,7 @@ pub struct GgufTensor {
 pub struct Gguf {
     path: PathBuf,
     /// Each part's mapping (one for a model in one file).
-    maps: Vec<memmap2::Mmap>,
+    maps: Vec<Bytes>,
     version: u32,
     metadata: BTreeMap<String, MetaValue>,
     tensors: Vec<GgufTensor>,
@@ -346,6 +350,9 @@ impl Gguf {
     /// name, an alignment that is not a power of two; for a split model, a part other
     /// than the first given, a part missing or numbered wrong, a tensor in two parts, or
     /// a tensor count other than `split.tensors.count`.
+    ///
+    /// Not on wasm32 (no file system in a browser): use [`Gguf::from_bytes`] there.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let first = map(&path)?;
@@ -415,6 +422,30 @@ impl Gguf {
         Ok(Gguf {
             path,
             maps,
+            version,
+            metadata,
+            tensors,
+        })
+    }
+
+    /// A GGUF model in one file from its bytes, held rather than mapped (what a page
+    /// fetched: wasm32 has no file system; natively too).
+    ///
+    /// # Errors
+    /// As [`Gguf::open`]; a part of a split model is refused (open it from its files).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let shown = "the GGUF bytes";
+        let (version, metadata, tensors) = Self::parse(&bytes, shown)?;
+        let parts = metadata.get("split.count").and_then(MetaValue::as_count);
+        if parts.unwrap_or(1) > 1 {
+            return Err(checkpoint_error(
+                shown,
+                "are one part of a split model: give a model in one file",
+            ));
+        }
+        Ok(Gguf {
+            path: PathBuf::new(),
+            maps: vec![Bytes::Held(bytes)],
             version,
             metadata,
             tensors,

@@ -1,7 +1,9 @@
 //! Checkpoints in the safetensors format (feature `safetensors`): `config.json` and one
 //! `model.safetensors` or several files listed in `model.safetensors.index.json`, memory
 //! mapped, so a rank's shard is read straight from the page cache and the file is never
-//! copied whole into memory.
+//! copied whole into memory. On wasm32 (no file system in a browser) a checkpoint and a
+//! GGUF file are made from the bytes the page fetched instead
+//! ([`Checkpoint::from_bytes`], [`Gguf::from_bytes`]; natively too).
 //!
 //! This layer knows file formats, not model families: a [`Checkpoint`] is named tensors
 //! and the parsed `config.json`. What the config means, which tensors a model needs and
@@ -12,7 +14,9 @@ mod gguf;
 #[cfg(feature = "tokenizer")]
 mod gguf_tokenizer;
 
-use files::{extend, file_names, map, release};
+use files::{extend, release, Bytes};
+#[cfg(not(target_arch = "wasm32"))]
+use files::{file_names, map};
 #[cfg(feature = "tokenizer")]
 mod tokenizer;
 
@@ -37,10 +41,10 @@ pub(crate) fn checkpoint_error(what: impl Into<String>, message: impl Into<Strin
     }
 }
 
-/// One mapped file and where its data section starts.
+/// One weight file: its path (its name, for bytes given) and its bytes.
 struct Mapped {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: Bytes,
 }
 
 /// Where a tensor lives.
@@ -82,6 +86,9 @@ impl Checkpoint {
     /// [`Error::Checkpoint`] naming the file or tensor: a missing or unreadable file, a
     /// config that is not a JSON object, a truncated or corrupt header, a tensor ending
     /// past its file, a tensor in two files.
+    ///
+    /// Not on wasm32 (no file system in a browser): use [`Checkpoint::from_bytes`] there.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref();
         let (dir, names) = if path.is_file() {
@@ -94,16 +101,54 @@ impl Checkpoint {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| checkpoint_error(config_path.display().to_string(), e.to_string()))?;
-        let config: serde_json::Value = serde_json::from_str(&text)
+        let folder = dir.clone();
+        let files = names.into_iter().map(move |name| {
+            let path = folder.join(&name);
+            Ok((map(&path)?, path))
+        });
+        Self::assemble(dir, &text, files)
+    }
+
+    /// A checkpoint from bytes the app holds rather than files: `config_json`, the text of
+    /// its `config.json`, and `safetensors`, the bytes of its one `.safetensors` file (what
+    /// a page fetched: wasm32 has no file system; natively too). The bytes are kept, not
+    /// copied; the tensors are read out of them as [`Checkpoint::open`] reads its maps.
+    /// [`Checkpoint::dir`] is empty.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::open`], the file named `model.safetensors`.
+    pub fn from_bytes(config_json: &str, safetensors: Vec<u8>) -> Result<Self> {
+        Self::from_byte_files(config_json, vec![("model.safetensors".into(), safetensors)])
+    }
+
+    /// [`Checkpoint::from_bytes`] for a checkpoint in several files (those
+    /// `model.safetensors.index.json` lists): each file's name (for messages) and bytes.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::open`].
+    pub fn from_byte_files(config_json: &str, files: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let files = files
+            .into_iter()
+            .map(|(name, bytes)| Ok((Bytes::Held(bytes), PathBuf::from(name))));
+        Self::assemble(PathBuf::new(), config_json, files)
+    }
+
+    /// The checkpoint of config text `text` and weight files `files_in` (each file's bytes
+    /// and path, or the error reading it), from folder `dir`.
+    fn assemble(
+        dir: PathBuf,
+        text: &str,
+        files_in: impl Iterator<Item = Result<(Bytes, PathBuf)>>,
+    ) -> Result<Self> {
+        let config: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| checkpoint_error("config.json", format!("not JSON: {e}")))?;
         if !config.is_object() {
             return Err(checkpoint_error("config.json", "is not a JSON object"));
         }
         let mut files = Vec::new();
         let mut tensors = HashMap::new();
-        for name in names {
-            let path = dir.join(&name);
-            let map = map(&path)?;
+        for file in files_in {
+            let (map, path) = file?;
             let shown = path.display().to_string();
             let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
                 checkpoint_error(
@@ -162,7 +207,7 @@ impl Checkpoint {
         self.tensors.len()
     }
 
-    /// The folder it was opened from.
+    /// The folder it was opened from (empty for one made from bytes).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -178,7 +223,11 @@ impl Checkpoint {
             Some(e) => Ok((e, full)),
             None => Err(checkpoint_error(
                 full,
-                format!("is missing from the checkpoint in {}", self.dir.display()),
+                if self.dir.as_os_str().is_empty() {
+                    "is missing from the checkpoint's bytes".to_string()
+                } else {
+                    format!("is missing from the checkpoint in {}", self.dir.display())
+                },
             )),
         }
     }

@@ -2,8 +2,10 @@
 //! keeps beside its weights, read with Hugging Face's own `tokenizers` crate; the chat
 //! template and special tokens of its `tokenizer_config.json` (rendered with minijinja);
 //! and the end-of-sequence ids of `generation_config.json` (else `config.json`). Or the
-//! tokenizer a GGUF file's metadata describes ([`Tokenizer::from_gguf`]).
+//! tokenizer a GGUF file's metadata describes ([`Tokenizer::from_gguf`]). On wasm32 (no
+//! file system) the same files come as bytes the page fetched ([`Tokenizer::from_bytes`]).
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -25,6 +27,7 @@ pub struct Tokenizer {
 }
 
 /// A JSON file of `dir`, or `None` when it is not there.
+#[cfg(not(target_arch = "wasm32"))]
 fn read_json(dir: &Path, name: &str) -> Result<Option<Json>> {
     let path = dir.join(name);
     if !path.exists() {
@@ -49,10 +52,17 @@ fn token_text(v: &Json) -> Option<String> {
 }
 
 /// The end-of-sequence ids of `dir` (see [`Tokenizer::eos_token_ids`]).
+#[cfg(not(target_arch = "wasm32"))]
 fn eos_token_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
     let dir = dir.as_ref();
+    eos_ids_of(|name| read_json(dir, name))
+}
+
+/// The end-of-sequence ids of the JSON files `read` gives by name: `eos_token_id` of
+/// `generation_config.json`, else of `config.json`.
+fn eos_ids_of(mut read: impl FnMut(&str) -> Result<Option<Json>>) -> Result<Vec<u32>> {
     for name in ["generation_config.json", "config.json"] {
-        let Some(json) = read_json(dir, name)? else {
+        let Some(json) = read(name)? else {
             continue;
         };
         let bad = || checkpoint_error(name, "eos_token_id: not an id or a list of ids");
@@ -86,6 +96,9 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the file when one is there
     /// but unreadable.
+    ///
+    /// Not on wasm32 (no file system in a browser): use [`Tokenizer::from_bytes`] there.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn beside(dir: impl AsRef<Path>) -> Result<Option<Self>> {
         let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");
@@ -95,6 +108,38 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| checkpoint_error(path.display().to_string(), e.to_string()))?;
         let config = read_json(dir, "tokenizer_config.json")?.unwrap_or(Json::Null);
+        Self::with_config(inner, &config, eos_token_ids(dir)?).map(Some)
+    }
+
+    /// The tokenizer of the files a checkpoint keeps beside its weights, given as bytes
+    /// (what a page fetched: wasm32 has no file system; natively too), each by its file
+    /// name: `tokenizer.json` (required), and when the app has them
+    /// `tokenizer_config.json`, `generation_config.json` and `config.json`, read as
+    /// [`Tokenizer::beside`] reads them from a folder.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the file: no
+    /// `tokenizer.json`, or a file that does not parse.
+    pub fn from_bytes(files: &[(&str, &[u8])]) -> Result<Self> {
+        let get = |name: &str| files.iter().find(|(n, _)| *n == name).map(|(_, b)| *b);
+        let json = |name: &str| -> Result<Option<Json>> {
+            get(name)
+                .map(|b| {
+                    serde_json::from_slice(b).map_err(|e| checkpoint_error(name, e.to_string()))
+                })
+                .transpose()
+        };
+        let bytes = get("tokenizer.json")
+            .ok_or_else(|| checkpoint_error("tokenizer.json", "was not given"))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| checkpoint_error("tokenizer.json", e.to_string()))?;
+        let config = json("tokenizer_config.json")?.unwrap_or(Json::Null);
+        Self::with_config(inner, &config, eos_ids_of(json)?)
+    }
+
+    /// `inner` with the chat template and special tokens of `config` (the parsed
+    /// `tokenizer_config.json`, or null) and the end-of-sequence ids `eos_ids`.
+    fn with_config(inner: tokenizers::Tokenizer, config: &Json, eos_ids: Vec<u32>) -> Result<Self> {
         let chat_template = match config.get("chat_template") {
             None | Some(Json::Null) => None,
             Some(Json::String(t)) => Some(t.clone()),
@@ -112,14 +157,14 @@ impl Tokenizer {
                 ))
             }
         };
-        Ok(Some(Tokenizer {
+        Ok(Tokenizer {
             inner,
             chat_template,
             bos_token: config.get("bos_token").and_then(token_text),
             eos_token: config.get("eos_token").and_then(token_text),
-            eos_ids: eos_token_ids(dir)?,
+            eos_ids,
             source: "tokenizer.json",
-        }))
+        })
     }
 
     /// The tokenizer described by a GGUF file's metadata (`tokenizer.ggml.*`, as llama.cpp
@@ -171,6 +216,9 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the file when it is
     /// unreadable or its `eos_token_id` is not an id or a list of ids.
+    ///
+    /// Not on wasm32 (no file system in a browser).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn eos_token_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
         eos_token_ids(dir)
     }

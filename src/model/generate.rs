@@ -65,6 +65,9 @@ impl TokenStream<'_> {
     }
 }
 
+/// Blocking; not on wasm32 (nothing may block a page's thread): use
+/// [`TokenStream::next_token_async`] there.
+#[cfg(not(target_arch = "wasm32"))]
 impl Iterator for TokenStream<'_> {
     type Item = Result<u32>;
 
@@ -133,8 +136,12 @@ impl Transformer {
     /// The tokens of [`Transformer::stream`], collected: up to `max_new`, ending with a
     /// stop id when one came.
     ///
+    /// Blocking; not on wasm32 (nothing may block a page's thread): await
+    /// [`TokenStream::next_token_async`] there.
+    ///
     /// # Errors
     /// As [`Transformer::stream`] and its items.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate_with(
         &self,
         prompt: &[u32],

@@ -135,6 +135,9 @@ impl Transformer {
             blocks.push(Block { steps });
             // Let each device finish the block's uploads and free their staging copies
             // before the next block's: loading holds one block's host copies at a time.
+            // (Not on wasm32, where nothing may block: the browser returns the staging
+            // buffers once the page's event loop runs again.)
+            #[cfg(not(target_arch = "wasm32"))]
             group.wait_idle()?;
         }
         let norm = b.norm(&root.pp(&recipe.final_norm))?;

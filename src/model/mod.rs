@@ -247,8 +247,11 @@ impl Transformer {
 
     /// Blocking [`Transformer::logits_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`Transformer::logits_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn logits(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
         crate::rank::block_on(self.logits_async(ids, cache))
     }
@@ -269,8 +272,11 @@ impl Transformer {
 
     /// Blocking [`Transformer::next_token_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`Transformer::logits_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn next_token(&self, ids: &[u32], cache: &mut Cache) -> Result<u32> {
         crate::rank::block_on(self.next_token_async(ids, cache))
     }
@@ -307,8 +313,11 @@ impl Transformer {
 
     /// Blocking [`Transformer::next_token_with_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`Transformer::next_token_with_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn next_token_with(
         &self,
         ids: &[u32],
@@ -321,9 +330,13 @@ impl Transformer {
     /// Greedy generation: the prompt in one forward (prefill), then one token at a time
     /// from the cache; returns the `max_new` new tokens.
     ///
+    /// Blocking; not on wasm32 (nothing may block a page's thread): await
+    /// [`Transformer::next_token_async`] there.
+    ///
     /// # Errors
     /// As [`Transformer::logits_async`]; [`Error::InvalidArgument`] for an empty prompt or
     /// more positions than the model has.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
         let most = self.config.max_positions;
         // The last new token is returned, never fed back: it takes no position.

@@ -438,8 +438,11 @@ impl ParallelAttention {
 
     /// Blocking [`ParallelAttention::forward_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`ParallelAttention::forward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&self, x: &DistTensor, cache: &mut KvCache) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x, cache))
     }

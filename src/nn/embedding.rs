@@ -129,8 +129,11 @@ impl VocabParallelEmbedding {
 
     /// Blocking [`VocabParallelEmbedding::forward_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`VocabParallelEmbedding::forward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&self, ids: &[u32]) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(ids))
     }

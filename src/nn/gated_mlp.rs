@@ -176,8 +176,11 @@ impl GatedMlp {
 
     /// Blocking [`GatedMlp::forward_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`GatedMlp::forward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x))
     }

@@ -14,7 +14,7 @@ use crate::rank::batched;
 use crate::BoxFuture;
 
 /// A tensor-parallel layer, as its forward and a model's block drive it.
-pub(crate) trait Layer: fmt::Debug + Send + Sync {
+pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     /// The name its forward's errors carry.
     fn op(&self) -> &'static str;
 
@@ -29,11 +29,13 @@ pub(crate) trait Layer: fmt::Debug + Send + Sync {
 
     /// The widest row per token any rank holds in a tensor that a model kernel binds
     /// whole (0 when only the GEMMs, which band their rows, touch its tensors).
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     fn row_width(&self) -> usize {
         0
     }
 
     /// An empty key/value cache for up to `capacity` positions, for a layer that keeps one.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     fn empty_cache(&self, _capacity: usize) -> Result<Option<KvCache>> {
         Ok(None)
     }

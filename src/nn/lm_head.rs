@@ -79,8 +79,11 @@ impl ParallelLmHead {
 
     /// Blocking [`ParallelLmHead::forward_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`ParallelLmHead::forward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(x))
     }
@@ -255,8 +258,11 @@ impl ParallelLmHead {
 
     /// Blocking [`ParallelLmHead::candidates_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`ParallelLmHead::candidates_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn candidates(
         &self,
         x: &DistTensor,

@@ -45,6 +45,7 @@ impl From<Vec<f32>> for HostWeights {
 
 impl HostWeights {
     /// No values yet, of `dtype`, room for `capacity`.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) fn empty(dtype: DType, capacity: usize) -> Self {
         match dtype {
             DType::F32 => HostWeights::F32(Vec::with_capacity(capacity)),

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::PoisonError;
 
 use super::device::describe;
+#[cfg(not(target_arch = "wasm32"))]
 use super::wait::resolve;
 use super::Rank;
 use crate::error::{Error, Result};
@@ -171,7 +172,15 @@ impl Rank {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue().submit(commands);
+        #[cfg(not(target_arch = "wasm32"))]
         let failed = resolve(validation.pop()).or(resolve(oom.pop()));
+        // In a browser the scopes resolve later: their errors come on a later call.
+        #[cfg(target_arch = "wasm32")]
+        let failed = {
+            let sink = &self.inner.dev.uncaptured;
+            let validation = super::resolve_or_defer(validation.pop(), sink);
+            validation.or(super::resolve_or_defer(oom.pop(), sink))
+        };
         if let Some(e) = failed {
             let message = describe(&e);
             self.kept()

@@ -26,21 +26,35 @@ use crate::kernels::settings::{GemmKernel, Numerics};
 use crate::kernels::Kernels;
 use crate::rank::pool::BufferPool;
 use gl::GlGuard;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use wait::block_on;
+#[cfg(not(target_arch = "wasm32"))]
 use wait::resolve;
-pub(crate) use wait::{block_on, signal, Signal};
+#[cfg(target_arch = "wasm32")]
+pub(crate) use wait::resolve_or_defer;
+pub(crate) use wait::{signal, Signal};
 
 /// The threads this machine runs at once (`available_parallelism`, read once: it reads
-/// cgroup files on every call).
+/// cgroup files on every call). 1 on wasm32: a page runs this crate on its one thread,
+/// and the host paths that split work over threads run it on the caller's thread there.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The threads this machine runs at once: 1 on wasm32 (see the native twin).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn cores() -> usize {
+    1
 }
 
 /// One member of a [`Group`](crate::Group): a wgpu `Device` + `Queue` of its own, or a
 /// logical rank sharing one device with the other ranks of its group.
 ///
 /// Cheap to clone (a reference count). `Send + Sync`: a rank may be used from several
-/// threads; wgpu serializes submissions to its queue.
+/// threads; wgpu serializes submissions to its queue (on wasm32 neither, as wgpu's
+/// WebGPU objects are not: see [`MaybeSend`](crate::MaybeSend)).
 #[derive(Clone)]
 pub struct Rank {
     inner: Arc<RankInner>,
@@ -107,7 +121,8 @@ impl Rank {
         &self.inner.dev.limits
     }
 
-    /// How long a wait on this device may take before it is an [`Error::Timeout`].
+    /// How long a wait on this device may take before it is an [`Error::Timeout`] (not
+    /// applied on wasm32, which has no clock to time it by: the browser ends the waits).
     pub fn timeout(&self) -> Duration {
         self.inner.dev.timeout
     }
@@ -217,8 +232,17 @@ impl Rank {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        let validation_err = resolve(validation.pop());
-        let oom_err = resolve(oom.pop());
+        #[cfg(not(target_arch = "wasm32"))]
+        let (validation_err, oom_err) = (resolve(validation.pop()), resolve(oom.pop()));
+        // In a browser the scopes resolve later: their errors come on a later call.
+        #[cfg(target_arch = "wasm32")]
+        let (validation_err, oom_err) = {
+            let sink = &self.inner.dev.uncaptured;
+            (
+                resolve_or_defer(validation.pop(), sink),
+                resolve_or_defer(oom.pop(), sink),
+            )
+        };
         let rank = self.inner.index;
         // A lost device explains any error it raised: report the loss first.
         if validation_err.is_some() || oom_err.is_some() {
@@ -246,6 +270,7 @@ impl Rank {
     /// submitted so far) on this rank's device, running the callbacks it completes;
     /// whatever the wait says, the futures that wait on those callbacks report timeouts
     /// and losses themselves.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn wait_for(
         &self,
         submission: Option<wgpu::SubmissionIndex>,
@@ -281,10 +306,12 @@ impl Rank {
         self.check_health(op)
     }
 
-    /// Blocking [`Rank::wait_idle_async`].
+    /// Blocking [`Rank::wait_idle_async`]. Not on wasm32 (nothing may block a page's
+    /// thread): await [`Rank::wait_idle_async`] there.
     ///
     /// # Errors
     /// As [`Rank::wait_idle_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_idle(&self) -> Result<()> {
         block_on(self.wait_idle_async())
     }
@@ -310,6 +337,7 @@ impl Rank {
 
     /// `error`, unless the device is known lost now (polled without waiting): for an
     /// async path that must not block.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn lost_now_or(&self, op: &'static str, error: Error) -> Error {
         self.poll_now();
         match self.check_health(op) {

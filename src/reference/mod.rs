@@ -149,6 +149,13 @@ pub fn linear(
             .min(tiles)
     };
     let next = AtomicUsize::new(0);
+    // wasm32 has no threads: the caller's thread takes every tile.
+    #[cfg(target_arch = "wasm32")]
+    let done = {
+        let _ = threads;
+        product.tiles(&next)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     let done = std::thread::scope(|s| {
         // Helpers that fail to start leave their tiles to the others.
         let helpers: Vec<_> = (1..threads)

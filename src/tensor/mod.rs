@@ -20,6 +20,7 @@ mod packed;
 mod read;
 pub(crate) mod shard;
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::rank::block_on;
 pub(crate) use read::{map_read, mapped, read_back, MapReceiver};
 
@@ -422,8 +423,11 @@ impl Tensor {
 
     /// Blocking [`Tensor::to_host_async`].
     ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
     /// # Errors
     /// As [`Tensor::to_host_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_host(&self) -> Result<Vec<f32>> {
         block_on(self.to_host_async())
     }
