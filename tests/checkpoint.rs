@@ -590,3 +590,155 @@ fn family_configs_of_transformers_4_and_5_read_alike() {
         "{what}: {message}"
     );
 }
+
+/// The same checkpoint from bytes (what a page fetched: wasm32 has no file system) as
+/// from its folder: the same config, tensors and values; several files by name; the same
+/// errors naming the file.
+#[test]
+fn a_checkpoint_from_bytes_reads_as_the_one_opened_from_its_folder() {
+    let dir = fixture("tiny-llama");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let bytes = Checkpoint::from_bytes(&config, weights.clone()).unwrap();
+    let opened = Checkpoint::open(&dir).unwrap();
+    assert_eq!(bytes.config_json(), opened.config_json());
+    assert_eq!(bytes.tensor_count(), opened.tensor_count());
+    assert_eq!(bytes.file_bytes(), opened.file_bytes());
+    assert_eq!(
+        ModelConfig::read(&bytes).unwrap(),
+        ModelConfig::read(&opened).unwrap()
+    );
+    let all = tensors(&dir.join("model.safetensors"));
+    for name in all.keys() {
+        assert_eq!(
+            bytes.f32(name).unwrap(),
+            opened.f32(name).unwrap(),
+            "{name}"
+        );
+    }
+    // bf16 weights stay at two bytes, as from the file.
+    let half = std::fs::read(dir.join("model.bf16.safetensors")).unwrap();
+    let half = Checkpoint::from_bytes(&config, half).unwrap();
+    let half_opened = Checkpoint::open(dir.join("model.bf16.safetensors")).unwrap();
+    for name in all.keys() {
+        assert_eq!(
+            half.rows(name, 0..1).unwrap(),
+            half_opened.rows(name, 0..1).unwrap(),
+            "{name}"
+        );
+    }
+
+    // Several files, each by its name.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, (name, (d, s, v))) in all.iter().enumerate() {
+        let view = (name.clone(), TensorView::new(*d, s.clone(), v).unwrap());
+        if i % 2 == 0 {
+            a.push(view)
+        } else {
+            b.push(view)
+        }
+    }
+    let a = safetensors::serialize(a, None).unwrap();
+    let b = safetensors::serialize(b, None).unwrap();
+    let files = vec![
+        ("a.safetensors".to_string(), a.clone()),
+        ("b.safetensors".into(), b),
+    ];
+    let sharded = Checkpoint::from_byte_files(&config, files).unwrap();
+    for name in all.keys() {
+        assert_eq!(
+            sharded.f32(name).unwrap(),
+            opened.f32(name).unwrap(),
+            "{name}"
+        );
+    }
+    let twice = vec![
+        ("a.safetensors".to_string(), a.clone()),
+        ("c.safetensors".into(), a),
+    ];
+    match Checkpoint::from_byte_files(&config, twice) {
+        Err(Error::Checkpoint { message, .. }) => assert!(message.contains("two"), "{message}"),
+        other => panic!("a tensor in two files: {other:?}"),
+    }
+
+    // Errors name what is wrong, as from files.
+    match Checkpoint::from_bytes("{not json", weights.clone()) {
+        Err(Error::Checkpoint { what, .. }) => assert_eq!(what, "config.json"),
+        other => panic!("a bad config: {other:?}"),
+    }
+    match Checkpoint::from_bytes(&config, weights[..weights.len() / 2].to_vec()) {
+        Err(Error::Checkpoint { what, message }) => {
+            assert!(message.contains("truncated"), "{what}: {message}")
+        }
+        other => panic!("truncated weights: {other:?}"),
+    }
+    match Checkpoint::from_bytes(&config, vec![1, 2, 3]) {
+        Err(Error::Checkpoint { what, .. }) => assert_eq!(what, "model.safetensors"),
+        other => panic!("not a safetensors file: {other:?}"),
+    }
+}
+
+/// A tokenizer from the bytes of the files beside the weights reads as the one from the
+/// folder; without `tokenizer.json` it is an error naming it.
+#[test]
+fn a_tokenizer_from_bytes_reads_as_the_one_beside_the_weights() {
+    use wgpu_tp::load::Tokenizer;
+    let dir = fixture("tiny-llama");
+    let names = [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "config.json",
+    ];
+    let read: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect();
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .copied()
+        .zip(read.iter().map(Vec::as_slice))
+        .collect();
+    let bytes = Tokenizer::from_bytes(&files).unwrap();
+    let beside = Tokenizer::beside(&dir).unwrap().unwrap();
+    let text = "t1 t17 t42 t99 t3 t64 t5";
+    assert_eq!(bytes.encode(text).unwrap(), beside.encode(text).unwrap());
+    assert_eq!(bytes.decode(&[70, 93, 15]).unwrap(), "t70 t93 t15");
+    assert_eq!(bytes.eos_ids(), beside.eos_ids());
+    assert_eq!(bytes.chat_template(), beside.chat_template());
+    match Tokenizer::from_bytes(&files[1..]) {
+        Err(Error::Checkpoint { what, .. }) => assert_eq!(what, "tokenizer.json"),
+        other => panic!("no tokenizer.json: {other:?}"),
+    }
+    match Tokenizer::from_bytes(&[("tokenizer.json", b"{not json")]) {
+        Err(Error::Checkpoint { what, .. }) => assert_eq!(what, "tokenizer.json"),
+        other => panic!("a broken tokenizer.json: {other:?}"),
+    }
+}
+
+/// A GGUF file from its bytes reads as the one opened from its path; a part of a split
+/// model is refused.
+#[test]
+fn a_gguf_file_from_bytes_reads_as_the_one_opened() {
+    use wgpu_tp::load::Gguf;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/models");
+    let path = models.join("llama-k.gguf");
+    let bytes = Gguf::from_bytes(std::fs::read(&path).unwrap()).unwrap();
+    let opened = Gguf::open(&path).unwrap();
+    assert_eq!(bytes.version(), opened.version());
+    assert_eq!(bytes.metadata(), opened.metadata());
+    assert_eq!(bytes.tensors().len(), opened.tensors().len());
+    for t in opened.tensors() {
+        assert_eq!(
+            bytes.tensor_bytes(&t.name).unwrap(),
+            opened.tensor_bytes(&t.name).unwrap(),
+            "{}",
+            t.name
+        );
+    }
+    let part = std::fs::read(models.join("llama.q8_0-split-00001-of-00003.gguf")).unwrap();
+    match Gguf::from_bytes(part) {
+        Err(Error::Checkpoint { message, .. }) => assert!(message.contains("split"), "{message}"),
+        other => panic!("a split part: {other:?}"),
+    }
+}
