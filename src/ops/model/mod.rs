@@ -151,8 +151,10 @@ pub fn embed(table: &Tensor, first: usize, ids: &Tensor) -> Result<Tensor> {
         ids.shape(),
     )?;
     let tokens = ids.shape()[1];
-    // Token ids are u32: the table's rows must be numbered within them.
-    if first.checked_add(n).is_none_or(|last| last > 1 << 32) {
+    // Token ids are u32: the table's rows must be numbered within them (counted in u64:
+    // 2^32 is past a 32-bit `usize`, as on wasm32).
+    let last = (first as u64).checked_add(n as u64);
+    if last.is_none_or(|last| last > 1 << 32) {
         return Err(Error::invalid(
             op,
             format!("vocabulary rows {first}..{first}+{n} are past the 2^32 token ids"),
