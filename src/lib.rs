@@ -33,6 +33,20 @@
 //!
 //! Shards follow one rule everywhere: the first `n % tp` ranks get one more row or
 //! column ([`split_sizes`], as `torch.tensor_split`).
+//!
+//! ## In a browser (wasm32)
+//!
+//! The crate builds for `wasm32-unknown-unknown` with the `webgpu` feature
+//! (`default-features = false, features = ["webgpu"]`, plus `safetensors`, `tokenizer`,
+//! `reference` as needed). There only the async API is there: every blocking call
+//! (`to_host`, `forward`, `GroupBuilder::build`, ...) is compiled out, as are threads
+//! (the host paths that split work over threads run on the page's one thread), MPI
+//! (feature `mpi` is refused) and memory-mapped files: checkpoints come from the bytes
+//! the page fetched (`load::Checkpoint::from_bytes`, `load::Gguf::from_bytes`,
+//! `load::Tokenizer::from_bytes`). wgpu's WebGPU objects are not `Send` there, so
+//! neither are the crate's groups, ranks and futures ([`MaybeSend`], [`BoxFuture`]).
+//! Waits end when the browser runs wgpu's callbacks (the rank timeout is not applied),
+//! and a call's wgpu errors are reported by a later call of its rank.
 
 #![warn(missing_docs)]
 // On wasm32 wgpu's objects are neither `Send` nor `Sync` (see `MaybeSend`): the ranks and

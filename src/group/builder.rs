@@ -30,7 +30,9 @@ pub(super) enum Source {
 ///
 /// Adapters are chosen from `backends` (else `WGPU_BACKEND`, else all) whose name contains
 /// `adapter_name` (else `WGPU_ADAPTER_NAME`, case-insensitive), real GPUs before software
-/// ones, Vulkan/Metal/DX12 before GL.
+/// ones, Vulkan/Metal/DX12 before GL. On wasm32 (WebGPU in a browser, which lists no
+/// adapters) the page's adapter is requested, high performance asked, a fresh one per
+/// device; `build` blocks and is not there: await [`GroupBuilder::build_async`].
 ///
 /// ```no_run
 /// # fn main() -> wgpu_tp::Result<()> {
@@ -183,7 +185,8 @@ impl GroupBuilder {
         self
     }
 
-    /// How long any wait on a device may take (default [`DEFAULT_TIMEOUT`]).
+    /// How long any wait on a device may take (default [`DEFAULT_TIMEOUT`]). Not applied
+    /// on wasm32, which has no clock to time waits by: the browser ends them.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

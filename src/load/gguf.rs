@@ -432,7 +432,7 @@ impl Gguf {
     /// fetched: wasm32 has no file system; natively too).
     ///
     /// # Errors
-    /// As [`Gguf::open`]; a part of a split model is refused (open it from its files).
+    /// As `Gguf::open` (not on wasm32); a part of a split model is refused (open it from its files).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
         let shown = "the GGUF bytes";
         let (version, metadata, tensors) = Self::parse(&bytes, shown)?;

@@ -112,11 +112,11 @@ impl Checkpoint {
     /// A checkpoint from bytes the app holds rather than files: `config_json`, the text of
     /// its `config.json`, and `safetensors`, the bytes of its one `.safetensors` file (what
     /// a page fetched: wasm32 has no file system; natively too). The bytes are kept, not
-    /// copied; the tensors are read out of them as [`Checkpoint::open`] reads its maps.
+    /// copied; the tensors are read out of them as `Checkpoint::open` reads its maps.
     /// [`Checkpoint::dir`] is empty.
     ///
     /// # Errors
-    /// As [`Checkpoint::open`], the file named `model.safetensors`.
+    /// As `Checkpoint::open` (not on wasm32), the file named `model.safetensors`.
     pub fn from_bytes(config_json: &str, safetensors: Vec<u8>) -> Result<Self> {
         Self::from_byte_files(config_json, vec![("model.safetensors".into(), safetensors)])
     }
@@ -125,7 +125,7 @@ impl Checkpoint {
     /// `model.safetensors.index.json` lists): each file's name (for messages) and bytes.
     ///
     /// # Errors
-    /// As [`Checkpoint::open`].
+    /// As `Checkpoint::open`.
     pub fn from_byte_files(config_json: &str, files: Vec<(String, Vec<u8>)>) -> Result<Self> {
         let files = files
             .into_iter()

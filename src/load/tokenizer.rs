@@ -115,7 +115,7 @@ impl Tokenizer {
     /// (what a page fetched: wasm32 has no file system; natively too), each by its file
     /// name: `tokenizer.json` (required), and when the app has them
     /// `tokenizer_config.json`, `generation_config.json` and `config.json`, read as
-    /// [`Tokenizer::beside`] reads them from a folder.
+    /// `Tokenizer::beside` (not on wasm32) reads them from a folder.
     ///
     /// # Errors
     /// [`Error::Checkpoint`](crate::Error::Checkpoint) naming the file: no
