@@ -42,6 +42,15 @@ impl Rank {
         if bytes == 0 {
             return Ok(());
         }
+        if cfg!(target_arch = "wasm32") {
+            // In a browser a mapped upload buffer only comes back once the page's event
+            // loop runs (polling does nothing there): each upload would make a fresh one,
+            // a model's weights all at once. `writeBuffer` hands the bytes to the browser
+            // at once instead, after the kept work (submitted first, in order).
+            self.submit([]);
+            self.queue().write_buffer(target, offset, data);
+            return Ok(());
+        }
         let dev = &self.inner.dev;
         let reused = dev.uploads.lock().ok().and_then(|mut free| {
             let i = free
