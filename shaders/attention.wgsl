@@ -141,7 +141,9 @@ fn attend(gid: vec3<u32>, capped: bool) {
             qt[j + half] = turned.y;
         }
     }
-    var m = -3.4028235e38;
+    // -f32::MAX, spelled as its bits: the shortest decimal that rounds to it,
+    // 3.4028235e38, is above it, which Tint (Chrome's WGSL compiler) refuses.
+    var m = bitcast<f32>(0xff7fffffu);
     for (var j = first; j <= last; j++) {
         let k = slot(j, p.ring) * stride + kvh * p.head_dim;
         var s = 0.0;

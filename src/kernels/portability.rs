@@ -36,6 +36,54 @@ fn assignments(names: &[String]) -> Vec<PipelineConstants> {
     all
 }
 
+/// The float literals of `source` whose magnitude is above f32's largest: naga rounds
+/// them to it, Tint (Chrome's WebGPU) refuses the shader.
+fn literals_past_f32(source: &str) -> Vec<String> {
+    let code: String = source
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let source = code.as_str();
+    let bytes = source.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts = bytes[i].is_ascii_digit()
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < bytes.len() {
+            let c = bytes[j];
+            let sign = (c == b'-' || c == b'+') && matches!(bytes[j - 1], b'e' | b'E');
+            if c.is_ascii_digit() || c == b'.' || c == b'e' || c == b'E' || sign {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let token = &source[i..j];
+        if token.contains(['.', 'e', 'E']) {
+            if let Ok(v) = token.parse::<f64>() {
+                if v.abs() > f64::from(f32::MAX) {
+                    out.push(token.to_string());
+                }
+            }
+        }
+        i = j;
+    }
+    out
+}
+
+#[test]
+fn the_literal_scan_finds_values_past_f32s_range() {
+    let found = literals_past_f32("x = -3.4028235e38; y = 3.4028234e38; z = 1e-5; // 4e38");
+    assert_eq!(found, ["3.4028235e38"]);
+}
+
 #[test]
 fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     let shaders = [
@@ -84,6 +132,11 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
                 .source(weights)
                 .unwrap_or_else(|e| panic!("{shader:?} ({weights} weights): {e}"));
             let shader = format!("{shader:?} ({weights} weights)");
+            let past = literals_past_f32(&source);
+            assert!(
+                past.is_empty(),
+                "{shader}: literals past f32's range {past:?}"
+            );
             let module =
                 naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{shader}: {e}"));
             let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
