@@ -4,6 +4,8 @@ check what it shows. Standard library only: the page is served over http on 127.
 and driven through chromedriver's WebDriver protocol.
 
     python3 scripts/web-test.py DIR [--screenshot PNG] [--timeout SECONDS]
+    python3 scripts/web-test.py DIR --fault KIND --expect TEXT
+    python3 scripts/web-test.py DIR --checks-only
 
 DIR is the folder `scripts/web-build.sh` wrote (index.html, the wasm and its glue, the
 fixture files the page fetches). The page writes its lines into #log and, when it has
@@ -11,6 +13,14 @@ run everything, "DONE" into #status (or "ERROR: ..." when something failed to ru
 Exits 0 when the page says DONE, shows no FAIL and no panic, and every result the page
 promises (each check at tp 1, 2 and 4, the generation) is there; 1 otherwise, printing
 the page's log either way.
+
+With --checks-only (a page built by `web-build.sh --checks-only`) the generation is not
+expected; the page must say it is not in the build.
+
+With --fault KIND the page runs one failure instead (index.html?fault=KIND: lost,
+refused, too-large) and must end in the library's `Error`: the status says "ERROR: ...",
+the log holds TEXT (the `Error` value the page logs, e.g. "DeviceLost { rank: 1"), and
+nothing panics.
 """
 
 import argparse
@@ -68,6 +78,9 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--screenshot")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--fault")
+    ap.add_argument("--checks-only", action="store_true")
+    ap.add_argument("--expect")
     args = ap.parse_args()
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -81,6 +94,8 @@ def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     page = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    if args.fault:
+        page += f"?fault={args.fault}"
 
     port = free_port()
     driver = subprocess.Popen(["chromedriver", f"--port={port}"], stdout=subprocess.DEVNULL,
@@ -122,13 +137,25 @@ def main():
     print(log)
     print(f"status: {status or '(none)'}")
     problems = []
+    if "panicked" in log:
+        problems.append("a panic")
+    if args.fault:
+        if not status.startswith("ERROR: "):
+            problems.append(f"fault {args.fault}: no error shown (status {status!r})")
+        if args.expect and args.expect not in log:
+            problems.append(f"fault {args.fault}: the log lacks {args.expect!r}")
+        for p in problems:
+            print(f"web-test: {p}", file=sys.stderr)
+        return 1 if problems else 0
     if status != "DONE":
         problems.append(f"the page did not finish (status {status!r})")
     if "FAIL" in log:
         problems.append("a check failed")
-    if "panicked" in log:
-        problems.append("a panic")
-    problems += [f"missing: {line}" for line in EXPECTED if line not in log]
+    expected = EXPECTED
+    if args.checks_only:
+        expected = [e for e in EXPECTED if not e.startswith("generation")]
+        expected.append("generation: not in this build")
+    problems += [f"missing: {line}" for line in expected if line not in log]
     for p in problems:
         print(f"web-test: {p}", file=sys.stderr)
     return 1 if problems else 0

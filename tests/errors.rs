@@ -217,6 +217,29 @@ fn no_adapter_and_no_ranks() {
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
 }
 
+/// A device whose limits pass the adapter's is refused by the adapter: `RequestDevice`,
+/// naming the adapter (as in a page: tests/web.rs).
+#[test]
+fn a_refused_request_device_is_request_device() {
+    // Skip locally where there is no adapter at all.
+    let Some(_) = build(Group::builder().ranks_on_one_adapter(1), "an adapter") else {
+        return;
+    };
+    let limits = wgpu::Limits {
+        max_buffer_size: 1 << 52,
+        ..Default::default()
+    };
+    let e = Group::builder()
+        .ranks_on_one_adapter(1)
+        .required_limits(limits)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::RequestDevice { adapter, .. } if !adapter.is_empty()),
+        "{e:?}"
+    );
+}
+
 /// A group whose devices were requested with `limits` (the adapter's, lowered by `f`).
 fn lowered(f: impl Fn(&mut wgpu::Limits)) -> Option<Group> {
     let mut limits = wgpu::Limits::downlevel_defaults();

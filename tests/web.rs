@@ -173,3 +173,91 @@ async fn bad_input_gives_the_native_errors() {
         .await;
     assert!(none.is_err());
 }
+
+/// Ranks on devices of their own, one per adapter the page requests (a browser gives one
+/// device per adapter object), so that one can be lost alone.
+async fn devices(tp: usize) -> Group {
+    Group::builder()
+        .ranks_on_one_adapter(tp)
+        .build_async()
+        .await
+        .expect("a group of devices from the browser's adapter")
+}
+
+/// A device lost in the page (`destroy()`, as when the tab's GPU process restarts) gives
+/// `Error::DeviceLost` for that rank on the call in flight and every later one, as natively
+/// (tests/faults.rs); the other rank is unaffected, and a new group works.
+#[wasm_bindgen_test]
+async fn a_lost_device_gives_device_lost_for_that_rank() {
+    let g = devices(2).await;
+    let x = DistTensor::replicate(&g, &[1.0; 4], [2, 2]).unwrap();
+    g.ranks()[1].device().destroy();
+    let lost = |e: &Error| matches!(e, Error::DeviceLost { rank: 1, .. });
+    let reduced = match x.redistribute_async(Placement::Partial).await {
+        Ok(p) => p.all_reduce_async().await.map(drop),
+        Err(e) => Err(e),
+    };
+    let e = reduced.unwrap_err();
+    assert!(lost(&e), "first call after destroy: {e:?}");
+    let e = Tensor::from_host(&g.ranks()[1], &[1.0; 4], [2, 2]).err();
+    assert!(e.as_ref().is_some_and(lost), "upload: {e:?}");
+    let e = x.to_host_per_rank_async().await.err();
+    assert!(e.as_ref().is_some_and(lost), "read-back: {e:?}");
+    assert_eq!(x.locals()[0].to_host_async().await.unwrap(), vec![1.0; 4]);
+    let again = devices(2).await;
+    let y = DistTensor::replicate(&again, &[2.0; 4], [2, 2]).unwrap();
+    assert_eq!(
+        y.to_host_per_rank_async().await.unwrap(),
+        vec![vec![2.0; 4]; 2]
+    );
+}
+
+/// A `requestDevice` the browser refuses (limits past the adapter's) is
+/// `Error::RequestDevice`, as natively.
+#[wasm_bindgen_test]
+async fn a_refused_request_device_is_request_device() {
+    let limits = wgpu_tp::wgpu::Limits {
+        // 4 PiB: past any adapter, and a number JS holds (u64::MAX fails as a TypeError
+        // before the browser looks at the adapter).
+        max_buffer_size: 1 << 52,
+        ..Default::default()
+    };
+    let e = Group::builder()
+        .ranks_sharing_one_device(2)
+        .required_limits(limits)
+        .build_async()
+        .await
+        .err();
+    assert!(matches!(e, Some(Error::RequestDevice { .. })), "{e:?}");
+}
+
+/// WebGPU's default limits, which any page gets on any GPU (a browser never gives less,
+/// even when asked), are lower than a desktop's: a tensor over the binding limit goes in
+/// bands of rows, and a row over it is `Error::BufferTooLarge`, as natively
+/// (tests/errors.rs, tests/chunking.rs).
+#[wasm_bindgen_test]
+async fn webgpu_default_limits_band_what_fits_and_refuse_a_row_over_them() {
+    let g = Group::builder()
+        .ranks_sharing_one_device(1)
+        .required_limits(wgpu_tp::wgpu::Limits::default())
+        .build_async()
+        .await
+        .unwrap();
+    let r = &g.ranks()[0];
+    let l = r.limits();
+    let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+    assert_eq!(limit, 128 << 20, "WebGPU's default binding limit");
+    // Three rows of 48 MiB: two bands (96 MiB and 48 MiB), the values read back whole.
+    let cols = 12 << 20;
+    let t = Tensor::zeros(r, [3, cols]).unwrap();
+    let bands: Vec<usize> = t.buffers().iter().map(|(_, rows)| rows.len()).collect();
+    assert_eq!(bands, vec![2, 1]);
+    let v = t.to_host_async().await.unwrap();
+    assert!(v.len() == 3 * cols && v.iter().all(|&x| x == 0.0));
+    let row = limit as usize / 4 + 1;
+    let e = Tensor::zeros(r, [1, row]).unwrap_err();
+    assert!(
+        matches!(e, Error::BufferTooLarge { bytes, limit: l, .. } if bytes == 4 * row as u64 && l == limit),
+        "{e:?}"
+    );
+}

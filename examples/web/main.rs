@@ -8,23 +8,32 @@
 //! `wasm-bindgen --target web`) into a folder any static file server can serve; run in
 //! headless Chromium by `scripts/web-test.py`. The page shows one line per result in
 //! `#log` and `DONE` (or `ERROR: ...`) in `#status`. A panic, if any, reaches the
-//! console readable (`console_error_panic_hook`), and an error is shown on the page as
-//! the library's `Error` says it.
+//! console readable (`console_error_panic_hook`) and the page (`panicked: ...`), and an
+//! error is shown on the page as the library's `Error` says it.
+//!
+//! `index.html?fault=lost|refused|too-large` runs one failure instead, to show it ends in
+//! the library's `Error` on the page (`ERROR: ...` in `#status`, the `Error` value in
+//! `#log`), as natively: a device lost (`destroy()`, as when the tab's GPU process
+//! restarts), a `requestDevice` the browser refuses (limits past the adapter's), a row
+//! past WebGPU's default binding limit (lower than a desktop's).
 #![cfg(target_arch = "wasm32")]
 
 use wasm_bindgen::prelude::*;
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 use wgpu_tp::model::Transformer;
 use wgpu_tp::reference::{self, Approx, Rng};
 use wgpu_tp::{
-    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Group, HostLinear,
-    ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
+    Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group, HostLinear,
+    ParallelMlp, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
 };
 
 type Res<T> = Result<T, String>;
 
 /// The tiny Llama fixture's prompt and transformers' 16 greedy tokens for it
 /// (tests/fixtures/models/tiny-llama/reference.json, as .ci/run checks natively).
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 const PROMPT: &str = "t1 t17 t42 t99 t3 t64 t5";
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 const GREEDY: [u32; 16] = [
     70, 93, 15, 76, 70, 8, 103, 83, 69, 29, 83, 62, 59, 8, 88, 126,
 ];
@@ -48,6 +57,7 @@ fn set_status(s: &str) {
     }
 }
 
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 fn now_ms() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())
@@ -56,9 +66,21 @@ fn now_ms() -> f64 {
 
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    // A panic, if any: readable in the console, and on the page for the test to see.
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        log(&format!("panicked: {info}"));
+        set_status(&format!("ERROR: panicked: {info}"));
+    }));
+    let fault_kind = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| q.strip_prefix("?fault=").map(String::from));
     wasm_bindgen_futures::spawn_local(async {
-        match run().await {
+        let outcome = match fault_kind {
+            Some(kind) => fault(&kind).await,
+            None => run().await,
+        };
+        match outcome {
             Ok(()) => set_status("DONE"),
             Err(e) => {
                 log(&format!("error: {e}"));
@@ -70,6 +92,64 @@ pub fn start() {
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// One failure (see the module docs): the library's `Error`, its value logged.
+async fn fault(kind: &str) -> Res<()> {
+    let e = match fault_error(kind).await {
+        Ok(()) => return Err(format!("fault {kind:?} gave no error")),
+        Err(e) => e,
+    };
+    log(&format!("fault {kind}: {e:?}"));
+    Err(e.to_string())
+}
+
+async fn fault_error(kind: &str) -> Result<(), Error> {
+    match kind {
+        // Two devices from the page's adapter; the second destroyed under an all-reduce.
+        "lost" => {
+            let group = Group::builder()
+                .ranks_on_one_adapter(2)
+                .build_async()
+                .await?;
+            let x = DistTensor::replicate(&group, &[1.0; 8], [2, 4])?;
+            group.ranks()[1].device().destroy();
+            x.redistribute_async(Placement::Partial)
+                .await?
+                .all_reduce_async()
+                .await
+                .map(drop)
+        }
+        "refused" => {
+            let limits = wgpu_tp::wgpu::Limits {
+                // 4 PiB: past any adapter, and a number JS holds (u64::MAX fails as a TypeError
+                // before the browser looks at the adapter).
+                max_buffer_size: 1 << 52,
+                ..Default::default()
+            };
+            Group::builder()
+                .ranks_sharing_one_device(2)
+                .required_limits(limits)
+                .build_async()
+                .await
+                .map(drop)
+        }
+        // One row of more than the 128 MiB WebGPU binds by default.
+        "too-large" => {
+            let group = Group::builder()
+                .ranks_sharing_one_device(1)
+                .required_limits(wgpu_tp::wgpu::Limits::default())
+                .build_async()
+                .await?;
+            let r = &group.ranks()[0];
+            let limit = r.limits().max_storage_buffer_binding_size as usize;
+            Tensor::zeros(r, [1, limit / 4 + 1]).map(drop)
+        }
+        _ => Err(Error::InvalidArgument {
+            op: "web page",
+            message: format!("unknown fault {kind:?} (lost, refused, too-large)"),
+        }),
+    }
 }
 
 async fn run() -> Res<()> {
@@ -169,7 +249,13 @@ async fn run() -> Res<()> {
             reduces == 1 && same,
         );
     }
-    generate().await
+    #[cfg(all(feature = "safetensors", feature = "tokenizer"))]
+    return generate().await;
+    #[cfg(not(all(feature = "safetensors", feature = "tokenizer")))]
+    {
+        log("generation: not in this build (features safetensors and tokenizer)");
+        Ok(())
+    }
 }
 
 /// One check's line: the largest difference over the ranks, the largest bound, and
@@ -188,6 +274,7 @@ fn report(name: &str, tp: usize, checks: impl Iterator<Item = reference::Check>,
 }
 
 /// The bytes of `url`, fetched.
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 async fn fetch(url: &str) -> Res<Vec<u8>> {
     let window = web_sys::window().ok_or("no window")?;
     let resp = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(url))
@@ -205,6 +292,7 @@ async fn fetch(url: &str) -> Res<Vec<u8>> {
 }
 
 /// The tiny Llama at tp 2: text in, text out, tokens checked, decode rate shown.
+#[cfg(all(feature = "safetensors", feature = "tokenizer"))]
 async fn generate() -> Res<()> {
     let dir = "tiny-llama";
     let config = fetch(&format!("{dir}/config.json")).await?;

@@ -69,6 +69,19 @@ impl Finder {
     }
 }
 
+/// An adapter for an error message: its name and backend (a browser names none).
+fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    match info.name.as_str() {
+        "" => format!("the adapter ({:?})", info.backend),
+        name => format!("{name} ({:?})", info.backend),
+    }
+}
+
+/// A browser's refusal comes with the JS stack after its first line: keep the reason.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_string()
+}
+
 /// The adapters of `instance` on `backends`.
 #[cfg(not(target_arch = "wasm32"))]
 async fn every(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
@@ -147,8 +160,8 @@ pub(crate) async fn request_all(
             .request_device(&desc)
             .await
             .map_err(|e| Error::RequestDevice {
-                adapter: format!("{} ({:?})", info.name, info.backend),
-                message: e.to_string(),
+                adapter: describe_adapter(&info),
+                message: first_line(&e.to_string()),
             })?;
         out.push(pair);
     }

@@ -93,7 +93,7 @@ impl Transformer {
     /// # Errors
     /// As [`Sampling::validate`]; [`Error::InvalidArgument`] for an empty prompt or more
     /// positions than the model has; the cache's allocation errors. Each item carries the
-    /// errors of [`Transformer::next_token_with`].
+    /// errors of [`Transformer::next_token_with_async`].
     pub fn stream(
         &self,
         prompt: &[u32],

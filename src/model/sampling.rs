@@ -243,7 +243,7 @@ impl Sampler {
     }
 
     /// Adds ids to the sequence the repetition penalty looks at.
-    /// [`Transformer::next_token_with`](super::Transformer::next_token_with) adds the ids
+    /// [`Transformer::next_token_with_async`](super::Transformer::next_token_with_async) adds the ids
     /// it is fed; call this for ids fed another way.
     pub fn observe(&mut self, ids: &[u32]) {
         self.seen.extend(ids.iter().copied());

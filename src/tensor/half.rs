@@ -13,7 +13,7 @@ impl Tensor {
     /// (bf16 or f16), to `rank` as they are: two values to a 32-bit word, half the bytes
     /// of f32 (each band's last word padded when it holds an odd count). A GEMM reads it
     /// as weights and the embedding lookup as its table, widening each value exactly to
-    /// f32 (`ops::matmul`, the layers' `from_shards`, `ops::embed`); [`Tensor::to_host`]
+    /// f32 (`ops::matmul`, the layers' `from_shards`, `ops::embed`); [`Tensor::to_host_async`]
     /// widens it the same way. Everything else refuses it.
     ///
     /// # Errors

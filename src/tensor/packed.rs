@@ -35,7 +35,7 @@ impl Tensor {
     /// row's values, a multiple of the type's block), to `rank` as they are. A GEMM reads it
     /// as `[out, in]` weights ([`WeightLayout::OutIn`](crate::WeightLayout)) and the
     /// embedding lookup as its table, decoding each value to the f32 that
-    /// [`DType::dequantize`] gives; [`Tensor::to_host`] decodes it the same way. Everything
+    /// [`DType::dequantize`] gives; [`Tensor::to_host_async`] decodes it the same way. Everything
     /// else refuses it.
     ///
     /// # Errors
