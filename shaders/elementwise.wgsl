@@ -3,7 +3,8 @@
 //
 // Every binding is one band of rows of a tensor (src/tensor.rs), row-major f32:
 //   0: a    storage, read       input; [rows, cols] (slice: [*, p.a_cols])
-//   1: b    storage, read       add: same shape as out; add_row: [cols]; otherwise unused
+//   1: b    storage, read       add, activation_grad: same shape as out; add_row: [cols];
+//                               otherwise unused
 //   2: out  storage, read_write [rows, cols] (place: [*, p.a_cols])
 //   3: params uniform array<Params, 2>, two equal copies
 //
@@ -47,6 +48,18 @@ fn activation(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i < p.count) {
         let g = p.base + i;
         out[g] = activate(a[g]);
+    }
+}
+
+// out = b * act'(a): the activation's backward (a its input, b its output's gradient,
+// same shape)
+@compute @workgroup_size(256, 1, 1)
+fn activation_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = index(p, gid);
+    if (i < p.count) {
+        let g = p.base + i;
+        out[g] = activate_grad(a[g], b[g]);
     }
 }
 

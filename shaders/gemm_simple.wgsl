@@ -1,5 +1,6 @@
 // GEMM, one output element per invocation, with a fused epilogue: Y = act(X . W + bias).
-// The path for small or odd shapes (any M, N, K, either layout; no alignment needed).
+// The path for small or odd shapes (any M, N, K, either layout; no alignment needed), and
+// for products with X read transposed (X_T below).
 // Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
 // scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
@@ -12,6 +13,11 @@
 // gemm_cpu.wgsl's main_in_out and gemm_tiled*.wgsl do: for a given element all three give
 // the same bits (the tp-invariant mode relies on it).
 
+// X_T: the x binding holds X transposed, [k, m] row-major (the gradients X^T . dY and
+// dY^T . X of a linear layer, read in place, never transposed in memory): X[row, k] at
+// x_offset + k * ldx + row. Only with W in [in, out] (W_OUT_IN false).
+override X_T: bool = false;
+
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let p = load_params();
@@ -23,7 +29,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let xs = p.x_offset + row * p.ldx;
     let at = p.y_offset + row * p.ldy + col;
     var acc = select(0.0, y[at], p.accumulate != 0u);
-    if (W_OUT_IN) {
+    if (X_T) {
+        for (var k = 0u; k < p.k; k++) {
+            acc = fma(x[p.x_offset + k * p.ldx + row], load_w(p.w_offset + k * p.ldw + col), acc);
+        }
+    } else if (W_OUT_IN) {
         let ws = p.w_offset + col * p.ldw;
         for (var k = 0u; k < p.k; k++) {
             acc = fma(x[xs + k], load_w(ws + k), acc);

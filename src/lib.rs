@@ -90,8 +90,8 @@ pub use kernels::settings::{Activation, GemmKernel, Numerics, WeightLayout};
 #[cfg(feature = "mpi")]
 pub use mpi;
 pub use nn::{
-    ColumnParallelConfig, ColumnParallelLinear, HostLinear, ParallelMlp, RowParallelConfig,
-    RowParallelLinear,
+    ColumnParallelConfig, ColumnParallelLinear, HostLinear, LinearGrads, MlpGrads, ParallelMlp,
+    RowParallelConfig, RowParallelLinear,
 };
 pub use rank::pool::DEFAULT_BUFFER_CACHE_BYTES;
 pub use rank::{Rank, RankStats};

@@ -83,6 +83,15 @@ impl WeightLayout {
             WeightLayout::OutIn => 0,
         }
     }
+
+    /// The other layout: a weight stored `[in, out]` read as `[out, in]` is its transpose,
+    /// which is how a backward pass multiplies by `W^T` without moving it.
+    pub fn transposed(self) -> Self {
+        match self {
+            WeightLayout::InOut => WeightLayout::OutIn,
+            WeightLayout::OutIn => WeightLayout::InOut,
+        }
+    }
 }
 
 /// An elementwise activation.

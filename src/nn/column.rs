@@ -1,7 +1,7 @@
 //! `ColumnParallelLinear`: `W = [W0 | W1 | ...]`, rank r computes `X · Wr`.
 
 use super::layer::{self, Layer};
-use super::linear::{ShardedLinear, Split};
+use super::linear::{LinearGrads, ShardedLinear, Split};
 use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
@@ -210,6 +210,164 @@ impl ColumnParallelLinear {
         layer::forward_async(self, x, None).await
     }
 
+    /// The gradients of the forward `Y = X · W + b` at input `x` given `dy`, dL/dY
+    /// (placed as the forward's output: `Replicate` with `gather_output`, else
+    /// `Shard(1)` split as the outputs). Megatron's `f` before the layer is the identity
+    /// forward and an all-reduce backward: each rank's `dy_r · W_r^T` is a `Partial` of
+    /// dL/dX, joined by one all-reduce into `Replicate`. With `gather_output` each rank
+    /// reads its columns of `dy` in place (the all-gather's backward is that slice, no
+    /// communication). dL/dW (`x^T · dy_r`, or `dy_r^T · x` for `[out, in]` weights) and
+    /// dL/db (the column sums of `dy_r`) stay on their rank, sharded as the weight and
+    /// bias, summed over the tokens in order.
+    ///
+    /// Under [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) dL/dX is summed as
+    /// the row-parallel forward sums (each rank `8 / tp` K blocks, joined along the fixed
+    /// tree): with equal output shards, the same bits at every tp; the weight and bias
+    /// gradients are the same bits at every tp in either mode.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] when `x` is not `Replicate` or `dy` not placed as the output;
+    /// [`Error::Shape`] when their shapes disagree with the layer or each other;
+    /// [`Error::InvalidArgument`] for a layer with a fused activation (its backward needs
+    /// the values before it: run the activation as its own op), and under tp-invariant
+    /// numerics for unequal output shards or ones not a multiple of `8 / tp`;
+    /// [`Error::GroupMismatch`]; GPU and collective errors.
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
+        let op = "column_parallel.backward";
+        let lin = &self.lin;
+        check_input(op, &lin.group, x, lin.in_features)?;
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        lin.check_output_grad(op, dy, x.shape()[0])?;
+        if self.config.activation != Activation::Identity {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the backward of a layer with a fused activation ({:?}) needs the values \
+                     before it: make the layer with Activation::Identity and run the \
+                     activation as its own op (ParallelMlp's backward does)",
+                    self.config.activation
+                ),
+            ));
+        }
+        self.grads_before_activation(op, x, dy).await
+    }
+
+    /// The gradients given `dy`, dL/d(X · W + b) placed as the output: the backward
+    /// without the activation (`x` and `dy`'s shape checked by the caller).
+    pub(super) async fn grads_before_activation(
+        &self,
+        op: &'static str,
+        x: &DistTensor,
+        dy: &DistTensor,
+    ) -> Result<LinearGrads> {
+        let lin = &self.lin;
+        let outs = self.out_features_per_rank();
+        let world = outs.len();
+        let blocks = INVARIANT_BLOCKS / world;
+        check_forward_fits(op, &lin.group, &outs, blocks.max(1), lin.in_features)?;
+        let starts = crate::tensor::shard::offsets(&outs);
+        let local = lin.group.local_range();
+        if self.config.gather_output {
+            dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        } else {
+            dy.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
+            if dy.shard_sizes() != outs {
+                return Err(Error::shape(
+                    op,
+                    format!("output gradient shards of {outs:?} columns"),
+                    format!("{:?}", dy.shard_sizes()),
+                ));
+            }
+        }
+        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add;
+        let (partials, weights, biases) = crate::rank::batched(op, || {
+            let (mut partials, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, r) in local.clone().enumerate() {
+                let dy = &dy.locals()[i];
+                let cols = if self.config.gather_output {
+                    starts[r]..starts[r] + outs[r]
+                } else {
+                    0..outs[r]
+                };
+                partials.push(lin.input_grad(op, i, dy, cols.clone(), blocks).run()?);
+                let x = &x.locals()[i];
+                let inputs = 0..lin.in_features;
+                weights.push(ShardedLinear::weight_grad(
+                    op,
+                    lin.layout,
+                    (x, inputs),
+                    (dy, cols.clone()),
+                )?);
+                if with_bias {
+                    biases.push(ShardedLinear::bias_grad(op, dy, cols)?);
+                }
+            }
+            Ok((partials, weights, biases))
+        })?;
+        let shape = [x.shape()[0], lin.in_features];
+        let partial =
+            DistTensor::from_parts(&lin.group, partials, Placement::Partial, shape, Vec::new());
+        let input = partial.redistribute_async(Placement::Replicate).await?;
+        let bias = with_bias.then(|| {
+            DistTensor::from_parts(
+                &lin.group,
+                biases,
+                Placement::Shard(1),
+                [1, lin.out_features],
+                outs,
+            )
+        });
+        Ok(LinearGrads {
+            input,
+            weight: lin.weight_grads(weights),
+            bias,
+        })
+    }
+
+    /// Every rank's `X · W_r + b_r` before the activation (`Shard(1)`): what a backward
+    /// recomputes rather than keep it from the forward.
+    pub(super) fn pre_activation(&self, op: &'static str, x: &DistTensor) -> Result<DistTensor> {
+        self.products(op, x, Activation::Identity)
+    }
+
+    /// Every rank's `act(X · W_r + b_r)` (`Shard(1)`), `x` checked.
+    fn products(&self, op: &'static str, x: &DistTensor, act: Activation) -> Result<DistTensor> {
+        let lin = &self.lin;
+        check_input(op, &lin.group, x, lin.in_features)?;
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        let bias = lin.bias.as_ref().filter(|_| !self.config.skip_bias_add);
+        let locals = x
+            .locals()
+            .iter()
+            .enumerate()
+            .map(|(r, x)| {
+                crate::ops::Product {
+                    bias: bias.map(|b| &b.locals()[r]),
+                    act,
+                    ..lin.product(op, r, x, 0..lin.in_features)
+                }
+                .run()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shape = [x.shape()[0], lin.out_features];
+        let outs = self.out_features_per_rank();
+        let placement = Placement::Shard(1);
+        Ok(DistTensor::from_parts(
+            &lin.group, locals, placement, shape, outs,
+        ))
+    }
+
+    /// Blocking [`ColumnParallelLinear::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ColumnParallelLinear::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
+    }
+
     /// Blocking [`ColumnParallelLinear::forward_async`].
     ///
     /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
@@ -230,29 +388,7 @@ impl Layer for ColumnParallelLinear {
     }
 
     fn local_forward(&self, x: &DistTensor, _: Option<&mut KvCache>) -> Result<DistTensor> {
-        let (op, lin) = (self.op(), &self.lin);
-        check_input(op, &lin.group, x, lin.in_features)?;
-        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-        let bias = lin.bias.as_ref().filter(|_| !self.config.skip_bias_add);
-        let locals = x
-            .locals()
-            .iter()
-            .enumerate()
-            .map(|(r, x)| {
-                crate::ops::Product {
-                    bias: bias.map(|b| &b.locals()[r]),
-                    act: self.config.activation,
-                    ..lin.product(op, r, x, 0..lin.in_features)
-                }
-                .run()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let shape = [x.shape()[0], lin.out_features];
-        let outs = self.out_features_per_rank();
-        let placement = Placement::Shard(1);
-        Ok(DistTensor::from_parts(
-            &lin.group, locals, placement, shape, outs,
-        ))
+        self.products(self.op(), x, self.config.activation)
     }
 
     fn reduce_async(&self, local: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {

@@ -1,6 +1,6 @@
 //! What the column- and row-parallel linear layers share: a linear layer's weight sharded
 //! over a group along its output or its input features, its bias (split with the outputs,
-//! or whole on every rank), and one rank's product.
+//! or whole on every rank), one rank's product, and one rank's gradients.
 
 use std::ops::Range;
 
@@ -155,5 +155,98 @@ impl ShardedLinear {
             act: Activation::Identity,
             blocks: INVARIANT_BLOCKS,
         }
+    }
+}
+
+/// The gradients of a linear layer's backward, each placed as what it is the gradient of.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LinearGrads {
+    /// dL/dX, placed as the forward's input (`Replicate` for a column-parallel layer;
+    /// `Shard(1)` or `Replicate` for a row-parallel one, as its `input_is_parallel`).
+    pub input: DistTensor,
+    /// dL/dW, stored and sharded as the weight (same layout, same shards), in f32 whatever
+    /// the weight's type.
+    pub weight: DistTensor,
+    /// dL/db, placed as the bias; `None` without a bias or with `skip_bias_add` (then the
+    /// caller, who adds the bias, has its gradient).
+    pub bias: Option<DistTensor>,
+}
+
+impl ShardedLinear {
+    /// Local rank `i`'s product `dy[:, cols] · W_i^T` (the input gradient's), unrun: the
+    /// weight read in the other layout, in `blocks` K blocks under tp-invariant numerics.
+    pub(super) fn input_grad<'a>(
+        &'a self,
+        op: &'static str,
+        i: usize,
+        dy: &'a Tensor,
+        cols: Range<usize>,
+        blocks: usize,
+    ) -> ops::Product<'a> {
+        ops::Product {
+            op,
+            x: dy,
+            cols,
+            w: &self.weight.locals()[i],
+            bias: None,
+            layout: self.layout.transposed(),
+            act: Activation::Identity,
+            blocks,
+        }
+    }
+
+    /// One rank's weight gradient, stored as its weight: `x[:, x_cols]^T · dy[:, dy_cols]`
+    /// (`[in, out]`) or `dy[:, dy_cols]^T · x[:, x_cols]` (`[out, in]`), summed over the
+    /// tokens in order (the same bits at every tp).
+    pub(super) fn weight_grad(
+        op: &'static str,
+        layout: WeightLayout,
+        x: (&Tensor, Range<usize>),
+        dy: (&Tensor, Range<usize>),
+    ) -> Result<Tensor> {
+        match layout {
+            WeightLayout::InOut => ops::matmul_tn_window(op, x.0, x.1, dy.0, dy.1),
+            WeightLayout::OutIn => ops::matmul_tn_window(op, dy.0, dy.1, x.0, x.1),
+        }
+    }
+
+    /// One rank's bias gradient: the column sums of `dy[:, cols]`, `[1, cols.len()]`,
+    /// summed over the tokens in order.
+    pub(super) fn bias_grad(op: &'static str, dy: &Tensor, cols: Range<usize>) -> Result<Tensor> {
+        let ones = Tensor::from_host(dy.rank(), &vec![1.0; dy.shape()[0]], [dy.shape()[0], 1])?;
+        ops::matmul_tn_window(op, &ones, 0..1, dy, cols)
+    }
+
+    /// The weight gradient's `DistTensor`: sharded as the weight.
+    pub(super) fn weight_grads(&self, locals: Vec<Tensor>) -> DistTensor {
+        DistTensor::from_parts(
+            &self.group,
+            locals,
+            self.weight.placement(),
+            self.weight.shape(),
+            self.weight.shard_sizes().to_vec(),
+        )
+    }
+
+    /// Checks `dy`, the gradient of the forward's output: this layer's group, `rows` rows
+    /// of `out_features` columns, f32.
+    pub(super) fn check_output_grad(
+        &self,
+        op: &'static str,
+        dy: &DistTensor,
+        rows: usize,
+    ) -> Result<()> {
+        if !dy.group().same_as(&self.group) {
+            return Err(Error::GroupMismatch { op });
+        }
+        if dy.shape() != [rows, self.out_features] {
+            return Err(Error::shape(
+                op,
+                format!("the output's gradient [{rows}, {}]", self.out_features),
+                crate::error::fmt_shape(dy.shape()),
+            ));
+        }
+        Ok(())
     }
 }

@@ -2,14 +2,27 @@
 
 use super::layer::{self, Layer};
 use super::{
-    ColumnParallelConfig, ColumnParallelLinear, HostLinear, KvCache, RowParallelConfig,
-    RowParallelLinear,
+    ColumnParallelConfig, ColumnParallelLinear, HostLinear, KvCache, LinearGrads,
+    RowParallelConfig, RowParallelLinear,
 };
-use crate::dist::DistTensor;
+use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::Activation;
+use crate::ops;
 use crate::BoxFuture;
+
+/// The gradients of a [`ParallelMlp`]'s backward.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MlpGrads {
+    /// `fc1`'s: its `input` is dL/dX (`Replicate`), its weight and bias gradients sharded
+    /// as its weight and bias.
+    pub fc1: LinearGrads,
+    /// `fc2`'s: its `input` is dL/d(act(fc1(x))) (`Shard(1)`), its weight gradient
+    /// sharded as its weight, its bias gradient whole on every rank.
+    pub fc2: LinearGrads,
+}
 
 /// The Megatron-LM MLP block: `fc2(act(fc1(x)))` with `fc1` column-parallel (output kept
 /// sharded, activation fused into its GEMM) and `fc2` row-parallel on those shards, so a
@@ -114,6 +127,67 @@ impl ParallelMlp {
     /// As the two layers' forwards.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
         layer::forward_async(self, x, None).await
+    }
+
+    /// The gradients of the forward at `x` given `dy`, dL/dY (`Replicate`), with exactly
+    /// one all-reduce, as the forward: `fc2`'s backward needs none (`g` is the identity
+    /// backward, its input gradient stays `Shard(1)`), the activation's backward is local
+    /// (`ops::activation_grad` at `fc1`'s output before the activation, recomputed here
+    /// from `x` by one GEMM per rank rather than kept from the forward, as Megatron's
+    /// activation recomputation does), and `fc1`'s all-reduces dL/dX (`f`).
+    ///
+    /// # Errors
+    /// As the two layers' backwards: [`Error::Placement`] unless `x` and `dy` are
+    /// `Replicate`; [`Error::Shape`] when their shapes disagree with the layers or each
+    /// other; [`Error::GroupMismatch`]; GPU and collective errors.
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<MlpGrads> {
+        let op = "parallel_mlp.backward";
+        let (fc1, fc2) = (&self.fc1, &self.fc2);
+        let act = fc1.config().activation;
+        let (z, h) = crate::rank::batched(op, || {
+            let z = fc1.pre_activation(op, x)?;
+            let h = z
+                .locals()
+                .iter()
+                .map(|z| ops::activation(z, act))
+                .collect::<Result<Vec<_>>>()?;
+            let h = DistTensor::from_parts(
+                x.group(),
+                h,
+                Placement::Shard(1),
+                z.shape(),
+                z.shard_sizes().to_vec(),
+            );
+            Ok((z, h))
+        })?;
+        let g2 = fc2.backward_async(&h, dy).await?;
+        let dz = crate::rank::batched(op, || {
+            z.locals()
+                .iter()
+                .zip(g2.input.locals())
+                .map(|(z, dh)| ops::activation_grad(z, dh, act))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let dz = DistTensor::from_parts(
+            x.group(),
+            dz,
+            Placement::Shard(1),
+            z.shape(),
+            z.shard_sizes().to_vec(),
+        );
+        let g1 = fc1.grads_before_activation(op, x, &dz).await?;
+        Ok(MlpGrads { fc1: g1, fc2: g2 })
+    }
+
+    /// Blocking [`ParallelMlp::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ParallelMlp::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<MlpGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
     }
 
     /// Blocking [`ParallelMlp::forward_async`].

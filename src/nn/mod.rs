@@ -21,8 +21,9 @@ pub use attention::{
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::{GatedActivation, GatedMlp};
+pub use linear::LinearGrads;
 pub use lm_head::{Candidates, ParallelLmHead};
-pub use mlp::ParallelMlp;
+pub use mlp::{MlpGrads, ParallelMlp};
 pub use norm::{Norm, NormKind};
 pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};

@@ -1,7 +1,7 @@
 //! `RowParallelLinear`: `W` split by rows, rank r computes `Xr · Wr`, one all-reduce sums.
 
 use super::layer::{self, Layer};
-use super::linear::{ShardedLinear, Split};
+use super::linear::{LinearGrads, ShardedLinear, Split};
 use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
@@ -205,6 +205,96 @@ impl RowParallelLinear {
     /// the weight's rows; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
         layer::forward_async(self, x, None).await
+    }
+
+    /// The gradients of the forward `Y = X · W + b` at input `x` (as the forward took it)
+    /// given `dy`, dL/dY (`Replicate`: Megatron's `g` after the layer is an all-reduce
+    /// forward and the identity backward; with `reduce_results` off the forward's output
+    /// was `Partial`, and its gradient is still the one `dy` every rank holds). Each rank's
+    /// dL/dX is its columns, `dy · W_r^T`, `Shard(1)` split as the inputs; without
+    /// `input_is_parallel` (the forward took its columns of a replicated `x`) they are
+    /// all-gathered into `Replicate`, the slice's backward. dL/dW (`x_r^T · dy`, or
+    /// `dy^T · x_r` for `[out, in]` weights) is sharded as the weight; dL/db, the column
+    /// sums of `dy`, is whole on every rank as the bias, the same bits everywhere. Every
+    /// gradient is the same bits at every tp under
+    /// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) (no sum crosses ranks).
+    ///
+    /// # Errors
+    /// [`Error::Placement`] when `x` is not placed as the forward takes it or `dy` is not
+    /// `Replicate`; [`Error::Shape`] when their shapes disagree with the layer or each
+    /// other; [`Error::GroupMismatch`]; GPU and collective errors.
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
+        let op = "row_parallel.backward";
+        let lin = &self.lin;
+        check_input(op, &lin.group, x, lin.in_features)?;
+        let ins = self.in_features_per_rank();
+        let starts = offsets(&ins);
+        if self.config.input_is_parallel {
+            x.require_placement(op, |p| p == Placement::Shard(1), "Shard(1)")?;
+            if x.shard_sizes() != ins {
+                return Err(Error::shape(
+                    op,
+                    format!("input shards of {ins:?} columns"),
+                    format!("{:?}", x.shard_sizes()),
+                ));
+            }
+        } else {
+            x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        }
+        lin.check_output_grad(op, dy, x.shape()[0])?;
+        dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add;
+        let outputs = 0..lin.out_features;
+        let (inputs, weights, biases) = crate::rank::batched(op, || {
+            let (mut inputs, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, r) in lin.group.local_range().enumerate() {
+                let dy = &dy.locals()[i];
+                inputs.push(
+                    lin.input_grad(op, i, dy, outputs.clone(), INVARIANT_BLOCKS)
+                        .run()?,
+                );
+                let cols = if self.config.input_is_parallel {
+                    0..ins[r]
+                } else {
+                    starts[r]..starts[r] + ins[r]
+                };
+                weights.push(ShardedLinear::weight_grad(
+                    op,
+                    lin.layout,
+                    (&x.locals()[i], cols),
+                    (dy, outputs.clone()),
+                )?);
+                if with_bias {
+                    biases.push(ShardedLinear::bias_grad(op, dy, outputs.clone())?);
+                }
+            }
+            Ok((inputs, weights, biases))
+        })?;
+        let shape = [x.shape()[0], lin.in_features];
+        let mut input = DistTensor::from_parts(&lin.group, inputs, Placement::Shard(1), shape, ins);
+        if !self.config.input_is_parallel {
+            input = input.redistribute_async(Placement::Replicate).await?;
+        }
+        let bias = with_bias.then(|| {
+            let shape = [1, lin.out_features];
+            DistTensor::from_parts(&lin.group, biases, Placement::Replicate, shape, Vec::new())
+        });
+        Ok(LinearGrads {
+            input,
+            weight: lin.weight_grads(weights),
+            bias,
+        })
+    }
+
+    /// Blocking [`RowParallelLinear::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`RowParallelLinear::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
     }
 
     /// Blocking [`RowParallelLinear::forward_async`].

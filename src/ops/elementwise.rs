@@ -1,5 +1,5 @@
-//! The elementwise kernels of `shaders/elementwise.wgsl`, band by band: activation, add,
-//! add_row, scale, slice, place, fill.
+//! The elementwise kernels of `shaders/elementwise.wgsl`, band by band: activation and
+//! its backward, add, add_row, scale, slice, place, fill.
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
@@ -64,7 +64,7 @@ fn elementwise_key(entry: &'static str, act: Activation) -> PipelineKey {
     }
 }
 
-/// Runs `activation`, `add` or `add_row` of `elementwise.wgsl`, band by band, into a
+/// Runs `activation`, `activation_grad`, `add` or `add_row` of `elementwise.wgsl`, band by band, into a
 /// fresh tensor of `a`'s shape. `b` has `a`'s shape (so its bands are `a`'s) or, for
 /// `add_row`, is one row.
 fn map_bands(
@@ -102,6 +102,23 @@ fn map_bands(
 /// wgpu errors (validation, out of memory, device lost).
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     map_bands("activation", "activation", act, x, None)
+}
+
+/// `dh * act'(z)` elementwise: the activation's backward at its input `z`, given `dh`,
+/// the gradient of its output (ReLU's derivative is 0 at 0, as torch's; NaN is kept).
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes differ; wgpu errors.
+pub fn activation_grad(z: &Tensor, dh: &Tensor, act: Activation) -> Result<Tensor> {
+    let op = "activation_grad";
+    if z.shape() != dh.shape() {
+        return Err(Error::shape(
+            op,
+            fmt_shape(z.shape()),
+            fmt_shape(dh.shape()),
+        ));
+    }
+    map_bands(op, op, act, z, Some(dh))
 }
 
 /// `a + b` elementwise; the shapes must be equal.

@@ -1,5 +1,6 @@
 //! Single-rank operations on [`Tensor`](crate::Tensor)s: the GEMM ([`matmul()`], the one
-//! front door every layer goes through), the elementwise kernels and the transformer's
+//! front door every layer goes through, and [`matmul_tn()`], the weight gradients' `A^T ·
+//! B`), the elementwise kernels and the transformer's
 //! (norms, embedding lookup, rotary positions, SwiGLU, attention).
 //!
 //! Each call checks shapes, encodes its dispatches and submits them; nothing waits for the
@@ -13,10 +14,10 @@ mod sum;
 
 use std::ops::Range;
 
-pub use elementwise::{activation, add, add_row, scale, slice};
+pub use elementwise::{activation, activation_grad, add, add_row, scale, slice};
 pub(crate) use elementwise::{fill, place};
-pub(crate) use matmul::Product;
-pub use matmul::{gemm_kernel_for, matmul};
+pub use matmul::{gemm_kernel_for, matmul, matmul_tn};
+pub(crate) use matmul::{matmul_tn_window, Product};
 #[cfg(test)]
 pub(crate) use model::attention;
 pub(crate) use model::{attention_with, head_rms_norm, write_kv, HeadSpan, Scores, MAX_HEAD_DIM};

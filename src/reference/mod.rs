@@ -346,6 +346,97 @@ pub fn activation(a: &Approx, act: Activation) -> Approx {
     Approx { value, bound }
 }
 
+/// The activation's derivative in f64 (ReLU's is 0 at 0, as torch's).
+pub fn activate_grad(v: f64, act: Activation) -> f64 {
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if v > 0.0 {
+                1.0
+            } else if v.is_nan() {
+                v
+            } else {
+                0.0
+            }
+        }
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let t = (c * (v + 0.044715 * v * v * v)).tanh();
+            0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * v * v)
+        }
+        Activation::GeluErf => {
+            let phi = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)) + v * phi
+        }
+    }
+}
+
+/// The error of the WGSL `activate_grad` (shaders/activation.wgsl) at `v` for an output
+/// gradient `d`, both exact, with `U` = 2^-24 per f32 rounding and WGSL's `exp` allowed
+/// `3 + 2|x|` ulp, doubled for margin:
+/// - tanh form: `s = 2 / (exp(2u) + 1)` is within `(5 + 14|u|) U` relative (`exp`, its
+///   argument's own 5 roundings times `2|u|`, the add and the divide); `t1 = 0.5 (2 - s)`
+///   within half of `s`'s error plus a rounding; `t2`, a product of 7 factors of which `s`
+///   and `2 - s` carry that error, within `(22 + 28|u|) U` relative;
+/// - erf form: Abramowitz & Stegun 7.1.26's 1.5e-7, plus its f32 evaluation, within
+///   `(15 + 2a^2) U` of `erfc(a)` (`a = |v| / sqrt 2`; the `exp(-a^2)` term it scales);
+///   `t2 = v exp(-v^2 / 2) / sqrt(2 pi)` within `(7 + 2v^2) U` relative;
+/// - then `d (t1 + t2)`: two roundings.
+fn activation_grad_error(v: f64, d: f64, act: Activation) -> f64 {
+    const U: f64 = 1.0 / (1u64 << 24) as f64;
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let terms = match act {
+        Activation::Identity | Activation::Relu => return 0.0,
+        Activation::GeluTanh => {
+            let u = c * (v + 0.044715 * v * v * v);
+            let s = 2.0 / ((2.0 * u).exp() + 1.0);
+            let t1 = 0.5 * (2.0 - s);
+            let w = v.clamp(-20.0, 20.0);
+            let t2 = 0.5 * w * s * (2.0 - s) * c * (1.0 + 0.134145 * w * w);
+            let e_s = (5.0 + 14.0 * u.abs()) * U;
+            0.5 * s.abs() * e_s + U * t1.abs() + (22.0 + 28.0 * u.abs()) * U * t2.abs()
+        }
+        Activation::GeluErf => {
+            let a = v.abs() / std::f64::consts::SQRT_2;
+            let e_erf = 1.5e-7 + (15.0 + 2.0 * a * a) * U * (libm::erfc(a) + 1.5e-7) + 2.0 * U;
+            let t1 = 0.5 * (1.0 + libm::erf(a));
+            let w = v.clamp(-20.0, 20.0);
+            let t2 = w * (-0.5 * w * w).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            0.5 * e_erf + U * t1.abs() + (7.0 + 2.0 * w * w) * U * t2.abs()
+        }
+    };
+    2.0 * (d.abs() * terms + 2.0 * U * (d * activate_grad(v, act)).abs())
+}
+
+/// `dh * act'(z)` elementwise (the activation's backward), with the inputs' bounds carried
+/// through: `|act'|` times `dh`'s bound, plus `|dh|` times how far `act'` may move within
+/// `z`'s bound (GeLU's `|act''|` is at most 0.8 in both forms: `phi(x) (2 - x^2)` peaks at
+/// `2 phi(0) = 0.798`; ReLU's derivative may be 0 or 1 when the bound spans 0), plus the
+/// f32 error of the kernel itself.
+pub fn activation_grad(z: &Approx, dh: &Approx, act: Activation) -> Approx {
+    let mut value = Vec::with_capacity(z.value.len());
+    let mut bound = Vec::with_capacity(z.value.len());
+    for (((&v, &bz), &d), &bd) in z.value.iter().zip(&z.bound).zip(&dh.value).zip(&dh.bound) {
+        let g = activate_grad(v, act);
+        value.push(d * g);
+        let moved = match act {
+            Activation::Identity => 0.0,
+            Activation::Relu => {
+                if bz > 0.0 && v.abs() <= bz {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::GeluTanh | Activation::GeluErf => 0.8 * bz,
+        };
+        // The kernel's own error at the f32 values it reads, within the bounds of these.
+        let own = activation_grad_error(v, d.abs() + bd, act);
+        bound.push(g.abs() * bd + (d.abs() + bd) * moved + own);
+    }
+    Approx { value, bound }
+}
+
 /// A seeded SplitMix64 generator, so test data and `verify` are the same everywhere.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

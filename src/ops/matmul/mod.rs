@@ -24,6 +24,7 @@ use std::ops::Range;
 #[cfg(test)]
 mod gpu_shapes;
 mod skinny;
+mod tn;
 
 use super::{overlap, same_rank};
 use crate::error::{fmt_shape, Error, Result};
@@ -35,6 +36,8 @@ use crate::ops::numerics::INVARIANT_BLOCKS;
 use crate::rank::Rank;
 use crate::tensor::{Band, Tensor};
 use skinny::SkinnyBlock;
+pub use tn::matmul_tn;
+pub(crate) use tn::matmul_tn_window;
 
 /// Rows and columns of Y one workgroup of `gemm_tiled.wgsl` computes.
 const TILED_TILE: usize = 64;

@@ -1,0 +1,118 @@
+//! `A^T · B` with A read transposed in place: a linear layer's weight gradient (`X^T · dY`
+//! for `[in, out]` weights, `dY^T · X` for `[out, in]`) and its bias's (`1^T · dY`), summed
+//! over the tokens without a transpose in memory (`shaders/gemm_simple.wgsl`, `X_T`).
+//!
+//! Each output element sums its `k` products by fma in increasing `k` from 0, whatever
+//! the bands of A and B (one dispatch per K block where their bands meet, each after the
+//! first adding onto the stored partial sums): its bits are those of one unsplit sum, so
+//! they do not depend on the tp size or the numerics mode either.
+
+use std::ops::Range;
+
+use super::{band_holding, SIMPLE_TILE};
+use crate::error::{fmt_shape, Error, Result};
+use crate::kernels::dtype::DType;
+use crate::kernels::params::GemmParams;
+use crate::kernels::{PipelineKey, Shader};
+use crate::ops::same_rank;
+use crate::tensor::Tensor;
+
+/// `a^T · b` for `a: [k, m]` and `b: [k, n]` (both f32): `[m, n]`, element `(i, j)` the
+/// sum over `k` of `a[k, i] · b[k, j]` in increasing `k`.
+///
+/// # Errors
+/// [`Error::Shape`] when the row counts differ; [`Error::InvalidArgument`] for tensors on
+/// different ranks or not f32; wgpu errors. Tensors over the buffer limits are banded,
+/// products over the workgroup limit split into several dispatches.
+pub fn matmul_tn(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ca, cb) = (0..a.shape()[1], 0..b.shape()[1]);
+    matmul_tn_window("matmul_tn", a, ca, b, cb)
+}
+
+/// [`matmul_tn`] of column windows: `a[:, a_cols]^T · b[:, b_cols]`, `[a_cols.len(),
+/// b_cols.len()]` (a rank's slice of a replicated input or gradient, read without a copy).
+pub(crate) fn matmul_tn_window(
+    op: &'static str,
+    a: &Tensor,
+    a_cols: Range<usize>,
+    b: &Tensor,
+    b_cols: Range<usize>,
+) -> Result<Tensor> {
+    same_rank(op, a.rank(), b.rank())?;
+    a.require_f32(op)?;
+    b.require_f32(op)?;
+    let ([k, lda], [kb, ldb]) = (a.shape(), b.shape());
+    let windows_fit = a_cols.start < a_cols.end
+        && a_cols.end <= lda
+        && b_cols.start < b_cols.end
+        && b_cols.end <= ldb;
+    if kb != k || !windows_fit {
+        return Err(Error::shape(
+            op,
+            format!(
+                "a [k, m] and b [k, n] with the same k, windows inside them ({} columns {a_cols:?})",
+                fmt_shape(a.shape())
+            ),
+            format!("{} columns {b_cols:?}", fmt_shape(b.shape())),
+        ));
+    }
+    let (m, n) = (a_cols.len(), b_cols.len());
+    let rank = a.rank();
+    let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    let step = SIMPLE_TILE * max;
+    // K blocks: where a band of A meets a band of B.
+    let mut cuts: Vec<usize> = a
+        .bands()
+        .iter()
+        .chain(b.bands())
+        .map(|band| band.rows.start)
+        .chain([0, k])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let key = PipelineKey {
+        shader: Shader::GemmSimple,
+        entry: "main",
+        constants: vec![("HAS_BIAS", 0), ("ACT", 0), ("W_OUT_IN", 0), ("X_T", 1)],
+        weights: DType::F32,
+    };
+    let y = Tensor::output(rank, [m, n], op)?;
+    for yb in y.bands() {
+        for r0 in yb.rows.clone().step_by(step) {
+            let rows = r0..(r0 + step).min(yb.rows.end);
+            for n0 in (0..n).step_by(step) {
+                let n1 = (n0 + step).min(n);
+                for (i, ks) in cuts.windows(2).enumerate() {
+                    let (k0, k1) = (ks[0], ks[1]);
+                    let (ab, bb) = (band_holding(a, k0), band_holding(b, k0));
+                    let params = GemmParams {
+                        m: rows.len() as u32,
+                        n: (n1 - n0) as u32,
+                        k: (k1 - k0) as u32,
+                        ldx: lda as u32,
+                        x_offset: ((k0 - ab.rows.start) * lda + a_cols.start + rows.start) as u32,
+                        ldy: n as u32,
+                        y_offset: ((rows.start - yb.rows.start) * n + n0) as u32,
+                        ldw: ldb as u32,
+                        w_offset: ((k0 - bb.rows.start) * ldb + b_cols.start + n0) as u32,
+                        bias_offset: 0,
+                        accumulate: u32::from(i > 0),
+                        k_chunk: (k1 - k0) as u32,
+                    };
+                    let grid = [
+                        (n1 - n0).div_ceil(SIMPLE_TILE),
+                        rows.len().div_ceil(SIMPLE_TILE),
+                    ];
+                    rank.dispatch(
+                        op,
+                        &key,
+                        &[ab.buffer(), bb.buffer(), bb.buffer(), yb.buffer()],
+                        &params,
+                        grid.map(|g| g as u32),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(y)
+}
