@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     assert_same_bits, assert_within, build, cached_group, fresh_groups, groups, transpose,
-    LinearCase,
+    transpose_approx, LinearCase,
 };
 use wgpu_tp::reference::{self, Approx, Rng};
 use wgpu_tp::{
@@ -381,23 +381,6 @@ fn the_reference_derivatives_are_the_activations_finite_differences() {
                 "{act:?}'({v}): {d} vs difference {fd}"
             );
         }
-    }
-}
-
-/// `a` `[rows, cols]` (values and bounds) transposed.
-fn transpose_approx(a: &Approx, rows: usize, cols: usize) -> Approx {
-    let t = |v: &[f64]| {
-        let mut out = vec![0.0; v.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                out[c * rows + r] = v[r * cols + c];
-            }
-        }
-        out
-    };
-    Approx {
-        value: t(&a.value),
-        bound: t(&a.bound),
     }
 }
 

@@ -48,6 +48,7 @@ const ROPE_WGSL: &str = include_str!("../../shaders/rope.wgsl");
 const KV_CACHE_WGSL: &str = include_str!("../../shaders/kv_cache.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
+const CROSS_ENTROPY_WGSL: &str = include_str!("../../shaders/cross_entropy.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -86,6 +87,8 @@ pub(crate) enum Shader {
     Attention,
     /// `swiglu.wgsl` (`silu_mul`).
     SiluMul,
+    /// `cross_entropy.wgsl` (`row_stats`, `grad`).
+    CrossEntropy,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -206,6 +209,7 @@ impl Shader {
             Shader::KvCache => vec![ROTARY_WGSL, KV_CACHE_WGSL],
             Shader::Attention => vec![ROTARY_WGSL, ATTENTION_WGSL],
             Shader::SiluMul => vec![SWIGLU_WGSL],
+            Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
         };
         Ok(parts.join("\n"))
     }
@@ -225,7 +229,8 @@ impl Shader {
             | Shader::Rope
             | Shader::KvCache
             | Shader::Attention
-            | Shader::SiluMul => Layout::Gemm,
+            | Shader::SiluMul
+            | Shader::CrossEntropy => Layout::Gemm,
         }
     }
 }

@@ -84,7 +84,8 @@ piece_params!(
     EmbedParams,
     RopeParams,
     FusedRows,
-    SiluMulParams
+    SiluMulParams,
+    CrossEntropyParams
 );
 
 /// `shaders/norms.wgsl`'s `NormParams` (`rms_norm` and `layer_norm`).
@@ -293,4 +294,20 @@ mod tests {
             assert_eq!(size % 16, 0);
         }
     }
+}
+
+/// `shaders/cross_entropy.wgsl`'s `CrossEntropyParams` (`row_stats`, `grad`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct CrossEntropyParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    /// This rank's columns, columns per block, blocks per row.
+    pub cols: u32,
+    pub block: u32,
+    pub blocks: u32,
+    /// The global id of the first column; the band's first row.
+    pub first: u32,
+    pub row0: u32,
 }

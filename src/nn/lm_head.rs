@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights, Layer};
+use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights, Layer, LinearGrads};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
@@ -75,6 +75,39 @@ impl ParallelLmHead {
     /// As [`ColumnParallelLinear::forward_async`].
     pub async fn forward_async(&self, x: &DistTensor) -> Result<DistTensor> {
         self.col.forward_async(x).await
+    }
+
+    /// The gradients of [`ParallelLmHead::forward_async`] at `x` given `dlogits`
+    /// (`Shard(1)` as the logits, e.g. [`CrossEntropy::grad`](super::CrossEntropy::grad)):
+    /// dL/dX all-reduced into `Replicate` (Megatron's `f`), dL/dW of each rank's vocabulary
+    /// rows on that rank, as [`ColumnParallelLinear::backward_async`] gives them.
+    ///
+    /// # Errors
+    /// As [`ColumnParallelLinear::backward_async`]; [`Error::InvalidArgument`] for a head
+    /// with a soft cap (its backward is not written).
+    pub async fn backward_async(
+        &self,
+        x: &DistTensor,
+        dlogits: &DistTensor,
+    ) -> Result<LinearGrads> {
+        if self.softcap.is_some() {
+            return Err(Error::invalid(
+                "parallel_lm_head.backward",
+                "the backward of soft-capped logits (Gemma 2) is not written",
+            ));
+        }
+        self.col.backward_async(x, dlogits).await
+    }
+
+    /// Blocking [`ParallelLmHead::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ParallelLmHead::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dlogits: &DistTensor) -> Result<LinearGrads> {
+        crate::rank::block_on(self.backward_async(x, dlogits))
     }
 
     /// Blocking [`ParallelLmHead::forward_async`].

@@ -4,6 +4,7 @@
 
 mod attention;
 mod column;
+mod cross_entropy;
 mod embedding;
 mod gated_mlp;
 mod layer;
@@ -19,6 +20,9 @@ pub use attention::{
     AttentionOptions, AttentionShape, HeadWeights, KvCache, ParallelAttention, QkNorm,
 };
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
+#[cfg(not(target_arch = "wasm32"))]
+pub use cross_entropy::vocab_parallel_cross_entropy;
+pub use cross_entropy::{vocab_parallel_cross_entropy_async, CrossEntropy};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::{GatedActivation, GatedMlp};
 pub use linear::LinearGrads;

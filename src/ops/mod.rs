@@ -20,7 +20,10 @@ pub use matmul::{gemm_kernel_for, matmul, matmul_tn};
 pub(crate) use matmul::{matmul_tn_window, Product};
 #[cfg(test)]
 pub(crate) use model::attention;
-pub(crate) use model::{attention_with, head_rms_norm, write_kv, HeadSpan, Scores, MAX_HEAD_DIM};
+pub(crate) use model::{
+    attention_with, cross_entropy_grad, cross_entropy_stats, head_rms_norm, write_kv, HeadSpan,
+    Scores, MAX_HEAD_DIM, NO_TARGET,
+};
 pub use model::{embed, gelu_tanh_mul, layer_norm, rms_norm, rope, silu_mul};
 pub(crate) use sum::{one_device, sum};
 

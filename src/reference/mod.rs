@@ -12,6 +12,7 @@
 
 #[cfg(feature = "safetensors")]
 mod checkpoint;
+mod cross_entropy;
 
 #[cfg(feature = "safetensors")]
 mod gguf;
@@ -20,6 +21,8 @@ mod gguf;
 pub use checkpoint::{write_synthetic_llama, write_synthetic_llama_as, SyntheticLlama};
 #[cfg(feature = "safetensors")]
 pub use gguf::write_synthetic_llama_gguf;
+
+pub use cross_entropy::cross_entropy;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -222,6 +222,24 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
+/// A reference's `[rows, cols]` values and bounds transposed (a backward's `X^T`).
+#[allow(dead_code)]
+pub fn transpose_approx(a: &Approx, rows: usize, cols: usize) -> Approx {
+    let t = |v: &[f64]| {
+        let mut out = vec![0.0; v.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = v[r * cols + c];
+            }
+        }
+        out
+    };
+    Approx {
+        value: t(&a.value),
+        bound: t(&a.bound),
+    }
+}
+
 /// Stores an `[in, out]` weight in `layout`.
 pub fn in_layout(w_in_out: &[f32], in_f: usize, out_f: usize, layout: WeightLayout) -> Vec<f32> {
     match layout {

@@ -6,6 +6,10 @@
 //! embedding table (a large vocabulary shard is looked up band by band); a tensor larger
 //! than a buffer may be is refused with [`Error::BufferTooLarge`].
 
+mod cross_entropy;
+
+pub(crate) use cross_entropy::{cross_entropy_grad, cross_entropy_stats, NO_TARGET};
+
 use super::same_rank;
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::dtype::DType;
