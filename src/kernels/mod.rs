@@ -49,6 +49,7 @@ const KV_CACHE_WGSL: &str = include_str!("../../shaders/kv_cache.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
 const CROSS_ENTROPY_WGSL: &str = include_str!("../../shaders/cross_entropy.wgsl");
+const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -89,6 +90,9 @@ pub(crate) enum Shader {
     SiluMul,
     /// `cross_entropy.wgsl` (`row_stats`, `grad`).
     CrossEntropy,
+    /// `optimizer.wgsl` (`adamw`, `sum_squares`): w, m, v (read-write), g (read),
+    /// params (uniform).
+    Optimizer,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -98,6 +102,7 @@ enum Layout {
     Elementwise,
     Reduce,
     Reduce8,
+    Optimizer,
 }
 
 impl Layout {
@@ -108,6 +113,7 @@ impl Layout {
             Layout::Elementwise => &[true, true, false],
             Layout::Reduce => &[true, true, true, true, false],
             Layout::Reduce8 => &[true, true, true, true, true, true, true, true, false],
+            Layout::Optimizer => &[false, true, false, false],
         }
     }
 }
@@ -210,6 +216,7 @@ impl Shader {
             Shader::Attention => vec![ROTARY_WGSL, ATTENTION_WGSL],
             Shader::SiluMul => vec![SWIGLU_WGSL],
             Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
+            Shader::Optimizer => vec![OPTIMIZER_WGSL],
         };
         Ok(parts.join("\n"))
     }
@@ -219,6 +226,7 @@ impl Shader {
             Shader::Elementwise => Layout::Elementwise,
             Shader::Reduce => Layout::Reduce,
             Shader::Reduce8 => Layout::Reduce8,
+            Shader::Optimizer => Layout::Optimizer,
             Shader::GemmTiled
             | Shader::GemmTiledLarge
             | Shader::GemmCpu

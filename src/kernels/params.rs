@@ -85,7 +85,8 @@ piece_params!(
     RopeParams,
     FusedRows,
     SiluMulParams,
-    CrossEntropyParams
+    CrossEntropyParams,
+    OptimParams
 );
 
 /// `shaders/norms.wgsl`'s `NormParams` (`rms_norm` and `layer_norm`).
@@ -310,4 +311,28 @@ pub(crate) struct CrossEntropyParams {
     /// The global id of the first column; the band's first row.
     pub first: u32,
     pub row0: u32,
+}
+
+/// `shaders/optimizer.wgsl`'s `OptimParams` (`adamw`, `sum_squares`); the floats as bits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct OptimParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    pub cols: u32,
+    pub lr: u32,
+    pub beta1: u32,
+    pub beta2: u32,
+    pub eps: u32,
+    pub weight_decay: u32,
+    pub step_size: u32,
+    pub bias_correction2_sqrt: u32,
+    pub grad_scale: u32,
+    /// `sum_squares`: the output row of the band's first row; `column_sum_squares`: 1 to
+    /// add to the sums already out.
+    pub out0: u32,
+    /// `column_sum_squares`: the band's rows.
+    pub rows: u32,
+    pub _pad: [u32; 2],
 }

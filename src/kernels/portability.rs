@@ -101,6 +101,7 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
         Shader::Attention,
         Shader::SiluMul,
         Shader::CrossEntropy,
+        Shader::Optimizer,
     ]
     .into_iter()
     .chain(Skinny::all().into_iter().map(Shader::GemmSkinny));
@@ -122,7 +123,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             | Shader::KvCache
             | Shader::Attention
             | Shader::SiluMul
-            | Shader::CrossEntropy => {}
+            | Shader::CrossEntropy
+            | Shader::Optimizer => {}
         }
         // Every shader that reads weights (each GEMM family, the embedding table) is built
         // with the prelude of every weight format (shaders/weights_*.wgsl).
@@ -206,10 +208,10 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     // again with X read transposed (16), the CPU family's 2 entries x bias x 4 activations
     // (16); elementwise's 8 entries x 4 activations (32); the reductions (2); the transformer kernels' 10 entries (10: the
     // norms' 3, embed, rope, kv_write, attention and attention_softcap, silu_mul and
-    // gelu_tanh_mul); the cross-entropy's 2; the skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU
+    // gelu_tanh_mul); the cross-entropy's 2; the optimizer's 3; the skinny family's 24 variants (3 row blocks x vec4 or scalar x CPU
     // or GPU x ordered or fast) x 3 entries x bias x 4 activations (576); and every GEMM
     // and the embedding lookup again with each of the 9 other weight preludes: f16, bf16
     // and the 7 quantized formats (9 x (64 + 16 + 576 + 1)). A new entry, constant or
     // weight format changes the count.
-    assert_eq!(variants, 126 + 576 + 9 * 657, "variants translated");
+    assert_eq!(variants, 129 + 576 + 9 * 657, "variants translated");
 }

@@ -69,6 +69,12 @@ impl ParallelLmHead {
         })
     }
 
+    /// The head's weight, `Shard(0) [vocab, hidden]` (each rank its vocabulary rows): a
+    /// parameter to train ([`AdamW`](super::AdamW) updates it in place).
+    pub fn weight(&self) -> &DistTensor {
+        self.col.weight()
+    }
+
     /// The logits, `Shard(1) [tokens, vocab]` (no communication).
     ///
     /// # Errors

@@ -12,6 +12,7 @@ mod linear;
 mod lm_head;
 mod mlp;
 mod norm;
+mod optimizer;
 mod rotary;
 mod row;
 mod weights;
@@ -29,6 +30,9 @@ pub use linear::LinearGrads;
 pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::{MlpGrads, ParallelMlp};
 pub use norm::{Norm, NormKind};
+#[cfg(not(target_arch = "wasm32"))]
+pub use optimizer::clip_grad_norm;
+pub use optimizer::{clip_grad_norm_async, AdamW, AdamWConfig, GradNorm};
 pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;

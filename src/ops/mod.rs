@@ -10,6 +10,7 @@ mod elementwise;
 mod matmul;
 mod model;
 pub(crate) mod numerics;
+mod optimizer;
 mod sum;
 
 use std::ops::Range;
@@ -25,6 +26,7 @@ pub(crate) use model::{
     Scores, MAX_HEAD_DIM, NO_TARGET,
 };
 pub use model::{embed, gelu_tanh_mul, layer_norm, rms_norm, rope, silu_mul};
+pub(crate) use optimizer::{adamw_step, column_sum_squares, sum_squares, AdamWStep};
 pub(crate) use sum::{one_device, sum};
 
 use crate::error::{Error, Result};
