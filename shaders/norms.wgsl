@@ -8,7 +8,8 @@
 //   0: x       storage, read        [rows, cols], the rows normed
 //   1: weight  storage, read        [cols]; head_rms_norm: the query heads' [head_dim]
 //   2: bias    storage, read        [cols] (layer_norm; rms_norm binds any buffer here);
-//                                   head_rms_norm: the key heads' weight [head_dim]
+//                                   head_rms_norm: the key heads' weight [head_dim];
+//                                   rms_norm_backward and _terms: dy [rows, cols]
 //   3: out     storage, read_write  [rows, cols]
 //   4: params  uniform array<NormParams, 2>, two equal copies
 //
@@ -126,5 +127,51 @@ fn head_rms_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var k = 0u; k < p.head_dim; k++) {
             out[at + k] = bias[k] * (x[at + k] * inv);
         }
+    }
+}
+
+// RMSNorm's backward, one row per invocation, the output's gradient dy bound in the bias
+// slot (binding 2): with r = 1 / sqrt(mean(x^2) + eps) and A = sum_k weight[k] dy[k] x[k],
+//   rms_norm_backward: out = dL/dx = r weight dy - x r^3 A / cols
+//   rms_norm_terms:    out = dy x r (the weight gradient's terms; summed over the rows by
+//                      src/ops/model/mod.rs, in row order)
+@compute @workgroup_size(256, 1, 1)
+fn rms_norm_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let row = (p.base + i) * p.cols;
+    var ss = 0.0;
+    var a = 0.0;
+    for (var k = 0u; k < p.cols; k++) {
+        let v = x[row + k];
+        ss = ss + v * v;
+        a = a + weight[k] * bias[row + k] * v;
+    }
+    let inv = 1.0 / sqrt(ss / f32(p.cols) + bitcast<f32>(p.eps));
+    let c = inv * inv * inv * a / f32(p.cols);
+    for (var k = 0u; k < p.cols; k++) {
+        out[row + k] = inv * (weight[k] * bias[row + k]) - x[row + k] * c;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn rms_norm_terms(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let row = (p.base + i) * p.cols;
+    var ss = 0.0;
+    for (var k = 0u; k < p.cols; k++) {
+        let v = x[row + k];
+        ss = ss + v * v;
+    }
+    let inv = 1.0 / sqrt(ss / f32(p.cols) + bitcast<f32>(p.eps));
+    for (var k = 0u; k < p.cols; k++) {
+        out[row + k] = bias[row + k] * (x[row + k] * inv);
     }
 }

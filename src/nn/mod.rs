@@ -29,7 +29,7 @@ pub use gated_mlp::{GatedActivation, GatedMlp};
 pub use linear::LinearGrads;
 pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::{MlpGrads, ParallelMlp};
-pub use norm::{Norm, NormKind};
+pub use norm::{Norm, NormGrads, NormKind};
 #[cfg(not(target_arch = "wasm32"))]
 pub use optimizer::clip_grad_norm;
 pub use optimizer::{clip_grad_norm_async, AdamW, AdamWConfig, GradNorm};

@@ -106,4 +106,66 @@ impl Norm {
     pub fn kind(&self) -> NormKind {
         self.kind
     }
+
+    /// The weight, `Replicate [1, hidden]`: a parameter to train.
+    pub fn weight(&self) -> &DistTensor {
+        &self.weight
+    }
+
+    /// The gradients of [`Norm::forward`] at `x` given `dy` (both `Replicate`, as the
+    /// forward's input and output): dL/dx and dL/dweight, replicated, computed on every
+    /// rank alike (no communication; the weight's terms summed over the rows in order).
+    /// RMSNorm only for now.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless both are `Replicate`; [`Error::Shape`] when their shapes
+    /// differ from each other or the weight's width; [`Error::InvalidArgument`] for
+    /// LayerNorm (its backward is not written yet); [`Error::GroupMismatch`]; wgpu errors.
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<NormGrads> {
+        let op = "norm.backward";
+        if self.kind != NormKind::Rms {
+            return Err(Error::invalid(
+                op,
+                "LayerNorm's backward is not written yet",
+            ));
+        }
+        for t in [x, dy] {
+            if !t.group().same_as(self.weight.group()) {
+                return Err(Error::GroupMismatch { op });
+            }
+            t.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        }
+        let (inputs, weights) = crate::rank::batched(op, || {
+            let (mut inputs, mut weights) = (Vec::new(), Vec::new());
+            for (i, (x, dy)) in x.locals().iter().zip(dy.locals()).enumerate() {
+                let w = &self.weight.locals()[i];
+                let (dx, dw) =
+                    ops::rms_norm_backward(x, w, dy, self.eps).map_err(|e| e.with_op(op))?;
+                inputs.push(dx);
+                weights.push(dw);
+            }
+            Ok((inputs, weights))
+        })?;
+        let g = x.group();
+        let replicate = |locals, shape| {
+            DistTensor::from_parts(g, locals, Placement::Replicate, shape, Vec::new())
+        };
+        Ok(NormGrads {
+            input: replicate(inputs, x.shape()),
+            weight: replicate(weights, self.weight.shape()),
+            bias: None,
+        })
+    }
+}
+
+/// The gradients of a [`Norm`]'s backward, each replicated as what it is the gradient of.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NormGrads {
+    /// dL/dx.
+    pub input: DistTensor,
+    /// dL/dweight, `[1, hidden]`.
+    pub weight: DistTensor,
+    /// dL/dbias (LayerNorm).
+    pub bias: Option<DistTensor>,
 }

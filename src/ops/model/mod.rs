@@ -137,6 +137,54 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
     norm("layer_norm", x, &[weight, bias], eps)
 }
 
+/// RMSNorm's backward at `x: [rows, cols]` with `weight: [1, cols]` given `dy`, the
+/// output's gradient: `(dL/dx, dL/dweight)`, the latter `[1, cols]`, its terms summed over
+/// the rows in order ([`matmul_tn`](crate::ops::matmul_tn) of a column of ones).
+///
+/// # Errors
+/// [`Error::Shape`] for a weight of another width or a `dy` of another shape; wgpu
+/// errors.
+pub fn rms_norm_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let op = "rms_norm_backward";
+    let [rows, cols] = x.shape();
+    check(
+        op,
+        weight.shape() == [1, cols],
+        format!("weight [1, {cols}]"),
+        weight.shape(),
+    )?;
+    check(
+        op,
+        dy.shape() == x.shape(),
+        format!("dy {}", fmt_shape(x.shape())),
+        dy.shape(),
+    )?;
+    let p = NormParams {
+        cols: cols as u32,
+        eps: eps.to_bits(),
+        ..NormParams::default()
+    };
+    let dx = Tensor::output(x.rank(), x.shape(), op)?;
+    run(op, (Shader::Norms, op), &[x, weight, dy], &dx, rows, p)?;
+    let terms = Tensor::output(x.rank(), x.shape(), op)?;
+    run(
+        op,
+        (Shader::Norms, "rms_norm_terms"),
+        &[x, weight, dy],
+        &terms,
+        rows,
+        p,
+    )?;
+    let ones = Tensor::from_host(x.rank(), &vec![1.0; rows], [rows, 1])?;
+    let dw = super::matmul_tn(&ones, &terms)?;
+    Ok((dx, dw))
+}
+
 /// The rows of `table: [n, cols]` (vocabulary rows `first..first + n`) that `ids`
 /// selects, `-0.0` (the additive identity) for ids outside them: `[ids.len(), cols]`.
 /// `ids` is `[1, tokens]` holding token ids as `u32` bits ([`Tensor::from_ids`]). The
