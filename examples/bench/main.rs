@@ -15,6 +15,7 @@ mod mpi;
 mod plot;
 mod quant;
 mod sampling;
+mod train;
 mod transfer;
 
 use std::time::{Duration, Instant};
@@ -39,8 +40,8 @@ struct Args {
     /// Skip the verify timing (it builds the verify example first).
     #[arg(long)]
     no_verify: bool,
-    /// Run only these sections (gemm, transfer, decode, mlp, model, model1b, quant, half,
-    /// sampling, mpi, verify);
+    /// Run only these sections (gemm, transfer, decode, mlp, train, model, model1b, quant,
+    /// half, sampling, mpi, verify);
     /// default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -120,6 +121,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.wants("mlp") {
         summary.push(("mlp_tp4_vs_tp1", layers::mlp_tp4_vs_tp1(args.reps)?));
         summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
+    }
+    if args.wants("train") {
+        summary.push((
+            "train_step_tp4_vs_tp1",
+            train::train_step_tp4_vs_tp1(args.reps)?,
+        ));
     }
     if args.wants("model") {
         let m = model::run()?;
