@@ -66,16 +66,22 @@ fn row_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c0 = blk * p.block;
     let c1 = min(c0 + p.block, p.cols);
     let at = local * p.cols;
-    // The largest logit; a NaN anywhere makes it NaN (WGSL's max may drop a NaN).
-    var m = bitcast<f32>(0xff800000u);
+    // The largest logit (from the block's first: no infinity or NaN may be written as a
+    // constant, which Tint refuses); a NaN anywhere makes it that NaN (WGSL's max may
+    // drop one).
+    var m = logits[at + c0];
     var nan = false;
+    var nan_value = 0.0;
     for (var c = c0; c < c1; c++) {
         let v = logits[at + c];
-        nan = nan || is_nan(v);
+        if (is_nan(v)) {
+            nan = true;
+            nan_value = v;
+        }
         m = max(m, v);
     }
     if (nan) {
-        m = bitcast<f32>(0x7fc00000u);
+        m = nan_value;
     }
     var s = 0.0;
     for (var c = c0; c < c1; c++) {

@@ -261,3 +261,114 @@ async fn webgpu_default_limits_band_what_fits_and_refuse_a_row_over_them() {
         "{e:?}"
     );
 }
+
+/// Training in a page: the Megatron MLP's backward (one all-reduce) and the
+/// vocabulary-parallel cross-entropy at tp 1-4, dL/dX and the loss's gradient within the
+/// f64 reference's bound, as natively (tests/backward.rs, tests/loss.rs).
+#[wasm_bindgen_test]
+async fn mlp_backward_and_cross_entropy_match_the_reference_at_tp_1_to_4() {
+    let (t, k, n) = (3, 16, 20);
+    let io = WeightLayout::InOut;
+    let mut rng = Rng::new(9);
+    let (w1, w2) = (rng.xavier(k * n, k, n), rng.xavier(n * k, n, k));
+    let (x, dy) = (rng.normal(t * k), rng.normal(t * k));
+    let act = Activation::GeluTanh;
+    let z = reference::linear(&Approx::exact(&x), [t, k], &w1, n, io, None).unwrap();
+    let dh = reference::linear(
+        &Approx::exact(&dy),
+        [t, k],
+        &w2,
+        n,
+        WeightLayout::OutIn,
+        None,
+    )
+    .unwrap();
+    let dz = reference::activation_grad(&z, &dh, act);
+    let want_dx = reference::linear(&dz, [t, n], &w1, k, WeightLayout::OutIn, None).unwrap();
+    let logits = rng.normal(t * n);
+    let targets = [Some(3), None, Some(19)];
+    let (_, want_grad) = reference::cross_entropy(&logits, [t, n], &targets);
+    for tp in 1..=4 {
+        let g = group(tp).await;
+        let mlp = ParallelMlp::from_full(
+            &g,
+            HostLinear::new(&w1, k, n, io),
+            HostLinear::new(&w2, n, k, io),
+            act,
+        )
+        .unwrap();
+        let xd = DistTensor::replicate(&g, &x, [t, k]).unwrap();
+        let dyd = DistTensor::replicate(&g, &dy, [t, k]).unwrap();
+        let before = g.stats().all_reduces();
+        let grads = mlp.backward_async(&xd, &dyd).await.unwrap();
+        assert_eq!(
+            g.stats().all_reduces() - before,
+            1,
+            "tp {tp}: one all-reduce"
+        );
+        for v in grads.fc1.input.to_host_per_rank_async().await.unwrap() {
+            let c = want_dx.check(&v);
+            assert!(c.pass, "tp {tp}: dX {} > {}", c.max_abs_diff, c.tolerance);
+        }
+        let l = DistTensor::shard(&g, &logits, [t, n], 1).unwrap();
+        let ce = wgpu_tp::nn::vocab_parallel_cross_entropy_async(&l, &targets)
+            .await
+            .unwrap();
+        let c = want_grad.check(&ce.grad.to_host_async().await.unwrap());
+        assert!(
+            c.pass,
+            "tp {tp}: dlogits {} > {}",
+            c.max_abs_diff, c.tolerance
+        );
+    }
+}
+
+/// The optimizer and RMSNorm's backward in a page (their shaders compiled by Tint, not
+/// only naga): AdamW's step moves a sharded weight as on the host reference of its first
+/// step (`lr * sign(g)` from zero moments, within 1e-6 of the weight), the clipping norm
+/// counts a replicated gradient once, and RMSNorm's dx is within the reference's bound.
+#[wasm_bindgen_test]
+async fn adamw_clipping_and_rms_norm_backward_run_in_the_page() {
+    use wgpu_tp::nn::{clip_grad_norm_async, AdamW, AdamWConfig, Norm, NormKind};
+    let g = group(2).await;
+    let mut rng = Rng::new(12);
+    let (w0, grad, bias) = (rng.normal(4 * 6), rng.normal(4 * 6), rng.normal(6));
+    let p = DistTensor::shard(&g, &w0, [4, 6], 1).unwrap();
+    let gd = DistTensor::shard(&g, &grad, [4, 6], 1).unwrap();
+    let bd = DistTensor::replicate(&g, &bias, [1, 6]).unwrap();
+    let norm = clip_grad_norm_async(&[&gd, &bd], 1e9).await.unwrap();
+    let exact: f64 = grad
+        .iter()
+        .chain(&bias)
+        .map(|&v| f64::from(v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        (norm.norm - exact).abs() <= 1e-6 * exact,
+        "{} vs {exact}",
+        norm.norm
+    );
+    let lr = 0.01;
+    let config = AdamWConfig::default().lr(lr).weight_decay(0.0);
+    let mut opt = AdamW::new(&[&p], config).unwrap();
+    opt.step(&[&p], &[&gd], 1.0).unwrap();
+    // The first step from zero moments is lr * g / (|g| + eps): lr * sign(g).
+    for ((w, w0), g) in p.to_host_async().await.unwrap().iter().zip(&w0).zip(&grad) {
+        let want = w0 - lr * g.signum();
+        assert!(
+            (w - want).abs() <= 1e-6 * (1.0 + want.abs()),
+            "{w} vs {want}"
+        );
+    }
+    let (rows, cols) = (3, 8);
+    let x = rng.normal(rows * cols);
+    let w: Vec<f32> = rng.normal(cols).iter().map(|v| 1.0 + 0.1 * v).collect();
+    let dy = rng.normal(rows * cols);
+    let (want, _) = reference::rms_norm_backward(&x, &w, &dy, [rows, cols], 1e-5);
+    let n = Norm::new(&g, NormKind::Rms, &w, None, 1e-5).unwrap();
+    let xd = DistTensor::replicate(&g, &x, [rows, cols]).unwrap();
+    let dyd = DistTensor::replicate(&g, &dy, [rows, cols]).unwrap();
+    let grads = n.backward(&xd, &dyd).unwrap();
+    let c = want.check(&grads.input.to_host_async().await.unwrap());
+    assert!(c.pass, "dx {} > {}", c.max_abs_diff, c.tolerance);
+}

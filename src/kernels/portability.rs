@@ -78,6 +78,35 @@ fn literals_past_f32(source: &str) -> Vec<String> {
     out
 }
 
+/// The `bitcast<f32>(0x...u)` constants of `source` that are an infinity or a NaN: naga
+/// takes them, Tint (Chrome's WebGPU) refuses a constant it cannot represent.
+fn infinite_bitcasts(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in source.match_indices("bitcast<f32>(0x") {
+        let hex: String = source[at + 15..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        if let Ok(bits) = u32::from_str_radix(&hex, 16) {
+            if bits & 0x7f80_0000 == 0x7f80_0000 {
+                out.push(format!("bitcast<f32>(0x{hex}u)"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_bitcast_scan_finds_infinities_and_nans() {
+    let found = infinite_bitcasts(
+        "a = bitcast<f32>(0xff800000u); b = bitcast<f32>(0xff7fffffu); c = bitcast<f32>(0x7fc00000u);",
+    );
+    assert_eq!(
+        found,
+        ["bitcast<f32>(0xff800000u)", "bitcast<f32>(0x7fc00000u)"]
+    );
+}
+
 #[test]
 fn the_literal_scan_finds_values_past_f32s_range() {
     let found = literals_past_f32("x = -3.4028235e38; y = 3.4028234e38; z = 1e-5; // 4e38");
@@ -140,6 +169,11 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             assert!(
                 past.is_empty(),
                 "{shader}: literals past f32's range {past:?}"
+            );
+            let infinite = infinite_bitcasts(&source);
+            assert!(
+                infinite.is_empty(),
+                "{shader}: infinite or NaN constants {infinite:?}"
             );
             let module =
                 naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{shader}: {e}"));
