@@ -50,6 +50,7 @@ const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
 const CROSS_ENTROPY_WGSL: &str = include_str!("../../shaders/cross_entropy.wgsl");
 const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
+const EMBEDDING_BACKWARD_WGSL: &str = include_str!("../../shaders/embedding_backward.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
 pub(crate) const ELEMENTWISE_WORKGROUP: u32 = 256;
@@ -93,6 +94,8 @@ pub(crate) enum Shader {
     /// `optimizer.wgsl` (`adamw`, `sum_squares`): w, m, v (read-write), g (read),
     /// params (uniform).
     Optimizer,
+    /// `embedding_backward.wgsl` (`embed_backward`).
+    EmbeddingBackward,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -217,6 +220,7 @@ impl Shader {
             Shader::SiluMul => vec![SWIGLU_WGSL],
             Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
             Shader::Optimizer => vec![OPTIMIZER_WGSL],
+            Shader::EmbeddingBackward => vec![EMBEDDING_BACKWARD_WGSL],
         };
         Ok(parts.join("\n"))
     }
@@ -238,7 +242,8 @@ impl Shader {
             | Shader::KvCache
             | Shader::Attention
             | Shader::SiluMul
-            | Shader::CrossEntropy => Layout::Gemm,
+            | Shader::CrossEntropy
+            | Shader::EmbeddingBackward => Layout::Gemm,
         }
     }
 }

@@ -86,7 +86,8 @@ piece_params!(
     FusedRows,
     SiluMulParams,
     CrossEntropyParams,
-    OptimParams
+    OptimParams,
+    EmbedGradParams
 );
 
 /// `shaders/norms.wgsl`'s `NormParams` (`rms_norm` and `layer_norm`).
@@ -334,5 +335,19 @@ pub(crate) struct OptimParams {
     pub out0: u32,
     /// `column_sum_squares`: the band's rows.
     pub rows: u32,
+    pub _pad: [u32; 2],
+}
+
+/// `shaders/embedding_backward.wgsl`'s `EmbedGradParams` (`embed_backward`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct EmbedGradParams {
+    pub count: u32,
+    pub row_stride: u32,
+    pub base: u32,
+    pub cols: u32,
+    /// The vocabulary id of the band's first row.
+    pub first: u32,
+    pub tokens: u32,
     pub _pad: [u32; 2],
 }

@@ -137,4 +137,70 @@ impl VocabParallelEmbedding {
     pub fn forward(&self, ids: &[u32]) -> Result<DistTensor> {
         crate::rank::block_on(self.forward_async(ids))
     }
+
+    /// The table, `Shard(0) [vocab, hidden]` (each rank its vocabulary rows, the same
+    /// buffers): a parameter to train ([`AdamW`](super::AdamW) updates it in place).
+    pub fn weight(&self) -> DistTensor {
+        let sizes = split_sizes(self.vocab, self.group.world_size()).unwrap_or_default();
+        DistTensor::from_parts(
+            &self.group,
+            self.shards.clone(),
+            Placement::Shard(0),
+            [self.vocab, self.hidden],
+            sizes,
+        )
+    }
+
+    /// The table's gradient given `dy`, the gradient of [`VocabParallelEmbedding::forward`]'s
+    /// output for `ids` (`Replicate [ids, hidden]`: the forward's all-reduce is the
+    /// identity backward, so no communication). Each rank sums, for each of its vocabulary
+    /// rows, the rows of `dy` of the tokens with that id, in token order (exactly the f32
+    /// sum in that order, at every tp). `Shard(0) [vocab, hidden]`, as
+    /// [`VocabParallelEmbedding::weight`]; f32 whatever the table's type.
+    ///
+    /// # Errors
+    /// As the forward for `ids`; [`Error::Placement`] unless `dy` is `Replicate`;
+    /// [`Error::Shape`] unless it is `[ids, hidden]`; [`Error::GroupMismatch`]; wgpu
+    /// errors.
+    pub fn backward(&self, ids: &[u32], dy: &DistTensor) -> Result<DistTensor> {
+        let op = "vocab_parallel_embedding.backward";
+        self.check_ids(op, ids)?;
+        if !dy.group().same_as(&self.group) {
+            return Err(Error::GroupMismatch { op });
+        }
+        dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        if dy.shape() != [ids.len(), self.hidden] {
+            return Err(Error::shape(
+                op,
+                format!("[{}, {}]", ids.len(), self.hidden),
+                fmt_shape(dy.shape()),
+            ));
+        }
+        let grads = crate::rank::batched(op, || {
+            let mut grads = Vec::with_capacity(self.shards.len());
+            for ((shard, r), dy) in self
+                .shards
+                .iter()
+                .zip(self.group.local_range())
+                .zip(dy.locals())
+            {
+                let ids = Tensor::from_ids(shard.rank(), ids)?;
+                grads.push(ops::embed_backward(
+                    dy,
+                    self.firsts[r],
+                    shard.shape()[0],
+                    &ids,
+                )?);
+            }
+            Ok(grads)
+        })?;
+        let w = self.weight();
+        Ok(DistTensor::from_parts(
+            &self.group,
+            grads,
+            Placement::Shard(0),
+            w.shape(),
+            w.shard_sizes().to_vec(),
+        ))
+    }
 }

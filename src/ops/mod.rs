@@ -25,7 +25,9 @@ pub(crate) use model::{
     attention_with, cross_entropy_grad, cross_entropy_stats, head_rms_norm, write_kv, HeadSpan,
     Scores, MAX_HEAD_DIM, NO_TARGET,
 };
-pub use model::{embed, gelu_tanh_mul, layer_norm, rms_norm, rms_norm_backward, rope, silu_mul};
+pub use model::{
+    embed, embed_backward, gelu_tanh_mul, layer_norm, rms_norm, rms_norm_backward, rope, silu_mul,
+};
 pub(crate) use optimizer::{adamw_step, column_sum_squares, sum_squares, AdamWStep};
 pub(crate) use sum::{one_device, sum};
 

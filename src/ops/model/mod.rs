@@ -14,8 +14,8 @@ use super::same_rank;
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::dtype::DType;
 use crate::kernels::params::{
-    AttentionParams, EmbedParams, FusedRows, KvWriteParams, NormParams, PieceParams, RopeParams,
-    SiluMulParams,
+    AttentionParams, EmbedGradParams, EmbedParams, FusedRows, KvWriteParams, NormParams,
+    PieceParams, RopeParams, SiluMulParams,
 };
 use crate::kernels::{pieces, PipelineKey, Shader};
 use crate::rank::Rank;
@@ -183,6 +183,52 @@ pub fn rms_norm_backward(
     let ones = Tensor::from_host(x.rank(), &vec![1.0; rows], [rows, 1])?;
     let dw = super::matmul_tn(&ones, &terms)?;
     Ok((dx, dw))
+}
+
+/// The embedding lookup's backward: for `rows` vocabulary rows from id `first` (a rank's
+/// table shard), each row's sum of the rows of `dy: [tokens, cols]` whose token has its
+/// id, in token order from 0 (`ids`: `[1, tokens]`, [`Tensor::from_ids`]): `[rows, cols]`,
+/// exactly the f32 sum in that order (no atomics: one invocation per vocabulary row).
+///
+/// # Errors
+/// [`Error::Shape`] unless `ids` is one row of `dy`'s tokens; [`Error::InvalidArgument`]
+/// for rows past the 2^32 token ids; allocation and wgpu errors.
+pub fn embed_backward(dy: &Tensor, first: usize, rows: usize, ids: &Tensor) -> Result<Tensor> {
+    let op = "embed_backward";
+    let [tokens, cols] = dy.shape();
+    check(
+        op,
+        ids.shape() == [1, tokens],
+        format!("ids [1, {tokens}]"),
+        ids.shape(),
+    )?;
+    if (first as u64).saturating_add(rows as u64) > 1 << 32 {
+        return Err(Error::invalid(
+            op,
+            format!("rows {first}.. + {rows} past the 2^32 ids"),
+        ));
+    }
+    same_rank(op, dy.rank(), ids.rank())?;
+    let (d, i) = (single(op, dy)?, single(op, ids)?);
+    let out = Tensor::output(dy.rank(), [rows, cols], op)?;
+    for band in out.bands() {
+        let p = EmbedGradParams {
+            cols: cols as u32,
+            first: (first + band.rows.start) as u32,
+            tokens: tokens as u32,
+            ..EmbedGradParams::default()
+        };
+        let key = key(Shader::EmbeddingBackward, op, DType::F32);
+        dispatch(
+            dy.rank(),
+            op,
+            &key,
+            &[d, i, d, band.buffer()],
+            band.rows.len(),
+            p,
+        )?;
+    }
+    Ok(out)
 }
 
 /// The rows of `table: [n, cols]` (vocabulary rows `first..first + n`) that `ids`
