@@ -9,7 +9,8 @@
 //   1: weight  storage, read        [cols]; head_rms_norm: the query heads' [head_dim]
 //   2: bias    storage, read        [cols] (layer_norm; rms_norm binds any buffer here);
 //                                   head_rms_norm: the key heads' weight [head_dim];
-//                                   rms_norm_backward and _terms: dy [rows, cols]
+//                                   the backward entries (rms_norm_backward, _terms,
+//                                   layer_norm_backward, _terms): dy [rows, cols]
 //   3: out     storage, read_write  [rows, cols]
 //   4: params  uniform array<NormParams, 2>, two equal copies
 //
@@ -173,5 +174,65 @@ fn rms_norm_terms(@builtin(global_invocation_id) gid: vec3<u32>) {
     let inv = 1.0 / sqrt(ss / f32(p.cols) + bitcast<f32>(p.eps));
     for (var k = 0u; k < p.cols; k++) {
         out[row + k] = bias[row + k] * (x[row + k] * inv);
+    }
+}
+
+// LayerNorm's backward, one row per invocation, dy in the bias slot (binding 2): with
+// mean m, r = 1 / sqrt(mean((x - m)^2) + eps), xhat = (x - m) r and g = weight dy,
+//   layer_norm_backward: out = dL/dx = r (g - mean(g) - xhat mean(g xhat))
+//   layer_norm_terms:    out = dy xhat (the weight gradient's terms; the bias gradient is
+//                        dy's column sums; both summed over the rows in row order by
+//                        src/ops/model/mod.rs)
+fn layer_norm_stats(row: u32, cols: u32, eps: f32) -> vec2<f32> {
+    var sum = 0.0;
+    for (var k = 0u; k < cols; k++) {
+        sum = sum + x[row + k];
+    }
+    let mean = sum / f32(cols);
+    var ss = 0.0;
+    for (var k = 0u; k < cols; k++) {
+        let v = x[row + k] - mean;
+        ss = ss + v * v;
+    }
+    return vec2<f32>(mean, 1.0 / sqrt(ss / f32(cols) + eps));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn layer_norm_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let row = (p.base + i) * p.cols;
+    let stats = layer_norm_stats(row, p.cols, bitcast<f32>(p.eps));
+    let mean = stats.x;
+    let inv = stats.y;
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var k = 0u; k < p.cols; k++) {
+        let g = weight[k] * bias[row + k];
+        sg = sg + g;
+        sgx = sgx + g * ((x[row + k] - mean) * inv);
+    }
+    let n = f32(p.cols);
+    for (var k = 0u; k < p.cols; k++) {
+        let g = weight[k] * bias[row + k];
+        let xhat = (x[row + k] - mean) * inv;
+        out[row + k] = inv * (g - sg / n - xhat * (sgx / n));
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn layer_norm_terms(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let row = (p.base + i) * p.cols;
+    let stats = layer_norm_stats(row, p.cols, bitcast<f32>(p.eps));
+    for (var k = 0u; k < p.cols; k++) {
+        out[row + k] = bias[row + k] * ((x[row + k] - stats.x) * stats.y);
     }
 }

@@ -685,3 +685,76 @@ fn embedding_backward_is_the_token_order_sum_bit_for_bit_at_tp_1_to_4() {
         }
     }
 }
+
+/// LayerNorm's backward on replicated rows: dx, dweight and dbias within the reference's
+/// bound at tp 1-4 on both kinds of group, inputs off-centre (mean 2) so the mean matters.
+#[test]
+fn layer_norm_backward_matches_the_reference_at_tp_1_to_4() {
+    let (rows, cols, eps) = (5, 24, 1e-5);
+    let mut rng = Rng::new(52);
+    let x: Vec<f32> = rng.normal(rows * cols).iter().map(|v| 2.0 + v).collect();
+    let w: Vec<f32> = rng.normal(cols).iter().map(|v| 1.0 + 0.1 * v).collect();
+    let b = rng.normal(cols);
+    let dy = rng.normal(rows * cols);
+    let (want_dx, want_dw, want_db) =
+        reference::layer_norm_backward(&x, &w, &dy, [rows, cols], eps);
+    for tp in 1..=4 {
+        for g in groups(tp) {
+            let norm = wgpu_tp::nn::Norm::new(&g, wgpu_tp::nn::NormKind::Layer, &w, Some(&b), eps)
+                .unwrap();
+            let xd = DistTensor::replicate(&g, &x, [rows, cols]).unwrap();
+            let dyd = DistTensor::replicate(&g, &dy, [rows, cols]).unwrap();
+            let grads = norm.backward(&xd, &dyd).unwrap();
+            for (r, v) in grads.input.to_host_per_rank().unwrap().iter().enumerate() {
+                assert_within(&want_dx, v, &format!("tp {tp}: dx rank {r}"));
+            }
+            assert_within(
+                &want_dw,
+                &grads.weight.to_host().unwrap(),
+                &format!("tp {tp}: dw"),
+            );
+            let db = grads.bias.as_ref().unwrap().to_host().unwrap();
+            assert_within(&want_db, &db, &format!("tp {tp}: db"));
+        }
+    }
+}
+
+/// The reference LayerNorm backward is the derivative of `sum(dy * layer_norm(x))`:
+/// central differences in f64 (h = 1e-5, as for RMSNorm) at every x, weight and bias
+/// entry, within 1e-7.
+#[test]
+fn the_reference_layer_norm_backward_is_the_losss_finite_differences() {
+    let (rows, cols, eps) = (3, 6, 1e-5f32);
+    let mut rng = Rng::new(53);
+    let x: Vec<f32> = rng.normal(rows * cols).iter().map(|v| 2.0 + v).collect();
+    let w: Vec<f32> = rng.normal(cols).iter().map(|v| 1.0 + 0.1 * v).collect();
+    let dy = rng.normal(rows * cols);
+    let (dx, dw, db) = reference::layer_norm_backward(&x, &w, &dy, [rows, cols], eps);
+    let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut l = 0.0;
+        for (r, row) in x.chunks(cols).enumerate() {
+            let m = row.iter().sum::<f64>() / cols as f64;
+            let var = row.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / cols as f64;
+            let inv = 1.0 / (var + f64::from(eps)).sqrt();
+            for k in 0..cols {
+                l += f64::from(dy[r * cols + k]) * ((row[k] - m) * inv * w[k] + b[k]);
+            }
+        }
+        l
+    };
+    let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let p = [f(&x), f(&w), vec![0.0; cols]];
+    let h = 1e-5;
+    for (which, grad) in [&dx, &dw, &db].iter().enumerate() {
+        for i in 0..p[which].len() {
+            let at = |d: f64| {
+                let mut q = p.clone();
+                q[which][i] += d;
+                loss(&q[0], &q[1], &q[2])
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h);
+            let v = grad.value[i];
+            assert!((fd - v).abs() <= 1e-7, "gradient {which}[{i}]: {v} vs {fd}");
+        }
+    }
+}

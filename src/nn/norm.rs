@@ -113,38 +113,40 @@ impl Norm {
     }
 
     /// The gradients of [`Norm::forward`] at `x` given `dy` (both `Replicate`, as the
-    /// forward's input and output): dL/dx and dL/dweight, replicated, computed on every
-    /// rank alike (no communication; the weight's terms summed over the rows in order).
-    /// RMSNorm only for now.
+    /// forward's input and output): dL/dx, dL/dweight and (LayerNorm) dL/dbias,
+    /// replicated, computed on every rank alike (no communication; the weight's and bias's
+    /// terms summed over the rows in order).
     ///
     /// # Errors
     /// [`Error::Placement`] unless both are `Replicate`; [`Error::Shape`] when their shapes
-    /// differ from each other or the weight's width; [`Error::InvalidArgument`] for
-    /// LayerNorm (its backward is not written yet); [`Error::GroupMismatch`]; wgpu errors.
+    /// differ from each other or the weight's width; [`Error::GroupMismatch`]; wgpu
+    /// errors.
     pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<NormGrads> {
         let op = "norm.backward";
-        if self.kind != NormKind::Rms {
-            return Err(Error::invalid(
-                op,
-                "LayerNorm's backward is not written yet",
-            ));
-        }
         for t in [x, dy] {
             if !t.group().same_as(self.weight.group()) {
                 return Err(Error::GroupMismatch { op });
             }
             t.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         }
-        let (inputs, weights) = crate::rank::batched(op, || {
-            let (mut inputs, mut weights) = (Vec::new(), Vec::new());
+        let (inputs, weights, biases) = crate::rank::batched(op, || {
+            let (mut inputs, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
             for (i, (x, dy)) in x.locals().iter().zip(dy.locals()).enumerate() {
                 let w = &self.weight.locals()[i];
-                let (dx, dw) =
-                    ops::rms_norm_backward(x, w, dy, self.eps).map_err(|e| e.with_op(op))?;
+                let (dx, dw) = match self.kind {
+                    NormKind::Rms => ops::rms_norm_backward(x, w, dy, self.eps),
+                    NormKind::Layer => {
+                        ops::layer_norm_backward(x, w, dy, self.eps).map(|(dx, dw, db)| {
+                            biases.push(db);
+                            (dx, dw)
+                        })
+                    }
+                }
+                .map_err(|e| e.with_op(op))?;
                 inputs.push(dx);
                 weights.push(dw);
             }
-            Ok((inputs, weights))
+            Ok((inputs, weights, biases))
         })?;
         let g = x.group();
         let replicate = |locals, shape| {
@@ -153,7 +155,7 @@ impl Norm {
         Ok(NormGrads {
             input: replicate(inputs, x.shape()),
             weight: replicate(weights, self.weight.shape()),
-            bias: None,
+            bias: (self.kind == NormKind::Layer).then(|| replicate(biases, self.weight.shape())),
         })
     }
 }

@@ -26,7 +26,8 @@ pub(crate) use model::{
     Scores, MAX_HEAD_DIM, NO_TARGET,
 };
 pub use model::{
-    embed, embed_backward, gelu_tanh_mul, layer_norm, rms_norm, rms_norm_backward, rope, silu_mul,
+    embed, embed_backward, gelu_tanh_mul, layer_norm, layer_norm_backward, rms_norm,
+    rms_norm_backward, rope, silu_mul,
 };
 pub(crate) use optimizer::{adamw_step, column_sum_squares, sum_squares, AdamWStep};
 pub(crate) use sum::{one_device, sum};

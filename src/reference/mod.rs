@@ -24,7 +24,7 @@ pub use checkpoint::{write_synthetic_llama, write_synthetic_llama_as, SyntheticL
 pub use gguf::write_synthetic_llama_gguf;
 
 pub use cross_entropy::cross_entropy;
-pub use norms::rms_norm_backward;
+pub use norms::{layer_norm_backward, rms_norm_backward};
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};

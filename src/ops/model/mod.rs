@@ -185,6 +185,55 @@ pub fn rms_norm_backward(
     Ok((dx, dw))
 }
 
+/// LayerNorm's backward at `x: [rows, cols]` with `weight: [1, cols]` given `dy`, the
+/// output's gradient: `(dL/dx, dL/dweight, dL/dbias)`, the last two `[1, cols]`, summed
+/// over the rows in order ([`matmul_tn`](crate::ops::matmul_tn) of a column of ones).
+///
+/// # Errors
+/// [`Error::Shape`] for a weight of another width or a `dy` of another shape; wgpu
+/// errors.
+pub fn layer_norm_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = "layer_norm_backward";
+    let [rows, cols] = x.shape();
+    check(
+        op,
+        weight.shape() == [1, cols],
+        format!("weight [1, {cols}]"),
+        weight.shape(),
+    )?;
+    check(
+        op,
+        dy.shape() == x.shape(),
+        format!("dy {}", fmt_shape(x.shape())),
+        dy.shape(),
+    )?;
+    let p = NormParams {
+        cols: cols as u32,
+        eps: eps.to_bits(),
+        ..NormParams::default()
+    };
+    let dx = Tensor::output(x.rank(), x.shape(), op)?;
+    run(op, (Shader::Norms, op), &[x, weight, dy], &dx, rows, p)?;
+    let terms = Tensor::output(x.rank(), x.shape(), op)?;
+    run(
+        op,
+        (Shader::Norms, "layer_norm_terms"),
+        &[x, weight, dy],
+        &terms,
+        rows,
+        p,
+    )?;
+    let ones = Tensor::from_host(x.rank(), &vec![1.0; rows], [rows, 1])?;
+    let dw = super::matmul_tn(&ones, &terms)?;
+    let db = super::matmul_tn(&ones, dy)?;
+    Ok((dx, dw, db))
+}
+
 /// The embedding lookup's backward: for `rows` vocabulary rows from id `first` (a rank's
 /// table shard), each row's sum of the rows of `dy: [tokens, cols]` whose token has its
 /// id, in token order from 0 (`ids`: `[1, tokens]`, [`Tensor::from_ids`]): `[rows, cols]`,
