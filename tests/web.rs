@@ -368,7 +368,7 @@ async fn adamw_clipping_and_rms_norm_backward_run_in_the_page() {
     let n = Norm::new(&g, NormKind::Rms, &w, None, 1e-5).unwrap();
     let xd = DistTensor::replicate(&g, &x, [rows, cols]).unwrap();
     let dyd = DistTensor::replicate(&g, &dy, [rows, cols]).unwrap();
-    let grads = n.backward(&xd, &dyd).unwrap();
+    let grads = n.backward_async(&xd, &dyd).await.unwrap();
     let c = want.check(&grads.input.to_host_async().await.unwrap());
     assert!(c.pass, "dx {} > {}", c.max_abs_diff, c.tolerance);
 }

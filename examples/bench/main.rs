@@ -123,9 +123,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.push(("tp_invariant_cost", layers::tp_invariant_cost(args.reps)?));
     }
     if args.wants("train") {
+        let step = train::train_step_tp4_vs_tp1(args.reps)?;
+        summary.push(("train_step_tp4_vs_tp1", step));
         summary.push((
-            "train_step_tp4_vs_tp1",
-            train::train_step_tp4_vs_tp1(args.reps)?,
+            "sp_activation_bytes_vs_tp",
+            train::sp_activation_bytes_vs_tp()?,
         ));
     }
     if args.wants("model") {

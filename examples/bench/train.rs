@@ -97,3 +97,32 @@ pub fn train_step_tp4_vs_tp1(reps: usize) -> Result<f64, wgpu_tp::Error> {
     );
     Ok(four / one)
 }
+
+/// Activation bytes a rank keeps between a training step's forward and its backward, with
+/// sequence parallelism against without, at tp 4: the Megatron block's replicated
+/// activations (the norm's input and the MLP's input, `[tokens, hidden]` each; the MLP's
+/// intermediate is recomputed, not kept) become each rank's tokens (`Shard(0)`).
+pub fn sp_activation_bytes_vs_tp() -> Result<f64, wgpu_tp::Error> {
+    let group = Group::builder().ranks_on_one_adapter(4).build()?;
+    let x = Rng::new(8).normal(TOKENS * HIDDEN);
+    let norm = wgpu_tp::nn::Norm::new(
+        &group,
+        wgpu_tp::nn::NormKind::Rms,
+        &vec![1.0; HIDDEN],
+        None,
+        1e-5,
+    )?;
+    // What rank 0 keeps: the norm's input and its output (the MLP's input).
+    let kept = |x: &DistTensor| -> Result<usize, wgpu_tp::Error> {
+        let y = norm.forward(x)?;
+        Ok((x.locals()[0].len() + y.locals()[0].len()) * 4)
+    };
+    let without = kept(&DistTensor::replicate(&group, &x, [TOKENS, HIDDEN])?)?;
+    let with = kept(&DistTensor::shard(&group, &x, [TOKENS, HIDDEN], 0)?)?;
+    println!(
+        "
+Activations kept per rank, {TOKENS} tokens x {HIDDEN} at tp 4: {without} bytes, \
+         {with} with sequence parallelism"
+    );
+    Ok(with as f64 / without as f64)
+}

@@ -249,16 +249,20 @@ impl ColumnParallelLinear {
                 ),
             ));
         }
-        self.grads_before_activation(op, x, dy).await
+        self.grads_before_activation(op, x, dy, Placement::Replicate)
+            .await
     }
 
     /// The gradients given `dy`, dL/d(X · W + b) placed as the output: the backward
-    /// without the activation (`x` and `dy`'s shape checked by the caller).
+    /// without the activation (`x` and `dy`'s shape checked by the caller). The input's
+    /// gradient is joined into `input` (`Replicate`: an all-reduce; `Shard(0)`, sequence
+    /// parallelism: a reduce-scatter of the tokens, the same bytes).
     pub(super) async fn grads_before_activation(
         &self,
         op: &'static str,
         x: &DistTensor,
         dy: &DistTensor,
+        input: Placement,
     ) -> Result<LinearGrads> {
         let lin = &self.lin;
         let outs = self.out_features_per_rank();
@@ -307,7 +311,7 @@ impl ColumnParallelLinear {
         let shape = [x.shape()[0], lin.in_features];
         let partial =
             DistTensor::from_parts(&lin.group, partials, Placement::Partial, shape, Vec::new());
-        let input = partial.redistribute_async(Placement::Replicate).await?;
+        let input = partial.redistribute_async(input).await?;
         let bias = with_bias.then(|| {
             DistTensor::from_parts(
                 &lin.group,

@@ -141,7 +141,18 @@ impl ParallelMlp {
     /// `Replicate`; [`Error::Shape`] when their shapes disagree with the layers or each
     /// other; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<MlpGrads> {
-        let op = "parallel_mlp.backward";
+        self.grads("parallel_mlp.backward", x, dy, Placement::Replicate)
+            .await
+    }
+
+    /// The backward at `x` and `dy` (`Replicate`), dL/dX joined into `input`.
+    async fn grads(
+        &self,
+        op: &'static str,
+        x: &DistTensor,
+        dy: &DistTensor,
+        input: Placement,
+    ) -> Result<MlpGrads> {
         let (fc1, fc2) = (&self.fc1, &self.fc2);
         let act = fc1.config().activation;
         let (z, h) = crate::rank::batched(op, || {
@@ -175,8 +186,102 @@ impl ParallelMlp {
             z.shape(),
             z.shard_sizes().to_vec(),
         );
-        let g1 = fc1.grads_before_activation(op, x, &dz).await?;
+        let g1 = fc1.grads_before_activation(op, x, &dz, input).await?;
         Ok(MlpGrads { fc1: g1, fc2: g2 })
+    }
+
+    /// The forward with sequence parallelism (Korthikanti et al. 2022): `x` is
+    /// `Shard(0) [tokens, hidden]`, each rank holding its tokens (as the norms and
+    /// residuals around the MLP keep them); one all-gather gives every rank all tokens for
+    /// the column-parallel layer, and `fc2`'s partial products are reduce-scattered back
+    /// to each rank's tokens (its bias added there): `Shard(0)`. An all-gather and a
+    /// reduce-scatter move the bytes of the all-reduce they replace; what the ranks keep
+    /// between forward and backward (`x`) is divided by the tp size.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `x` is `Shard(0)`; [`Error::InvalidArgument`] for an
+    /// `fc2` that does not reduce its results; as [`ParallelMlp::forward_async`].
+    pub async fn forward_sequence_parallel_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let op = "parallel_mlp.forward_sequence_parallel";
+        x.require_placement(op, |p| p == Placement::Shard(0), "Shard(0)")?;
+        self.check_sequence_parallel(op)?;
+        let full = x.redistribute_async(Placement::Replicate).await?;
+        let partial = crate::rank::batched(op, || self.local_forward(&full, None))?;
+        let y = partial.redistribute_async(Placement::Shard(0)).await?;
+        let Some(b) = self.fc2.bias().filter(|_| !self.fc2.config().skip_bias_add) else {
+            return Ok(y);
+        };
+        let locals = crate::rank::batched(op, || {
+            y.locals()
+                .iter()
+                .zip(b.locals())
+                .map(|(t, bias)| ops::add_row(t, bias))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(DistTensor::from_parts(
+            x.group(),
+            locals,
+            Placement::Shard(0),
+            y.shape(),
+            y.shard_sizes().to_vec(),
+        ))
+    }
+
+    /// The backward of [`ParallelMlp::forward_sequence_parallel_async`] at `x` given `dy`
+    /// (both `Shard(0)`, each rank its tokens): `dy` all-gathered (the reduce-scatter's
+    /// backward), the MLP's backward as [`ParallelMlp::backward_async`], and dL/dX
+    /// reduce-scattered to each rank's tokens (the all-gather's backward) instead of
+    /// all-reduced: `fc1.input` is `Shard(0)`. The weight and bias gradients are those of
+    /// the backward without sequence parallelism.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless both are `Shard(0)`; as [`ParallelMlp::backward_async`].
+    pub async fn backward_sequence_parallel_async(
+        &self,
+        x: &DistTensor,
+        dy: &DistTensor,
+    ) -> Result<MlpGrads> {
+        let op = "parallel_mlp.backward_sequence_parallel";
+        for t in [x, dy] {
+            t.require_placement(op, |p| p == Placement::Shard(0), "Shard(0)")?;
+        }
+        self.check_sequence_parallel(op)?;
+        let x = x.redistribute_async(Placement::Replicate).await?;
+        let dy = dy.redistribute_async(Placement::Replicate).await?;
+        self.grads(op, &x, &dy, Placement::Shard(0)).await
+    }
+
+    /// Sequence parallelism needs `fc2` to reduce its results (into the tokens' shards).
+    fn check_sequence_parallel(&self, op: &'static str) -> Result<()> {
+        if !self.fc2.config().reduce_results {
+            return Err(Error::invalid(
+                op,
+                "sequence parallelism reduce-scatters fc2's results: fc2 needs reduce_results",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Blocking [`ParallelMlp::forward_sequence_parallel_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ParallelMlp::forward_sequence_parallel_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_sequence_parallel(&self, x: &DistTensor) -> Result<DistTensor> {
+        crate::rank::block_on(self.forward_sequence_parallel_async(x))
+    }
+
+    /// Blocking [`ParallelMlp::backward_sequence_parallel_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ParallelMlp::backward_sequence_parallel_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward_sequence_parallel(&self, x: &DistTensor, dy: &DistTensor) -> Result<MlpGrads> {
+        crate::rank::block_on(self.backward_sequence_parallel_async(x, dy))
     }
 
     /// Blocking [`ParallelMlp::backward_async`].

@@ -5,6 +5,7 @@ use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::ops;
+use crate::tensor::Tensor;
 
 /// Which normalization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,8 @@ pub enum NormKind {
 
 /// A norm over the last dimension, its weight (and bias) on every rank.
 ///
-/// Input and output: `Replicate [rows, hidden]`.
+/// Input and output: `Replicate [rows, hidden]`, or `Shard(0)` (sequence parallelism: each
+/// rank its tokens).
 #[derive(Debug, Clone)]
 pub struct Norm {
     kind: NormKind,
@@ -75,14 +77,14 @@ impl Norm {
     /// The normalized rows, on every rank.
     ///
     /// # Errors
-    /// [`Error::Placement`] unless `x` is `Replicate`; [`Error::Shape`] for another
+    /// [`Error::Placement`] unless `x` is `Replicate` or `Shard(0)`; [`Error::Shape`] for another
     /// width; [`Error::GroupMismatch`]; GPU errors.
     pub fn forward(&self, x: &DistTensor) -> Result<DistTensor> {
         let op = "norm.forward";
         if !x.group().same_as(self.weight.group()) {
             return Err(Error::GroupMismatch { op });
         }
-        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        x.require_placement(op, rows_whole, "Replicate or Shard(0)")?;
         // Once per buffer: logical ranks sharing a device and the input share the result.
         let locals = x.map_locals(|i, t| {
             let w = &self.weight.locals()[i];
@@ -96,9 +98,9 @@ impl Norm {
         Ok(DistTensor::from_parts(
             g,
             locals,
-            Placement::Replicate,
+            x.placement(),
             shape,
-            Vec::new(),
+            x.shard_sizes().to_vec(),
         ))
     }
 
@@ -112,22 +114,36 @@ impl Norm {
         &self.weight
     }
 
-    /// The gradients of [`Norm::forward`] at `x` given `dy` (both `Replicate`, as the
-    /// forward's input and output): dL/dx, dL/dweight and (LayerNorm) dL/dbias,
-    /// replicated, computed on every rank alike (no communication; the weight's and bias's
-    /// terms summed over the rows in order).
+    /// The gradients of [`Norm::forward`] at `x` given `dy` (placed alike, as the
+    /// forward's input and output): dL/dx placed as `x`, dL/dweight and (LayerNorm)
+    /// dL/dbias replicated. On replicated rows every rank computes the same (no
+    /// communication); on each rank's tokens (`Shard(0)`, sequence parallelism) each rank's
+    /// weight and bias gradients are its tokens' share, joined by one all-reduce, as
+    /// Megatron-LM all-reduces a sequence-parallel norm's gradients. The terms are summed
+    /// over the rows in order.
     ///
     /// # Errors
-    /// [`Error::Placement`] unless both are `Replicate`; [`Error::Shape`] when their shapes
-    /// differ from each other or the weight's width; [`Error::GroupMismatch`]; wgpu
-    /// errors.
-    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<NormGrads> {
+    /// [`Error::Placement`] unless both are `Replicate` or both `Shard(0)`;
+    /// [`Error::Shape`] when their shapes differ from each other or the weight's width;
+    /// [`Error::GroupMismatch`]; wgpu and collective errors.
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<NormGrads> {
         let op = "norm.backward";
         for t in [x, dy] {
             if !t.group().same_as(self.weight.group()) {
                 return Err(Error::GroupMismatch { op });
             }
-            t.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+            t.require_placement(
+                op,
+                |p| p == x.placement() && rows_whole(p),
+                "x's: Replicate or Shard(0)",
+            )?;
+        }
+        if dy.shard_sizes() != x.shard_sizes() {
+            return Err(Error::shape(
+                op,
+                format!("dy in x's shards {:?}", x.shard_sizes()),
+                format!("{:?}", dy.shard_sizes()),
+            ));
         }
         let (inputs, weights, biases) = crate::rank::batched(op, || {
             let (mut inputs, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
@@ -149,15 +165,58 @@ impl Norm {
             Ok((inputs, weights, biases))
         })?;
         let g = x.group();
-        let replicate = |locals, shape| {
-            DistTensor::from_parts(g, locals, Placement::Replicate, shape, Vec::new())
+        let sharded = x.placement() == Placement::Shard(0);
+        // Each rank's share of a parameter's gradient (its tokens'), or all of it.
+        let join = |locals: Vec<Tensor>| async move {
+            let shape = self.weight.shape();
+            if sharded {
+                DistTensor::from_parts(g, locals, Placement::Partial, shape, Vec::new())
+                    .redistribute_async(Placement::Replicate)
+                    .await
+            } else {
+                Ok(DistTensor::from_parts(
+                    g,
+                    locals,
+                    Placement::Replicate,
+                    shape,
+                    Vec::new(),
+                ))
+            }
+        };
+        let input = DistTensor::from_parts(
+            g,
+            inputs,
+            x.placement(),
+            x.shape(),
+            x.shard_sizes().to_vec(),
+        );
+        let weight = join(weights).await?;
+        let bias = match self.kind {
+            NormKind::Layer => Some(join(biases).await?),
+            NormKind::Rms => None,
         };
         Ok(NormGrads {
-            input: replicate(inputs, x.shape()),
-            weight: replicate(weights, self.weight.shape()),
-            bias: (self.kind == NormKind::Layer).then(|| replicate(biases, self.weight.shape())),
+            input,
+            weight,
+            bias,
         })
     }
+
+    /// Blocking [`Norm::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`Norm::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<NormGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
+    }
+}
+
+/// Rows held whole: what a norm normalizes (replicated, or each rank its tokens).
+fn rows_whole(p: Placement) -> bool {
+    p == Placement::Replicate || p == Placement::Shard(0)
 }
 
 /// The gradients of a [`Norm`]'s backward, each replicated as what it is the gradient of.
