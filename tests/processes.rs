@@ -28,8 +28,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use checks::{
-    check_banded, check_collectives, check_groups_on_threads, check_layers, check_models,
-    check_random_shapes, check_refusals, invariant_bits,
+    check_backward, check_banded, check_collectives, check_groups_on_threads, check_layers,
+    check_models, check_random_shapes, check_refusals, invariant_bits,
 };
 use wgpu_tp::{DistTensor, Error, Group, Numerics, Placement, Processes};
 
@@ -207,6 +207,7 @@ fn worker(mode: &str) {
                     check_collectives(&g, &ctx);
                     check_random_shapes(&g, &ctx);
                     check_layers(&g, &ctx);
+                    check_backward(&g, &ctx);
                     if p == 0 {
                         println!("ok: {ctx}");
                     }

@@ -493,3 +493,75 @@ pub fn out_of_step_gathers_and_broadcasts_name_both(procs: &Processes) {
         println!("OUT-OF-STEP-NAMED {case} process {p}");
     }
 }
+
+/// Training across processes: the Megatron MLP's backward (dX all-reduced across the
+/// processes, the weight gradients on their ranks), the vocabulary-parallel cross-entropy
+/// (each process's blocks of every row gathered, never the logits) and the clipping norm
+/// (each process's share exchanged), each within the f64 reference's bound.
+pub fn check_backward(g: &Group, ctx: &str) {
+    let (t, k, n) = (3, 16, 29);
+    let io = WeightLayout::InOut;
+    let mut rng = Rng::new(43);
+    let (w1, w2) = (rng.xavier(k * n, k, n), rng.xavier(n * k, n, k));
+    let (x, dy) = (rng.normal(t * k), rng.normal(t * k));
+    let act = Activation::GeluTanh;
+    let mlp = ParallelMlp::from_full(
+        g,
+        wgpu_tp::HostLinear::new(&w1, k, n, io),
+        wgpu_tp::HostLinear::new(&w2, n, k, io),
+        act,
+    )
+    .unwrap();
+    let xd = DistTensor::replicate(g, &x, [t, k]).unwrap();
+    let dyd = DistTensor::replicate(g, &dy, [t, k]).unwrap();
+    let before = g.stats().all_reduces();
+    let grads = mlp.backward(&xd, &dyd).unwrap();
+    assert_eq!(g.stats().all_reduces() - before, 1, "{ctx}: one all-reduce");
+    let z = reference::linear(&Approx::exact(&x), [t, k], &w1, n, io, None).unwrap();
+    let dh = reference::linear(
+        &Approx::exact(&dy),
+        [t, k],
+        &w2,
+        n,
+        WeightLayout::OutIn,
+        None,
+    )
+    .unwrap();
+    let dz = reference::activation_grad(&z, &dh, act);
+    let want_dx = reference::linear(&dz, [t, n], &w1, k, WeightLayout::OutIn, None).unwrap();
+    common::assert_every_rank_within(&want_dx, &grads.fc1.input, &format!("{ctx}: dX"));
+    // dW2 = H^T dY, H = act(Z): gathered from every process's shards.
+    let ht = common::transpose_approx(&reference::activation(&z, act), t, n);
+    let want_dw2 = reference::linear(&ht, [n, t], &dy, k, io, None).unwrap();
+    let dw2 = grads.fc2.weight.to_host().unwrap();
+    assert_within(&want_dw2, &dw2, &format!("{ctx}: dW2"));
+    // The cross-entropy over 29 ids split across the processes' ranks.
+    let logits = rng.normal(t * n);
+    let targets = [Some(28), None, Some(0)];
+    let (_, want_grad) = reference::cross_entropy(&logits, [t, n], &targets);
+    let l = DistTensor::shard(g, &logits, [t, n], 1).unwrap();
+    let ce = wgpu_tp::nn::vocab_parallel_cross_entropy(&l, &targets).unwrap();
+    assert_within(
+        &want_grad,
+        &ce.grad.to_host().unwrap(),
+        &format!("{ctx}: dlogits"),
+    );
+    // The clipping norm of a sharded gradient and a replicated one (counted once): each
+    // process's share exchanged as an f32, so within f32 rounding of the f64 norm.
+    let b = rng.normal(k);
+    let bd = DistTensor::replicate(g, &b, [1, k]).unwrap();
+    let norm = wgpu_tp::nn::clip_grad_norm(&[&l, &bd], 1.0).unwrap();
+    let exact = logits
+        .iter()
+        .chain(&b)
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    // Rows of at most 29 squares in f32 (gamma(29) = 1.8e-6), a process's share rounded to
+    // f32 (6e-8), the processes' f32 sum (gamma(3)).
+    assert!(
+        (norm.norm - exact).abs() <= 2e-6 * exact,
+        "{ctx}: norm {} vs {exact}",
+        norm.norm
+    );
+}
