@@ -136,7 +136,7 @@ done
 # The bench's GPU lines, in what is left of the 8 minutes.
 left=$((470 - $(elapsed)))
 if [ "$left" -gt 30 ]; then
-    timeout "$left" "$dir/bench" --only gemm,decode,model,model1b,quant --sizes 1024,2048,4096 --reps 5 \
+    timeout "$left" "$dir/bench" --only gemm,decode,train,model,model1b,quant --sizes 1024,2048,4096 --reps 5 \
         --plot "$dir/gemm.svg" >"$dir/bench.txt" 2>&1
     rc=$?
     cat "$dir/bench.txt" >>"$log"
