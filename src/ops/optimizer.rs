@@ -129,11 +129,7 @@ pub(crate) fn sum_squares(g: &Tensor) -> Result<Tensor> {
             format!("{rows} rows: more sums than one buffer holds"),
         ));
     };
-    // The moments' slots, unused here, each bound to a buffer of its own.
-    let (m, v) = (
-        Tensor::output(rank, [1, 1], op)?,
-        Tensor::output(rank, [1, 1], op)?,
-    );
+    let (m, v) = unused_slots(op, g)?;
     for gb in g.bands() {
         let params = OptimParams {
             cols: cols as u32,
@@ -163,10 +159,7 @@ pub(crate) fn column_sum_squares(g: &Tensor) -> Result<Tensor> {
     let rank = g.rank();
     let out = Tensor::output(rank, [1, cols], op)?;
     let o = &out.bands()[0];
-    let (m, v) = (
-        Tensor::output(rank, [1, 1], op)?,
-        Tensor::output(rank, [1, 1], op)?,
-    );
+    let (m, v) = unused_slots(op, g)?;
     for (i, gb) in g.bands().iter().enumerate() {
         let params = OptimParams {
             cols: cols as u32,
@@ -183,4 +176,13 @@ pub(crate) fn column_sum_squares(g: &Tensor) -> Result<Tensor> {
         dispatch(op, g, "column_sum_squares", bufs, cols, params)?;
     }
     Ok(out)
+}
+
+/// Buffers for the moments' slots, which the sums of squares do not read: each writable
+/// slot bound to a buffer of its own (no aliasing within a dispatch).
+fn unused_slots(op: &'static str, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::output(g.rank(), [1, 1], op)?,
+        Tensor::output(g.rank(), [1, 1], op)?,
+    ))
 }

@@ -150,38 +150,7 @@ pub fn rms_norm_backward(
     dy: &Tensor,
     eps: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let op = "rms_norm_backward";
-    let [rows, cols] = x.shape();
-    check(
-        op,
-        weight.shape() == [1, cols],
-        format!("weight [1, {cols}]"),
-        weight.shape(),
-    )?;
-    check(
-        op,
-        dy.shape() == x.shape(),
-        format!("dy {}", fmt_shape(x.shape())),
-        dy.shape(),
-    )?;
-    let p = NormParams {
-        cols: cols as u32,
-        eps: eps.to_bits(),
-        ..NormParams::default()
-    };
-    let dx = Tensor::output(x.rank(), x.shape(), op)?;
-    run(op, (Shader::Norms, op), &[x, weight, dy], &dx, rows, p)?;
-    let terms = Tensor::output(x.rank(), x.shape(), op)?;
-    run(
-        op,
-        (Shader::Norms, "rms_norm_terms"),
-        &[x, weight, dy],
-        &terms,
-        rows,
-        p,
-    )?;
-    let ones = Tensor::from_host(x.rank(), &vec![1.0; rows], [rows, 1])?;
-    let dw = super::matmul_tn(&ones, &terms)?;
+    let (dx, dw, _) = norm_backward(("rms_norm_backward", "rms_norm_terms"), x, weight, dy, eps)?;
     Ok((dx, dw))
 }
 
@@ -198,7 +167,26 @@ pub fn layer_norm_backward(
     dy: &Tensor,
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let op = "layer_norm_backward";
+    let (dx, dw, ones) = norm_backward(
+        ("layer_norm_backward", "layer_norm_terms"),
+        x,
+        weight,
+        dy,
+        eps,
+    )?;
+    let db = super::matmul_tn(&ones, dy)?;
+    Ok((dx, dw, db))
+}
+
+/// A norm's backward by its two entries (`dx`, and the weight gradient's terms): dL/dx,
+/// dL/dweight (the terms summed over the rows in order), and the column of ones summed by.
+fn norm_backward(
+    (op, terms_entry): (&'static str, &'static str),
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let [rows, cols] = x.shape();
     check(
         op,
@@ -222,7 +210,7 @@ pub fn layer_norm_backward(
     let terms = Tensor::output(x.rank(), x.shape(), op)?;
     run(
         op,
-        (Shader::Norms, "layer_norm_terms"),
+        (Shader::Norms, terms_entry),
         &[x, weight, dy],
         &terms,
         rows,
@@ -230,8 +218,7 @@ pub fn layer_norm_backward(
     )?;
     let ones = Tensor::from_host(x.rank(), &vec![1.0; rows], [rows, 1])?;
     let dw = super::matmul_tn(&ones, &terms)?;
-    let db = super::matmul_tn(&ones, dy)?;
-    Ok((dx, dw, db))
+    Ok((dx, dw, ones))
 }
 
 /// The embedding lookup's backward: for `rows` vocabulary rows from id `first` (a rank's
