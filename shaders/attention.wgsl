@@ -4,8 +4,8 @@
 // j > i - w: Hugging Face's sliding_window_overlay), then the weighted sum of v_j.
 // logit(s) = s * scale, or with soft-capping (entry `attention_softcap`, Gemma 2)
 // tanh(s * scale / cap) * cap, the order of transformers' eager_attention_forward.
-// Requires rotary.wgsl prepended (src/kernels/mod.rs). Row-major f32; each tensor binding
-// is one buffer.
+// Requires rotary.wgsl and attention_common.wgsl prepended (src/kernels/mod.rs).
+// Row-major f32; each tensor binding is one buffer.
 //
 // A fused row is [q | k | v] (kv_cache.wgsl); a cache row is [k | v], 2 * kv_cols columns,
 // its rows up to pos0 + rows written (kv_cache.wgsl), or in a ring (`ring`) position j's
@@ -29,38 +29,6 @@
 // Both entries run `attend`; `capped` is a constant at each call, so once inlined the
 // plain entry is the uncapped arithmetic alone (the same bits as before the cap existed).
 
-// The fields up to `ring` are kv_cache.wgsl's KvWriteParams' (one Rust struct,
-// src/kernels/params.rs FusedRows).
-struct AttentionParams {
-    count: u32,
-    row_stride: u32,
-    base: u32,
-    cols: u32,
-    // Local query heads.
-    heads: u32,
-    head_dim: u32,
-    // The position of row 0.
-    pos0: u32,
-    // Key (and value) columns of a cache row: local key/value heads * head_dim.
-    kv_cols: u32,
-    // 1: turn the queries by the rotary table; 0: take them as they are.
-    rotate: u32,
-    // Nonzero: the cache is a ring of `ring` rows, position j in row j % ring; 0: in row j.
-    ring: u32,
-    // Query heads per key/value head; the global indices of the first local query head
-    // and of the cache's first key/value head: local head h reads cache head
-    // (h0 + h) / group - k0.
-    group: u32,
-    h0: u32,
-    k0: u32,
-    // The logits' scale (1 / sqrt(head_dim) unless the model says otherwise), as f32 bits.
-    scale: u32,
-    // Positions a query sees, itself included (the sliding window); 0: all before it.
-    window: u32,
-    // The soft cap of the logits, as f32 bits (read by `attention_softcap` only).
-    softcap: u32,
-}
-
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> cache: array<f32>;
 @group(0) @binding(2) var<storage, read> table: array<f32>;
@@ -68,35 +36,6 @@ struct AttentionParams {
 // The parameters, twice (src/kernels/uniforms.rs says why): each entry point reads
 // them once through load_params, at an index no compiler can fold to a constant.
 @group(0) @binding(4) var<uniform> params: array<AttentionParams, 2>;
-
-fn load_params() -> AttentionParams {
-    return params[params[0].count & 1u];
-}
-
-// The largest head attention takes (its turned query is kept per invocation; the same
-// bound as src/ops/model.rs MAX_HEAD_DIM).
-const MAX_HEAD_DIM: u32 = 256u;
-
-// |y| past which tanh(y) rounds to +-1 in f32 (1 - tanh(10) < 2^-27): clamping there
-// changes no result and keeps every backend's tanh off arguments whose exponentials
-// overflow.
-const TANH_SATURATED: f32 = 10.0;
-
-// The cache row of position `pos`.
-fn slot(pos: u32, ring: u32) -> u32 {
-    if (ring == 0u) {
-        return pos;
-    }
-    return pos % ring;
-}
-
-// The logit of the dot product s: scaled, then capped when `capped`.
-fn logit(s: f32, scale: f32, cap: f32, capped: bool) -> f32 {
-    if (capped) {
-        return tanh(clamp(s * scale / cap, -TANH_SATURATED, TANH_SATURATED)) * cap;
-    }
-    return s * scale;
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -14,3 +14,12 @@ fn turn(x1: f32, x2: f32, pos: u32, j: u32, head_dim: u32) -> vec2<f32> {
     let si = table[cs + head_dim / 2u];
     return vec2<f32>(x1 * co - x2 * si, x2 * co + x1 * si);
 }
+
+// The inverse of `turn` (the angle negated), which carries a gradient at the turned pair
+// back to the pair before it (the rotation's transpose): attention_backward.wgsl.
+fn unturn(y1: f32, y2: f32, pos: u32, j: u32, head_dim: u32) -> vec2<f32> {
+    let cs = pos * head_dim + j;
+    let co = table[cs];
+    let si = table[cs + head_dim / 2u];
+    return vec2<f32>(y1 * co + y2 * si, y2 * co - y1 * si);
+}

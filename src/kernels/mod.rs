@@ -46,7 +46,9 @@ const EMBEDDING_WGSL: &str = include_str!("../../shaders/embedding.wgsl");
 const ROTARY_WGSL: &str = include_str!("../../shaders/rotary.wgsl");
 const ROPE_WGSL: &str = include_str!("../../shaders/rope.wgsl");
 const KV_CACHE_WGSL: &str = include_str!("../../shaders/kv_cache.wgsl");
+const ATTENTION_COMMON_WGSL: &str = include_str!("../../shaders/attention_common.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
+const ATTENTION_BACKWARD_WGSL: &str = include_str!("../../shaders/attention_backward.wgsl");
 const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
 const CROSS_ENTROPY_WGSL: &str = include_str!("../../shaders/cross_entropy.wgsl");
 const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
@@ -85,8 +87,11 @@ pub(crate) enum Shader {
     Rope,
     /// `kv_cache.wgsl` (`kv_write`) after `rotary.wgsl`.
     KvCache,
-    /// `attention.wgsl` after `rotary.wgsl`.
+    /// `attention.wgsl` after `rotary.wgsl` and `attention_common.wgsl`.
     Attention,
+    /// `attention_backward.wgsl` after the same: qkv, table, d_out, aux (read), out
+    /// (read-write), params (uniform): the reductions' layout.
+    AttentionBackward,
     /// `swiglu.wgsl` (`silu_mul`).
     SiluMul,
     /// `cross_entropy.wgsl` (`row_stats`, `grad`).
@@ -216,7 +221,10 @@ impl Shader {
             Shader::Embedding => vec![&prelude, EMBEDDING_WGSL],
             Shader::Rope => vec![ROTARY_WGSL, ROPE_WGSL],
             Shader::KvCache => vec![ROTARY_WGSL, KV_CACHE_WGSL],
-            Shader::Attention => vec![ROTARY_WGSL, ATTENTION_WGSL],
+            Shader::Attention => vec![ROTARY_WGSL, ATTENTION_COMMON_WGSL, ATTENTION_WGSL],
+            Shader::AttentionBackward => {
+                vec![ROTARY_WGSL, ATTENTION_COMMON_WGSL, ATTENTION_BACKWARD_WGSL]
+            }
             Shader::SiluMul => vec![SWIGLU_WGSL],
             Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
             Shader::Optimizer => vec![OPTIMIZER_WGSL],
@@ -225,10 +233,15 @@ impl Shader {
         Ok(parts.join("\n"))
     }
 
+    /// The storage bindings it reads (before the one it writes).
+    pub(crate) fn inputs(self) -> usize {
+        self.layout().storage_bindings().len() - 1
+    }
+
     fn layout(self) -> Layout {
         match self {
             Shader::Elementwise => Layout::Elementwise,
-            Shader::Reduce => Layout::Reduce,
+            Shader::Reduce | Shader::AttentionBackward => Layout::Reduce,
             Shader::Reduce8 => Layout::Reduce8,
             Shader::Optimizer => Layout::Optimizer,
             Shader::GemmTiled

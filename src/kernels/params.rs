@@ -169,7 +169,8 @@ pub(crate) struct KvWriteParams {
     pub _pad: [u32; 2],
 }
 
-/// `shaders/attention.wgsl`'s `AttentionParams` (`attention`).
+/// `shaders/attention_common.wgsl`'s `AttentionParams` (`attention.wgsl`,
+/// `attention_backward.wgsl`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct AttentionParams {
@@ -184,8 +185,12 @@ pub(crate) struct AttentionParams {
     pub scale: u32,
     /// Positions a query sees, itself included; 0: every one before it.
     pub window: u32,
-    /// The logits' soft cap, as f32 bits (read by `attention_softcap` only).
+    /// The logits' soft cap, as f32 bits (read by the capped entries only).
     pub softcap: u32,
+    /// The rows of a backward (`shaders/attention_backward.wgsl`), at positions
+    /// `0..positions`; unread by the forward.
+    pub positions: u32,
+    pub _pad: [u32; 3],
 }
 
 impl PieceParams for KvWriteParams {
@@ -279,7 +284,7 @@ mod tests {
             kernel!("embedding.wgsl", EmbedParams, 6, "fill"),
             kernel!("rope.wgsl", RopeParams, 6, "pos0"),
             kernel!("kv_cache.wgsl", KvWriteParams, 9, "ring"),
-            kernel!("attention.wgsl", AttentionParams, 15, "softcap"),
+            kernel!("attention_common.wgsl", AttentionParams, 16, "positions"),
             kernel!("swiglu.wgsl", SiluMulParams, 3, "cols"),
         ] {
             let f = fields(wgsl, name);

@@ -108,10 +108,10 @@ pub struct AttentionOptions {
 /// The options as the forward uses them: the logits and positions, and each local rank's
 /// query and key norm weights `[1, head_dim]` with the epsilon.
 #[derive(Debug, Clone, Default)]
-struct Applied {
-    options: AttentionOptions,
-    scores: ops::Scores,
-    qk_norm: Option<(Vec<[Tensor; 2]>, f32)>,
+pub(super) struct Applied {
+    pub(super) options: AttentionOptions,
+    pub(super) scores: ops::Scores,
+    pub(super) qk_norm: Option<(Vec<[Tensor; 2]>, f32)>,
 }
 
 /// The key/value cache of one attention layer: per local rank `[capacity, 2 x kv heads x
@@ -120,7 +120,7 @@ struct Applied {
 /// row `p % capacity`, the positions older than the window overwritten.
 #[derive(Debug)]
 pub struct KvCache {
-    kv: Vec<Tensor>,
+    pub(super) kv: Vec<Tensor>,
     len: usize,
     ring: bool,
 }
@@ -150,20 +150,20 @@ impl KvCache {
 /// Self-attention split by heads. Input and output: `Replicate [tokens, hidden]`.
 #[derive(Debug, Clone)]
 pub struct ParallelAttention {
-    group: Group,
-    shape: AttentionShape,
-    layout: WeightLayout,
+    pub(super) group: Group,
+    pub(super) shape: AttentionShape,
+    pub(super) layout: WeightLayout,
     /// Every rank's query heads `[first, first + n)`, global.
-    heads: Vec<Range<usize>>,
+    pub(super) heads: Vec<Range<usize>>,
     /// Every rank's key/value heads, global.
-    kv: Vec<Range<usize>>,
+    pub(super) kv: Vec<Range<usize>>,
     /// This process's ranks' query, key and value weights fused, each rank's output
     /// columns `[q | k | v]`, and their biases likewise.
-    qkv: Vec<Tensor>,
-    bias: Option<Vec<Tensor>>,
-    rotary: Option<Rotary>,
-    o: RowParallelLinear,
-    options: Applied,
+    pub(super) qkv: Vec<Tensor>,
+    pub(super) bias: Option<Vec<Tensor>>,
+    pub(super) rotary: Option<Rotary>,
+    pub(super) o: RowParallelLinear,
+    pub(super) options: Applied,
 }
 
 impl ParallelAttention {

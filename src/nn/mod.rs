@@ -3,6 +3,7 @@
 //! vocab-parallel LM head).
 
 mod attention;
+mod attention_backward;
 mod column;
 mod cross_entropy;
 mod embedding;
@@ -20,6 +21,7 @@ mod weights;
 pub use attention::{
     AttentionOptions, AttentionShape, HeadWeights, KvCache, ParallelAttention, QkNorm,
 };
+pub use attention_backward::AttentionGrads;
 pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 #[cfg(not(target_arch = "wasm32"))]
 pub use cross_entropy::vocab_parallel_cross_entropy;

@@ -22,8 +22,8 @@ pub(crate) use matmul::{matmul_tn_window, Product};
 #[cfg(test)]
 pub(crate) use model::attention;
 pub(crate) use model::{
-    attention_with, cross_entropy_grad, cross_entropy_stats, head_rms_norm, write_kv, HeadSpan,
-    Scores, MAX_HEAD_DIM, NO_TARGET,
+    attention_backward, attention_with, cross_entropy_grad, cross_entropy_stats, fold_kv,
+    head_rms_norm, write_kv, HeadSpan, Scores, MAX_HEAD_DIM, NO_TARGET,
 };
 pub use model::{
     embed, embed_backward, gelu_tanh_mul, layer_norm, layer_norm_backward, rms_norm,

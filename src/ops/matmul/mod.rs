@@ -311,6 +311,23 @@ pub(crate) struct Product<'a> {
 impl Product<'_> {
     /// Checks the shapes and ranks, then encodes and submits the product.
     pub(crate) fn run(&self) -> Result<Tensor> {
+        self.check()?;
+        let k = self.cols.len();
+        if self.x.rank().numerics() != Numerics::TpInvariant {
+            return matmul_window(self, 0..k, self.bias, self.act);
+        }
+        let mut y = self.blocked(0..k)?;
+        if let Some(b) = self.bias {
+            y = super::add_row(&y, b)?;
+        }
+        if self.act != Activation::Identity {
+            y = super::activation(&y, self.act)?;
+        }
+        Ok(y)
+    }
+
+    /// The shapes, ranks and types of the product's operands.
+    fn check(&self) -> Result<()> {
         let op = self.op;
         let (x, w, layout) = (self.x, self.w, self.layout);
         let k = self.cols.len();
@@ -353,10 +370,38 @@ impl Product<'_> {
                 ));
             }
         }
-        if x.rank().numerics() != Numerics::TpInvariant {
-            return matmul_window(self, 0..k, self.bias, self.act);
+        Ok(())
+    }
+
+    /// The product over K rows `ks` of the weight only (`x[:, cols.start + ks] ·
+    /// W[ks]`), with no bias or activation (those of `self` are not applied): a part of a
+    /// sum whose other parts the caller adds. Under tp-invariant numerics in `blocks` K
+    /// blocks of `ks`, as [`Product::run`].
+    pub(crate) fn run_k(&self, ks: Range<usize>) -> Result<Tensor> {
+        let whole = Product {
+            bias: None,
+            act: Activation::Identity,
+            ..self.clone()
+        };
+        let k = self.layout.in_out(self.w.shape()).0;
+        if ks.start > ks.end || ks.end > k {
+            return Err(Error::invalid(
+                self.op,
+                format!("K rows {ks:?} of a weight with {k} inputs"),
+            ));
         }
-        let blocks = self.blocks;
+        // The whole product's checks, without running it.
+        whole.check()?;
+        if self.x.rank().numerics() != Numerics::TpInvariant {
+            return matmul_window(&whole, ks, None, Activation::Identity);
+        }
+        whole.blocked(ks)
+    }
+
+    /// `ks` in `blocks` equal K blocks, each summed in increasing k, joined along the
+    /// fixed tree.
+    fn blocked(&self, ks: Range<usize>) -> Result<Tensor> {
+        let (op, blocks, k) = (self.op, self.blocks, ks.len());
         if blocks == 0 || !k.is_multiple_of(blocks) {
             return Err(Error::invalid(
                 op,
@@ -369,16 +414,12 @@ impl Product<'_> {
         }
         let len = k / blocks;
         let partials = (0..blocks)
-            .map(|j| matmul_window(self, j * len..(j + 1) * len, None, Activation::Identity))
+            .map(|j| {
+                let start = ks.start + j * len;
+                matmul_window(self, start..start + len, None, Activation::Identity)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let mut y = super::sum(op, &partials)?;
-        if let Some(b) = self.bias {
-            y = super::add_row(&y, b)?;
-        }
-        if self.act != Activation::Identity {
-            y = super::activation(&y, self.act)?;
-        }
-        Ok(y)
+        super::sum(op, &partials)
     }
 }
 

@@ -6,8 +6,10 @@
 //! embedding table (a large vocabulary shard is looked up band by band); a tensor larger
 //! than a buffer may be is refused with [`Error::BufferTooLarge`].
 
+mod attention_backward;
 mod cross_entropy;
 
+pub(crate) use attention_backward::{attention_backward, fold_kv};
 pub(crate) use cross_entropy::{cross_entropy_grad, cross_entropy_stats, NO_TARGET};
 
 use super::same_rank;
@@ -44,8 +46,8 @@ fn single<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
     }
 }
 
-/// Runs `entry` of `shader` over `count` items into `out`, reading `inputs` (up to three;
-/// unused slots bind the first).
+/// Runs `entry` of `shader` over `count` items into `out`, reading `inputs` (as many as
+/// the shader binds, [`Shader::inputs`]; unused slots bind the first).
 fn run(
     op: &'static str,
     (shader, entry): (Shader, &'static str),
@@ -60,7 +62,7 @@ fn run(
         same_rank(op, rank, t.rank())?;
         bufs.push(single(op, t)?);
     }
-    while bufs.len() < 3 {
+    while bufs.len() < shader.inputs() {
         bufs.push(bufs[0]);
     }
     bufs.push(single(op, out)?);
@@ -685,6 +687,7 @@ pub(crate) fn attention_with(
             .window
             .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
         softcap: scores.softcap.unwrap_or(0.0).to_bits(),
+        ..AttentionParams::default()
     };
     let entry = if scores.softcap.is_some() {
         "attention_softcap"

@@ -1,0 +1,424 @@
+//! The backward of [`ParallelAttention`] over a training step's whole sequence: Megatron's
+//! `f` before the fused query/key/value projection (one all-reduce of dL/dX), the output
+//! projection's row-parallel backward (no communication), and causal attention's backward
+//! per query head on its rank (`ops::attention_backward`). A key/value head whose query
+//! heads two ranks split (heads split unevenly, or fewer key/value heads than ranks) has
+//! its gradient summed from every query head's share in head order, the shares
+//! all-gathered first: every rank holding it gets the whole gradient.
+
+use std::ops::Range;
+
+use super::attention::ParallelAttention;
+use super::linear::{LinearGrads, ShardedLinear};
+use super::KvCache;
+use crate::dist::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::kernels::settings::Activation;
+use crate::kernels::settings::Numerics;
+use crate::ops::numerics::INVARIANT_BLOCKS;
+use crate::ops::{self, HeadSpan, Product};
+use crate::tensor::Tensor;
+
+/// The gradients of [`ParallelAttention::backward`], each placed as what it is the
+/// gradient of.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AttentionGrads {
+    /// dL/dX, `Replicate` as the input.
+    pub input: DistTensor,
+    /// dL/d(the fused query/key/value weight), each rank's stored as its fused weight
+    /// ([`ParallelAttention::qkv_weight`]): `Shard(0)` for `[out, in]` weights, `Shard(1)`
+    /// for `[in, out]`, the ranks' blocks one after another. A key/value head two ranks
+    /// hold has its whole gradient on each.
+    pub qkv: DistTensor,
+    /// dL/d(the fused biases), `Shard(1)` likewise; `None` without biases.
+    pub qkv_bias: Option<DistTensor>,
+    /// The output projection's: `weight` sharded as its weight, `bias` (if any)
+    /// `Replicate`; `input` is dL/d(the attention's output before it), `Shard(1)`.
+    pub o: LinearGrads,
+}
+
+/// The key/value heads of `kv[r]` that rank `r` owns for dL/dX: those no earlier rank holds
+/// (ranks hold heads in order, so only the first can be an earlier rank's).
+fn owned(kv: &[Range<usize>], r: usize) -> Range<usize> {
+    let shared = r > 0 && kv[r].start < kv[r - 1].end;
+    let start = kv[r].start + usize::from(shared);
+    start.min(kv[r].end)..kv[r].end
+}
+
+impl ParallelAttention {
+    /// The fused query/key/value weight, every local rank's stored as its layout says
+    /// (`[q | k | v]` output features): `Shard(0)` for `[out, in]` weights, `Shard(1)` for
+    /// `[in, out]`, the ranks' blocks one after another (a key/value head two ranks hold
+    /// is in each block), as [`AttentionGrads::qkv`] is placed.
+    pub fn qkv_weight(&self) -> DistTensor {
+        let hidden = self.shape.hidden;
+        let widths = self.fused_widths();
+        let total = widths.iter().sum();
+        let (placement, shape) = match self.layout {
+            crate::WeightLayout::OutIn => (Placement::Shard(0), [total, hidden]),
+            crate::WeightLayout::InOut => (Placement::Shard(1), [hidden, total]),
+        };
+        DistTensor::from_parts(&self.group, self.qkv.clone(), placement, shape, widths)
+    }
+
+    /// Every rank's fused output features: `(its query heads + 2 x its key/value heads) x
+    /// head_dim`.
+    fn fused_widths(&self) -> Vec<usize> {
+        let hd = self.shape.head_dim;
+        self.heads
+            .iter()
+            .zip(&self.kv)
+            .map(|(q, kv)| (q.len() + 2 * kv.len()) * hd)
+            .collect()
+    }
+
+    /// The gradients of the attention of `x`'s rows as a whole sequence (positions `0..`,
+    /// causal; a new cache's forward) given `dy` = dL/d(output), both `Replicate`
+    /// `[tokens, hidden]`. The forward is recomputed, not kept. Every query head's
+    /// gradients are its own rank's work in position order, a key/value head's summed
+    /// over its query heads in head order: the same bits at every tp. dL/dX joins each
+    /// rank's `dqkv_r · W_r^T` in one all-reduce (a key/value head two ranks hold counted
+    /// by the first); under [`Numerics::TpInvariant`] the query, key and value parts are
+    /// each summed along the fixed tree and all-reduced apart (three all-reduces), the
+    /// same bits at every tp where the heads split evenly and the key/value heads either
+    /// split evenly or are each held whole by one rank's share of the tree.
+    ///
+    /// # Errors
+    /// [`Error::Placement`] unless `x` and `dy` are `Replicate`; [`Error::Shape`] for
+    /// other shapes; [`Error::InvalidArgument`] for a layer with per-head query/key norms
+    /// (their backward is not written yet) or a ring cache's options, and under
+    /// tp-invariant numerics for splits the fixed tree cannot follow; GPU and collective
+    /// errors.
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
+        let op = "parallel_attention.backward";
+        if self.options.qk_norm.is_some() {
+            return Err(Error::invalid(
+                op,
+                "the backward of per-head query/key norms is not written yet",
+            ));
+        }
+        x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
+        if !dy.group().same_as(&self.group) || !x.group().same_as(&self.group) {
+            return Err(Error::GroupMismatch { op });
+        }
+        let [tokens, hidden] = x.shape();
+        if hidden != self.shape.hidden || dy.shape() != x.shape() {
+            return Err(Error::shape(
+                op,
+                format!("x and dy [tokens, {}]", self.shape.hidden),
+                format!(
+                    "{} and {}",
+                    crate::error::fmt_shape(x.shape()),
+                    crate::error::fmt_shape(dy.shape())
+                ),
+            ));
+        }
+        let invariant = x.locals()[0].rank().numerics() == Numerics::TpInvariant;
+        let blocks = if invariant {
+            self.invariant_blocks(op)?
+        } else {
+            Vec::new()
+        };
+        let hd = self.shape.head_dim;
+        let group_size = self.shape.heads / self.shape.kv_heads;
+        let span = |r: usize| HeadSpan {
+            first_q: self.heads[r].start,
+            first_kv: self.kv[r].start,
+            group: group_size,
+            head_dim: hd,
+        };
+        // The forward again: the fused rows and the attention's output.
+        let table = match &self.rotary {
+            Some(rotary) => {
+                rotary.cover(tokens)?;
+                Some(rotary.current_for(tokens)?)
+            }
+            None => None,
+        };
+        let mut cache = self.new_cache(tokens)?;
+        let (qkvs, attended) = self.recompute(op, x, table.as_ref(), &mut cache)?;
+        let o = self.o.backward_async(&attended, dy).await?;
+        // Each rank's heads.
+        let scores = self.options.scores;
+        let parts = crate::rank::batched(op, || {
+            let mut parts = Vec::new();
+            for (i, r) in self.group.local_range().enumerate() {
+                let t = table.as_ref().map(|t| &t.locals()[i]);
+                parts.push(ops::attention_backward(
+                    &qkvs[i],
+                    &attended.locals()[i],
+                    &o.input.locals()[i],
+                    t,
+                    (span(r), self.kv[r].len()),
+                    scores,
+                )?);
+            }
+            Ok(parts)
+        })?;
+        let (dqkvs, shares): (Vec<Tensor>, Vec<Tensor>) =
+            parts.into_iter().map(|p| (p.dqkv, p.shares)).unzip();
+        // The key/value heads' gradients from their query heads' shares, gathered first
+        // when two ranks hold one.
+        let shared = (1..self.kv.len()).any(|r| self.kv[r].start < self.kv[r - 1].end);
+        let shares = if shared {
+            let sizes = self.heads.iter().map(|h| h.len() * 2 * hd).collect();
+            let shape = [tokens, self.shape.heads * 2 * hd];
+            DistTensor::from_parts(&self.group, shares, Placement::Shard(1), shape, sizes)
+                .redistribute_async(Placement::Replicate)
+                .await?
+                .locals()
+                .to_vec()
+        } else {
+            shares
+        };
+        let widths = self.fused_widths();
+        let (weights, biases, partials) = crate::rank::batched(op, || {
+            let (mut weights, mut biases, mut partials) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, r) in self.group.local_range().enumerate() {
+                let first_share = if shared { 0 } else { self.heads[r].start };
+                let d = &dqkvs[i];
+                ops::fold_kv(&shares[i], first_share, d, (span(r), self.kv[r].len()))?;
+                let (x, all) = (&x.locals()[i], 0..widths[r]);
+                weights.push(ShardedLinear::weight_grad(
+                    op,
+                    self.layout,
+                    (x, 0..hidden),
+                    (d, all.clone()),
+                )?);
+                if self.bias.is_some() {
+                    biases.push(ShardedLinear::bias_grad(op, d, all)?);
+                }
+                partials.push(self.input_parts(op, i, r, d, &blocks)?);
+            }
+            Ok((weights, biases, partials))
+        })?;
+        let input = self
+            .join_input(partials, [tokens, hidden], invariant)
+            .await?;
+        let weight = self.qkv_weight();
+        let qkv = DistTensor::from_parts(
+            &self.group,
+            weights,
+            weight.placement(),
+            weight.shape(),
+            widths.clone(),
+        );
+        let qkv_bias = self.bias.is_some().then(|| {
+            let total = widths.iter().sum();
+            DistTensor::from_parts(&self.group, biases, Placement::Shard(1), [1, total], widths)
+        });
+        Ok(AttentionGrads {
+            input,
+            qkv,
+            qkv_bias,
+            o,
+        })
+    }
+
+    /// Blocking [`ParallelAttention::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`ParallelAttention::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
+    }
+
+    /// Each local rank's fused rows (after the bias) and the attention's output before the
+    /// output projection (`Shard(1)`), as the forward computes them into `cache`.
+    fn recompute(
+        &self,
+        op: &'static str,
+        x: &DistTensor,
+        table: Option<&DistTensor>,
+        cache: &mut KvCache,
+    ) -> Result<(Vec<Tensor>, DistTensor)> {
+        let [tokens, hidden] = x.shape();
+        let hd = self.shape.head_dim;
+        let group_size = self.shape.heads / self.shape.kv_heads;
+        let (qkvs, outs) = crate::rank::batched(op, || {
+            let (mut qkvs, mut outs) = (Vec::new(), Vec::new());
+            for (i, r) in self.group.local_range().enumerate() {
+                let qkv = Product {
+                    op,
+                    x: &x.locals()[i],
+                    cols: 0..hidden,
+                    w: &self.qkv[i],
+                    bias: self.bias.as_ref().map(|b| &b[i]),
+                    layout: self.layout,
+                    act: Activation::Identity,
+                    blocks: INVARIANT_BLOCKS,
+                }
+                .run()?;
+                let t = table.map(|t| &t.locals()[i]);
+                let kv = &cache.kv[i];
+                ops::write_kv(&qkv, kv, t, (hd, 0), false)?;
+                let span = HeadSpan {
+                    first_q: self.heads[r].start,
+                    first_kv: self.kv[r].start,
+                    group: group_size,
+                    head_dim: hd,
+                };
+                let scores = ops::Scores {
+                    ring: false,
+                    ..self.options.scores
+                };
+                outs.push(ops::attention_with(&qkv, kv, t, span, 0, scores)?);
+                qkvs.push(qkv);
+            }
+            Ok((qkvs, outs))
+        })?;
+        let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
+        let attended = DistTensor::from_parts(
+            &self.group,
+            outs,
+            Placement::Shard(1),
+            [tokens, self.shape.heads * hd],
+            sizes,
+        );
+        Ok((qkvs, attended))
+    }
+
+    /// Under tp-invariant numerics, the K blocks of each rank's query and owned
+    /// key/value columns: `8 / tp` of the query heads' (split evenly), and `8 x owned /
+    /// kv_heads` of the key/value heads' (each a whole share of the fixed tree).
+    fn invariant_blocks(&self, op: &'static str) -> Result<Vec<[usize; 2]>> {
+        let world = self.heads.len();
+        let (nh, kvh) = (self.shape.heads, self.shape.kv_heads);
+        let even = self.heads.iter().all(|h| h.len() * world == nh);
+        let mut blocks = Vec::new();
+        for r in 0..world {
+            let own = owned(&self.kv, r).len();
+            let kv_blocks = INVARIANT_BLOCKS * own / kvh;
+            if !even
+                || world > INVARIANT_BLOCKS
+                || !(INVARIANT_BLOCKS * own).is_multiple_of(kvh)
+                || (own > 0 && kv_blocks == 0)
+            {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "tp-invariant numerics sum dL/dX along a fixed tree of \
+                         {INVARIANT_BLOCKS} blocks: {nh} query heads over {kvh} key/value \
+                         heads at tp {world} do not split along it (query heads evenly, \
+                         key/value heads evenly or each whole on one rank's share)"
+                    ),
+                ));
+            }
+            blocks.push([INVARIANT_BLOCKS / world, kv_blocks]);
+        }
+        Ok(blocks)
+    }
+
+    /// Local rank `i` (global `r`)'s parts of dL/dX from `d` (its fused rows' gradient):
+    /// the query columns', the owned key columns', the owned value columns' (`None` for
+    /// none). Outside tp-invariant numerics (no `blocks`) one product of all of `d` when
+    /// the rank owns all its key/value heads.
+    fn input_parts(
+        &self,
+        op: &'static str,
+        i: usize,
+        r: usize,
+        d: &Tensor,
+        blocks: &[[usize; 2]],
+    ) -> Result<[Option<Tensor>; 3]> {
+        let hd = self.shape.head_dim;
+        let q = self.heads[r].len() * hd;
+        let kv = self.kv[r].len() * hd;
+        let own = owned(&self.kv, r);
+        let off = (own.start - self.kv[r].start) * hd;
+        let [q_blocks, kv_blocks] = blocks.get(r).copied().unwrap_or([1, 1]);
+        let product = |blocks| Product {
+            op,
+            x: d,
+            cols: 0..q + 2 * kv,
+            w: &self.qkv[i],
+            bias: None,
+            layout: self.layout.transposed(),
+            act: Activation::Identity,
+            blocks,
+        };
+        if blocks.is_empty() && off == 0 {
+            return Ok([Some(product(1).run_k(0..q + 2 * kv)?), None, None]);
+        }
+        let q_part = product(q_blocks).run_k(0..q)?;
+        let kv_part = |start: usize| -> Result<Option<Tensor>> {
+            if own.is_empty() {
+                return Ok(None);
+            }
+            product(kv_blocks).run_k(start + off..start + kv).map(Some)
+        };
+        Ok([Some(q_part), kv_part(q)?, kv_part(q + kv)?])
+    }
+
+    /// dL/dX from every local rank's parts: outside tp-invariant numerics each rank's
+    /// summed, then one all-reduce; under them each part all-reduced apart along the
+    /// fixed tree (a rank without one adding zeros), then `(q + k) + v`.
+    async fn join_input(
+        &self,
+        partials: Vec<[Option<Tensor>; 3]>,
+        shape: [usize; 2],
+        invariant: bool,
+    ) -> Result<DistTensor> {
+        let op = "parallel_attention.backward";
+        let ranks = self.group.ranks();
+        let zeros = |i: usize| Tensor::zeros(&ranks[i], shape);
+        if !invariant {
+            let locals = crate::rank::batched(op, || {
+                partials
+                    .into_iter()
+                    .map(|parts| {
+                        let mut present: Vec<Tensor> = parts.into_iter().flatten().collect();
+                        match present.pop() {
+                            Some(only) if present.is_empty() => Ok(only),
+                            Some(last) => {
+                                present.push(last);
+                                ops::sum(op, &present)
+                            }
+                            None => Err(Error::invalid(op, "a rank with no part of dL/dX")),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let partial =
+                DistTensor::from_parts(&self.group, locals, Placement::Partial, shape, Vec::new());
+            return partial.redistribute_async(Placement::Replicate).await;
+        }
+        let mut joined: Vec<DistTensor> = Vec::new();
+        for part in 0..3 {
+            let locals = partials
+                .iter()
+                .enumerate()
+                .map(|(i, parts)| match &parts[part] {
+                    Some(t) => Ok(t.clone()),
+                    None => zeros(i),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let partial =
+                DistTensor::from_parts(&self.group, locals, Placement::Partial, shape, Vec::new());
+            joined.push(partial.redistribute_async(Placement::Replicate).await?);
+        }
+        let locals = crate::rank::batched(op, || {
+            (0..joined[0].locals().len())
+                .map(|i| {
+                    let qk = ops::sum(
+                        op,
+                        &[joined[0].locals()[i].clone(), joined[1].locals()[i].clone()],
+                    )?;
+                    ops::sum(op, &[qk, joined[2].locals()[i].clone()])
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(DistTensor::from_parts(
+            &self.group,
+            locals,
+            Placement::Replicate,
+            shape,
+            Vec::new(),
+        ))
+    }
+}
