@@ -16,6 +16,12 @@ the CPU in float32 as a training step would:
 - ce.*: F.cross_entropy(logits, targets, ignore_index=-100) (mean over the rows with a
   target) for logits [7, 53] with standard deviation 3 and every fourth row's target
   -100; the loss and logits.grad.
+- attn_{llama,gemma}.*: transformers' eager attention (Llama's rotary embedding with
+  theta 10000 and rotate_half, repeat_kv, the causal mask) of x [7, 16] with 8 query
+  heads over 2 key/value heads of 8, q/k/v [out, in] with biases (Qwen2's), o [16, 64]
+  without; "gemma" adds a sliding window of 3, the scale 0.3 and a logit soft cap of 2
+  (Gemma 2's order: scaled, capped, masked). The output's gradient dy [7, 16]; the
+  gradients of x, every weight and every bias.
 """
 
 from pathlib import Path
@@ -62,11 +68,59 @@ def main():
     out.update({"ce.logits": logits, "ce.targets": targets, "ce.loss": loss.reshape(1),
                 "ce.dlogits": logits.grad})
 
+    for name, window, scale, softcap in [("llama", None, None, None), ("gemma", 3, 0.3, 2.0)]:
+        out.update(attention(rand, f"attn_{name}.", window, scale, softcap))
+
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in out.items()},
               str(OUT / "torch.safetensors"),
               metadata={"torch": torch.__version__})
     print(f"wrote {OUT / 'torch.safetensors'} (torch {torch.__version__})")
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attention(rand, p, window, scale, softcap):
+    t, hidden, heads, kv_heads, hd = 7, 16, 8, 2, 8
+    x = rand(t, hidden).requires_grad_()
+    wq = rand(heads * hd, hidden, std=0.25).requires_grad_()
+    wk = rand(kv_heads * hd, hidden, std=0.75).requires_grad_()
+    wv = rand(kv_heads * hd, hidden, std=0.25).requires_grad_()
+    wo = rand(hidden, heads * hd, std=0.15).requires_grad_()
+    bq, bk, bv = (rand(n).requires_grad_() for n in (heads * hd, kv_heads * hd, kv_heads * hd))
+    dy = rand(t, hidden)
+    q = (x @ wq.T + bq).view(t, heads, hd).transpose(0, 1)
+    k = (x @ wk.T + bk).view(t, kv_heads, hd).transpose(0, 1)
+    v = (x @ wv.T + bv).view(t, kv_heads, hd).transpose(0, 1)
+    # LlamaRotaryEmbedding (default rope_type): inv_freq in float32, angles in float32.
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = torch.arange(t).float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    k = k.repeat_interleave(heads // kv_heads, dim=0)
+    v = v.repeat_interleave(heads // kv_heads, dim=0)
+    s = (q @ k.transpose(1, 2)) * (hd ** -0.5 if scale is None else scale)
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    i = torch.arange(t)[:, None]
+    j = torch.arange(t)[None, :]
+    masked = j > i
+    if window is not None:
+        masked = masked | (j <= i - window)
+    s = s.masked_fill(masked, float("-inf"))
+    probs = torch.softmax(s, dim=-1, dtype=torch.float32)
+    o = (probs @ v).transpose(0, 1).reshape(t, heads * hd)
+    (o @ wo.T).backward(dy)
+    named = {"x": x, "wq": wq, "wk": wk, "wv": wv, "wo": wo, "bq": bq, "bk": bk, "bv": bv}
+    out = {p + n: v for n, v in named.items()}
+    out[p + "dy"] = dy
+    out.update({p + "d" + n: v.grad for n, v in named.items()})
+    return out
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 //! output projection, the attention's output) against an f64 reference carrying a
 //! rigorous bound on the f32 result, propagated operation by operation through the
 //! kernels' arithmetic (`E` below); that reference against central differences of its own
-//! forward; the same bits at tp 1, 2 and 4 under tp-invariant numerics; and bad input.
+//! forward; PyTorch autograd of transformers' eager attention on the same weights
+//! (`scripts/make_backward_fixtures.py`); the same bits at tp 1, 2 and 4 under
+//! tp-invariant numerics; and bad input.
 
 mod common;
 
@@ -793,5 +795,74 @@ fn bad_input_to_the_attention_backward_is_an_error() {
         let dy = DistTensor::replicate(&group, &f32s(&c.dy), [TOKENS, HIDDEN]).unwrap();
         let err = attention.backward(&x, &dy).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    }
+}
+
+/// PyTorch autograd of transformers' eager attention on the same weights
+/// (`scripts/make_backward_fixtures.py`: Llama's rotary attention with Qwen2's biases, and
+/// with Gemma 2's window, scale and soft cap): torch's f32 gradients and ours are each
+/// within the reference's bound `B` of the exact ones (torch's rotary table may differ
+/// from ours by an ulp, which the bound's propagation of the projections' errors dwarfs),
+/// so the test holds torch's within `B` and ours within `2 B` of torch's, at tp 1-4 on
+/// both kinds of group.
+#[test]
+fn attention_backward_matches_pytorch_autograd() {
+    let f = common::torch_fixture();
+    let gemma = AttentionOptions {
+        window: Some(3),
+        scale: Some(0.3),
+        softcap: Some(2.0),
+        ..AttentionOptions::default()
+    };
+    for (name, options) in [("llama", AttentionOptions::default()), ("gemma", gemma)] {
+        let get = |n: &str| f[&format!("attn_{name}.{n}")].clone();
+        let f64s = |n: &str| get(n).iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+        let c = Case {
+            x: f64s("x"),
+            wq: f64s("wq"),
+            wk: f64s("wk"),
+            wv: f64s("wv"),
+            wo: f64s("wo"),
+            bias: Some([f64s("bq"), f64s("bk"), f64s("bv")]),
+            dy: f64s("dy"),
+            table: Some(rotary_table()),
+            options,
+        };
+        let want = reference(&c);
+        let db = want.db.as_ref().unwrap();
+        // In `host`'s order: dX, dWq, dWk, dWv, dbq, dbk, dbv, dWo.
+        let checks: [(&str, &[E]); 8] = [
+            ("x", &want.dx),
+            ("wq", &want.dwq),
+            ("wk", &want.dwk),
+            ("wv", &want.dwv),
+            ("bq", &db[0]),
+            ("bk", &db[1]),
+            ("bv", &db[2]),
+            ("wo", &want.dwo),
+        ];
+        let torch: Vec<Vec<f32>> = checks.iter().map(|(n, _)| get(&format!("d{n}"))).collect();
+        for ((n, w), t) in checks.iter().zip(&torch) {
+            within(w, t, &format!("{name}: torch's d{n}"));
+        }
+        for tp in 1..=4 {
+            for (kind, group) in groups(tp).into_iter().enumerate() {
+                let attention = layer(&group, &c);
+                let x = DistTensor::replicate(&group, &f32s(&c.x), [TOKENS, HIDDEN]).unwrap();
+                let dy = DistTensor::replicate(&group, &f32s(&c.dy), [TOKENS, HIDDEN]).unwrap();
+                let got = host(&attention, &attention.backward(&x, &dy).unwrap());
+                for (i, ((n, w), t)) in checks.iter().zip(&torch).enumerate() {
+                    for (j, ((&g, &t), w)) in got[i].iter().zip(t).zip(w.iter()).enumerate() {
+                        let d = (f64::from(g) - f64::from(t)).abs();
+                        assert!(
+                            d <= 2.0 * w.e,
+                            "{name}, tp {tp}, group kind {kind}: d{n}[{j}]: {g} against torch's \
+                             {t} (2 B = {:.3e})",
+                            2.0 * w.e
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,44 +13,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{cached_group, transpose_approx};
+use common::{cached_group, torch_fixture as fixture, transpose_approx};
 use wgpu_tp::nn::vocab_parallel_cross_entropy;
 use wgpu_tp::reference::{self, Approx};
 use wgpu_tp::{
     Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, HostLinear, Numerics,
     ParallelMlp, RowParallelConfig, RowParallelLinear, WeightLayout,
 };
-
-/// Every tensor of the fixture, as f32 (the int64 targets converted).
-fn fixture() -> HashMap<String, Vec<f32>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/backward/torch.safetensors"
-    );
-    let bytes = std::fs::read(path).expect("the fixture");
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let v = match t.dtype() {
-                safetensors::Dtype::F32 => t
-                    .data()
-                    .chunks(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                safetensors::Dtype::I64 => t
-                    .data()
-                    .chunks(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
-                    .collect(),
-                d => panic!("{name}: {d:?}"),
-            };
-            (name, v)
-        })
-        .collect()
-}
 
 /// Asserts torch's `want` within the reference's bound and `got` within twice it of
 /// torch's (see the module docs).

@@ -356,3 +356,33 @@ pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Vec
         })
         .collect()
 }
+
+/// Every tensor of PyTorch autograd's fixture (`tests/fixtures/backward/torch.safetensors`,
+/// written by `scripts/make_backward_fixtures.py`), as f32 (int64 targets converted).
+pub fn torch_fixture() -> HashMap<String, Vec<f32>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/backward/torch.safetensors"
+    );
+    let bytes = std::fs::read(path).expect("the fixture");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let v = match t.dtype() {
+                safetensors::Dtype::F32 => t
+                    .data()
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                safetensors::Dtype::I64 => t
+                    .data()
+                    .chunks(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+                d => panic!("{name}: {d:?}"),
+            };
+            (name, v)
+        })
+        .collect()
+}
