@@ -5,6 +5,8 @@
 //!   count to 8, with uneven shards, on both kinds of local group (devices on one adapter,
 //!   logical ranks sharing one device); the all-reduce also bit for bit against the f32
 //!   rank-order sum, which is what one process gives, over seeded random shapes too;
+//! - training's backward likewise: the MLP's (one all-reduce), the cross-entropy, the
+//!   clipping norm, and attention's (heads split unevenly, key/value heads on two ranks);
 //! - with `Numerics::TpInvariant`, the bits of an MLP forward at tp 1, 2, 4 and 8 over
 //!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
 //! - the tiny Llama and GPT-2 models generate their reference tokens with ranks over the
@@ -28,8 +30,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use checks::{
-    check_backward, check_banded, check_collectives, check_groups_on_threads, check_layers,
-    check_models, check_random_shapes, check_refusals, invariant_bits,
+    check_attention_backward, check_backward, check_banded, check_collectives,
+    check_groups_on_threads, check_layers, check_models, check_random_shapes, check_refusals,
+    invariant_bits,
 };
 use wgpu_tp::{DistTensor, Error, Group, Numerics, Placement, Processes};
 
@@ -208,6 +211,7 @@ fn worker(mode: &str) {
                     check_random_shapes(&g, &ctx);
                     check_layers(&g, &ctx);
                     check_backward(&g, &ctx);
+                    check_attention_backward(&g, &ctx);
                     if p == 0 {
                         println!("ok: {ctx}");
                     }

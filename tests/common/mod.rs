@@ -6,6 +6,7 @@
 //! never pass by skipping.
 #![allow(dead_code)]
 
+pub mod attention;
 pub mod half;
 
 use std::collections::HashMap;

@@ -498,6 +498,31 @@ pub fn out_of_step_gathers_and_broadcasts_name_both(procs: &Processes) {
 /// processes, the weight gradients on their ranks), the vocabulary-parallel cross-entropy
 /// (each process's blocks of every row gathered, never the logits) and the clipping norm
 /// (each process's share exchanged), each within the f64 reference's bound.
+/// Attention's backward over the processes' ranks (heads split unevenly past tp 2 and at
+/// 3, key/value heads on two ranks past tp 2): every gradient of each case within the
+/// f64 reference's bound (tests/common/attention.rs), dL/dX after one all-reduce.
+pub fn check_attention_backward(g: &Group, ctx: &str) {
+    use common::attention::{cases, f32s, host, layer, reference, within, GRADIENTS};
+    use common::attention::{HIDDEN, TOKENS};
+    for (name, c) in cases() {
+        let want = reference(&c);
+        let attention = layer(g, &c);
+        let x = DistTensor::replicate(g, &f32s(&c.x), [TOKENS, HIDDEN]).unwrap();
+        let dy = DistTensor::replicate(g, &f32s(&c.dy), [TOKENS, HIDDEN]).unwrap();
+        let before = g.stats().all_reduces();
+        let grads = attention.backward(&x, &dy).unwrap();
+        assert_eq!(
+            g.stats().all_reduces() - before,
+            1,
+            "{ctx}, {name}: one all-reduce"
+        );
+        let got = host(&attention, &grads);
+        for ((w, got), what) in want.in_host_order().into_iter().zip(&got).zip(GRADIENTS) {
+            within(w, got, &format!("{ctx}, {name}: {what}"));
+        }
+    }
+}
+
 pub fn check_backward(g: &Group, ctx: &str) {
     let (t, k, n) = (3, 16, 29);
     let io = WeightLayout::InOut;
