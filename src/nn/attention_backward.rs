@@ -29,13 +29,71 @@ pub struct AttentionGrads {
     /// dL/d(the fused query/key/value weight), each rank's stored as its fused weight
     /// ([`ParallelAttention::qkv_weight`]): `Shard(0)` for `[out, in]` weights, `Shard(1)`
     /// for `[in, out]`, the ranks' blocks one after another. A key/value head two ranks
-    /// hold has its whole gradient on each.
+    /// hold has its whole gradient on each (so an optimizer keeps the copies equal); a
+    /// global norm wants [`AttentionGrads::counted_once`].
     pub qkv: DistTensor,
     /// dL/d(the fused biases), `Shard(1)` likewise; `None` without biases.
     pub qkv_bias: Option<DistTensor>,
     /// The output projection's: `weight` sharded as its weight, `bias` (if any)
     /// `Replicate`; `input` is dL/d(the attention's output before it), `Shard(1)`.
     pub o: LinearGrads,
+    /// The dimension of `qkv` along which its output features run.
+    qkv_dim: usize,
+    /// Per local rank, the fused output features of key/value heads an earlier rank also
+    /// holds (zeroed by [`AttentionGrads::counted_once`]).
+    doubled: Vec<Vec<Range<usize>>>,
+}
+
+impl AttentionGrads {
+    /// The fused weight's and bias's gradients (`qkv`, then `qkv_bias` if any) as a global
+    /// norm counts them: a key/value head two ranks hold counted on the first only (the
+    /// others' copies zeroed), so that [`clip_grad_norm`](super::clip_grad_norm) counts
+    /// each value once. Pass these to the norm and `qkv` itself to the optimizer, which
+    /// steps every copy alike. Each is `qkv`'s own tensors where no rank shares a head.
+    ///
+    /// # Errors
+    /// GPU errors.
+    pub fn counted_once(&self) -> Result<Vec<DistTensor>> {
+        let op = "attention_grads.counted_once";
+        let mut out = Vec::new();
+        for (t, features) in [(Some(&self.qkv), self.qkv_dim), (self.qkv_bias.as_ref(), 1)] {
+            let Some(t) = t else { continue };
+            let locals = crate::rank::batched(op, || {
+                t.locals()
+                    .iter()
+                    .zip(&self.doubled)
+                    .map(|(local, doubled)| zero_features(local, doubled, features))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            out.push(DistTensor::from_parts(
+                t.group(),
+                locals,
+                t.placement(),
+                t.shape(),
+                t.shard_sizes().to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// `t` with the features `ranges` along `dim` zeroed (a copy), or `t` itself for none.
+fn zero_features(t: &Tensor, ranges: &[Range<usize>], dim: usize) -> Result<Tensor> {
+    if ranges.is_empty() {
+        return Ok(t.clone());
+    }
+    let copy = ops::slice(t, 0, 0, t.shape())?;
+    for r in ranges {
+        let [rows, cols] = t.shape();
+        let (shape, at) = if dim == 0 {
+            ([r.len(), cols], [r.start, 0])
+        } else {
+            ([rows, r.len()], [0, r.start])
+        };
+        let zeros = Tensor::zeros(t.rank(), shape)?;
+        ops::place(&zeros, &copy, at)?;
+    }
+    Ok(copy)
 }
 
 /// The key/value heads of `kv[r]` that rank `r` owns for dL/dX: those no earlier rank holds
@@ -60,6 +118,27 @@ impl ParallelAttention {
             crate::WeightLayout::InOut => (Placement::Shard(1), [hidden, total]),
         };
         DistTensor::from_parts(&self.group, self.qkv.clone(), placement, shape, widths)
+    }
+
+    /// The fused query/key/value bias (`Shard(1)`, the ranks' blocks one after another, as
+    /// [`ParallelAttention::qkv_weight`]), if the layer has biases.
+    pub fn qkv_bias(&self) -> Option<DistTensor> {
+        let widths = self.fused_widths();
+        let total = widths.iter().sum();
+        let bias = self.bias.as_ref()?;
+        Some(DistTensor::from_parts(
+            &self.group,
+            bias.clone(),
+            Placement::Shard(1),
+            [1, total],
+            widths,
+        ))
+    }
+
+    /// The output projection (row-parallel over the heads' features): its `weight()` and
+    /// `bias()` are the layer's other parameters.
+    pub fn output_projection(&self) -> &super::RowParallelLinear {
+        &self.o
     }
 
     /// Every rank's fused output features: `(its query heads + 2 x its key/value heads) x
@@ -209,11 +288,26 @@ impl ParallelAttention {
             let total = widths.iter().sum();
             DistTensor::from_parts(&self.group, biases, Placement::Shard(1), [1, total], widths)
         });
+        let doubled = self
+            .group
+            .local_range()
+            .map(|r| {
+                let (q, kv) = (self.heads[r].len() * hd, self.kv[r].len() * hd);
+                let n = (owned(&self.kv, r).start - self.kv[r].start) * hd;
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    vec![q..q + n, q + kv..q + kv + n]
+                }
+            })
+            .collect();
         Ok(AttentionGrads {
             input,
             qkv,
             qkv_bias,
             o,
+            qkv_dim: usize::from(self.layout == crate::WeightLayout::InOut),
+            doubled,
         })
     }
 
