@@ -51,26 +51,28 @@
 // The parameters, twice (src/kernels/uniforms.rs says why).
 @group(0) @binding(5) var<uniform> params: array<AttentionParams, 2>;
 
-// Loads the head of `head_dim` values at `at` in qkv into `x`, turned to position `pos`
-// when `rotate`. (Heads go by pointer, never by value: a copy of a whole array per call
-// multiplies the shader compilers' work.)
-fn load_head(
-    p: AttentionParams,
-    at: u32,
-    pos: u32,
-    x: ptr<function, array<f32, MAX_HEAD_DIM>>,
-) {
-    for (var e = 0u; e < p.head_dim; e++) {
-        (*x)[e] = qkv[at + e];
+// Element e of the head at `at` in qkv, turned to position `pos` when `rotate` (the pair
+// `turn` gives, one element of it). No function here takes an array: GLSL passes arrays
+// by copy, which makes llvmpipe's GL take minutes to compile such a shader.
+fn head_value(p: AttentionParams, at: u32, pos: u32, e: u32) -> f32 {
+    if (p.rotate == 0u) {
+        return qkv[at + e];
     }
-    if (p.rotate != 0u) {
-        let half = p.head_dim / 2u;
-        for (var j = 0u; j < half; j++) {
-            let turned = turn((*x)[j], (*x)[j + half], pos, j, p.head_dim);
-            (*x)[j] = turned.x;
-            (*x)[j + half] = turned.y;
-        }
+    let half = p.head_dim / 2u;
+    let j = e % half;
+    let turned = turn(qkv[at + j], qkv[at + j + half], pos, j, p.head_dim);
+    if (e < half) {
+        return turned.x;
     }
+    return turned.y;
+}
+
+// A gradient's pair at the turned head carried back to the head before rotary.
+fn unturned(p: AttentionParams, y1: f32, y2: f32, pos: u32, j: u32) -> vec2<f32> {
+    if (p.rotate == 0u) {
+        return vec2<f32>(y1, y2);
+    }
+    return unturn(y1, y2, pos, j, p.head_dim);
 }
 
 // The first column of query head h's row t, and of the key of key/value head kvh at t
@@ -105,18 +107,6 @@ fn logit_slope(s: f32, scale: f32, cap: f32, capped: bool) -> f32 {
     return scale;
 }
 
-fn dot_heads(
-    a: ptr<function, array<f32, MAX_HEAD_DIM>>,
-    b: ptr<function, array<f32, MAX_HEAD_DIM>>,
-    n: u32,
-) -> f32 {
-    var s = 0.0;
-    for (var e = 0u; e < n; e++) {
-        s = s + (*a)[e] * (*b)[e];
-    }
-    return s;
-}
-
 // dO_i . v_j for query head h's row i and the value at position j of key/value head kvh.
 fn d_out_dot_value(p: AttentionParams, i: u32, h: u32, j: u32, kvh: u32) -> f32 {
     let o = (i * p.heads + h) * p.head_dim;
@@ -126,19 +116,6 @@ fn d_out_dot_value(p: AttentionParams, i: u32, h: u32, j: u32, kvh: u32) -> f32 
         s = s + d_out[o + e] * qkv[v + e];
     }
     return s;
-}
-
-// Turns a gradient at the turned head back to the head before rotary (in place).
-fn unturn_head(p: AttentionParams, x: ptr<function, array<f32, MAX_HEAD_DIM>>, pos: u32) {
-    if (p.rotate == 0u) {
-        return;
-    }
-    let half = p.head_dim / 2u;
-    for (var j = 0u; j < half; j++) {
-        let back = unturn((*x)[j], (*x)[j + half], pos, j, p.head_dim);
-        (*x)[j] = back.x;
-        (*x)[j + half] = back.y;
-    }
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -156,18 +133,28 @@ fn attention_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let cap = bitcast<f32>(p.softcap);
     let capped = p.softcap != 0u;
     var qt: array<f32, MAX_HEAD_DIM>;
-    var kt: array<f32, MAX_HEAD_DIM>;
-    load_head(p, query_at(p, t, h), t, &qt);
+    let qa = query_at(p, t, h);
+    for (var e = 0u; e < p.head_dim; e++) {
+        qt[e] = head_value(p, qa, t, e);
+    }
     // -f32::MAX, as attention.wgsl spells it.
     var m = bitcast<f32>(0xff7fffffu);
     for (var j = first_seen(p, t); j <= t; j++) {
-        load_head(p, key_at(p, j, kvh), j, &kt);
-        m = max(m, logit(dot_heads(&qt, &kt, p.head_dim), scale, cap, capped));
+        let ka = key_at(p, j, kvh);
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + qt[e] * head_value(p, ka, j, e);
+        }
+        m = max(m, logit(s, scale, cap, capped));
     }
     var l = 0.0;
     for (var j = first_seen(p, t); j <= t; j++) {
-        load_head(p, key_at(p, j, kvh), j, &kt);
-        l = l + exp(logit(dot_heads(&qt, &kt, p.head_dim), scale, cap, capped) - m);
+        let ka = key_at(p, j, kvh);
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + qt[e] * head_value(p, ka, j, e);
+        }
+        l = l + exp(logit(s, scale, cap, capped) - m);
     }
     let o = (t * p.heads + h) * p.head_dim;
     var d = 0.0;
@@ -197,22 +184,28 @@ fn attention_dq(@builtin(global_invocation_id) gid: vec3<u32>) {
     let l = aux[g * 3u + 1u];
     let d = aux[g * 3u + 2u];
     var qt: array<f32, MAX_HEAD_DIM>;
-    var kt: array<f32, MAX_HEAD_DIM>;
-    load_head(p, query_at(p, i, h), i, &qt);
+    let qa = query_at(p, i, h);
+    for (var e = 0u; e < p.head_dim; e++) {
+        qt[e] = head_value(p, qa, i, e);
+    }
     var dq: array<f32, MAX_HEAD_DIM>;
     for (var j = first_seen(p, i); j <= i; j++) {
-        load_head(p, key_at(p, j, kvh), j, &kt);
-        let s = dot_heads(&qt, &kt, p.head_dim);
+        let ka = key_at(p, j, kvh);
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + qt[e] * head_value(p, ka, j, e);
+        }
         let prob = exp(logit(s, scale, cap, capped) - m) / l;
         let ds = prob * (d_out_dot_value(p, i, h, j, kvh) - d) * logit_slope(s, scale, cap, capped);
         for (var e = 0u; e < p.head_dim; e++) {
-            dq[e] = dq[e] + ds * kt[e];
+            dq[e] = dq[e] + ds * head_value(p, ka, j, e);
         }
     }
-    unturn_head(p, &dq, i);
-    let at = query_at(p, i, h);
-    for (var e = 0u; e < p.head_dim; e++) {
-        out[at + e] = dq[e];
+    let half = p.head_dim / 2u;
+    for (var j = 0u; j < half; j++) {
+        let back = unturned(p, dq[j], dq[j + half], i, j);
+        out[qa + j] = back.x;
+        out[qa + j + half] = back.y;
     }
 }
 
@@ -231,9 +224,11 @@ fn attention_dkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     let scale = bitcast<f32>(p.scale);
     let cap = bitcast<f32>(p.softcap);
     let capped = p.softcap != 0u;
-    var qt: array<f32, MAX_HEAD_DIM>;
     var kt: array<f32, MAX_HEAD_DIM>;
-    load_head(p, key_at(p, j, kvh), j, &kt);
+    let ka = key_at(p, j, kvh);
+    for (var e = 0u; e < p.head_dim; e++) {
+        kt[e] = head_value(p, ka, j, e);
+    }
     // The rows that see position j: j .. j + window - 1, within the rows.
     var last = rows - 1u;
     if (p.window != 0u) {
@@ -246,19 +241,26 @@ fn attention_dkv(@builtin(global_invocation_id) gid: vec3<u32>) {
         let m = aux[at * 3u];
         let l = aux[at * 3u + 1u];
         let d = aux[at * 3u + 2u];
-        load_head(p, query_at(p, i, h), i, &qt);
-        let s = dot_heads(&qt, &kt, p.head_dim);
+        let qa = query_at(p, i, h);
+        var s = 0.0;
+        for (var e = 0u; e < p.head_dim; e++) {
+            s = s + head_value(p, qa, i, e) * kt[e];
+        }
         let prob = exp(logit(s, scale, cap, capped) - m) / l;
         let ds = prob * (d_out_dot_value(p, i, h, j, kvh) - d) * logit_slope(s, scale, cap, capped);
         for (var e = 0u; e < p.head_dim; e++) {
-            dk[e] = dk[e] + ds * qt[e];
+            dk[e] = dk[e] + ds * head_value(p, qa, i, e);
             dv[e] = dv[e] + prob * d_out[at * p.head_dim + e];
         }
     }
-    unturn_head(p, &dk, j);
     let base = g * 2u * p.head_dim;
+    let half = p.head_dim / 2u;
+    for (var e = 0u; e < half; e++) {
+        let back = unturned(p, dk[e], dk[e + half], j, e);
+        out[base + e] = back.x;
+        out[base + e + half] = back.y;
+    }
     for (var e = 0u; e < p.head_dim; e++) {
-        out[base + e] = dk[e];
         out[base + p.head_dim + e] = dv[e];
     }
 }

@@ -181,6 +181,25 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             );
             let module =
                 naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{shader}: {e}"));
+            // GLSL passes arrays by copy (in and out for a pointer): a function taking one,
+            // called in a loop, made llvmpipe's GL compile attention's backward for a
+            // minute and more.
+            for (_, f) in module.functions.iter() {
+                for arg in &f.arguments {
+                    let array = |ty: naga::Handle<naga::Type>| {
+                        matches!(module.types[ty].inner, naga::TypeInner::Array { .. })
+                    };
+                    let takes_array = match module.types[arg.ty].inner {
+                        naga::TypeInner::Pointer { base, .. } => array(base),
+                        _ => array(arg.ty),
+                    };
+                    assert!(
+                        !takes_array,
+                        "{shader}: fn {:?} takes an array ({:?})",
+                        f.name, arg.name
+                    );
+                }
+            }
             let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{shader}: {e:?}"));
