@@ -22,6 +22,9 @@ the CPU in float32 as a training step would:
   without; "gemma" adds a sliding window of 3, the scale 0.3 and a logit soft cap of 2
   (Gemma 2's order: scaled, capped, masked). The output's gradient dy [7, 16]; the
   gradients of x, every weight and every bias.
+- gmlp_{silu,gelu}.*: Llama's MLP, down(act(gate(x)) * up(x)) with F.silu or F.gelu
+  approximate='tanh' (Gemma's), gate and up [22, 16], down [16, 22], no biases; x
+  [5, 16], dy [5, 16]; the gradients of x and the three weights.
 """
 
 from pathlib import Path
@@ -70,6 +73,18 @@ def main():
 
     for name, window, scale, softcap in [("llama", None, None, None), ("gemma", 3, 0.3, 2.0)]:
         out.update(attention(rand, f"attn_{name}.", window, scale, softcap))
+
+    for name, act in [("silu", F.silu), ("gelu", lambda z: F.gelu(z, approximate="tanh"))]:
+        x = rand(5, 16, std=2.0).requires_grad_()
+        gate = rand(22, 16, std=0.3).requires_grad_()
+        up = rand(22, 16, std=0.3).requires_grad_()
+        down = rand(16, 22, std=0.3).requires_grad_()
+        dy = rand(5, 16)
+        ((act(x @ gate.T) * (x @ up.T)) @ down.T).backward(dy)
+        p = f"gmlp_{name}."
+        out.update({p + "x": x, p + "gate": gate, p + "up": up, p + "down": down, p + "dy": dy,
+                    p + "dx": x.grad, p + "dgate": gate.grad, p + "dup": up.grad,
+                    p + "ddown": down.grad})
 
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in out.items()},

@@ -1,6 +1,7 @@
 // Activation functions shared by matmul.wgsl (fused epilogue) and elementwise.wgsl, and
 // their derivatives (elementwise.wgsl's activation_grad, the backward).
-// This file is prepended to both sources by src/kernels/mod.rs; it has no bindings.
+// This file is prepended to both sources by src/kernels/mod.rs, after gelu.wgsl; it has
+// no bindings.
 //
 // ACT selects the function (pipeline-overridable constant):
 //   0 = identity, 1 = ReLU, 2 = GeLU (tanh approximation), 3 = GeLU (exact, via erf).
@@ -55,16 +56,7 @@ fn activate_grad(v: f32, d: f32) -> f32 {
             return select(select(0.0, d, v > 0.0), v, nan);
         }
         case 2u: {
-            // 0.5 (1 + tanh(u)) + 0.5 x sech(u)^2 u', u = c (x + 0.044715 x^3), with
-            // 1 - tanh(u) = s = 2 / (exp(2u) + 1) and sech(u)^2 = s (2 - s): no cancellation
-            // of 1 - tanh^2 near +-1. Past |x| = 20 the second term is 0 in f32; x is
-            // clamped there so that x^2 never overflows into 0 * inf.
-            let inner = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-            let s = 2.0 / (exp(2.0 * inner) + 1.0);
-            let w = clamp(v, -20.0, 20.0);
-            let t1 = 0.5 * (2.0 - s);
-            let t2 = 0.5 * w * s * (2.0 - s) * 0.7978845608028654 * (1.0 + 0.134145 * w * w);
-            return d * (t1 + t2);
+            return gelu_tanh_grad(v, d);
         }
         case 3u: {
             // 0.5 (1 + erf(x / sqrt 2)) + x phi(x), phi the standard normal density.

@@ -20,7 +20,13 @@ pub(crate) mod settings;
 pub(crate) mod template;
 mod uniforms;
 
-const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+/// `activation.wgsl` after the GeLU derivative it calls (`gelu.wgsl`).
+const ACTIVATION_WGSL: &str = concat!(
+    include_str!("../../shaders/gelu.wgsl"),
+    "\n",
+    include_str!("../../shaders/activation.wgsl")
+);
+const GELU_WGSL: &str = include_str!("../../shaders/gelu.wgsl");
 const GEMM_PARAMS_WGSL: &str = include_str!("../../shaders/gemm_params.wgsl");
 const GEMM_SCALAR_WGSL: &str = include_str!("../../shaders/gemm_scalar.wgsl");
 const GEMM_TILED_WGSL: &str = include_str!("../../shaders/gemm_tiled.wgsl");
@@ -92,7 +98,7 @@ pub(crate) enum Shader {
     /// `attention_backward.wgsl` after the same: qkv, table, d_out, aux (read), out
     /// (read-write), params (uniform): the reductions' layout.
     AttentionBackward,
-    /// `swiglu.wgsl` (`silu_mul`).
+    /// `swiglu.wgsl` after `gelu.wgsl` (`silu_mul`, `gelu_tanh_mul` and their backward).
     SiluMul,
     /// `cross_entropy.wgsl` (`row_stats`, `grad`).
     CrossEntropy,
@@ -225,7 +231,7 @@ impl Shader {
             Shader::AttentionBackward => {
                 vec![ROTARY_WGSL, ATTENTION_COMMON_WGSL, ATTENTION_BACKWARD_WGSL]
             }
-            Shader::SiluMul => vec![SWIGLU_WGSL],
+            Shader::SiluMul => vec![GELU_WGSL, SWIGLU_WGSL],
             Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
             Shader::Optimizer => vec![OPTIMIZER_WGSL],
             Shader::EmbeddingBackward => vec![EMBEDDING_BACKWARD_WGSL],

@@ -249,7 +249,7 @@ impl ColumnParallelLinear {
                 ),
             ));
         }
-        self.grads_before_activation(op, x, dy, Placement::Replicate)
+        self.grads_before_activation(op, x, dy, Placement::Replicate, 1)
             .await
     }
 
@@ -257,18 +257,34 @@ impl ColumnParallelLinear {
     /// without the activation (`x` and `dy`'s shape checked by the caller). The input's
     /// gradient is joined into `input` (`Replicate`: an all-reduce; `Shard(0)`, sequence
     /// parallelism: a reduce-scatter of the tokens, the same bytes).
+    ///
+    /// `parts` > 1: each rank's output features are that many equal consecutive pieces,
+    /// each a shard of its own tensor (`GatedMlp`'s `[gate_r | up_r]`); under tp-invariant
+    /// numerics each piece's share of dL/dX is then summed along its own fixed tree and
+    /// joined apart (one collective each), and the pieces added in order, so that the
+    /// bits are those of every tp.
     pub(super) async fn grads_before_activation(
         &self,
         op: &'static str,
         x: &DistTensor,
         dy: &DistTensor,
         input: Placement,
+        parts: usize,
     ) -> Result<LinearGrads> {
         let lin = &self.lin;
         let outs = self.out_features_per_rank();
         let world = outs.len();
         let blocks = INVARIANT_BLOCKS / world;
-        check_forward_fits(op, &lin.group, &outs, blocks.max(1), lin.in_features)?;
+        let invariant = lin.group.ranks()[0].numerics() == crate::Numerics::TpInvariant;
+        let parts = if invariant { parts.max(1) } else { 1 };
+        if outs.iter().any(|o| !o.is_multiple_of(parts)) {
+            return Err(Error::invalid(
+                op,
+                format!("output shards {outs:?} are not {parts} equal parts each"),
+            ));
+        }
+        let piece: Vec<usize> = outs.iter().map(|o| o / parts).collect();
+        check_forward_fits(op, &lin.group, &piece, blocks.max(1), lin.in_features)?;
         let starts = crate::tensor::shard::offsets(&outs);
         let local = lin.group.local_range();
         if self.config.gather_output {
@@ -293,7 +309,13 @@ impl ColumnParallelLinear {
                 } else {
                     0..outs[r]
                 };
-                partials.push(lin.input_grad(op, i, dy, cols.clone(), blocks).run()?);
+                let product = lin.input_grad(op, i, dy, cols.clone(), blocks);
+                let n = piece[r];
+                let mut each = Vec::new();
+                for p in 0..parts {
+                    each.push(product.run_k(p * n..(p + 1) * n)?);
+                }
+                partials.push(each);
                 let x = &x.locals()[i];
                 let inputs = 0..lin.in_features;
                 weights.push(ShardedLinear::weight_grad(
@@ -309,9 +331,35 @@ impl ColumnParallelLinear {
             Ok((partials, weights, biases))
         })?;
         let shape = [x.shape()[0], lin.in_features];
-        let partial =
-            DistTensor::from_parts(&lin.group, partials, Placement::Partial, shape, Vec::new());
-        let input = partial.redistribute_async(input).await?;
+        let mut joined: Vec<DistTensor> = Vec::new();
+        for p in 0..parts {
+            let locals = partials.iter().map(|each| each[p].clone()).collect();
+            let partial =
+                DistTensor::from_parts(&lin.group, locals, Placement::Partial, shape, Vec::new());
+            joined.push(partial.redistribute_async(input).await?);
+        }
+        let input = match joined.len() {
+            1 => joined.remove(0),
+            _ => {
+                let first = joined.remove(0);
+                let locals = crate::rank::batched(op, || {
+                    let mut sums = first.locals().to_vec();
+                    for part in &joined {
+                        for (s, t) in sums.iter_mut().zip(part.locals()) {
+                            *s = crate::ops::add(s, t)?;
+                        }
+                    }
+                    Ok(sums)
+                })?;
+                DistTensor::from_parts(
+                    &lin.group,
+                    locals,
+                    first.placement(),
+                    first.shape(),
+                    first.shard_sizes().to_vec(),
+                )
+            }
+        };
         let bias = with_bias.then(|| {
             DistTensor::from_parts(
                 &lin.group,

@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use super::layer::{self, Layer};
+use super::linear::LinearGrads;
 use super::{
     ColumnParallelConfig, ColumnParallelLinear, HostWeights, KvCache, RowParallelConfig,
     RowParallelLinear,
@@ -16,6 +17,7 @@ use crate::group::Group;
 use crate::kernels::settings::WeightLayout;
 use crate::ops;
 use crate::tensor::shard::{offsets, split_in_units};
+use crate::tensor::Tensor;
 use crate::BoxFuture;
 
 /// The activation of the gate, by its Hugging Face name (`hidden_act`, Gemma's
@@ -56,6 +58,17 @@ impl std::str::FromStr for GatedActivation {
     fn from_str(name: &str) -> Result<Self> {
         Self::from_name(name)
     }
+}
+
+/// The gradients of [`GatedMlp::backward`], each placed as what it is the gradient of.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatedMlpGrads {
+    /// The merged gate and up projections': `input` is dL/dX (`Replicate`), `weight` and
+    /// `bias` sharded as [`GatedMlp::gate_up`]'s.
+    pub gate_up: LinearGrads,
+    /// The down projection's: `input` is dL/d(the activation's output), `Shard(1)`.
+    pub down: LinearGrads,
 }
 
 /// Input and output: `Replicate [tokens, hidden]`.
@@ -164,6 +177,68 @@ impl GatedMlp {
     /// The activation of the gate.
     pub fn activation(&self) -> GatedActivation {
         self.activation
+    }
+
+    /// The merged gate and up projections (column-parallel, each rank's output
+    /// `[gate_r | up_r]`): its `weight()` and `bias()` are parameters of the layer.
+    pub fn gate_up(&self) -> &ColumnParallelLinear {
+        &self.gate_up
+    }
+
+    /// The down projection (row-parallel on the same split).
+    pub fn down(&self) -> &RowParallelLinear {
+        &self.down
+    }
+
+    /// The gradients of the MLP at `x` given `dy` = dL/d(output), both `Replicate`
+    /// `[tokens, hidden]`: the down projection's row-parallel backward (no
+    /// communication), the gated activation's on each rank's `[gate_r | up_r]`
+    /// (recomputed from `x`, not kept), then the merged projection's, whose dL/dX is
+    /// Megatron's `f`: one all-reduce, as the forward. Under
+    /// [`Numerics::TpInvariant`](crate::Numerics::TpInvariant) the gate's and the up
+    /// projection's shares of dL/dX are each summed along the fixed tree and all-reduced
+    /// apart (two all-reduces), then added: every gradient is the same bits at every tp
+    /// where the intermediate features split evenly.
+    ///
+    /// # Errors
+    /// As [`ColumnParallelLinear::backward`] and [`RowParallelLinear::backward`].
+    pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<GatedMlpGrads> {
+        let op = "gated_mlp.backward";
+        let gu = self.gate_up.pre_activation(op, x)?;
+        let (act, entry): (fn(&Tensor) -> Result<Tensor>, _) = match self.activation {
+            GatedActivation::Silu => (ops::silu_mul, "silu_mul_backward"),
+            GatedActivation::GeluTanh => (ops::gelu_tanh_mul, "gelu_tanh_mul_backward"),
+        };
+        let locals = crate::rank::batched(op, || gu.locals().iter().map(act).collect())?;
+        let shape = [x.shape()[0], self.sizes.iter().sum()];
+        let sizes = self.sizes.clone();
+        let h = DistTensor::from_parts(x.group(), locals, Placement::Shard(1), shape, sizes);
+        let down = self.down.backward_async(&h, dy).await?;
+        let d_gu = crate::rank::batched(op, || {
+            gu.locals()
+                .iter()
+                .zip(down.input.locals())
+                .map(|(gu, d)| ops::gated_backward(entry, gu, d))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let sizes = gu.shard_sizes().to_vec();
+        let d_gu = DistTensor::from_parts(x.group(), d_gu, Placement::Shard(1), gu.shape(), sizes);
+        let gate_up = self
+            .gate_up
+            .grads_before_activation(op, x, &d_gu, Placement::Replicate, 2)
+            .await?;
+        Ok(GatedMlpGrads { gate_up, down })
+    }
+
+    /// Blocking [`GatedMlp::backward_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`GatedMlp::backward_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward(&self, x: &DistTensor, dy: &DistTensor) -> Result<GatedMlpGrads> {
+        crate::rank::block_on(self.backward_async(x, dy))
     }
 
     /// The MLP of `x`: one all-reduce.

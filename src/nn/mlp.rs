@@ -186,7 +186,7 @@ impl ParallelMlp {
             z.shape(),
             z.shard_sizes().to_vec(),
         );
-        let g1 = fc1.grads_before_activation(op, x, &dz, input).await?;
+        let g1 = fc1.grads_before_activation(op, x, &dz, input, 1).await?;
         Ok(MlpGrads { fc1: g1, fc2: g2 })
     }
 

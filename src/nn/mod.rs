@@ -27,7 +27,7 @@ pub use column::{ColumnParallelConfig, ColumnParallelLinear};
 pub use cross_entropy::vocab_parallel_cross_entropy;
 pub use cross_entropy::{vocab_parallel_cross_entropy_async, CrossEntropy};
 pub use embedding::VocabParallelEmbedding;
-pub use gated_mlp::{GatedActivation, GatedMlp};
+pub use gated_mlp::{GatedActivation, GatedMlp, GatedMlpGrads};
 pub use linear::LinearGrads;
 pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::{MlpGrads, ParallelMlp};

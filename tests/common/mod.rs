@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod attention;
+pub mod bounds;
 pub mod half;
 
 use std::collections::HashMap;

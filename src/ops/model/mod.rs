@@ -412,6 +412,37 @@ fn gated(op: &'static str, x: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// The backward of [`silu_mul`] (`entry` `silu_mul_backward`) or [`gelu_tanh_mul`]
+/// (`gelu_tanh_mul_backward`) at `x = [gate | up]: [rows, 2 n]` given `d_out: [rows, n]`:
+/// `[d gate | d up]`, `[rows, 2 n]`.
+pub(crate) fn gated_backward(entry: &'static str, x: &Tensor, d_out: &Tensor) -> Result<Tensor> {
+    let [rows, cols] = x.shape();
+    let n = cols / 2;
+    check(
+        entry,
+        cols % 2 == 0 && d_out.shape() == [rows, n],
+        format!(
+            "[gate | up] of [{rows}, 2 x {}] beside dL/d(out)",
+            d_out.shape()[1]
+        ),
+        x.shape(),
+    )?;
+    let out = Tensor::output(x.rank(), [rows, cols], entry)?;
+    let p = SiluMulParams {
+        cols: n as u32,
+        ..SiluMulParams::default()
+    };
+    run(
+        entry,
+        (Shader::SiluMul, entry),
+        &[x, d_out],
+        &out,
+        rows * n,
+        p,
+    )?;
+    Ok(out)
+}
+
 /// Where one rank's attention heads sit among the model's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeadSpan {
