@@ -162,6 +162,7 @@ impl Transformer {
             blocks,
             norm,
             head,
+            tied: recipe.head.is_none(),
         })
     }
 }

@@ -19,6 +19,7 @@ mod recipe;
 mod sampling;
 #[cfg(feature = "tokenizer")]
 mod text;
+mod train;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, SlidingLayers};
@@ -34,6 +35,7 @@ pub use generate::TokenStream;
 pub use sampling::{Sampler, Sampling, SplitMix64};
 #[cfg(feature = "tokenizer")]
 pub use text::TextStream;
+pub use train::ModelGrads;
 
 /// A model on a group.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct Transformer {
     blocks: Vec<Block>,
     norm: Norm,
     head: ParallelLmHead,
+    /// The head reads the embedding's table (a copy of it: `tie_word_embeddings`).
+    tied: bool,
 }
 
 /// The key/value caches of every block.
@@ -174,7 +178,19 @@ impl Transformer {
     }
 
     async fn hidden_inner(&self, ids: &[u32], cache: &mut Cache) -> Result<DistTensor> {
-        let pos0 = cache.len();
+        let x = self.embed_async(ids, cache.len()).await?;
+        let mut stream = Stream::new(x);
+        for (step, cache) in self.steps().zip(&mut cache.layers) {
+            stream = step.forward_async(stream, cache.as_mut()).await?;
+        }
+        batched("transformer.forward", || {
+            self.norm.forward(&stream.joined()?)
+        })
+    }
+
+    /// The residual stream's start for `ids` at positions `pos0..`: their embeddings,
+    /// scaled (Gemma), plus the learned positions' rows (GPT-2).
+    async fn embed_async(&self, ids: &[u32], pos0: usize) -> Result<DistTensor> {
         let mut x = self.embedding.forward_async(ids).await?;
         if let Some(s) = self.embed_scale {
             let locals = batched("transformer.forward", || {
@@ -216,13 +232,7 @@ impl Transformer {
                 Vec::new(),
             );
         }
-        let mut stream = Stream::new(x);
-        for (step, cache) in self.steps().zip(&mut cache.layers) {
-            stream = step.forward_async(stream, cache.as_mut()).await?;
-        }
-        batched("transformer.forward", || {
-            self.norm.forward(&stream.joined()?)
-        })
+        Ok(x)
     }
 
     /// Every block's steps, in order.

@@ -576,6 +576,34 @@ impl Layer for ParallelAttention {
     fn empty_cache(&self, capacity: usize) -> Result<Option<KvCache>> {
         self.new_cache(capacity).map(Some)
     }
+
+    /// The fused weight and bias, then the output projection's.
+    fn parameters(&self) -> Vec<DistTensor> {
+        let mut p = vec![self.qkv_weight()];
+        p.extend(self.qkv_bias());
+        p.extend(layer::linear_params(self.o.weight(), self.o.bias()));
+        p
+    }
+
+    fn backward_async<'a>(
+        &'a self,
+        x: &'a DistTensor,
+        dy: &'a DistTensor,
+    ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
+        Box::pin(async move {
+            let g = ParallelAttention::backward_async(self, x, dy).await?;
+            let mut params = vec![g.qkv.clone()];
+            params.extend(g.qkv_bias.clone());
+            let mut counted = g.counted_once()?;
+            params.extend(layer::linear_grads(&g.o));
+            counted.extend(layer::linear_grads(&g.o));
+            Ok(layer::LayerGrads {
+                input: g.input,
+                params,
+                counted,
+            })
+        })
+    }
 }
 
 /// The greatest common divisor.

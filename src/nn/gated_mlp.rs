@@ -294,4 +294,28 @@ impl Layer for GatedMlp {
     fn row_width(&self) -> usize {
         2 * self.sizes.iter().copied().max().unwrap_or(0)
     }
+
+    /// The merged gate/up projection's weight and bias, then the down projection's.
+    fn parameters(&self) -> Vec<DistTensor> {
+        let mut p = layer::linear_params(self.gate_up.weight(), self.gate_up.bias());
+        p.extend(layer::linear_params(self.down.weight(), self.down.bias()));
+        p
+    }
+
+    fn backward_async<'a>(
+        &'a self,
+        x: &'a DistTensor,
+        dy: &'a DistTensor,
+    ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
+        Box::pin(async move {
+            let g = GatedMlp::backward_async(self, x, dy).await?;
+            let mut params = layer::linear_grads(&g.gate_up);
+            params.extend(layer::linear_grads(&g.down));
+            Ok(layer::LayerGrads {
+                input: g.gate_up.input,
+                counted: params.clone(),
+                params,
+            })
+        })
+    }
 }

@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use super::KvCache;
+use super::{KvCache, LinearGrads};
 use crate::dist::DistTensor;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rank::batched;
 use crate::BoxFuture;
 
@@ -39,6 +39,44 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     fn empty_cache(&self, _capacity: usize) -> Result<Option<KvCache>> {
         Ok(None)
     }
+
+    /// Its parameters, in the order [`Layer::backward_async`] gives their gradients.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+    fn parameters(&self) -> Vec<DistTensor> {
+        Vec::new()
+    }
+
+    /// The backward of its forward at `x` (a whole sequence from position 0, for a layer
+    /// with a cache) given `dy` = dL/d(output).
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+    fn backward_async<'a>(
+        &'a self,
+        _x: &'a DistTensor,
+        _dy: &'a DistTensor,
+    ) -> BoxFuture<'a, Result<LayerGrads>> {
+        Box::pin(async move { Err(Error::invalid(self.op(), "this layer has no backward")) })
+    }
+}
+
+/// What [`Layer::backward_async`] gives.
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) struct LayerGrads {
+    /// dL/d(input), placed as the input.
+    pub input: DistTensor,
+    /// Each parameter's gradient, in [`Layer::parameters`]' order, placed as it.
+    pub params: Vec<DistTensor>,
+    /// The same as a global norm counts them: a value two ranks hold counted once.
+    pub counted: Vec<DistTensor>,
+}
+
+/// A linear layer's weight and bias (if any), as parameters.
+pub(crate) fn linear_params(weight: &DistTensor, bias: Option<&DistTensor>) -> Vec<DistTensor> {
+    std::iter::once(weight).chain(bias).cloned().collect()
+}
+
+/// Their gradients, in [`linear_params`]' order.
+pub(crate) fn linear_grads(g: &LinearGrads) -> Vec<DistTensor> {
+    std::iter::once(&g.weight).chain(&g.bias).cloned().collect()
 }
 
 /// The forward of `layer`: its local product, one batched submission on every rank, then

@@ -321,4 +321,31 @@ impl Layer for ParallelMlp {
     fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
         self.fc2.reduce_async(partial)
     }
+
+    /// fc1's weight and bias, then fc2's.
+    fn parameters(&self) -> Vec<DistTensor> {
+        let mut p = super::layer::linear_params(self.fc1.weight(), self.fc1.bias());
+        p.extend(super::layer::linear_params(
+            self.fc2.weight(),
+            self.fc2.bias(),
+        ));
+        p
+    }
+
+    fn backward_async<'a>(
+        &'a self,
+        x: &'a DistTensor,
+        dy: &'a DistTensor,
+    ) -> BoxFuture<'a, Result<super::layer::LayerGrads>> {
+        Box::pin(async move {
+            let g = ParallelMlp::backward_async(self, x, dy).await?;
+            let mut params = super::layer::linear_grads(&g.fc1);
+            params.extend(super::layer::linear_grads(&g.fc2));
+            Ok(super::layer::LayerGrads {
+                input: g.fc1.input,
+                counted: params.clone(),
+                params,
+            })
+        })
+    }
 }

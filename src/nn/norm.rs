@@ -114,6 +114,11 @@ impl Norm {
         &self.weight
     }
 
+    /// LayerNorm's bias, `Replicate [1, hidden]` (`None` for RMSNorm).
+    pub fn bias(&self) -> Option<&DistTensor> {
+        self.bias.as_ref()
+    }
+
     /// The gradients of [`Norm::forward`] at `x` given `dy` (placed alike, as the
     /// forward's input and output): dL/dx placed as `x`, dL/dweight and (LayerNorm)
     /// dL/dbias replicated. On replicated rows every rank computes the same (no
