@@ -163,6 +163,7 @@ impl Transformer {
             norm,
             head,
             tied: recipe.head.is_none(),
+            recipe: recipe.clone(),
         })
     }
 }

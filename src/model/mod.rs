@@ -17,6 +17,8 @@ mod generate;
 mod load;
 mod recipe;
 mod sampling;
+#[cfg(not(target_arch = "wasm32"))]
+mod save;
 #[cfg(feature = "tokenizer")]
 mod text;
 mod train;
@@ -54,6 +56,8 @@ pub struct Transformer {
     head: ParallelLmHead,
     /// The head reads the embedding's table (a copy of it: `tie_word_embeddings`).
     tied: bool,
+    /// The names of its tensors (what `save_safetensors` writes them as).
+    recipe: recipe::Recipe,
 }
 
 /// The key/value caches of every block.

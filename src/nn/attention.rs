@@ -577,6 +577,58 @@ impl Layer for ParallelAttention {
         self.new_cache(capacity).map(Some)
     }
 
+    /// q, k, v (`[out, hidden]` each, with their biases), then o and its bias: the fused
+    /// rank blocks split back, a key/value head two ranks hold taken once.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn export(&self) -> Result<Vec<Vec<f32>>> {
+        let op = "parallel_attention.export";
+        let hd = self.shape.head_dim;
+        let fused = layer::export_linear(
+            op,
+            self.layout,
+            &self.qkv_weight(),
+            self.qkv_bias().as_ref(),
+        )?;
+        let split = |host: &[f32], width: usize| {
+            let mut q = Vec::new();
+            let mut kv: [Vec<Option<Vec<f32>>>; 2] = [
+                vec![None; self.shape.kv_heads],
+                vec![None; self.shape.kv_heads],
+            ];
+            let mut at = 0;
+            for (h, g) in self.heads.iter().zip(&self.kv) {
+                let n = h.len() * hd * width;
+                q.extend_from_slice(&host[at..at + n]);
+                at += n;
+                for part in kv.iter_mut() {
+                    for head in g.clone() {
+                        let block = host[at..at + hd * width].to_vec();
+                        part[head].get_or_insert(block);
+                        at += hd * width;
+                    }
+                }
+            }
+            let [k, v] =
+                kv.map(|heads| heads.into_iter().flatten().flatten().collect::<Vec<f32>>());
+            [q, k, v]
+        };
+        let [q, k, v] = split(&fused[0], self.shape.hidden);
+        let mut out = match fused.get(1) {
+            Some(bias) => {
+                let [bq, bk, bv] = split(bias, 1);
+                vec![q, bq, k, bk, v, bv]
+            }
+            None => vec![q, k, v],
+        };
+        out.extend(layer::export_linear(
+            op,
+            self.layout,
+            self.o.weight(),
+            self.o.bias(),
+        )?);
+        Ok(out)
+    }
+
     /// The fused weight and bias, then the output projection's.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = vec![self.qkv_weight()];

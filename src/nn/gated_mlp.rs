@@ -295,6 +295,32 @@ impl Layer for GatedMlp {
         2 * self.sizes.iter().copied().max().unwrap_or(0)
     }
 
+    /// Gate, up (each `[intermediate, hidden]`, with their biases), then down.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn export(&self) -> Result<Vec<Vec<f32>>> {
+        let op = "gated_mlp.export";
+        let merged = layer::export_linear(
+            op,
+            self.gate_up.layout(),
+            self.gate_up.weight(),
+            self.gate_up.bias(),
+        )?;
+        let hidden = self.gate_up.in_features();
+        let mut out = layer::unmerge(&merged[0], hidden, &self.sizes, 2);
+        if let Some(bias) = merged.get(1) {
+            out.extend(layer::unmerge(bias, 1, &self.sizes, 2));
+            // Gate, gate bias, up, up bias.
+            out.swap(1, 2);
+        }
+        out.extend(layer::export_linear(
+            op,
+            self.down.layout(),
+            self.down.weight(),
+            self.down.bias(),
+        )?);
+        Ok(out)
+    }
+
     /// The merged gate/up projection's weight and bias, then the down projection's.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = layer::linear_params(self.gate_up.weight(), self.gate_up.bias());

@@ -46,6 +46,18 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
         Vec::new()
     }
 
+    /// Its parameters on the host as a checkpoint stores them, unfused (`[out, in]`
+    /// weights, each then its bias if any): attention's q, k, v, o; a gated MLP's gate,
+    /// up, down; an MLP's fc, proj. Native only (it waits on the read-back).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+    fn export(&self) -> Result<Vec<Vec<f32>>> {
+        Err(Error::invalid(
+            self.op(),
+            "this layer does not export its parameters",
+        ))
+    }
+
     /// The backward of its forward at `x` (a whole sequence from position 0, for a layer
     /// with a cache) given `dy` = dL/d(output).
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
@@ -67,6 +79,45 @@ pub(crate) struct LayerGrads {
     pub params: Vec<DistTensor>,
     /// The same as a global norm counts them: a value two ranks hold counted once.
     pub counted: Vec<DistTensor>,
+}
+
+/// A linear layer's weight and bias (if any) on the host, whole, as [`Layer::export`]
+/// lists them; `[out, in]` weights only.
+#[cfg(not(target_arch = "wasm32"))]
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) fn export_linear(
+    op: &'static str,
+    layout: crate::WeightLayout,
+    weight: &DistTensor,
+    bias: Option<&DistTensor>,
+) -> Result<Vec<Vec<f32>>> {
+    if layout != crate::WeightLayout::OutIn {
+        return Err(Error::invalid(
+            op,
+            "exporting [in, out] weights is not written",
+        ));
+    }
+    std::iter::once(weight)
+        .chain(bias)
+        .map(DistTensor::to_host)
+        .collect()
+}
+
+/// Rank blocks of `[out, in]` rows (`host`, `width` values a row), each `parts` pieces of
+/// `sizes[r]` rows one after another, put back into the `parts` whole tensors (each the
+/// ranks' pieces in rank order): a merged `[gate_r | up_r]` weight's gate and up.
+#[cfg(not(target_arch = "wasm32"))]
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) fn unmerge(host: &[f32], width: usize, sizes: &[usize], parts: usize) -> Vec<Vec<f32>> {
+    let mut out = vec![Vec::new(); parts];
+    let mut at = 0;
+    for &n in sizes {
+        for part in out.iter_mut() {
+            part.extend_from_slice(&host[at..at + n * width]);
+            at += n * width;
+        }
+    }
+    out
 }
 
 /// A linear layer's weight and bias (if any), as parameters.

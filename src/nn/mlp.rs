@@ -322,6 +322,21 @@ impl Layer for ParallelMlp {
         self.fc2.reduce_async(partial)
     }
 
+    /// fc1's weight and bias, then fc2's, whole.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn export(&self) -> Result<Vec<Vec<f32>>> {
+        let op = "parallel_mlp.export";
+        let (f1, f2) = (&self.fc1, &self.fc2);
+        let mut out = super::layer::export_linear(op, f1.layout(), f1.weight(), f1.bias())?;
+        out.extend(super::layer::export_linear(
+            op,
+            f2.layout(),
+            f2.weight(),
+            f2.bias(),
+        )?);
+        Ok(out)
+    }
+
     /// fc1's weight and bias, then fc2's.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = super::layer::linear_params(self.fc1.weight(), self.fc1.bias());
