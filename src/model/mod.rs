@@ -56,7 +56,8 @@ pub struct Transformer {
     head: ParallelLmHead,
     /// The head reads the embedding's table (a copy of it: `tie_word_embeddings`).
     tied: bool,
-    /// The names of its tensors (what `save_safetensors` writes them as).
+    /// The names of its tensors (what `save_safetensors` writes them as; not on wasm32).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     recipe: recipe::Recipe,
 }
 
