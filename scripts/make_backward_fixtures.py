@@ -25,10 +25,11 @@ the CPU in float32 as a training step would:
 - gmlp_{silu,gelu}.*: Llama's MLP, down(act(gate(x)) * up(x)) with F.silu or F.gelu
   approximate='tanh' (Gemma's), gate and up [22, 16], down [16, 22], no biases; x
   [5, 16], dy [5, 16]; the gradients of x and the three weights.
-- llama.*: transformers' LlamaForCausalLM of tests/fixtures/models/tiny-llama (eager
-  attention) on the 16 ids (i * 37 + 5) % 128, labels the ids (the next-token
-  cross-entropy over 15 tokens): llama.loss and llama.grad.<name> for every parameter.
-  Needs transformers too (pip install transformers).
+- {llama,gemma2,gpt2}.*: transformers' AutoModelForCausalLM of
+  tests/fixtures/models/tiny-{llama,gemma2,gpt2} (eager attention) on the 16 ids
+  (i * 37 + 5) % 128, labels the ids (the next-token cross-entropy over 15 tokens):
+  <model>.loss and <model>.grad.<name> for every parameter (a tied head's gradient is
+  its embedding's). Needs transformers too (pip install transformers).
 """
 
 from pathlib import Path
@@ -90,7 +91,8 @@ def main():
                     p + "dx": x.grad, p + "dgate": gate.grad, p + "dup": up.grad,
                     p + "ddown": down.grad})
 
-    out.update(llama())
+    for name in ["llama", "gemma2", "gpt2"]:
+        out.update(model_grads(name))
 
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in out.items()},
@@ -99,17 +101,17 @@ def main():
     print(f"wrote {OUT / 'torch.safetensors'} (torch {torch.__version__})")
 
 
-def llama():
-    from transformers import LlamaForCausalLM
+def model_grads(name):
+    from transformers import AutoModelForCausalLM
 
-    path = OUT.parent / "models" / "tiny-llama"
-    model = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32,
-                                             attn_implementation="eager")
+    path = OUT.parent / "models" / f"tiny-{name}"
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32,
+                                                 attn_implementation="eager")
     ids = torch.tensor([[(i * 37 + 5) % 128 for i in range(16)]])
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
-    out = {"llama.loss": loss.detach().reshape(1)}
-    out.update({f"llama.grad.{n}": p.grad for n, p in model.named_parameters()})
+    out = {f"{name}.loss": loss.detach().reshape(1)}
+    out.update({f"{name}.grad.{n}": p.grad for n, p in model.named_parameters()})
     return out
 
 

@@ -3,7 +3,8 @@
 //
 // Every binding is one band of rows of a tensor (src/tensor.rs), row-major f32:
 //   0: a    storage, read       input; [rows, cols] (slice: [*, p.a_cols])
-//   1: b    storage, read       add, activation_grad: same shape as out; add_row: [cols];
+//   1: b    storage, read       add, activation_grad, softcap_grad: same shape as out;
+//                               add_row: [cols];
 //                               otherwise unused
 //   2: out  storage, read_write [rows, cols] (place: [*, p.a_cols])
 //   3: params uniform array<Params, 2>, two equal copies
@@ -121,6 +122,32 @@ fn scale(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(p, gid);
     if (i < p.count) {
         out[p.base + i] = a[p.base + i] * bitcast<f32>(p.value);
+    }
+}
+
+// out = tanh(a / cap) * cap, cap = bitcast<f32>(p.value): soft-capped logits (Gemma 2's
+// final_logit_softcapping, each operation in f32), |a / cap| clamped at 10, where tanh
+// rounds to +-1 in f32, so that no backend's tanh sees arguments whose exponentials
+// overflow
+@compute @workgroup_size(256, 1, 1)
+fn softcap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = index(p, gid);
+    if (i < p.count) {
+        let cap = bitcast<f32>(p.value);
+        out[p.base + i] = tanh(clamp(a[p.base + i] / cap, -10.0, 10.0)) * cap;
+    }
+}
+
+// out = b * (1 - tanh(a / cap)^2): softcap's backward at its input a, b the gradient of
+// its output
+@compute @workgroup_size(256, 1, 1)
+fn softcap_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = load_params();
+    let i = index(p, gid);
+    if (i < p.count) {
+        let t = tanh(clamp(a[p.base + i] / bitcast<f32>(p.value), -10.0, 10.0));
+        out[p.base + i] = b[p.base + i] * (1.0 - t * t);
     }
 }
 

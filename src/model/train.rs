@@ -95,7 +95,7 @@ impl Transformer {
     /// # Errors
     /// [`Error::InvalidArgument`] for ids past the vocabulary, targets of another count,
     /// more tokens than one forward takes or the model's positions, a model whose
-    /// backward is not written (soft-capped logits, per-head query/key norms);
+    /// backward is not written (per-head query/key norms);
     /// [`Error::NonFinite`] for a non-finite logit; GPU and collective errors.
     pub async fn backward_async(&self, ids: &[u32], targets: &[Option<u32>]) -> Result<ModelGrads> {
         let op = "transformer.backward";
@@ -134,7 +134,7 @@ impl Transformer {
             x = next;
         }
         let last = self.norm.forward(&x)?;
-        let logits = self.head.forward_async(&last).await?;
+        let logits = self.head.capped_logits_async(&last).await?;
         let ce = vocab_parallel_cross_entropy_async(&logits, targets).await?;
         // The backward.
         let head = self.head.backward_async(&last, &ce.grad).await?;

@@ -83,26 +83,77 @@ impl ParallelLmHead {
         self.col.forward_async(x).await
     }
 
-    /// The gradients of [`ParallelLmHead::forward_async`] at `x` given `dlogits`
-    /// (`Shard(1)` as the logits, e.g. [`CrossEntropy::grad`](super::CrossEntropy::grad)):
-    /// dL/dX all-reduced into `Replicate` (Megatron's `f`), dL/dW of each rank's vocabulary
-    /// rows on that rank, as [`ColumnParallelLinear::backward_async`] gives them.
+    /// The logits a loss reads, `Shard(1) [tokens, vocab]`: the products, soft-capped on
+    /// each rank if the head caps (`tanh(v / cap) * cap` in f32; no communication).
     ///
     /// # Errors
-    /// As [`ColumnParallelLinear::backward_async`]; [`Error::InvalidArgument`] for a head
-    /// with a soft cap (its backward is not written).
+    /// As [`ParallelLmHead::forward_async`].
+    pub async fn capped_logits_async(&self, x: &DistTensor) -> Result<DistTensor> {
+        let raw = self.col.forward_async(x).await?;
+        match self.softcap {
+            None => Ok(raw),
+            Some(cap) => self.each(&raw, None, cap),
+        }
+    }
+
+    /// `softcap(raw)`, or with `d` its backward, on every rank: `Shard(1)` as `raw`.
+    fn each(&self, raw: &DistTensor, d: Option<&DistTensor>, cap: f32) -> Result<DistTensor> {
+        let op = "parallel_lm_head.softcap";
+        let locals = crate::rank::batched(op, || {
+            raw.locals()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match d {
+                    None => crate::ops::softcap(t, cap),
+                    Some(d) => crate::ops::softcap_grad(t, &d.locals()[i], cap),
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(DistTensor::from_parts(
+            raw.group(),
+            locals,
+            raw.placement(),
+            raw.shape(),
+            raw.shard_sizes().to_vec(),
+        ))
+    }
+
+    /// The gradients of [`ParallelLmHead::capped_logits_async`] at `x` given `dlogits`
+    /// (`Shard(1)` as the logits, e.g. [`CrossEntropy::grad`](super::CrossEntropy::grad)):
+    /// dL/dX all-reduced into `Replicate` (Megatron's `f`), dL/dW of each rank's vocabulary
+    /// rows on that rank, as [`ColumnParallelLinear::backward_async`] gives them. A head
+    /// with a soft cap recomputes its products and takes `dlogits` through the cap's
+    /// derivative `1 - tanh(v / cap)^2` first, on each rank.
+    ///
+    /// # Errors
+    /// As [`ColumnParallelLinear::backward_async`].
     pub async fn backward_async(
         &self,
         x: &DistTensor,
         dlogits: &DistTensor,
     ) -> Result<LinearGrads> {
-        if self.softcap.is_some() {
-            return Err(Error::invalid(
+        let Some(cap) = self.softcap else {
+            return self.col.backward_async(x, dlogits).await;
+        };
+        let raw = self.col.forward_async(x).await?;
+        dlogits.require_placement(
+            "parallel_lm_head.backward",
+            |p| p == raw.placement(),
+            "Shard(1)",
+        )?;
+        if dlogits.shape() != raw.shape() || dlogits.shard_sizes() != raw.shard_sizes() {
+            return Err(Error::shape(
                 "parallel_lm_head.backward",
-                "the backward of soft-capped logits (Gemma 2) is not written",
+                format!(
+                    "dlogits {:?} in shards {:?}",
+                    raw.shape(),
+                    raw.shard_sizes()
+                ),
+                format!("{:?} in {:?}", dlogits.shape(), dlogits.shard_sizes()),
             ));
         }
-        self.col.backward_async(x, dlogits).await
+        let d_raw = self.each(&raw, Some(dlogits), cap)?;
+        self.col.backward_async(x, &d_raw).await
     }
 
     /// Blocking [`ParallelLmHead::backward_async`].
@@ -130,7 +181,8 @@ impl ParallelLmHead {
     /// The head with its logits soft-capped: every logit read on the host (the full
     /// logits, the greedy token's and the sampling candidates') is `tanh(v / cap) * cap`,
     /// each operation in f32 as transformers' `final_logit_softcapping` does (Gemma 2).
-    /// [`ParallelLmHead::forward_async`] still gives the products before the cap.
+    /// [`ParallelLmHead::forward_async`] still gives the products before the cap;
+    /// [`ParallelLmHead::capped_logits_async`] caps them on the GPU, for a loss.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a cap that is not a positive finite number.

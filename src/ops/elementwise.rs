@@ -74,6 +74,17 @@ fn map_bands(
     a: &Tensor,
     b: Option<&Tensor>,
 ) -> Result<Tensor> {
+    map_bands_with(op, entry, act, (a, b), 0)
+}
+
+/// [`map_bands`] with the parameters' `value` (the bits of an f32 the entry reads).
+fn map_bands_with(
+    op: &'static str,
+    entry: &'static str,
+    act: Activation,
+    (a, b): (&Tensor, Option<&Tensor>),
+    value: u32,
+) -> Result<Tensor> {
     let rank = a.rank();
     a.require_f32(op)?;
     if let Some(b) = b {
@@ -91,9 +102,35 @@ fn map_bands(
         };
         let bufs = [ab.buffer(), bb, ob.buffer()];
         let len = ab.rows.len() * cols;
-        run_elementwise(rank, op, &key, bufs, 0, len, dims(cols, cols, 0, 0))?;
+        let entry = ElementwiseParams {
+            value,
+            ..dims(cols, cols, 0, 0)
+        };
+        run_elementwise(rank, op, &key, bufs, 0, len, entry)?;
     }
     Ok(out)
+}
+
+/// `tanh(x / cap) * cap` elementwise (soft-capped logits), each operation in f32.
+///
+/// # Errors
+/// wgpu errors.
+pub(crate) fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
+    let op = "softcap";
+    map_bands_with(op, op, Activation::Identity, (x, None), cap.to_bits())
+}
+
+/// `d * (1 - tanh(x / cap)^2)` elementwise: [`softcap`]'s backward at its input `x`,
+/// given `d`, the gradient of its output.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes differ; wgpu errors.
+pub(crate) fn softcap_grad(x: &Tensor, d: &Tensor, cap: f32) -> Result<Tensor> {
+    let op = "softcap_grad";
+    if x.shape() != d.shape() {
+        return Err(Error::shape(op, fmt_shape(x.shape()), fmt_shape(d.shape())));
+    }
+    map_bands_with(op, op, Activation::Identity, (x, Some(d)), cap.to_bits())
 }
 
 /// `act(x)` elementwise.

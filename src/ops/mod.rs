@@ -16,7 +16,7 @@ mod sum;
 use std::ops::Range;
 
 pub use elementwise::{activation, activation_grad, add, add_row, scale, slice};
-pub(crate) use elementwise::{fill, place};
+pub(crate) use elementwise::{fill, place, softcap, softcap_grad};
 pub use matmul::{gemm_kernel_for, matmul, matmul_tn};
 pub(crate) use matmul::{matmul_tn_window, Product};
 #[cfg(test)]
