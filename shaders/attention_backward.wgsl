@@ -107,6 +107,26 @@ fn logit_slope(s: f32, scale: f32, cap: f32, capped: bool) -> f32 {
     return scale;
 }
 
+// The probability p_ij and the score's gradient dS_ij * logit'(s) of the dot product s of
+// query head h's row i and position j (key/value head kvh), from row i's statistics
+// (m, l, D) at item `at` of aux: (p, dS).
+fn prob_and_grad(
+    p: AttentionParams,
+    s: f32,
+    i: u32,
+    h: u32,
+    j: u32,
+    kvh: u32,
+    at: u32,
+) -> vec2<f32> {
+    let scale = bitcast<f32>(p.scale);
+    let cap = bitcast<f32>(p.softcap);
+    let capped = p.softcap != 0u;
+    let prob = exp(logit(s, scale, cap, capped) - aux[at * 3u]) / aux[at * 3u + 1u];
+    let dp = d_out_dot_value(p, i, h, j, kvh);
+    return vec2<f32>(prob, prob * (dp - aux[at * 3u + 2u]) * logit_slope(s, scale, cap, capped));
+}
+
 // dO_i . v_j for query head h's row i and the value at position j of key/value head kvh.
 fn d_out_dot_value(p: AttentionParams, i: u32, h: u32, j: u32, kvh: u32) -> f32 {
     let o = (i * p.heads + h) * p.head_dim;
@@ -177,12 +197,6 @@ fn attention_dq(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = g / p.heads;
     let h = g % p.heads;
     let kvh = kv_head(p, h);
-    let scale = bitcast<f32>(p.scale);
-    let cap = bitcast<f32>(p.softcap);
-    let capped = p.softcap != 0u;
-    let m = aux[g * 3u];
-    let l = aux[g * 3u + 1u];
-    let d = aux[g * 3u + 2u];
     var qt: array<f32, MAX_HEAD_DIM>;
     let qa = query_at(p, i, h);
     for (var e = 0u; e < p.head_dim; e++) {
@@ -195,8 +209,7 @@ fn attention_dq(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + qt[e] * head_value(p, ka, j, e);
         }
-        let prob = exp(logit(s, scale, cap, capped) - m) / l;
-        let ds = prob * (d_out_dot_value(p, i, h, j, kvh) - d) * logit_slope(s, scale, cap, capped);
+        let ds = prob_and_grad(p, s, i, h, j, kvh, g).y;
         for (var e = 0u; e < p.head_dim; e++) {
             dq[e] = dq[e] + ds * head_value(p, ka, j, e);
         }
@@ -221,9 +234,6 @@ fn attention_dkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = g % p.heads;
     let kvh = kv_head(p, h);
     let rows = p.positions;
-    let scale = bitcast<f32>(p.scale);
-    let cap = bitcast<f32>(p.softcap);
-    let capped = p.softcap != 0u;
     var kt: array<f32, MAX_HEAD_DIM>;
     let ka = key_at(p, j, kvh);
     for (var e = 0u; e < p.head_dim; e++) {
@@ -238,19 +248,15 @@ fn attention_dkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     var dv: array<f32, MAX_HEAD_DIM>;
     for (var i = j; i <= last; i++) {
         let at = i * p.heads + h;
-        let m = aux[at * 3u];
-        let l = aux[at * 3u + 1u];
-        let d = aux[at * 3u + 2u];
         let qa = query_at(p, i, h);
         var s = 0.0;
         for (var e = 0u; e < p.head_dim; e++) {
             s = s + head_value(p, qa, i, e) * kt[e];
         }
-        let prob = exp(logit(s, scale, cap, capped) - m) / l;
-        let ds = prob * (d_out_dot_value(p, i, h, j, kvh) - d) * logit_slope(s, scale, cap, capped);
+        let pd = prob_and_grad(p, s, i, h, j, kvh, at);
         for (var e = 0u; e < p.head_dim; e++) {
-            dk[e] = dk[e] + ds * head_value(p, qa, i, e);
-            dv[e] = dv[e] + prob * d_out[at * p.head_dim + e];
+            dk[e] = dk[e] + pd.y * head_value(p, qa, i, e);
+            dv[e] = dv[e] + pd.x * d_out[at * p.head_dim + e];
         }
     }
     let base = g * 2u * p.head_dim;

@@ -448,6 +448,34 @@ impl ParallelAttention {
     }
 }
 
+impl ParallelAttention {
+    /// Local rank `i`'s fused query/key/value rows of `x` (its product and bias, before
+    /// any norm or rotary).
+    pub(super) fn project_qkv(&self, op: &'static str, i: usize, x: &Tensor) -> Result<Tensor> {
+        Product {
+            op,
+            x,
+            cols: 0..self.shape.hidden,
+            w: &self.qkv[i],
+            bias: self.bias.as_ref().map(|b| &b[i]),
+            layout: self.layout,
+            act: Activation::Identity,
+            blocks: INVARIANT_BLOCKS,
+        }
+        .run()
+    }
+
+    /// Where rank `r`'s heads sit among the model's.
+    pub(super) fn span(&self, r: usize) -> HeadSpan {
+        HeadSpan {
+            first_q: self.heads[r].start,
+            first_kv: self.kv[r].start,
+            group: self.shape.heads / self.shape.kv_heads,
+            head_dim: self.shape.head_dim,
+        }
+    }
+}
+
 /// The local product is the output projection's partial products of the attention of
 /// `x` (the cache, which it needs, holds `x`'s positions after it); the reduction the
 /// projection's.
@@ -498,7 +526,6 @@ impl Layer for ParallelAttention {
             ));
         }
         let hd = self.shape.head_dim;
-        let group_size = self.shape.heads / self.shape.kv_heads;
         // (LongRoPE turns a forward by the table its last position picks.)
         let end = pos0 + tokens;
         let rotary = self
@@ -508,17 +535,7 @@ impl Layer for ParallelAttention {
             .transpose()?;
         let mut outs = Vec::with_capacity(self.qkv.len());
         for (i, r) in self.group.local_range().enumerate() {
-            let qkv = Product {
-                op,
-                x: &x.locals()[i],
-                cols: 0..hidden,
-                w: &self.qkv[i],
-                bias: self.bias.as_ref().map(|b| &b[i]),
-                layout: self.layout,
-                act: Activation::Identity,
-                blocks: INVARIANT_BLOCKS,
-            }
-            .run()?;
+            let qkv = self.project_qkv(op, i, &x.locals()[i])?;
             // The norm is a pass of its own over the fused rows: write_kv moves the keys a
             // pair at a time and the norm needs a whole head, and the kernels without it
             // stay as they were (their bits too).
@@ -531,12 +548,7 @@ impl Layer for ParallelAttention {
             };
             let table = rotary.as_ref().map(|t| &t.locals()[i]);
             ops::write_kv(&qkv, &cache.kv[i], table, (hd, pos0), cache.ring)?;
-            let span = HeadSpan {
-                first_q: self.heads[r].start,
-                first_kv: self.kv[r].start,
-                group: group_size,
-                head_dim: hd,
-            };
+            let span = self.span(r);
             let scores = ops::Scores {
                 ring: cache.ring,
                 ..self.options.scores

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::kernels::settings::Activation;
 use crate::kernels::settings::Numerics;
 use crate::ops::numerics::INVARIANT_BLOCKS;
-use crate::ops::{self, HeadSpan, Product};
+use crate::ops::{self, Product};
 use crate::tensor::Tensor;
 
 /// The gradients of [`ParallelAttention::backward`], each placed as what it is the
@@ -201,13 +201,7 @@ impl ParallelAttention {
             Vec::new()
         };
         let hd = self.shape.head_dim;
-        let group_size = self.shape.heads / self.shape.kv_heads;
-        let span = |r: usize| HeadSpan {
-            first_q: self.heads[r].start,
-            first_kv: self.kv[r].start,
-            group: group_size,
-            head_dim: hd,
-        };
+        let span = |r: usize| self.span(r);
         // The forward again: the fused rows and the attention's output.
         let table = match &self.rotary {
             Some(rotary) => {
@@ -331,32 +325,16 @@ impl ParallelAttention {
         table: Option<&DistTensor>,
         cache: &mut KvCache,
     ) -> Result<(Vec<Tensor>, DistTensor)> {
-        let [tokens, hidden] = x.shape();
+        let tokens = x.shape()[0];
         let hd = self.shape.head_dim;
-        let group_size = self.shape.heads / self.shape.kv_heads;
         let (qkvs, outs) = crate::rank::batched(op, || {
             let (mut qkvs, mut outs) = (Vec::new(), Vec::new());
             for (i, r) in self.group.local_range().enumerate() {
-                let qkv = Product {
-                    op,
-                    x: &x.locals()[i],
-                    cols: 0..hidden,
-                    w: &self.qkv[i],
-                    bias: self.bias.as_ref().map(|b| &b[i]),
-                    layout: self.layout,
-                    act: Activation::Identity,
-                    blocks: INVARIANT_BLOCKS,
-                }
-                .run()?;
+                let qkv = self.project_qkv(op, i, &x.locals()[i])?;
                 let t = table.map(|t| &t.locals()[i]);
                 let kv = &cache.kv[i];
                 ops::write_kv(&qkv, kv, t, (hd, 0), false)?;
-                let span = HeadSpan {
-                    first_q: self.heads[r].start,
-                    first_kv: self.kv[r].start,
-                    group: group_size,
-                    head_dim: hd,
-                };
+                let span = self.span(r);
                 let scores = ops::Scores {
                     ring: false,
                     ..self.options.scores

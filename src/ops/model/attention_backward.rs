@@ -86,16 +86,8 @@ fn params(
         group: group as u32,
         h0: span.first_q as u32,
         k0: span.first_kv as u32,
-        scale: scores
-            .scale
-            .unwrap_or_else(|| 1.0 / (hd as f32).sqrt())
-            .to_bits(),
-        window: scores
-            .window
-            .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
-        softcap: scores.softcap.unwrap_or(0.0).to_bits(),
         positions: rows as u32,
-        ..AttentionParams::default()
+        ..scores.params(hd)
     })
 }
 

@@ -604,6 +604,23 @@ pub(crate) struct Scores {
 }
 
 impl Scores {
+    /// The attention kernels' parameters that say how scores are taken: the scale (else
+    /// `1 / sqrt(head_dim)` rounded in f32) and the soft cap (0: none) as f32 bits, the
+    /// window (0: none; one past the u32 positions sees every one of them).
+    pub(crate) fn params(&self, head_dim: usize) -> AttentionParams {
+        AttentionParams {
+            scale: self
+                .scale
+                .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
+                .to_bits(),
+            window: self
+                .window
+                .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
+            softcap: self.softcap.unwrap_or(0.0).to_bits(),
+            ..AttentionParams::default()
+        }
+    }
+
     /// Refuses a scale or cap that is not a positive finite number and a window of 0.
     pub(crate) fn check(&self, op: &'static str) -> Result<()> {
         for (what, v) in [("scale", self.scale), ("soft cap", self.softcap)] {
@@ -709,16 +726,7 @@ pub(crate) fn attention_with(
         group: group as u32,
         h0: span.first_q as u32,
         k0: span.first_kv as u32,
-        scale: scores
-            .scale
-            .unwrap_or_else(|| 1.0 / (hd as f32).sqrt())
-            .to_bits(),
-        // A window past the u32 positions sees every one of them.
-        window: scores
-            .window
-            .map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX)),
-        softcap: scores.softcap.unwrap_or(0.0).to_bits(),
-        ..AttentionParams::default()
+        ..scores.params(hd)
     };
     let entry = if scores.softcap.is_some() {
         "attention_softcap"
