@@ -15,6 +15,7 @@ mod config;
 mod families;
 mod generate;
 mod load;
+mod lora;
 mod recipe;
 mod sampling;
 #[cfg(not(target_arch = "wasm32"))]
@@ -34,6 +35,7 @@ use crate::ops;
 use crate::rank::batched;
 use block::{Block, Step, Stream};
 pub use generate::TokenStream;
+pub use lora::{Lora, LoraConfig, LoraGrads, NamedTensor};
 pub use sampling::{Sampler, Sampling, SplitMix64};
 #[cfg(feature = "tokenizer")]
 pub use text::TextStream;

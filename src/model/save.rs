@@ -145,7 +145,11 @@ fn named(
 }
 
 /// One safetensors file of f32 tensors.
-fn write(op: &'static str, path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+pub(super) fn write(
+    op: &'static str,
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| bytemuck::cast_slice::<f32, u8>(v).to_vec())

@@ -649,6 +649,51 @@ impl Layer for ParallelAttention {
         p
     }
 
+    /// The fused q, k, v projection (parts q, k and v; a key/value head an earlier rank
+    /// holds not owned), then the output projection.
+    fn adaptable(&self) -> Vec<layer::Adaptable> {
+        if self.layout != WeightLayout::OutIn {
+            return Vec::new();
+        }
+        let hd = self.shape.head_dim;
+        let block = |part: usize, heads: Range<usize>, owned: bool| layer::RowBlock {
+            part,
+            from: heads.start * hd,
+            len: heads.len() * hd,
+            owned,
+        };
+        let rows = (0..self.heads.len())
+            .map(|r| {
+                let (kv, own) = (&self.kv[r], super::attention_backward::owned(&self.kv, r));
+                let mut blocks = vec![block(0, self.heads[r].clone(), true)];
+                for part in [1, 2] {
+                    blocks.push(block(part, kv.start..own.start, false));
+                    blocks.push(block(part, own.clone(), true));
+                }
+                blocks.retain(|b| b.len > 0);
+                blocks
+            })
+            .collect();
+        let whole = layer::RowBlock {
+            part: 0,
+            from: 0,
+            len: self.shape.hidden,
+            owned: true,
+        };
+        vec![
+            layer::Adaptable {
+                param: 0,
+                by_outputs: true,
+                rows,
+            },
+            layer::Adaptable {
+                param: 1 + usize::from(self.bias.is_some()),
+                by_outputs: false,
+                rows: vec![vec![whole]; self.heads.len()],
+            },
+        ]
+    }
+
     fn backward_async<'a>(
         &'a self,
         x: &'a DistTensor,

@@ -98,7 +98,7 @@ fn zero_features(t: &Tensor, ranges: &[Range<usize>], dim: usize) -> Result<Tens
 
 /// The key/value heads of `kv[r]` that rank `r` owns for dL/dX: those no earlier rank holds
 /// (ranks hold heads in order, so only the first can be an earlier rank's).
-fn owned(kv: &[Range<usize>], r: usize) -> Range<usize> {
+pub(super) fn owned(kv: &[Range<usize>], r: usize) -> Range<usize> {
     let shared = r > 0 && kv[r].start < kv[r - 1].end;
     let start = kv[r].start + usize::from(shared);
     start.min(kv[r].end)..kv[r].end

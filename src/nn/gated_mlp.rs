@@ -321,6 +321,46 @@ impl Layer for GatedMlp {
         Ok(out)
     }
 
+    /// The merged gate/up projection (parts gate and up), then the down projection.
+    fn adaptable(&self) -> Vec<layer::Adaptable> {
+        if self.gate_up.layout() != WeightLayout::OutIn {
+            return Vec::new();
+        }
+        let rows = offsets(&self.sizes)
+            .iter()
+            .zip(&self.sizes)
+            .map(|(&from, &len)| {
+                (0..2)
+                    .map(|part| layer::RowBlock {
+                        part,
+                        from,
+                        len,
+                        owned: true,
+                    })
+                    .collect()
+            })
+            .collect();
+        let hidden = self.down.weight().shape()[0];
+        let whole = layer::RowBlock {
+            part: 0,
+            from: 0,
+            len: hidden,
+            owned: true,
+        };
+        vec![
+            layer::Adaptable {
+                param: 0,
+                by_outputs: true,
+                rows,
+            },
+            layer::Adaptable {
+                param: 1 + usize::from(self.gate_up.bias().is_some()),
+                by_outputs: false,
+                rows: vec![vec![whole]; self.sizes.len()],
+            },
+        ]
+    }
+
     /// The merged gate/up projection's weight and bias, then the down projection's.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = layer::linear_params(self.gate_up.weight(), self.gate_up.bias());

@@ -58,6 +58,13 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
         ))
     }
 
+    /// Its projections a low-rank adapter can adapt (`[out, in]` weights only), in
+    /// [`Layer::parameters`]' order.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+    fn adaptable(&self) -> Vec<Adaptable> {
+        Vec::new()
+    }
+
     /// The backward of its forward at `x` (a whole sequence from position 0, for a layer
     /// with a cache) given `dy` = dL/d(output).
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
@@ -68,6 +75,32 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     ) -> BoxFuture<'a, Result<LayerGrads>> {
         Box::pin(async move { Err(Error::invalid(self.op(), "this layer has no backward")) })
     }
+}
+
+/// A projection of a layer that a low-rank adapter can adapt: an `[out, in]` weight, split
+/// over the ranks by its outputs (column-parallel: each rank's rows are row blocks of the
+/// layer's named parts, such as q, k and v) or by its inputs (row-parallel: one part).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) struct Adaptable {
+    /// Its weight's index in [`Layer::parameters`].
+    pub param: usize,
+    /// Split by its outputs (`Shard(0)`), else by its inputs (`Shard(1)`).
+    pub by_outputs: bool,
+    /// Per global rank, its weight shard's rows in order as blocks of the parts (split by
+    /// outputs; one block of part 0 per rank, the whole output, when split by inputs).
+    pub rows: Vec<Vec<RowBlock>>,
+}
+
+/// Rows `from..from + len` of part `part`, which the rank holding them counts as its own
+/// (`owned`) or not (a key/value head an earlier rank also holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) struct RowBlock {
+    pub part: usize,
+    pub from: usize,
+    pub len: usize,
+    pub owned: bool,
 }
 
 /// What [`Layer::backward_async`] gives.

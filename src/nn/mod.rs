@@ -39,7 +39,7 @@ pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;
 
-pub(crate) use layer::Layer;
+pub(crate) use layer::{Adaptable, Layer};
 
 use crate::dist::DistTensor;
 use crate::error::{fmt_shape, Error, Result};

@@ -362,10 +362,14 @@ pub fn concat_host(parts: &[Vec<f32>], shapes: &[[usize; 2]], dim: usize) -> Vec
 /// Every tensor of PyTorch autograd's fixture (`tests/fixtures/backward/torch.safetensors`,
 /// written by `scripts/make_backward_fixtures.py`), as f32 (int64 targets converted).
 pub fn torch_fixture() -> HashMap<String, Vec<f32>> {
-    let path = concat!(
+    f32_tensors(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/backward/torch.safetensors"
-    );
+    ))
+}
+
+/// Every tensor of a safetensors fixture, as f32 (int64 converted).
+pub fn f32_tensors(path: impl AsRef<std::path::Path>) -> HashMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).expect("the fixture");
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()

@@ -1,0 +1,894 @@
+//! [`Lora`]: low-rank adapters (Hu et al. 2021, PEFT's `LoraConfig`) on a [`Transformer`]'s
+//! projections, sharded with their layer, the base weights frozen.
+//!
+//! A projection `W` (`[out, in]`) is adapted as `W + s·B·A`, `A: [r, in]`, `B: [out, r]`,
+//! `s = alpha / r`. On a column-parallel projection (q, k, v; gate, up) `A` is whole on
+//! every rank and `B` split by rows with the weight; on a row-parallel one (o, down) `A` is
+//! split by columns with the weight and `B` whole. A fused weight (q, k and v of every
+//! rank's heads one after another; gate and up) carries its modules' adapters side by
+//! side: `A` stacks theirs (`[m·r, in]`) and `B` places each module's rows in its module's
+//! `r` columns (zero elsewhere: their gradients are masked, so AdamW keeps them zero).
+//!
+//! The adapted weight is merged into the model's own buffers ([`Lora::merge`]: `W = W0 +
+//! s·B·A`, a GEMM per rank, from a frozen copy `W0` of the base), so the model's forward
+//! and backward run unchanged; the adapters' gradients come from the weight's by the chain
+//! rule: `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, the sum over ranks of a split `B`'s share (or over
+//! a split `A`'s inputs for `dB`) taken by one small all-reduce. The model's backward still
+//! computes every weight's gradient (a full fine-tune's work); what LoRA saves is the
+//! optimizer's state and what is trained and written. The base must be f32 (a
+//! half-precision or quantized base is refused).
+//!
+//! [`Lora::save_peft`] writes the adapter as PEFT does (`adapter_model.safetensors`,
+//! `adapter_config.json`); [`Lora::from_peft`] reads one.
+
+use std::ops::Range;
+
+use super::recipe::{Mlp, Qkv};
+use super::{SplitMix64, Transformer};
+use crate::dist::{DistTensor, Placement};
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::kernels::settings::{Activation, WeightLayout};
+use crate::nn::Adaptable;
+use crate::ops;
+use crate::rank::batched;
+use crate::tensor::shard::offsets;
+use crate::tensor::Tensor;
+
+/// The options of a [`Lora`], PEFT's names and defaults, made from [`Default`] with
+/// chainable setters:
+///
+/// ```
+/// use wgpu_tp::model::LoraConfig;
+///
+/// let config = LoraConfig::default().rank(4).alpha(8.0).targets(&["q_proj", "v_proj"]);
+/// assert_eq!(config.rank, 4);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LoraConfig {
+    /// `r`, the adapters' rank. Default: 8.
+    pub rank: usize,
+    /// `lora_alpha`: the update is scaled by `alpha / rank`. Default: 16.
+    pub alpha: f32,
+    /// The modules adapted, as PEFT's `target_modules`: a module is adapted when its name
+    /// is one of these or ends with `.` and one of these. Default: every projection of a
+    /// Llama-like block (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
+    /// `down_proj`).
+    pub targets: Vec<String>,
+    /// Seeds `A`'s initialization (PEFT's: uniform in `±1/√in`; `B` starts at zero).
+    /// Default: 0.
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            targets: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+            seed: 0,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// Sets the field `rank`.
+    #[must_use]
+    pub fn rank(self, rank: usize) -> Self {
+        LoraConfig { rank, ..self }
+    }
+
+    /// Sets the field `alpha`.
+    #[must_use]
+    pub fn alpha(self, alpha: f32) -> Self {
+        LoraConfig { alpha, ..self }
+    }
+
+    /// Sets the field `targets`.
+    #[must_use]
+    pub fn targets(self, targets: &[&str]) -> Self {
+        let targets = targets.iter().map(|t| (*t).to_string()).collect();
+        LoraConfig { targets, ..self }
+    }
+
+    /// Sets the field `seed`.
+    #[must_use]
+    pub fn seed(self, seed: u64) -> Self {
+        LoraConfig { seed, ..self }
+    }
+
+    fn matches(&self, module: &str) -> bool {
+        self.targets.iter().any(|t| Self::one_matches(t, module))
+    }
+
+    fn one_matches(target: &str, module: &str) -> bool {
+        module == target || module.ends_with(&format!(".{target}"))
+    }
+}
+
+/// A module of the checkpoint a fused weight holds part of: its name, its whole `[out,
+/// in]` shape, and where each of the weight's parts starts among its rows.
+#[derive(Debug, Clone)]
+struct Module {
+    name: String,
+    out: usize,
+    input: usize,
+}
+
+/// One adapted weight of the model.
+#[derive(Debug, Clone)]
+struct Target {
+    /// Its index in [`Transformer::parameters`].
+    param: usize,
+    site: Adaptable,
+    /// The adapted modules, in the order of their blocks of `A`'s rows (or the one module
+    /// of a row-parallel weight).
+    modules: Vec<Module>,
+    /// For each of the weight's parts: its module's index in `modules` (`None` when not
+    /// adapted) and the part's first row in it.
+    parts: Vec<Option<(usize, usize)>>,
+    /// The model's weight (its buffers): merged into.
+    weight: DistTensor,
+    /// A frozen copy of the base weight, per local rank.
+    base: Vec<Tensor>,
+    a: DistTensor,
+    b: DistTensor,
+    /// Split by outputs: per local rank, `B`'s entries that are not an adapter's (zeroed
+    /// in its gradient), and its rows of key/value heads an earlier rank holds (counted
+    /// once), each as a rectangle `(at, shape)`.
+    masked: Vec<Vec<Rect>>,
+    doubled: Vec<Vec<Rect>>,
+}
+
+type Rect = ([usize; 2], [usize; 2]);
+
+/// A whole tensor on the host: its name, shape (`[rows, cols]`) and row-major values.
+pub type NamedTensor = (String, [usize; 2], Vec<f32>);
+
+/// Low-rank adapters on a [`Transformer`]'s projections, sharded with their layers, the
+/// base weights frozen (see the module's documentation for how it is computed).
+///
+/// ```no_run
+/// # fn main() -> wgpu_tp::Result<()> {
+/// use wgpu_tp::load::Checkpoint;
+/// use wgpu_tp::model::{Lora, LoraConfig, Transformer};
+/// use wgpu_tp::nn::{clip_grad_norm, AdamW, AdamWConfig};
+/// use wgpu_tp::{DistTensor, Group};
+///
+/// let group = Group::builder().ranks_on_one_adapter(2).build()?;
+/// let model = Transformer::from_checkpoint(&group, &Checkpoint::open("model")?)?;
+/// let lora = Lora::new(&model, LoraConfig::default())?;
+/// let params = lora.parameters();
+/// let params: Vec<&DistTensor> = params.iter().collect();
+/// let mut opt = AdamW::new(&params, AdamWConfig::default().lr(1e-3))?;
+/// let (ids, targets) = ([1u32, 5, 9], [Some(5u32), Some(9), None]);
+/// let grads = lora.grads(&model.backward(&ids, &targets)?)?;
+/// let counted: Vec<&DistTensor> = grads.counted.iter().collect();
+/// let norm = clip_grad_norm(&counted, 1.0)?;
+/// let all: Vec<&DistTensor> = grads.grads.iter().collect();
+/// opt.step(&params, &all, norm.scale)?;
+/// lora.merge()?;
+/// lora.save_peft("adapter", Some("model"))?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lora {
+    group: Group,
+    config: LoraConfig,
+    scale: f32,
+    targets: Vec<Target>,
+}
+
+/// The adapters' gradients ([`Lora::grads`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoraGrads {
+    /// Each adapter's gradient, in [`Lora::parameters`]' order, placed as it.
+    pub grads: Vec<DistTensor>,
+    /// The same as a global norm counts them (rows of a key/value head two ranks hold
+    /// counted once): what [`clip_grad_norm`](crate::nn::clip_grad_norm) takes.
+    pub counted: Vec<DistTensor>,
+}
+
+/// PEFT's name of an adapter's tensor.
+fn peft_name(module: &str, which: &str) -> String {
+    format!("base_model.model.{module}.lora_{which}.weight")
+}
+
+impl Lora {
+    /// New adapters on `model`'s modules that `config.targets` names: `A` uniform in
+    /// `±1/√in` (PEFT's default), `B` zero, so the model is unchanged until trained.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a rank of 0 or over a module's features, a target no
+    /// module matches, a module that cannot be adapted (GPT-2's `[in, out]` projections,
+    /// llama.cpp's permuted heads) or a base weight that is not f32; GPU errors.
+    pub fn new(model: &Transformer, config: LoraConfig) -> Result<Self> {
+        let mut rng = SplitMix64::new(config.seed);
+        Self::build(model, config, |m, which, shape| {
+            Ok(match which {
+                'A' => {
+                    let bound = 1.0 / (m.input as f64).sqrt();
+                    (0..shape[0] * shape[1])
+                        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                        .collect()
+                }
+                _ => vec![0.0; shape[0] * shape[1]],
+            })
+        })
+    }
+
+    /// Reads an adapter PEFT saved (`dir/adapter_config.json` and
+    /// `dir/adapter_model.safetensors`, of a LoRA on `model`'s checkpoint) onto `model`,
+    /// merged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a config this does not read (DoRA, per-module ranks,
+    /// `fan_in_fan_out`, trained biases, a regular expression as `target_modules`), a
+    /// missing or misshapen tensor, or as [`Lora::new`]; file errors.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_peft(model: &Transformer, dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let op = "lora.from_peft";
+        let dir = dir.as_ref();
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path)
+                .map_err(|e| Error::invalid(op, format!("reading {}: {e}", path.display())))
+        };
+        let json = String::from_utf8(read("adapter_config.json")?)
+            .map_err(|e| Error::invalid(op, format!("adapter_config.json: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| Error::invalid(op, format!("adapter_config.json: {e}")))?;
+        let config = peft_config(op, &value)?;
+        let file = "adapter_model.safetensors".to_string();
+        let tensors =
+            crate::load::Checkpoint::from_byte_files(&json, vec![(file.clone(), read(&file)?)])?;
+        let mut used = 0;
+        let lora = Self::build(model, config, |m, which, shape| {
+            let name = peft_name(&m.name, &which.to_string());
+            let got = tensors.shape(&name)?;
+            if got != shape {
+                return Err(Error::shape(
+                    op,
+                    format!("{name} {shape:?}"),
+                    format!("{got:?}"),
+                ));
+            }
+            used += 1;
+            tensors.f32(&name)
+        })?;
+        if used != tensors.tensor_count() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{} tensors in {file}, {used} of them adapters of the targets",
+                    tensors.tensor_count()
+                ),
+            ));
+        }
+        Ok(lora)
+    }
+
+    /// Finds the targets and builds their adapters, `init(module, 'A' or 'B', shape)`
+    /// giving each module's whole `A` (`[r, in]`) and `B` (`[out, r]`), then merges.
+    fn build(
+        model: &Transformer,
+        config: LoraConfig,
+        mut init: impl FnMut(&Module, char, [usize; 2]) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        let op = "lora.new";
+        let r = config.rank;
+        if r == 0 || !config.alpha.is_finite() {
+            return Err(Error::invalid(
+                op,
+                format!("rank {r} and alpha {}", config.alpha),
+            ));
+        }
+        let group = model.group.clone();
+        let mut targets = Vec::new();
+        let mut matched = vec![false; config.targets.len()];
+        for mut site in model.lora_sites(op)? {
+            let mut modules: Vec<Module> = Vec::new();
+            let mut parts = Vec::new();
+            for (m, at) in std::mem::take(&mut site.parts) {
+                if !config.matches(&m.name) {
+                    parts.push(None);
+                    continue;
+                }
+                for (t, hit) in config.targets.iter().zip(matched.iter_mut()) {
+                    *hit |= LoraConfig::one_matches(t, &m.name);
+                }
+                if r > m.out.min(m.input) {
+                    return Err(Error::invalid(
+                        op,
+                        format!("rank {r} over {}'s [{}, {}]", m.name, m.out, m.input),
+                    ));
+                }
+                let index = match modules.iter().position(|k| k.name == m.name) {
+                    Some(k) => k,
+                    None => {
+                        modules.push(m);
+                        modules.len() - 1
+                    }
+                };
+                parts.push(Some((index, at)));
+            }
+            if modules.is_empty() {
+                continue;
+            }
+            for t in site.weight.locals() {
+                t.require_f32(op).map_err(|_| {
+                    Error::invalid(
+                        op,
+                        format!(
+                            "{}: LoRA on a half-precision or quantized base is not written \
+                             (load f32 weights)",
+                            modules[0].name
+                        ),
+                    )
+                })?;
+            }
+            let hosts = modules
+                .iter()
+                .map(|m| Ok([init(m, 'A', [r, m.input])?, init(m, 'B', [m.out, r])?]))
+                .collect::<Result<Vec<_>>>()?;
+            targets.push(Target::new(&group, site, modules, parts, r, &hosts)?);
+        }
+        if let Some(t) = matched.iter().position(|m| !m) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "no module of this model that LoRA can adapt matches the target {:?}",
+                    config.targets[t]
+                ),
+            ));
+        }
+        let lora = Lora {
+            group,
+            scale: config.alpha / r as f32,
+            config,
+            targets,
+        };
+        lora.merge()?;
+        Ok(lora)
+    }
+
+    /// Its options.
+    pub fn config(&self) -> &LoraConfig {
+        &self.config
+    }
+
+    /// `alpha / rank`.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// The names of the modules adapted (transformers' names), in order.
+    pub fn modules(&self) -> Vec<&str> {
+        let modules = self.targets.iter().flat_map(|t| &t.modules);
+        modules.map(|m| m.name.as_str()).collect()
+    }
+
+    /// Every adapter tensor, each adapted weight's `A` then `B` (a fused weight's modules'
+    /// side by side), placed as [`LoraGrads`] gives their gradients: what an optimizer
+    /// trains (call [`Lora::merge`] after each step).
+    pub fn parameters(&self) -> Vec<DistTensor> {
+        let pairs = self.targets.iter().map(|t| [t.a.clone(), t.b.clone()]);
+        pairs.flatten().collect()
+    }
+
+    /// Writes `W0 + s·B·A` into every adapted weight of the model, from the frozen base
+    /// and the adapters as they are now.
+    ///
+    /// # Errors
+    /// GPU errors.
+    pub fn merge(&self) -> Result<()> {
+        let op = "lora.merge";
+        batched(op, || {
+            for t in &self.targets {
+                for (i, w) in t.weight.locals().iter().enumerate() {
+                    let (b, a) = (&t.b.locals()[i], &t.a.locals()[i]);
+                    let delta = product(op, b, a, WeightLayout::InOut)?;
+                    let merged = ops::add(&t.base[i], &ops::scale(&delta, self.scale)?)?;
+                    ops::place(&merged, w, [0, 0])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes the frozen base weights back into the model (the adapters unmerged).
+    ///
+    /// # Errors
+    /// GPU errors.
+    pub fn unmerge(&self) -> Result<()> {
+        batched("lora.unmerge", || {
+            for t in &self.targets {
+                for (w, base) in t.weight.locals().iter().zip(&t.base) {
+                    ops::place(base, w, [0, 0])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The adapters' gradients from the model's ([`Transformer::backward`] of the merged
+    /// model): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, one all-reduce per adapted weight for the
+    /// factor whose other side is split.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for gradients of another model; GPU and collective
+    /// errors.
+    pub async fn grads_async(&self, model: &super::ModelGrads) -> Result<LoraGrads> {
+        let op = "lora.grads";
+        let (mut grads, mut counted) = (Vec::new(), Vec::new());
+        for t in &self.targets {
+            let dw = model
+                .grads
+                .get(t.param)
+                .filter(|g| g.shape() == t.weight.shape() && g.group().same_as(&self.group))
+                .ok_or_else(|| {
+                    Error::invalid(op, "gradients of another model than the adapters'")
+                })?;
+            let s = self.scale;
+            let (mut own, mut shared, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+            batched(op, || {
+                for (i, dw) in dw.locals().iter().enumerate() {
+                    let (a, b) = (&t.a.locals()[i], &t.b.locals()[i]);
+                    if t.site.by_outputs {
+                        let db = ops::scale(&product(op, dw, a, WeightLayout::OutIn)?, s)?;
+                        let db = zeroed(&db, &t.masked[i])?;
+                        seen.push(zeroed(&db, &t.doubled[i])?);
+                        own.push(db);
+                        let b_own = zeroed(b, &t.doubled[i])?;
+                        shared.push(ops::scale(&ops::matmul_tn(&b_own, dw)?, s)?);
+                    } else {
+                        own.push(ops::scale(&ops::matmul_tn(b, dw)?, s)?);
+                        shared.push(ops::scale(&product(op, dw, a, WeightLayout::OutIn)?, s)?);
+                    }
+                }
+                Ok(())
+            })?;
+            // The split factor's gradient stays on its rank; the whole one's is summed.
+            let (split, whole) = if t.site.by_outputs {
+                (&t.b, &t.a)
+            } else {
+                (&t.a, &t.b)
+            };
+            let like = |locals| {
+                DistTensor::from_parts(
+                    &self.group,
+                    locals,
+                    split.placement(),
+                    split.shape(),
+                    split.shard_sizes().to_vec(),
+                )
+            };
+            let partial = DistTensor::from_parts(
+                &self.group,
+                shared,
+                Placement::Partial,
+                whole.shape(),
+                Vec::new(),
+            );
+            let summed = partial.all_reduce_async().await?;
+            let own = like(own);
+            let seen = if t.site.by_outputs {
+                like(seen)
+            } else {
+                own.clone()
+            };
+            if t.site.by_outputs {
+                grads.extend([summed.clone(), own]);
+                counted.extend([summed, seen]);
+            } else {
+                grads.extend([own, summed.clone()]);
+                counted.extend([seen, summed]);
+            }
+        }
+        Ok(LoraGrads { grads, counted })
+    }
+
+    /// Blocking [`Lora::grads_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`Lora::grads_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn grads(&self, model: &super::ModelGrads) -> Result<LoraGrads> {
+        crate::rank::block_on(self.grads_async(model))
+    }
+
+    /// Every adapted module's `A` (`[r, in]`) and `B` (`[out, r]`) on the host, whole,
+    /// with PEFT's names (`base_model.model.{module}.lora_A.weight`), in
+    /// [`Lora::modules`]' order.
+    ///
+    /// # Errors
+    /// GPU errors.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_host(&self) -> Result<Vec<NamedTensor>> {
+        self.unfused(&self.parameters())
+    }
+
+    /// Tensors placed as [`Lora::parameters`] (the adapters, or their gradients) on the
+    /// host as [`Lora::to_host`] gives the adapters: each module's whole `A` and `B`,
+    /// PEFT's names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for tensors of other shapes or another count; GPU errors.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn unfused(&self, values: &[DistTensor]) -> Result<Vec<NamedTensor>> {
+        let op = "lora.unfused";
+        let like = self.parameters();
+        let same = values.len() == like.len()
+            && values
+                .iter()
+                .zip(&like)
+                .all(|(v, p)| v.shape() == p.shape());
+        if !same {
+            return Err(Error::invalid(op, "tensors not placed as the adapters"));
+        }
+        let r = self.config.rank;
+        let mut out = Vec::new();
+        for (t, pair) in self.targets.iter().zip(values.chunks(2)) {
+            let (a, b) = (pair[0].to_host()?, pair[1].to_host()?);
+            let width = t.b.shape()[1];
+            let mut bs: Vec<Vec<f32>> = t.modules.iter().map(|m| vec![0.0; m.out * r]).collect();
+            if t.site.by_outputs {
+                let starts = offsets(t.weight.shard_sizes());
+                for (rows, start) in t.site.rows.iter().zip(starts) {
+                    let mut at = start;
+                    for block in rows {
+                        if let Some((m, first)) = t.parts[block.part] {
+                            for j in 0..block.len {
+                                let from = (at + j) * width + m * r;
+                                let to = (first + block.from + j) * r;
+                                bs[m][to..to + r].copy_from_slice(&b[from..from + r]);
+                            }
+                        }
+                        at += block.len;
+                    }
+                }
+            } else {
+                bs[0] = b;
+            }
+            for (m, (module, bm)) in t.modules.iter().zip(bs).enumerate() {
+                let am = a[m * r * module.input..(m + 1) * r * module.input].to_vec();
+                out.push((peft_name(&module.name, "A"), [r, module.input], am));
+                out.push((peft_name(&module.name, "B"), [module.out, r], bm));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the adapter as PEFT saves one: `dir/adapter_model.safetensors` (f32) and
+    /// `dir/adapter_config.json` (`base` its `base_model_name_or_path`), which
+    /// `PeftModel.from_pretrained(base_model, dir)` loads.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a file cannot be written; GPU errors.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_peft(&self, dir: impl AsRef<std::path::Path>, base: Option<&str>) -> Result<()> {
+        let op = "lora.save_peft";
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::invalid(op, format!("creating {}: {e}", dir.display())))?;
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
+            .to_host()?
+            .into_iter()
+            .map(|(name, shape, v)| (name, shape.to_vec(), v))
+            .collect();
+        super::save::write(op, &dir.join("adapter_model.safetensors"), &tensors)?;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base,
+            "r": self.config.rank,
+            "lora_alpha": self.config.alpha,
+            "lora_dropout": 0.0,
+            "target_modules": self.config.targets,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_lora_weights": true,
+            "use_rslora": false,
+            "use_dora": false,
+            "modules_to_save": null,
+        });
+        let path = dir.join("adapter_config.json");
+        std::fs::write(&path, format!("{config:#}\n"))
+            .map_err(|e| Error::invalid(op, format!("writing {}: {e}", path.display())))
+    }
+}
+
+/// PEFT's `adapter_config.json` as a [`LoraConfig`], refusing what it cannot mean here.
+#[cfg(not(target_arch = "wasm32"))]
+fn peft_config(op: &'static str, v: &serde_json::Value) -> Result<LoraConfig> {
+    let bad = |what: &str| Error::invalid(op, format!("adapter_config.json: {what}"));
+    if v["peft_type"] != "LORA" {
+        return Err(bad("peft_type is not LORA"));
+    }
+    let unsupported = [
+        ("use_dora", v["use_dora"].as_bool() == Some(true)),
+        ("use_rslora", v["use_rslora"].as_bool() == Some(true)),
+        (
+            "fan_in_fan_out",
+            v["fan_in_fan_out"].as_bool() == Some(true),
+        ),
+        ("bias", !matches!(v["bias"].as_str(), None | Some("none"))),
+        (
+            "rank_pattern",
+            v["rank_pattern"].as_object().is_some_and(|o| !o.is_empty()),
+        ),
+        (
+            "alpha_pattern",
+            v["alpha_pattern"]
+                .as_object()
+                .is_some_and(|o| !o.is_empty()),
+        ),
+        ("layers_to_transform", !v["layers_to_transform"].is_null()),
+        ("modules_to_save", !v["modules_to_save"].is_null()),
+        ("lora_bias", v["lora_bias"].as_bool() == Some(true)),
+        ("use_qalora", v["use_qalora"].as_bool() == Some(true)),
+        ("exclude_modules", !v["exclude_modules"].is_null()),
+        ("layer_replication", !v["layer_replication"].is_null()),
+        ("target_parameters", !v["target_parameters"].is_null()),
+        (
+            "trainable_token_indices",
+            !v["trainable_token_indices"].is_null(),
+        ),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, on)| *on) {
+        return Err(bad(&format!("{name} is not read")));
+    }
+    let rank = v["r"].as_u64().ok_or_else(|| bad("no r"))? as usize;
+    let alpha = v["lora_alpha"]
+        .as_f64()
+        .ok_or_else(|| bad("no lora_alpha"))? as f32;
+    let targets = v["target_modules"]
+        .as_array()
+        .ok_or_else(|| bad("target_modules is not a list of names"))?
+        .iter()
+        .map(|t| t.as_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad("target_modules is not a list of names"))?;
+    Ok(LoraConfig {
+        rank,
+        alpha,
+        targets,
+        seed: 0,
+    })
+}
+
+/// `x · W` for `W` stored per `layout`, in one K block (any K under tp-invariant numerics).
+fn product(op: &'static str, x: &Tensor, w: &Tensor, layout: WeightLayout) -> Result<Tensor> {
+    ops::Product {
+        op,
+        x,
+        cols: 0..x.shape()[1],
+        w,
+        bias: None,
+        layout,
+        act: Activation::Identity,
+        blocks: 1,
+    }
+    .run()
+}
+
+/// `t` with the rectangles `rects` zeroed (a copy), or `t` itself for none.
+fn zeroed(t: &Tensor, rects: &[Rect]) -> Result<Tensor> {
+    if rects.is_empty() {
+        return Ok(t.clone());
+    }
+    let copy = ops::slice(t, 0, 0, t.shape())?;
+    for &(at, shape) in rects {
+        ops::place(&Tensor::zeros(t.rank(), shape)?, &copy, at)?;
+    }
+    Ok(copy)
+}
+
+impl Target {
+    /// Uploads the adapters (`hosts[m]`: module `m`'s whole `A` and `B`) placed as the
+    /// weight is split, and copies the base weight.
+    fn new(
+        group: &Group,
+        site: Site,
+        modules: Vec<Module>,
+        parts: Vec<Option<(usize, usize)>>,
+        r: usize,
+        hosts: &[[Vec<f32>; 2]],
+    ) -> Result<Self> {
+        let weight = site.weight;
+        let base = weight
+            .locals()
+            .iter()
+            .map(|w| ops::slice(w, 0, 0, w.shape()))
+            .collect::<Result<Vec<_>>>()?;
+        let sizes = weight.shard_sizes().to_vec();
+        let starts = offsets(&sizes);
+        let local = group.local_range();
+        let (mut masked, mut doubled) = (Vec::new(), Vec::new());
+        let (a, b) = if site.adaptable.by_outputs {
+            let width = modules.len() * r;
+            let input = modules[0].input;
+            let a_host: Vec<f32> = hosts.iter().flat_map(|[a, _]| a.iter().copied()).collect();
+            let a = DistTensor::replicate(group, &a_host, [width, input])?;
+            let mut locals = Vec::new();
+            for (rank, g) in group.ranks().iter().zip(local.clone()) {
+                let mut host = vec![0.0; sizes[g] * width];
+                let (mut mask, mut twice, mut at) = (Vec::new(), Vec::new(), 0);
+                for block in &site.adaptable.rows[g] {
+                    let rows = [at, block.len];
+                    match parts[block.part] {
+                        Some((m, first)) => {
+                            for j in 0..block.len {
+                                let from = (first + block.from + j) * r;
+                                let to = (at + j) * width + m * r;
+                                host[to..to + r].copy_from_slice(&hosts[m][1][from..from + r]);
+                            }
+                            mask.extend(cols_outside(rows, m * r..(m + 1) * r, width));
+                        }
+                        None => mask.push(([at, 0], [block.len, width])),
+                    }
+                    if !block.owned {
+                        twice.push(([at, 0], [block.len, width]));
+                    }
+                    at += block.len;
+                }
+                locals.push(Tensor::from_host(rank, &host, [sizes[g], width])?);
+                masked.push(mask);
+                doubled.push(twice);
+            }
+            let total = weight.shape()[0];
+            let b =
+                DistTensor::from_parts(group, locals, Placement::Shard(0), [total, width], sizes);
+            (a, b)
+        } else {
+            let m = &modules[0];
+            let [a_host, b_host] = &hosts[0];
+            let locals = group
+                .ranks()
+                .iter()
+                .zip(local.clone())
+                .map(|(rank, g)| {
+                    let cols = starts[g]..starts[g] + sizes[g];
+                    let part: Vec<f32> = a_host
+                        .chunks(m.input)
+                        .flat_map(|row| row[cols.clone()].iter().copied())
+                        .collect();
+                    Tensor::from_host(rank, &part, [r, sizes[g]])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let a = DistTensor::from_parts(group, locals, Placement::Shard(1), [r, m.input], sizes);
+            let b = DistTensor::replicate(group, b_host, [m.out, r])?;
+            for _ in local {
+                masked.push(Vec::new());
+                doubled.push(Vec::new());
+            }
+            (a, b)
+        };
+        Ok(Target {
+            param: site.param,
+            site: site.adaptable,
+            modules,
+            parts,
+            weight,
+            base,
+            a,
+            b,
+            masked,
+            doubled,
+        })
+    }
+}
+
+/// The rectangles of rows `[at, len]` outside columns `keep` of `width`.
+fn cols_outside(rows: [usize; 2], keep: Range<usize>, width: usize) -> Vec<Rect> {
+    let [at, len] = rows;
+    let mut out = Vec::new();
+    if keep.start > 0 {
+        out.push(([at, 0], [len, keep.start]));
+    }
+    if keep.end < width {
+        out.push(([at, keep.end], [len, width - keep.end]));
+    }
+    out
+}
+
+/// An adaptable weight of the model, found by [`Transformer::lora_sites`].
+struct Site {
+    param: usize,
+    weight: DistTensor,
+    adaptable: Adaptable,
+    /// Each of the weight's parts: its module and the part's first row in it.
+    parts: Vec<(Module, usize)>,
+}
+
+impl Transformer {
+    /// Every weight a low-rank adapter can adapt, with its parameter index and its parts'
+    /// modules (transformers' names).
+    fn lora_sites(&self, op: &'static str) -> Result<Vec<Site>> {
+        let r = &self.recipe;
+        if r.permuted_qk {
+            return Err(Error::invalid(
+                op,
+                "a GGUF file's permuted query/key heads cannot take PEFT adapters",
+            ));
+        }
+        let c = &self.config;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let module = |name: String, out: usize, input: usize| Module { name, out, input };
+        let mut sites = Vec::new();
+        let mut index = 1 + usize::from(self.positions.is_some());
+        for (l, block) in self.blocks.iter().enumerate() {
+            let b = format!("{}{}.{l}", r.prefix, r.blocks);
+            let named: [Vec<Vec<(Module, usize)>>; 2] = [
+                vec![
+                    match &r.attention.qkv {
+                        Qkv::Separate([qn, kn, vn]) => vec![
+                            (module(format!("{b}.{qn}"), q, h), 0),
+                            (module(format!("{b}.{kn}"), kv, h), 0),
+                            (module(format!("{b}.{vn}"), kv, h), 0),
+                        ],
+                        Qkv::Fused(n) => {
+                            let m = module(format!("{b}.{n}"), q + 2 * kv, h);
+                            vec![(m.clone(), 0), (m.clone(), q), (m, q + kv)]
+                        }
+                    },
+                    vec![(module(format!("{b}.{}", r.attention.o), h, q), 0)],
+                ],
+                match &r.mlp.kind {
+                    Mlp::Gated { gate, up, down } => vec![
+                        vec![
+                            (module(format!("{b}.{gate}"), i, h), 0),
+                            (module(format!("{b}.{up}"), i, h), 0),
+                        ],
+                        vec![(module(format!("{b}.{down}"), h, i), 0)],
+                    ],
+                    Mlp::GatedFused { gate_up, down } => {
+                        let m = module(format!("{b}.{gate_up}"), 2 * i, h);
+                        vec![
+                            vec![(m.clone(), 0), (m, i)],
+                            vec![(module(format!("{b}.{down}"), h, i), 0)],
+                        ]
+                    }
+                    Mlp::Plain { .. } => Vec::new(),
+                },
+            ];
+            for (step, names) in block.steps.iter().zip(named) {
+                index += step.norm.iter().map(norm_count).sum::<usize>();
+                let params = step.layer.parameters();
+                for (adaptable, parts) in step.layer.adaptable().into_iter().zip(names) {
+                    sites.push(Site {
+                        param: index + adaptable.param,
+                        weight: params[adaptable.param].clone(),
+                        adaptable,
+                        parts,
+                    });
+                }
+                index += params.len();
+                index += step.post_norm.iter().map(norm_count).sum::<usize>();
+            }
+        }
+        Ok(sites)
+    }
+}
+
+/// A norm's parameter count (its weight, and LayerNorm's bias).
+fn norm_count(n: &crate::nn::Norm) -> usize {
+    1 + usize::from(n.bias().is_some())
+}
