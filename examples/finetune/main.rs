@@ -1,7 +1,9 @@
 //! `cargo run --example finetune -- --model DIR --text FILE [--tp-size N] [--steps S]
-//! [--out DIR]`: full fine-tuning of a safetensors checkpoint (a folder with its
-//! `config.json` and `tokenizer.json`; Llama, Mistral and Qwen2 save back) on a text file,
-//! tensor-parallel over N ranks.
+//! [--lora R] [--out DIR]`: fine-tuning of a safetensors checkpoint (a folder with its
+//! `config.json` and `tokenizer.json`) on a text file, tensor-parallel over N ranks: the
+//! whole model (Llama, Mistral and Qwen2 save back), or with `--lora R` low-rank adapters
+//! of rank R on its projections (`model::Lora`, the base frozen; any family with `[out,
+//! in]` projections), saved as a PEFT adapter.
 //!
 //! The text is tokenized once and cut into windows of `--seq-len` tokens, each token
 //! predicting the next; step `s` trains on window `s` (cycling): the model's backward
@@ -9,9 +11,11 @@
 //! `--lr`. It prints the loss of every step, then the first and last losses. With
 //! `--out DIR` it writes the fine-tuned weights as `DIR/model.safetensors` (transformers'
 //! names, f32) beside copies of the checkpoint's config and tokenizer files, so that
-//! `AutoModelForCausalLM.from_pretrained(DIR)` loads it, and `DIR/logits.json`: this
-//! model's logits of the first window, which `scripts/check_finetune.py` compares with
-//! transformers' own on the saved weights.
+//! `AutoModelForCausalLM.from_pretrained(DIR)` loads it; with `--lora`, the adapter as
+//! PEFT writes one (`DIR/adapter_model.safetensors`, `DIR/adapter_config.json` naming the
+//! checkpoint's folder as its base), which `PeftModel.from_pretrained` loads. Either way
+//! `DIR/logits.json` holds this model's logits of the first window, which
+//! `scripts/check_finetune.py` compares with transformers' (and PEFT's) own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +23,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use wgpu_tp::load::{Checkpoint, Tokenizer};
-use wgpu_tp::model::Transformer;
+use wgpu_tp::model::{Lora, LoraConfig, Transformer};
 use wgpu_tp::nn::{clip_grad_norm, AdamW, AdamWConfig};
 use wgpu_tp::{DistTensor, Group};
 
@@ -57,7 +61,21 @@ struct Args {
     /// The global gradient norm is clipped to this.
     #[arg(long, default_value_t = 1.0)]
     clip: f32,
-    /// Where to write the fine-tuned model (and its first window's logits).
+    /// Train low-rank adapters of this rank on the projections instead of every weight
+    /// (0: full fine-tuning).
+    #[arg(long, default_value_t = 0)]
+    lora: usize,
+    /// The adapters' `lora_alpha` (their update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f32,
+    /// The modules adapted, comma-separated (PEFT's `target_modules`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    lora_targets: Vec<String>,
+    /// Where to write the fine-tuned model or adapter (and its first window's logits).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -104,7 +122,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         args.steps,
         args.lr
     );
-    let params = model.parameters();
+    let lora = match args.lora {
+        0 => None,
+        rank => {
+            let targets: Vec<&str> = args.lora_targets.iter().map(String::as_str).collect();
+            let config = LoraConfig::default()
+                .rank(rank)
+                .alpha(args.lora_alpha)
+                .targets(&targets);
+            let lora = Lora::new(&model, config)?;
+            println!("LoRA of rank {rank} on {} modules", lora.modules().len());
+            Some(lora)
+        }
+    };
+    let params = match &lora {
+        Some(lora) => lora.parameters(),
+        None => model.parameters(),
+    };
     let refs: Vec<&DistTensor> = params.iter().collect();
     let mut opt = AdamW::new(&refs, AdamWConfig::default().lr(args.lr))?;
     let mut losses = Vec::with_capacity(args.steps);
@@ -113,16 +147,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let window = windows[step % windows.len()];
         // Each token predicts the next; the window's last has none.
         let targets: Vec<Option<u32>> = (0..len).map(|i| window.get(i + 1).copied()).collect();
-        let grads = model.backward(window, &targets)?;
-        let counted: Vec<&DistTensor> = grads.counted.iter().collect();
+        let step_grads = model.backward(window, &targets)?;
+        let loss = step_grads.loss;
+        let (grads, counted) = match &lora {
+            Some(lora) => {
+                let g = lora.grads(&step_grads)?;
+                (g.grads, g.counted)
+            }
+            None => (step_grads.grads, step_grads.counted),
+        };
+        let counted: Vec<&DistTensor> = counted.iter().collect();
         let norm = clip_grad_norm(&counted, args.clip)?;
-        let all: Vec<&DistTensor> = grads.grads.iter().collect();
+        let all: Vec<&DistTensor> = grads.iter().collect();
         opt.step(&refs, &all, norm.scale)?;
-        println!(
-            "step {step:>4}: loss {:.5}  grad norm {:.4}",
-            grads.loss, norm.norm
-        );
-        losses.push(grads.loss);
+        if let Some(lora) = &lora {
+            lora.merge()?;
+        }
+        println!("step {step:>4}: loss {loss:.5}  grad norm {:.4}", norm.norm);
+        losses.push(loss);
     }
     let (first, last) = (losses[0], losses[losses.len() - 1]);
     println!(
@@ -131,15 +173,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
-        model.save_safetensors(out.join("model.safetensors"))?;
+        match &lora {
+            Some(lora) => {
+                let base = std::fs::canonicalize(&args.model)?;
+                lora.save_peft(out, Some(&base.to_string_lossy()))?;
+            }
+            None => model.save_safetensors(out.join("model.safetensors"))?,
+        }
         for file in [
             "config.json",
             "tokenizer.json",
             "tokenizer_config.json",
             "generation_config.json",
         ] {
+            // An adapter's folder holds no model config (PEFT's neither).
+            let model_file = !file.starts_with("tokenizer");
             let from = args.model.join(file);
-            if from.exists() {
+            if from.exists() && !(lora.is_some() && model_file) {
                 std::fs::copy(&from, out.join(file))?;
             }
         }
