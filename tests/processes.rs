@@ -10,7 +10,8 @@
 //! - with `Numerics::TpInvariant`, the bits of an MLP forward at tp 1, 2, 4 and 8 over
 //!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
 //! - the tiny Llama and GPT-2 models generate their reference tokens with ranks over the
-//!   processes (3 processes: the 4 heads split 2 + 1 + 1);
+//!   processes (3 processes: the 4 heads split 2 + 1 + 1); PEFT's adapter on the tiny
+//!   Llama gets autograd's gradients (`check_lora`);
 //! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
 //!   job (MPI's own behaviour) instead of hanging it;
 //! - a collective dropped part way, a second one in flight on another thread, and
@@ -31,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use checks::{
     check_attention_backward, check_backward, check_banded, check_collectives,
-    check_groups_on_threads, check_layers, check_models, check_random_shapes, check_refusals,
-    invariant_bits,
+    check_groups_on_threads, check_layers, check_lora, check_models, check_random_shapes,
+    check_refusals, invariant_bits,
 };
 use wgpu_tp::{DistTensor, Error, Group, Numerics, Placement, Processes};
 
@@ -221,6 +222,7 @@ fn worker(mode: &str) {
             check_refusals(&procs);
             check_groups_on_threads(&procs);
             check_models(&procs);
+            check_lora(&procs);
             invariant_bits(&procs);
         }
         "invariant" => invariant_bits(&procs),

@@ -289,6 +289,44 @@ pub fn check_models(procs: &Processes) {
     }
 }
 
+/// PEFT's adapter on every projection of the tiny Llama (`tests/fixtures/lora/all`, r 4)
+/// with its ranks over the processes (3 processes at tp 4: key/value heads on two ranks,
+/// of two processes): every adapter gradient within 1e-4 of its tensor's largest element
+/// of PyTorch autograd's (as tests/lora.rs, which says why that tolerance).
+pub fn check_lora(procs: &Processes) {
+    let n = procs.count();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = fixtures.join("lora/all");
+    let want = common::f32_tensors(dir.join("expected.safetensors"));
+    let checkpoint = wgpu_tp::load::Checkpoint::open(fixtures.join("models/tiny-llama")).unwrap();
+    let ids: Vec<u32> = (0..16).map(|i| (i * 37 + 5) % 128).collect();
+    let targets: Vec<Option<u32>> = (0..16).map(|i| ids.get(i + 1).copied()).collect();
+    for tp in [n, n + 1] {
+        for shared in [false, true] {
+            let ctx = format!("lora tp {tp} over {n} processes, shared {shared}");
+            let g = build(procs, tp, shared, Numerics::Fast);
+            let model = wgpu_tp::model::Transformer::from_checkpoint(&g, &checkpoint).unwrap();
+            let lora = wgpu_tp::model::Lora::from_peft(&model, &dir).unwrap();
+            let step = model.backward(&ids, &targets).unwrap();
+            let grads = lora.grads(&step).unwrap();
+            let named = lora.unfused(&grads.grads).unwrap();
+            assert_eq!(named.len(), 28, "{ctx}");
+            for (name, _, got) in &named {
+                let w = &want[&format!("grad.{name}")];
+                let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let diff = got
+                    .iter()
+                    .zip(w)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff <= 1e-4 * scale, "{ctx}: {name}: {diff} of {scale}");
+            }
+        }
+    }
+    if procs.index() == 0 {
+        println!("ok: lora over {n} processes");
+    }
+}
+
 pub fn check_layers(g: &Group, ctx: &str) {
     // Sizes no tp from 2 to 8 divides evenly: 37 inputs, 29 hidden, 3 rows.
     let (m, k, h) = (3, 37, 29);
