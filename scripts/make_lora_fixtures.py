@@ -11,7 +11,9 @@ both factors' gradients are):
 - all/: r 4, lora_alpha 16 (scale 4) on q_proj, k_proj, v_proj, o_proj, gate_proj,
   up_proj and down_proj;
 - qv/: r 2, lora_alpha 2 (scale 1) on q_proj and v_proj only (the fused q/k/v weight
-  partly adapted).
+  partly adapted);
+- bf16/: all/'s adapter on the checkpoint's bf16 weights (model.bf16.safetensors),
+  widened to float32 as the library's GEMMs widen them.
 Each folder holds the adapter as PeftModel.save_pretrained writes it
 (adapter_config.json, adapter_model.safetensors) and expected.safetensors: the loss of
 the 16 ids (i * 37 + 5) % 128 with labels the ids (transformers' next-token
@@ -19,11 +21,12 @@ cross-entropy over 15 tokens, eager attention, float32 on the CPU), the logits o
 ids, and grad.<name> for every adapter tensor (PEFT's names).
 """
 
+import json
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +34,13 @@ MODEL = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
 OUT = ROOT / "tests" / "fixtures" / "lora"
 
 
-def make(name, r, alpha, targets):
+def make(name, r, alpha, targets, weights=None):
     g = torch.Generator().manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(
         MODEL, dtype=torch.float32, attn_implementation="eager")
+    if weights:
+        state = {k: v.float() for k, v in load_file(MODEL / weights).items()}
+        base.load_state_dict(state)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
                         task_type="CAUSAL_LM")
     model = get_peft_model(base, config)
@@ -54,6 +60,12 @@ def make(name, r, alpha, targets):
     folder = OUT / name
     model.save_pretrained(folder)
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's model card template
+    # PEFT writes its target set in hash order and the base's absolute path: made stable.
+    path = folder / "adapter_config.json"
+    saved = json.loads(path.read_text())
+    saved["target_modules"] = sorted(saved["target_modules"])
+    saved["base_model_name_or_path"] = str(MODEL.relative_to(ROOT))
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     save_file(expected, folder / "expected.safetensors")
     print(f"{folder}: loss {out.loss.item():.6f}, {len(expected) - 2} gradients")
 
@@ -63,6 +75,8 @@ def main():
     make("all", 4, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj"])
     make("qv", 2, 2, ["q_proj", "v_proj"])
+    make("bf16", 4, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                         "down_proj"], weights="model.bf16.safetensors")
 
 
 if __name__ == "__main__":

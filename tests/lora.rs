@@ -1,9 +1,9 @@
 //! LoRA (issue 25): adapters on the tiny Llama fixture's projections, sharded with their
 //! layers. Their gradients equal PEFT's under PyTorch autograd at tp 1-4 on both kinds of
 //! group (tp 3: heads split 2, 1, 1; tp 4: each key/value head on two ranks), for
-//! adapters on every projection and on q and v only (`scripts/make_lora_fixtures.py`);
-//! training them lowers the loss while every base weight keeps its bits; a saved adapter
-//! loads back; bad input is an error.
+//! adapters on every projection, on q and v only, and on the bf16 weights
+//! (`scripts/make_lora_fixtures.py`); training them lowers the loss while every base
+//! weight keeps its bits; a saved adapter loads back; bad input is an error.
 
 mod common;
 
@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::groups;
-use wgpu_tp::load::Checkpoint;
+use wgpu_tp::load::{Checkpoint, Gguf};
 use wgpu_tp::model::{Lora, LoraConfig, Transformer};
 use wgpu_tp::nn::{clip_grad_norm, AdamW, AdamWConfig};
-use wgpu_tp::{DistTensor, Error, Group};
+use wgpu_tp::{DistTensor, Error, Group, Numerics};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -44,26 +44,32 @@ fn worst(a: &[f32], b: &[f32]) -> (f32, f32) {
 }
 
 /// PEFT's adapters (`all`: r 4, alpha 16 on all seven projections; `qv`: r 2 on q and v
-/// only) read onto the tiny Llama at tp 1-4 on both kinds of group: the loss, the
-/// logits and every adapter tensor's gradient against PyTorch autograd of PEFT's model.
+/// only; `bf16`: `all` on the checkpoint's bf16 weights, kept in bf16 on the device)
+/// read onto the tiny Llama at tp 1-4 on both kinds of group: the loss, the logits and
+/// every adapter tensor's gradient against PyTorch autograd of PEFT's model.
 /// Gradients within 1e-4 of each tensor's largest element: not a derived bound (the
 /// model's backward is held to one in its layers' tests and to autograd in
 /// tests/model_training.rs); a wiring error here (a row block of another rank or head, a
 /// missing scale, a share summed twice) moves elements by their own size, while f32
 /// summation order moves them by ~1e-6 of it. Logits within 1e-4 of the largest: the
-/// base model's agree with transformers' to 5e-6 (tests/model.rs), and the merged weight
-/// `W + s·B·A` differs from PEFT's unmerged `x·Wᵀ + s·(x·Aᵀ)·Bᵀ` by roundings of
-/// 2^-24 relative per term.
+/// base model's agree with transformers' to 5e-6 (tests/model.rs), and the adapter's
+/// term `s·(x·Aᵀ)·Bᵀ` is PEFT's, summed in another order.
 #[test]
 fn adapters_gradients_are_pefts_at_every_tp() {
     let (ids, targets) = sequence();
-    for name in ["all", "qv"] {
+    for name in ["all", "qv", "bf16"] {
         let dir = fixtures().join("lora").join(name);
         let want = common::f32_tensors(dir.join("expected.safetensors"));
+        let weights = match name {
+            "bf16" => "model.bf16.safetensors",
+            _ => "model.safetensors",
+        };
+        let checkpoint = fixtures().join("models/tiny-llama").join(weights);
+        let checkpoint = Checkpoint::open(checkpoint).unwrap();
         for tp in 1..=4 {
             for (kind, g) in groups(tp).into_iter().enumerate() {
                 let what = format!("{name} tp {tp} kind {kind}");
-                let model = tiny("tiny-llama", &g);
+                let model = Transformer::from_checkpoint(&g, &checkpoint).unwrap();
                 let lora = Lora::from_peft(&model, &dir).unwrap();
                 let logits = model
                     .logits(&ids, &mut model.new_cache(16).unwrap())
@@ -126,15 +132,15 @@ fn train(model: &Transformer, lora: &Lora, steps: usize) -> Vec<f64> {
         let clip = clip_grad_norm(&counted, 1.0).unwrap();
         let all: Vec<&DistTensor> = grads.grads.iter().collect();
         opt.step(&refs, &all, clip.scale).unwrap();
-        lora.merge().unwrap();
     }
     losses
 }
 
 /// New adapters (B zero) leave the model's loss at its bits; 20 steps on them lower it
-/// under half at tp 1-4 on both kinds of group; unmerged, every weight of the model is
-/// the one it loaded, bit for bit (the base is frozen). The adapters of q and v only,
-/// the gaps between their blocks in the fused weight, stay zero.
+/// under half at tp 1-4 on both kinds of group, while every weight of the model stays
+/// the one it loaded, bit for bit (the base is frozen); detached, the model gives its
+/// base loss again. The adapters of q and v only, the gaps between their blocks in the
+/// fused weight, stay zero.
 #[test]
 fn adapters_train_at_every_tp_and_the_base_stays_frozen() {
     let (ids, targets) = sequence();
@@ -153,9 +159,10 @@ fn adapters_train_at_every_tp_and_the_base_stays_frozen() {
                 "tp {tp}: loss {} -> {end}",
                 losses[0]
             );
-            assert_ne!(weights(&model), before, "tp {tp}: merged");
-            lora.unmerge().unwrap();
             assert!(weights(&model) == before, "tp {tp}: the base changed");
+            lora.detach();
+            let detached = model.backward(&ids, &targets).unwrap().loss;
+            assert_eq!(detached.to_bits(), base_loss.to_bits(), "tp {tp}: detached");
         }
     }
     let Some(g) = groups(3).into_iter().next() else {
@@ -210,9 +217,9 @@ fn scratch(what: &str) -> PathBuf {
 }
 
 /// Adapters trained at tp 2 and saved as PEFT saves them load at tp 3 and 1 with the same
-/// bits, and the model they are merged into gives the trained model's logits (within
-/// 1e-5 of the largest: the merge's GEMM is the same sum over `r` at every tp, but the
-/// forward's kernels may be chosen by shape).
+/// bits, and the model they are attached to gives the trained model's logits (within
+/// 1e-5 of the largest: the products are the same sums, but the kernels may be chosen by
+/// shape, which differs by tp).
 #[test]
 fn a_saved_adapter_loads_back_at_another_tp() {
     let (ids, _) = sequence();
@@ -254,8 +261,9 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
 
 /// Bad input is an error: a rank of 0 or over a module's features, a target no module
 /// matches, a model whose projections cannot take adapters (GPT-2's `[in, out]`
-/// Conv1D), another model's gradients, a PEFT config this does not read, a missing or
-/// misshapen tensor.
+/// Conv1D), a quantized base, tp-invariant numerics, adapters on a model that has some,
+/// another model's gradients, a PEFT config this does not read, a missing or misshapen
+/// tensor.
 #[test]
 fn bad_input_to_lora_is_an_error() {
     let Some(g) = groups(2).into_iter().next() else {
@@ -270,12 +278,26 @@ fn bad_input_to_lora_is_an_error() {
         Lora::new(&tiny("tiny-gpt2", &g), LoraConfig::default()),
         "gpt2",
     );
+    // A quantized base (Q8_0 projections of a GGUF file, by llama.cpp's names).
+    let gguf = Gguf::open(fixtures().join("gguf/models/qwen2.q8_0.gguf")).unwrap();
+    let quantized = Transformer::from_gguf(&g, &gguf).unwrap();
+    let attn_q = LoraConfig::default().targets(&["attn_q"]);
+    invalid(Lora::new(&quantized, attn_q), "quantized");
+    // Tp-invariant numerics.
+    if let Some(inv) = common::cached_group(2, false, Numerics::TpInvariant) {
+        invalid(
+            Lora::new(&tiny("tiny-llama", &inv), LoraConfig::default()),
+            "invariant",
+        );
+    }
     let lora = Lora::new(&model, LoraConfig::default()).unwrap();
     let (ids, targets) = sequence();
     let other = tiny("tiny-gemma2", &g);
     let step = other.backward(&ids, &targets).unwrap();
     invalid(lora.grads(&step), "another model's gradients");
     invalid(lora.unfused(&[]), "unfused of nothing");
+    invalid(Lora::new(&model, LoraConfig::default()), "adapters twice");
+    lora.detach();
     invalid(Lora::from_peft(&model, scratch("empty")), "no adapter");
     let from = fixtures().join("lora/qv");
     let copy = |config: &str, tensors: &Path| {
@@ -305,7 +327,13 @@ fn bad_input_to_lora_is_an_error() {
             what,
         );
     }
-    // More tensors than the targets take.
+    // More tensors than the targets take: all seven projections' (r 4) for q and v.
     let all = fixtures().join("lora/all/adapter_model.safetensors");
-    invalid(Lora::from_peft(&model, copy(&text, &all)), "extra tensors");
+    let mut fewer = config.clone();
+    fewer["r"] = serde_json::json!(4);
+    let dir = copy(&fewer.to_string(), &all);
+    match Lora::from_peft(&model, dir) {
+        Err(Error::InvalidArgument { message, .. }) => assert!(message.contains("28 tensors")),
+        other => panic!("extra tensors: {other:?}"),
+    }
 }

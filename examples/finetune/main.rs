@@ -160,9 +160,6 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let norm = clip_grad_norm(&counted, args.clip)?;
         let all: Vec<&DistTensor> = grads.iter().collect();
         opt.step(&refs, &all, norm.scale)?;
-        if let Some(lora) = &lora {
-            lora.merge()?;
-        }
         println!("step {step:>4}: loss {loss:.5}  grad norm {:.4}", norm.norm);
         losses.push(loss);
     }

@@ -9,14 +9,16 @@
 //! side: `A` stacks theirs (`[m·r, in]`) and `B` places each module's rows in its module's
 //! `r` columns (zero elsewhere: their gradients are masked, so AdamW keeps them zero).
 //!
-//! The adapted weight is merged into the model's own buffers ([`Lora::merge`]: `W = W0 +
-//! s·B·A`, a GEMM per rank, from a frozen copy `W0` of the base), so the model's forward
-//! and backward run unchanged; the adapters' gradients come from the weight's by the chain
-//! rule: `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, the sum over ranks of a split `B`'s share (or over
-//! a split `A`'s inputs for `dB`) taken by one small all-reduce. The model's backward still
-//! computes every weight's gradient (a full fine-tune's work); what LoRA saves is the
-//! optimizer's state and what is trained and written. The base must be f32 (a
-//! half-precision or quantized base is refused).
+//! The adapters are attached to their layers ([`AdapterSlot`](crate::nn::AdapterSlot)):
+//! every product that reads an adapted weight, the forward's and the input gradient's, adds
+//! `s·(x·Aᵀ)·Bᵀ` (or `s·(dy·B)·A`), never materializing `B·A`, so the base weight is never
+//! written and keeps its type (f32 or half precision, read widened by the GEMMs). The
+//! adapters' gradients come from the weight's by the chain rule (`dW = dyᵀ·x` is the same
+//! with or without the adapter): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, the sum over ranks of a
+//! split `B`'s share (or over a split `A`'s inputs for `dB`) taken by one small
+//! all-reduce. The model's backward still computes every weight's gradient (a full
+//! fine-tune's work and gradient memory); what LoRA saves is the optimizer's state and
+//! what is trained and written.
 //!
 //! [`Lora::save_peft`] writes the adapter as PEFT does (`adapter_model.safetensors`,
 //! `adapter_config.json`); [`Lora::from_peft`] reads one.
@@ -28,8 +30,9 @@ use super::{SplitMix64, Transformer};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::group::Group;
+use crate::kernels::settings::Numerics;
 use crate::kernels::settings::{Activation, WeightLayout};
-use crate::nn::Adaptable;
+use crate::nn::{Adaptable, Adapter};
 use crate::ops;
 use crate::rank::batched;
 use crate::tensor::shard::offsets;
@@ -138,10 +141,8 @@ struct Target {
     /// For each of the weight's parts: its module's index in `modules` (`None` when not
     /// adapted) and the part's first row in it.
     parts: Vec<Option<(usize, usize)>>,
-    /// The model's weight (its buffers): merged into.
+    /// The model's weight (read for its shape and split).
     weight: DistTensor,
-    /// A frozen copy of the base weight, per local rank.
-    base: Vec<Tensor>,
     a: DistTensor,
     b: DistTensor,
     /// Split by outputs: per local rank, `B`'s entries that are not an adapter's (zeroed
@@ -178,7 +179,6 @@ pub type NamedTensor = (String, [usize; 2], Vec<f32>);
 /// let norm = clip_grad_norm(&counted, 1.0)?;
 /// let all: Vec<&DistTensor> = grads.grads.iter().collect();
 /// opt.step(&params, &all, norm.scale)?;
-/// lora.merge()?;
 /// lora.save_peft("adapter", Some("model"))?;
 /// # Ok(())
 /// # }
@@ -209,15 +209,17 @@ fn peft_name(module: &str, which: &str) -> String {
 
 impl Lora {
     /// New adapters on `model`'s modules that `config.targets` names: `A` uniform in
-    /// `±1/√in` (PEFT's default), `B` zero, so the model is unchanged until trained.
+    /// `±1/√in` (PEFT's default), `B` zero (so the model is unchanged until trained),
+    /// attached to the model's layers (see [`Lora::detach`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a rank of 0 or over a module's features, a target no
     /// module matches, a module that cannot be adapted (GPT-2's `[in, out]` projections,
-    /// llama.cpp's permuted heads) or a base weight that is not f32; GPU errors.
+    /// llama.cpp's permuted heads), a quantized base weight, a model that already carries
+    /// adapters, or tp-invariant numerics; GPU errors.
     pub fn new(model: &Transformer, config: LoraConfig) -> Result<Self> {
         let mut rng = SplitMix64::new(config.seed);
-        Self::build(model, config, |m, which, shape| {
+        let lora = Self::build(model, config, |m, which, shape| {
             Ok(match which {
                 'A' => {
                     let bound = 1.0 / (m.input as f64).sqrt();
@@ -227,12 +229,14 @@ impl Lora {
                 }
                 _ => vec![0.0; shape[0] * shape[1]],
             })
-        })
+        })?;
+        lora.attach();
+        Ok(lora)
     }
 
     /// Reads an adapter PEFT saved (`dir/adapter_config.json` and
     /// `dir/adapter_model.safetensors`, of a LoRA on `model`'s checkpoint) onto `model`,
-    /// merged.
+    /// attached.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a config this does not read (DoRA, per-module ranks,
@@ -278,11 +282,12 @@ impl Lora {
                 ),
             ));
         }
+        lora.attach();
         Ok(lora)
     }
 
     /// Finds the targets and builds their adapters, `init(module, 'A' or 'B', shape)`
-    /// giving each module's whole `A` (`[r, in]`) and `B` (`[out, r]`), then merges.
+    /// giving each module's whole `A` (`[r, in]`) and `B` (`[out, r]`), unattached.
     fn build(
         model: &Transformer,
         config: LoraConfig,
@@ -328,17 +333,20 @@ impl Lora {
             if modules.is_empty() {
                 continue;
             }
-            for t in site.weight.locals() {
-                t.require_f32(op).map_err(|_| {
-                    Error::invalid(
-                        op,
-                        format!(
-                            "{}: LoRA on a half-precision or quantized base is not written \
-                             (load f32 weights)",
-                            modules[0].name
-                        ),
-                    )
-                })?;
+            let quantized = site
+                .weight
+                .locals()
+                .iter()
+                .any(|w| w.bands().iter().any(|b| b.dtype.is_quantized()));
+            if quantized {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "{}: a quantized base weight (the backward of quantized GEMMs is \
+                         not written)",
+                        modules[0].name
+                    ),
+                ));
             }
             let hosts = modules
                 .iter()
@@ -355,13 +363,29 @@ impl Lora {
                 ),
             ));
         }
+        if group
+            .ranks()
+            .iter()
+            .any(|k| k.numerics() == Numerics::TpInvariant)
+        {
+            return Err(Error::invalid(
+                op,
+                "LoRA under tp-invariant numerics is not written (its products are summed \
+                 in the order of each tp)",
+            ));
+        }
+        if targets.iter().any(|t| t.site.slot.get().is_some()) {
+            return Err(Error::invalid(
+                op,
+                "the model already carries adapters (detach them first)",
+            ));
+        }
         let lora = Lora {
             group,
             scale: config.alpha / r as f32,
             config,
             targets,
         };
-        lora.merge()?;
         Ok(lora)
     }
 
@@ -383,49 +407,34 @@ impl Lora {
 
     /// Every adapter tensor, each adapted weight's `A` then `B` (a fused weight's modules'
     /// side by side), placed as [`LoraGrads`] gives their gradients: what an optimizer
-    /// trains (call [`Lora::merge`] after each step).
+    /// trains, in place (the layers read them as they are).
     pub fn parameters(&self) -> Vec<DistTensor> {
         let pairs = self.targets.iter().map(|t| [t.a.clone(), t.b.clone()]);
         pairs.flatten().collect()
     }
 
-    /// Writes `W0 + s·B·A` into every adapted weight of the model, from the frozen base
-    /// and the adapters as they are now.
-    ///
-    /// # Errors
-    /// GPU errors.
-    pub fn merge(&self) -> Result<()> {
-        let op = "lora.merge";
-        batched(op, || {
-            for t in &self.targets {
-                for (i, w) in t.weight.locals().iter().enumerate() {
-                    let (b, a) = (&t.b.locals()[i], &t.a.locals()[i]);
-                    let delta = product(op, b, a, WeightLayout::InOut)?;
-                    let merged = ops::add(&t.base[i], &ops::scale(&delta, self.scale)?)?;
-                    ops::place(&merged, w, [0, 0])?;
-                }
-            }
-            Ok(())
-        })
+    /// Attaches the adapters to the model's layers.
+    fn attach(&self) {
+        for t in &self.targets {
+            t.site.slot.set(Some(Adapter {
+                a: t.a.locals().to_vec(),
+                b: t.b.locals().to_vec(),
+                scale: self.scale,
+            }));
+        }
     }
 
-    /// Writes the frozen base weights back into the model (the adapters unmerged).
-    ///
-    /// # Errors
-    /// GPU errors.
-    pub fn unmerge(&self) -> Result<()> {
-        batched("lora.unmerge", || {
-            for t in &self.targets {
-                for (w, base) in t.weight.locals().iter().zip(&t.base) {
-                    ops::place(base, w, [0, 0])?;
-                }
-            }
-            Ok(())
-        })
+    /// Takes the adapters off the model: it is its base again (and may take others).
+    /// Attached by [`Lora::new`] and [`Lora::from_peft`], they stay on the model until
+    /// this, whether or not this `Lora` is kept.
+    pub fn detach(&self) {
+        for t in &self.targets {
+            t.site.slot.set(None);
+        }
     }
 
-    /// The adapters' gradients from the model's ([`Transformer::backward`] of the merged
-    /// model): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, one all-reduce per adapted weight for the
+    /// The adapters' gradients from the model's ([`Transformer::backward`] with the
+    /// adapters attached): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, one all-reduce per adapted weight for the
     /// factor whose other side is split.
     ///
     /// # Errors
@@ -684,6 +693,7 @@ fn product(op: &'static str, x: &Tensor, w: &Tensor, layout: WeightLayout) -> Re
         layout,
         act: Activation::Identity,
         blocks: 1,
+        low_rank: None,
     }
     .run()
 }
@@ -702,7 +712,7 @@ fn zeroed(t: &Tensor, rects: &[Rect]) -> Result<Tensor> {
 
 impl Target {
     /// Uploads the adapters (`hosts[m]`: module `m`'s whole `A` and `B`) placed as the
-    /// weight is split, and copies the base weight.
+    /// weight is split.
     fn new(
         group: &Group,
         site: Site,
@@ -712,11 +722,6 @@ impl Target {
         hosts: &[[Vec<f32>; 2]],
     ) -> Result<Self> {
         let weight = site.weight;
-        let base = weight
-            .locals()
-            .iter()
-            .map(|w| ops::slice(w, 0, 0, w.shape()))
-            .collect::<Result<Vec<_>>>()?;
         let sizes = weight.shard_sizes().to_vec();
         let starts = offsets(&sizes);
         let local = group.local_range();
@@ -786,7 +791,6 @@ impl Target {
             modules,
             parts,
             weight,
-            base,
             a,
             b,
             masked,

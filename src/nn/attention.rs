@@ -164,6 +164,8 @@ pub struct ParallelAttention {
     pub(super) rotary: Option<Rotary>,
     pub(super) o: RowParallelLinear,
     pub(super) options: Applied,
+    /// A low-rank adapter of the fused weight, if attached.
+    pub(super) qkv_adapter: super::AdapterSlot,
 }
 
 impl ParallelAttention {
@@ -293,6 +295,7 @@ impl ParallelAttention {
             rotary,
             o,
             options: Applied::default(),
+            qkv_adapter: super::AdapterSlot::default(),
         })
     }
 
@@ -461,6 +464,7 @@ impl ParallelAttention {
             layout: self.layout,
             act: Activation::Identity,
             blocks: INVARIANT_BLOCKS,
+            low_rank: self.qkv_adapter.low_rank(i),
         }
         .run()
     }
@@ -683,11 +687,13 @@ impl Layer for ParallelAttention {
         vec![
             layer::Adaptable {
                 param: 0,
+                slot: self.qkv_adapter.clone(),
                 by_outputs: true,
                 rows,
             },
             layer::Adaptable {
                 param: 1 + usize::from(self.bias.is_some()),
+                slot: self.o.lin.adapter.clone(),
                 by_outputs: false,
                 rows: vec![vec![whole]; self.heads.len()],
             },

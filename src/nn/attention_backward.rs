@@ -413,6 +413,7 @@ impl ParallelAttention {
             layout: self.layout.transposed(),
             act: Activation::Identity,
             blocks,
+            low_rank: self.qkv_adapter.low_rank(i),
         };
         if blocks.is_empty() && off == 0 {
             return Ok([Some(product(1).run_k(0..q + 2 * kv)?), None, None]);

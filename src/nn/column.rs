@@ -84,7 +84,7 @@ impl ColumnParallelConfig {
 /// with `skip_bias_add`).
 #[derive(Debug, Clone)]
 pub struct ColumnParallelLinear {
-    lin: ShardedLinear,
+    pub(super) lin: ShardedLinear,
     config: ColumnParallelConfig,
 }
 

@@ -350,11 +350,13 @@ impl Layer for GatedMlp {
         vec![
             layer::Adaptable {
                 param: 0,
+                slot: self.gate_up.lin.adapter.clone(),
                 by_outputs: true,
                 rows,
             },
             layer::Adaptable {
                 param: 1 + usize::from(self.gate_up.bias().is_some()),
+                slot: self.down.lin.adapter.clone(),
                 by_outputs: false,
                 rows: vec![vec![whole]; self.sizes.len()],
             },

@@ -85,6 +85,8 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
 pub(crate) struct Adaptable {
     /// Its weight's index in [`Layer::parameters`].
     pub param: usize,
+    /// Where an adapter of it is attached.
+    pub slot: super::AdapterSlot,
     /// Split by its outputs (`Shard(0)`), else by its inputs (`Shard(1)`).
     pub by_outputs: bool,
     /// Per global rank, its weight shard's rows in order as blocks of the parts (split by

@@ -45,6 +45,8 @@ pub(super) struct ShardedLinear {
     /// All ranks together.
     pub(super) out_features: usize,
     pub(super) layout: WeightLayout,
+    /// A low-rank adapter its products add, if attached.
+    pub(super) adapter: super::AdapterSlot,
 }
 
 impl ShardedLinear {
@@ -118,6 +120,7 @@ impl ShardedLinear {
             in_features,
             out_features,
             layout,
+            adapter: super::AdapterSlot::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl ShardedLinear {
             layout: self.layout,
             act: Activation::Identity,
             blocks: INVARIANT_BLOCKS,
+            low_rank: self.adapter.low_rank(i),
         }
     }
 }
@@ -193,6 +197,7 @@ impl ShardedLinear {
             layout: self.layout.transposed(),
             act: Activation::Identity,
             blocks,
+            low_rank: self.adapter.low_rank(i),
         }
     }
 

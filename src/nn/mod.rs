@@ -2,6 +2,7 @@
 //! transformer's (vocab-parallel embedding, norms, attention split by heads, gated MLP,
 //! vocab-parallel LM head).
 
+mod adapter;
 mod attention;
 mod attention_backward;
 mod column;
@@ -39,6 +40,7 @@ pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;
 
+pub(crate) use adapter::{Adapter, AdapterSlot};
 pub(crate) use layer::{Adaptable, Layer};
 
 use crate::dist::DistTensor;

@@ -91,7 +91,7 @@ impl RowParallelConfig {
 /// Output: `Replicate [batch, out]`, or `Partial` without `reduce_results`.
 #[derive(Debug, Clone)]
 pub struct RowParallelLinear {
-    lin: ShardedLinear,
+    pub(super) lin: ShardedLinear,
     config: RowParallelConfig,
 }
 

@@ -18,7 +18,7 @@ use std::ops::Range;
 pub use elementwise::{activation, activation_grad, add, add_row, scale, slice};
 pub(crate) use elementwise::{fill, place, softcap, softcap_grad};
 pub use matmul::{gemm_kernel_for, matmul, matmul_tn};
-pub(crate) use matmul::{matmul_tn_window, Product};
+pub(crate) use matmul::{matmul_tn_window, LowRank, Product};
 #[cfg(test)]
 pub(crate) use model::attention;
 pub(crate) use model::{

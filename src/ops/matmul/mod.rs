@@ -281,6 +281,7 @@ pub fn matmul(
         layout,
         act,
         blocks: INVARIANT_BLOCKS,
+        low_rank: None,
     }
     .run()
 }
@@ -306,11 +307,38 @@ pub(crate) struct Product<'a> {
     pub layout: WeightLayout,
     pub act: Activation,
     pub blocks: usize,
+    /// A low-rank addend the weight carries (a LoRA adapter): the product is of
+    /// `W + s·B·A`, read in the same layout.
+    pub low_rank: Option<LowRank>,
+}
+
+/// `s·B·A`, `B: [out, r]`, `A: [r, in]` (f32, `[out, in]` like the weight it is added to),
+/// added to an `[out, in]` weight by every [`Product`] that reads it: `x · (W + s·B·A)ᵀ =
+/// x·Wᵀ + s·(x·Aᵀ)·Bᵀ` forward, `dy · (W + s·B·A) = dy·W + s·(dy·B)·A` for the input's
+/// gradient (the weight read transposed), never materialized.
+#[derive(Debug, Clone)]
+pub(crate) struct LowRank {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f32,
 }
 
 impl Product<'_> {
     /// Checks the shapes and ranks, then encodes and submits the product.
     pub(crate) fn run(&self) -> Result<Tensor> {
+        if self.low_rank.is_some() {
+            let k = self.cols.len();
+            let plain = Product {
+                act: Activation::Identity,
+                low_rank: None,
+                ..self.clone()
+            };
+            let y = super::add(&plain.run()?, &self.low_rank_term(0..k)?)?;
+            return match self.act {
+                Activation::Identity => Ok(y),
+                act => super::activation(&y, act),
+            };
+        }
         self.check()?;
         let k = self.cols.len();
         if self.x.rank().numerics() != Numerics::TpInvariant {
@@ -378,6 +406,13 @@ impl Product<'_> {
     /// sum whose other parts the caller adds. Under tp-invariant numerics in `blocks` K
     /// blocks of `ks`, as [`Product::run`].
     pub(crate) fn run_k(&self, ks: Range<usize>) -> Result<Tensor> {
+        if self.low_rank.is_some() {
+            let plain = Product {
+                low_rank: None,
+                ..self.clone()
+            };
+            return super::add(&plain.run_k(ks.clone())?, &self.low_rank_term(ks)?);
+        }
         let whole = Product {
             bias: None,
             act: Activation::Identity,
@@ -396,6 +431,54 @@ impl Product<'_> {
             return matmul_window(&whole, ks, None, Activation::Identity);
         }
         whole.blocked(ks)
+    }
+
+    /// The low-rank addend's share of the product over K rows `ks`: `s·(x·Aᵀ)·Bᵀ`
+    /// (`[out, in]` weights read as stored) or `s·(x·B)·A` (read transposed), each
+    /// product summed in increasing k.
+    fn low_rank_term(&self, ks: Range<usize>) -> Result<Tensor> {
+        let Some(lr) = &self.low_rank else {
+            return Err(Error::invalid(self.op, "no low-rank addend"));
+        };
+        if self.w.shape() != [lr.b.shape()[0], lr.a.shape()[1]] {
+            return Err(Error::shape(
+                self.op,
+                format!(
+                    "an addend of the weight's shape {}",
+                    fmt_shape(self.w.shape())
+                ),
+                format!(
+                    "B {} · A {}",
+                    fmt_shape(lr.b.shape()),
+                    fmt_shape(lr.a.shape())
+                ),
+            ));
+        }
+        let (first, second) = match self.layout {
+            WeightLayout::OutIn => (&lr.a, &lr.b),
+            WeightLayout::InOut => (&lr.b, &lr.a),
+        };
+        fn part<'b>(
+            p: &Product<'_>,
+            x: &'b Tensor,
+            cols: Range<usize>,
+            w: &'b Tensor,
+        ) -> Product<'b> {
+            Product {
+                op: p.op,
+                x,
+                cols,
+                w,
+                bias: None,
+                layout: p.layout,
+                act: Activation::Identity,
+                blocks: 1,
+                low_rank: None,
+            }
+        }
+        let u = part(self, self.x, self.cols.clone(), first).run_k(ks)?;
+        let r = u.shape()[1];
+        super::scale(&part(self, &u, 0..r, second).run()?, lr.scale)
     }
 
     /// `ks` in `blocks` equal K blocks, each summed in increasing k, joined along the
