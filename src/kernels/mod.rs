@@ -58,6 +58,7 @@ const ATTENTION_BACKWARD_WGSL: &str = include_str!("../../shaders/attention_back
 const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
 const CROSS_ENTROPY_WGSL: &str = include_str!("../../shaders/cross_entropy.wgsl");
 const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
+const NARROW_WGSL: &str = include_str!("../../shaders/narrow.wgsl");
 const EMBEDDING_BACKWARD_WGSL: &str = include_str!("../../shaders/embedding_backward.wgsl");
 
 /// Invocations per workgroup of `elementwise.wgsl` and `reduce.wgsl`.
@@ -107,6 +108,8 @@ pub(crate) enum Shader {
     Optimizer,
     /// `embedding_backward.wgsl` (`embed_backward`).
     EmbeddingBackward,
+    /// `narrow.wgsl` (`to_bf16`, `to_f16`): the elementwise layout, its output words.
+    Narrow,
 }
 
 /// The bind-group layouts: one per distinct list of storage bindings.
@@ -235,6 +238,7 @@ impl Shader {
             Shader::CrossEntropy => vec![CROSS_ENTROPY_WGSL],
             Shader::Optimizer => vec![OPTIMIZER_WGSL],
             Shader::EmbeddingBackward => vec![EMBEDDING_BACKWARD_WGSL],
+            Shader::Narrow => vec![NARROW_WGSL],
         };
         Ok(parts.join("\n"))
     }
@@ -246,7 +250,7 @@ impl Shader {
 
     fn layout(self) -> Layout {
         match self {
-            Shader::Elementwise => Layout::Elementwise,
+            Shader::Elementwise | Shader::Narrow => Layout::Elementwise,
             Shader::Reduce | Shader::AttentionBackward => Layout::Reduce,
             Shader::Reduce8 => Layout::Reduce8,
             Shader::Optimizer => Layout::Optimizer,

@@ -133,6 +133,7 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
         Shader::CrossEntropy,
         Shader::Optimizer,
         Shader::EmbeddingBackward,
+        Shader::Narrow,
     ]
     .into_iter()
     .chain(Skinny::all().into_iter().map(Shader::GemmSkinny));
@@ -157,7 +158,8 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             | Shader::SiluMul
             | Shader::CrossEntropy
             | Shader::Optimizer
-            | Shader::EmbeddingBackward => {}
+            | Shader::EmbeddingBackward
+            | Shader::Narrow => {}
         }
         // Every shader that reads weights (each GEMM family, the embedding table) is built
         // with the prelude of every weight format (shaders/weights_*.wgsl).
@@ -266,10 +268,11 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
     // (16); elementwise's 10 entries x 4 activations (40); the reductions (2); the
     // transformer kernels' 21 entries (the norms' 3 and their 4 backward, embed and its
     // backward, rope, kv_write, attention and attention_softcap, attention's 4 backward,
-    // silu_mul and gelu_tanh_mul and their backward); the cross-entropy's 2; the optimizer's 3; the skinny family's 24 variants (3 row blocks x
+    // silu_mul and gelu_tanh_mul and their backward); the cross-entropy's 2; the
+    // optimizer's 3; narrowing's 2 (to_bf16, to_f16); the skinny family's 24 variants (3 row blocks x
     // vec4 or scalar x CPU or GPU x ordered or fast) x 3 entries x bias x 4 activations
     // (576); and every GEMM and the embedding lookup again with each of the 9 other weight
     // preludes: f16, bf16 and the 7 quantized formats (9 x (64 + 16 + 576 + 1)). A new
     // entry, constant or weight format changes the count.
-    assert_eq!(variants, 148 + 576 + 9 * 657, "variants translated");
+    assert_eq!(variants, 150 + 576 + 9 * 657, "variants translated");
 }

@@ -4,6 +4,7 @@
 
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
+use crate::kernels::dtype::DType;
 use crate::ops::{self, AdamWStep};
 use crate::tensor::{read_back, Tensor};
 
@@ -68,25 +69,33 @@ impl AdamWConfig {
     }
 }
 
-/// AdamW over a fixed list of parameters (f32 `DistTensor`s, sharded or replicated, e.g.
+/// AdamW over a fixed list of parameters (`DistTensor`s, sharded or replicated, e.g.
 /// a layer's [`weight`](super::ColumnParallelLinear::weight) and
 /// [`bias`](super::ColumnParallelLinear::bias)). Each rank updates its own shards in
 /// place, as torch.optim.AdamW does operation for operation (`shaders/optimizer.wgsl`):
 /// an element's new value depends only on its own value, gradient and moments, so a
 /// training run's weights do not depend on how they are sharded.
+///
+/// A bf16 or f16 parameter (a half-precision checkpoint's weights and embedding table)
+/// gets an f32 master copy, made from its values when the optimizer is: each step updates
+/// the master copy (the f32 arithmetic, moments in f32) and writes it back into the
+/// parameter rounded to nearest even (`shaders/narrow.wgsl`), so that updates smaller than
+/// the half type's step accumulate instead of being lost. Gradients are f32 always.
 #[derive(Debug)]
 pub struct AdamW {
     config: AdamWConfig,
     steps: u32,
     /// Each parameter's placement and shape, and its two moments, placed alike.
     params: Vec<(Placement, [usize; 2], DistTensor, DistTensor)>,
+    /// Each half-precision parameter's f32 master copy, per local rank.
+    masters: Vec<Option<Vec<Tensor>>>,
 }
 
 impl AdamW {
-    /// Zero moments for `params`.
+    /// Zero moments for `params`, and f32 master copies of those in bf16 or f16.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a parameter that is not f32 or is `Partial`, or a
+    /// [`Error::InvalidArgument`] for a parameter that is quantized or `Partial`, or a
     /// setting out of range (a learning rate or epsilon that is negative or not finite,
     /// betas outside `[0, 1)`); allocation errors.
     pub fn new(params: &[&DistTensor], config: AdamWConfig) -> Result<Self> {
@@ -102,8 +111,10 @@ impl AdamW {
             return Err(Error::invalid(op, format!("settings {config:?}")));
         }
         let mut state = Vec::with_capacity(params.len());
+        let mut masters = Vec::with_capacity(params.len());
         for p in params {
-            check_param(op, p)?;
+            check_param(op, p, true)?;
+            masters.push(master_copy(p)?);
             let zeros = || {
                 let locals = p
                     .locals()
@@ -124,6 +135,7 @@ impl AdamW {
             config,
             steps: 0,
             params: state,
+            masters,
         })
     }
 
@@ -170,8 +182,8 @@ impl AdamW {
             ));
         }
         for ((p, g), (placement, shape, _, _)) in params.iter().zip(grads).zip(&self.params) {
-            for t in [p, g] {
-                check_param(op, t)?;
+            for (t, half) in [(p, true), (g, false)] {
+                check_param(op, t, half)?;
                 if t.shape() != *shape {
                     return Err(Error::shape(
                         op,
@@ -197,8 +209,18 @@ impl AdamW {
             bias_correction2_sqrt: (1.0 - f64::from(b2).powi(t as i32)).sqrt() as f32,
             grad_scale,
         };
+        for (p, master) in params.iter().zip(&self.masters) {
+            let half = p.locals().iter().any(|t| t.dtype() != DType::F32);
+            if half != master.is_some() {
+                return Err(Error::invalid(
+                    op,
+                    "a parameter of another type than the optimizer was made for",
+                ));
+            }
+        }
         crate::rank::batched(op, || {
-            for ((p, g), (_, _, m, v)) in params.iter().zip(grads).zip(&self.params) {
+            let state = self.params.iter().zip(&self.masters);
+            for ((p, g), ((_, _, m, v), master)) in params.iter().zip(grads).zip(state) {
                 let locals = p.locals();
                 for (i, (((w, g), m), v)) in locals
                     .iter()
@@ -212,7 +234,13 @@ impl AdamW {
                     if locals[..i].iter().any(|earlier| earlier.same_storage(w)) {
                         continue;
                     }
-                    ops::adamw_step(w, g, m, v, s)?;
+                    match master {
+                        Some(copies) => {
+                            ops::adamw_step(&copies[i], g, m, v, s)?;
+                            ops::narrow_into(&copies[i], w)?;
+                        }
+                        None => ops::adamw_step(w, g, m, v, s)?,
+                    }
                 }
             }
             Ok(())
@@ -222,13 +250,38 @@ impl AdamW {
     }
 }
 
-/// A parameter or gradient the optimizer takes: f32 and not `Partial`.
-fn check_param(op: &'static str, t: &DistTensor) -> Result<()> {
+/// A parameter or gradient the optimizer takes: not `Partial`; f32, or for a parameter
+/// (`half`) bf16 or f16 too.
+fn check_param(op: &'static str, t: &DistTensor, half: bool) -> Result<()> {
     t.require_placement(op, |p| p != Placement::Partial, "Replicate or Shard")?;
     for l in t.locals() {
-        l.require_f32(op)?;
+        let widened = matches!(l.dtype(), DType::BF16 | DType::F16) && !l.is_mixed();
+        if !(half && widened) {
+            l.require_f32(op)?;
+        }
     }
     Ok(())
+}
+
+/// A half-precision parameter's f32 master copy (its values widened exactly, on the
+/// device: each band of rows looked up as an embedding table's), per local rank; `None`
+/// for an f32 one.
+fn master_copy(p: &DistTensor) -> Result<Option<Vec<Tensor>>> {
+    if p.locals().iter().all(|t| t.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    let widen = |t: &Tensor| {
+        let out = Tensor::zeros(t.rank(), t.shape())?;
+        for band in out.bands() {
+            let rows = band.rows.clone();
+            let ids: Vec<u32> = (rows.start as u32..rows.end as u32).collect();
+            let looked_up = ops::embed(t, 0, &Tensor::from_ids(t.rank(), &ids)?)?;
+            ops::place(&looked_up, &out, [rows.start, 0])?;
+        }
+        Ok(out)
+    };
+    let copies = crate::rank::batched("adamw", || p.locals().iter().map(widen).collect())?;
+    Ok(Some(copies))
 }
 
 /// The global norm of a model's gradients and the factor that clips it.
@@ -266,7 +319,7 @@ pub async fn clip_grad_norm_async(grads: &[&DistTensor], max_norm: f32) -> Resul
     };
     let group = first.group().clone();
     for g in grads {
-        check_param(op, g)?;
+        check_param(op, g, false)?;
         if !g.group().same_as(&group) {
             return Err(Error::GroupMismatch { op });
         }

@@ -9,6 +9,7 @@
 mod elementwise;
 mod matmul;
 mod model;
+mod narrow;
 pub(crate) mod numerics;
 mod optimizer;
 mod sum;
@@ -29,6 +30,7 @@ pub use model::{
     embed, embed_backward, gelu_tanh_mul, layer_norm, layer_norm_backward, rms_norm,
     rms_norm_backward, rope, silu_mul,
 };
+pub(crate) use narrow::narrow_into;
 pub(crate) use optimizer::{adamw_step, column_sum_squares, sum_squares, AdamWStep};
 pub(crate) use sum::{one_device, sum};
 

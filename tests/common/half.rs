@@ -50,3 +50,25 @@ pub fn halves(rng: &mut Rng, dtype: DType, n: usize) -> (Vec<u16>, Vec<f32>) {
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+/// The bits of `dtype` whose widening is `v` (a value of the type: exactly one).
+pub fn narrow_toward(dtype: DType, v: f32) -> u16 {
+    let found = (0..=u16::MAX).find(|&b| widen(dtype, b).to_bits() == v.to_bits());
+    found.unwrap_or_else(|| panic!("{v} is no {dtype} value"))
+}
+
+/// The finite values of `dtype` next to `bits` in magnitude (same sign; across zero the
+/// other sign's smallest).
+pub fn neighbours(dtype: DType, bits: u16) -> Vec<u16> {
+    let inf: u16 = if dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
+    let (sign, mag) = (bits & 0x8000, bits & 0x7fff);
+    let mut out = Vec::new();
+    if mag + 1 < inf {
+        out.push(sign | (mag + 1));
+    }
+    match mag {
+        0 => out.push((sign ^ 0x8000) | 1),
+        _ => out.push(sign | (mag - 1)),
+    }
+    out
+}
