@@ -25,8 +25,8 @@ the CPU in float32 as a training step would:
 - gmlp_{silu,gelu}.*: Llama's MLP, down(act(gate(x)) * up(x)) with F.silu or F.gelu
   approximate='tanh' (Gemma's), gate and up [22, 16], down [16, 22], no biases; x
   [5, 16], dy [5, 16]; the gradients of x and the three weights.
-- {llama,gemma2,gpt2}.*: transformers' AutoModelForCausalLM of
-  tests/fixtures/models/tiny-{llama,gemma2,gpt2} (eager attention) on the 16 ids
+- {llama,gemma2,gpt2,qwen3,gemma3}.*: transformers' AutoModelForCausalLM of
+  tests/fixtures/models/tiny-{llama,gemma2,gpt2,qwen3,gemma3} (eager attention) on the 16 ids
   (i * 37 + 5) % 128, labels the ids (the next-token cross-entropy over 15 tokens):
   <model>.loss and <model>.grad.<name> for every parameter (a tied head's gradient is
   its embedding's). Needs transformers too (pip install transformers).
@@ -91,7 +91,7 @@ def main():
                     p + "dx": x.grad, p + "dgate": gate.grad, p + "dup": up.grad,
                     p + "ddown": down.grad})
 
-    for name in ["llama", "gemma2", "gpt2"]:
+    for name in ["llama", "gemma2", "gpt2", "qwen3", "gemma3"]:
         out.update(model_grads(name))
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,14 @@
 //
 // Bindings (the GEMMs' layout: four storage buffers, what downlevel devices allow):
 //   0: x       storage, read        [rows, cols], the rows normed
-//   1: weight  storage, read        [cols]; head_rms_norm: the query heads' [head_dim]
+//   1: weight  storage, read        [cols]; head_rms_norm: the query heads' [head_dim];
+//                                   head_rms_norm_backward, _terms: the query heads'
+//                                   then the key heads' [2 x head_dim]
 //   2: bias    storage, read        [cols] (layer_norm; rms_norm binds any buffer here);
 //                                   head_rms_norm: the key heads' weight [head_dim];
 //                                   the backward entries (rms_norm_backward, _terms,
-//                                   layer_norm_backward, _terms): dy [rows, cols]
+//                                   layer_norm_backward, _terms, head_rms_norm_backward,
+//                                   _terms): dy [rows, cols]
 //   3: out     storage, read_write  [rows, cols]
 //   4: params  uniform array<NormParams, 2>, two equal copies
 //
@@ -129,6 +132,63 @@ fn head_rms_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
             out[at + k] = bias[k] * (x[at + k] * inv);
         }
     }
+}
+
+// head_rms_norm's backward, one head of one fused row per invocation (as head_rms_norm),
+// dy in the bias slot, the query heads' weight then the key heads' in the weight slot:
+//   head_rms_norm_backward: out = dL/dx, each query or key head's as rms_norm_backward's
+//                           with its weight; the value heads' dy unchanged
+//   head_rms_norm_terms:    out = dy x r for the query and key heads (the weights'
+//                           gradients' terms), 0 for the value heads
+fn head_backward(terms: bool, gid: vec3<u32>) {
+    let p = load_params();
+    let i = gid.x + gid.y * p.row_stride;
+    if (i >= p.count) {
+        return;
+    }
+    let per_row = p.cols / p.head_dim;
+    let kv_heads = (per_row - p.heads) / 2u;
+    let h = (p.base + i) % per_row;
+    let at = (p.base + i) * p.head_dim;
+    if (h >= p.heads + kv_heads) {
+        for (var k = 0u; k < p.head_dim; k++) {
+            if (terms) {
+                out[at + k] = 0.0;
+            } else {
+                out[at + k] = bias[at + k];
+            }
+        }
+        return;
+    }
+    let w0 = select(p.head_dim, 0u, h < p.heads);
+    var ss = 0.0;
+    var a = 0.0;
+    for (var k = 0u; k < p.head_dim; k++) {
+        let v = x[at + k];
+        ss = ss + v * v;
+        a = a + weight[w0 + k] * bias[at + k] * v;
+    }
+    let inv = 1.0 / sqrt(ss / f32(p.head_dim) + bitcast<f32>(p.eps));
+    if (terms) {
+        for (var k = 0u; k < p.head_dim; k++) {
+            out[at + k] = bias[at + k] * (x[at + k] * inv);
+        }
+        return;
+    }
+    let c = inv * inv * inv * a / f32(p.head_dim);
+    for (var k = 0u; k < p.head_dim; k++) {
+        out[at + k] = inv * (weight[w0 + k] * bias[at + k]) - x[at + k] * c;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn head_rms_norm_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    head_backward(false, gid);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn head_rms_norm_terms(@builtin(global_invocation_id) gid: vec3<u32>) {
+    head_backward(true, gid);
 }
 
 // RMSNorm's backward, one row per invocation, the output's gradient dy bound in the bias

@@ -353,9 +353,28 @@ impl ParallelAttention {
         Ok(self)
     }
 
-    /// The options the layer runs with.
+    /// The options the layer runs with (the per-head norms' weights as given; they
+    /// train in [`ParallelAttention::qk_norm_weights`]).
     pub fn options(&self) -> &AttentionOptions {
         &self.options.options
+    }
+
+    /// The per-head query and key norms' weights as the layer reads them, `Replicate [1,
+    /// head_dim]` each (an optimizer updates them in place); `None` without them.
+    pub fn qk_norm_weights(&self) -> Option<[DistTensor; 2]> {
+        let (weights, _) = self.options.qk_norm.as_ref()?;
+        let hd = self.shape.head_dim;
+        let whole = |j: usize| {
+            let locals = weights.iter().map(|w| w[j].clone()).collect();
+            DistTensor::from_parts(
+                &self.group,
+                locals,
+                Placement::Replicate,
+                [1, hd],
+                Vec::new(),
+            )
+        };
+        Some([whole(0), whole(1)])
     }
 
     /// Every rank's query heads (global ranges).
@@ -645,11 +664,13 @@ impl Layer for ParallelAttention {
         Ok(out)
     }
 
-    /// The fused weight and bias, then the output projection's.
+    /// The fused weight and bias, then the output projection's, then the per-head query
+    /// and key norms' weights.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = vec![self.qkv_weight()];
         p.extend(self.qkv_bias());
         p.extend(layer::linear_params(self.o.weight(), self.o.bias()));
+        p.extend(self.qk_norm_weights().into_iter().flatten());
         p
     }
 
@@ -712,6 +733,8 @@ impl Layer for ParallelAttention {
             let mut counted = g.counted_once()?;
             params.extend(layer::linear_grads(&g.o));
             counted.extend(layer::linear_grads(&g.o));
+            params.extend(g.qk_norm.iter().flatten().cloned());
+            counted.extend(g.qk_norm.iter().flatten().cloned());
             Ok(layer::LayerGrads {
                 input: g.input,
                 params,

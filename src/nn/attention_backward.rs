@@ -37,6 +37,10 @@ pub struct AttentionGrads {
     /// The output projection's: `weight` sharded as its weight, `bias` (if any)
     /// `Replicate`; `input` is dL/d(the attention's output before it), `Shard(1)`.
     pub o: LinearGrads,
+    /// dL/d(the per-head query and key norms' weights), `Replicate [1, head_dim]` each:
+    /// summed over the tokens and every rank's heads (a key/value head two ranks hold
+    /// counted once); `None` without them.
+    pub qk_norm: Option<[DistTensor; 2]>,
     /// The dimension of `qkv` along which its output features run.
     qkv_dim: usize,
     /// Per local rank, the fused output features of key/value heads an earlier rank also
@@ -164,19 +168,18 @@ impl ParallelAttention {
     /// split evenly or are each held whole by one rank's share of the tree.
     ///
     /// # Errors
+    /// With per-head query/key norms (Qwen3, Gemma 3) the fused rows' gradient goes back
+    /// through each head's RMSNorm, and the norms' weights' gradients are each rank's
+    /// heads' share, all-reduced.
+    ///
+    /// # Errors
     /// [`Error::Placement`] unless `x` and `dy` are `Replicate`; [`Error::Shape`] for
-    /// other shapes; [`Error::InvalidArgument`] for a layer with per-head query/key norms
-    /// (their backward is not written yet) or a ring cache's options, and under
-    /// tp-invariant numerics for splits the fixed tree cannot follow; GPU and collective
-    /// errors.
+    /// other shapes; [`Error::InvalidArgument`] for a ring cache's options, and under
+    /// tp-invariant numerics for per-head query/key norms (their weights' gradients are
+    /// summed over the heads of each tp's ranks) or splits the fixed tree cannot follow;
+    /// GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
         let op = "parallel_attention.backward";
-        if self.options.qk_norm.is_some() {
-            return Err(Error::invalid(
-                op,
-                "the backward of per-head query/key norms is not written yet",
-            ));
-        }
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         if !dy.group().same_as(&self.group) || !x.group().same_as(&self.group) {
@@ -195,6 +198,13 @@ impl ParallelAttention {
             ));
         }
         let invariant = x.locals()[0].rank().numerics() == Numerics::TpInvariant;
+        if invariant && self.options.qk_norm.is_some() {
+            return Err(Error::invalid(
+                op,
+                "the backward of per-head query/key norms under tp-invariant numerics is not \
+                 written (their weights' gradients sum each tp's heads in its own order)",
+            ));
+        }
         let blocks = if invariant {
             self.invariant_blocks(op)?
         } else {
@@ -211,7 +221,7 @@ impl ParallelAttention {
             None => None,
         };
         let mut cache = self.new_cache(tokens)?;
-        let (qkvs, attended) = self.recompute(op, x, table.as_ref(), &mut cache)?;
+        let (pre, qkvs, attended) = self.recompute(op, x, table.as_ref(), &mut cache)?;
         let o = self.o.backward_async(&attended, dy).await?;
         // Each rank's heads.
         let scores = self.options.scores;
@@ -247,12 +257,25 @@ impl ParallelAttention {
             shares
         };
         let widths = self.fused_widths();
-        let (weights, biases, partials) = crate::rank::batched(op, || {
+        let (weights, biases, partials, norms) = crate::rank::batched(op, || {
             let (mut weights, mut biases, mut partials) = (Vec::new(), Vec::new(), Vec::new());
+            let mut norms = Vec::new();
             for (i, r) in self.group.local_range().enumerate() {
                 let first_share = if shared { 0 } else { self.heads[r].start };
                 let d = &dqkvs[i];
                 ops::fold_kv(&shares[i], first_share, d, (span(r), self.kv[r].len()))?;
+                // Back through the per-head norms, if any.
+                let normed;
+                let d = match &self.options.qk_norm {
+                    None => d,
+                    Some((w, eps)) => {
+                        let (dx, share) =
+                            self.head_norm_backward(op, i, r, (&pre[i], d), w, *eps)?;
+                        norms.push(share);
+                        normed = dx;
+                        &normed
+                    }
+                };
                 let (x, all) = (&x.locals()[i], 0..widths[r]);
                 weights.push(ShardedLinear::weight_grad(
                     op,
@@ -265,8 +288,29 @@ impl ParallelAttention {
                 }
                 partials.push(self.input_parts(op, i, r, d, &blocks)?);
             }
-            Ok((weights, biases, partials))
+            Ok((weights, biases, partials, norms))
         })?;
+        let qk_norm = match self.options.qk_norm {
+            None => None,
+            Some(_) => {
+                let (mut q, mut k) = (Vec::new(), Vec::new());
+                for [a, b] in norms {
+                    q.push(a);
+                    k.push(b);
+                }
+                let partial = |locals| {
+                    DistTensor::from_parts(
+                        &self.group,
+                        locals,
+                        Placement::Partial,
+                        [1, hd],
+                        Vec::new(),
+                    )
+                };
+                let (q, k) = (partial(q), partial(k));
+                Some([q.all_reduce_async().await?, k.all_reduce_async().await?])
+            }
+        };
         let input = self
             .join_input(partials, [tokens, hidden], invariant)
             .await?;
@@ -300,9 +344,66 @@ impl ParallelAttention {
             qkv,
             qkv_bias,
             o,
+            qk_norm,
             qkv_dim: usize::from(self.layout == crate::WeightLayout::InOut),
             doubled,
         })
+    }
+
+    /// Local rank `i` (global `r`)'s backward through its per-head norms, at the fused
+    /// rows `pre` before them given `d`, their output's gradient: dL/d`pre`, and its share
+    /// of the query and key norms' weights' gradients (`[1, head_dim]` each): the terms
+    /// summed over the tokens in order, then over its query heads and its owned key heads
+    /// in order.
+    fn head_norm_backward(
+        &self,
+        op: &'static str,
+        i: usize,
+        r: usize,
+        (pre, d): (&Tensor, &Tensor),
+        weights: &[[Tensor; 2]],
+        eps: f32,
+    ) -> Result<(Tensor, [Tensor; 2])> {
+        let hd = self.shape.head_dim;
+        let rank = pre.rank();
+        let [wq, wk] = &weights[i];
+        let both = Tensor::zeros(rank, [1, 2 * hd])?;
+        ops::place(wq, &both, [0, 0])?;
+        ops::place(wk, &both, [0, hd])?;
+        let heads = self.heads[r].len();
+        let (dx, terms) = ops::head_rms_norm_backward(pre, &both, d, (heads, hd), eps)?;
+        let rows = pre.shape()[0];
+        let ones = Tensor::from_host(rank, &vec![1.0; rows], [rows, 1])?;
+        let sums = ops::matmul_tn(&ones, &terms)?;
+        // Each head's `head_dim` sums folded into one: a product with stacked identities.
+        let fold = |cols: Range<usize>| -> Result<Tensor> {
+            let n = cols.len() / hd;
+            if n == 0 {
+                return Tensor::zeros(rank, [1, hd]);
+            }
+            let eye: Vec<f32> = (0..n * hd * hd)
+                .map(|e| f32::from(u8::from((e / hd) % hd == e % hd)))
+                .collect();
+            let stack = Tensor::from_host(rank, &eye, [n * hd, hd])?;
+            Product {
+                op,
+                x: &sums,
+                cols,
+                w: &stack,
+                bias: None,
+                layout: crate::WeightLayout::InOut,
+                act: Activation::Identity,
+                blocks: 1,
+                low_rank: None,
+            }
+            .run()
+        };
+        let q = heads * hd;
+        let own = owned(&self.kv, r);
+        let off = (own.start - self.kv[r].start) * hd;
+        let dq = fold(0..q)?;
+        let dk = fold(q + off..q + self.kv[r].len() * hd)?;
+        Ok((dx, [dq, dk]))
     }
 
     /// Blocking [`ParallelAttention::backward_async`].
@@ -316,21 +417,31 @@ impl ParallelAttention {
         crate::rank::block_on(self.backward_async(x, dy))
     }
 
-    /// Each local rank's fused rows (after the bias) and the attention's output before the
-    /// output projection (`Shard(1)`), as the forward computes them into `cache`.
+    /// Each local rank's fused rows (after the bias), the same after the per-head norms
+    /// (themselves without norms), and the attention's output before the output
+    /// projection (`Shard(1)`), as the forward computes them into `cache`.
     fn recompute(
         &self,
         op: &'static str,
         x: &DistTensor,
         table: Option<&DistTensor>,
         cache: &mut KvCache,
-    ) -> Result<(Vec<Tensor>, DistTensor)> {
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, DistTensor)> {
         let tokens = x.shape()[0];
         let hd = self.shape.head_dim;
-        let (qkvs, outs) = crate::rank::batched(op, || {
-            let (mut qkvs, mut outs) = (Vec::new(), Vec::new());
+        let (pre, qkvs, outs) = crate::rank::batched(op, || {
+            let (mut pre, mut qkvs, mut outs) = (Vec::new(), Vec::new(), Vec::new());
             for (i, r) in self.group.local_range().enumerate() {
-                let qkv = self.project_qkv(op, i, &x.locals()[i])?;
+                let projected = self.project_qkv(op, i, &x.locals()[i])?;
+                let qkv = match &self.options.qk_norm {
+                    None => projected.clone(),
+                    Some((weights, eps)) => {
+                        let [wq, wk] = &weights[i];
+                        let heads = self.heads[r].len();
+                        ops::head_rms_norm(&projected, wq, wk, heads, hd, *eps)?
+                    }
+                };
+                pre.push(projected);
                 let t = table.map(|t| &t.locals()[i]);
                 let kv = &cache.kv[i];
                 ops::write_kv(&qkv, kv, t, (hd, 0), false)?;
@@ -342,7 +453,7 @@ impl ParallelAttention {
                 outs.push(ops::attention_with(&qkv, kv, t, span, 0, scores)?);
                 qkvs.push(qkv);
             }
-            Ok((qkvs, outs))
+            Ok((pre, qkvs, outs))
         })?;
         let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
         let attended = DistTensor::from_parts(
@@ -352,7 +463,7 @@ impl ParallelAttention {
             [tokens, self.shape.heads * hd],
             sizes,
         );
-        Ok((qkvs, attended))
+        Ok((pre, qkvs, attended))
     }
 
     /// Under tp-invariant numerics, the K blocks of each rank's query and owned

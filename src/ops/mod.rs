@@ -24,7 +24,8 @@ pub(crate) use matmul::{matmul_tn_window, LowRank, Product};
 pub(crate) use model::attention;
 pub(crate) use model::{
     attention_backward, attention_with, cross_entropy_grad, cross_entropy_stats, fold_kv,
-    gated_backward, head_rms_norm, write_kv, HeadSpan, Scores, MAX_HEAD_DIM, NO_TARGET,
+    gated_backward, head_rms_norm, head_rms_norm_backward, write_kv, HeadSpan, Scores,
+    MAX_HEAD_DIM, NO_TARGET,
 };
 pub use model::{
     embed, embed_backward, gelu_tanh_mul, layer_norm, layer_norm_backward, rms_norm,

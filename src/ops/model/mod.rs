@@ -586,6 +586,69 @@ pub(crate) fn head_rms_norm(
     Ok(out)
 }
 
+/// [`head_rms_norm`]'s backward at the fused rows `qkv` given `dy` (the normed rows'
+/// gradient, same shape), `qk_weight` the query heads' weight then the key heads' (`[1, 2
+/// x head_dim]`): `(dL/dqkv, terms)`, the value heads' gradient passed through, and the
+/// weights' gradients' terms (`dy x / rms` at the query and key heads, 0 at the value
+/// heads), which the caller sums over the rows and heads it counts.
+///
+/// # Errors
+/// [`Error::Shape`] as [`head_rms_norm`], or for a `dy` of another shape; wgpu errors.
+pub(crate) fn head_rms_norm_backward(
+    qkv: &Tensor,
+    qk_weight: &Tensor,
+    dy: &Tensor,
+    (heads, head_dim): (usize, usize),
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let op = "head_rms_norm_backward";
+    let [rows, cols] = qkv.shape();
+    let per_row = cols.checked_div(head_dim).unwrap_or(0);
+    let ok = head_dim > 0
+        && cols.is_multiple_of(head_dim)
+        && per_row > heads
+        && (per_row - heads).is_multiple_of(2);
+    check(
+        op,
+        ok,
+        format!("fused rows [*, ({heads} + 2 kv_heads) x {head_dim}]"),
+        qkv.shape(),
+    )?;
+    check(
+        op,
+        qk_weight.shape() == [1, 2 * head_dim],
+        format!("a weight [1, 2 x {head_dim}]"),
+        qk_weight.shape(),
+    )?;
+    check(
+        op,
+        dy.shape() == qkv.shape(),
+        fmt_shape(qkv.shape()),
+        dy.shape(),
+    )?;
+    let p = NormParams {
+        cols: cols as u32,
+        eps: eps.to_bits(),
+        head_dim: head_dim as u32,
+        heads: heads as u32,
+        ..NormParams::default()
+    };
+    let inputs = [qkv, qk_weight, dy];
+    let dx = Tensor::output(qkv.rank(), qkv.shape(), op)?;
+    run(op, (Shader::Norms, op), &inputs, &dx, rows * per_row, p)?;
+    let terms = Tensor::output(qkv.rank(), qkv.shape(), op)?;
+    let entry = "head_rms_norm_terms";
+    run(
+        op,
+        (Shader::Norms, entry),
+        &inputs,
+        &terms,
+        rows * per_row,
+        p,
+    )?;
+    Ok((dx, terms))
+}
+
 /// How attention turns a query's dot products into the logits of its softmax, and which
 /// positions it sees: the defaults are Llama's (`1 / sqrt(head_dim)`, no cap, every
 /// position up to the query's own).
