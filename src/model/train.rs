@@ -28,8 +28,14 @@ pub struct ModelGrads {
     pub counted: Vec<DistTensor>,
 }
 
-/// `a + b` on every rank, both `Replicate`.
+/// `a + b` on every rank, both placed alike (`Replicate`, or the same tokens' shards).
 fn add(op: &'static str, a: &DistTensor, b: &DistTensor) -> Result<DistTensor> {
+    if a.placement() != b.placement() || a.shard_sizes() != b.shard_sizes() {
+        return Err(Error::invalid(
+            op,
+            "a residual add of values placed otherwise",
+        ));
+    }
     let locals = batched(op, || {
         a.locals()
             .iter()
@@ -40,9 +46,9 @@ fn add(op: &'static str, a: &DistTensor, b: &DistTensor) -> Result<DistTensor> {
     Ok(DistTensor::from_parts(
         a.group(),
         locals,
-        Placement::Replicate,
+        a.placement(),
         a.shape(),
-        Vec::new(),
+        a.shard_sizes().to_vec(),
     ))
 }
 
@@ -98,7 +104,55 @@ impl Transformer {
     /// norms under tp-invariant numerics;
     /// [`Error::NonFinite`] for a non-finite logit; GPU and collective errors.
     pub async fn backward_async(&self, ids: &[u32], targets: &[Option<u32>]) -> Result<ModelGrads> {
-        let op = "transformer.backward";
+        self.grads("transformer.backward", ids, targets, false)
+            .await
+    }
+
+    /// [`Transformer::backward_async`] with sequence parallelism (Korthikanti et al.
+    /// 2022): the residual stream, the norms and what each step keeps for the backward
+    /// are each rank's share of the tokens (`Shard(0)`, a tp-th of them), so the
+    /// activations a rank keeps are divided by the tp size. Each step's layer all-gathers
+    /// its normed input and reduce-scatters its output (the forward's all-reduce, at the
+    /// same bytes); its backward all-gathers the output's gradient and the input again
+    /// (kept sharded, gathered when needed), and reduce-scatters dL/dX. The embedding, the
+    /// LM head and the loss see the whole sequence. The loss and gradients are those of
+    /// [`Transformer::backward_async`] up to the order of the norms' weights' sums.
+    ///
+    /// # Errors
+    /// As [`Transformer::backward_async`], and [`Error::InvalidArgument`] for a layer that
+    /// does not end in a reduction (none of the families).
+    pub async fn backward_sequence_parallel_async(
+        &self,
+        ids: &[u32],
+        targets: &[Option<u32>],
+    ) -> Result<ModelGrads> {
+        self.grads("transformer.backward_sequence_parallel", ids, targets, true)
+            .await
+    }
+
+    /// Blocking [`Transformer::backward_sequence_parallel_async`].
+    ///
+    /// Not on wasm32 (nothing may block a page's thread): await the `_async` twin there.
+    ///
+    /// # Errors
+    /// As [`Transformer::backward_sequence_parallel_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward_sequence_parallel(
+        &self,
+        ids: &[u32],
+        targets: &[Option<u32>],
+    ) -> Result<ModelGrads> {
+        crate::rank::block_on(self.backward_sequence_parallel_async(ids, targets))
+    }
+
+    /// The loss and gradients, with sequence parallelism (`sp`) or without.
+    async fn grads(
+        &self,
+        op: &'static str,
+        ids: &[u32],
+        targets: &[Option<u32>],
+        sp: bool,
+    ) -> Result<ModelGrads> {
         self.embedding.check_ids(op, ids)?;
         if ids.is_empty() || targets.len() != ids.len() {
             return Err(Error::invalid(
@@ -114,8 +168,18 @@ impl Transformer {
             ));
         }
         let steps: Vec<_> = self.steps().collect();
-        // The forward, keeping each step's activations.
-        let mut x = self.embed_async(ids, 0).await?;
+        // Where the residual stream lives: whole on every rank, or each rank's tokens.
+        let stream = if sp {
+            Placement::Shard(0)
+        } else {
+            Placement::Replicate
+        };
+        // The forward, keeping each step's activations (as the stream is placed).
+        let mut x = self
+            .embed_async(ids, 0)
+            .await?
+            .redistribute_async(stream)
+            .await?;
         let mut kept = Vec::with_capacity(steps.len());
         for s in &steps {
             let h = match &s.norm {
@@ -123,8 +187,9 @@ impl Transformer {
                 None => x.clone(),
             };
             let mut cache = s.layer.empty_cache(ids.len())?;
-            let local = batched(op, || s.layer.local_forward(&h, cache.as_mut()))?;
-            let y = s.layer.reduce_async(local).await?;
+            let full = h.redistribute_async(Placement::Replicate).await?;
+            let local = batched(op, || s.layer.local_forward(&full, cache.as_mut()))?;
+            let y = s.layer.reduce_to_async(local, stream).await?;
             let z = match &s.post_norm {
                 Some(n) => n.forward(&y)?,
                 None => y.clone(),
@@ -134,11 +199,13 @@ impl Transformer {
             x = next;
         }
         let last = self.norm.forward(&x)?;
-        let logits = self.head.capped_logits_async(&last).await?;
+        let last_whole = last.redistribute_async(Placement::Replicate).await?;
+        let logits = self.head.capped_logits_async(&last_whole).await?;
         let ce = vocab_parallel_cross_entropy_async(&logits, targets).await?;
         // The backward.
-        let head = self.head.backward_async(&last, &ce.grad).await?;
-        let fin = self.norm.backward_async(&x, &head.input).await?;
+        let head = self.head.backward_async(&last_whole, &ce.grad).await?;
+        let head_input = head.input.redistribute_async(stream).await?;
+        let fin = self.norm.backward_async(&x, &head_input).await?;
         let mut dx = fin.input.clone();
         let mut per_step = Vec::with_capacity(steps.len());
         for (s, k) in steps.iter().zip(&kept).rev() {
@@ -151,7 +218,9 @@ impl Transformer {
                 }
                 None => dx.clone(),
             };
-            let layer = s.layer.backward_async(&k.h, &dy).await?;
+            let h = k.h.redistribute_async(Placement::Replicate).await?;
+            let dy = dy.redistribute_async(Placement::Replicate).await?;
+            let layer = s.layer.backward_async(&h, &dy, stream).await?;
             let (dh, mut counted) = (layer.input, Vec::new());
             let dxn = match &s.norm {
                 Some(n) => {
@@ -169,6 +238,7 @@ impl Transformer {
             dx = add(op, &dx, &dxn)?;
             per_step.push((grads, counted));
         }
+        let mut dx = dx.redistribute_async(Placement::Replicate).await?;
         // The positions' gradient: the tokens' rows, the rest zero.
         let positions = match &self.positions {
             Some(wpe) => Some(self.rows_of(op, wpe, &dx)?),

@@ -601,6 +601,14 @@ impl Layer for ParallelAttention {
         self.o.reduce_async(partial)
     }
 
+    fn reduce_to_async(
+        &self,
+        partial: DistTensor,
+        target: Placement,
+    ) -> BoxFuture<'_, Result<DistTensor>> {
+        self.o.reduce_to_async(partial, target)
+    }
+
     /// The widest row any rank holds per token: its fused query/key/value row.
     fn row_width(&self) -> usize {
         let rows = self.heads.iter().zip(&self.kv);
@@ -725,9 +733,10 @@ impl Layer for ParallelAttention {
         &'a self,
         x: &'a DistTensor,
         dy: &'a DistTensor,
+        input: Placement,
     ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
         Box::pin(async move {
-            let g = ParallelAttention::backward_async(self, x, dy).await?;
+            let g = self.grads(x, dy, input).await?;
             let mut params = vec![g.qkv.clone()];
             params.extend(g.qkv_bias.clone());
             let mut counted = g.counted_once()?;

@@ -179,6 +179,18 @@ impl ParallelAttention {
     /// summed over the heads of each tp's ranks) or splits the fixed tree cannot follow;
     /// GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
+        self.grads(x, dy, Placement::Replicate).await
+    }
+
+    /// [`ParallelAttention::backward_async`] with dL/dX joined into `input`: all-reduced
+    /// (`Replicate`) or reduce-scattered to each rank's tokens (`Shard(0)`, sequence
+    /// parallelism).
+    pub(super) async fn grads(
+        &self,
+        x: &DistTensor,
+        dy: &DistTensor,
+        input: Placement,
+    ) -> Result<AttentionGrads> {
         let op = "parallel_attention.backward";
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -312,7 +324,7 @@ impl ParallelAttention {
             }
         };
         let input = self
-            .join_input(partials, [tokens, hidden], invariant)
+            .join_input(partials, [tokens, hidden], invariant, input)
             .await?;
         let weight = self.qkv_weight();
         let qkv = DistTensor::from_parts(
@@ -547,6 +559,7 @@ impl ParallelAttention {
         partials: Vec<[Option<Tensor>; 3]>,
         shape: [usize; 2],
         invariant: bool,
+        target: Placement,
     ) -> Result<DistTensor> {
         let op = "parallel_attention.backward";
         let ranks = self.group.ranks();
@@ -570,7 +583,7 @@ impl ParallelAttention {
             })?;
             let partial =
                 DistTensor::from_parts(&self.group, locals, Placement::Partial, shape, Vec::new());
-            return partial.redistribute_async(Placement::Replicate).await;
+            return partial.redistribute_async(target).await;
         }
         let mut joined: Vec<DistTensor> = Vec::new();
         for part in 0..3 {
@@ -597,12 +610,9 @@ impl ParallelAttention {
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        Ok(DistTensor::from_parts(
-            &self.group,
-            locals,
-            Placement::Replicate,
-            shape,
-            Vec::new(),
-        ))
+        let whole =
+            DistTensor::from_parts(&self.group, locals, Placement::Replicate, shape, Vec::new());
+        // Each rank's tokens of the whole (the same bits as without sequence parallelism).
+        whole.redistribute_async(target).await
     }
 }

@@ -203,6 +203,18 @@ impl GatedMlp {
     /// # Errors
     /// As [`ColumnParallelLinear::backward`] and [`RowParallelLinear::backward`].
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<GatedMlpGrads> {
+        self.grads(x, dy, Placement::Replicate).await
+    }
+
+    /// [`GatedMlp::backward_async`] with dL/dX joined into `input`: all-reduced
+    /// (`Replicate`) or reduce-scattered to each rank's tokens (`Shard(0)`, sequence
+    /// parallelism).
+    async fn grads(
+        &self,
+        x: &DistTensor,
+        dy: &DistTensor,
+        input: Placement,
+    ) -> Result<GatedMlpGrads> {
         let op = "gated_mlp.backward";
         let gu = self.gate_up.pre_activation(op, x)?;
         let (act, entry): (fn(&Tensor) -> Result<Tensor>, _) = match self.activation {
@@ -225,7 +237,7 @@ impl GatedMlp {
         let d_gu = DistTensor::from_parts(x.group(), d_gu, Placement::Shard(1), gu.shape(), sizes);
         let gate_up = self
             .gate_up
-            .grads_before_activation(op, x, &d_gu, Placement::Replicate, 2)
+            .grads_before_activation(op, x, &d_gu, input, 2)
             .await?;
         Ok(GatedMlpGrads { gate_up, down })
     }
@@ -288,6 +300,14 @@ impl Layer for GatedMlp {
 
     fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
         self.down.reduce_async(partial)
+    }
+
+    fn reduce_to_async(
+        &self,
+        partial: DistTensor,
+        target: Placement,
+    ) -> BoxFuture<'_, Result<DistTensor>> {
+        self.down.reduce_to_async(partial, target)
     }
 
     /// The widest row any rank holds per token: its `[gate | up]` row.
@@ -374,9 +394,10 @@ impl Layer for GatedMlp {
         &'a self,
         x: &'a DistTensor,
         dy: &'a DistTensor,
+        input: Placement,
     ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
         Box::pin(async move {
-            let g = GatedMlp::backward_async(self, x, dy).await?;
+            let g = self.grads(x, dy, input).await?;
             let mut params = layer::linear_grads(&g.gate_up);
             params.extend(layer::linear_grads(&g.down));
             Ok(layer::LayerGrads {

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::{KvCache, LinearGrads};
-use crate::dist::DistTensor;
+use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
 use crate::rank::batched;
 use crate::BoxFuture;
@@ -26,6 +26,26 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
 
     /// The reduction of [`Layer::local_forward`]'s output, which is the forward's.
     fn reduce_async(&self, local: DistTensor) -> BoxFuture<'_, Result<DistTensor>>;
+
+    /// The reduction into `target`: `Replicate` as [`Layer::reduce_async`], or `Shard(0)`
+    /// (sequence parallelism: a reduce-scatter to each rank's tokens instead of the
+    /// all-reduce) for a layer that ends in one.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+    fn reduce_to_async(
+        &self,
+        local: DistTensor,
+        target: Placement,
+    ) -> BoxFuture<'_, Result<DistTensor>> {
+        match target {
+            Placement::Replicate => self.reduce_async(local),
+            _ => Box::pin(async move {
+                Err(Error::invalid(
+                    self.op(),
+                    "this layer has no sequence-parallel reduction",
+                ))
+            }),
+        }
+    }
 
     /// The widest row per token any rank holds in a tensor that a model kernel binds
     /// whole (0 when only the GEMMs, which band their rows, touch its tensors).
@@ -66,12 +86,15 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     }
 
     /// The backward of its forward at `x` (a whole sequence from position 0, for a layer
-    /// with a cache) given `dy` = dL/d(output).
+    /// with a cache) given `dy` = dL/d(output), both `Replicate`; dL/dX joined into
+    /// `input`: all-reduced (`Replicate`), or reduce-scattered to each rank's tokens
+    /// (`Shard(0)`, sequence parallelism).
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     fn backward_async<'a>(
         &'a self,
         _x: &'a DistTensor,
         _dy: &'a DistTensor,
+        _input: Placement,
     ) -> BoxFuture<'a, Result<LayerGrads>> {
         Box::pin(async move { Err(Error::invalid(self.op(), "this layer has no backward")) })
     }

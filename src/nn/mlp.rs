@@ -322,6 +322,14 @@ impl Layer for ParallelMlp {
         self.fc2.reduce_async(partial)
     }
 
+    fn reduce_to_async(
+        &self,
+        partial: DistTensor,
+        target: Placement,
+    ) -> BoxFuture<'_, Result<DistTensor>> {
+        self.fc2.reduce_to_async(partial, target)
+    }
+
     /// fc1's weight and bias, then fc2's, whole.
     #[cfg(not(target_arch = "wasm32"))]
     fn export(&self) -> Result<Vec<Vec<f32>>> {
@@ -351,9 +359,10 @@ impl Layer for ParallelMlp {
         &'a self,
         x: &'a DistTensor,
         dy: &'a DistTensor,
+        input: Placement,
     ) -> BoxFuture<'a, Result<super::layer::LayerGrads>> {
         Box::pin(async move {
-            let g = ParallelMlp::backward_async(self, x, dy).await?;
+            let g = self.grads("parallel_mlp.backward", x, dy, input).await?;
             let mut params = super::layer::linear_grads(&g.fc1);
             params.extend(super::layer::linear_grads(&g.fc2));
             Ok(super::layer::LayerGrads {

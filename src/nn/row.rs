@@ -367,12 +367,29 @@ impl Layer for RowParallelLinear {
     }
 
     fn reduce_async(&self, partial: DistTensor) -> BoxFuture<'_, Result<DistTensor>> {
+        self.reduce_to_async(partial, Placement::Replicate)
+    }
+
+    /// All-reduced (`Replicate`), or reduce-scattered to each rank's tokens (`Shard(0)`,
+    /// sequence parallelism), then the bias added.
+    fn reduce_to_async(
+        &self,
+        partial: DistTensor,
+        target: Placement,
+    ) -> BoxFuture<'_, Result<DistTensor>> {
         Box::pin(async move {
             if !self.config.reduce_results {
+                if target != Placement::Replicate {
+                    return Err(Error::invalid(
+                        self.op(),
+                        "sequence parallelism reduce-scatters the results: the layer needs \
+                         reduce_results",
+                    ));
+                }
                 // No bias here: refused when the layer was made unless skip_bias_add.
                 return Ok(partial);
             }
-            let y = partial.redistribute_async(Placement::Replicate).await?;
+            let y = partial.redistribute_async(target).await?;
             let Some(b) = self
                 .lin
                 .bias
@@ -388,13 +405,12 @@ impl Layer for RowParallelLinear {
                     .map(|(t, bias)| ops::add_row(t, bias))
                     .collect::<Result<Vec<_>>>()
             })?;
-            let replicate = Placement::Replicate;
             Ok(DistTensor::from_parts(
                 &self.lin.group,
                 locals,
-                replicate,
+                y.placement(),
                 y.shape(),
-                Vec::new(),
+                y.shard_sizes().to_vec(),
             ))
         })
     }
