@@ -7,7 +7,8 @@
 //!
 //! The text is tokenized once and cut into windows of `--seq-len` tokens, each token
 //! predicting the next; step `s` trains on window `s` (cycling): the model's backward
-//! (`Transformer::backward`), the global gradient norm clipped at `--clip`, AdamW at
+//! (`Transformer::backward`, or with `--sequence-parallel`
+//! `Transformer::backward_sequence_parallel`), the global gradient norm clipped at `--clip`, AdamW at
 //! `--lr`. It prints the loss of every step, then the first and last losses. With
 //! `--out DIR` it writes the fine-tuned weights as `DIR/model.safetensors` (transformers'
 //! names, f32) beside copies of the checkpoint's config and tokenizer files, so that
@@ -75,6 +76,10 @@ struct Args {
         default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     )]
     lora_targets: Vec<String>,
+    /// Sequence parallelism: the residual stream and kept activations on each rank's
+    /// tokens (`Transformer::backward_sequence_parallel`).
+    #[arg(long)]
+    sequence_parallel: bool,
     /// Where to write the fine-tuned model or adapter (and its first window's logits).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -147,7 +152,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let window = windows[step % windows.len()];
         // Each token predicts the next; the window's last has none.
         let targets: Vec<Option<u32>> = (0..len).map(|i| window.get(i + 1).copied()).collect();
-        let step_grads = model.backward(window, &targets)?;
+        let step_grads = if args.sequence_parallel {
+            model.backward_sequence_parallel(window, &targets)?
+        } else {
+            model.backward(window, &targets)?
+        };
         let loss = step_grads.loss;
         let (grads, counted) = match &lora {
             Some(lora) => {
