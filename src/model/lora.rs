@@ -140,6 +140,7 @@ struct Target {
     modules: Vec<Module>,
     /// For each of the weight's parts: its module's index in `modules` (`None` when not
     /// adapted) and the part's first row in it.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     parts: Vec<Option<(usize, usize)>>,
     /// The model's weight (read for its shape and split).
     weight: DistTensor,
@@ -203,6 +204,7 @@ pub struct LoraGrads {
 }
 
 /// PEFT's name of an adapter's tensor.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn peft_name(module: &str, which: &str) -> String {
     format!("base_model.model.{module}.lora_{which}.weight")
 }

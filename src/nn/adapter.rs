@@ -43,6 +43,7 @@ impl AdapterSlot {
     }
 
     /// Attaches `adapter` (or detaches with `None`).
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) fn set(&self, adapter: Option<Adapter>) {
         let mut slot = self
             .0

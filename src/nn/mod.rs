@@ -40,7 +40,9 @@ pub use rotary::{RopeScaling, Rotary};
 pub use row::{RowParallelConfig, RowParallelLinear};
 pub use weights::HostWeights;
 
+#[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
 pub(crate) use adapter::{Adapter, AdapterSlot};
+#[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
 pub(crate) use layer::{Adaptable, Layer};
 
 use crate::dist::DistTensor;
