@@ -12,7 +12,8 @@
 //! The adapters are attached to their layers ([`AdapterSlot`](crate::nn::AdapterSlot)):
 //! every product that reads an adapted weight, the forward's and the input gradient's, adds
 //! `s·(x·Aᵀ)·Bᵀ` (or `s·(dy·B)·A`), never materializing `B·A`, so the base weight is never
-//! written and keeps its type (f32 or half precision, read widened by the GEMMs). The
+//! written and keeps its type (f32, half precision or a GGUF file's quantized blocks, read
+//! by the GEMMs as they are: QLoRA's frozen quantized base). The
 //! adapters' gradients come from the weight's by the chain rule (`dW = dyᵀ·x` is the same
 //! with or without the adapter): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, the sum over ranks of a
 //! split `B`'s share (or over a split `A`'s inputs for `dB`) taken by one small
@@ -216,9 +217,8 @@ impl Lora {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a rank of 0 or over a module's features, a target no
-    /// module matches, a module that cannot be adapted (GPT-2's `[in, out]` projections,
-    /// llama.cpp's permuted heads), a quantized base weight, a model that already carries
-    /// adapters, or tp-invariant numerics; GPU errors.
+    /// module matches, a module that cannot be adapted (GPT-2's `[in, out]` projections),
+    /// a model that already carries adapters, or tp-invariant numerics; GPU errors.
     pub fn new(model: &Transformer, config: LoraConfig) -> Result<Self> {
         let mut rng = SplitMix64::new(config.seed);
         let lora = Self::build(model, config, |m, which, shape| {
@@ -306,7 +306,7 @@ impl Lora {
         let group = model.group.clone();
         let mut targets = Vec::new();
         let mut matched = vec![false; config.targets.len()];
-        for mut site in model.lora_sites(op)? {
+        for mut site in model.lora_sites()? {
             let mut modules: Vec<Module> = Vec::new();
             let mut parts = Vec::new();
             for (m, at) in std::mem::take(&mut site.parts) {
@@ -334,21 +334,6 @@ impl Lora {
             }
             if modules.is_empty() {
                 continue;
-            }
-            let quantized = site
-                .weight
-                .locals()
-                .iter()
-                .any(|w| w.bands().iter().any(|b| b.dtype.is_quantized()));
-            if quantized {
-                return Err(Error::invalid(
-                    op,
-                    format!(
-                        "{}: a quantized base weight (the backward of quantized GEMMs is \
-                         not written)",
-                        modules[0].name
-                    ),
-                ));
             }
             let hosts = modules
                 .iter()
@@ -826,14 +811,8 @@ struct Site {
 impl Transformer {
     /// Every weight a low-rank adapter can adapt, with its parameter index and its parts'
     /// modules (transformers' names).
-    fn lora_sites(&self, op: &'static str) -> Result<Vec<Site>> {
+    fn lora_sites(&self) -> Result<Vec<Site>> {
         let r = &self.recipe;
-        if r.permuted_qk {
-            return Err(Error::invalid(
-                op,
-                "a GGUF file's permuted query/key heads cannot take PEFT adapters",
-            ));
-        }
         let c = &self.config;
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);

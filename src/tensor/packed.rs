@@ -33,7 +33,8 @@ impl Tensor {
     /// Uploads `bytes`, the row-major blocks of a `[rows, cols]` matrix of the quantized
     /// type `dtype` (GGUF's `Q8_0` ... `Q6K`, as a GGUF file holds them: `cols` is the
     /// row's values, a multiple of the type's block), to `rank` as they are. A GEMM reads it
-    /// as `[out, in]` weights ([`WeightLayout::OutIn`](crate::WeightLayout)) and the
+    /// as `[out, in]` weights ([`WeightLayout::OutIn`](crate::WeightLayout), or read the
+    /// other way as `InOut` by the simple family: the input gradient's product) and the
     /// embedding lookup as its table, decoding each value to the f32 that
     /// [`DType::dequantize`] gives; [`Tensor::to_host_async`] decodes it the same way. Everything
     /// else refuses it.

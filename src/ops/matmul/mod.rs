@@ -146,7 +146,15 @@ fn matmul_window(
     };
     // Every K block's column offset into X must keep vec4 alignment.
     let w_aligned = w_cuts.iter().all(|c| c.is_multiple_of(4)) && ks.start.is_multiple_of(4);
-    let (kernel, vec4) = choose(rank, m, n, [k, ldx, col0], w_aligned, layout);
+    // Quantized weights read the other way (their blocks run along n: the input gradient's
+    // product `dy · W` of `[out, in]` blocks) go through the simple family, which reads
+    // each value alone (`load_w`), in increasing k as every family.
+    let quantized = w.bands().iter().any(|b| b.dtype.is_quantized());
+    let (kernel, vec4) = if quantized && !out_in {
+        (GemmKernel::Simple, false)
+    } else {
+        choose(rank, m, n, [k, ldx, col0], w_aligned, layout)
+    };
     let skinny = skinny::variant(rank, [m, n, k], vec4, layout);
     // (shader, entry, columns and rows of Y per workgroup, rows per dispatch)
     let (shader, entry, tile, row_step) = match kernel {
@@ -373,18 +381,6 @@ impl Product<'_> {
             ));
         }
         same_rank(op, x.rank(), w.rank())?;
-        if let Some(b) = w.bands().iter().find(|b| b.dtype.is_quantized()) {
-            if layout != WeightLayout::OutIn {
-                return Err(Error::invalid(
-                    op,
-                    format!(
-                        "{} weights are blocks along their rows' inputs: they multiply as \
-                         [out, in] (WeightLayout::OutIn), not {layout}",
-                        b.dtype
-                    ),
-                ));
-            }
-        }
         // Weights may be half precision or quantized; X and the bias are f32.
         x.require_f32(op)?;
         if let Some(b) = self.bias {
