@@ -1,7 +1,8 @@
 //! `cargo run --example finetune -- --model DIR --text FILE [--tp-size N] [--steps S]
 //! [--lora R] [--out DIR]`: fine-tuning of a safetensors checkpoint (a folder with its
 //! `config.json` and `tokenizer.json`) on a text file, tensor-parallel over N ranks: the
-//! whole model (Llama, Mistral and Qwen2 save back), or with `--lora R` low-rank adapters
+//! whole model (Llama, Mistral, Qwen2, Qwen3 and Gemma 2 and 3 save back), or with
+//! `--lora R` low-rank adapters
 //! of rank R on its projections (`model::Lora`, the base frozen; any family with `[out,
 //! in]` projections), saved as a PEFT adapter.
 //!

@@ -2,8 +2,9 @@
 //! its family's recipe reads it by (transformers' names), f32, whole (each rank's shards
 //! gathered, fused projections split back), one safetensors file. Written for the
 //! families whose tensors map one to one onto the model's parameters (Llama, Mistral,
-//! Qwen2): `[out, in]` projections, separate q, k and v, a separate gate and up, norms
-//! without Gemma's `1 + w`, no per-head norms, no GGUF permutation.
+//! Qwen2, Qwen3, Gemma 2 and 3): `[out, in]` projections, separate q, k and v, a separate
+//! gate and up, no GGUF permutation; Gemma's `1 + w` norms written back as a `w` with the
+//! same `1 + w`.
 
 use std::path::Path;
 
@@ -20,27 +21,23 @@ impl Transformer {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a family it is not written for (GPT-2's fused
-    /// `[in, out]` projections, Gemma's `1 + w` norms, per-head query/key norms, Phi-3's
-    /// merged gate/up, a GGUF file's permuted heads, learned positions) or when the file
-    /// cannot be written; GPU errors.
+    /// `[in, out]` projections and learned positions, Phi-3's fused q/k/v and merged
+    /// gate/up, a GGUF file's permuted heads) or when the file cannot be written; GPU
+    /// errors.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let op = "transformer.save_safetensors";
         let r = &self.recipe;
         let a = &r.attention;
         let unsupported = r.layout != WeightLayout::OutIn
-            || r.norm.plus_one
             || r.permuted_qk
             || r.positions.is_some()
-            || a.qk_norm.is_some()
-            || a.post_norm.is_some()
-            || r.mlp.post_norm.is_some()
             || matches!(a.qkv, Qkv::Fused(_))
             || matches!(r.mlp.kind, Mlp::GatedFused { .. });
         if unsupported {
             return Err(Error::invalid(
                 op,
                 "saving is written for Llama-like families ([out, in] projections, separate \
-                 q, k and v, plain norms)",
+                 q, k and v, a separate gate and up)",
             ));
         }
         let c = &self.config;
@@ -48,8 +45,21 @@ impl Transformer {
         let (q, kv, i) = (c.num_heads * hd, c.num_kv_heads * hd, c.intermediate_size);
         let p = &r.prefix;
         let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        // Gemma's norms multiply by `1 + w`, which the model holds as `s`, rounded to f32:
+        // written back as `w = s - 1`, whose `1 + w` is `s` again where `s >= 1/2` (then
+        // `s - 1` is exact), as transformers computes it; the checkpoint's bits of `w`
+        // below `s`'s last place are not kept.
+        let plus_one = r.norm.plus_one;
+        let weight_of = |t: &DistTensor| -> Result<Vec<f32>> {
+            let v = t.to_host()?;
+            Ok(if plus_one {
+                v.into_iter().map(|x| x - 1.0).collect()
+            } else {
+                v
+            })
+        };
         let norm = |name: String, n: &crate::nn::Norm, out: &mut Vec<_>| -> Result<()> {
-            out.push((format!("{name}.weight"), vec![h], n.weight().to_host()?));
+            out.push((format!("{name}.weight"), vec![h], weight_of(n.weight())?));
             if let Some(b) = n.bias() {
                 out.push((format!("{name}.bias"), vec![h], b.to_host()?));
             }
@@ -81,6 +91,16 @@ impl Transformer {
                 names.push((format!("{b}.{}.bias", a.o), vec![h]));
             }
             named(op, &mut tensors, names, attention.layer.export()?)?;
+            // The per-head norms' weights: the attention's last two parameters.
+            if let Some([qn, kn]) = &a.qk_norm {
+                let params = attention.layer.parameters();
+                let [qw, kw] = [&params[params.len() - 2], &params[params.len() - 1]];
+                tensors.push((format!("{b}.{qn}.weight"), vec![hd], weight_of(qw)?));
+                tensors.push((format!("{b}.{kn}.weight"), vec![hd], weight_of(kw)?));
+            }
+            if let (Some(name), Some(n)) = (&a.post_norm, &attention.post_norm) {
+                norm(format!("{b}.{name}"), n, &mut tensors)?;
+            }
             if let Some(n) = &mlp.norm {
                 norm(format!("{b}.{}", r.mlp.norm), n, &mut tensors)?;
             }
@@ -104,6 +124,9 @@ impl Transformer {
                 Mlp::GatedFused { .. } => return Err(Error::invalid(op, "a merged gate/up")),
             }
             named(op, &mut tensors, names, mlp.layer.export()?)?;
+            if let (Some(name), Some(n)) = (&r.mlp.post_norm, &mlp.post_norm) {
+                norm(format!("{b}.{name}"), n, &mut tensors)?;
+            }
         }
         norm(format!("{p}{}", r.final_norm), &self.norm, &mut tensors)?;
         if let Some(head) = &r.head {
