@@ -554,17 +554,7 @@ pub(crate) fn head_rms_norm(
 ) -> Result<Tensor> {
     let op = "head_rms_norm";
     let [rows, cols] = qkv.shape();
-    let per_row = cols.checked_div(head_dim).unwrap_or(0);
-    let ok = head_dim > 0
-        && cols.is_multiple_of(head_dim)
-        && per_row > heads
-        && (per_row - heads).is_multiple_of(2);
-    check(
-        op,
-        ok,
-        format!("fused rows [*, ({heads} + 2 kv_heads) x {head_dim}]"),
-        qkv.shape(),
-    )?;
+    let per_row = fused_heads(op, qkv, heads, head_dim)?;
     for w in [q_weight, k_weight] {
         check(
             op,
@@ -586,6 +576,24 @@ pub(crate) fn head_rms_norm(
     Ok(out)
 }
 
+/// The heads of each of `qkv`'s fused rows (`heads` query heads, then as many key heads as
+/// value heads, each of `head_dim`), checked.
+fn fused_heads(op: &'static str, qkv: &Tensor, heads: usize, head_dim: usize) -> Result<usize> {
+    let cols = qkv.shape()[1];
+    let per_row = cols.checked_div(head_dim).unwrap_or(0);
+    let ok = head_dim > 0
+        && cols.is_multiple_of(head_dim)
+        && per_row > heads
+        && (per_row - heads).is_multiple_of(2);
+    check(
+        op,
+        ok,
+        format!("fused rows [*, ({heads} + 2 kv_heads) x {head_dim}]"),
+        qkv.shape(),
+    )?;
+    Ok(per_row)
+}
+
 /// [`head_rms_norm`]'s backward at the fused rows `qkv` given `dy` (the normed rows'
 /// gradient, same shape), `qk_weight` the query heads' weight then the key heads' (`[1, 2
 /// x head_dim]`): `(dL/dqkv, terms)`, the value heads' gradient passed through, and the
@@ -603,17 +611,7 @@ pub(crate) fn head_rms_norm_backward(
 ) -> Result<(Tensor, Tensor)> {
     let op = "head_rms_norm_backward";
     let [rows, cols] = qkv.shape();
-    let per_row = cols.checked_div(head_dim).unwrap_or(0);
-    let ok = head_dim > 0
-        && cols.is_multiple_of(head_dim)
-        && per_row > heads
-        && (per_row - heads).is_multiple_of(2);
-    check(
-        op,
-        ok,
-        format!("fused rows [*, ({heads} + 2 kv_heads) x {head_dim}]"),
-        qkv.shape(),
-    )?;
+    let per_row = fused_heads(op, qkv, heads, head_dim)?;
     check(
         op,
         qk_weight.shape() == [1, 2 * head_dim],
