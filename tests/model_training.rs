@@ -193,6 +193,30 @@ fn the_tiny_llama_trains_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_num
     }
 }
 
+/// Likewise the tiny Qwen3 (its per-head query and key norms trained: their weights'
+/// gradients gathered per head and summed in head order) at tp 1 and 2, both kinds of
+/// group (its 6 heads split no further evenly).
+#[test]
+fn the_tiny_qwen3_trains_to_the_same_bits_at_tp_1_and_2_under_tp_invariant_numerics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-qwen3");
+    let mut first: Option<Vec<u64>> = None;
+    for tp in [1, 2] {
+        for shared in [false, true] {
+            let Some(g) = cached_group(tp, shared, Numerics::TpInvariant) else {
+                return;
+            };
+            let bits: Vec<u64> = train_model(&g, &dir, 3)
+                .iter()
+                .map(|l| l.to_bits())
+                .collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert_eq!(f, &bits, "tp {tp} shared {shared}"),
+            }
+        }
+    }
+}
+
 /// Bad input: targets of another count, an id past the vocabulary, no ids, more tokens
 /// than the model's positions.
 #[test]

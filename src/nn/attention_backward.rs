@@ -108,6 +108,32 @@ pub(super) fn owned(kv: &[Range<usize>], r: usize) -> Range<usize> {
     start.min(kv[r].end)..kv[r].end
 }
 
+/// The heads in `cols` of `sums` (`[1, columns]`, heads of `hd` columns) summed into one
+/// `[1, hd]`, in head order: a product with stacked identities (zeros for no heads).
+fn fold_heads(op: &'static str, sums: &Tensor, cols: Range<usize>, hd: usize) -> Result<Tensor> {
+    let rank = sums.rank();
+    let n = cols.len() / hd;
+    if n == 0 {
+        return Tensor::zeros(rank, [1, hd]);
+    }
+    let eye: Vec<f32> = (0..n * hd * hd)
+        .map(|e| f32::from(u8::from((e / hd) % hd == e % hd)))
+        .collect();
+    let stack = Tensor::from_host(rank, &eye, [n * hd, hd])?;
+    Product {
+        op,
+        x: sums,
+        cols,
+        w: &stack,
+        bias: None,
+        layout: crate::WeightLayout::InOut,
+        act: Activation::Identity,
+        blocks: 1,
+        low_rank: None,
+    }
+    .run()
+}
+
 impl ParallelAttention {
     /// The fused query/key/value weight, every local rank's stored as its layout says
     /// (`[q | k | v]` output features): `Shard(0)` for `[out, in]` weights, `Shard(1)` for
@@ -167,17 +193,16 @@ impl ParallelAttention {
     /// same bits at every tp where the heads split evenly and the key/value heads either
     /// split evenly or are each held whole by one rank's share of the tree.
     ///
-    /// # Errors
     /// With per-head query/key norms (Qwen3, Gemma 3) the fused rows' gradient goes back
     /// through each head's RMSNorm, and the norms' weights' gradients are each rank's
-    /// heads' share, all-reduced.
+    /// heads' share, both norms' in one more all-reduce; under tp-invariant numerics each
+    /// head's sums are all-gathered and every rank adds all heads in head order.
     ///
     /// # Errors
     /// [`Error::Placement`] unless `x` and `dy` are `Replicate`; [`Error::Shape`] for
     /// other shapes; [`Error::InvalidArgument`] for a ring cache's options, and under
-    /// tp-invariant numerics for per-head query/key norms (their weights' gradients are
-    /// summed over the heads of each tp's ranks) or splits the fixed tree cannot follow;
-    /// GPU and collective errors.
+    /// tp-invariant numerics for splits the fixed tree cannot follow; GPU and collective
+    /// errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
         self.grads(x, dy, Placement::Replicate).await
     }
@@ -210,13 +235,6 @@ impl ParallelAttention {
             ));
         }
         let invariant = x.locals()[0].rank().numerics() == Numerics::TpInvariant;
-        if invariant && self.options.qk_norm.is_some() {
-            return Err(Error::invalid(
-                op,
-                "the backward of per-head query/key norms under tp-invariant numerics is not \
-                 written (their weights' gradients sum each tp's heads in its own order)",
-            ));
-        }
         let blocks = if invariant {
             self.invariant_blocks(op)?
         } else {
@@ -281,9 +299,8 @@ impl ParallelAttention {
                 let d = match &self.options.qk_norm {
                     None => d,
                     Some((w, eps)) => {
-                        let (dx, share) =
-                            self.head_norm_backward(op, i, r, (&pre[i], d), w, *eps)?;
-                        norms.push(share);
+                        let (dx, sums) = self.head_norm_backward(i, r, (&pre[i], d), w, *eps)?;
+                        norms.push(sums);
                         normed = dx;
                         &normed
                     }
@@ -304,24 +321,7 @@ impl ParallelAttention {
         })?;
         let qk_norm = match self.options.qk_norm {
             None => None,
-            Some(_) => {
-                let (mut q, mut k) = (Vec::new(), Vec::new());
-                for [a, b] in norms {
-                    q.push(a);
-                    k.push(b);
-                }
-                let partial = |locals| {
-                    DistTensor::from_parts(
-                        &self.group,
-                        locals,
-                        Placement::Partial,
-                        [1, hd],
-                        Vec::new(),
-                    )
-                };
-                let (q, k) = (partial(q), partial(k));
-                Some([q.all_reduce_async().await?, k.all_reduce_async().await?])
-            }
+            Some(_) => Some(self.join_norm_grads(norms, invariant).await?),
         };
         let input = self
             .join_input(partials, [tokens, hidden], invariant, input)
@@ -363,19 +363,17 @@ impl ParallelAttention {
     }
 
     /// Local rank `i` (global `r`)'s backward through its per-head norms, at the fused
-    /// rows `pre` before them given `d`, their output's gradient: dL/d`pre`, and its share
-    /// of the query and key norms' weights' gradients (`[1, head_dim]` each): the terms
-    /// summed over the tokens in order, then over its query heads and its owned key heads
-    /// in order.
+    /// rows `pre` before them given `d`, their output's gradient: dL/d`pre`, and the terms
+    /// of the norms' weights' gradients summed over the tokens in order (`[1, columns]`,
+    /// the columns of `pre`, the value heads' 0).
     fn head_norm_backward(
         &self,
-        op: &'static str,
         i: usize,
         r: usize,
         (pre, d): (&Tensor, &Tensor),
         weights: &[[Tensor; 2]],
         eps: f32,
-    ) -> Result<(Tensor, [Tensor; 2])> {
+    ) -> Result<(Tensor, Tensor)> {
         let hd = self.shape.head_dim;
         let rank = pre.rank();
         let [wq, wk] = &weights[i];
@@ -386,36 +384,108 @@ impl ParallelAttention {
         let (dx, terms) = ops::head_rms_norm_backward(pre, &both, d, (heads, hd), eps)?;
         let rows = pre.shape()[0];
         let ones = Tensor::from_host(rank, &vec![1.0; rows], [rows, 1])?;
-        let sums = ops::matmul_tn(&ones, &terms)?;
-        // Each head's `head_dim` sums folded into one: a product with stacked identities.
-        let fold = |cols: Range<usize>| -> Result<Tensor> {
-            let n = cols.len() / hd;
-            if n == 0 {
-                return Tensor::zeros(rank, [1, hd]);
-            }
-            let eye: Vec<f32> = (0..n * hd * hd)
-                .map(|e| f32::from(u8::from((e / hd) % hd == e % hd)))
-                .collect();
-            let stack = Tensor::from_host(rank, &eye, [n * hd, hd])?;
-            Product {
-                op,
-                x: &sums,
-                cols,
-                w: &stack,
-                bias: None,
-                layout: crate::WeightLayout::InOut,
-                act: Activation::Identity,
-                blocks: 1,
-                low_rank: None,
-            }
-            .run()
+        Ok((dx, ops::matmul_tn(&ones, &terms)?))
+    }
+
+    /// The query and key norms' weights' gradients from each local rank's column sums
+    /// (`head_norm_backward`'s): each rank's query heads' and owned key heads' sums folded
+    /// into one `head_dim` in head order, the ranks' then summed by one all-reduce of both
+    /// norms' together. Under tp-invariant numerics the ranks' per-head sums are gathered
+    /// instead (a key/value head two ranks hold is the same bits on each) and every rank
+    /// folds all heads in one product, the same at every tp.
+    async fn join_norm_grads(&self, sums: Vec<Tensor>, invariant: bool) -> Result<[DistTensor; 2]> {
+        let op = "parallel_attention.backward";
+        let hd = self.shape.head_dim;
+        let width = |r: usize| [self.heads[r].len() * hd, self.kv[r].len() * hd];
+        let replicate = |locals: Vec<Tensor>| {
+            DistTensor::from_parts(
+                &self.group,
+                locals,
+                Placement::Replicate,
+                [1, hd],
+                Vec::new(),
+            )
         };
-        let q = heads * hd;
-        let own = owned(&self.kv, r);
-        let off = (own.start - self.kv[r].start) * hd;
-        let dq = fold(0..q)?;
-        let dk = fold(q + off..q + self.kv[r].len() * hd)?;
-        Ok((dx, [dq, dk]))
+        let world = self.heads.len();
+        if invariant {
+            let mut gathered = Vec::new();
+            // The query heads' sums (part 0), then the key heads' (part 1).
+            for part in 0..2 {
+                let locals = crate::rank::batched(op, || {
+                    let mut locals = Vec::new();
+                    for (i, r) in self.group.local_range().enumerate() {
+                        let [q, kv] = width(r);
+                        let (at, n) = if part == 0 { (0, q) } else { (q, kv) };
+                        locals.push(ops::slice(&sums[i], 0, at, [1, n])?);
+                    }
+                    Ok(locals)
+                })?;
+                let sizes: Vec<usize> = (0..world).map(|r| width(r)[part]).collect();
+                let shape = [1, sizes.iter().sum()];
+                gathered.push(
+                    DistTensor::from_parts(&self.group, locals, Placement::Shard(1), shape, sizes)
+                        .redistribute_async(Placement::Replicate)
+                        .await?,
+                );
+            }
+            let (q, k) = crate::rank::batched(op, || {
+                let (mut qs, mut ks) = (Vec::new(), Vec::new());
+                for (i, _) in self.group.local_range().enumerate() {
+                    let rank = sums[i].rank();
+                    let all_q = &gathered[0].locals()[i];
+                    qs.push(fold_heads(op, all_q, 0..self.shape.heads * hd, hd)?);
+                    // The key heads in head order, each from a rank holding it.
+                    let all_k = Tensor::zeros(rank, [1, self.shape.kv_heads * hd])?;
+                    let mut at = 0;
+                    for r in 0..world {
+                        let n = width(r)[1];
+                        if n > 0 {
+                            let block = ops::slice(&gathered[1].locals()[i], 0, at, [1, n])?;
+                            ops::place(&block, &all_k, [0, self.kv[r].start * hd])?;
+                        }
+                        at += n;
+                    }
+                    ks.push(fold_heads(op, &all_k, 0..self.shape.kv_heads * hd, hd)?);
+                }
+                Ok((qs, ks))
+            })?;
+            return Ok([replicate(q), replicate(k)]);
+        }
+        let locals = crate::rank::batched(op, || {
+            let mut locals = Vec::new();
+            for (i, r) in self.group.local_range().enumerate() {
+                let [q, kv] = width(r);
+                let own = owned(&self.kv, r);
+                let off = (own.start - self.kv[r].start) * hd;
+                let both = Tensor::zeros(sums[i].rank(), [1, 2 * hd])?;
+                ops::place(&fold_heads(op, &sums[i], 0..q, hd)?, &both, [0, 0])?;
+                ops::place(
+                    &fold_heads(op, &sums[i], q + off..q + kv, hd)?,
+                    &both,
+                    [0, hd],
+                )?;
+                locals.push(both);
+            }
+            Ok(locals)
+        })?;
+        let both = DistTensor::from_parts(
+            &self.group,
+            locals,
+            Placement::Partial,
+            [1, 2 * hd],
+            Vec::new(),
+        )
+        .all_reduce_async()
+        .await?;
+        let (q, k) = crate::rank::batched(op, || {
+            let (mut q, mut k) = (Vec::new(), Vec::new());
+            for local in both.locals() {
+                q.push(ops::slice(local, 0, 0, [1, hd])?);
+                k.push(ops::slice(local, 0, hd, [1, hd])?);
+            }
+            Ok((q, k))
+        })?;
+        Ok([replicate(q), replicate(k)])
     }
 
     /// Blocking [`ParallelAttention::backward_async`].

@@ -3,8 +3,8 @@
 //! tests/attention_backward.rs and the workers of tests/processes.rs.
 
 use wgpu_tp::nn::{
-    AttentionGrads, AttentionOptions, AttentionShape, HeadWeights, ParallelAttention, RopeScaling,
-    Rotary,
+    AttentionGrads, AttentionOptions, AttentionShape, HeadWeights, ParallelAttention, QkNorm,
+    RopeScaling, Rotary,
 };
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{Group, WeightLayout};
@@ -34,6 +34,9 @@ pub struct Case {
     pub bias: Option<[Vec<f64>; 3]>,
     pub dy: Vec<f64>,
     pub table: Option<Vec<f64>>,
+    /// Per-head query and key norms (their weights, `head_dim` each, and epsilon): the
+    /// layer's `options.qk_norm` (left `None` in `options`).
+    pub qk_norm: Option<([Vec<f64>; 2], f32)>,
     pub options: AttentionOptions,
 }
 
@@ -47,17 +50,20 @@ pub struct Want {
     pub db: Option<[Vec<E>; 3]>,
     pub dwo: Vec<E>,
     pub d_att: Vec<E>,
+    /// The query and key norms' weights' gradients.
+    pub dnorm: Option<[Vec<E>; 2]>,
 }
 
 /// What [`host`] gives, in its order.
-pub const GRADIENTS: [&str; 9] = [
-    "dX", "dWq", "dWk", "dWv", "dbq", "dbk", "dbv", "dWo", "d_att",
+pub const GRADIENTS: [&str; 11] = [
+    "dX", "dWq", "dWk", "dWv", "dbq", "dbk", "dbv", "dWo", "d_att", "dq_norm", "dk_norm",
 ];
 
 impl Want {
-    /// The gradients in [`host`]'s order (the biases' empty without biases).
+    /// The gradients in [`host`]'s order (the biases' and norms' empty without them).
     pub fn in_host_order(&self) -> Vec<&[E]> {
         let bias = |i: usize| self.db.as_ref().map_or(&[][..], |b| &b[i][..]);
+        let norm = |i: usize| self.dnorm.as_ref().map_or(&[][..], |n| &n[i][..]);
         vec![
             &self.dx,
             &self.dwq,
@@ -68,6 +74,8 @@ impl Want {
             bias(2),
             &self.dwo,
             &self.d_att,
+            norm(0),
+            norm(1),
         ]
     }
 }
@@ -126,14 +134,57 @@ pub fn turn(x: &[E], table: &[f64], pos: usize, back: bool) -> Vec<E> {
     y
 }
 
+/// `1 / sqrt(mean(x^2) + eps)` of one head's values, as the kernels compute it.
+fn inv_rms(x: &[E], eps: f32) -> E {
+    let squares: Vec<E> = x.iter().map(|v| v.mul(*v)).collect();
+    let mean = sum(&squares).div(E::exact(x.len() as f64));
+    E::exact(1.0).div(mean.add(E::exact(f64::from(eps))).sqrt())
+}
+
+/// The per-head RMSNorm of `a` (`[TOKENS, cols]`, heads of `HEAD_DIM`) with weight `w`:
+/// `w * (x * r)` (shaders/norms.wgsl's `head_rms_norm`).
+fn head_norm(a: &[E], w: &[f64], eps: f32) -> Vec<E> {
+    a.chunks(HEAD_DIM)
+        .flat_map(|x| {
+            let r = inv_rms(x, eps);
+            x.iter()
+                .zip(w)
+                .map(move |(x, &w)| E::exact(w).mul(x.mul(r)))
+        })
+        .collect()
+}
+
+/// The per-head RMSNorm's backward at `a` given `d`, its output's gradient: dL/d`a`
+/// (`r w d - x c` with `c = r^3 A / HEAD_DIM`, `A = sum w d x`) and the weight's gradient,
+/// the terms `d x r` summed over every row and head (`head_rms_norm_backward`, `_terms`).
+fn head_norm_backward(a: &[E], d: &[E], w: &[f64], eps: f32) -> (Vec<E>, Vec<E>) {
+    let mut dx = Vec::with_capacity(a.len());
+    let mut terms = vec![Vec::new(); HEAD_DIM];
+    for (x, d) in a.chunks(HEAD_DIM).zip(d.chunks(HEAD_DIM)) {
+        let r = inv_rms(x, eps);
+        let wd: Vec<E> = d.iter().zip(w).map(|(d, &w)| E::exact(w).mul(*d)).collect();
+        let big_a = dot(&wd, x);
+        let c = r.mul(r).mul(r).mul(big_a).div(E::exact(HEAD_DIM as f64));
+        for k in 0..HEAD_DIM {
+            dx.push(r.mul(wd[k]).sub(x[k].mul(c)));
+            terms[k].push(d[k].mul(x[k].mul(r)));
+        }
+    }
+    (dx, terms.iter().map(|t| sum(t)).collect())
+}
+
 /// The f64 forward and backward of the layer, the kernels' operations in their order of
 /// dependence.
 pub fn reference(c: &Case) -> Want {
     let (t_n, hd) = (TOKENS, HEAD_DIM);
     let x = exact(&c.x);
     let b = |i: usize| c.bias.as_ref().map(|b| &b[i][..]);
-    let q = project(&x, t_n, HIDDEN, &exact(&c.wq), QC, b(0));
-    let k = project(&x, t_n, HIDDEN, &exact(&c.wk), KC, b(1));
+    let q_pre = project(&x, t_n, HIDDEN, &exact(&c.wq), QC, b(0));
+    let k_pre = project(&x, t_n, HIDDEN, &exact(&c.wk), KC, b(1));
+    let (q, k) = match &c.qk_norm {
+        None => (q_pre.clone(), k_pre.clone()),
+        Some(([wq, wk], eps)) => (head_norm(&q_pre, wq, *eps), head_norm(&k_pre, wk, *eps)),
+    };
     let v = project(&x, t_n, HIDDEN, &exact(&c.wv), KC, b(2));
     let head = |a: &[E], cols: usize, t: usize, h: usize| a[t * cols + h * hd..][..hd].to_vec();
     let turned = |a: &[E], cols: usize, t: usize, h: usize| match &c.table {
@@ -265,6 +316,15 @@ pub fn reference(c: &Case) -> Want {
             }
         }
     }
+    // Back through the norms, if any.
+    let (dq, dk, dnorm) = match &c.qk_norm {
+        None => (dq, dk, None),
+        Some(([wq, wk], eps)) => {
+            let (dq, gq) = head_norm_backward(&q_pre, &dq, wq, *eps);
+            let (dk, gk) = head_norm_backward(&k_pre, &dk, wk, *eps);
+            (dq, dk, Some([gq, gk]))
+        }
+    };
     // dX = dq · Wq + dk · Wk + dv · Wv, one sum over every column.
     let (wq, wk, wv) = (exact(&c.wq), exact(&c.wk), exact(&c.wv));
     let mut dx = Vec::with_capacity(t_n * HIDDEN);
@@ -291,6 +351,7 @@ pub fn reference(c: &Case) -> Want {
         db,
         dwo,
         d_att,
+        dnorm,
     }
 }
 
@@ -334,6 +395,7 @@ pub fn case(seed: u64, options: AttentionOptions, bias: bool) -> Case {
         bias,
         dy: n(TOKENS * HIDDEN),
         table: Some(rotary_table()),
+        qk_norm: None,
         options,
     }
 }
@@ -378,7 +440,25 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("llama", case(250, AttentionOptions::default(), false)),
         ("window, scale, cap and biases", case(251, gemma, true)),
         ("exact projections", dyadic(case(252, window, true))),
+        (
+            "query and key norms",
+            normed(case(253, AttentionOptions::default(), false)),
+        ),
     ]
+}
+
+/// `c` with Qwen3's per-head query and key norms, their weights near 1 (as trained ones
+/// are) and apart, so that each one's gradient is its own.
+pub fn normed(mut c: Case) -> Case {
+    let mut rng = Rng::new(254);
+    let mut w = || -> Vec<f64> {
+        rng.normal(HEAD_DIM)
+            .iter()
+            .map(|&v| f64::from(1.0 + 0.25 * v))
+            .collect()
+    };
+    c.qk_norm = Some(([w(), w()], 1e-6));
+    c
 }
 
 pub fn layer(group: &Group, c: &Case) -> ParallelAttention {
@@ -423,7 +503,14 @@ pub fn layer(group: &Group, c: &Case) -> ParallelAttention {
         None,
     )
     .unwrap()
-    .with_options(c.options.clone())
+    .with_options(AttentionOptions {
+        qk_norm: c.qk_norm.as_ref().map(|([q, k], eps)| QkNorm {
+            q: f32s(q),
+            k: f32s(k),
+            eps: *eps,
+        }),
+        ..c.options.clone()
+    })
     .unwrap()
 }
 
@@ -482,12 +569,18 @@ pub fn within(want: &[E], got: &[f32], ctx: &str) -> f64 {
 }
 
 /// Every gradient on the host, per what it is the gradient of: dX, dWq, dWk, dWv, the
-/// biases' (q, k, v; empty without), dWo, dL/d(att).
+/// biases' (q, k, v; empty without), dWo, dL/d(att), the query and key norms' weights'
+/// (empty without).
 pub fn host(attention: &ParallelAttention, g: &AttentionGrads) -> Vec<Vec<f32>> {
     let [dq, dk, dv] = unfuse(attention, &g.qkv.to_host().unwrap(), HIDDEN);
     let [bq, bk, bv] = match &g.qkv_bias {
         Some(b) => unfuse(attention, &b.to_host().unwrap(), 1),
         None => [Vec::new(), Vec::new(), Vec::new()],
+    };
+    let norm = |i: usize| {
+        g.qk_norm
+            .as_ref()
+            .map_or(Vec::new(), |n| n[i].to_host().unwrap())
     };
     vec![
         g.input.to_host().unwrap(),
@@ -499,5 +592,7 @@ pub fn host(attention: &ParallelAttention, g: &AttentionGrads) -> Vec<Vec<f32>> 
         bv,
         g.o.weight.to_host().unwrap(),
         g.o.input.to_host().unwrap(),
+        norm(0),
+        norm(1),
     ]
 }

@@ -65,6 +65,22 @@ impl E {
         }
     }
 
+    /// `sqrt` moves by at most `e / (sqrt(a) + sqrt(a - e))` for an argument `a` off by
+    /// `e`; WGSL's `sqrt` is `1 / inverseSqrt(x)` (2 ulp, then the division's 2.5), counted
+    /// as 5 ulp of the result.
+    pub fn sqrt(self) -> E {
+        assert!(
+            self.v > self.e,
+            "a square root's argument within its bound of 0"
+        );
+        let v = self.v.sqrt();
+        let carried = self.e / (v + (self.v - self.e).sqrt());
+        E {
+            v,
+            e: carried + 5.0 * 2.0 * U * (v + carried),
+        }
+    }
+
     /// tanh's slope is at most 1; WGSL's tanh errs by (8 + 4|y|) ulps of 1 (|y| clamped
     /// at 10, where clamping moves the result by 1 - tanh(10) < 2^-27).
     pub fn tanh(self) -> E {

@@ -538,7 +538,8 @@ pub fn out_of_step_gathers_and_broadcasts_name_both(procs: &Processes) {
 /// (each process's share exchanged), each within the f64 reference's bound.
 /// Attention's backward over the processes' ranks (heads split unevenly past tp 2 and at
 /// 3, key/value heads on two ranks past tp 2): every gradient of each case within the
-/// f64 reference's bound (tests/common/attention.rs), dL/dX after one all-reduce.
+/// f64 reference's bound (tests/common/attention.rs; Qwen3's query and key norms among
+/// them), dL/dX after one all-reduce, the norms' weights' after one more.
 pub fn check_attention_backward(g: &Group, ctx: &str) {
     use common::attention::{cases, f32s, host, layer, reference, within, GRADIENTS};
     use common::attention::{HIDDEN, TOKENS};
@@ -549,10 +550,12 @@ pub fn check_attention_backward(g: &Group, ctx: &str) {
         let dy = DistTensor::replicate(g, &f32s(&c.dy), [TOKENS, HIDDEN]).unwrap();
         let before = g.stats().all_reduces();
         let grads = attention.backward(&x, &dy).unwrap();
+        // dL/dX's, and the query and key norms' weights' together.
+        let reduces = 1 + u64::from(c.qk_norm.is_some());
         assert_eq!(
             g.stats().all_reduces() - before,
-            1,
-            "{ctx}, {name}: one all-reduce"
+            reduces,
+            "{ctx}, {name}: {reduces} all-reduces"
         );
         let got = host(&attention, &grads);
         for ((w, got), what) in want.in_host_order().into_iter().zip(&got).zip(GRADIENTS) {

@@ -737,6 +737,51 @@ fn head_rms_norm_norms_each_query_and_key_head_and_copies_the_values() {
     assert!(matches!(e, Err(Error::Shape { .. })), "{e:?}");
 }
 
+/// head_rms_norm's backward is RMSNorm's backward on each query and key head, a row of
+/// `head_dim` with its weight: dL/dx and the weight's terms `dy x r` each within
+/// `reference::rms_norm_backward`'s bound for that one row; the value heads' dy passed
+/// through and their terms 0, both exactly.
+#[test]
+fn head_rms_norm_backward_is_rms_norm_backward_of_each_head() {
+    let Some(r) = rank() else { return };
+    let mut rng = Rng::new(17);
+    for (rows, heads, kv_heads, hd) in [(3, 4, 2, 8), (2, 3, 1, 6), (1, 2, 2, 128)] {
+        let cols = (heads + 2 * kv_heads) * hd;
+        let (x, dy) = (rng.normal(rows * cols), rng.normal(rows * cols));
+        let w = rng.normal(2 * hd);
+        let eps = 1e-6f32;
+        let (dx, terms) = ops::head_rms_norm_backward(
+            &up(&r, &x, [rows, cols]),
+            &up(&r, &w, [1, 2 * hd]),
+            &up(&r, &dy, [rows, cols]),
+            (heads, hd),
+            eps,
+        )
+        .unwrap();
+        let (dx, terms) = (dx.to_host().unwrap(), terms.to_host().unwrap());
+        let (mut want, mut tol) = ((vec![], vec![]), (vec![], vec![]));
+        for (i, (xh, dyh)) in x.chunks(hd).zip(dy.chunks(hd)).enumerate() {
+            let h = i % (heads + 2 * kv_heads);
+            if h >= heads + kv_heads {
+                want.0.extend(dyh.iter().map(|&v| f64::from(v)));
+                want.1.extend(std::iter::repeat_n(0.0, hd));
+                tol.0.extend(std::iter::repeat_n(0.0, hd));
+                tol.1.extend(std::iter::repeat_n(0.0, hd));
+                continue;
+            }
+            let wh = if h < heads { &w[..hd] } else { &w[hd..] };
+            let (d, t) = crate::reference::rms_norm_backward(xh, wh, dyh, [1, hd], eps);
+            want.0.extend(d.value);
+            tol.0.extend(d.bound);
+            want.1.extend(t.value);
+            tol.1.extend(t.bound);
+        }
+        let what = format!("head_rms_norm_backward {heads}+{kv_heads} heads of {hd}");
+        close(&dx, &want.0, &tol.0, &format!("{what}: dx"));
+        close(&terms, &want.1, &tol.1, &format!("{what}: terms"));
+    }
+}
+
 /// GeGLU: torch's tanh-approximated gelu of the gate times up, against f64 over gates from
 /// -30 to 30 (the tails, where tanh saturates, included).
 #[test]
