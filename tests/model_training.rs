@@ -448,13 +448,15 @@ fn saving_writes_back_the_checkpoint_it_loaded_at_every_tp() {
 }
 
 /// Qwen2's checkpoint (q/k/v biases, split back with their weights; the head tied to the
-/// embedding, so not written), Mistral's, Qwen3's (per-head query/key norms) and Gemma
-/// 2's and 3's (norms after each layer, per-head norms in Gemma 3) are written back byte
-/// for byte too, at tp 1-4 (6 query heads over 2 key/value heads: 2, 2, 1, 1 at tp 4);
+/// embedding, so not written), Mistral's, Qwen3's (per-head query/key norms), Gemma 2's
+/// and 3's (norms after each layer, per-head norms in Gemma 3), GPT-2's (learned
+/// positions, LayerNorms with biases, `[in, out]` Conv1D weights, q/k/v in one module)
+/// and Phi-3's (q/k/v in one module, gate and up in one) are written back byte for byte
+/// too, at tp 1-4 (6 query heads over 2 key/value heads: 2, 2, 1, 1 at tp 4);
 /// Gemma's norms, which the model holds as `1 + w` rounded to f32, as a `w` whose `1 + w`
 /// is those bits (the checkpoint's bits below them are not kept).
 #[test]
-fn saving_writes_back_qwen2_mistral_qwen3_and_gemma_checkpoints() {
+fn saving_writes_back_the_other_families_checkpoints() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
     for name in [
         "tiny-qwen2",
@@ -462,6 +464,8 @@ fn saving_writes_back_qwen2_mistral_qwen3_and_gemma_checkpoints() {
         "tiny-qwen3",
         "tiny-gemma2",
         "tiny-gemma3",
+        "tiny-gpt2",
+        "tiny-phi3",
     ] {
         let dir = models.join(name);
         let original = tensors(&dir.join("model.safetensors"));

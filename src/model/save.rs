@@ -1,10 +1,10 @@
 //! Writing a [`Transformer`]'s weights back as a checkpoint: every tensor under the name
 //! its family's recipe reads it by (transformers' names), f32, whole (each rank's shards
-//! gathered, fused projections split back), one safetensors file. Written for the
-//! families whose tensors map one to one onto the model's parameters (Llama, Mistral,
-//! Qwen2, Qwen3, Gemma 2 and 3): `[out, in]` projections, separate q, k and v, a separate
-//! gate and up, no GGUF permutation; Gemma's `1 + w` norms written back as a `w` with the
-//! same `1 + w`.
+//! gathered, a rank's fused heads or merged gate/up split back into the checkpoint's
+//! modules), stored as the family stores it (`[in, out]` for GPT-2's Conv1D, q/k/v in one
+//! module for GPT-2 and Phi-3, gate and up in one for Phi-3), one safetensors file.
+//! Gemma's `1 + w` norms are written back as a `w` with the same `1 + w`; a GGUF file's
+//! permuted heads are not written.
 
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use super::Transformer;
 use crate::dist::DistTensor;
 use crate::error::{Error, Result};
 use crate::kernels::settings::WeightLayout;
+use crate::nn::transpose;
 
 impl Transformer {
     /// Writes every weight to `path` as one safetensors file of f32 tensors named as
@@ -20,24 +21,16 @@ impl Transformer {
     /// the model's `config.json`): after training, the fine-tuned model.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a family it is not written for (GPT-2's fused
-    /// `[in, out]` projections and learned positions, Phi-3's fused q/k/v and merged
-    /// gate/up, a GGUF file's permuted heads) or when the file cannot be written; GPU
-    /// errors.
+    /// [`Error::InvalidArgument`] for a model read from a GGUF file whose query and key
+    /// rows llama.cpp permuted, or when the file cannot be written; GPU errors.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let op = "transformer.save_safetensors";
         let r = &self.recipe;
         let a = &r.attention;
-        let unsupported = r.layout != WeightLayout::OutIn
-            || r.permuted_qk
-            || r.positions.is_some()
-            || matches!(a.qkv, Qkv::Fused(_))
-            || matches!(r.mlp.kind, Mlp::GatedFused { .. });
-        if unsupported {
+        if r.permuted_qk {
             return Err(Error::invalid(
                 op,
-                "saving is written for Llama-like families ([out, in] projections, separate \
-                 q, k and v, a separate gate and up)",
+                "a GGUF file's permuted query and key rows are not written back",
             ));
         }
         let c = &self.config;
@@ -70,27 +63,42 @@ impl Transformer {
             vec![c.vocab_size, h],
             self.embedding.weight().to_host()?,
         ));
+        if let (Some(name), Some(wpe)) = (&r.positions, &self.positions) {
+            tensors.push((
+                format!("{p}{name}.weight"),
+                wpe.shape().to_vec(),
+                wpe.to_host()?,
+            ));
+        }
         for (l, block) in self.blocks.iter().enumerate() {
             let b = format!("{p}{}.{l}", r.blocks);
             let [attention, mlp] = [&block.steps[0], &block.steps[1]];
             if let Some(n) = &attention.norm {
                 norm(format!("{b}.{}", a.norm), n, &mut tensors)?;
             }
-            let Qkv::Separate([qn, kn, vn]) = &a.qkv else {
-                return Err(Error::invalid(op, "fused q, k and v"));
-            };
+            // Exported as q, k, v, o (each then its bias): fused back where the checkpoint
+            // fuses them.
+            let mut values = attention.layer.export()?;
             let mut names: Vec<(String, Vec<usize>)> = Vec::new();
-            for (name, n) in [(qn, q), (kn, kv), (vn, kv)] {
-                names.push((format!("{b}.{name}.weight"), vec![n, h]));
-                if a.qkv_bias {
-                    names.push((format!("{b}.{name}.bias"), vec![n]));
+            let mut module = |name: &String, out: usize, input: usize, bias: bool| {
+                names.push((format!("{b}.{name}.weight"), vec![out, input]));
+                if bias {
+                    names.push((format!("{b}.{name}.bias"), vec![out]));
+                }
+            };
+            match &a.qkv {
+                Qkv::Separate([qn, kn, vn]) => {
+                    for (name, n) in [(qn, q), (kn, kv), (vn, kv)] {
+                        module(name, n, h, a.qkv_bias);
+                    }
+                }
+                Qkv::Fused(name) => {
+                    module(name, q + 2 * kv, h, a.qkv_bias);
+                    values = fuse(values, 3, a.qkv_bias);
                 }
             }
-            names.push((format!("{b}.{}.weight", a.o), vec![h, q]));
-            if a.o_bias {
-                names.push((format!("{b}.{}.bias", a.o), vec![h]));
-            }
-            named(op, &mut tensors, names, attention.layer.export()?)?;
+            module(&a.o, h, q, a.o_bias);
+            named(op, &mut tensors, names, values, r.layout)?;
             // The per-head norms' weights: the attention's last two parameters.
             if let Some([qn, kn]) = &a.qk_norm {
                 let params = attention.layer.parameters();
@@ -104,6 +112,8 @@ impl Transformer {
             if let Some(n) = &mlp.norm {
                 norm(format!("{b}.{}", r.mlp.norm), n, &mut tensors)?;
             }
+            // Exported as gate, up, down or fc, proj (each then its bias).
+            let mut values = mlp.layer.export()?;
             let mut names: Vec<(String, Vec<usize>)> = Vec::new();
             let mut module = |name: &String, out: usize, input: usize| {
                 names.push((format!("{b}.{name}.weight"), vec![out, input]));
@@ -117,13 +127,17 @@ impl Transformer {
                     module(up, i, h);
                     module(down, h, i);
                 }
+                Mlp::GatedFused { gate_up, down } => {
+                    module(gate_up, 2 * i, h);
+                    module(down, h, i);
+                    values = fuse(values, 2, r.mlp.bias);
+                }
                 Mlp::Plain { fc, proj } => {
                     module(fc, i, h);
                     module(proj, h, i);
                 }
-                Mlp::GatedFused { .. } => return Err(Error::invalid(op, "a merged gate/up")),
             }
-            named(op, &mut tensors, names, mlp.layer.export()?)?;
+            named(op, &mut tensors, names, values, r.layout)?;
             if let (Some(name), Some(n)) = (&r.mlp.post_norm, &mlp.post_norm) {
                 norm(format!("{b}.{name}"), n, &mut tensors)?;
             }
@@ -141,12 +155,37 @@ impl Transformer {
     }
 }
 
-/// Pairs `names` (with shapes) with `values` in order, checking the counts and lengths.
+/// The first `parts` modules of `values` (each a weight `[out, in]`, then its bias with
+/// `bias`) joined into one: their rows, then their biases, one after another; the rest
+/// left as they are.
+fn fuse(values: Vec<Vec<f32>>, parts: usize, bias: bool) -> Vec<Vec<f32>> {
+    let per = 1 + usize::from(bias);
+    let mut rest = values.into_iter();
+    let joined: Vec<Vec<f32>> = rest.by_ref().take(parts * per).collect();
+    let mut out = vec![joined.iter().step_by(per).flatten().copied().collect()];
+    if bias {
+        out.push(
+            joined
+                .iter()
+                .skip(1)
+                .step_by(per)
+                .flatten()
+                .copied()
+                .collect(),
+        );
+    }
+    out.extend(rest);
+    out
+}
+
+/// Pairs `names` (with shapes, weights `[out, in]`) with `values` in order, checking the
+/// counts and lengths; the weights stored as `layout` says.
 fn named(
     op: &'static str,
     out: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
     names: Vec<(String, Vec<usize>)>,
     values: Vec<Vec<f32>>,
+    layout: WeightLayout,
 ) -> Result<()> {
     if names.len() != values.len() {
         return Err(Error::invalid(
@@ -162,7 +201,12 @@ fn named(
                 format!("{} values", v.len()),
             ));
         }
-        out.push((name, shape, v));
+        match (layout, &shape[..]) {
+            (WeightLayout::InOut, &[rows, cols]) => {
+                out.push((name, vec![cols, rows], transpose(&v, rows, cols)));
+            }
+            _ => out.push((name, shape, v)),
+        }
     }
     Ok(())
 }

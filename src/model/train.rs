@@ -100,8 +100,7 @@ impl Transformer {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for ids past the vocabulary, targets of another count,
-    /// more tokens than one forward takes or the model's positions, per-head query/key
-    /// norms under tp-invariant numerics;
+    /// more tokens than one forward takes or the model's positions;
     /// [`Error::NonFinite`] for a non-finite logit; GPU and collective errors.
     pub async fn backward_async(&self, ids: &[u32], targets: &[Option<u32>]) -> Result<ModelGrads> {
         self.grads("transformer.backward", ids, targets, false)

@@ -624,14 +624,9 @@ impl Layer for ParallelAttention {
     /// rank blocks split back, a key/value head two ranks hold taken once.
     #[cfg(not(target_arch = "wasm32"))]
     fn export(&self) -> Result<Vec<Vec<f32>>> {
-        let op = "parallel_attention.export";
         let hd = self.shape.head_dim;
-        let fused = layer::export_linear(
-            op,
-            self.layout,
-            &self.qkv_weight(),
-            self.qkv_bias().as_ref(),
-        )?;
+        let fused =
+            layer::export_linear(self.layout, &self.qkv_weight(), self.qkv_bias().as_ref())?;
         let split = |host: &[f32], width: usize| {
             let mut q = Vec::new();
             let mut kv: [Vec<Option<Vec<f32>>>; 2] = [
@@ -664,7 +659,6 @@ impl Layer for ParallelAttention {
             None => vec![q, k, v],
         };
         out.extend(layer::export_linear(
-            op,
             self.layout,
             self.o.weight(),
             self.o.bias(),

@@ -318,9 +318,7 @@ impl Layer for GatedMlp {
     /// Gate, up (each `[intermediate, hidden]`, with their biases), then down.
     #[cfg(not(target_arch = "wasm32"))]
     fn export(&self) -> Result<Vec<Vec<f32>>> {
-        let op = "gated_mlp.export";
         let merged = layer::export_linear(
-            op,
             self.gate_up.layout(),
             self.gate_up.weight(),
             self.gate_up.bias(),
@@ -333,7 +331,6 @@ impl Layer for GatedMlp {
             out.swap(1, 2);
         }
         out.extend(layer::export_linear(
-            op,
             self.down.layout(),
             self.down.weight(),
             self.down.bias(),

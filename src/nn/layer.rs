@@ -66,8 +66,8 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
         Vec::new()
     }
 
-    /// Its parameters on the host as a checkpoint stores them, unfused (`[out, in]`
-    /// weights, each then its bias if any): attention's q, k, v, o; a gated MLP's gate,
+    /// Its parameters on the host, unfused (`[out, in]` weights whatever the layout,
+    /// each then its bias if any): attention's q, k, v, o; a gated MLP's gate,
     /// up, down; an MLP's fc, proj. Native only (it waits on the read-back).
     #[cfg(not(target_arch = "wasm32"))]
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
@@ -140,24 +140,32 @@ pub(crate) struct LayerGrads {
 }
 
 /// A linear layer's weight and bias (if any) on the host, whole, as [`Layer::export`]
-/// lists them; `[out, in]` weights only.
+/// lists them: the weight `[out, in]` whatever its layout.
 #[cfg(not(target_arch = "wasm32"))]
 #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
 pub(crate) fn export_linear(
-    op: &'static str,
     layout: crate::WeightLayout,
     weight: &DistTensor,
     bias: Option<&DistTensor>,
 ) -> Result<Vec<Vec<f32>>> {
-    if layout != crate::WeightLayout::OutIn {
-        return Err(Error::invalid(
-            op,
-            "exporting [in, out] weights is not written",
-        ));
+    let mut w = weight.to_host()?;
+    if layout == crate::WeightLayout::InOut {
+        let [input, output] = weight.shape();
+        w = transpose(&w, input, output);
     }
-    std::iter::once(weight)
-        .chain(bias)
-        .map(DistTensor::to_host)
+    let mut out = vec![w];
+    if let Some(b) = bias {
+        out.push(b.to_host()?);
+    }
+    Ok(out)
+}
+
+/// `m` (`[rows, cols]`, row-major) transposed: `[cols, rows]`.
+#[cfg(not(target_arch = "wasm32"))]
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| m[r * cols + c]))
         .collect()
 }
 

@@ -333,11 +333,9 @@ impl Layer for ParallelMlp {
     /// fc1's weight and bias, then fc2's, whole.
     #[cfg(not(target_arch = "wasm32"))]
     fn export(&self) -> Result<Vec<Vec<f32>>> {
-        let op = "parallel_mlp.export";
         let (f1, f2) = (&self.fc1, &self.fc2);
-        let mut out = super::layer::export_linear(op, f1.layout(), f1.weight(), f1.bias())?;
+        let mut out = super::layer::export_linear(f1.layout(), f1.weight(), f1.bias())?;
         out.extend(super::layer::export_linear(
-            op,
             f2.layout(),
             f2.weight(),
             f2.bias(),

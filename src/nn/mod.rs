@@ -29,6 +29,9 @@ pub use cross_entropy::vocab_parallel_cross_entropy;
 pub use cross_entropy::{vocab_parallel_cross_entropy_async, CrossEntropy};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::{GatedActivation, GatedMlp, GatedMlpGrads};
+#[cfg(not(target_arch = "wasm32"))]
+#[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
+pub(crate) use layer::transpose;
 pub use linear::LinearGrads;
 pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::{MlpGrads, ParallelMlp};
