@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/lora/: PEFT adapters on the tiny Llama fixture and PyTorch
+"""Write tests/fixtures/lora/: PEFT adapters on the tiny Llama and Phi-3 fixtures and PyTorch
 autograd's gradients of them, which tests/lora.rs checks `Lora` against. Run by hand,
 never by CI; the files are committed (about 200 KB).
 
@@ -13,7 +13,9 @@ both factors' gradients are):
 - qv/: r 2, lora_alpha 2 (scale 1) on q_proj and v_proj only (the fused q/k/v weight
   partly adapted);
 - bf16/: all/'s adapter on the checkpoint's bf16 weights (model.bf16.safetensors),
-  widened to float32 as the library's GEMMs widen them.
+  widened to float32 as the library's GEMMs widen them;
+- phi3/: r 4, lora_alpha 8 (scale 2) on the tiny Phi-3's four modules, two of them fused
+  (qkv_proj, gate_up_proj: one adapter each over the fused outputs), o_proj, down_proj.
 Each folder holds the adapter as PeftModel.save_pretrained writes it
 (adapter_config.json, adapter_model.safetensors) and expected.safetensors: the loss of
 the 16 ids (i * 37 + 5) % 128 with labels the ids (transformers' next-token
@@ -30,11 +32,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
+MODELS = ROOT / "tests" / "fixtures" / "models"
 OUT = ROOT / "tests" / "fixtures" / "lora"
 
 
-def make(name, r, alpha, targets, weights=None):
+def make(name, r, alpha, targets, weights=None, model_name="tiny-llama"):
+    MODEL = MODELS / model_name
     g = torch.Generator().manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(
         MODEL, dtype=torch.float32, attn_implementation="eager")
@@ -77,6 +80,8 @@ def main():
     make("qv", 2, 2, ["q_proj", "v_proj"])
     make("bf16", 4, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                          "down_proj"], weights="model.bf16.safetensors")
+    make("phi3", 4, 8, ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+         model_name="tiny-phi3")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ fn worst(a: &[f32], b: &[f32]) -> (f32, f32) {
 
 /// PEFT's adapters (`all`: r 4, alpha 16 on all seven projections; `qv`: r 2 on q and v
 /// only; `bf16`: `all` on the checkpoint's bf16 weights, kept in bf16 on the device)
-/// read onto the tiny Llama at tp 1-4 on both kinds of group: the loss, the logits and
+/// read onto the tiny Llama, and `phi3` (r 4, alpha 8 on Phi-3's fused `qkv_proj` and
+/// `gate_up_proj`, one adapter each over the fused outputs, and `o_proj`, `down_proj`)
+/// onto the tiny Phi-3, at tp 1-4 on both kinds of group: the loss, the logits and
 /// every adapter tensor's gradient against PyTorch autograd of PEFT's model.
 /// Gradients within 1e-4 of each tensor's largest element: not a derived bound (the
 /// model's backward is held to one in its layers' tests and to autograd in
@@ -57,14 +59,15 @@ fn worst(a: &[f32], b: &[f32]) -> (f32, f32) {
 #[test]
 fn adapters_gradients_are_pefts_at_every_tp() {
     let (ids, targets) = sequence();
-    for name in ["all", "qv", "bf16"] {
+    for name in ["all", "qv", "bf16", "phi3"] {
         let dir = fixtures().join("lora").join(name);
         let want = common::f32_tensors(dir.join("expected.safetensors"));
         let weights = match name {
-            "bf16" => "model.bf16.safetensors",
-            _ => "model.safetensors",
+            "bf16" => "models/tiny-llama/model.bf16.safetensors",
+            "phi3" => "models/tiny-phi3",
+            _ => "models/tiny-llama/model.safetensors",
         };
-        let checkpoint = fixtures().join("models/tiny-llama").join(weights);
+        let checkpoint = fixtures().join(weights);
         let checkpoint = Checkpoint::open(checkpoint).unwrap();
         for tp in 1..=4 {
             for (kind, g) in groups(tp).into_iter().enumerate() {
@@ -316,7 +319,42 @@ fn a_saved_adapter_loads_back_at_another_tp() {
         let (diff, scale) = worst(&again, &logits);
         assert!(diff <= 1e-5 * scale, "logits {diff} of {scale}");
     }
+    // The default targets (`all-linear`) were written resolved, as PEFT writes them; its
+    // unresolved form reads as the same adapters.
+    let path = dir.join("adapter_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let written = [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ];
+    assert_eq!(config["target_modules"], serde_json::json!(written));
+    config["target_modules"] = serde_json::json!("all-linear");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let loaded = Lora::from_peft(&tiny("tiny-llama", &g2), &dir).unwrap();
+    assert_eq!(loaded.modules(), lora.modules());
+    assert_eq!(loaded.to_host().unwrap(), lora.to_host().unwrap());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The default targets, `all-linear`, are every projection of the blocks: Llama's seven
+/// modules, Phi-3's four (two of them fused), in each layer.
+#[test]
+fn all_linear_adapts_every_projection_of_the_blocks() {
+    let Some(g) = groups(2).into_iter().next() else {
+        return;
+    };
+    for (name, per_layer) in [("tiny-llama", 7), ("tiny-phi3", 4)] {
+        let model = tiny(name, &g);
+        let lora = Lora::new(&model, LoraConfig::default()).unwrap();
+        let layers = model.config().num_layers;
+        assert_eq!(lora.modules().len(), per_layer * layers, "{name}");
+    }
 }
 
 fn invalid<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {

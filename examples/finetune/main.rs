@@ -70,12 +70,9 @@ struct Args {
     /// The adapters' `lora_alpha` (their update is scaled by alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     lora_alpha: f32,
-    /// The modules adapted, comma-separated (PEFT's `target_modules`).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    )]
+    /// The modules adapted, comma-separated (PEFT's `target_modules`; `all-linear`:
+    /// every projection of the blocks).
+    #[arg(long, value_delimiter = ',', default_value = "all-linear")]
     lora_targets: Vec<String>,
     /// Sequence parallelism: the residual stream and kept activations on each rank's
     /// tokens (`Transformer::backward_sequence_parallel`).

@@ -56,9 +56,10 @@ pub struct LoraConfig {
     /// `lora_alpha`: the update is scaled by `alpha / rank`. Default: 16.
     pub alpha: f32,
     /// The modules adapted, as PEFT's `target_modules`: a module is adapted when its name
-    /// is one of these or ends with `.` and one of these. Default: every projection of a
-    /// Llama-like block (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
-    /// `down_proj`).
+    /// is one of these or ends with `.` and one of these; `all-linear` (PEFT's) adapts
+    /// every projection of the blocks (Llama's `q_proj` … `down_proj`, Phi-3's
+    /// `qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`), not the LM head. Default:
+    /// `all-linear`.
     pub targets: Vec<String>,
     /// Seeds `A`'s initialization (PEFT's: uniform in `±1/√in`; `B` starts at zero).
     /// Default: 0.
@@ -70,17 +71,7 @@ impl Default for LoraConfig {
         LoraConfig {
             rank: 8,
             alpha: 16.0,
-            targets: [
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ]
-            .map(String::from)
-            .to_vec(),
+            targets: vec![ALL_LINEAR.to_string()],
             seed: 0,
         }
     }
@@ -117,9 +108,12 @@ impl LoraConfig {
     }
 
     fn one_matches(target: &str, module: &str) -> bool {
-        module == target || module.ends_with(&format!(".{target}"))
+        target == ALL_LINEAR || module == target || module.ends_with(&format!(".{target}"))
     }
 }
+
+/// PEFT's target for every linear projection but the output layer.
+const ALL_LINEAR: &str = "all-linear";
 
 /// A module of the checkpoint a fused weight holds part of: its name, its whole `[out,
 /// in]` shape, and where each of the weight's parts starts among its rows.
@@ -588,6 +582,14 @@ impl Lora {
             .map(|(name, shape, v)| (name, shape.to_vec(), v))
             .collect();
         super::save::write(op, &dir.join("adapter_model.safetensors"), &tensors)?;
+        // The modules' own names, as PEFT writes `all-linear` resolved.
+        let mut targets: Vec<&str> = self
+            .modules()
+            .into_iter()
+            .map(|m| m.rsplit('.').next().unwrap_or(m))
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
         let config = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -595,7 +597,7 @@ impl Lora {
             "r": self.config.rank,
             "lora_alpha": self.config.alpha,
             "lora_dropout": 0.0,
-            "target_modules": self.config.targets,
+            "target_modules": targets,
             "bias": "none",
             "fan_in_fan_out": false,
             "inference_mode": true,
@@ -654,13 +656,17 @@ fn peft_config(op: &'static str, v: &serde_json::Value) -> Result<LoraConfig> {
     let alpha = v["lora_alpha"]
         .as_f64()
         .ok_or_else(|| bad("no lora_alpha"))? as f32;
-    let targets = v["target_modules"]
-        .as_array()
-        .ok_or_else(|| bad("target_modules is not a list of names"))?
-        .iter()
-        .map(|t| t.as_str().map(String::from))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| bad("target_modules is not a list of names"))?;
+    let targets = match &v["target_modules"] {
+        serde_json::Value::String(t) if t == ALL_LINEAR => vec![t.clone()],
+        list => list
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .map(|t| t.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad("target_modules is neither a list of names nor all-linear"))?,
+    };
     Ok(LoraConfig {
         rank,
         alpha,
