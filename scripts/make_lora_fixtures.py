@@ -15,7 +15,9 @@ both factors' gradients are):
 - bf16/: all/'s adapter on the checkpoint's bf16 weights (model.bf16.safetensors),
   widened to float32 as the library's GEMMs widen them;
 - phi3/: r 4, lora_alpha 8 (scale 2) on the tiny Phi-3's four modules, two of them fused
-  (qkv_proj, gate_up_proj: one adapter each over the fused outputs), o_proj, down_proj.
+  (qkv_proj, gate_up_proj: one adapter each over the fused outputs), o_proj, down_proj;
+- gpt2/: r 4, lora_alpha 8 on the tiny GPT-2's Conv1D modules (weights stored [in, out],
+  PEFT's fan_in_fan_out): c_attn (q, k and v fused), both c_proj, c_fc.
 Each folder holds the adapter as PeftModel.save_pretrained writes it
 (adapter_config.json, adapter_model.safetensors) and expected.safetensors: the loss of
 the 16 ids (i * 37 + 5) % 128 with labels the ids (transformers' next-token
@@ -82,6 +84,7 @@ def main():
                          "down_proj"], weights="model.bf16.safetensors")
     make("phi3", 4, 8, ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
          model_name="tiny-phi3")
+    make("gpt2", 4, 8, ["c_attn", "c_proj", "c_fc"], model_name="tiny-gpt2")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ fn worst(a: &[f32], b: &[f32]) -> (f32, f32) {
 /// only; `bf16`: `all` on the checkpoint's bf16 weights, kept in bf16 on the device)
 /// read onto the tiny Llama, and `phi3` (r 4, alpha 8 on Phi-3's fused `qkv_proj` and
 /// `gate_up_proj`, one adapter each over the fused outputs, and `o_proj`, `down_proj`)
-/// onto the tiny Phi-3, at tp 1-4 on both kinds of group: the loss, the logits and
+/// onto the tiny Phi-3, and `gpt2` (r 4, alpha 8 on GPT-2's Conv1D modules, stored `[in,
+/// out]`: `c_attn`, both `c_proj`, `c_fc`) onto the tiny GPT-2, at tp 1-4 on both kinds
+/// of group: the loss, the logits and
 /// every adapter tensor's gradient against PyTorch autograd of PEFT's model.
 /// Gradients within 1e-4 of each tensor's largest element: not a derived bound (the
 /// model's backward is held to one in its layers' tests and to autograd in
@@ -59,12 +61,13 @@ fn worst(a: &[f32], b: &[f32]) -> (f32, f32) {
 #[test]
 fn adapters_gradients_are_pefts_at_every_tp() {
     let (ids, targets) = sequence();
-    for name in ["all", "qv", "bf16", "phi3"] {
+    for name in ["all", "qv", "bf16", "phi3", "gpt2"] {
         let dir = fixtures().join("lora").join(name);
         let want = common::f32_tensors(dir.join("expected.safetensors"));
         let weights = match name {
             "bf16" => "models/tiny-llama/model.bf16.safetensors",
             "phi3" => "models/tiny-phi3",
+            "gpt2" => "models/tiny-gpt2",
             _ => "models/tiny-llama/model.safetensors",
         };
         let checkpoint = fixtures().join(weights);
@@ -343,13 +346,13 @@ fn a_saved_adapter_loads_back_at_another_tp() {
 }
 
 /// The default targets, `all-linear`, are every projection of the blocks: Llama's seven
-/// modules, Phi-3's four (two of them fused), in each layer.
+/// modules, Phi-3's four (two of them fused), GPT-2's four Conv1D modules, in each layer.
 #[test]
 fn all_linear_adapts_every_projection_of_the_blocks() {
     let Some(g) = groups(2).into_iter().next() else {
         return;
     };
-    for (name, per_layer) in [("tiny-llama", 7), ("tiny-phi3", 4)] {
+    for (name, per_layer) in [("tiny-llama", 7), ("tiny-phi3", 4), ("tiny-gpt2", 4)] {
         let model = tiny(name, &g);
         let lora = Lora::new(&model, LoraConfig::default()).unwrap();
         let layers = model.config().num_layers;
@@ -365,8 +368,7 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
 }
 
 /// Bad input is an error: a rank of 0 or over a module's features, a target no module
-/// matches, a model whose projections cannot take adapters (GPT-2's `[in, out]`
-/// Conv1D), tp-invariant numerics, adapters on a model that has some,
+/// matches, tp-invariant numerics, adapters on a model that has some,
 /// another model's gradients, a PEFT config this does not read, a missing or misshapen
 /// tensor.
 #[test]
@@ -379,10 +381,6 @@ fn bad_input_to_lora_is_an_error() {
     invalid(Lora::new(&model, LoraConfig::default().rank(65)), "rank 65");
     let nope = LoraConfig::default().targets(&["q_proj", "nope"]);
     invalid(Lora::new(&model, nope), "no such module");
-    invalid(
-        Lora::new(&tiny("tiny-gpt2", &g), LoraConfig::default()),
-        "gpt2",
-    );
     // Tp-invariant numerics.
     if let Some(inv) = common::cached_group(2, false, Numerics::TpInvariant) {
         invalid(

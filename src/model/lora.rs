@@ -9,6 +9,12 @@
 //! side: `A` stacks theirs (`[m·r, in]`) and `B` places each module's rows in its module's
 //! `r` columns (zero elsewhere: their gradients are masked, so AdamW keeps them zero).
 //!
+//! A weight stored `[in, out]` (GPT-2's Conv1D, PEFT's `fan_in_fan_out`) is adapted as
+//! stored: `Wᵀ + s·Aᵀ·Bᵀ`, the same arithmetic with `Bᵀ` in `A`'s place and `Aᵀ` in
+//! `B`'s, so a column-parallel one splits `Bᵀ` by columns (its rank blocks of q, k and v
+//! gathered from the module's columns) and a row-parallel one splits `Aᵀ` by rows; PEFT's
+//! `A` and `B` are transposed back on reading and writing.
+//!
 //! The adapters are attached to their layers ([`AdapterSlot`](crate::nn::AdapterSlot)):
 //! every product that reads an adapted weight, the forward's and the input gradient's, adds
 //! `s·(x·Aᵀ)·Bᵀ` (or `s·(dy·B)·A`), never materializing `B·A`, so the base weight is never
@@ -33,9 +39,10 @@ use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::kernels::settings::Numerics;
 use crate::kernels::settings::{Activation, WeightLayout};
-use crate::nn::{Adaptable, Adapter};
+use crate::nn::{transpose, Adaptable, Adapter, RowBlock};
 use crate::ops;
 use crate::rank::batched;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::tensor::shard::offsets;
 use crate::tensor::Tensor;
 
@@ -122,6 +129,17 @@ struct Module {
     name: String,
     out: usize,
     input: usize,
+}
+
+impl Module {
+    /// The shape of its weight as stored, `M`: `[out, in]`, or `[in, out]` (`transposed`).
+    fn stored(&self, transposed: bool) -> [usize; 2] {
+        if transposed {
+            [self.input, self.out]
+        } else {
+            [self.out, self.input]
+        }
+    }
 }
 
 /// One adapted weight of the model.
@@ -211,7 +229,7 @@ impl Lora {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a rank of 0 or over a module's features, a target no
-    /// module matches, a module that cannot be adapted (GPT-2's `[in, out]` projections),
+    /// module matches,
     /// a model that already carries adapters, or tp-invariant numerics; GPU errors.
     pub fn new(model: &Transformer, config: LoraConfig) -> Result<Self> {
         let mut rng = SplitMix64::new(config.seed);
@@ -236,7 +254,7 @@ impl Lora {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a config this does not read (DoRA, per-module ranks,
-    /// `fan_in_fan_out`, trained biases, a regular expression as `target_modules`), a
+    /// trained biases, a regular expression as `target_modules`), a
     /// missing or misshapen tensor, or as [`Lora::new`]; file errors.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_peft(model: &Transformer, dir: impl AsRef<std::path::Path>) -> Result<Self> {
@@ -329,9 +347,19 @@ impl Lora {
             if modules.is_empty() {
                 continue;
             }
+            // In `M`'s frame (`M + s·B·A` as stored): a transposed weight's `A` is PEFT's
+            // `Bᵀ`, its `B` PEFT's `Aᵀ`.
+            let transposed = site.adaptable.transposed;
             let hosts = modules
                 .iter()
-                .map(|m| Ok([init(m, 'A', [r, m.input])?, init(m, 'B', [m.out, r])?]))
+                .map(|m| {
+                    let (a, b) = (init(m, 'A', [r, m.input])?, init(m, 'B', [m.out, r])?);
+                    Ok(if transposed {
+                        [transpose(&b, m.out, r), transpose(&a, r, m.input)]
+                    } else {
+                        [a, b]
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             targets.push(Target::new(&group, site, modules, parts, r, &hosts)?);
         }
@@ -437,7 +465,7 @@ impl Lora {
             batched(op, || {
                 for (i, dw) in dw.locals().iter().enumerate() {
                     let (a, b) = (&t.a.locals()[i], &t.b.locals()[i]);
-                    if t.site.by_outputs {
+                    if t.site.by_rows {
                         let db = ops::scale(&product(op, dw, a, WeightLayout::OutIn)?, s)?;
                         let db = zeroed(&db, &t.masked[i])?;
                         seen.push(zeroed(&db, &t.doubled[i])?);
@@ -452,7 +480,7 @@ impl Lora {
                 Ok(())
             })?;
             // The split factor's gradient stays on its rank; the whole one's is summed.
-            let (split, whole) = if t.site.by_outputs {
+            let (split, whole) = if t.site.by_rows {
                 (&t.b, &t.a)
             } else {
                 (&t.a, &t.b)
@@ -475,12 +503,12 @@ impl Lora {
             );
             let summed = partial.all_reduce_async().await?;
             let own = like(own);
-            let seen = if t.site.by_outputs {
+            let seen = if t.site.by_rows {
                 like(seen)
             } else {
                 own.clone()
             };
-            if t.site.by_outputs {
+            if t.site.by_rows {
                 grads.extend([summed.clone(), own]);
                 counted.extend([summed, seen]);
             } else {
@@ -536,10 +564,14 @@ impl Lora {
         for (t, pair) in self.targets.iter().zip(values.chunks(2)) {
             let (a, b) = (pair[0].to_host()?, pair[1].to_host()?);
             let width = t.b.shape()[1];
-            let mut bs: Vec<Vec<f32>> = t.modules.iter().map(|m| vec![0.0; m.out * r]).collect();
-            if t.site.by_outputs {
+            let transposed = t.site.transposed;
+            let stored: Vec<[usize; 2]> = t.modules.iter().map(|m| m.stored(transposed)).collect();
+            let mut bs: Vec<Vec<f32>> =
+                stored.iter().map(|[rows, _]| vec![0.0; rows * r]).collect();
+            let mut a_whole = None;
+            if t.site.by_rows {
                 let starts = offsets(t.weight.shard_sizes());
-                for (rows, start) in t.site.rows.iter().zip(starts) {
+                for (rows, start) in t.site.blocks.iter().zip(starts) {
                     let mut at = start;
                     for block in rows {
                         if let Some((m, first)) = t.parts[block.part] {
@@ -554,9 +586,32 @@ impl Lora {
                 }
             } else {
                 bs[0] = b;
+                // The ranks' columns, one after another, put back in the module's order.
+                let cols = stored[0][1];
+                let mut whole = vec![0.0; r * cols];
+                let mut at = 0;
+                for blocks in &t.site.blocks {
+                    let columns = module_columns(blocks, &t.parts)?;
+                    for (j, &c) in columns.iter().enumerate() {
+                        for row in 0..r {
+                            whole[row * cols + c] = a[row * cols + at + j];
+                        }
+                    }
+                    at += columns.len();
+                }
+                a_whole = Some(whole);
             }
             for (m, (module, bm)) in t.modules.iter().zip(bs).enumerate() {
-                let am = a[m * r * module.input..(m + 1) * r * module.input].to_vec();
+                let [rows, cols] = stored[m];
+                let am = match &a_whole {
+                    Some(whole) => whole.clone(),
+                    None => a[m * r * cols..(m + 1) * r * cols].to_vec(),
+                };
+                let (am, bm) = if transposed {
+                    (transpose(&bm, rows, r), transpose(&am, r, cols))
+                } else {
+                    (am, bm)
+                };
                 out.push((peft_name(&module.name, "A"), [r, module.input], am));
                 out.push((peft_name(&module.name, "B"), [module.out, r], bm));
             }
@@ -599,7 +654,9 @@ impl Lora {
             "lora_dropout": 0.0,
             "target_modules": targets,
             "bias": "none",
-            "fan_in_fan_out": false,
+            // PEFT's flag for Conv1D's `[in, out]` weights (the adapters' shapes are the
+            // same either way).
+            "fan_in_fan_out": self.targets.iter().any(|t| t.site.transposed),
             "inference_mode": true,
             "init_lora_weights": true,
             "use_rslora": false,
@@ -622,10 +679,6 @@ fn peft_config(op: &'static str, v: &serde_json::Value) -> Result<LoraConfig> {
     let unsupported = [
         ("use_dora", v["use_dora"].as_bool() == Some(true)),
         ("use_rslora", v["use_rslora"].as_bool() == Some(true)),
-        (
-            "fan_in_fan_out",
-            v["fan_in_fan_out"].as_bool() == Some(true),
-        ),
         ("bias", !matches!(v["bias"].as_str(), None | Some("none"))),
         (
             "rank_pattern",
@@ -716,19 +769,19 @@ impl Target {
     ) -> Result<Self> {
         let weight = site.weight;
         let sizes = weight.shard_sizes().to_vec();
-        let starts = offsets(&sizes);
         let local = group.local_range();
         let (mut masked, mut doubled) = (Vec::new(), Vec::new());
-        let (a, b) = if site.adaptable.by_outputs {
+        let transposed = site.adaptable.transposed;
+        let (a, b) = if site.adaptable.by_rows {
             let width = modules.len() * r;
-            let input = modules[0].input;
+            let input = modules[0].stored(transposed)[1];
             let a_host: Vec<f32> = hosts.iter().flat_map(|[a, _]| a.iter().copied()).collect();
             let a = DistTensor::replicate(group, &a_host, [width, input])?;
             let mut locals = Vec::new();
             for (rank, g) in group.ranks().iter().zip(local.clone()) {
                 let mut host = vec![0.0; sizes[g] * width];
                 let (mut mask, mut twice, mut at) = (Vec::new(), Vec::new(), 0);
-                for block in &site.adaptable.rows[g] {
+                for block in &site.adaptable.blocks[g] {
                     let rows = [at, block.len];
                     match parts[block.part] {
                         Some((m, first)) => {
@@ -755,23 +808,23 @@ impl Target {
                 DistTensor::from_parts(group, locals, Placement::Shard(0), [total, width], sizes);
             (a, b)
         } else {
-            let m = &modules[0];
+            let [rows, cols] = modules[0].stored(transposed);
             let [a_host, b_host] = &hosts[0];
             let locals = group
                 .ranks()
                 .iter()
                 .zip(local.clone())
                 .map(|(rank, g)| {
-                    let cols = starts[g]..starts[g] + sizes[g];
+                    let columns = module_columns(&site.adaptable.blocks[g], &parts)?;
                     let part: Vec<f32> = a_host
-                        .chunks(m.input)
-                        .flat_map(|row| row[cols.clone()].iter().copied())
+                        .chunks(cols)
+                        .flat_map(|row| columns.iter().map(move |&c| row[c]))
                         .collect();
                     Tensor::from_host(rank, &part, [r, sizes[g]])
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let a = DistTensor::from_parts(group, locals, Placement::Shard(1), [r, m.input], sizes);
-            let b = DistTensor::replicate(group, b_host, [m.out, r])?;
+            let a = DistTensor::from_parts(group, locals, Placement::Shard(1), [r, cols], sizes);
+            let b = DistTensor::replicate(group, b_host, [rows, r])?;
             for _ in local {
                 masked.push(Vec::new());
                 doubled.push(Vec::new());
@@ -790,6 +843,22 @@ impl Target {
             doubled,
         })
     }
+}
+
+/// The module's columns a rank's `blocks` of a weight split by columns hold, in order
+/// (one module: every part adapted).
+fn module_columns(blocks: &[RowBlock], parts: &[Option<(usize, usize)>]) -> Result<Vec<usize>> {
+    let mut columns = Vec::new();
+    for block in blocks {
+        let Some((_, first)) = parts[block.part] else {
+            return Err(Error::invalid(
+                "lora.new",
+                "a projection split by its columns is adapted whole or not at all",
+            ));
+        };
+        columns.extend((0..block.len).map(|j| first + block.from + j));
+    }
+    Ok(columns)
 }
 
 /// The rectangles of rows `[at, len]` outside columns `keep` of `width`.
@@ -857,7 +926,10 @@ impl Transformer {
                             vec![(module(format!("{b}.{down}"), h, i), 0)],
                         ]
                     }
-                    Mlp::Plain { .. } => Vec::new(),
+                    Mlp::Plain { fc, proj } => vec![
+                        vec![(module(format!("{b}.{fc}"), i, h), 0)],
+                        vec![(module(format!("{b}.{proj}"), h, i), 0)],
+                    ],
                 },
             ];
             for (step, names) in block.steps.iter().zip(named) {

@@ -677,9 +677,12 @@ impl Layer for ParallelAttention {
     }
 
     /// The fused q, k, v projection (parts q, k and v; a key/value head an earlier rank
-    /// holds not owned), then the output projection.
+    /// holds not owned), then the output projection. `[in, out]` weights (GPT-2) split no
+    /// key/value head over two ranks.
     fn adaptable(&self) -> Vec<layer::Adaptable> {
-        if self.layout != WeightLayout::OutIn {
+        let transposed = self.layout == WeightLayout::InOut;
+        let shared = (1..self.kv.len()).any(|r| self.kv[r].start < self.kv[r - 1].end);
+        if transposed && shared {
             return Vec::new();
         }
         let hd = self.shape.head_dim;
@@ -701,24 +704,21 @@ impl Layer for ParallelAttention {
                 blocks
             })
             .collect();
-        let whole = layer::RowBlock {
-            part: 0,
-            from: 0,
-            len: self.shape.hidden,
-            owned: true,
-        };
+        let sizes: Vec<usize> = self.heads.iter().map(|h| h.len() * hd).collect();
         vec![
             layer::Adaptable {
                 param: 0,
                 slot: self.qkv_adapter.clone(),
-                by_outputs: true,
-                rows,
+                transposed,
+                by_rows: !transposed,
+                blocks: rows,
             },
             layer::Adaptable {
                 param: 1 + usize::from(self.bias.is_some()),
                 slot: self.o.lin.adapter.clone(),
-                by_outputs: false,
-                rows: vec![vec![whole]; self.heads.len()],
+                transposed,
+                by_rows: transposed,
+                blocks: layer::in_order(&sizes),
             },
         ]
     }

@@ -357,25 +357,20 @@ impl Layer for GatedMlp {
                     .collect()
             })
             .collect();
-        let hidden = self.down.weight().shape()[0];
-        let whole = layer::RowBlock {
-            part: 0,
-            from: 0,
-            len: hidden,
-            owned: true,
-        };
         vec![
             layer::Adaptable {
                 param: 0,
                 slot: self.gate_up.lin.adapter.clone(),
-                by_outputs: true,
-                rows,
+                transposed: false,
+                by_rows: true,
+                blocks: rows,
             },
             layer::Adaptable {
                 param: 1 + usize::from(self.gate_up.bias().is_some()),
                 slot: self.down.lin.adapter.clone(),
-                by_outputs: false,
-                rows: vec![vec![whole]; self.sizes.len()],
+                transposed: false,
+                by_rows: false,
+                blocks: layer::in_order(&self.sizes),
             },
         ]
     }

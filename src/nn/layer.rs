@@ -78,8 +78,7 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
         ))
     }
 
-    /// Its projections a low-rank adapter can adapt (`[out, in]` weights only), in
-    /// [`Layer::parameters`]' order.
+    /// Its projections a low-rank adapter can adapt, in [`Layer::parameters`]' order.
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     fn adaptable(&self) -> Vec<Adaptable> {
         Vec::new()
@@ -100,9 +99,10 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     }
 }
 
-/// A projection of a layer that a low-rank adapter can adapt: an `[out, in]` weight, split
-/// over the ranks by its outputs (column-parallel: each rank's rows are row blocks of the
-/// layer's named parts, such as q, k and v) or by its inputs (row-parallel: one part).
+/// A projection of a layer that a low-rank adapter can adapt, described by its weight as
+/// stored (the matrix `M`: `W` `[out, in]`, or `Wᵀ` `[in, out]` for GPT-2's Conv1D), split
+/// over the ranks by `M`'s rows or by its columns, each rank's share as blocks of the
+/// layer's named parts (such as q, k and v of a fused projection).
 #[derive(Debug, Clone)]
 #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
 pub(crate) struct Adaptable {
@@ -110,15 +110,17 @@ pub(crate) struct Adaptable {
     pub param: usize,
     /// Where an adapter of it is attached.
     pub slot: super::AdapterSlot,
-    /// Split by its outputs (`Shard(0)`), else by its inputs (`Shard(1)`).
-    pub by_outputs: bool,
-    /// Per global rank, its weight shard's rows in order as blocks of the parts (split by
-    /// outputs; one block of part 0 per rank, the whole output, when split by inputs).
-    pub rows: Vec<Vec<RowBlock>>,
+    /// The weight is stored `[in, out]` (`M = Wᵀ`).
+    pub transposed: bool,
+    /// Split by `M`'s rows (`Shard(0)`), else by its columns (`Shard(1)`).
+    pub by_rows: bool,
+    /// Per global rank, the rows (or columns) of `M` its shard holds, in order, as blocks
+    /// of the parts.
+    pub blocks: Vec<Vec<RowBlock>>,
 }
 
-/// Rows `from..from + len` of part `part`, which the rank holding them counts as its own
-/// (`owned`) or not (a key/value head an earlier rank also holds).
+/// Rows (or columns) `from..from + len` of part `part`, which the rank holding them counts
+/// as its own (`owned`) or not (a key/value head an earlier rank also holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
 pub(crate) struct RowBlock {
@@ -126,6 +128,26 @@ pub(crate) struct RowBlock {
     pub from: usize,
     pub len: usize,
     pub owned: bool,
+}
+
+/// One block of part 0 per rank, the ranks' `sizes` one after another: a single module
+/// split in order.
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) fn in_order(sizes: &[usize]) -> Vec<Vec<RowBlock>> {
+    let mut from = 0;
+    sizes
+        .iter()
+        .map(|&len| {
+            let block = RowBlock {
+                part: 0,
+                from,
+                len,
+                owned: true,
+            };
+            from += len;
+            vec![block]
+        })
+        .collect()
 }
 
 /// What [`Layer::backward_async`] gives.
@@ -161,7 +183,6 @@ pub(crate) fn export_linear(
 }
 
 /// `m` (`[rows, cols]`, row-major) transposed: `[cols, rows]`.
-#[cfg(not(target_arch = "wasm32"))]
 #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
 pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols)

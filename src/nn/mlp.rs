@@ -343,6 +343,29 @@ impl Layer for ParallelMlp {
         Ok(out)
     }
 
+    /// fc1 (split by its outputs), then fc2 (by its inputs), each one module.
+    fn adaptable(&self) -> Vec<super::layer::Adaptable> {
+        let transposed = |layout| layout == crate::WeightLayout::InOut;
+        let (t1, t2) = (transposed(self.fc1.layout()), transposed(self.fc2.layout()));
+        let blocks = super::layer::in_order(self.fc1.weight().shard_sizes());
+        vec![
+            super::layer::Adaptable {
+                param: 0,
+                slot: self.fc1.lin.adapter.clone(),
+                transposed: t1,
+                by_rows: !t1,
+                blocks: blocks.clone(),
+            },
+            super::layer::Adaptable {
+                param: 1 + usize::from(self.fc1.bias().is_some()),
+                slot: self.fc2.lin.adapter.clone(),
+                transposed: t2,
+                by_rows: t2,
+                blocks,
+            },
+        ]
+    }
+
     /// fc1's weight and bias, then fc2's.
     fn parameters(&self) -> Vec<DistTensor> {
         let mut p = super::layer::linear_params(self.fc1.weight(), self.fc1.bias());

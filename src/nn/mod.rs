@@ -29,7 +29,6 @@ pub use cross_entropy::vocab_parallel_cross_entropy;
 pub use cross_entropy::{vocab_parallel_cross_entropy_async, CrossEntropy};
 pub use embedding::VocabParallelEmbedding;
 pub use gated_mlp::{GatedActivation, GatedMlp, GatedMlpGrads};
-#[cfg(not(target_arch = "wasm32"))]
 #[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
 pub(crate) use layer::transpose;
 pub use linear::LinearGrads;
@@ -46,7 +45,7 @@ pub use weights::HostWeights;
 #[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
 pub(crate) use adapter::{Adapter, AdapterSlot};
 #[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
-pub(crate) use layer::{Adaptable, Layer};
+pub(crate) use layer::{Adaptable, Layer, RowBlock};
 
 use crate::dist::DistTensor;
 use crate::error::{fmt_shape, Error, Result};
