@@ -229,8 +229,7 @@ impl Lora {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a rank of 0 or over a module's features, a target no
-    /// module matches,
-    /// a model that already carries adapters, or tp-invariant numerics; GPU errors.
+    /// module matches, or a model that already carries adapters; GPU errors.
     pub fn new(model: &Transformer, config: LoraConfig) -> Result<Self> {
         let mut rng = SplitMix64::new(config.seed);
         let lora = Self::build(model, config, |m, which, shape| {
@@ -372,17 +371,6 @@ impl Lora {
                 ),
             ));
         }
-        if group
-            .ranks()
-            .iter()
-            .any(|k| k.numerics() == Numerics::TpInvariant)
-        {
-            return Err(Error::invalid(
-                op,
-                "LoRA under tp-invariant numerics is not written (its products are summed \
-                 in the order of each tp)",
-            ));
-        }
         if targets.iter().any(|t| t.site.slot.get().is_some()) {
             return Err(Error::invalid(
                 op,
@@ -443,8 +431,10 @@ impl Lora {
     }
 
     /// The adapters' gradients from the model's ([`Transformer::backward`] with the
-    /// adapters attached): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, one all-reduce per adapted weight for the
-    /// factor whose other side is split.
+    /// adapters attached): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, one all-reduce per adapted
+    /// weight for the factor whose other side is split (under tp-invariant numerics the
+    /// weight's gradient and the split factor all-gathered instead, and the sum taken in
+    /// the modules' own order on every rank).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for gradients of another model; GPU and collective
@@ -452,6 +442,7 @@ impl Lora {
     pub async fn grads_async(&self, model: &super::ModelGrads) -> Result<LoraGrads> {
         let op = "lora.grads";
         let (mut grads, mut counted) = (Vec::new(), Vec::new());
+        let invariant = (self.group.ranks().iter()).any(|k| k.numerics() == Numerics::TpInvariant);
         for t in &self.targets {
             let dw = model
                 .grads
@@ -470,11 +461,16 @@ impl Lora {
                         let db = zeroed(&db, &t.masked[i])?;
                         seen.push(zeroed(&db, &t.doubled[i])?);
                         own.push(db);
-                        let b_own = zeroed(b, &t.doubled[i])?;
-                        shared.push(ops::scale(&ops::matmul_tn(&b_own, dw)?, s)?);
+                        if !invariant {
+                            let b_own = zeroed(b, &t.doubled[i])?;
+                            shared.push(ops::scale(&ops::matmul_tn(&b_own, dw)?, s)?);
+                        }
                     } else {
                         own.push(ops::scale(&ops::matmul_tn(b, dw)?, s)?);
-                        shared.push(ops::scale(&product(op, dw, a, WeightLayout::OutIn)?, s)?);
+                        if !invariant {
+                            let ds = product(op, dw, a, WeightLayout::OutIn)?;
+                            shared.push(ops::scale(&ds, s)?);
+                        }
                     }
                 }
                 Ok(())
@@ -494,14 +490,19 @@ impl Lora {
                     split.shard_sizes().to_vec(),
                 )
             };
-            let partial = DistTensor::from_parts(
-                &self.group,
-                shared,
-                Placement::Partial,
-                whole.shape(),
-                Vec::new(),
-            );
-            let summed = partial.all_reduce_async().await?;
+            let summed = if invariant {
+                self.invariant_whole_grad(t, dw).await?
+            } else {
+                DistTensor::from_parts(
+                    &self.group,
+                    shared,
+                    Placement::Partial,
+                    whole.shape(),
+                    Vec::new(),
+                )
+                .all_reduce_async()
+                .await?
+            };
             let own = like(own);
             let seen = if t.site.by_rows {
                 like(seen)
@@ -517,6 +518,78 @@ impl Lora {
             }
         }
         Ok(LoraGrads { grads, counted })
+    }
+
+    /// Under tp-invariant numerics, the gradient of `t`'s whole factor (`A` where `B` is
+    /// split by rows, `B` where `A` is split by columns), a sum over the split dimension: the weight's gradient and
+    /// the split factor all-gathered, put in each module's own order (each row or column
+    /// once), and summed in one product on every rank, the same at every tp.
+    async fn invariant_whole_grad(&self, t: &Target, dw: &DistTensor) -> Result<DistTensor> {
+        let op = "lora.grads";
+        let (s, r) = (self.scale, self.config.rank);
+        let by_rows = t.site.by_rows;
+        let (split, whole) = if by_rows { (&t.b, &t.a) } else { (&t.a, &t.b) };
+        let dw_all = dw.redistribute_async(Placement::Replicate).await?;
+        let split_all = split.redistribute_async(Placement::Replicate).await?;
+        // Where each owned block of a module's rows (or columns) sits among the gathered
+        // ones: (module, position in it, position gathered, length).
+        let mut moves = Vec::new();
+        let mut at = 0;
+        for blocks in &t.site.blocks {
+            for block in blocks {
+                if let (true, Some((m, first))) = (block.owned, t.parts[block.part]) {
+                    moves.push((m, first + block.from, at, block.len));
+                }
+                at += block.len;
+            }
+        }
+        let transposed = t.site.transposed;
+        let locals = batched(op, || {
+            let mut locals = Vec::new();
+            for (dw, f) in dw_all.locals().iter().zip(split_all.locals()) {
+                let rank = dw.rank();
+                let [rows, cols] = dw.shape();
+                let out = Tensor::zeros(rank, whole.shape())?;
+                for (m, module) in t.modules.iter().enumerate() {
+                    let [mr, mc] = module.stored(transposed);
+                    let mine = moves.iter().filter(|mv| mv.0 == m);
+                    let grad = if by_rows {
+                        // dA_m = s·B_mᵀ·dW_m over the module's rows, in its order.
+                        let (bm, dwm) = (
+                            Tensor::zeros(rank, [mr, r])?,
+                            Tensor::zeros(rank, [mr, cols])?,
+                        );
+                        for &(_, pos, from, len) in mine {
+                            ops::place(&ops::slice(f, from, m * r, [len, r])?, &bm, [pos, 0])?;
+                            ops::place(&ops::slice(dw, from, 0, [len, cols])?, &dwm, [pos, 0])?;
+                        }
+                        ops::matmul_tn(&bm, &dwm)?
+                    } else {
+                        // dB = s·dW·Aᵀ over the module's columns, in its order.
+                        let (am, dwm) = (
+                            Tensor::zeros(rank, [r, mc])?,
+                            Tensor::zeros(rank, [rows, mc])?,
+                        );
+                        for &(_, pos, from, len) in mine {
+                            ops::place(&ops::slice(f, 0, from, [r, len])?, &am, [0, pos])?;
+                            ops::place(&ops::slice(dw, 0, from, [rows, len])?, &dwm, [0, pos])?;
+                        }
+                        product(op, &dwm, &am, WeightLayout::OutIn)?
+                    };
+                    let at = if by_rows { [m * r, 0] } else { [0, 0] };
+                    ops::place(&ops::scale(&grad, s)?, &out, at)?;
+                }
+                locals.push(out);
+            }
+            Ok(locals)
+        })?;
+        Ok(DistTensor::from_parts(
+            &self.group,
+            locals,
+            Placement::Replicate,
+            whole.shape(),
+            Vec::new(),
+        ))
     }
 
     /// Blocking [`Lora::grads_async`].

@@ -334,7 +334,9 @@ pub(crate) struct LowRank {
 impl Product<'_> {
     /// Checks the shapes and ranks, then encodes and submits the product.
     pub(crate) fn run(&self) -> Result<Tensor> {
-        if self.low_rank.is_some() {
+        let invariant = self.x.rank().numerics() == Numerics::TpInvariant;
+        // Under tp-invariant numerics the addend goes with each K block (`blocked`).
+        if self.low_rank.is_some() && !invariant {
             let k = self.cols.len();
             let plain = Product {
                 act: Activation::Identity,
@@ -349,7 +351,7 @@ impl Product<'_> {
         }
         self.check()?;
         let k = self.cols.len();
-        if self.x.rank().numerics() != Numerics::TpInvariant {
+        if !invariant {
             return matmul_window(self, 0..k, self.bias, self.act);
         }
         let mut y = self.blocked(0..k)?;
@@ -402,7 +404,8 @@ impl Product<'_> {
     /// sum whose other parts the caller adds. Under tp-invariant numerics in `blocks` K
     /// blocks of `ks`, as [`Product::run`].
     pub(crate) fn run_k(&self, ks: Range<usize>) -> Result<Tensor> {
-        if self.low_rank.is_some() {
+        let invariant = self.x.rank().numerics() == Numerics::TpInvariant;
+        if self.low_rank.is_some() && !invariant {
             let plain = Product {
                 low_rank: None,
                 ..self.clone()
@@ -423,7 +426,7 @@ impl Product<'_> {
         }
         // The whole product's checks, without running it.
         whole.check()?;
-        if self.x.rank().numerics() != Numerics::TpInvariant {
+        if !invariant {
             return matmul_window(&whole, ks, None, Activation::Identity);
         }
         whole.blocked(ks)
@@ -477,8 +480,9 @@ impl Product<'_> {
         super::scale(&part(self, &u, 0..r, second).run()?, lr.scale)
     }
 
-    /// `ks` in `blocks` equal K blocks, each summed in increasing k, joined along the
-    /// fixed tree.
+    /// `ks` in `blocks` equal K blocks, each summed in increasing k (with a low-rank
+    /// addend, plus its own share of the addend over the block: the same blocks whatever
+    /// the split of K over ranks), joined along the fixed tree.
     fn blocked(&self, ks: Range<usize>) -> Result<Tensor> {
         let (op, blocks, k) = (self.op, self.blocks, ks.len());
         if blocks == 0 || !k.is_multiple_of(blocks) {
@@ -495,7 +499,11 @@ impl Product<'_> {
         let partials = (0..blocks)
             .map(|j| {
                 let start = ks.start + j * len;
-                matmul_window(self, start..start + len, None, Activation::Identity)
+                let part = matmul_window(self, start..start + len, None, Activation::Identity)?;
+                match self.low_rank {
+                    Some(_) => super::add(&part, &self.low_rank_term(start..start + len)?),
+                    None => Ok(part),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         super::sum(op, &partials)
