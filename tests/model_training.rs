@@ -12,11 +12,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cached_group, groups};
+use common::groups;
 use wgpu_tp::load::Checkpoint;
 use wgpu_tp::model::Transformer;
 use wgpu_tp::nn::{clip_grad_norm, AdamW, AdamWConfig};
-use wgpu_tp::{DistTensor, Error, Group, Numerics};
+use wgpu_tp::{DistTensor, Error, Group};
 
 fn tiny_llama() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama")
@@ -178,19 +178,7 @@ fn tiny_gemma2_gpt2_qwen3_and_gemma3_train() {
 /// norm, AdamW) is the same bits at tp 1, 2 and 4: so is the loss curve.
 #[test]
 fn the_tiny_llama_trains_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_numerics() {
-    let mut first: Option<Vec<u64>> = None;
-    for tp in [1, 2, 4] {
-        for shared in [false, true] {
-            let Some(g) = cached_group(tp, shared, Numerics::TpInvariant) else {
-                return;
-            };
-            let bits: Vec<u64> = train(&g, 5).iter().map(|l| l.to_bits()).collect();
-            match &first {
-                None => first = Some(bits),
-                Some(f) => assert_eq!(f, &bits, "tp {tp} shared {shared}"),
-            }
-        }
-    }
+    common::assert_invariant_losses(&[1, 2, 4], |g| train(g, 5));
 }
 
 /// Likewise the tiny Qwen3 (its per-head query and key norms trained: their weights'
@@ -199,22 +187,7 @@ fn the_tiny_llama_trains_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_num
 #[test]
 fn the_tiny_qwen3_trains_to_the_same_bits_at_tp_1_and_2_under_tp_invariant_numerics() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-qwen3");
-    let mut first: Option<Vec<u64>> = None;
-    for tp in [1, 2] {
-        for shared in [false, true] {
-            let Some(g) = cached_group(tp, shared, Numerics::TpInvariant) else {
-                return;
-            };
-            let bits: Vec<u64> = train_model(&g, &dir, 3)
-                .iter()
-                .map(|l| l.to_bits())
-                .collect();
-            match &first {
-                None => first = Some(bits),
-                Some(f) => assert_eq!(f, &bits, "tp {tp} shared {shared}"),
-            }
-        }
-    }
+    common::assert_invariant_losses(&[1, 2], |g| train_model(g, &dir, 3));
 }
 
 /// Bad input: targets of another count, an id past the vocabulary, no ids, more tokens

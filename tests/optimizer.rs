@@ -6,14 +6,14 @@
 
 mod common;
 
-use common::{cached_group, groups};
+use common::groups;
 use wgpu_tp::nn::{
     clip_grad_norm, vocab_parallel_cross_entropy, AdamW, AdamWConfig, ParallelLmHead,
 };
 use wgpu_tp::reference::Rng;
 use wgpu_tp::{
-    Activation, DType, DistTensor, Error, Group, HostLinear, Numerics, ParallelMlp, Placement,
-    Tensor, WeightLayout,
+    Activation, DType, DistTensor, Error, Group, HostLinear, ParallelMlp, Placement, Tensor,
+    WeightLayout,
 };
 
 /// torch.optim.AdamW's step in f64 on `w` with moments `m`, `v` at step `t`.
@@ -353,23 +353,7 @@ fn a_small_model_trains_at_every_tp() {
 /// is the same bits at tp 1, 2 and 4: the loss curve's bits are equal.
 #[test]
 fn the_loss_curve_is_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_numerics() {
-    let mut first: Option<Vec<u64>> = None;
-    for tp in [1, 2, 4] {
-        for shared in [false, true] {
-            let Some(g) = cached_group(tp, shared, Numerics::TpInvariant) else {
-                return;
-            };
-            let bits: Vec<u64> = Tiny::new(&g)
-                .train(&g, 8)
-                .iter()
-                .map(|l| l.to_bits())
-                .collect();
-            match &first {
-                None => first = Some(bits),
-                Some(f) => assert_eq!(f, &bits, "tp {tp} shared {shared}"),
-            }
-        }
-    }
+    common::assert_invariant_losses(&[1, 2, 4], |g| Tiny::new(g).train(g, 8));
 }
 
 /// Bad input to the optimizer: each its `Error`.

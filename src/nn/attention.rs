@@ -363,18 +363,15 @@ impl ParallelAttention {
     /// head_dim]` each (an optimizer updates them in place); `None` without them.
     pub fn qk_norm_weights(&self) -> Option<[DistTensor; 2]> {
         let (weights, _) = self.options.qk_norm.as_ref()?;
-        let hd = self.shape.head_dim;
-        let whole = |j: usize| {
-            let locals = weights.iter().map(|w| w[j].clone()).collect();
-            DistTensor::from_parts(
-                &self.group,
-                locals,
-                Placement::Replicate,
-                [1, hd],
-                Vec::new(),
-            )
-        };
+        let whole = |j: usize| self.head_vector(weights.iter().map(|w| w[j].clone()).collect());
         Some([whole(0), whole(1)])
+    }
+
+    /// Every local rank's `[1, head_dim]` (one per local rank, the same on all) as one
+    /// `Replicate` tensor.
+    pub(super) fn head_vector(&self, locals: Vec<Tensor>) -> DistTensor {
+        let shape = [1, self.shape.head_dim];
+        DistTensor::from_parts(&self.group, locals, Placement::Replicate, shape, Vec::new())
     }
 
     /// Every rank's query heads (global ranges).

@@ -397,15 +397,7 @@ impl ParallelAttention {
         let op = "parallel_attention.backward";
         let hd = self.shape.head_dim;
         let width = |r: usize| [self.heads[r].len() * hd, self.kv[r].len() * hd];
-        let replicate = |locals: Vec<Tensor>| {
-            DistTensor::from_parts(
-                &self.group,
-                locals,
-                Placement::Replicate,
-                [1, hd],
-                Vec::new(),
-            )
-        };
+        let replicate = |locals: Vec<Tensor>| self.head_vector(locals);
         let world = self.heads.len();
         if invariant {
             let mut gathered = Vec::new();

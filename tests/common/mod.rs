@@ -64,6 +64,25 @@ pub fn build(builder: GroupBuilder, what: &str) -> Option<Group> {
     }
 }
 
+/// Under tp-invariant numerics, `run`'s loss curve at every tp of `tps` on both kinds of
+/// group: the same bits everywhere (nothing to compare, locally, without an adapter).
+#[allow(dead_code)]
+pub fn assert_invariant_losses(tps: &[usize], run: impl Fn(&Group) -> Vec<f64>) {
+    let mut first: Option<Vec<u64>> = None;
+    for &tp in tps {
+        for shared in [false, true] {
+            let Some(g) = cached_group(tp, shared, Numerics::TpInvariant) else {
+                return;
+            };
+            let bits: Vec<u64> = run(&g).iter().map(|l| l.to_bits()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert_eq!(f, &bits, "tp {tp} shared {shared}"),
+            }
+        }
+    }
+}
+
 /// The group of `tp` ranks of one kind (devices on one adapter, or logical ranks sharing
 /// one device) with `numerics`, made once and shared by every test of this binary; `None`
 /// (locally) without an adapter.
