@@ -11,7 +11,8 @@
 //!   every process layout (1x4, 2x2, 4x1, 3 processes as 2+1+1, ...): all equal;
 //! - the tiny Llama and GPT-2 models generate their reference tokens with ranks over the
 //!   processes (3 processes: the 4 heads split 2 + 1 + 1); PEFT's adapter on the tiny
-//!   Llama gets autograd's gradients (`check_lora`);
+//!   Llama gets autograd's gradients (`check_lora`), and so do the tiny Llama's, Qwen3's
+//!   and GPT-2's whole backward (`check_model_backward`);
 //! - a hung peer is an `Error::Processes` within the group's timeout; a dead one ends the
 //!   job (MPI's own behaviour) instead of hanging it;
 //! - a collective dropped part way, a second one in flight on another thread, and
@@ -32,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use checks::{
     check_attention_backward, check_backward, check_banded, check_collectives,
-    check_groups_on_threads, check_layers, check_lora, check_models, check_random_shapes,
-    check_refusals, invariant_bits,
+    check_groups_on_threads, check_layers, check_lora, check_model_backward, check_models,
+    check_random_shapes, check_refusals, invariant_bits,
 };
 use wgpu_tp::{DistTensor, Error, Group, Numerics, Placement, Processes};
 
@@ -223,6 +224,7 @@ fn worker(mode: &str) {
             check_groups_on_threads(&procs);
             check_models(&procs);
             check_lora(&procs);
+            check_model_backward(&procs);
             invariant_bits(&procs);
         }
         "invariant" => invariant_bits(&procs),

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod bounds;
 pub mod half;
+pub mod torch_grads;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

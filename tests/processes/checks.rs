@@ -327,6 +327,39 @@ pub fn check_lora(procs: &Processes) {
     }
 }
 
+/// A whole model's backward with its ranks over the processes: the tiny Llama (every
+/// layer's backward: embedding, RMSNorms, attention, the gated MLP, the LM head and the
+/// cross-entropy), Qwen3 (per-head query/key norms) and GPT-2 (LayerNorms, learned
+/// positions, `[in, out]` weights) at tp = the process count and one more, on both kinds
+/// of local group: the loss and every gradient that is not fused against PyTorch
+/// autograd's (tests/model_training.rs's tolerances).
+pub fn check_model_backward(procs: &Processes) {
+    let n = procs.count();
+    let f = common::torch_fixture();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let ids: Vec<u32> = (0..16).map(|i| (i * 37 + 5) % 128).collect();
+    let targets: Vec<Option<u32>> = (0..16).map(|i| ids.get(i + 1).copied()).collect();
+    for (name, names) in common::torch_grads::tiny_models() {
+        if !["llama", "qwen3", "gpt2"].contains(&name) {
+            continue;
+        }
+        let dir = models.join(format!("tiny-{name}"));
+        let checkpoint = wgpu_tp::load::Checkpoint::open(&dir).unwrap();
+        for tp in [n, n + 1] {
+            for shared in [false, true] {
+                let ctx = format!("tp {tp} over {n} processes, shared {shared}");
+                let g = build(procs, tp, shared, Numerics::Fast);
+                let model = wgpu_tp::model::Transformer::from_checkpoint(&g, &checkpoint).unwrap();
+                let step = model.backward(&ids, &targets).unwrap();
+                common::torch_grads::assert_autograds(&f, name, &names, &step, &ctx);
+            }
+        }
+    }
+    if procs.index() == 0 {
+        println!("ok: model backward over {n} processes");
+    }
+}
+
 pub fn check_layers(g: &Group, ctx: &str) {
     // Sizes no tp from 2 to 8 divides evenly: 37 inputs, 29 hidden, 3 rows.
     let (m, k, h) = (3, 37, 29);
