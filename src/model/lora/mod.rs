@@ -127,8 +127,8 @@ impl LoraConfig {
 /// PEFT's target for every linear projection but the output layer.
 const ALL_LINEAR: &str = "all-linear";
 
-/// A module of the checkpoint a fused weight holds part of: its name, its whole `[out,
-/// in]` shape, and where each of the weight's parts starts among its rows.
+/// A module of the checkpoint a fused weight holds part of: its name and its whole `[out,
+/// in]` shape.
 #[derive(Debug, Clone)]
 struct Module {
     name: String,
@@ -154,7 +154,7 @@ struct Target {
     param: usize,
     site: Adaptable,
     /// The adapted modules, in the order of their blocks of `A`'s rows (or the one module
-    /// of a row-parallel weight).
+    /// of a weight split by its stored columns).
     modules: Vec<Module>,
     /// For each of the weight's parts: its module's index in `modules` (`None` when not
     /// adapted) and the part's first row in it.
@@ -164,8 +164,8 @@ struct Target {
     weight: DistTensor,
     a: DistTensor,
     b: DistTensor,
-    /// Split by outputs: per local rank, `B`'s entries that are not an adapter's (zeroed
-    /// in its gradient), and its rows of key/value heads an earlier rank holds (counted
+    /// Split by rows: per local rank, `B`'s entries that are not an adapter's (zeroed in
+    /// its gradient), and its rows of key/value heads an earlier rank holds (counted
     /// once), each as a rectangle `(at, shape)`.
     masked: Vec<Vec<Rect>>,
     doubled: Vec<Vec<Rect>>,
