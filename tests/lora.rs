@@ -81,7 +81,9 @@ fn adapters_gradients_are_pefts_at_every_tp() {
 
 /// The adapter in `dir` (with its `expected.safetensors`) read onto `checkpoint` on `g`:
 /// the logits, the loss and every adapter gradient against PEFT's, within
-/// [`adapters_gradients_are_pefts_at_every_tp`]'s tolerances.
+/// [`adapters_gradients_are_pefts_at_every_tp`]'s tolerances, by each way of computing
+/// them: from the model's whole backward (`Lora::grads`), and with the base frozen
+/// (`Lora::backward`, with sequence parallelism and without).
 fn matches_peft(g: &Group, checkpoint: &Checkpoint, dir: &Path, what: &str) {
     let (ids, targets) = sequence();
     let want = common::f32_tensors(dir.join("expected.safetensors"));
@@ -93,34 +95,47 @@ fn matches_peft(g: &Group, checkpoint: &Checkpoint, dir: &Path, what: &str) {
     let (diff, scale) = worst(&logits, &want["logits"]);
     assert!(diff <= 1e-4 * scale, "{what}: logits {diff} of {scale}");
     let step = model.backward(&ids, &targets).unwrap();
-    let loss = f64::from(want["loss"][0]);
-    assert!((step.loss - loss).abs() <= 1e-5 * loss, "{what}: loss");
-    let grads = lora.grads(&step).unwrap();
-    let named = lora.unfused(&grads.grads).unwrap();
-    let expected = want.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(named.len(), expected, "{what}: every adapter");
-    for (tensor, shape, got) in &named {
-        let w = &want[&format!("grad.{tensor}")];
-        assert_eq!(got.len(), shape[0] * shape[1]);
-        let (diff, scale) = worst(got, w);
+    let full = lora.grads(&step).unwrap();
+    assert_eq!(full.loss.to_bits(), step.loss.to_bits(), "{what}: loss");
+    let frozen = lora.backward(&model, &ids, &targets).unwrap();
+    assert_eq!(
+        frozen.loss.to_bits(),
+        step.loss.to_bits(),
+        "{what}: frozen loss"
+    );
+    let sp = lora
+        .backward_sequence_parallel(&model, &ids, &targets)
+        .unwrap();
+    for (how, grads) in [("whole", full), ("frozen", frozen), ("frozen, sp", sp)] {
+        let what = format!("{what}, {how}");
+        let loss = f64::from(want["loss"][0]);
+        assert!((grads.loss - loss).abs() <= 1e-5 * loss, "{what}: loss");
+        let named = lora.unfused(&grads.grads).unwrap();
+        let expected = want.keys().filter(|k| k.starts_with("grad.")).count();
+        assert_eq!(named.len(), expected, "{what}: every adapter");
+        for (tensor, shape, got) in &named {
+            let w = &want[&format!("grad.{tensor}")];
+            assert_eq!(got.len(), shape[0] * shape[1]);
+            let (diff, scale) = worst(got, w);
+            assert!(
+                diff <= 1e-4 * scale,
+                "{what}: {tensor}: max |diff| {diff} of max |g| {scale}"
+            );
+        }
+        // Counted once: the norm of what clipping counts is the whole gradient's.
+        let whole: f64 = named
+            .iter()
+            .flat_map(|(_, _, v)| v)
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        let counted: Vec<&DistTensor> = grads.counted.iter().collect();
+        let norm = clip_grad_norm(&counted, f32::MAX).unwrap().norm;
         assert!(
-            diff <= 1e-4 * scale,
-            "{what}: {tensor}: max |diff| {diff} of max |g| {scale}"
+            (norm - whole.sqrt()).abs() <= 1e-5 * norm,
+            "{what}: counted norm {norm} against {}",
+            whole.sqrt()
         );
     }
-    // Counted once: the norm of what clipping counts is the whole gradient's.
-    let whole: f64 = named
-        .iter()
-        .flat_map(|(_, _, v)| v)
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum();
-    let counted: Vec<&DistTensor> = grads.counted.iter().collect();
-    let norm = clip_grad_norm(&counted, f32::MAX).unwrap().norm;
-    assert!(
-        (norm - whole.sqrt()).abs() <= 1e-5 * norm,
-        "{what}: counted norm {norm} against {}",
-        whole.sqrt()
-    );
 }
 
 /// Every parameter of the model on the host.
@@ -129,8 +144,8 @@ fn weights(model: &Transformer) -> Vec<Vec<f32>> {
     params.iter().map(|p| p.to_host().unwrap()).collect()
 }
 
-/// `steps` steps of AdamW (lr 0.01) clipped at norm 1 of `lora`'s adapters: the loss
-/// before each.
+/// `steps` steps of AdamW (lr 0.01) clipped at norm 1 of `lora`'s adapters, the base
+/// frozen (`Lora::backward`): the loss before each.
 fn train(model: &Transformer, lora: &Lora, steps: usize) -> Vec<f64> {
     let (ids, targets) = sequence();
     let params = lora.parameters();
@@ -138,9 +153,8 @@ fn train(model: &Transformer, lora: &Lora, steps: usize) -> Vec<f64> {
     let mut opt = AdamW::new(&refs, AdamWConfig::default().lr(0.01)).unwrap();
     let mut losses = Vec::new();
     for _ in 0..steps {
-        let step = model.backward(&ids, &targets).unwrap();
-        losses.push(step.loss);
-        let grads = lora.grads(&step).unwrap();
+        let grads = lora.backward(model, &ids, &targets).unwrap();
+        losses.push(grads.loss);
         let counted: Vec<&DistTensor> = grads.counted.iter().collect();
         let clip = clip_grad_norm(&counted, 1.0).unwrap();
         let all: Vec<&DistTensor> = grads.grads.iter().collect();
@@ -354,8 +368,9 @@ fn a_saved_adapter_loads_back_at_another_tp() {
 
 /// Under tp-invariant numerics LoRA trains to the same bits at tp 1, 2 and 4 on both
 /// kinds of group: every step's loss and the trained adapters, on the tiny Llama (its 2
-/// key/value heads each on two ranks at tp 4) and the tiny GPT-2 (`[in, out]` weights);
-/// and its gradients are PEFT's at tp 2.
+/// key/value heads each on two ranks at tp 4) and the tiny GPT-2 (`[in, out]` weights),
+/// the base frozen; the trained adapters' gradients from the model's whole backward are
+/// the same bits too; and its gradients are PEFT's at tp 2.
 #[test]
 fn adapters_train_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_numerics() {
     if let Some(g) = common::cached_group(2, false, Numerics::TpInvariant) {
@@ -366,7 +381,8 @@ fn adapters_train_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_numerics()
         }
     }
     for name in ["tiny-llama", "tiny-gpt2"] {
-        let mut first: Option<(Vec<u64>, Vec<wgpu_tp::model::NamedTensor>)> = None;
+        type Run = (Vec<u64>, Vec<wgpu_tp::model::NamedTensor>);
+        let mut first: Option<(Run, Vec<wgpu_tp::model::NamedTensor>)> = None;
         for tp in [1, 2, 4] {
             for shared in [false, true] {
                 let Some(g) = common::cached_group(tp, shared, Numerics::TpInvariant) else {
@@ -377,12 +393,15 @@ fn adapters_train_to_the_same_bits_at_tp_1_2_and_4_under_tp_invariant_numerics()
                 let losses = train(&model, &lora, 3);
                 let bits: Vec<u64> = losses.iter().map(|l| l.to_bits()).collect();
                 let adapters = lora.to_host().unwrap();
+                let (ids, targets) = sequence();
+                let step = model.backward(&ids, &targets).unwrap();
+                let whole = lora.unfused(&lora.grads(&step).unwrap().grads).unwrap();
                 lora.detach();
                 match &first {
-                    None => first = Some((bits, adapters)),
-                    Some((b, a)) => {
+                    None => first = Some(((bits, adapters), whole)),
+                    Some(((b, a), w)) => {
                         assert_eq!(b, &bits, "{name} tp {tp} shared {shared}: losses");
-                        for (x, y) in a.iter().zip(&adapters) {
+                        for (x, y) in a.iter().zip(&adapters).chain(w.iter().zip(&whole)) {
                             assert_eq!(x.0, y.0);
                             common::assert_same_bits(
                                 &x.2,
@@ -421,7 +440,7 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
 
 /// Bad input is an error: a rank of 0 or over a module's features, a target no module
 /// matches, adapters on a model that has some,
-/// another model's gradients, a PEFT config this does not read, a missing or misshapen
+/// another model's gradients or backward, a PEFT config this does not read, a missing or misshapen
 /// tensor.
 #[test]
 fn bad_input_to_lora_is_an_error() {
@@ -438,6 +457,10 @@ fn bad_input_to_lora_is_an_error() {
     let other = tiny("tiny-gemma2", &g);
     let step = other.backward(&ids, &targets).unwrap();
     invalid(lora.grads(&step), "another model's gradients");
+    invalid(
+        lora.backward(&other, &ids, &targets),
+        "another model's backward",
+    );
     invalid(lora.unfused(&[]), "unfused of nothing");
     invalid(Lora::new(&model, LoraConfig::default()), "adapters twice");
     lora.detach();
@@ -479,4 +502,40 @@ fn bad_input_to_lora_is_an_error() {
         Err(Error::InvalidArgument { message, .. }) => assert!(message.contains("28 tensors")),
         other => panic!("extra tensors: {other:?}"),
     }
+}
+
+/// The base frozen, a step holds none of the base's gradients: at tp 2, over 8 tokens,
+/// the most bytes rank 0's tensors hold at once during `Lora::backward` (over what the
+/// model and adapters hold before: the forward's activations, the backward's transients,
+/// the adapters' gradients; 75 KB when written) stay under the model's own bytes, which
+/// the base's gradients alone would take; the whole backward (`Transformer::backward`,
+/// then `Lora::grads`) takes more than that. Both give the same loss.
+#[test]
+fn a_frozen_step_holds_none_of_the_bases_gradients() {
+    // Its own devices: no other test's tensors in their counts.
+    let Some(g) = common::fresh_group(2) else {
+        return;
+    };
+    let (ids, targets) = sequence();
+    let (ids, targets) = (&ids[..8], &targets[..8]);
+    let model = tiny("tiny-llama", &g);
+    let lora = Lora::new(&model, LoraConfig::default().rank(4)).unwrap();
+    let rank = &g.ranks()[0];
+    let peak = |f: &dyn Fn() -> f64| {
+        g.wait_idle().unwrap();
+        rank.reset_peak();
+        let before = rank.stats().tensor_bytes;
+        let loss = f();
+        (rank.stats().peak_tensor_bytes - before, loss)
+    };
+    let (frozen, frozen_loss) = peak(&|| lora.backward(&model, ids, targets).unwrap().loss);
+    let (whole, whole_loss) = peak(&|| {
+        let step = model.backward(ids, targets).unwrap();
+        lora.grads(&step).unwrap().loss
+    });
+    assert_eq!(frozen_loss.to_bits(), whole_loss.to_bits());
+    let bytes = |t: &DistTensor| t.locals()[0].len() as u64 * 4;
+    let model_bytes: u64 = model.parameters().iter().map(bytes).sum();
+    assert!(whole > model_bytes, "whole {whole} of {model_bytes}");
+    assert!(frozen < model_bytes, "frozen {frozen} of {model_bytes}");
 }

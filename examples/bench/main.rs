@@ -129,6 +129,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "sp_activation_bytes_vs_tp",
             train::sp_activation_bytes_vs_tp()?,
         ));
+        let lora = train::lora_step_vs_full_step(args.reps)?;
+        summary.push(("lora_step_vs_full_step", lora.time));
+        summary.push(("lora_step_peak_bytes_vs_full", lora.peak_bytes));
     }
     if args.wants("model") {
         let m = model::run()?;

@@ -150,18 +150,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let window = windows[step % windows.len()];
         // Each token predicts the next; the window's last has none.
         let targets: Vec<Option<u32>> = (0..len).map(|i| window.get(i + 1).copied()).collect();
-        let step_grads = if args.sequence_parallel {
-            model.backward_sequence_parallel(window, &targets)?
-        } else {
-            model.backward(window, &targets)?
-        };
-        let loss = step_grads.loss;
-        let (grads, counted) = match &lora {
-            Some(lora) => {
-                let g = lora.grads(&step_grads)?;
-                (g.grads, g.counted)
+        // LoRA: the base frozen, only the adapters' gradients computed.
+        let (loss, grads, counted) = match (&lora, args.sequence_parallel) {
+            (Some(lora), false) => {
+                let g = lora.backward(&model, window, &targets)?;
+                (g.loss, g.grads, g.counted)
             }
-            None => (step_grads.grads, step_grads.counted),
+            (Some(lora), true) => {
+                let g = lora.backward_sequence_parallel(&model, window, &targets)?;
+                (g.loss, g.grads, g.counted)
+            }
+            (None, false) => {
+                let g = model.backward(window, &targets)?;
+                (g.loss, g.grads, g.counted)
+            }
+            (None, true) => {
+                let g = model.backward_sequence_parallel(window, &targets)?;
+                (g.loss, g.grads, g.counted)
+            }
         };
         let counted: Vec<&DistTensor> = counted.iter().collect();
         let norm = clip_grad_norm(&counted, args.clip)?;

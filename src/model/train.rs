@@ -8,7 +8,7 @@
 use super::Transformer;
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
-use crate::nn::{vocab_parallel_cross_entropy_async, Norm, NormGrads};
+use crate::nn::{vocab_parallel_cross_entropy_async, Factors, Need, Norm, NormGrads, WeightGrad};
 use crate::ops;
 use crate::rank::batched;
 use crate::tensor::Tensor;
@@ -93,6 +93,20 @@ impl Transformer {
         p
     }
 
+    /// Each step's layer's first parameter's index in [`Transformer::parameters`].
+    pub(super) fn layer_offsets(&self) -> Vec<usize> {
+        let mut index = 1 + usize::from(self.positions.is_some());
+        let count = |n: &Option<Norm>| n.iter().map(|n| norm_params(n).len()).sum::<usize>();
+        self.steps()
+            .map(|s| {
+                index += count(&s.norm);
+                let at = index;
+                index += s.layer.parameters().len() + count(&s.post_norm);
+                at
+            })
+            .collect()
+    }
+
     /// The loss of `ids` predicting `targets` (one per token, `None` for none; the mean
     /// cross-entropy over those with one) and every parameter's gradient: the forward as
     /// a whole sequence from position 0 (no cache), then the backward. One all-reduce per
@@ -103,8 +117,9 @@ impl Transformer {
     /// more tokens than one forward takes or the model's positions;
     /// [`Error::NonFinite`] for a non-finite logit; GPU and collective errors.
     pub async fn backward_async(&self, ids: &[u32], targets: &[Option<u32>]) -> Result<ModelGrads> {
-        self.grads("transformer.backward", ids, targets, false)
-            .await
+        let op = "transformer.backward";
+        let (grads, _) = self.grads(op, ids, targets, false, Need::All).await?;
+        Ok(grads)
     }
 
     /// [`Transformer::backward_async`] with sequence parallelism (Korthikanti et al.
@@ -125,8 +140,9 @@ impl Transformer {
         ids: &[u32],
         targets: &[Option<u32>],
     ) -> Result<ModelGrads> {
-        self.grads("transformer.backward_sequence_parallel", ids, targets, true)
-            .await
+        let op = "transformer.backward_sequence_parallel";
+        let (grads, _) = self.grads(op, ids, targets, true, Need::All).await?;
+        Ok(grads)
     }
 
     /// Blocking [`Transformer::backward_sequence_parallel_async`].
@@ -144,14 +160,17 @@ impl Transformer {
         crate::rank::block_on(self.backward_sequence_parallel_async(ids, targets))
     }
 
-    /// The loss and gradients, with sequence parallelism (`sp`) or without.
-    async fn grads(
+    /// The loss and gradients, with sequence parallelism (`sp`) or without, as `need`
+    /// asks: every parameter's, or (the base frozen) none, only each adapted weight's
+    /// factors, with its index in [`Transformer::parameters`].
+    pub(super) async fn grads(
         &self,
         op: &'static str,
         ids: &[u32],
         targets: &[Option<u32>],
         sp: bool,
-    ) -> Result<ModelGrads> {
+        need: Need,
+    ) -> Result<(ModelGrads, Vec<(usize, Vec<Factors>)>)> {
         self.embedding.check_ids(op, ids)?;
         if ids.is_empty() || targets.len() != ids.len() {
             return Err(Error::invalid(
@@ -202,12 +221,14 @@ impl Transformer {
         let logits = self.head.capped_logits_async(&last_whole).await?;
         let ce = vocab_parallel_cross_entropy_async(&logits, targets).await?;
         // The backward.
-        let head = self.head.backward_async(&last_whole, &ce.grad).await?;
+        let head = self.head.grads(&last_whole, &ce.grad, need).await?;
         let head_input = head.input.redistribute_async(stream).await?;
         let fin = self.norm.backward_async(&x, &head_input).await?;
         let mut dx = fin.input.clone();
         let mut per_step = Vec::with_capacity(steps.len());
-        for (s, k) in steps.iter().zip(&kept).rev() {
+        let mut factors = Vec::new();
+        let offsets = self.layer_offsets();
+        for ((s, k), at) in steps.iter().zip(&kept).zip(offsets).rev() {
             let (mut grads, mut post) = (Vec::new(), Vec::new());
             let dy = match &s.post_norm {
                 Some(n) => {
@@ -219,7 +240,8 @@ impl Transformer {
             };
             let h = k.h.redistribute_async(Placement::Replicate).await?;
             let dy = dy.redistribute_async(Placement::Replicate).await?;
-            let layer = s.layer.backward_async(&h, &dy, stream).await?;
+            let layer = s.layer.backward_async(&h, &dy, stream, need).await?;
+            factors.extend(layer.factors.into_iter().map(|(p, f)| (at + p, f)));
             let (dh, mut counted) = (layer.input, Vec::new());
             let dxn = match &s.norm {
                 Some(n) => {
@@ -236,6 +258,14 @@ impl Transformer {
             counted.extend(post);
             dx = add(op, &dx, &dxn)?;
             per_step.push((grads, counted));
+        }
+        if need == Need::Frozen {
+            let none = ModelGrads {
+                loss: ce.loss,
+                grads: Vec::new(),
+                counted: Vec::new(),
+            };
+            return Ok((none, factors));
         }
         let mut dx = dx.redistribute_async(Placement::Replicate).await?;
         // The positions' gradient: the tokens' rows, the rest zero.
@@ -259,7 +289,9 @@ impl Transformer {
             );
         }
         let mut table = self.embedding.backward(ids, &dx)?;
-        let mut head_grad = head.weight;
+        let WeightGrad::Whole(mut head_grad) = head.weight else {
+            return Err(Error::invalid(op, "the head's gradient was not computed"));
+        };
         if self.tied {
             let sum = self.tied_sum(op, &table, &head_grad)?;
             table = sum.clone();
@@ -278,11 +310,12 @@ impl Transformer {
             counted.push(head_grad.clone());
         }
         grads.push(head_grad);
-        Ok(ModelGrads {
+        let grads = ModelGrads {
             loss: ce.loss,
             grads,
             counted,
-        })
+        };
+        Ok((grads, factors))
     }
 
     /// Blocking [`Transformer::backward_async`].

@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use super::layer::{self, Layer};
+use super::linear::Need;
 use super::rotary::Rotary;
 use super::{HostWeights, RowParallelConfig, RowParallelLinear};
 use crate::dist::{DistTensor, Placement};
@@ -725,9 +726,21 @@ impl Layer for ParallelAttention {
         x: &'a DistTensor,
         dy: &'a DistTensor,
         input: Placement,
+        need: Need,
     ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
         Box::pin(async move {
-            let g = self.grads(x, dy, input).await?;
+            let g = self.grads(x, dy, input, need).await?;
+            if need == Need::Frozen {
+                let sites = self.adaptable();
+                let factors = [g.qkv.factors(sites[0].param), g.o.factors(sites[1].param)];
+                return Ok(layer::LayerGrads {
+                    input: g.input,
+                    params: Vec::new(),
+                    counted: Vec::new(),
+                    factors: factors.into_iter().flatten().collect(),
+                });
+            }
+            let g = g.public("parallel_attention.backward")?;
             let mut params = vec![g.qkv.clone()];
             params.extend(g.qkv_bias.clone());
             let mut counted = g.counted_once()?;
@@ -739,6 +752,7 @@ impl Layer for ParallelAttention {
                 input: g.input,
                 params,
                 counted,
+                factors: Vec::new(),
             })
         })
     }

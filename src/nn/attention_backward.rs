@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use super::attention::ParallelAttention;
-use super::linear::{LinearGrads, ShardedLinear};
+use super::linear::{Backward, LinearGrads, Need, ShardedLinear, WeightGrad, WeightGrads};
 use super::KvCache;
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -46,6 +46,39 @@ pub struct AttentionGrads {
     /// Per local rank, the fused output features of key/value heads an earlier rank also
     /// holds (zeroed by [`AttentionGrads::counted_once`]).
     doubled: Vec<Vec<Range<usize>>>,
+}
+
+/// [`AttentionGrads`] as the attention's layer takes them: the weights' and biases'
+/// gradients as [`Need`] asks.
+pub(super) struct Grads {
+    pub input: DistTensor,
+    pub qkv: WeightGrad,
+    pub qkv_bias: Option<DistTensor>,
+    pub o: Backward,
+    pub qk_norm: Option<[DistTensor; 2]>,
+    qkv_dim: usize,
+    doubled: Vec<Vec<Range<usize>>>,
+}
+
+impl Grads {
+    /// The public form, of a [`Need::All`] backward.
+    pub(super) fn public(self, op: &'static str) -> Result<AttentionGrads> {
+        let WeightGrad::Whole(qkv) = self.qkv else {
+            return Err(Error::invalid(
+                op,
+                "a frozen backward has no weights' gradients",
+            ));
+        };
+        Ok(AttentionGrads {
+            input: self.input,
+            qkv,
+            qkv_bias: self.qkv_bias,
+            o: self.o.linear(op)?,
+            qk_norm: self.qk_norm,
+            qkv_dim: self.qkv_dim,
+            doubled: self.doubled,
+        })
+    }
 }
 
 impl AttentionGrads {
@@ -204,18 +237,20 @@ impl ParallelAttention {
     /// tp-invariant numerics for splits the fixed tree cannot follow; GPU and collective
     /// errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<AttentionGrads> {
-        self.grads(x, dy, Placement::Replicate).await
+        let grads = self.grads(x, dy, Placement::Replicate, Need::All).await?;
+        grads.public("parallel_attention.backward")
     }
 
     /// [`ParallelAttention::backward_async`] with dL/dX joined into `input`: all-reduced
     /// (`Replicate`) or reduce-scattered to each rank's tokens (`Shard(0)`, sequence
-    /// parallelism).
+    /// parallelism), the weights' and biases' gradients as `need` asks.
     pub(super) async fn grads(
         &self,
         x: &DistTensor,
         dy: &DistTensor,
         input: Placement,
-    ) -> Result<AttentionGrads> {
+        need: Need,
+    ) -> Result<Grads> {
         let op = "parallel_attention.backward";
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
         dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -252,7 +287,7 @@ impl ParallelAttention {
         };
         let mut cache = self.new_cache(tokens)?;
         let (pre, qkvs, attended) = self.recompute(op, x, table.as_ref(), &mut cache)?;
-        let o = self.o.backward_async(&attended, dy).await?;
+        let o = self.o.grads(op, &attended, dy, need).await?;
         // Each rank's heads.
         let scores = self.options.scores;
         let parts = crate::rank::batched(op, || {
@@ -287,8 +322,10 @@ impl ParallelAttention {
             shares
         };
         let widths = self.fused_widths();
+        let with_bias = self.bias.is_some() && need == Need::All;
         let (weights, biases, partials, norms) = crate::rank::batched(op, || {
-            let (mut weights, mut biases, mut partials) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut biases, mut partials) = (Vec::new(), Vec::new());
+            let mut weights = WeightGrads::new(need, &self.qkv_adapter);
             let mut norms = Vec::new();
             for (i, r) in self.group.local_range().enumerate() {
                 let first_share = if shared { 0 } else { self.heads[r].start };
@@ -306,35 +343,24 @@ impl ParallelAttention {
                     }
                 };
                 let (x, all) = (&x.locals()[i], 0..widths[r]);
-                weights.push(ShardedLinear::weight_grad(
-                    op,
-                    self.layout,
-                    (x, 0..hidden),
-                    (d, all.clone()),
-                )?);
-                if self.bias.is_some() {
+                weights.push(op, self.layout, (x, 0..hidden), (d, all.clone()))?;
+                if with_bias {
                     biases.push(ShardedLinear::bias_grad(op, d, all)?);
                 }
                 partials.push(self.input_parts(op, i, r, d, &blocks)?);
             }
             Ok((weights, biases, partials, norms))
         })?;
-        let qk_norm = match self.options.qk_norm {
-            None => None,
-            Some(_) => Some(self.join_norm_grads(norms, invariant).await?),
+        let qk_norm = match (&self.options.qk_norm, need) {
+            (Some(_), Need::All) => Some(self.join_norm_grads(norms, invariant).await?),
+            _ => None,
         };
         let input = self
             .join_input(partials, [tokens, hidden], invariant, input)
             .await?;
         let weight = self.qkv_weight();
-        let qkv = DistTensor::from_parts(
-            &self.group,
-            weights,
-            weight.placement(),
-            weight.shape(),
-            widths.clone(),
-        );
-        let qkv_bias = self.bias.is_some().then(|| {
+        let qkv = weights.finish(&self.group, &weight, widths.clone());
+        let qkv_bias = with_bias.then(|| {
             let total = widths.iter().sum();
             DistTensor::from_parts(&self.group, biases, Placement::Shard(1), [1, total], widths)
         });
@@ -351,7 +377,7 @@ impl ParallelAttention {
                 }
             })
             .collect();
-        Ok(AttentionGrads {
+        Ok(Grads {
             input,
             qkv,
             qkv_bias,

@@ -1,7 +1,7 @@
 //! `ColumnParallelLinear`: `W = [W0 | W1 | ...]`, rank r computes `X · Wr`.
 
 use super::layer::{self, Layer};
-use super::linear::{LinearGrads, ShardedLinear, Split};
+use super::linear::{Backward, LinearGrads, Need, ShardedLinear, Split};
 use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
@@ -234,6 +234,18 @@ impl ColumnParallelLinear {
     /// [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
         let op = "column_parallel.backward";
+        self.grads(op, x, dy, Need::All).await?.linear(op)
+    }
+
+    /// [`ColumnParallelLinear::backward_async`] with the weight's and bias's gradients as
+    /// `need` asks.
+    pub(super) async fn grads(
+        &self,
+        op: &'static str,
+        x: &DistTensor,
+        dy: &DistTensor,
+        need: Need,
+    ) -> Result<Backward> {
         let lin = &self.lin;
         check_input(op, &lin.group, x, lin.in_features)?;
         x.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
@@ -249,7 +261,7 @@ impl ColumnParallelLinear {
                 ),
             ));
         }
-        self.grads_before_activation(op, x, dy, Placement::Replicate, 1)
+        self.grads_before_activation(op, x, dy, Placement::Replicate, 1, need)
             .await
     }
 
@@ -262,7 +274,7 @@ impl ColumnParallelLinear {
     /// each a shard of its own tensor (`GatedMlp`'s `[gate_r | up_r]`); under tp-invariant
     /// numerics each piece's share of dL/dX is then summed along its own fixed tree and
     /// joined apart (one collective each), and the pieces added in order, so that the
-    /// bits are those of every tp.
+    /// bits are those of every tp. The weight's and bias's gradients as `need` asks.
     pub(super) async fn grads_before_activation(
         &self,
         op: &'static str,
@@ -270,7 +282,8 @@ impl ColumnParallelLinear {
         dy: &DistTensor,
         input: Placement,
         parts: usize,
-    ) -> Result<LinearGrads> {
+        need: Need,
+    ) -> Result<Backward> {
         let lin = &self.lin;
         let outs = self.out_features_per_rank();
         let world = outs.len();
@@ -299,9 +312,10 @@ impl ColumnParallelLinear {
                 ));
             }
         }
-        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add;
+        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add && need == Need::All;
         let (partials, weights, biases) = crate::rank::batched(op, || {
-            let (mut partials, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut partials, mut biases) = (Vec::new(), Vec::new());
+            let mut weights = lin.weight_grads(need);
             for (i, r) in local.clone().enumerate() {
                 let dy = &dy.locals()[i];
                 let cols = if self.config.gather_output {
@@ -318,12 +332,7 @@ impl ColumnParallelLinear {
                 partials.push(each);
                 let x = &x.locals()[i];
                 let inputs = 0..lin.in_features;
-                weights.push(ShardedLinear::weight_grad(
-                    op,
-                    lin.layout,
-                    (x, inputs),
-                    (dy, cols.clone()),
-                )?);
+                weights.push(op, lin.layout, (x, inputs), (dy, cols.clone()))?;
                 if with_bias {
                     biases.push(ShardedLinear::bias_grad(op, dy, cols)?);
                 }
@@ -369,9 +378,9 @@ impl ColumnParallelLinear {
                 outs,
             )
         });
-        Ok(LinearGrads {
+        Ok(Backward {
             input,
-            weight: lin.weight_grads(weights),
+            weight: lin.finish_weight(weights),
             bias,
         })
     }

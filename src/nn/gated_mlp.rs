@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::layer::{self, Layer};
-use super::linear::LinearGrads;
+use super::linear::{Backward, LinearGrads, Need};
 use super::{
     ColumnParallelConfig, ColumnParallelLinear, HostWeights, KvCache, RowParallelConfig,
     RowParallelLinear,
@@ -203,18 +203,25 @@ impl GatedMlp {
     /// # Errors
     /// As [`ColumnParallelLinear::backward`] and [`RowParallelLinear::backward`].
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<GatedMlpGrads> {
-        self.grads(x, dy, Placement::Replicate).await
+        let op = "gated_mlp.backward";
+        let [gate_up, down] = self.grads(x, dy, Placement::Replicate, Need::All).await?;
+        Ok(GatedMlpGrads {
+            gate_up: gate_up.linear(op)?,
+            down: down.linear(op)?,
+        })
     }
 
     /// [`GatedMlp::backward_async`] with dL/dX joined into `input`: all-reduced
     /// (`Replicate`) or reduce-scattered to each rank's tokens (`Shard(0)`, sequence
-    /// parallelism).
+    /// parallelism), the weights' and biases' gradients as `need` asks: the merged
+    /// projection's, then the down projection's.
     async fn grads(
         &self,
         x: &DistTensor,
         dy: &DistTensor,
         input: Placement,
-    ) -> Result<GatedMlpGrads> {
+        need: Need,
+    ) -> Result<[Backward; 2]> {
         let op = "gated_mlp.backward";
         let gu = self.gate_up.pre_activation(op, x)?;
         let (act, entry): (fn(&Tensor) -> Result<Tensor>, _) = match self.activation {
@@ -225,7 +232,7 @@ impl GatedMlp {
         let shape = [x.shape()[0], self.sizes.iter().sum()];
         let sizes = self.sizes.clone();
         let h = DistTensor::from_parts(x.group(), locals, Placement::Shard(1), shape, sizes);
-        let down = self.down.backward_async(&h, dy).await?;
+        let down = self.down.grads(op, &h, dy, need).await?;
         let d_gu = crate::rank::batched(op, || {
             gu.locals()
                 .iter()
@@ -237,9 +244,9 @@ impl GatedMlp {
         let d_gu = DistTensor::from_parts(x.group(), d_gu, Placement::Shard(1), gu.shape(), sizes);
         let gate_up = self
             .gate_up
-            .grads_before_activation(op, x, &d_gu, input, 2)
+            .grads_before_activation(op, x, &d_gu, input, 2, need)
             .await?;
-        Ok(GatedMlpGrads { gate_up, down })
+        Ok([gate_up, down])
     }
 
     /// Blocking [`GatedMlp::backward_async`].
@@ -387,16 +394,11 @@ impl Layer for GatedMlp {
         x: &'a DistTensor,
         dy: &'a DistTensor,
         input: Placement,
+        need: Need,
     ) -> BoxFuture<'a, Result<layer::LayerGrads>> {
         Box::pin(async move {
-            let g = self.grads(x, dy, input).await?;
-            let mut params = layer::linear_grads(&g.gate_up);
-            params.extend(layer::linear_grads(&g.down));
-            Ok(layer::LayerGrads {
-                input: g.gate_up.input,
-                counted: params.clone(),
-                params,
-            })
+            let grads = self.grads(x, dy, input, need).await?;
+            Ok(layer::LayerGrads::of_linears(self, grads))
         })
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use super::linear::{Backward, Factors, Need};
 use super::{KvCache, LinearGrads};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -87,13 +88,14 @@ pub(crate) trait Layer: fmt::Debug + crate::MaybeSend + crate::MaybeSync {
     /// The backward of its forward at `x` (a whole sequence from position 0, for a layer
     /// with a cache) given `dy` = dL/d(output), both `Replicate`; dL/dX joined into
     /// `input`: all-reduced (`Replicate`), or reduce-scattered to each rank's tokens
-    /// (`Shard(0)`, sequence parallelism).
+    /// (`Shard(0)`, sequence parallelism); its parameters' gradients as `need` asks.
     #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     fn backward_async<'a>(
         &'a self,
         _x: &'a DistTensor,
         _dy: &'a DistTensor,
         _input: Placement,
+        _need: Need,
     ) -> BoxFuture<'a, Result<LayerGrads>> {
         Box::pin(async move { Err(Error::invalid(self.op(), "this layer has no backward")) })
     }
@@ -155,10 +157,30 @@ pub(crate) fn in_order(sizes: &[usize]) -> Vec<Vec<RowBlock>> {
 pub(crate) struct LayerGrads {
     /// dL/d(input), placed as the input.
     pub input: DistTensor,
-    /// Each parameter's gradient, in [`Layer::parameters`]' order, placed as it.
+    /// Each parameter's gradient, in [`Layer::parameters`]' order, placed as it (none
+    /// under [`Need::Frozen`]).
     pub params: Vec<DistTensor>,
     /// The same as a global norm counts them: a value two ranks hold counted once.
     pub counted: Vec<DistTensor>,
+    /// Under [`Need::Frozen`], each adapted weight's gradient's factors per local rank,
+    /// with the weight's index in [`Layer::parameters`].
+    pub factors: Vec<(usize, Vec<Factors>)>,
+}
+
+impl LayerGrads {
+    /// The gradients of a layer of two linear layers' (its [`Layer::adaptable`] those
+    /// two, in order), the first's input's the layer's.
+    pub(crate) fn of_linears(layer: &impl Layer, [first, second]: [Backward; 2]) -> Self {
+        let sites = layer.adaptable();
+        let params: Vec<DistTensor> = first.params().into_iter().chain(second.params()).collect();
+        let factors = [&first, &second].into_iter().zip(&sites);
+        LayerGrads {
+            factors: factors.filter_map(|(g, s)| g.factors(s.param)).collect(),
+            input: first.input,
+            counted: params.clone(),
+            params,
+        }
+    }
 }
 
 /// A linear layer's weight and bias (if any) on the host, whole, as [`Layer::export`]

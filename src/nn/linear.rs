@@ -177,6 +177,163 @@ pub struct LinearGrads {
     pub bias: Option<DistTensor>,
 }
 
+/// What a backward computes of its parameters' gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Every parameter's.
+    All,
+    /// None, the base frozen: an adapted weight's gradient is kept as its [`Factors`], from
+    /// which its adapter's come (`model::Lora`); nothing else is computed but dL/dX.
+    Frozen,
+}
+
+/// One local rank's weight gradient as stored, `dM = p[:, p_cols]ᵀ · q[:, q_cols]`, kept
+/// unmultiplied: `dyᵀ · x` for `[out, in]` weights, `xᵀ · dy` for `[in, out]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Factors {
+    pub p: Tensor,
+    pub p_cols: Range<usize>,
+    pub q: Tensor,
+    pub q_cols: Range<usize>,
+}
+
+impl Factors {
+    /// The factors of a weight stored per `layout` at the input window `x` given the
+    /// output's gradient window `dy`.
+    pub(super) fn of(
+        layout: WeightLayout,
+        x: (&Tensor, Range<usize>),
+        dy: (&Tensor, Range<usize>),
+    ) -> Self {
+        let ((p, p_cols), (q, q_cols)) = match layout {
+            WeightLayout::InOut => (x, dy),
+            WeightLayout::OutIn => (dy, x),
+        };
+        Factors {
+            p: p.clone(),
+            p_cols,
+            q: q.clone(),
+            q_cols,
+        }
+    }
+
+    /// `pᵀ · q`, summed over the tokens in order (the same bits at every tp).
+    pub(crate) fn product(&self, op: &'static str) -> Result<Tensor> {
+        let (p, q) = (&self.p, &self.q);
+        ops::matmul_tn_window(op, p, self.p_cols.clone(), q, self.q_cols.clone())
+    }
+}
+
+/// A weight's gradient as a backward gives it.
+#[derive(Debug, Clone)]
+pub(crate) enum WeightGrad {
+    /// Computed, stored and sharded as the weight ([`Need::All`]).
+    Whole(DistTensor),
+    /// [`Need::Frozen`]: each local rank's factors where an adapter is attached, else none.
+    Frozen(Option<Vec<Factors>>),
+}
+
+/// A weight's gradient on each local rank, as it is pushed: computed, kept as its factors,
+/// or skipped, as [`Need`] and whether an adapter is attached say.
+pub(super) struct WeightGrads {
+    need: Need,
+    adapted: bool,
+    whole: Vec<Tensor>,
+    factors: Vec<Factors>,
+}
+
+impl WeightGrads {
+    pub(super) fn new(need: Need, slot: &super::AdapterSlot) -> Self {
+        WeightGrads {
+            need,
+            adapted: slot.get().is_some(),
+            whole: Vec::new(),
+            factors: Vec::new(),
+        }
+    }
+
+    /// The next local rank's, of a weight stored per `layout` at the input window `x`
+    /// given the output's gradient window `dy`.
+    pub(super) fn push(
+        &mut self,
+        op: &'static str,
+        layout: WeightLayout,
+        x: (&Tensor, Range<usize>),
+        dy: (&Tensor, Range<usize>),
+    ) -> Result<()> {
+        let factors = Factors::of(layout, x, dy);
+        match self.need {
+            Need::All => self.whole.push(factors.product(op)?),
+            Need::Frozen if self.adapted => self.factors.push(factors),
+            Need::Frozen => {}
+        }
+        Ok(())
+    }
+
+    /// The gradient, computed ones placed as `like` (the weight, or `sizes` of its split).
+    pub(super) fn finish(self, group: &Group, like: &DistTensor, sizes: Vec<usize>) -> WeightGrad {
+        match self.need {
+            Need::All => WeightGrad::Whole(DistTensor::from_parts(
+                group,
+                self.whole,
+                like.placement(),
+                like.shape(),
+                sizes,
+            )),
+            Need::Frozen => WeightGrad::Frozen(self.adapted.then_some(self.factors)),
+        }
+    }
+}
+
+/// A linear layer's backward as its layers use it: [`LinearGrads`] with the weight's
+/// gradient as [`Need`] asks (the bias's `None` when frozen).
+#[derive(Debug, Clone)]
+pub(crate) struct Backward {
+    pub input: DistTensor,
+    pub weight: WeightGrad,
+    pub bias: Option<DistTensor>,
+}
+
+impl Backward {
+    /// The public form, of a [`Need::All`] backward.
+    pub(super) fn linear(self, op: &'static str) -> Result<LinearGrads> {
+        match self.weight {
+            WeightGrad::Whole(weight) => Ok(LinearGrads {
+                input: self.input,
+                weight,
+                bias: self.bias,
+            }),
+            WeightGrad::Frozen(_) => Err(Error::invalid(
+                op,
+                "a frozen backward has no weights' gradients",
+            )),
+        }
+    }
+
+    /// The weight's and bias's gradients, computed ones (none when frozen).
+    pub(super) fn params(&self) -> Vec<DistTensor> {
+        match &self.weight {
+            WeightGrad::Whole(w) => std::iter::once(w).chain(&self.bias).cloned().collect(),
+            WeightGrad::Frozen(_) => Vec::new(),
+        }
+    }
+
+    /// The weight's factors, for a frozen, adapted weight: `(param, factors)`.
+    pub(super) fn factors(&self, param: usize) -> Option<(usize, Vec<Factors>)> {
+        self.weight.factors(param)
+    }
+}
+
+impl WeightGrad {
+    /// Its factors, for a frozen, adapted weight: `(param, factors)`.
+    pub(super) fn factors(&self, param: usize) -> Option<(usize, Vec<Factors>)> {
+        match self {
+            WeightGrad::Frozen(Some(f)) => Some((param, f.clone())),
+            _ => None,
+        }
+    }
+}
+
 impl ShardedLinear {
     /// Local rank `i`'s product `dy[:, cols] · W_i^T` (the input gradient's), unrun: the
     /// weight read in the other layout, in `blocks` K blocks under tp-invariant numerics.
@@ -201,21 +358,6 @@ impl ShardedLinear {
         }
     }
 
-    /// One rank's weight gradient, stored as its weight: `x[:, x_cols]^T · dy[:, dy_cols]`
-    /// (`[in, out]`) or `dy[:, dy_cols]^T · x[:, x_cols]` (`[out, in]`), summed over the
-    /// tokens in order (the same bits at every tp).
-    pub(super) fn weight_grad(
-        op: &'static str,
-        layout: WeightLayout,
-        x: (&Tensor, Range<usize>),
-        dy: (&Tensor, Range<usize>),
-    ) -> Result<Tensor> {
-        match layout {
-            WeightLayout::InOut => ops::matmul_tn_window(op, x.0, x.1, dy.0, dy.1),
-            WeightLayout::OutIn => ops::matmul_tn_window(op, dy.0, dy.1, x.0, x.1),
-        }
-    }
-
     /// One rank's bias gradient: the column sums of `dy[:, cols]`, `[1, cols.len()]`,
     /// summed over the tokens in order.
     pub(super) fn bias_grad(op: &'static str, dy: &Tensor, cols: Range<usize>) -> Result<Tensor> {
@@ -223,15 +365,15 @@ impl ShardedLinear {
         ops::matmul_tn_window(op, &ones, 0..1, dy, cols)
     }
 
-    /// The weight gradient's `DistTensor`: sharded as the weight.
-    pub(super) fn weight_grads(&self, locals: Vec<Tensor>) -> DistTensor {
-        DistTensor::from_parts(
-            &self.group,
-            locals,
-            self.weight.placement(),
-            self.weight.shape(),
-            self.weight.shard_sizes().to_vec(),
-        )
+    /// A new collector of its weight's gradient ([`WeightGrads::push`] each local rank's).
+    pub(super) fn weight_grads(&self, need: Need) -> WeightGrads {
+        WeightGrads::new(need, &self.adapter)
+    }
+
+    /// The collected weight gradient: sharded as the weight.
+    pub(super) fn finish_weight(&self, grads: WeightGrads) -> WeightGrad {
+        let sizes = self.weight.shard_sizes().to_vec();
+        grads.finish(&self.group, &self.weight, sizes)
     }
 
     /// Checks `dy`, the gradient of the forward's output: this layer's group, `rows` rows

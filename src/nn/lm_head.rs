@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use super::linear::{Backward, Need};
 use super::{ColumnParallelConfig, ColumnParallelLinear, HostWeights, Layer, LinearGrads};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{Error, Result};
@@ -132,8 +133,20 @@ impl ParallelLmHead {
         x: &DistTensor,
         dlogits: &DistTensor,
     ) -> Result<LinearGrads> {
+        let op = "parallel_lm_head.backward";
+        self.grads(x, dlogits, Need::All).await?.linear(op)
+    }
+
+    /// [`ParallelLmHead::backward_async`] with the weight's gradient as `need` asks.
+    pub(crate) async fn grads(
+        &self,
+        x: &DistTensor,
+        dlogits: &DistTensor,
+        need: Need,
+    ) -> Result<Backward> {
+        let op = "column_parallel.backward";
         let Some(cap) = self.softcap else {
-            return self.col.backward_async(x, dlogits).await;
+            return self.col.grads(op, x, dlogits, need).await;
         };
         let raw = self.col.forward_async(x).await?;
         dlogits.require_placement(
@@ -153,7 +166,7 @@ impl ParallelLmHead {
             ));
         }
         let d_raw = self.each(&raw, Some(dlogits), cap)?;
-        self.col.backward_async(x, &d_raw).await
+        self.col.grads(op, x, &d_raw, need).await
     }
 
     /// Blocking [`ParallelLmHead::backward_async`].

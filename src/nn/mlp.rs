@@ -1,6 +1,7 @@
 //! `ParallelMlp`: column-parallel -> activation -> row-parallel, one all-reduce.
 
 use super::layer::{self, Layer};
+use super::linear::{Backward, Need};
 use super::{
     ColumnParallelConfig, ColumnParallelLinear, HostLinear, KvCache, LinearGrads,
     RowParallelConfig, RowParallelLinear,
@@ -22,6 +23,16 @@ pub struct MlpGrads {
     /// `fc2`'s: its `input` is dL/d(act(fc1(x))) (`Shard(1)`), its weight gradient
     /// sharded as its weight, its bias gradient whole on every rank.
     pub fc2: LinearGrads,
+}
+
+impl MlpGrads {
+    /// The public form of a [`Need::All`] backward's `[fc1, fc2]`.
+    fn of(op: &'static str, [fc1, fc2]: [Backward; 2]) -> Result<Self> {
+        Ok(MlpGrads {
+            fc1: fc1.linear(op)?,
+            fc2: fc2.linear(op)?,
+        })
+    }
 }
 
 /// The Megatron-LM MLP block: `fc2(act(fc1(x)))` with `fc1` column-parallel (output kept
@@ -141,8 +152,11 @@ impl ParallelMlp {
     /// `Replicate`; [`Error::Shape`] when their shapes disagree with the layers or each
     /// other; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<MlpGrads> {
-        self.grads("parallel_mlp.backward", x, dy, Placement::Replicate)
-            .await
+        let op = "parallel_mlp.backward";
+        let grads = self
+            .grads(op, x, dy, Placement::Replicate, Need::All)
+            .await?;
+        MlpGrads::of(op, grads)
     }
 
     /// The backward at `x` and `dy` (`Replicate`), dL/dX joined into `input`.
@@ -152,7 +166,8 @@ impl ParallelMlp {
         x: &DistTensor,
         dy: &DistTensor,
         input: Placement,
-    ) -> Result<MlpGrads> {
+        need: Need,
+    ) -> Result<[Backward; 2]> {
         let (fc1, fc2) = (&self.fc1, &self.fc2);
         let act = fc1.config().activation;
         let (z, h) = crate::rank::batched(op, || {
@@ -171,7 +186,7 @@ impl ParallelMlp {
             );
             Ok((z, h))
         })?;
-        let g2 = fc2.backward_async(&h, dy).await?;
+        let g2 = fc2.grads(op, &h, dy, need).await?;
         let dz = crate::rank::batched(op, || {
             z.locals()
                 .iter()
@@ -186,8 +201,10 @@ impl ParallelMlp {
             z.shape(),
             z.shard_sizes().to_vec(),
         );
-        let g1 = fc1.grads_before_activation(op, x, &dz, input, 1).await?;
-        Ok(MlpGrads { fc1: g1, fc2: g2 })
+        let g1 = fc1
+            .grads_before_activation(op, x, &dz, input, 1, need)
+            .await?;
+        Ok([g1, g2])
     }
 
     /// The forward with sequence parallelism (Korthikanti et al. 2022): `x` is
@@ -248,7 +265,10 @@ impl ParallelMlp {
         self.check_sequence_parallel(op)?;
         let x = x.redistribute_async(Placement::Replicate).await?;
         let dy = dy.redistribute_async(Placement::Replicate).await?;
-        self.grads(op, &x, &dy, Placement::Shard(0)).await
+        let grads = self
+            .grads(op, &x, &dy, Placement::Shard(0), Need::All)
+            .await?;
+        MlpGrads::of(op, grads)
     }
 
     /// Sequence parallelism needs `fc2` to reduce its results (into the tokens' shards).
@@ -381,16 +401,13 @@ impl Layer for ParallelMlp {
         x: &'a DistTensor,
         dy: &'a DistTensor,
         input: Placement,
+        need: Need,
     ) -> BoxFuture<'a, Result<super::layer::LayerGrads>> {
         Box::pin(async move {
-            let g = self.grads("parallel_mlp.backward", x, dy, input).await?;
-            let mut params = super::layer::linear_grads(&g.fc1);
-            params.extend(super::layer::linear_grads(&g.fc2));
-            Ok(super::layer::LayerGrads {
-                input: g.fc1.input,
-                counted: params.clone(),
-                params,
-            })
+            let grads = self
+                .grads("parallel_mlp.backward", x, dy, input, need)
+                .await?;
+            Ok(super::layer::LayerGrads::of_linears(self, grads))
         })
     }
 }

@@ -32,6 +32,8 @@ pub use gated_mlp::{GatedActivation, GatedMlp, GatedMlpGrads};
 #[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
 pub(crate) use layer::transpose;
 pub use linear::LinearGrads;
+#[cfg_attr(not(feature = "safetensors"), allow(unused_imports))]
+pub(crate) use linear::{Factors, Need, WeightGrad};
 pub use lm_head::{Candidates, ParallelLmHead};
 pub use mlp::{MlpGrads, ParallelMlp};
 pub use norm::{Norm, NormGrads, NormKind};

@@ -1,7 +1,7 @@
 //! `RowParallelLinear`: `W` split by rows, rank r computes `Xr · Wr`, one all-reduce sums.
 
 use super::layer::{self, Layer};
-use super::linear::{LinearGrads, ShardedLinear, Split};
+use super::linear::{Backward, LinearGrads, Need, ShardedLinear, Split};
 use super::{check_forward_fits, check_input, HostLinear, KvCache};
 use crate::dist::{DistTensor, Placement};
 use crate::error::{fmt_shape, Error, Result};
@@ -225,6 +225,18 @@ impl RowParallelLinear {
     /// other; [`Error::GroupMismatch`]; GPU and collective errors.
     pub async fn backward_async(&self, x: &DistTensor, dy: &DistTensor) -> Result<LinearGrads> {
         let op = "row_parallel.backward";
+        self.grads(op, x, dy, Need::All).await?.linear(op)
+    }
+
+    /// [`RowParallelLinear::backward_async`] with the weight's and bias's gradients as
+    /// `need` asks.
+    pub(super) async fn grads(
+        &self,
+        op: &'static str,
+        x: &DistTensor,
+        dy: &DistTensor,
+        need: Need,
+    ) -> Result<Backward> {
         let lin = &self.lin;
         check_input(op, &lin.group, x, lin.in_features)?;
         let ins = self.in_features_per_rank();
@@ -243,10 +255,11 @@ impl RowParallelLinear {
         }
         lin.check_output_grad(op, dy, x.shape()[0])?;
         dy.require_placement(op, |p| p == Placement::Replicate, "Replicate")?;
-        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add;
+        let with_bias = lin.bias.is_some() && !self.config.skip_bias_add && need == Need::All;
         let outputs = 0..lin.out_features;
         let (inputs, weights, biases) = crate::rank::batched(op, || {
-            let (mut inputs, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut inputs, mut biases) = (Vec::new(), Vec::new());
+            let mut weights = lin.weight_grads(need);
             for (i, r) in lin.group.local_range().enumerate() {
                 let dy = &dy.locals()[i];
                 inputs.push(
@@ -258,12 +271,12 @@ impl RowParallelLinear {
                 } else {
                     starts[r]..starts[r] + ins[r]
                 };
-                weights.push(ShardedLinear::weight_grad(
+                weights.push(
                     op,
                     lin.layout,
                     (&x.locals()[i], cols),
                     (dy, outputs.clone()),
-                )?);
+                )?;
                 if with_bias {
                     biases.push(ShardedLinear::bias_grad(op, dy, outputs.clone())?);
                 }
@@ -279,9 +292,9 @@ impl RowParallelLinear {
             let shape = [1, lin.out_features];
             DistTensor::from_parts(&lin.group, biases, Placement::Replicate, shape, Vec::new())
         });
-        Ok(LinearGrads {
+        Ok(Backward {
             input,
-            weight: lin.weight_grads(weights),
+            weight: lin.finish_weight(weights),
             bias,
         })
     }

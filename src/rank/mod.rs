@@ -161,6 +161,7 @@ impl Rank {
         let dev = &self.inner.dev;
         RankStats {
             tensor_bytes: dev.pool.live_bytes(),
+            peak_tensor_bytes: dev.pool.peak_bytes(),
             cached_bytes: dev.pool.bytes(),
             buffers_made: dev.buffers_made.load(Ordering::Relaxed) + self.kernels().uniforms_made(),
             dispatches: dev.dispatches.load(Ordering::Relaxed),
@@ -170,6 +171,12 @@ impl Rank {
     pub(crate) fn note_buffer_made(&self) {
         use std::sync::atomic::Ordering;
         self.inner.dev.buffers_made.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts [`RankStats::peak_tensor_bytes`] of this rank's device again from what its
+    /// tensors hold now.
+    pub fn reset_peak(&self) {
+        self.inner.dev.pool.reset_peak();
     }
 
     /// The most bytes of free tensor buffers this rank's device keeps.

@@ -29,6 +29,8 @@ pub(crate) struct BufferPool {
     free: Mutex<Free>,
     /// Bytes of the buffers tensors hold now (in use, not in the cache).
     live: std::sync::atomic::AtomicU64,
+    /// The most `live` has been since the pool was made or [`BufferPool::reset_peak`].
+    peak: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +71,7 @@ impl BufferPool {
             gl,
             free: Mutex::new(Free::default()),
             live: std::sync::atomic::AtomicU64::new(0),
+            peak: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -100,12 +103,23 @@ impl BufferPool {
         }
     }
 
-    /// Bytes kept now.
     /// Bytes of the buffers tensors hold now.
     pub(crate) fn live_bytes(&self) -> u64 {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// The most bytes tensors have held at once since the pool was made or the last
+    /// [`BufferPool::reset_peak`].
+    pub(crate) fn peak_bytes(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Starts the peak again from what tensors hold now.
+    pub(crate) fn reset_peak(&self) {
+        self.peak.store(self.live_bytes(), Ordering::Relaxed);
+    }
+
+    /// Bytes kept now.
     pub(crate) fn bytes(&self) -> u64 {
         self.free.lock().map_or(0, |f| f.bytes)
     }
@@ -138,7 +152,8 @@ pub(crate) struct Pooled {
 
 impl Pooled {
     pub(crate) fn new(buffer: wgpu::Buffer, pool: &Arc<BufferPool>) -> Arc<Self> {
-        pool.live.fetch_add(buffer.size(), Ordering::Relaxed);
+        let live = pool.live.fetch_add(buffer.size(), Ordering::Relaxed) + buffer.size();
+        pool.peak.fetch_max(live, Ordering::Relaxed);
         Arc::new(Pooled {
             buffer: ManuallyDrop::new(buffer),
             pool: Arc::downgrade(pool),

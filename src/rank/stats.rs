@@ -20,6 +20,10 @@ pub struct RankStats {
     /// Bytes of the buffers the device holds for tensors now: what weights, caches and
     /// live activations occupy.
     pub tensor_bytes: u64,
+    /// The most bytes tensors have held at once (`tensor_bytes` at its highest) since the
+    /// device was made or the last [`Rank::reset_peak`](crate::Rank::reset_peak): what a
+    /// step needs at its peak, transient tensors included.
+    pub peak_tensor_bytes: u64,
     /// Bytes of free tensor buffers the device keeps for reuse; never more than the
     /// group's [`buffer_cache_bytes`](crate::GroupBuilder::buffer_cache_bytes).
     pub cached_bytes: u64,

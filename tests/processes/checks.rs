@@ -292,7 +292,8 @@ pub fn check_models(procs: &Processes) {
 /// PEFT's adapter on every projection of the tiny Llama (`tests/fixtures/lora/all`, r 4)
 /// with its ranks over the processes (3 processes at tp 4: key/value heads on two ranks,
 /// of two processes): every adapter gradient within 1e-4 of its tensor's largest element
-/// of PyTorch autograd's (as tests/lora.rs, which says why that tolerance).
+/// of PyTorch autograd's (as tests/lora.rs, which says why that tolerance), from the
+/// model's whole backward and with the base frozen.
 pub fn check_lora(procs: &Processes) {
     let n = procs.count();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -308,17 +309,23 @@ pub fn check_lora(procs: &Processes) {
             let model = wgpu_tp::model::Transformer::from_checkpoint(&g, &checkpoint).unwrap();
             let lora = wgpu_tp::model::Lora::from_peft(&model, &dir).unwrap();
             let step = model.backward(&ids, &targets).unwrap();
-            let grads = lora.grads(&step).unwrap();
-            let named = lora.unfused(&grads.grads).unwrap();
-            assert_eq!(named.len(), 28, "{ctx}");
-            for (name, _, got) in &named {
-                let w = &want[&format!("grad.{name}")];
-                let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = got
-                    .iter()
-                    .zip(w)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(diff <= 1e-4 * scale, "{ctx}: {name}: {diff} of {scale}");
+            let whole = lora.grads(&step).unwrap();
+            let frozen = lora.backward(&model, &ids, &targets).unwrap();
+            for (how, grads) in [("whole", whole), ("frozen", frozen)] {
+                let named = lora.unfused(&grads.grads).unwrap();
+                assert_eq!(named.len(), 28, "{ctx}");
+                for (name, _, got) in &named {
+                    let w = &want[&format!("grad.{name}")];
+                    let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let diff = got
+                        .iter()
+                        .zip(w)
+                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        diff <= 1e-4 * scale,
+                        "{ctx}, {how}: {name}: {diff} of {scale}"
+                    );
+                }
             }
         }
     }
