@@ -13,8 +13,9 @@ use common::{
 };
 use wgpu_tp::reference::{self, Approx, Rng};
 use wgpu_tp::{
-    ops, wgpu, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error, Group,
-    LinearGrads, Numerics, Placement, RowParallelConfig, RowParallelLinear, Tensor, WeightLayout,
+    ops, wgpu, Activation, ColumnParallelConfig, ColumnParallelLinear, DistTensor, Error,
+    GemmKernel, Group, LinearGrads, Numerics, Placement, RowParallelConfig, RowParallelLinear,
+    Tensor, WeightLayout,
 };
 
 const LAYOUTS: [WeightLayout; 2] = [WeightLayout::InOut, WeightLayout::OutIn];
@@ -261,6 +262,59 @@ fn matmul_tn_in_bands_gives_the_bits_of_the_whole_product() {
     let got = run(&whole);
     assert_within(&want, &got, "matmul_tn");
     assert_same_bits(&got, &run(&small), "matmul_tn in 4 KiB bands");
+}
+
+/// `matmul_tn` gives the same bits whichever family runs it (each element's `k` products
+/// summed by fma in increasing order): the CPU family's register blocks with X read
+/// transposed (`main_tn`, forced) against one output per invocation (forced), on shapes
+/// with partial blocks both ways (`[k, m] = [64, 200]` against `[64, 40]`, `[260, 36]`
+/// against `[260, 132]`), and on a device bound to 4 KiB buffers (`[64, 256]` against
+/// `[64, 32]`: A in bands of 4 rows, so 16 K blocks, each after the first adding onto Y's
+/// partial sums); within the reference.
+#[test]
+fn matmul_tn_gives_the_same_bits_in_every_family() {
+    let mut limits = wgpu::Limits::downlevel_defaults();
+    limits.max_storage_buffer_binding_size = 4096;
+    limits.max_buffer_size = 4096;
+    let mut rng = Rng::new(10);
+    for (k, m, n, small) in [
+        (64, 200, 40, false),
+        (260, 36, 132, false),
+        (64, 256, 32, true),
+    ] {
+        let (a, b) = (rng.normal(k * m), rng.normal(k * n));
+        let want = reference::linear(
+            &Approx::exact(&transpose(&a, k, m)),
+            [m, k],
+            &b,
+            n,
+            WeightLayout::InOut,
+            None,
+        )
+        .unwrap();
+        let mut first: Option<Vec<f32>> = None;
+        for kernel in [GemmKernel::Simple, GemmKernel::Cpu] {
+            let mut builder = Group::builder().ranks_on_one_adapter(1).gemm_kernel(kernel);
+            if small {
+                builder = builder.required_limits(limits.clone());
+            }
+            let what = format!("[{k}, {m}]^T [{k}, {n}], {kernel:?}, 4 KiB buffers {small}");
+            let Some(g) = build(builder, &what) else {
+                return;
+            };
+            let r = &g.ranks()[0];
+            let (ta, tb) = (
+                Tensor::from_host(r, &a, [k, m]).unwrap(),
+                Tensor::from_host(r, &b, [k, n]).unwrap(),
+            );
+            let got = ops::matmul_tn(&ta, &tb).unwrap().to_host().unwrap();
+            assert_within(&want, &got, &what);
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_same_bits(f, &got, &what),
+            }
+        }
+    }
 }
 
 /// Bad input to a backward: each its `Error`, nothing run.

@@ -985,7 +985,7 @@ impl Transformer {
         let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let module = |name: String, out: usize, input: usize| Module { name, out, input };
         let mut sites = Vec::new();
-        let mut index = 1 + usize::from(self.positions.is_some());
+        let mut offsets = self.layer_offsets().into_iter();
         for (l, block) in self.blocks.iter().enumerate() {
             let b = format!("{}{}.{l}", r.prefix, r.blocks);
             let named: [Vec<Vec<(Module, usize)>>; 2] = [
@@ -1025,25 +1025,20 @@ impl Transformer {
                 },
             ];
             for (step, names) in block.steps.iter().zip(named) {
-                index += step.norm.iter().map(norm_count).sum::<usize>();
+                let at = offsets.next().ok_or_else(|| {
+                    Error::invalid("lora.new", "a step without its parameters' offset")
+                })?;
                 let params = step.layer.parameters();
                 for (adaptable, parts) in step.layer.adaptable().into_iter().zip(names) {
                     sites.push(Site {
-                        param: index + adaptable.param,
+                        param: at + adaptable.param,
                         weight: params[adaptable.param].clone(),
                         adaptable,
                         parts,
                     });
                 }
-                index += params.len();
-                index += step.post_norm.iter().map(norm_count).sum::<usize>();
             }
         }
         Ok(sites)
     }
-}
-
-/// A norm's parameter count (its weight, and LayerNorm's bias).
-fn norm_count(n: &crate::nn::Norm) -> usize {
-    1 + usize::from(n.bias().is_some())
 }

@@ -1,6 +1,9 @@
 //! `A^T · B` with A read transposed in place: a linear layer's weight gradient (`X^T · dY`
 //! for `[in, out]` weights, `dY^T · X` for `[out, in]`) and its bias's (`1^T · dY`), summed
-//! over the tokens without a transpose in memory (`shaders/gemm_simple.wgsl`, `X_T`).
+//! over the tokens without a transpose in memory: on CPU adapters by the CPU family's
+//! register blocks (`shaders/gemm_cpu_entry.wgsl`, `main_tn`) where the shapes allow vec4
+//! loads and the product is not small, as the GEMM chooses it; else one output per
+//! invocation (`shaders/gemm_simple.wgsl`, `X_T`).
 //!
 //! Each output element sums its `k` products by fma in increasing `k` from 0, whatever
 //! the bands of A and B (one dispatch per K block where their bands meet, each after the
@@ -9,10 +12,11 @@
 
 use std::ops::Range;
 
-use super::{band_holding, SIMPLE_TILE};
+use super::{band_holding, CPU_COLS, CPU_MIN_PRODUCT, CPU_ROWS, SIMPLE_TILE};
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::dtype::DType;
 use crate::kernels::params::GemmParams;
+use crate::kernels::settings::GemmKernel;
 use crate::kernels::{PipelineKey, Shader};
 use crate::ops::same_rank;
 use crate::tensor::Tensor;
@@ -70,11 +74,27 @@ pub(crate) fn matmul_tn_window(
         .collect();
     cuts.sort_unstable();
     cuts.dedup();
-    let key = PipelineKey {
+    let simple = PipelineKey {
         shader: Shader::GemmSimple,
         entry: "main",
         constants: vec![("HAS_BIAS", 0), ("ACT", 0), ("W_OUT_IN", 0), ("X_T", 1)],
         weights: DType::F32,
+    };
+    let cpu = PipelineKey {
+        shader: Shader::GemmCpu,
+        entry: "main_tn",
+        constants: vec![("HAS_BIAS", 0), ("ACT", 0)],
+        weights: DType::F32,
+    };
+    // The CPU family where the GEMM would run it (a CPU adapter, or forced) and the
+    // product is not small; per block, where every size and offset allows vec4 loads.
+    let cpu_family = match rank.gemm_kernel() {
+        GemmKernel::Cpu => true,
+        GemmKernel::Auto => {
+            rank.adapter_info().device_type == wgpu::DeviceType::Cpu
+                && m.saturating_mul(n).saturating_mul(k) >= CPU_MIN_PRODUCT
+        }
+        _ => false,
     };
     let y = Tensor::output(rank, [m, n], op)?;
     for yb in y.bands() {
@@ -99,13 +119,28 @@ pub(crate) fn matmul_tn_window(
                         accumulate: u32::from(i > 0),
                         k_chunk: (k1 - k0) as u32,
                     };
-                    let grid = [
-                        (n1 - n0).div_ceil(SIMPLE_TILE),
-                        rows.len().div_ceil(SIMPLE_TILE),
-                    ];
+                    let vec4 = [
+                        params.m,
+                        params.n,
+                        params.ldx,
+                        params.ldy,
+                        params.ldw,
+                        params.x_offset,
+                        params.y_offset,
+                        params.w_offset,
+                        params.k,
+                    ]
+                    .iter()
+                    .all(|v| v.is_multiple_of(4));
+                    let (key, tile) = if cpu_family && vec4 {
+                        (&cpu, [CPU_COLS, CPU_ROWS])
+                    } else {
+                        (&simple, [SIMPLE_TILE; 2])
+                    };
+                    let grid = [(n1 - n0).div_ceil(tile[0]), rows.len().div_ceil(tile[1])];
                     rank.dispatch(
                         op,
-                        &key,
+                        key,
                         &[ab.buffer(), bb.buffer(), bb.buffer(), yb.buffer()],
                         &params,
                         grid.map(|g| g as u32),
