@@ -240,28 +240,28 @@ fn matmul_tn_in_bands_gives_the_bits_of_the_whole_product() {
     ) else {
         return;
     };
-    let run = |g: &Group| {
-        let r = &g.ranks()[0];
-        let (ta, tb) = (
-            Tensor::from_host(r, &a, [k, m]).unwrap(),
-            Tensor::from_host(r, &b, [k, n]).unwrap(),
-        );
-        let y = ops::matmul_tn(&ta, &tb).unwrap();
-        assert_eq!(y.shape(), [m, n]);
-        y.to_host().unwrap()
-    };
-    let want = reference::linear(
-        &Approx::exact(&transpose(&a, k, m)),
-        [m, k],
-        &b,
-        n,
-        WeightLayout::InOut,
-        None,
-    )
-    .unwrap();
-    let got = run(&whole);
-    assert_within(&want, &got, "matmul_tn");
-    assert_same_bits(&got, &run(&small), "matmul_tn in 4 KiB bands");
+    let got = tn_on(&whole, &a, &b, [k, m, n]);
+    assert_within(&tn_reference(&a, &b, [k, m, n]), &got, "matmul_tn");
+    let banded = tn_on(&small, &a, &b, [k, m, n]);
+    assert_same_bits(&got, &banded, "matmul_tn in 4 KiB bands");
+}
+
+/// `matmul_tn` of `a` (`[k, m]`) and `b` (`[k, n]`) on `g`'s first rank, on the host.
+fn tn_on(g: &Group, a: &[f32], b: &[f32], [k, m, n]: [usize; 3]) -> Vec<f32> {
+    let r = &g.ranks()[0];
+    let (ta, tb) = (
+        Tensor::from_host(r, a, [k, m]).unwrap(),
+        Tensor::from_host(r, b, [k, n]).unwrap(),
+    );
+    let y = ops::matmul_tn(&ta, &tb).unwrap();
+    assert_eq!(y.shape(), [m, n]);
+    y.to_host().unwrap()
+}
+
+/// The reference's `aᵀ · b` with its error bound.
+fn tn_reference(a: &[f32], b: &[f32], [k, m, n]: [usize; 3]) -> Approx {
+    let at = Approx::exact(&transpose(a, k, m));
+    reference::linear(&at, [m, k], b, n, WeightLayout::InOut, None).unwrap()
 }
 
 /// `matmul_tn` gives the same bits whichever family runs it (each element's `k` products
@@ -283,15 +283,7 @@ fn matmul_tn_gives_the_same_bits_in_every_family() {
         (64, 256, 32, true),
     ] {
         let (a, b) = (rng.normal(k * m), rng.normal(k * n));
-        let want = reference::linear(
-            &Approx::exact(&transpose(&a, k, m)),
-            [m, k],
-            &b,
-            n,
-            WeightLayout::InOut,
-            None,
-        )
-        .unwrap();
+        let want = tn_reference(&a, &b, [k, m, n]);
         let mut first: Option<Vec<f32>> = None;
         for kernel in [GemmKernel::Simple, GemmKernel::Cpu] {
             let mut builder = Group::builder().ranks_on_one_adapter(1).gemm_kernel(kernel);
@@ -302,12 +294,7 @@ fn matmul_tn_gives_the_same_bits_in_every_family() {
             let Some(g) = build(builder, &what) else {
                 return;
             };
-            let r = &g.ranks()[0];
-            let (ta, tb) = (
-                Tensor::from_host(r, &a, [k, m]).unwrap(),
-                Tensor::from_host(r, &b, [k, n]).unwrap(),
-            );
-            let got = ops::matmul_tn(&ta, &tb).unwrap().to_host().unwrap();
+            let got = tn_on(&g, &a, &b, [k, m, n]);
             assert_within(&want, &got, &what);
             match &first {
                 None => first = Some(got),
