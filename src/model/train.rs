@@ -161,7 +161,8 @@ impl Transformer {
     }
 
     /// The loss and gradients, with sequence parallelism (`sp`) or without, as `need`
-    /// asks: every parameter's, or (the base frozen) none, only each adapted weight's
+    /// asks: every parameter's, or (the base frozen) no weight's (the norms' one-row
+    /// gradients come with their dL/dX and are dropped), only each adapted weight's
     /// factors, with its index in [`Transformer::parameters`].
     pub(super) async fn grads(
         &self,

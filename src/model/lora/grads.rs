@@ -33,8 +33,9 @@ pub struct LoraGrads {
 impl Lora {
     /// One training step of the adapters, the base frozen: the loss of `ids` predicting
     /// `targets` and the adapters' gradients, as [`Lora::grads`] of
-    /// [`Transformer::backward`] gives them up to rounding, without computing any of the
-    /// base's. Each layer's backward gives dL/dX and, for an adapted weight, the factors
+    /// [`Transformer::backward`] gives them up to rounding, without computing the base's
+    /// weights' gradients (the norms' one-row ones come with their dL/dX and are
+    /// dropped). Each layer's backward gives dL/dX and, for an adapted weight, the factors
     /// of its gradient, `dW = dyᵀ·x`; the adapters' come from them without `dW`:
     /// `dB = s·dyᵀ·(x·Aᵀ)`, `dA = s·(dy·B)ᵀ·x` (a weight stored `[in, out]` likewise in
     /// its frame). No weight-sized gradient is made and the embedding's and LM head's
@@ -241,9 +242,10 @@ impl Lora {
     }
 
     /// Under tp-invariant numerics, the gradient of `t`'s whole factor (`A` where `B` is
-    /// split by rows, `B` where `A` is split by columns), a sum over the split dimension: the weight's gradient and
-    /// the split factor all-gathered, put in each module's own order (each row or column
-    /// once), and summed in one product on every rank, the same at every tp.
+    /// split by rows, `B` where `A` is split by columns), a sum over the split dimension:
+    /// the weight's gradient and the split factor all-gathered, put in each module's own
+    /// order (each row or column once), and summed in one product on every rank, the same
+    /// at every tp.
     async fn invariant_whole_grad(&self, t: &Target, dw: &DistTensor) -> Result<DistTensor> {
         let op = "lora.grads";
         let (s, r) = (self.scale, self.config.rank);

@@ -23,10 +23,11 @@
 //! adapters' gradients come from the weight's by the chain rule (`dW = dyᵀ·x` is the same
 //! with or without the adapter): `dB = s·dW·Aᵀ`, `dA = s·Bᵀ·dW`, the sum over ranks of a
 //! split `B`'s share (or over a split `A`'s inputs for `dB`) taken by one small
-//! all-reduce. [`Lora::backward`] never makes `dW`: the model's backward, the base
-//! frozen, gives each adapted weight's factors `dy` and `x`, and the adapters' gradients
-//! are `s·dyᵀ·(x·Aᵀ)` and `s·(dy·B)ᵀ·x`; no other parameter's gradient is computed.
-//! [`Lora::grads`] takes them from a whole backward's `dW` instead.
+//! all-reduce. [`Lora::backward`] makes no `dW` (under tp-invariant numerics one at a
+//! time): the model's backward, the base frozen, gives each adapted weight's factors `dy`
+//! and `x`, and the adapters' gradients are `s·dyᵀ·(x·Aᵀ)` and `s·(dy·B)ᵀ·x`; no other
+//! weight's gradient is computed (the norms' one-row ones aside). [`Lora::grads`] takes
+//! them from a whole backward's `dW` instead.
 //!
 //! [`Lora::save_peft`] writes the adapter as PEFT does (`adapter_model.safetensors`,
 //! `adapter_config.json`); [`Lora::from_peft`] reads one.
