@@ -1,6 +1,6 @@
 // GEMM, one output element per invocation, with a fused epilogue: Y = act(X . W + bias).
-// The path for small or odd shapes (any M, N, K, either layout; no alignment needed), and
-// for products with X read transposed (X_T below).
+// The path for small or odd shapes (any M, N, K, either layout; no alignment needed),
+// with X read transposed (X_T below) too.
 // Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
 // scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //

@@ -15,6 +15,12 @@
 // family but gemm_cpu.wgsl's main_out_in), whatever the tile
 // position, so a result depends only on its row of X and column of W.
 
+// X_T: the x binding holds X transposed, [k, m] row-major (a linear layer's weight
+// gradient X^T . dY, read in place, never transposed in memory): X[row, k] at
+// x_offset + k * ldx + row, staged with consecutive invocations walking rows (contiguous
+// there). Only with W in [in, out] (W_OUT_IN false).
+override X_T: bool = false;
+
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -47,10 +53,21 @@ fn main(
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var i = 0u; i < 4u; i++) {
             let e = tid + i * 256u;
-            // X tile: consecutive invocations walk k (contiguous in X).
-            let ar = e / TILE_K;
-            let ak = e % TILE_K;
-            a_tile[ak * TILE_M + ar] = load_x(p, row0 + ar, k0 + ak);
+            if (X_T) {
+                // X^T tile: consecutive invocations walk rows (contiguous in X^T).
+                let ak = e / TILE_M;
+                let ar = e % TILE_M;
+                var v = 0.0;
+                if (row0 + ar < p.m && k0 + ak < p.k) {
+                    v = x[p.x_offset + (k0 + ak) * p.ldx + row0 + ar];
+                }
+                a_tile[ak * TILE_M + ar] = v;
+            } else {
+                // X tile: consecutive invocations walk k (contiguous in X).
+                let ar = e / TILE_K;
+                let ak = e % TILE_K;
+                a_tile[ak * TILE_M + ar] = load_x(p, row0 + ar, k0 + ak);
+            }
             // W tile: consecutive invocations walk the contiguous axis of W.
             if (W_OUT_IN) {
                 let bc = e / TILE_K;

@@ -266,7 +266,8 @@ fn tn_reference(a: &[f32], b: &[f32], [k, m, n]: [usize; 3]) -> Approx {
 
 /// `matmul_tn` gives the same bits whichever family runs it (each element's `k` products
 /// summed by fma in increasing order): the CPU family's register blocks with X read
-/// transposed (`main_tn`, forced) against one output per invocation (forced), on shapes
+/// transposed (`main_tn`, forced) and the GPUs' 64 x 64 workgroup-memory tiles (`X_T`,
+/// forced) against one output per invocation (forced), on shapes
 /// with partial blocks both ways (`[k, m] = [64, 200]` against `[64, 40]`, `[260, 36]`
 /// against `[260, 132]`), and on a device bound to 4 KiB buffers (`[64, 256]` against
 /// `[64, 32]`: A in bands of 4 rows, so 16 K blocks, each after the first adding onto Y's
@@ -285,7 +286,7 @@ fn matmul_tn_gives_the_same_bits_in_every_family() {
         let (a, b) = (rng.normal(k * m), rng.normal(k * n));
         let want = tn_reference(&a, &b, [k, m, n]);
         let mut first: Option<Vec<f32>> = None;
-        for kernel in [GemmKernel::Simple, GemmKernel::Cpu] {
+        for kernel in [GemmKernel::Simple, GemmKernel::Cpu, GemmKernel::Tiled] {
             let mut builder = Group::builder().ranks_on_one_adapter(1).gemm_kernel(kernel);
             if small {
                 builder = builder.required_limits(limits.clone());

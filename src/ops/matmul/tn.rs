@@ -1,9 +1,11 @@
 //! `A^T · B` with A read transposed in place: a linear layer's weight gradient (`X^T · dY`
 //! for `[in, out]` weights, `dY^T · X` for `[out, in]`) and its bias's (`1^T · dY`), summed
-//! over the tokens without a transpose in memory: on CPU adapters by the CPU family's
-//! register blocks (`shaders/gemm_cpu_entry.wgsl`, `main_tn`) where the shapes allow vec4
-//! loads and the product is not small, as the GEMM chooses it; else one output per
-//! invocation (`shaders/gemm_simple.wgsl`, `X_T`).
+//! over the tokens without a transpose in memory, in the family the GEMM would choose:
+//! on CPU adapters the CPU family's register blocks (`shaders/gemm_cpu_entry.wgsl`,
+//! `main_tn`) where the shapes allow vec4 loads and the product is not small; on GPUs the
+//! 64 x 64 workgroup-memory tiles (`shaders/gemm_tiled.wgsl`, `X_T`) where the output
+//! spans at least one tile; else one output per invocation (`shaders/gemm_simple.wgsl`,
+//! `X_T`).
 //!
 //! Each output element sums its `k` products by fma in increasing `k` from 0, whatever
 //! the bands of A and B (one dispatch per K block where their bands meet, each after the
@@ -12,7 +14,7 @@
 
 use std::ops::Range;
 
-use super::{band_holding, CPU_COLS, CPU_MIN_PRODUCT, CPU_ROWS, SIMPLE_TILE};
+use super::{band_holding, CPU_COLS, CPU_MIN_PRODUCT, CPU_ROWS, SIMPLE_TILE, TILED_TILE};
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::dtype::DType;
 use crate::kernels::params::GemmParams;
@@ -63,7 +65,6 @@ pub(crate) fn matmul_tn_window(
     let (m, n) = (a_cols.len(), b_cols.len());
     let rank = a.rank();
     let max = rank.limits().max_compute_workgroups_per_dimension.max(1) as usize;
-    let step = SIMPLE_TILE * max;
     // K blocks: where a band of A meets a band of B.
     let mut cuts: Vec<usize> = a
         .bands()
@@ -86,16 +87,31 @@ pub(crate) fn matmul_tn_window(
         constants: vec![("HAS_BIAS", 0), ("ACT", 0)],
         weights: DType::F32,
     };
-    // The CPU family where the GEMM would run it (a CPU adapter, or forced) and the
-    // product is not small; per block, where every size and offset allows vec4 loads.
-    let cpu_family = match rank.gemm_kernel() {
-        GemmKernel::Cpu => true,
-        GemmKernel::Auto => {
-            rank.adapter_info().device_type == wgpu::DeviceType::Cpu
-                && m.saturating_mul(n).saturating_mul(k) >= CPU_MIN_PRODUCT
-        }
-        _ => false,
+    let tiled = PipelineKey {
+        shader: Shader::GemmTiled,
+        ..simple.clone()
     };
+    // The family as the GEMM would choose it: the CPU family on a CPU adapter (or forced)
+    // where the product is not small, per block where every size and offset allows vec4
+    // loads; the tiled one on a GPU (or forced) where the output spans a tile.
+    let cpu_adapter = rank.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let (cpu_family, tiled_family) = match rank.gemm_kernel() {
+        GemmKernel::Cpu => (true, false),
+        GemmKernel::Tiled => (false, true),
+        GemmKernel::Auto if cpu_adapter => {
+            let big = m.saturating_mul(n).saturating_mul(k) >= CPU_MIN_PRODUCT;
+            (big, false)
+        }
+        GemmKernel::Auto => (false, m.saturating_mul(n) >= TILED_TILE * TILED_TILE),
+        _ => (false, false),
+    };
+    // Rows and columns of Y per dispatch: whole workgroups of every family it may run.
+    let side = if tiled_family {
+        TILED_TILE
+    } else {
+        SIMPLE_TILE
+    };
+    let step = side * max;
     let y = Tensor::output(rank, [m, n], op)?;
     for yb in y.bands() {
         for r0 in yb.rows.clone().step_by(step) {
@@ -134,6 +150,8 @@ pub(crate) fn matmul_tn_window(
                     .all(|v| v.is_multiple_of(4));
                     let (key, tile) = if cpu_family && vec4 {
                         (&cpu, [CPU_COLS, CPU_ROWS])
+                    } else if tiled_family {
+                        (&tiled, [TILED_TILE; 2])
                     } else {
                         (&simple, [SIMPLE_TILE; 2])
                     };
