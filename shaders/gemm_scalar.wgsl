@@ -11,6 +11,11 @@
 //   4: params uniform array<Params, 2>, two equal copies
 
 override W_OUT_IN: bool = false;
+// X_T: the x binding holds X transposed, [k, m] row-major (a linear layer's weight
+// gradients X^T . dY and dY^T . X, read in place, never transposed in memory): X[row, k]
+// at x_offset + k * ldx + row, read through load_x_t. Only with W in [in, out]
+// (W_OUT_IN false).
+override X_T: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
@@ -27,6 +32,14 @@ fn load_params() -> Params {
 fn load_x(p: Params, row: u32, kk: u32) -> f32 {
     if (row < p.m && kk < p.k) {
         return x[p.x_offset + row * p.ldx + kk];
+    }
+    return 0.0;
+}
+
+// X[row, kk] from X^T (X_T), 0 outside X.
+fn load_x_t(p: Params, row: u32, kk: u32) -> f32 {
+    if (row < p.m && kk < p.k) {
+        return x[p.x_offset + kk * p.ldx + row];
     }
     return 0.0;
 }

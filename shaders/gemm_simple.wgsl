@@ -1,6 +1,6 @@
 // GEMM, one output element per invocation, with a fused epilogue: Y = act(X . W + bias).
 // The path for small or odd shapes (any M, N, K, either layout; no alignment needed),
-// with X read transposed (X_T below) too.
+// with X read transposed (X_T, gemm_scalar.wgsl) too.
 // Requires activation.wgsl, gemm_params.wgsl, the weight prelude (shaders/weights_*.wgsl,
 // scalar unit) and gemm_scalar.wgsl prepended (src/kernels/mod.rs).
 //
@@ -12,11 +12,6 @@
 // (col, row) computes y[row, col], accumulating k in increasing order by fma, exactly as
 // gemm_cpu.wgsl's main_in_out and gemm_tiled*.wgsl do: for a given element all three give
 // the same bits (the tp-invariant mode relies on it).
-
-// X_T: the x binding holds X transposed, [k, m] row-major (the gradients X^T . dY and
-// dY^T . X of a linear layer, read in place, never transposed in memory): X[row, k] at
-// x_offset + k * ldx + row. Only with W in [in, out] (W_OUT_IN false).
-override X_T: bool = false;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

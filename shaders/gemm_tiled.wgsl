@@ -14,12 +14,8 @@
 // K is accumulated by fma in increasing order for every output element (as in every GEMM
 // family but gemm_cpu.wgsl's main_out_in), whatever the tile
 // position, so a result depends only on its row of X and column of W.
-
-// X_T: the x binding holds X transposed, [k, m] row-major (a linear layer's weight
-// gradient X^T . dY, read in place, never transposed in memory): X[row, k] at
-// x_offset + k * ldx + row, staged with consecutive invocations walking rows (contiguous
-// there). Only with W in [in, out] (W_OUT_IN false).
-override X_T: bool = false;
+// With X_T (X read transposed, gemm_scalar.wgsl) consecutive invocations stage X^T's
+// rows, contiguous there.
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -57,11 +53,7 @@ fn main(
                 // X^T tile: consecutive invocations walk rows (contiguous in X^T).
                 let ak = e / TILE_M;
                 let ar = e % TILE_M;
-                var v = 0.0;
-                if (row0 + ar < p.m && k0 + ak < p.k) {
-                    v = x[p.x_offset + (k0 + ak) * p.ldx + row0 + ar];
-                }
-                a_tile[ak * TILE_M + ar] = v;
+                a_tile[ak * TILE_M + ar] = load_x_t(p, row0 + ar, k0 + ak);
             } else {
                 // X tile: consecutive invocations walk k (contiguous in X).
                 let ar = e / TILE_K;

@@ -12,7 +12,8 @@
 // memory (X transposed, so both tiles are read as vec4 along the output's rows and
 // columns), then accumulates an 8 x 8 block of Y from two vec4 of each per k: 16 FMAs per
 // 4 workgroup-memory reads, where the 64 x 64 kernel (gemm_tiled.wgsl) does 16 per 8.
-// Loads outside X or W read 0; stores outside Y are skipped.
+// Loads outside X or W read 0; stores outside Y are skipped. With X_T (X read transposed,
+// gemm_scalar.wgsl) X^T is staged as W [in, out] is: 4 contiguous values per invocation.
 //
 // Each output element accumulates k by fma in increasing order, whatever its tile position
 // (the same bits as gemm_simple.wgsl and gemm_cpu.wgsl's main_in_out).
@@ -52,11 +53,23 @@ fn main(
     }
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // X: invocation t loads row t / 2, k (t % 2) * 4 .. + 3 (contiguous in X).
-        let ar = tid / 2u;
-        let ak = (tid % 2u) * 4u;
-        for (var j = 0u; j < 4u; j++) {
-            a_tile[(ak + j) * 32u + ar / 4u][ar % 4u] = load_x(p, row0 + ar, k0 + ak + j);
+        if (X_T) {
+            // X^T: invocation t loads k t / 32, rows (t % 32) * 4 .. + 3 (contiguous there).
+            let ak = tid / 32u;
+            let ar = (tid % 32u) * 4u;
+            a_tile[ak * 32u + ar / 4u] = vec4<f32>(
+                load_x_t(p, row0 + ar, k0 + ak),
+                load_x_t(p, row0 + ar + 1u, k0 + ak),
+                load_x_t(p, row0 + ar + 2u, k0 + ak),
+                load_x_t(p, row0 + ar + 3u, k0 + ak),
+            );
+        } else {
+            // X: invocation t loads row t / 2, k (t % 2) * 4 .. + 3 (contiguous in X).
+            let ar = tid / 2u;
+            let ak = (tid % 2u) * 4u;
+            for (var j = 0u; j < 4u; j++) {
+                a_tile[(ak + j) * 32u + ar / 4u][ar % 4u] = load_x(p, row0 + ar, k0 + ak + j);
+            }
         }
         // W: walk its contiguous axis.
         if (W_OUT_IN) {

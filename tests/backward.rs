@@ -266,10 +266,11 @@ fn tn_reference(a: &[f32], b: &[f32], [k, m, n]: [usize; 3]) -> Approx {
 
 /// `matmul_tn` gives the same bits whichever family runs it (each element's `k` products
 /// summed by fma in increasing order): the CPU family's register blocks with X read
-/// transposed (`main_tn`, forced) and the GPUs' 64 x 64 workgroup-memory tiles (`X_T`,
-/// forced) against one output per invocation (forced), on shapes
-/// with partial blocks both ways (`[k, m] = [64, 200]` against `[64, 40]`, `[260, 36]`
-/// against `[260, 132]`), and on a device bound to 4 KiB buffers (`[64, 256]` against
+/// transposed (`main_tn`, forced) and the GPUs' workgroup-memory tiles (`X_T`, forced:
+/// 128 x 128 where Y spans one each way, else 64 x 64) against one output per invocation
+/// (forced), on shapes with partial blocks both ways (`[k, m] = [64, 200]` against
+/// `[64, 40]`, `[260, 36]` against `[260, 132]`, `[37, 136]` against `[37, 260]`: the
+/// large tiles, K not a multiple of their 8), and on a device bound to 4 KiB buffers (`[64, 256]` against
 /// `[64, 32]`: A in bands of 4 rows, so 16 K blocks, each after the first adding onto Y's
 /// partial sums); within the reference.
 #[test]
@@ -281,6 +282,7 @@ fn matmul_tn_gives_the_same_bits_in_every_family() {
     for (k, m, n, small) in [
         (64, 200, 40, false),
         (260, 36, 132, false),
+        (37, 136, 260, false),
         (64, 256, 32, true),
     ] {
         let (a, b) = (rng.normal(k * m), rng.normal(k * n));

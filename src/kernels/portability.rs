@@ -263,16 +263,16 @@ fn every_shader_variant_translates_to_msl_hlsl_spirv_and_glsl() {
             }
         }
     }
-    // GEMM: tiled, tiled-large and simple x bias x 4 activations x 2 layouts (48), simple
-    // and tiled again with X read transposed (32), the CPU family's 3 entries (main_tn: X
-    // read transposed) x bias x 4 activations (24); elementwise's 10 entries x 4 activations (40); the reductions (2); the
+    // GEMM: tiled, tiled-large and simple x bias x 4 activations x 2 layouts x X read
+    // transposed or not (96), the CPU family's 3 entries (main_tn: X read transposed) x
+    // bias x 4 activations (24); elementwise's 10 entries x 4 activations (40); the reductions (2); the
     // transformer kernels' 23 entries (the norms' 3 and their 6 backward, embed and its
     // backward, rope, kv_write, attention and attention_softcap, attention's 4 backward,
     // silu_mul and gelu_tanh_mul and their backward); the cross-entropy's 2; the
     // optimizer's 3; narrowing's 2 (to_bf16, to_f16); the skinny family's 24 variants (3 row blocks x
     // vec4 or scalar x CPU or GPU x ordered or fast) x 3 entries x bias x 4 activations
     // (576); and every GEMM and the embedding lookup again with each of the 9 other weight
-    // preludes: f16, bf16 and the 7 quantized formats (9 x (80 + 24 + 576 + 1)). A new
+    // preludes: f16, bf16 and the 7 quantized formats (9 x (96 + 24 + 576 + 1)). A new
     // entry, constant or weight format changes the count.
-    assert_eq!(variants, 176 + 576 + 9 * 681, "variants translated");
+    assert_eq!(variants, 192 + 576 + 9 * 697, "variants translated");
 }

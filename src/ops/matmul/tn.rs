@@ -3,8 +3,9 @@
 //! over the tokens without a transpose in memory, in the family the GEMM would choose:
 //! on CPU adapters the CPU family's register blocks (`shaders/gemm_cpu_entry.wgsl`,
 //! `main_tn`) where the shapes allow vec4 loads and the product is not small; on GPUs the
-//! 64 x 64 workgroup-memory tiles (`shaders/gemm_tiled.wgsl`, `X_T`) where the output
-//! spans at least one tile; else one output per invocation (`shaders/gemm_simple.wgsl`,
+//! workgroup-memory tiles (`shaders/gemm_tiled.wgsl`, and `shaders/gemm_tiled_large.wgsl`
+//! where the output spans a 128 x 128 tile each way; `X_T`) where the output spans at
+//! least one 64 x 64 tile; else one output per invocation (`shaders/gemm_simple.wgsl`,
 //! `X_T`).
 //!
 //! Each output element sums its `k` products by fma in increasing `k` from 0, whatever
@@ -14,7 +15,9 @@
 
 use std::ops::Range;
 
-use super::{band_holding, CPU_COLS, CPU_MIN_PRODUCT, CPU_ROWS, SIMPLE_TILE, TILED_TILE};
+use super::{
+    band_holding, CPU_COLS, CPU_MIN_PRODUCT, CPU_ROWS, SIMPLE_TILE, TILED_LARGE_TILE, TILED_TILE,
+};
 use crate::error::{fmt_shape, Error, Result};
 use crate::kernels::dtype::DType;
 use crate::kernels::params::GemmParams;
@@ -87,13 +90,10 @@ pub(crate) fn matmul_tn_window(
         constants: vec![("HAS_BIAS", 0), ("ACT", 0)],
         weights: DType::F32,
     };
-    let tiled = PipelineKey {
-        shader: Shader::GemmTiled,
-        ..simple.clone()
-    };
-    // The family as the GEMM would choose it: the CPU family on a CPU adapter (or forced)
+    // The family as the GEMM would choose it: on a CPU adapter (or forced) the CPU family
     // where the product is not small, per block where every size and offset allows vec4
-    // loads; the tiled one on a GPU (or forced) where the output spans a tile.
+    // loads; on a GPU (or forced) the tiled families where the output spans a tile,
+    // 128 x 128 where it spans one such tile each way.
     let cpu_adapter = rank.adapter_info().device_type == wgpu::DeviceType::Cpu;
     let (cpu_family, tiled_family) = match rank.gemm_kernel() {
         GemmKernel::Cpu => (true, false),
@@ -105,13 +105,20 @@ pub(crate) fn matmul_tn_window(
         GemmKernel::Auto => (false, m.saturating_mul(n) >= TILED_TILE * TILED_TILE),
         _ => (false, false),
     };
+    let tiled = tiled_family.then(|| {
+        let (shader, side) = if m >= TILED_LARGE_TILE && n >= TILED_LARGE_TILE {
+            (Shader::GemmTiledLarge, TILED_LARGE_TILE)
+        } else {
+            (Shader::GemmTiled, TILED_TILE)
+        };
+        let key = PipelineKey {
+            shader,
+            ..simple.clone()
+        };
+        (key, side)
+    });
     // Rows and columns of Y per dispatch: whole workgroups of every family it may run.
-    let side = if tiled_family {
-        TILED_TILE
-    } else {
-        SIMPLE_TILE
-    };
-    let step = side * max;
+    let step = tiled.as_ref().map_or(SIMPLE_TILE, |(_, side)| *side) * max;
     let y = Tensor::output(rank, [m, n], op)?;
     for yb in y.bands() {
         for r0 in yb.rows.clone().step_by(step) {
@@ -150,8 +157,8 @@ pub(crate) fn matmul_tn_window(
                     .all(|v| v.is_multiple_of(4));
                     let (key, tile) = if cpu_family && vec4 {
                         (&cpu, [CPU_COLS, CPU_ROWS])
-                    } else if tiled_family {
-                        (&tiled, [TILED_TILE; 2])
+                    } else if let Some((key, side)) = &tiled {
+                        (key, [*side; 2])
                     } else {
                         (&simple, [SIMPLE_TILE; 2])
                     };
